@@ -1,0 +1,63 @@
+"""The one injectable clock every timer, deadline and lease reads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+from .durations import Duration, to_duration
+
+
+class Clock(Protocol):
+    """What the runner and stores need of time."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait *seconds* (a fake clock just moves forward)."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class FakeClock:
+    """A clock that moves only when told: ``clock.advance("24h")``. Thread-safe."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        if start is None:
+            start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        if start.tzinfo is None:
+            raise ValueError(f"FakeClock start {start!r} must be timezone-aware")
+        self._now = start.astimezone(timezone.utc)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.advance(timedelta(seconds=seconds))
+
+    def advance(self, duration: Duration) -> datetime:
+        """Move time forward by *duration*; return the new time."""
+        step = to_duration(duration, what="advance")
+        with self._lock:
+            self._now += step
+            return self._now
+
+
+SYSTEM_CLOCK = SystemClock()

@@ -1,0 +1,160 @@
+"""``@flow``, ``Flow``, ``FlowContext`` and the registry of flows by name."""
+
+from __future__ import annotations
+
+import inspect
+import random as _random
+import threading
+import uuid as _uuid
+from collections.abc import Callable, Generator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import attrs
+
+from .commands import Command
+from .errors import FlowNotRegisteredError
+
+if TYPE_CHECKING:
+    from stores.base import Store
+
+    from .results import FlowResult
+
+R = TypeVar("R")
+FlowBody = Callable[["FlowContext"], Generator[Command, Any, R]]
+
+
+class _Driver(Protocol):
+    """What a runner gives the context: replay state and recorded values."""
+
+    @property
+    def is_replaying(self) -> bool: ...
+
+    def value(self, kind: str, make: Callable[[], Any]) -> Any: ...
+
+
+@attrs.define
+class FlowContext:
+    """What a flow body gets: ``ctx.input``, ``ctx.flow_id``, ``ctx.name``.
+
+    Construct one directly to step a flow by hand in a unit test:
+
+    >>> gen = onboarding(FlowContext(input={"email": "a@b.c"}, flow_id="t-1", name="onboarding"))
+    >>> next(gen)
+    Step(name='send-welcome', retry=None)
+    """
+
+    input: Any = None
+    flow_id: str = "local"
+    name: str = "local"
+    _driver: _Driver | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while recorded commands are fed back (for logs that should not repeat)."""
+        return self._driver is not None and self._driver.is_replaying
+
+    def now(self) -> datetime:
+        """The current UTC time, recorded the first time and the same on every replay."""
+        make: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E731
+        if self._driver is None:
+            return make()
+        result: datetime = self._driver.value("now", make)
+        return result
+
+    def uuid4(self) -> _uuid.UUID:
+        """A random version-4 UUID, recorded and the same on every replay."""
+        if self._driver is None:
+            return _uuid.uuid4()
+        result: _uuid.UUID = self._driver.value("uuid4", _uuid.uuid4)
+        return result
+
+    def random(self) -> float:
+        """A float in [0, 1), recorded and the same on every replay."""
+        if self._driver is None:
+            return _random.random()
+        result: float = self._driver.value("random", _random.random)
+        return result
+
+
+@attrs.frozen
+class Flow(Generic[R]):
+    """A named, registered flow. Call it with a ``FlowContext`` to get the raw
+    generator; ``.run(...)`` runs it durably on a store."""
+
+    name: str
+    fn: FlowBody[R] = attrs.field(repr=False)
+
+    def __call__(self, ctx: FlowContext) -> Generator[Command, Any, R]:
+        return self.fn(ctx)
+
+    def run(
+        self,
+        *,
+        input: Any = None,
+        store: Store,
+        flow_id: str | None = None,
+        resume: str | None = None,
+    ) -> FlowResult:
+        """Start (or, with ``resume=flow_id``, continue) this flow in the caller's thread
+        until it suspends or finishes.
+
+        >>> r = onboarding.run(input={"email": "user@example.com"}, store=SQLiteStore("crux.db"))
+        >>> r.status, r.waiting_for
+        ('suspended', 'email-verified')
+        """
+        from .runner import run_flow
+
+        return run_flow(self, store=store, input=input, flow_id=flow_id, resume=resume)
+
+
+class Registry:
+    """Flows by name. ``@flow`` registers into the default registry."""
+
+    def __init__(self) -> None:
+        self._flows: dict[str, Flow[Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, flow: Flow[Any]) -> None:
+        with self._lock:
+            self._flows[flow.name] = flow
+
+    def get(self, name: str, *, flow_id: str | None = None) -> Flow[Any]:
+        try:
+            return self._flows[name]
+        except KeyError:
+            raise FlowNotRegisteredError(name, flow_id) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._flows)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._flows
+
+
+default_registry = Registry()
+
+
+def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R]], Flow[R]]:
+    """Make a generator function ``fn(ctx)`` a registered :class:`Flow` named *name*.
+
+    >>> @flow("onboarding")
+    ... def onboarding(ctx):
+    ...     yield Step("send-welcome", lambda: send_welcome(ctx.input["email"]))
+
+    Registering a name again replaces the earlier flow.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"flow name {name!r} must be a non-empty string")
+
+    def decorate(fn: FlowBody[R]) -> Flow[R]:
+        if not inspect.isgeneratorfunction(fn):
+            raise TypeError(
+                f"@flow({name!r}) needs a generator function (one that yields commands); "
+                f"{getattr(fn, '__qualname__', fn)!r} is not one"
+            )
+        made = Flow(name, fn)
+        (registry or default_registry).add(made)
+        return made
+
+    return decorate

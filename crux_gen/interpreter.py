@@ -1,0 +1,241 @@
+"""The sans-IO core: drive a flow's generator against its recorded history.
+
+The interpreter takes the generator and the history in and hands decisions out.
+It never touches a store, a clock or a step function: the runner executes a
+live decision and reports the outcome with :meth:`Interpreter.resolve` or
+:meth:`Interpreter.fail`, then asks for the next decision.
+
+    interp = Interpreter(gen, history, flow_id="7f3a", flow_name="onboarding")
+    decision = interp.next_decision()   # RunStep | AwaitSignal | ... | Finished | Failed
+    interp.resolve(value)               # or interp.fail(exc)
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Generator, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from . import codec
+from .commands import COMMAND_TYPES, Command, Sleep, Step, Suspend, WaitUntil, describe
+from .errors import NonDeterminismError, SignalValidationError, StepFailedError
+from .records import COMPLETED, FAILED, StoredRecord
+
+
+@attrs.frozen
+class RunStep:
+    """Run the step's function (again, if *record* holds failed attempts)."""
+
+    position: int
+    command: Step
+    record: StoredRecord | None
+
+
+@attrs.frozen
+class AwaitSignal:
+    """Feed the flow a pending signal for the ``Suspend``, or park it."""
+
+    position: int
+    command: Suspend
+    record: StoredRecord | None
+
+
+@attrs.frozen
+class AwaitCondition:
+    """Check the ``WaitUntil`` condition, or park until the next check."""
+
+    position: int
+    command: WaitUntil
+    record: StoredRecord | None
+
+
+@attrs.frozen
+class AwaitTimer:
+    """Resolve the ``Sleep`` if it is due, or park until it is."""
+
+    position: int
+    command: Sleep
+    record: StoredRecord | None
+
+
+@attrs.frozen
+class Finished:
+    """The flow returned *value*."""
+
+    value: Any
+
+
+@attrs.frozen
+class Failed:
+    """The flow body raised *exception* (uncaught)."""
+
+    exception: BaseException
+
+
+Decision = RunStep | AwaitSignal | AwaitCondition | AwaitTimer | Finished | Failed
+_LIVE = {"step": RunStep, "suspend": AwaitSignal, "wait_until": AwaitCondition, "sleep": AwaitTimer}
+
+
+def _value_decoders() -> dict[str, Any]:
+    return {
+        "now": lambda v: datetime.fromisoformat(v),
+        "uuid4": lambda v: uuid.UUID(v),
+        "random": float,
+    }
+
+
+_DECODE_VALUE = _value_decoders()
+
+
+class Interpreter:
+    """Replay *history* into *gen*, then hand out live decisions one at a time."""
+
+    def __init__(
+        self,
+        gen: Generator[Command, Any, Any],
+        history: Sequence[StoredRecord],
+        *,
+        flow_id: str,
+        flow_name: str,
+    ) -> None:
+        self._gen = gen
+        self._history = history
+        self._recorded = len(history)
+        self.flow_id = flow_id
+        self.flow_name = flow_name
+        self.position = 0
+        self._throw: BaseException | None = None
+        self._send: Any = None
+        self._divergence: NonDeterminismError | None = None
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while recorded commands are being fed back."""
+        return self.position < self._recorded
+
+    def resolve(self, value: Any) -> None:
+        """The live command evaluates to *value*."""
+        self._send, self._throw = value, None
+
+    def fail(self, exc: BaseException) -> None:
+        """The live command raises *exc* at its ``yield``."""
+        self._send, self._throw = None, exc
+
+    def next_decision(self) -> Decision:
+        """Advance the generator to the next command that needs the runner."""
+        gen = self._gen
+        history = self._history
+        while True:
+            try:
+                if self._throw is not None:
+                    exc, self._throw = self._throw, None
+                    command = gen.throw(exc)
+                else:
+                    value, self._send = self._send, None
+                    command = gen.send(value)
+            except StopIteration as stop:
+                self._check_divergence()
+                return Finished(stop.value)
+            except Exception as exc:
+                self._check_divergence()
+                return Failed(exc)
+            self._check_divergence()
+            if not isinstance(command, COMMAND_TYPES):
+                self._throw = TypeError(
+                    f"flow {self.flow_id!r} ({self.flow_name}) yielded {command!r}; yield "
+                    "Step(...), Suspend(...), WaitUntil(...) or Sleep(...)"
+                )
+                continue
+            position = self.position
+            self.position += 1
+            if position >= self._recorded:
+                return _LIVE[command.kind](position, command, None)  # type: ignore[no-any-return]
+            record = history[position]
+            if record.kind != command.kind or record.name != command.name:
+                raise self._diverged(position, record, describe(command.kind, command.name))
+            if record.state == COMPLETED:
+                self._send = self._recorded_value(command, record)
+            elif record.state == FAILED:
+                self._throw = rebuild_exception(record)
+            else:
+                return _LIVE[command.kind](position, command, record)  # type: ignore[no-any-return]
+
+    def recorded_value(self, kind: str) -> tuple[bool, Any]:
+        """For ``ctx.now()`` & co: ``(True, value)`` when replaying, else ``(False, position)``.
+
+        Either way the call takes the next position in history.
+        """
+        position = self.position
+        self.position += 1
+        if position >= self._recorded:
+            return False, position
+        record = self._history[position]
+        if record.kind != kind:
+            self._divergence = self._diverged(position, record, describe(kind, kind))
+            raise self._divergence
+        return True, _DECODE_VALUE[kind](codec.decode(record.result))
+
+    def close(self) -> list[Command]:
+        """Close the generator (its ``finally`` blocks run); return commands it yielded
+        while closing, which are not run."""
+        ignored: list[Command] = []
+        for _ in range(100):
+            try:
+                command = self._gen.throw(GeneratorExit)
+            except (GeneratorExit, StopIteration):
+                return ignored
+            except Exception:
+                return ignored
+            ignored.append(command)
+        self._gen.close()
+        return ignored
+
+    def _diverged(self, position: int, record: StoredRecord, new: str) -> NonDeterminismError:
+        return NonDeterminismError(
+            self.flow_id, self.flow_name, position, describe(record.kind, record.name), new
+        )
+
+    def _check_divergence(self) -> None:
+        # A helper like ctx.now() may have diverged inside the generator, and the
+        # flow may have caught the error: it is raised here regardless.
+        if self._divergence is not None:
+            raise self._divergence
+
+    def _recorded_value(self, command: Command, record: StoredRecord) -> Any:
+        value = codec.decode(record.result)
+        if isinstance(command, Suspend) and command.schema is not None:
+            try:
+                return codec.structure(value, command.schema)
+            except Exception as exc:
+                self._throw = SignalValidationError(
+                    self.flow_id, command.name, command.schema, codec.structure_error_text(exc)
+                )
+                return None
+        return value
+
+
+def rebuild_exception(record: StoredRecord) -> BaseException:
+    """The recorded failure: its own class when it can be rebuilt from its message
+    (and its module is already imported), else :class:`StepFailedError`."""
+    info = codec.ErrorInfo.decode(record.error) or codec.ErrorInfo("builtins.Exception", "")
+    parts = info.type.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        obj: Any = module
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            try:
+                exc = obj(info.message)
+            except Exception:
+                break
+            if str(exc) == info.message:
+                return exc
+        break
+    return StepFailedError(record.name, info.type, info.message, info.traceback)

@@ -1,0 +1,123 @@
+"""What a store holds and what the runner asks it to write: plain frozen records.
+
+Payloads (input, step results, signal payloads, errors) arrive here already
+encoded as JSON text; stores never see Python objects of the user's. Times are
+UTC seconds since the epoch (floats), compared as numbers in the stores' indexes.
+
+History records and signals are named tuples rather than attrs classes: a resume
+builds one per recorded command, and ``_make(row)`` is several times cheaper.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import attrs
+
+# Record states.
+COMPLETED = "completed"  # the command's outcome is recorded (result)
+FAILED = "failed"  # a step failed for good (error); replay re-raises it
+WAITING = "waiting"  # a Suspend / WaitUntil / Sleep was reached and has not resolved
+RETRYING = "retrying"  # a step failed, tries remain; ``attempts`` and ``wake_at`` kept
+EXPIRED = "expired"  # the wait's deadline passed
+
+# Signal states.
+PENDING = "pending"
+CONSUMED = "consumed"
+REJECTED = "rejected"
+
+
+class StoredRecord(NamedTuple):
+    """One entry of a flow's history, at *position* (0, 1, 2, …)."""
+
+    position: int
+    kind: str
+    name: str
+    state: str
+    result: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    wake_at: float | None = None
+    deadline: float | None = None
+
+
+class StoredSignal(NamedTuple):
+    """A signal sent to a flow."""
+
+    id: int
+    flow_id: str
+    name: str
+    payload: str
+    state: str
+    created_at: float
+    error: str | None = None
+    consumed_at: float | None = None
+    position: int | None = None
+
+
+@attrs.frozen
+class SignalUpdate:
+    """Mark signal *id* consumed (at *position*) or rejected (with *error*)."""
+
+    id: int
+    state: str
+    error: str | None = None
+    position: int | None = None
+
+
+@attrs.frozen
+class StoredFlow:
+    """A flow's row, and (from ``claim``/``load``) its whole history and signals."""
+
+    id: str
+    name: str
+    status: str
+    input: str
+    created_at: float
+    updated_at: float
+    result: str | None = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    waiting_for: str | None = None
+    wait_kind: str | None = None
+    wake_at: float | None = None
+    deadline: float | None = None
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    records: tuple[StoredRecord, ...] = ()
+    signals: tuple[StoredSignal, ...] = ()
+
+
+@attrs.frozen
+class Write:
+    """One atomic write by the lease holder.
+
+    *records* are inserted or replace the record at their position; *signals*
+    change state. With *status* ``None`` the flow stays running (a step's
+    commit); otherwise the flow row takes *status* and the wait fields, and the
+    lease is released. With *wait_signal*, the park happens only if no pending
+    signal of that name exists; if one does, the records are still written,
+    the flow stays running and the pending signals are returned.
+    """
+
+    records: tuple[StoredRecord, ...] = ()
+    signals: tuple[SignalUpdate, ...] = ()
+    status: str | None = None
+    result: str | None = None
+    error: str | None = None
+    waiting_for: str | None = None
+    wait_kind: str | None = None
+    wake_at: float | None = None
+    deadline: float | None = None
+    wait_signal: str | None = None
+
+
+@attrs.frozen
+class CommitOutcome:
+    """What a commit found: the flow's stored status, and signals that arrived."""
+
+    status: str
+    signals: tuple[StoredSignal, ...] = ()
+    cancel_reason: str | None = None

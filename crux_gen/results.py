@@ -1,0 +1,76 @@
+"""What running or reading a flow hands back: ``FlowResult`` and ``FlowInfo``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .codec import ErrorInfo
+from .status import Status
+
+
+@attrs.frozen
+class FlowResult:
+    """Where a flow stands after a run: ``status``, ``value`` or ``error``, and what it
+    waits for. ``wake_at`` is an aware UTC datetime or ``None``."""
+
+    flow_id: str
+    status: Status = attrs.field(converter=Status)
+    value: Any = None
+    error: ErrorInfo | None = None
+    cancel_reason: str | None = None
+    waiting_for: str | None = None
+    wake_at: datetime | None = None
+
+
+@attrs.frozen
+class HistoryEntry:
+    """One recorded command: ``state`` is completed, failed, waiting, retrying or expired."""
+
+    position: int
+    kind: str
+    name: str
+    state: str
+    attempts: int
+    result: Any = None
+    error: ErrorInfo | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wake_at: datetime | None = None
+    deadline: datetime | None = None
+
+
+@attrs.frozen
+class SignalInfo:
+    """A signal sent to a flow: ``state`` is pending, consumed or rejected (``error`` says why)."""
+
+    id: int
+    name: str
+    payload: Any
+    state: str
+    created_at: datetime
+    error: str | None = None
+    consumed_at: datetime | None = None
+    position: int | None = None
+
+
+@attrs.frozen
+class FlowInfo:
+    """A flow's stored state, read without running it (``get_flow``)."""
+
+    flow_id: str
+    name: str
+    status: Status = attrs.field(converter=Status)
+    input: Any = None
+    value: Any = None
+    error: ErrorInfo | None = None
+    cancel_reason: str | None = None
+    waiting_for: str | None = None
+    wake_at: datetime | None = None
+    deadline: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    signals: tuple[SignalInfo, ...] = ()

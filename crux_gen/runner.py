@@ -1,0 +1,601 @@
+"""The one module that joins interpreter, store, clock and step functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .codec import ErrorInfo
+from .commands import describe
+from .errors import (
+    FlowNameConflictError,
+    SerializationError,
+    SignalValidationError,
+)
+from .flow import Flow, FlowContext, default_registry
+from .interpreter import (
+    AwaitCondition,
+    AwaitSignal,
+    AwaitTimer,
+    Failed,
+    Finished,
+    Interpreter,
+    RunStep,
+)
+from .records import (
+    COMPLETED,
+    CONSUMED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    REJECTED,
+    RETRYING,
+    WAITING,
+    CommitOutcome,
+    SignalUpdate,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
+from .results import FlowInfo, FlowResult, HistoryEntry, SignalInfo
+from .status import Status
+
+if TYPE_CHECKING:
+    from stores.base import Store
+
+log = logging.getLogger("crux_gen")
+
+#: A retry backoff up to this long sleeps in the runner's thread; a longer one parks
+#: the flow (``status="suspended"``, ``wake_at`` set) so that no process is held.
+INLINE_BACKOFF = timedelta(seconds=2)
+
+
+class ParkingWarning(UserWarning):
+    """A flow yielded a command from a ``finally``/``with`` block while it was parked."""
+
+
+def new_flow_id() -> str:
+    """An unguessable flow id (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def _when(ts: float | None) -> datetime | None:
+    from stores.base import when
+
+    return when(ts)
+
+
+class _Stop(Exception):
+    """Internal: the run ends with *result* (parked, finished or cancelled)."""
+
+    def __init__(self, result: FlowResult) -> None:
+        self.result = result
+
+
+class LeaseKeeper:
+    """One daemon thread per process renewing the leases of the runs in progress,
+    every third of their store's ``lease_ttl``, so a step longer than the lease keeps it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._leases: dict[str, tuple[Store, str, float]] = {}
+        self._pid = -1
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # A child inherits no threads: forget the parent's leases and lock.
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._leases = {}
+        self._pid = -1
+
+    def hold(self, store: Store, flow_id: str, owner: str) -> None:
+        period = max(store.lease_ttl.total_seconds() / 3, 0.05)
+        with self._lock:
+            self._leases[owner] = (store, flow_id, time.monotonic() + period)
+            if self._pid != os.getpid():  # first use, or a forked child: no thread yet
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop, name="crux-lease-keeper", daemon=True).start()
+        self._wake.set()
+
+    def drop(self, owner: str) -> None:
+        with self._lock:
+            self._leases.pop(owner, None)
+
+    def _loop(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            with self._lock:
+                items = list(self._leases.items())
+            now = time.monotonic()
+            next_due = now + 1.0
+            for owner, (store, flow_id, due) in items:
+                period = max(store.lease_ttl.total_seconds() / 3, 0.05)
+                if due <= now:
+                    try:
+                        kept = store.renew(flow_id, owner, store.clock.now().timestamp())
+                    except Exception:  # a busy or closed store: try again next period
+                        log.exception("renewing the lease of flow %s failed", flow_id)
+                        kept = True
+                    if not kept:
+                        log.warning("flow %s: runner %s lost its lease", flow_id, owner)
+                    due = now + period
+                    with self._lock:
+                        if owner in self._leases:
+                            self._leases[owner] = (store, flow_id, due)
+                next_due = min(next_due, due)
+            self._wake.clear()
+            self._wake.wait(max(next_due - time.monotonic(), 0.01))
+
+
+LEASES = LeaseKeeper()
+
+
+class _Run:
+    """One run of one flow by the holder of its lease."""
+
+    def __init__(self, flow: Flow[Any], store: Store, stored: StoredFlow, owner: str) -> None:
+        self.flow = flow
+        self.store = store
+        self.clock = store.clock
+        self.flow_id = stored.id
+        self.owner = owner
+        self.released = False  # the store dropped our lease (parked, finished, cancelled)
+        self.committed = False  # something was written: no restoring the claimed state
+        self._records: dict[int, StoredRecord] = {}
+        self._signal_updates: list[SignalUpdate] = []
+        self._pending: list[StoredSignal] = [s for s in stored.signals if s.state == PENDING]
+        self.ctx = FlowContext(
+            input=codec.decode(stored.input), flow_id=stored.id, name=stored.name
+        )
+        self.interp = Interpreter(
+            flow.fn(self.ctx), stored.records, flow_id=stored.id, flow_name=stored.name
+        )
+        self.ctx._driver = self
+
+    # -- what the context asks ---------------------------------------------------
+
+    @property
+    def is_replaying(self) -> bool:
+        return self.interp.is_replaying
+
+    def value(self, kind: str, make: Callable[[], Any]) -> Any:
+        found, value = self.interp.recorded_value(kind)
+        if found:
+            return value
+        made = make()
+        now = self._now()
+        self._records[value] = StoredRecord(
+            value,
+            kind,
+            kind,
+            COMPLETED,
+            result=codec.encode(made, what=f"ctx.{kind}()"),
+            attempts=1,
+            started_at=now,
+            finished_at=now,
+        )
+        return made
+
+    # -- writing -----------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def _commit(self, now: float | None = None, **fields: Any) -> CommitOutcome:
+        write = Write(
+            records=tuple(self._records.values()), signals=tuple(self._signal_updates), **fields
+        )
+        at = self._now() if now is None else now
+        outcome = self.store.commit(self.flow_id, self.owner, at, write)
+        self.committed = True
+        self._records.clear()
+        self._signal_updates.clear()
+        if outcome.signals:  # a signal arrived: the park was not applied
+            return outcome
+        target = fields.get("status") or Status.RUNNING.value
+        if outcome.status != target:  # cancelled meanwhile; the store dropped our lease
+            self.released = True
+            raise _Stop(
+                FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason)
+            )
+        if target != Status.RUNNING:
+            self.released = True
+        return outcome
+
+    def _end(self, status: Status, **fields: Any) -> _Stop:
+        """Write the final or parked state; the result to stop with."""
+        self._commit(status=status.value, **fields)
+        return _Stop(
+            FlowResult(
+                self.flow_id,
+                status,
+                value=codec.decode(fields.get("result")),
+                error=ErrorInfo.decode(fields.get("error")),
+                waiting_for=fields.get("waiting_for"),
+                wake_at=_when(fields.get("wake_at")),
+            )
+        )
+
+    def _park(self, name: str, kind: str, wake_at: float | None, **fields: Any) -> _Stop:
+        return self._end(
+            Status.SUSPENDED, waiting_for=name, wait_kind=kind, wake_at=wake_at, **fields
+        )
+
+    def _close(self) -> None:
+        for command in self.interp.close():
+            warnings.warn(
+                f"flow {self.flow_id!r} ({self.flow.name}) yielded "
+                f"{describe(command.kind, command.name)} while parking (from a finally or with "
+                "block); it was not run. Put side effects in steps, compensation in except blocks",
+                ParkingWarning,
+                stacklevel=2,
+            )
+
+    # -- the loop ----------------------------------------------------------------
+
+    def drive(self) -> FlowResult:
+        try:
+            while True:
+                decision = self.interp.next_decision()
+                if isinstance(decision, RunStep):
+                    self._step(decision)
+                elif isinstance(decision, AwaitSignal):
+                    self._signal(decision)
+                elif isinstance(decision, AwaitCondition):
+                    self._condition(decision)
+                elif isinstance(decision, AwaitTimer):
+                    self._timer(decision)
+                elif isinstance(decision, Finished):
+                    self._finish(decision.value)
+                else:
+                    assert isinstance(decision, Failed)
+                    raise self._end(
+                        Status.FAILED, error=ErrorInfo.from_exception(decision.exception).encode()
+                    )
+        except _Stop as stop:
+            self._close()  # finally blocks of the flow run now, after the write
+            return stop.result
+
+    def _finish(self, value: Any) -> None:
+        try:
+            result = codec.encode(value, what=f"the return value of flow {self.flow_id!r}")
+        except SerializationError as exc:
+            raise self._end(Status.FAILED, error=ErrorInfo.from_exception(exc).encode()) from None
+        raise self._end(Status.COMPLETED, result=result)
+
+    def _step(self, d: RunStep) -> None:
+        command, record = d.command, d.record
+        retry = command.retry
+        failures = record.attempts if record is not None else 0
+        now = self._now()
+        started = record.started_at if record is not None else now
+        if record is not None and record.wake_at is not None and record.wake_at > now:
+            raise self._park(command.name, "retry", record.wake_at)
+        while True:
+            try:
+                value = command.fn()
+            except Exception as exc:
+                failures += 1
+                now = self._now()
+                error = ErrorInfo.from_exception(exc).encode()
+                if retry is not None and retry.should_retry(exc, failures):
+                    wait = retry.delay_after(failures)
+                    wake = now + wait.total_seconds()
+                    self._records[d.position] = StoredRecord(
+                        d.position, "step", command.name, RETRYING, error=error,
+                        attempts=failures, started_at=started, wake_at=wake,
+                    )  # fmt: skip
+                    if wait > INLINE_BACKOFF:
+                        raise self._park(command.name, "retry", wake) from None
+                    self._commit(now)  # attempts survive a crash
+                    log.info(
+                        "flow %s: step %r failed (try %d of %d), retrying in %s",
+                        self.flow_id, command.name, failures, retry.attempts, wait,
+                    )  # fmt: skip
+                    self.clock.sleep(wait.total_seconds())
+                    continue
+                self._records[d.position] = StoredRecord(
+                    d.position, "step", command.name, FAILED, error=error,
+                    attempts=failures, started_at=started, finished_at=now,
+                )  # fmt: skip
+                self._commit(now)
+                self.interp.fail(exc)
+                return
+            what = f"the result of step {command.name!r} in flow {self.flow_id!r}"
+            try:
+                encoded = codec.encode(value, what=what)
+            except SerializationError as exc:
+                self.interp.fail(exc)
+                return
+            now = self._now()
+            self._records[d.position] = StoredRecord(
+                d.position, "step", command.name, COMPLETED, result=encoded,
+                attempts=failures + 1, started_at=started, finished_at=now,
+            )  # fmt: skip
+            self._commit(now)
+            self.interp.resolve(codec.decode(encoded))
+            return
+
+    def _signal(self, d: AwaitSignal) -> None:
+        command, record = d.command, d.record
+        if record is None:
+            now = self._now()
+            deadline = None if command.timeout is None else now + command.timeout.total_seconds()
+            record = StoredRecord(
+                d.position, "suspend", command.name, WAITING, started_at=now, deadline=deadline
+            )
+            self._records[d.position] = record
+        while True:
+            for signal in self._take_pending(command.name):
+                if record.deadline is not None and signal.created_at > record.deadline:
+                    self._reject(signal, "it arrived after the wait's deadline")
+                    continue
+                try:
+                    value = codec.structure(codec.decode(signal.payload), command.schema)
+                except Exception as exc:
+                    reason = codec.structure_error_text(exc)
+                    log.warning(
+                        "%s",
+                        SignalValidationError(self.flow_id, signal.name, command.schema, reason),
+                    )
+                    self._reject(signal, reason)
+                    continue
+                now = self._now()
+                self._records[d.position] = record._replace(
+                    state=COMPLETED, result=signal.payload, attempts=1, finished_at=now
+                )
+                self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
+                self.interp.resolve(value)
+                return
+            now = self._now()
+            if record.deadline is not None and now >= record.deadline:
+                self._records[d.position] = record._replace(state=EXPIRED, finished_at=now)
+                raise self._end(Status.EXPIRED, waiting_for=command.name, wait_kind="suspend")
+            outcome = self._commit(
+                now,
+                status=Status.SUSPENDED.value,
+                waiting_for=command.name,
+                wait_kind="suspend",
+                wake_at=record.deadline,
+                deadline=record.deadline,
+                wait_signal=command.name,
+            )
+            if not outcome.signals:
+                raise _Stop(
+                    FlowResult(
+                        self.flow_id,
+                        Status.SUSPENDED,
+                        waiting_for=command.name,
+                        wake_at=_when(record.deadline),
+                    )
+                )
+            known = {s.id for s in self._pending}
+            self._pending.extend(s for s in outcome.signals if s.id not in known)
+
+    def _take_pending(self, name: str) -> list[StoredSignal]:
+        """Pending signals named *name*, oldest first, removed from the pending list."""
+        taken = [s for s in self._pending if s.name == name]
+        if taken:
+            self._pending = [s for s in self._pending if s.name != name]
+            taken.sort(key=lambda s: s.id)
+        return taken
+
+    def _reject(self, signal: StoredSignal, reason: str) -> None:
+        self._signal_updates.append(SignalUpdate(signal.id, REJECTED, error=reason))
+
+    def _condition(self, d: AwaitCondition) -> None:
+        command, record = d.command, d.record
+        now = self._now()
+        if record is None:
+            deadline = None if command.timeout is None else now + command.timeout.total_seconds()
+            record = StoredRecord(
+                d.position, "wait_until", command.name, WAITING, started_at=now, deadline=deadline
+            )
+        try:
+            value = command.condition()
+        except Exception as exc:
+            self._records[d.position] = record._replace(
+                state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
+                attempts=record.attempts + 1, finished_at=now,
+            )  # fmt: skip
+            self._commit(now)
+            self.interp.fail(exc)
+            return
+        if value:
+            what = f"the value of WaitUntil {command.name!r} in flow {self.flow_id!r}"
+            try:
+                encoded = codec.encode(value, what=what)
+            except SerializationError as exc:
+                self.interp.fail(exc)
+                return
+            self._records[d.position] = record._replace(
+                state=COMPLETED, result=encoded, attempts=record.attempts + 1, finished_at=now
+            )
+            self.interp.resolve(codec.decode(encoded))
+            return
+        if record.deadline is not None and now >= record.deadline:
+            self._records[d.position] = record._replace(
+                state=EXPIRED, attempts=record.attempts + 1, finished_at=now
+            )
+            raise self._end(Status.EXPIRED, waiting_for=command.name, wait_kind="wait_until")
+        wake = now + command.every.total_seconds()
+        if record.deadline is not None:
+            wake = min(wake, record.deadline)
+        self._records[d.position] = record._replace(attempts=record.attempts + 1, wake_at=wake)
+        raise self._park(command.name, "wait_until", wake, deadline=record.deadline)
+
+    def _timer(self, d: AwaitTimer) -> None:
+        command, record = d.command, d.record
+        now = self._now()
+        if record is None:
+            record = StoredRecord(
+                d.position, "sleep", command.name, WAITING, started_at=now,
+                wake_at=now + command.duration.total_seconds(),
+            )  # fmt: skip
+        assert record.wake_at is not None
+        if now >= record.wake_at:
+            self._records[d.position] = record._replace(
+                state=COMPLETED, result="null", attempts=1, finished_at=now
+            )
+            self.interp.resolve(None)
+            return
+        self._records[d.position] = record
+        raise self._park(command.name, "sleep", record.wake_at)
+
+
+def result_of(stored: StoredFlow) -> FlowResult:
+    """The ``FlowResult`` a stored flow stands at."""
+    return FlowResult(
+        stored.id,
+        stored.status,
+        value=codec.decode(stored.result),
+        error=ErrorInfo.decode(stored.error),
+        cancel_reason=stored.cancel_reason,
+        waiting_for=stored.waiting_for,
+        wake_at=_when(stored.wake_at),
+    )
+
+
+def _drive_claimed(flow: Flow[Any], store: Store, stored: StoredFlow, owner: str) -> FlowResult:
+    if stored.lease_owner != owner:  # finished: nothing to run
+        return result_of(stored)
+    LEASES.hold(store, stored.id, owner)
+    run: _Run | None = None
+    try:
+        run = _Run(flow, store, stored, owner)
+        return run.drive()
+    finally:
+        LEASES.drop(owner)
+        if run is None or not run.released:
+            # Neither parked nor finished (non-determinism, a lost lease, an interrupt):
+            # drop the lease; with nothing written, give the flow back as it was.
+            untouched = run is None or not run.committed
+            store.release(stored.id, owner, restore=stored if untouched else None)
+
+
+def run_flow(
+    flow: Flow[Any],
+    *,
+    store: Store,
+    input: Any = None,
+    flow_id: str | None = None,
+    resume: str | None = None,
+) -> FlowResult:
+    """Start or resume *flow* on *store*; see ``Flow.run``."""
+    owner = secrets.token_hex(8)
+    now = store.clock.now().timestamp()
+    if resume is not None:
+        if flow_id is not None and flow_id != resume:
+            raise ValueError(
+                f"run(flow_id={flow_id!r}, resume={resume!r}): give one id, not two different ones"
+            )
+        stored = store.claim(resume, owner, now)
+        if stored.name != flow.name:
+            if stored.lease_owner == owner:
+                store.release(stored.id, owner, restore=stored)
+            raise FlowNameConflictError(stored.id, stored.name, flow.name)
+    else:
+        encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
+        stored = store.start(flow_id or new_flow_id(), flow.name, encoded, owner, now)
+    return _drive_claimed(flow, store, stored, owner)
+
+
+def resume(flow_id: str, *, store: Store) -> FlowResult:
+    """Continue flow *flow_id*, finding its code by the stored name in the registry.
+
+    >>> resume(flow_id, store=store).status
+    'completed'
+    """
+    owner = secrets.token_hex(8)
+    stored = store.claim(flow_id, owner, store.clock.now().timestamp())
+    if stored.lease_owner != owner:
+        return result_of(stored)
+    try:
+        flow = default_registry.get(stored.name, flow_id=flow_id)
+    except BaseException:
+        store.release(flow_id, owner, restore=stored)
+        raise
+    return _drive_claimed(flow, store, stored, owner)
+
+
+def signal_flow(flow_id: str, name: str, payload: Any, *, store: Store) -> None:
+    """Durably record signal *name* with *payload* for flow *flow_id*, from any process.
+
+    >>> signal_flow(flow_id, "email-verified", {"verified_at": "2026-11-24T10:00:00Z"}, store=store)
+
+    A signal sent before the flow reaches its ``Suspend`` is kept until then.
+    Raises ``FlowNotFoundError``, ``FlowClosedError`` (finished, or its wait
+    expired) or ``SerializationError`` (nothing stored).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"signal name {name!r} must be a non-empty string")
+    encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
+    store.add_signal(flow_id, name, encoded, store.clock.now().timestamp())
+
+
+def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
+    """Cancel an unfinished flow; ``False`` (and nothing changed) if it had finished.
+
+    A flow running in another process stops at its next command boundary.
+    """
+    return store.cancel(flow_id, str(reason), store.clock.now().timestamp())
+
+
+def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
+    """The stored state of a flow, its history and its signals, without running it."""
+    stored = store.load(flow_id)
+    return FlowInfo(
+        flow_id=stored.id,
+        name=stored.name,
+        status=stored.status,
+        input=codec.decode(stored.input),
+        value=codec.decode(stored.result),
+        error=ErrorInfo.decode(stored.error),
+        cancel_reason=stored.cancel_reason,
+        waiting_for=stored.waiting_for,
+        wake_at=_when(stored.wake_at),
+        deadline=_when(stored.deadline),
+        created_at=_when(stored.created_at),
+        updated_at=_when(stored.updated_at),
+        history=tuple(
+            HistoryEntry(
+                position=r.position,
+                kind=r.kind,
+                name=r.name,
+                state=r.state,
+                attempts=r.attempts,
+                result=codec.decode(r.result),
+                error=ErrorInfo.decode(r.error),
+                started_at=_when(r.started_at),
+                finished_at=_when(r.finished_at),
+                wake_at=_when(r.wake_at),
+                deadline=_when(r.deadline),
+            )
+            for r in stored.records
+        ),
+        signals=tuple(
+            SignalInfo(
+                id=s.id,
+                name=s.name,
+                payload=codec.decode(s.payload),
+                state=s.state,
+                created_at=_when(s.created_at) or datetime.min,
+                error=s.error,
+                consumed_at=_when(s.consumed_at),
+                position=s.position,
+            )
+            for s in stored.signals
+        ),
+    )

@@ -1,0 +1,51 @@
+"""Flow statuses and the one table of their transitions."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(str, enum.Enum):
+    """A flow's status: a ``str`` enum that compares equal to its bare value."""
+
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def finished(self) -> bool:
+        """True for the statuses a flow never leaves (except by ``crux-gen retry``)."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.EXPIRED, Status.CANCELLED})
+
+#: Every legal move: ``TRANSITIONS[(status, event)] -> new status``.
+TRANSITIONS: dict[tuple[Status, str], Status] = {
+    (Status.RUNNING, "claim"): Status.RUNNING,  # take-over after a crashed runner's lease expired
+    (Status.SUSPENDED, "claim"): Status.RUNNING,
+    (Status.RUNNING, "park"): Status.SUSPENDED,
+    (Status.RUNNING, "complete"): Status.COMPLETED,
+    (Status.RUNNING, "fail"): Status.FAILED,
+    (Status.RUNNING, "expire"): Status.EXPIRED,
+    (Status.RUNNING, "cancel"): Status.CANCELLED,
+    (Status.SUSPENDED, "cancel"): Status.CANCELLED,
+    (Status.FAILED, "retry"): Status.SUSPENDED,
+}
+
+
+def transition(status: str, event: str) -> Status:
+    """The status after *event*; ``ValueError`` naming both when the move is illegal."""
+    try:
+        return TRANSITIONS[(Status(status), event)]
+    except (KeyError, ValueError):
+        raise ValueError(f"a flow that is {status!r} cannot take event {event!r}") from None

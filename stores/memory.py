@@ -1,0 +1,262 @@
+"""``MemoryStore``: the reference semantics of the store protocol, in dicts under a lock.
+
+It keeps nothing on exit; use it in tests and in ``crux_gen.testing``.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+from crux_gen.clock import SYSTEM_CLOCK, Clock
+from crux_gen.durations import Duration, to_duration
+from crux_gen.errors import (
+    FlowBusyError,
+    FlowNameConflictError,
+    FlowNotFoundError,
+    LeaseLostError,
+)
+from crux_gen.records import (
+    PENDING,
+    CommitOutcome,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
+from crux_gen.status import FINISHED, Status, transition
+
+from .base import check_signal_allowed, when
+
+WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
+
+
+class MemoryStore:
+    """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
+
+    def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
+        self.lease_ttl: timedelta = to_duration(lease_ttl, what="lease_ttl")
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self._lock = threading.RLock()
+        self._flows: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, list[StoredRecord]] = {}
+        self._signals: dict[str, list[StoredSignal]] = {}
+        self._next_signal = 1
+
+    # -- reading ---------------------------------------------------------------
+
+    def _snapshot(self, flow_id: str, *, history: bool = True) -> StoredFlow:
+        row = self._flows[flow_id]
+        if not history:
+            return StoredFlow(**row)
+        return StoredFlow(
+            **row,
+            records=tuple(self._records[flow_id]),
+            signals=tuple(self._signals[flow_id]),
+        )
+
+    def _row(self, flow_id: str) -> dict[str, Any]:
+        try:
+            return self._flows[flow_id]
+        except KeyError:
+            raise FlowNotFoundError(flow_id) from None
+
+    def load(self, flow_id: str) -> StoredFlow:
+        with self._lock:
+            self._row(flow_id)
+            return self._snapshot(flow_id)
+
+    def list_flows(
+        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[StoredFlow]:
+        with self._lock:
+            rows = [
+                row
+                for row in self._flows.values()
+                if (status is None or row["status"] == status)
+                and (name is None or row["name"] == name)
+            ]
+            rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
+            return [self._snapshot(r["id"], history=False) for r in rows[:limit]]
+
+    def due(self, now: float, limit: int) -> list[str]:
+        with self._lock:
+            found: list[tuple[float, str]] = []
+            for row in self._flows.values():
+                if row["lease_owner"] is not None and row["lease_expires"] > now:
+                    continue
+                status = row["status"]
+                if status == Status.RUNNING:
+                    found.append((row["lease_expires"] or row["updated_at"], row["id"]))
+                elif status == Status.SUSPENDED:
+                    if row["wake_at"] is not None and row["wake_at"] <= now:
+                        found.append((row["wake_at"], row["id"]))
+                    elif row["wait_kind"] == "suspend" and any(
+                        s.state == PENDING and s.name == row["waiting_for"]
+                        for s in self._signals[row["id"]]
+                    ):
+                        found.append((row["updated_at"], row["id"]))
+            found.sort()
+            return [flow_id for _, flow_id in found[:limit]]
+
+    # -- leases ----------------------------------------------------------------
+
+    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
+        with self._lock:
+            row = self._flows.get(flow_id)
+            if row is not None:
+                if row["name"] != name:
+                    raise FlowNameConflictError(flow_id, row["name"], name)
+                return self._claim(flow_id, owner, now)
+            self._flows[flow_id] = {
+                "id": flow_id,
+                "name": name,
+                "status": Status.RUNNING.value,
+                "input": input,
+                "created_at": now,
+                "updated_at": now,
+                "result": None,
+                "error": None,
+                "cancel_reason": None,
+                "waiting_for": None,
+                "wait_kind": None,
+                "wake_at": None,
+                "deadline": None,
+                "lease_owner": owner,
+                "lease_expires": now + self.lease_ttl.total_seconds(),
+            }
+            self._records[flow_id] = []
+            self._signals[flow_id] = []
+            return self._snapshot(flow_id)
+
+    def claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+        with self._lock:
+            self._row(flow_id)
+            return self._claim(flow_id, owner, now)
+
+    def _claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+        row = self._flows[flow_id]
+        if row["status"] in FINISHED:
+            return self._snapshot(flow_id)
+        if row["lease_owner"] not in (None, owner) and row["lease_expires"] > now:
+            raise FlowBusyError(flow_id, when(row["lease_expires"]))
+        row["status"] = transition(row["status"], "claim").value
+        row["lease_owner"] = owner
+        row["lease_expires"] = now + self.lease_ttl.total_seconds()
+        row["updated_at"] = now
+        for field in WAIT_FIELDS:
+            row[field] = None
+        return self._snapshot(flow_id)
+
+    def renew(self, flow_id: str, owner: str, now: float) -> bool:
+        with self._lock:
+            row = self._flows.get(flow_id)
+            if row is None or row["lease_owner"] != owner:
+                return False
+            row["lease_expires"] = now + self.lease_ttl.total_seconds()
+            return True
+
+    def release(self, flow_id: str, owner: str, *, restore: StoredFlow | None = None) -> None:
+        with self._lock:
+            row = self._flows.get(flow_id)
+            if row is None or row["lease_owner"] != owner:
+                return
+            row["lease_owner"] = None
+            row["lease_expires"] = None
+            if restore is not None and row["status"] == Status.RUNNING:
+                row["status"] = restore.status
+                for field in WAIT_FIELDS:
+                    row[field] = getattr(restore, field)
+
+    # -- writing ---------------------------------------------------------------
+
+    def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        with self._lock:
+            row = self._flows.get(flow_id)
+            if row is None or row["lease_owner"] != owner:
+                raise LeaseLostError(flow_id, owner)
+            records = self._records[flow_id]
+            for record in write.records:
+                if record.position < len(records):
+                    records[record.position] = record
+                elif record.position == len(records):
+                    records.append(record)
+                else:
+                    raise ValueError(
+                        f"flow {flow_id!r}: record at position {record.position} leaves a gap "
+                        f"after {len(records)} records"
+                    )
+            if write.signals:
+                by_id = {update.id: update for update in write.signals}
+                self._signals[flow_id] = [
+                    s._replace(
+                        state=by_id[s.id].state,
+                        error=by_id[s.id].error,
+                        position=by_id[s.id].position,
+                        consumed_at=now,
+                    )
+                    if s.id in by_id
+                    else s
+                    for s in self._signals[flow_id]
+                ]
+            if row["status"] != Status.RUNNING:
+                row["lease_owner"] = row["lease_expires"] = None
+                return CommitOutcome(row["status"], cancel_reason=row["cancel_reason"])
+            if write.wait_signal is not None:
+                arrived = tuple(
+                    s
+                    for s in self._signals[flow_id]
+                    if s.state == PENDING and s.name == write.wait_signal
+                )
+                if arrived:
+                    return CommitOutcome(row["status"], signals=arrived)
+            if write.status is not None:
+                row.update(
+                    status=write.status,
+                    result=write.result,
+                    error=write.error,
+                    waiting_for=write.waiting_for,
+                    wait_kind=write.wait_kind,
+                    wake_at=write.wake_at,
+                    deadline=write.deadline,
+                    lease_owner=None,
+                    lease_expires=None,
+                    updated_at=now,
+                )
+            return CommitOutcome(row["status"])
+
+    def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
+        with self._lock:
+            row = self._row(flow_id)
+            check_signal_allowed(flow_id, row["status"], row["deadline"], row["waiting_for"], now)
+            signal = StoredSignal(
+                id=self._next_signal,
+                flow_id=flow_id,
+                name=name,
+                payload=payload,
+                state=PENDING,
+                created_at=now,
+            )
+            self._next_signal += 1
+            self._signals[flow_id].append(signal)
+            return signal
+
+    def cancel(self, flow_id: str, reason: str, now: float) -> bool:
+        with self._lock:
+            row = self._row(flow_id)
+            if row["status"] in FINISHED:
+                return False
+            row.update(
+                status=transition(row["status"], "cancel").value,
+                cancel_reason=reason,
+                wake_at=None,
+                updated_at=now,
+            )
+            return True
+
+    def close(self) -> None:
+        """Nothing to release: a ``MemoryStore`` holds no files."""
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(flows={len(self._flows)}, lease_ttl={self.lease_ttl!r})"

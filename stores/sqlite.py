@@ -1,0 +1,466 @@
+"""``SQLiteStore``: the embedded default, one file, WAL, no server.
+
+- A connection per thread and per process, opened lazily, so one store object
+  can be shared by a WSGI app's request threads and used in children forked
+  after it was created (a child never touches its parent's connection).
+- Every write is one ``BEGIN IMMEDIATE`` transaction; a live step costs exactly
+  one (its record, fenced by the lease check). A resume reads the whole history
+  in the claim's one transaction.
+- ``synchronous="FULL"`` (default): each commit is fsync'd, so a recorded step
+  survives a power cut. ``"NORMAL"``: in WAL mode a commit survives a crash of
+  the process, but a power cut or OS crash may lose the last few commits.
+- Tables are created on first open and migrated by ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import sqlite_utils
+
+from crux_gen.clock import SYSTEM_CLOCK, Clock
+from crux_gen.durations import Duration, to_duration
+from crux_gen.errors import (
+    CruxError,
+    FlowBusyError,
+    FlowNameConflictError,
+    FlowNotFoundError,
+    LeaseLostError,
+)
+from crux_gen.records import (
+    PENDING,
+    CommitOutcome,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
+from crux_gen.status import FINISHED, Status
+
+from .base import check_signal_allowed, when
+
+SCHEMA_VERSION = 1
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+FLOW_COLUMNS = (
+    "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
+    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires"
+)
+RECORD_COLUMNS = ", ".join(StoredRecord._fields)
+SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
+_PUT_RECORD = (
+    f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LEASE_CHECK = "SELECT status, lease_owner, cancel_reason FROM flows WHERE id = ?"
+_SIGNAL_UPDATE = (
+    "UPDATE signals SET state = ?, error = ?, position = ?, consumed_at = ? "
+    "WHERE id = ? AND flow_id = ?"
+)
+_PARK = (
+    "UPDATE flows SET status = ?, result = ?, error = ?, waiting_for = ?, wait_kind = ?, "
+    "wake_at = ?, deadline = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? "
+    "WHERE id = ?"
+)
+_DUE = """
+SELECT id, wake_at AS t FROM flows
+ WHERE status = 'suspended' AND wake_at <= :now
+   AND (lease_owner IS NULL OR lease_expires <= :now)
+UNION
+SELECT id, lease_expires AS t FROM flows
+ WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= :now)
+UNION
+SELECT f.id, f.updated_at AS t FROM signals s JOIN flows f ON f.id = s.flow_id
+ WHERE s.state = 'pending' AND f.status = 'suspended' AND f.wait_kind = 'suspend'
+   AND f.waiting_for = s.name AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
+ORDER BY t LIMIT :limit
+"""
+
+# Connections inherited from a parent process: never used, never closed (closing
+# one in a child could checkpoint or unlink the parent's WAL files).
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class StoreSchemaError(CruxError):
+    """The database file was written by a newer crux_gen, or is not a crux_gen store."""
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    db.table("flows").create(
+        {
+            "id": str, "name": str, "status": str, "input": str,
+            "created_at": float, "updated_at": float,
+            "result": str, "error": str, "cancel_reason": str,
+            "waiting_for": str, "wait_kind": str, "wake_at": float, "deadline": float,
+            "lease_owner": str, "lease_expires": float,
+        },
+        pk="id",
+        not_null={"name", "status", "input", "created_at", "updated_at"},
+    )  # fmt: skip
+    db.table("records").create(
+        {
+            "flow_id": str, "position": int, "kind": str, "name": str, "state": str,
+            "result": str, "error": str, "attempts": int,
+            "started_at": float, "finished_at": float, "wake_at": float, "deadline": float,
+        },
+        pk=("flow_id", "position"),
+        not_null={"kind", "name", "state", "attempts"},
+    )  # fmt: skip
+    db.table("signals").create(
+        {
+            "id": int, "flow_id": str, "name": str, "payload": str, "state": str,
+            "created_at": float, "error": str, "consumed_at": float, "position": int,
+        },
+        pk="id",
+        not_null={"flow_id", "name", "payload", "state", "created_at"},
+    )  # fmt: skip
+    db.table("flows").create_index(["status", "updated_at"], index_name="flows_by_status")
+    db.table("flows").create_index(["name", "updated_at"], index_name="flows_by_name")
+    db.table("signals").create_index(["flow_id", "id"], index_name="signals_by_flow")
+    # The worker's due query reads only these partial indexes: flows that are not
+    # due, and consumed signals, cost it nothing.
+    conn.execute(
+        "CREATE INDEX flows_due ON flows (wake_at) "
+        "WHERE status = 'suspended' AND wake_at IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX flows_running ON flows (lease_expires) WHERE status = 'running'")
+    conn.execute("CREATE INDEX signals_pending ON signals (flow_id, name) WHERE state = 'pending'")
+
+
+MIGRATIONS = {1: _create_schema}
+
+
+class SQLiteStore:
+    """Flows in one SQLite file: ``SQLiteStore("crux.db")``.
+
+    ``lease_ttl`` is how long a crashed runner keeps a flow; ``synchronous`` is
+    ``"FULL"`` (survives power loss) or ``"NORMAL"`` (survives a process crash,
+    several times faster). ``clock`` is for tests (``FakeClock``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lease_ttl: Duration = "30s",
+        synchronous: str = "FULL",
+        clock: Clock | None = None,
+        busy_timeout: Duration = "30s",
+    ) -> None:
+        mode = synchronous.upper() if isinstance(synchronous, str) else None
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f'SQLiteStore synchronous {synchronous!r} must be "FULL" (survives power '
+                'loss) or "NORMAL" (survives a process crash)'
+            )
+        self.path = os.fspath(path)
+        self.synchronous = mode
+        self.lease_ttl: timedelta = to_duration(lease_ttl, what="lease_ttl")
+        self.busy_timeout = to_duration(busy_timeout, what="busy_timeout").total_seconds()
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self._local = threading.local()
+        self._ttl = self.lease_ttl.total_seconds()
+        self._conn()  # create or migrate the schema now, so errors show here
+
+    # -- connections ---------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        pid = os.getpid()
+        if conn is not None:
+            if local.pid == pid:
+                return conn
+            _INHERITED.append(conn)
+        conn = self._open()
+        local.conn, local.pid = conn, pid
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal" and self.path != ":memory:":
+            raise StoreSchemaError(f"{self.path!r}: could not switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._migrate(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreSchemaError(
+                    f"{self.path!r} has schema version {version}, newer than this crux_gen "
+                    f"knows ({SCHEMA_VERSION}); upgrade crux-gen"
+                )
+            if (
+                version == 0
+                and conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'flows'"
+                ).fetchone()[0]
+            ):
+                raise StoreSchemaError(f"{self.path!r} has a 'flows' table crux_gen did not make")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+                conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection (another is opened if the store is used again)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    # -- reading -------------------------------------------------------------------
+
+    @staticmethod
+    def _flow(
+        conn: sqlite3.Connection, row: tuple[Any, ...], *, history: bool, pending_only: bool = False
+    ) -> StoredFlow:
+        flow_id = row[0]
+        if not history:
+            return StoredFlow(*row)
+        records = conn.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE flow_id = ? ORDER BY position",
+            (flow_id,),
+        ).fetchall()
+        where = "flow_id = ? AND state = 'pending'" if pending_only else "flow_id = ?"
+        signals = conn.execute(
+            f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE {where} ORDER BY id", (flow_id,)
+        ).fetchall()
+        return StoredFlow(  # type: ignore[misc]
+            *row,
+            records=tuple(map(StoredRecord._make, records)),
+            signals=tuple(map(StoredSignal._make, signals)),
+        )
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, flow_id: str) -> tuple[Any, ...]:
+        row = conn.execute(f"SELECT {FLOW_COLUMNS} FROM flows WHERE id = ?", (flow_id,)).fetchone()
+        if row is None:
+            raise FlowNotFoundError(flow_id)
+        return tuple(row)
+
+    def load(self, flow_id: str) -> StoredFlow:
+        with self._read() as conn:
+            return self._flow(conn, self._row(conn, flow_id), history=True)
+
+    def list_flows(
+        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[StoredFlow]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        sql = f"SELECT {FLOW_COLUMNS} FROM flows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+        rows = self._conn().execute(sql, (*params, int(limit))).fetchall()
+        return [StoredFlow(*row) for row in rows]
+
+    def due(self, now: float, limit: int) -> list[str]:
+        rows = self._conn().execute(_DUE, {"now": now, "limit": int(limit)}).fetchall()
+        return [row[0] for row in rows]
+
+    # -- leases --------------------------------------------------------------------
+
+    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
+        with self._write() as conn:
+            found = conn.execute("SELECT name FROM flows WHERE id = ?", (flow_id,)).fetchone()
+            if found is not None:
+                if found[0] != name:
+                    raise FlowNameConflictError(flow_id, found[0], name)
+                return self._claim(conn, flow_id, owner, now)
+            expires = now + self._ttl
+            conn.execute(
+                "INSERT INTO flows (id, name, status, input, created_at, updated_at, "
+                "lease_owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (flow_id, name, Status.RUNNING.value, input, now, now, owner, expires),
+            )
+            return StoredFlow(
+                flow_id, name, Status.RUNNING.value, input, now, now,
+                lease_owner=owner, lease_expires=expires,
+            )  # fmt: skip
+
+    def claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+        with self._write() as conn:
+            return self._claim(conn, flow_id, owner, now)
+
+    def _claim(self, conn: sqlite3.Connection, flow_id: str, owner: str, now: float) -> StoredFlow:
+        row = self._row(conn, flow_id)
+        flow = StoredFlow(*row)
+        if flow.status in FINISHED:
+            return self._flow(conn, row, history=True, pending_only=True)
+        if flow.lease_owner not in (None, owner) and (flow.lease_expires or 0.0) > now:
+            raise FlowBusyError(flow_id, when(flow.lease_expires))
+        expires = now + self._ttl
+        conn.execute(
+            "UPDATE flows SET status = 'running', lease_owner = ?, lease_expires = ?, "
+            "updated_at = ?, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
+            "deadline = NULL WHERE id = ?",
+            (owner, expires, now, flow_id),
+        )
+        claimed = (
+            *row[:2], Status.RUNNING.value, row[3], row[4], now, *row[6:9],
+            None, None, None, None, owner, expires,
+        )  # fmt: skip
+        return self._flow(conn, claimed, history=True, pending_only=True)
+
+    def renew(self, flow_id: str, owner: str, now: float) -> bool:
+        cur = self._conn().execute(
+            "UPDATE flows SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
+            (now + self._ttl, flow_id, owner),
+        )
+        return cur.rowcount == 1
+
+    def release(self, flow_id: str, owner: str, *, restore: StoredFlow | None = None) -> None:
+        with self._write() as conn:
+            row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
+            if row is None or row[1] != owner:
+                return
+            if restore is not None and row[0] == Status.RUNNING:
+                conn.execute(
+                    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL, status = ?, "
+                    "waiting_for = ?, wait_kind = ?, wake_at = ?, deadline = ? WHERE id = ?",
+                    (
+                        restore.status, restore.waiting_for, restore.wait_kind,
+                        restore.wake_at, restore.deadline, flow_id,
+                    ),
+                )  # fmt: skip
+            else:
+                conn.execute(
+                    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
+                    (flow_id,),
+                )
+
+    # -- writing -------------------------------------------------------------------
+
+    def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
+            if row is None or row[1] != owner:
+                raise LeaseLostError(flow_id, owner)
+            records = write.records
+            if len(records) == 1:
+                conn.execute(_PUT_RECORD, (flow_id, *records[0]))
+            elif records:
+                conn.executemany(_PUT_RECORD, [(flow_id, *r) for r in records])
+            if write.signals:
+                conn.executemany(
+                    _SIGNAL_UPDATE,
+                    [(s.state, s.error, s.position, now, s.id, flow_id) for s in write.signals],
+                )
+            status = row[0]
+            if status != Status.RUNNING:  # cancelled meanwhile: keep it, drop the lease
+                conn.execute(
+                    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
+                    (flow_id,),
+                )
+                conn.execute("COMMIT")
+                return CommitOutcome(status, cancel_reason=row[2])
+            if write.wait_signal is not None:
+                arrived = conn.execute(
+                    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
+                    "AND state = 'pending' ORDER BY id",
+                    (flow_id, write.wait_signal),
+                ).fetchall()
+                if arrived:
+                    conn.execute("COMMIT")
+                    return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
+            if write.status is not None:
+                conn.execute(
+                    _PARK,
+                    (
+                        write.status, write.result, write.error, write.waiting_for,
+                        write.wait_kind, write.wake_at, write.deadline, now, flow_id,
+                    ),
+                )  # fmt: skip
+                status = write.status
+            conn.execute("COMMIT")
+            return CommitOutcome(status)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT status, deadline, waiting_for FROM flows WHERE id = ?", (flow_id,)
+            ).fetchone()
+            if row is None:
+                raise FlowNotFoundError(flow_id)
+            check_signal_allowed(flow_id, row[0], row[1], row[2], now)
+            cur = conn.execute(
+                "INSERT INTO signals (flow_id, name, payload, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (flow_id, name, payload, PENDING, now),
+            )
+            assert cur.lastrowid is not None
+            return StoredSignal(cur.lastrowid, flow_id, name, payload, PENDING, now)
+
+    def cancel(self, flow_id: str, reason: str, now: float) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM flows WHERE id = ?", (flow_id,)).fetchone()
+            if row is None:
+                raise FlowNotFoundError(flow_id)
+            if row[0] in FINISHED:
+                return False
+            conn.execute(
+                "UPDATE flows SET status = 'cancelled', cancel_reason = ?, wake_at = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (reason, now, flow_id),
+            )
+            return True
+
+    def __repr__(self) -> str:
+        return (
+            f"SQLiteStore({self.path!r}, lease_ttl={self.lease_ttl!r}, "
+            f"synchronous={self.synchronous!r})"
+        )
