@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -512,8 +512,11 @@ def run_flow(
     return _drive_claimed(flow, store, stored, owner)
 
 
-def resume(flow_id: str, *, store: Store) -> FlowResult:
-    """Continue flow *flow_id*, finding its code by the stored name in the registry.
+def resume(
+    flow_id: str, *, store: Store, flows: Iterable[Flow[Any]] | None = None
+) -> FlowResult:
+    """Continue flow *flow_id*, finding its code by the stored name: among *flows*
+    when given, else in the registry of ``@flow``.
 
     >>> resume(flow_id, store=store).status
     'completed'
@@ -523,7 +526,9 @@ def resume(flow_id: str, *, store: Store) -> FlowResult:
     if stored.lease_owner != owner:
         return result_of(stored)
     try:
-        flow = default_registry.get(stored.name, flow_id=flow_id)
+        flow = next((f for f in flows or () if f.name == stored.name), None)
+        if flow is None:
+            flow = default_registry.get(stored.name, flow_id=flow_id)
     except BaseException:
         store.release(flow_id, owner, restore=stored)
         raise
