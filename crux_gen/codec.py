@@ -27,6 +27,20 @@ converter.register_structure_hook(timedelta, lambda v, _: timedelta(seconds=v))
 converter.register_unstructure_hook(uuid.UUID, str)
 converter.register_structure_hook(uuid.UUID, lambda v, _: uuid.UUID(str(v)))
 
+
+
+def _unstructure_set(value: set[Any] | frozenset[Any]) -> list[Any]:
+    items = [converter.unstructure(v) for v in value]
+    try:
+        return sorted(items)  # a stable order, so equal sets store equal JSON
+    except TypeError:
+        return items
+
+
+converter.register_unstructure_hook_func(
+    lambda t: isinstance(t, type) and issubclass(t, (set, frozenset)), _unstructure_set
+)
+
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 _loads = json.loads
 _PLAIN = (str, int, float, bool, type(None))

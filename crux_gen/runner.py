@@ -174,7 +174,7 @@ class _Run:
         found, value = self.interp.recorded_value(kind)
         if found:
             return value
-        made = make()
+        made = self.clock.now() if kind == "now" else make()  # ctx.now() reads the store's clock
         now = self._now()
         self._records[value] = StoredRecord(
             value,

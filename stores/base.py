@@ -37,7 +37,8 @@ class Store(Protocol):
         """Take the lease and load the flow with its whole history and signals.
 
         Raises ``FlowNotFoundError`` or ``FlowBusyError``. A finished flow is
-        returned unclaimed.
+        returned unclaimed. The flow row comes back as it stood before the claim
+        (status and wait fields), with the new lease; signals are the pending ones.
         """
         ...
 

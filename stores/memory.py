@@ -9,6 +9,8 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import attrs
+
 from crux_gen.clock import SYSTEM_CLOCK, Clock
 from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
@@ -141,13 +143,16 @@ class MemoryStore:
             return self._snapshot(flow_id)
         if row["lease_owner"] not in (None, owner) and row["lease_expires"] > now:
             raise FlowBusyError(flow_id, when(row["lease_expires"]))
+        # Hand back the flow as it stood before the claim (so a run that writes
+        # nothing can restore it), with the new lease.
+        before = self._snapshot(flow_id)
         row["status"] = transition(row["status"], "claim").value
         row["lease_owner"] = owner
         row["lease_expires"] = now + self.lease_ttl.total_seconds()
         row["updated_at"] = now
         for field in WAIT_FIELDS:
             row[field] = None
-        return self._snapshot(flow_id)
+        return attrs.evolve(before, lease_owner=owner, lease_expires=row["lease_expires"])
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         with self._lock:

@@ -344,11 +344,9 @@ class SQLiteStore:
             "deadline = NULL WHERE id = ?",
             (owner, expires, now, flow_id),
         )
-        claimed = (
-            *row[:2], Status.RUNNING.value, row[3], row[4], now, *row[6:9],
-            None, None, None, None, owner, expires,
-        )  # fmt: skip
-        return self._flow(conn, claimed, history=True, pending_only=True)
+        # As it stood before the claim (so a run that writes nothing can restore it),
+        # with the new lease.
+        return self._flow(conn, (*row[:13], owner, expires), history=True, pending_only=True)
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         cur = self._conn().execute(
