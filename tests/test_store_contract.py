@@ -1,0 +1,217 @@
+"""One contract suite for every store: leases, fencing, conditional parks, due flows."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crux_gen import (
+    FakeClock,
+    FlowBusyError,
+    FlowClosedError,
+    FlowNameConflictError,
+    FlowNotFoundError,
+    LeaseLostError,
+)
+from crux_gen.records import COMPLETED, PENDING, StoredRecord, Write
+from stores.base import Store
+from stores.sqlite import SQLiteStore, StoreSchemaError
+
+
+def now(store: Any) -> float:
+    return float(store.clock.now().timestamp())
+
+
+def test_stores_implement_the_protocol(store: Any) -> None:
+    assert isinstance(store, Store)
+
+
+def test_start_creates_a_claimed_flow_and_claim_loads_its_history(store: Any) -> None:
+    created = store.start("f1", "demo", '{"a":1}', "me", now(store))
+    assert (created.status, created.lease_owner, created.input) == ("running", "me", '{"a":1}')
+    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
+    store.commit("f1", "me", now(store), Write(records=(record,)))
+    store.commit(
+        "f1", "me", now(store), Write(status="suspended", waiting_for="x", wait_kind="suspend")
+    )
+    claimed = store.claim("f1", "you", now(store))
+    assert claimed.lease_owner == "you"
+    assert claimed.records == (record,)
+    assert claimed.status == "suspended"  # as it stood before the claim
+    assert store.load("f1").status == "running"
+
+
+def test_a_live_lease_makes_other_claims_busy_until_it_expires(
+    store: Any, clock: FakeClock
+) -> None:
+    store.start("f1", "demo", "null", "me", now(store))
+    with pytest.raises(FlowBusyError):
+        store.claim("f1", "you", now(store))
+    clock.advance(store.lease_ttl)
+    assert store.claim("f1", "you", now(store)).lease_owner == "you"
+
+
+def test_a_runner_that_lost_its_lease_writes_nothing(store: Any, clock: FakeClock) -> None:
+    store.start("f1", "demo", "null", "me", now(store))
+    clock.advance(store.lease_ttl)
+    store.claim("f1", "you", now(store))
+    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
+    with pytest.raises(LeaseLostError, match="'me'"):
+        store.commit("f1", "me", now(store), Write(records=(record,)))
+    assert store.load("f1").records == ()
+    assert store.renew("f1", "me", now(store)) is False
+    assert store.renew("f1", "you", now(store)) is True
+
+
+def test_release_restores_an_untouched_flow(store: Any) -> None:
+    store.start("f1", "demo", "null", "me", now(store))
+    store.commit(
+        "f1", "me", now(store), Write(status="suspended", waiting_for="go", wait_kind="suspend")
+    )
+    claimed = store.claim("f1", "you", now(store))
+    store.release("f1", "you", restore=claimed)
+    row = store.load("f1")
+    assert (row.status, row.waiting_for, row.lease_owner) == ("suspended", "go", None)
+
+
+def test_a_park_waiting_for_a_signal_that_already_arrived_is_not_applied(store: Any) -> None:
+    store.start("f1", "demo", "null", "me", now(store))
+    store.add_signal("f1", "go", '"payload"', now(store))
+    outcome = store.commit(
+        "f1",
+        "me",
+        now(store),
+        Write(status="suspended", waiting_for="go", wait_kind="suspend", wait_signal="go"),
+    )
+    assert outcome.status == "running"
+    assert [s.payload for s in outcome.signals] == ['"payload"']
+    assert store.load("f1").lease_owner == "me"
+
+
+def test_a_cancelled_flow_keeps_its_status_and_drops_the_lease_at_the_next_commit(
+    store: Any,
+) -> None:
+    store.start("f1", "demo", "null", "me", now(store))
+    assert store.cancel("f1", "no longer needed", now(store)) is True
+    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
+    outcome = store.commit("f1", "me", now(store), Write(records=(record,)))
+    assert (outcome.status, outcome.cancel_reason) == ("cancelled", "no longer needed")
+    row = store.load("f1")
+    assert (row.status, row.lease_owner, len(row.records)) == ("cancelled", None, 1)
+    assert store.cancel("f1", "again", now(store)) is False
+
+
+def test_signals_are_refused_for_finished_or_expired_flows(store: Any, clock: FakeClock) -> None:
+    with pytest.raises(FlowNotFoundError):
+        store.add_signal("nope", "go", "1", now(store))
+    store.start("f1", "demo", "null", "me", now(store))
+    deadline = now(store) + 60
+    store.commit(
+        "f1",
+        "me",
+        now(store),
+        Write(status="suspended", waiting_for="go", wait_kind="suspend", deadline=deadline),
+    )
+    assert store.add_signal("f1", "go", "1", now(store)).state == PENDING
+    clock.advance("61s")
+    with pytest.raises(FlowClosedError, match="timed out"):
+        store.add_signal("f1", "go", "2", now(store))
+    assert len(store.load("f1").signals) == 1
+
+
+def test_the_same_id_for_another_flow_name_is_a_conflict(store: Any) -> None:
+    store.start("f1", "demo", "null", "me", now(store))
+    with pytest.raises(FlowNameConflictError):
+        store.start("f1", "other", "null", "you", now(store))
+
+
+def test_due_finds_timers_signals_and_crashed_runs_and_nothing_else(
+    store: Any, clock: FakeClock
+) -> None:
+    t = now(store)
+    for flow_id, write in {
+        "timer-due": Write(status="suspended", waiting_for="nap", wait_kind="sleep", wake_at=t + 5),
+        "timer-later": Write(
+            status="suspended", waiting_for="nap", wait_kind="sleep", wake_at=t + 3600
+        ),
+        "signalled": Write(status="suspended", waiting_for="go", wait_kind="suspend"),
+        "wrong-signal": Write(status="suspended", waiting_for="go", wait_kind="suspend"),
+        "done": Write(status="completed", result="1"),
+    }.items():
+        store.start(flow_id, "demo", "null", "me", t)
+        store.commit(flow_id, "me", t, write)
+    store.add_signal("signalled", "go", "1", t)
+    store.add_signal("wrong-signal", "other", "1", t)
+    store.start("crashed", "demo", "null", "dead", t)
+    assert sorted(store.due(t, 10)) == ["signalled"]
+    clock.advance(store.lease_ttl.total_seconds() + 10)
+    assert sorted(store.due(now(store), 10)) == ["crashed", "signalled", "timer-due"]
+    assert len(store.due(now(store), 2)) == 2
+
+
+def test_list_flows_filters_by_status_and_name(store: Any) -> None:
+    store.start("a", "one", "null", "me", 1.0)
+    store.start("b", "two", "null", "me", 2.0)
+    store.commit("b", "me", 3.0, Write(status="completed", result="1"))
+    assert [f.id for f in store.list_flows()] == ["b", "a"]
+    assert [f.id for f in store.list_flows(status="completed")] == ["b"]
+    assert [f.id for f in store.list_flows(name="one")] == ["a"]
+    assert len(store.list_flows(limit=1)) == 1
+
+
+# -- SQLite specifics ----------------------------------------------------------------
+
+
+def test_sqlite_store_checks_the_synchronous_mode(tmp_path: Path) -> None:
+    assert SQLiteStore(tmp_path / "a.db", synchronous="normal").synchronous == "NORMAL"
+    with pytest.raises(ValueError, match="'OFF'"):
+        SQLiteStore(tmp_path / "b.db", synchronous="OFF")
+
+
+def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crux.db"
+    store = SQLiteStore(path)
+    store.start("f1", "demo", '{"x":1}', "me", 1.0)
+    store.close()
+    again = SQLiteStore(path)
+    assert again.load("f1").input == '{"x":1}'
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreSchemaError, match="schema version 99"):
+        SQLiteStore(path)
+
+
+def test_the_due_query_reads_indexes_not_the_whole_table(tmp_path: Path) -> None:
+    from stores.sqlite import _DUE
+
+    store = SQLiteStore(tmp_path / "crux.db")
+    plan = store._conn().execute("EXPLAIN QUERY PLAN " + _DUE, {"now": 0.0, "limit": 10})
+    details = " | ".join(row[-1] for row in plan.fetchall())
+    assert "flows_due" in details
+    assert "flows_running" in details
+    assert "signals_pending" in details
+    assert "SCAN flows" not in details.replace("SCAN flows USING", "")
+
+
+def test_a_failed_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "crux.db", clock=FakeClock())
+    store.start("f1", "demo", "null", "me", 1.0)
+    good = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
+    bad = StoredRecord(1, "step", None, COMPLETED, result="2", attempts=1)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit("f1", "me", 2.0, Write(records=(good, bad), status="completed"))
+    row = store.load("f1")
+    assert (row.records, row.status) == ((), "running")
