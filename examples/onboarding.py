@@ -178,7 +178,8 @@ def start(store: SQLiteStore, email: str, name: str, goal: str, flow_id: str | N
     )
     print(f"  flow id      {result.flow_id}")
     print(f"  status       {result.status}")
-    print(f"  waiting_for  {result.waiting_for} (expires {_when(result.wake_at)})")
+    if result.status == "suspended":
+        print(f"  waiting_for  {result.waiting_for} (expires {_when(result.wake_at)})")
     sent = mailer.sent("welcome", f"{result.flow_id}/")
     print(f"  outbox       {len(sent)} welcome email(s) for this flow in {mailer.path}")
     return result.flow_id
@@ -215,7 +216,8 @@ def demo(args: argparse.Namespace) -> int:
     """All three stages, in three processes, against one SQLite file."""
     print(f"Onboarding demo: store {args.db}, outbox {args.outbox}\n")
     print(f"1. Start (process {os.getpid()}): send the welcome email, then wait.")
-    flow_id = start(SQLiteStore(args.db), args.email, args.name, args.goal, flow_id=args.flow_id)
+    store = SQLiteStore(args.db)
+    flow_id = start(store, args.email, args.name, args.goal, flow_id=args.flow_id)
     common = ["--db", args.db, "--outbox", args.outbox]
     stages = [
         ("2. Signal (a second process): the user clicked the verification link.", "signal"),
@@ -232,7 +234,7 @@ def demo(args: argparse.Namespace) -> int:
             return 1
 
     print("\n4. What the store recorded (get_flow, no code run):")
-    info = get_flow(flow_id, store=SQLiteStore(args.db))
+    info = get_flow(flow_id, store=store)
     for entry in info.history:
         print(f"  {entry.position}. {entry.kind:<8} {entry.name:<18} {entry.state}")
     for sig in info.signals:

@@ -57,7 +57,12 @@ def welcomes(outbox: Path, flow_id: str) -> int:
 
 
 def stored(db: Path, flow_id: str) -> FlowInfo:
-    return get_flow(flow_id, store=SQLiteStore(db))
+    """The flow as the example's SQLite file holds it."""
+    store = SQLiteStore(db)
+    try:
+        return get_flow(flow_id, store=store)
+    finally:
+        store.close()
 
 
 def assert_completed(info: FlowInfo) -> None:
