@@ -58,6 +58,13 @@ _PUT_RECORD = (
     f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A step's commit in one statement (one implicit transaction): the record goes in
+# only while the writer holds the lease of a running flow, else nothing is written.
+_PUT_RECORD_FENCED = (
+    f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flows "
+    "WHERE id = ? AND lease_owner = ? AND status = 'running')"
+)
 _LEASE_CHECK = "SELECT status, lease_owner, cancel_reason FROM flows WHERE id = ?"
 _SIGNAL_UPDATE = (
     "UPDATE signals SET state = ?, error = ?, position = ?, consumed_at = ? "
@@ -86,6 +93,9 @@ ORDER BY t LIMIT :limit
 # Connections inherited from a parent process: never used, never closed (closing
 # one in a child could checkpoint or unlink the parent's WAL files).
 _INHERITED: list[sqlite3.Connection] = []
+
+
+_RUNNING = CommitOutcome(Status.RUNNING.value)
 
 
 class StoreSchemaError(CruxError):
@@ -380,6 +390,17 @@ class SQLiteStore:
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         conn = self._conn()
+        if (
+            len(write.records) == 1
+            and write.status is None
+            and not write.signals
+            and write.wait_signal is None
+        ):
+            # The hot path, a step's result: one fenced statement, one commit.
+            fenced = conn.execute(_PUT_RECORD_FENCED, (flow_id, *write.records[0], flow_id, owner))
+            if fenced.rowcount == 1:
+                return _RUNNING
+            # Lost lease or cancelled: the full transaction below sorts out which.
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
