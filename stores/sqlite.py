@@ -98,7 +98,11 @@ _INHERITED: list[sqlite3.Connection] = []
 _RUNNING = CommitOutcome(Status.RUNNING.value)
 
 
-class StoreSchemaError(CruxError):
+class StoreError(CruxError):
+    """The SQLite file cannot be opened or used as a crux_gen store."""
+
+
+class StoreSchemaError(StoreError):
     """The database file was written by a newer crux_gen, or is not a crux_gen store."""
 
 
@@ -195,10 +199,16 @@ class SQLiteStore:
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open {self.path!r} as a SQLite store: {exc}; check that the directory "
+                "exists and is writable, and that the file is a SQLite database"
+            ) from exc
         if str(mode).lower() != "wal" and self.path != ":memory:":
             raise StoreSchemaError(f"{self.path!r}: could not switch to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")

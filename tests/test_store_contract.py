@@ -215,3 +215,14 @@ def test_a_failed_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
         store.commit("f1", "me", 2.0, Write(records=(good, bad), status="completed"))
     row = store.load("f1")
     assert (row.records, row.status) == ((), "running")
+
+
+def test_a_path_that_cannot_be_a_store_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    from stores.sqlite import StoreError
+
+    with pytest.raises(StoreError, match="no-such-dir"):
+        SQLiteStore(tmp_path / "no-such-dir" / "crux.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database " * 200)
+    with pytest.raises(StoreError, match="junk.db"):
+        SQLiteStore(junk)
