@@ -23,6 +23,9 @@ class FlowResult:
     cancel_reason: str | None = None
     waiting_for: str | None = None
     wake_at: datetime | None = None
+    #: The flow's registered name, when the runner knows it (``resume`` and the
+    #: worker always do). Left out of ``==``: it follows from ``flow_id``.
+    name: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

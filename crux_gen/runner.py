@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from . import codec
 from .codec import ErrorInfo
 from .commands import describe
@@ -145,8 +147,16 @@ LEASES = LeaseKeeper()
 class _Run:
     """One run of one flow by the holder of its lease."""
 
-    def __init__(self, flow: Flow[Any], store: Store, stored: StoredFlow, owner: str) -> None:
+    def __init__(
+        self,
+        flow: Flow[Any],
+        store: Store,
+        stored: StoredFlow,
+        owner: str,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.flow = flow
+        self.should_stop = should_stop
         self.store = store
         self.clock = store.clock
         self.flow_id = stored.id
@@ -249,6 +259,12 @@ class _Run:
         try:
             while True:
                 decision = self.interp.next_decision()
+                if (
+                    self.should_stop is not None
+                    and not isinstance(decision, Finished | Failed)
+                    and self.should_stop()
+                ):
+                    raise self._pause()
                 if isinstance(decision, RunStep):
                     self._step(decision)
                 elif isinstance(decision, AwaitSignal):
@@ -267,6 +283,13 @@ class _Run:
         except _Stop as stop:
             self._close()  # finally blocks of the flow run now, after the write
             return stop.result
+
+    def _pause(self) -> _Stop:
+        """Stop before the next live command (a worker is stopping): write what this
+        run computed, stay ``running``; the caller drops the lease, so the flow is due."""
+        if self._records:
+            self._commit()
+        return _Stop(FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name))
 
     def _finish(self, value: Any) -> None:
         try:
@@ -465,17 +488,25 @@ def result_of(stored: StoredFlow) -> FlowResult:
         cancel_reason=stored.cancel_reason,
         waiting_for=stored.waiting_for,
         wake_at=_when(stored.wake_at),
+        name=stored.name,
     )
 
 
-def _drive_claimed(flow: Flow[Any], store: Store, stored: StoredFlow, owner: str) -> FlowResult:
+def _drive_claimed(
+    flow: Flow[Any],
+    store: Store,
+    stored: StoredFlow,
+    owner: str,
+    should_stop: Callable[[], bool] | None = None,
+) -> FlowResult:
     if stored.lease_owner != owner:  # finished: nothing to run
         return result_of(stored)
     LEASES.hold(store, stored.id, owner)
     run: _Run | None = None
     try:
-        run = _Run(flow, store, stored, owner)
-        return run.drive()
+        run = _Run(flow, store, stored, owner, should_stop)
+        result = run.drive()
+        return result if result.name else attrs.evolve(result, name=flow.name)
     finally:
         LEASES.drop(owner)
         if run is None or not run.released:
@@ -513,16 +544,31 @@ def run_flow(
 
 
 def resume(
-    flow_id: str, *, store: Store, flows: Iterable[Flow[Any]] | None = None
+    flow_id: str,
+    *,
+    store: Store,
+    flows: Iterable[Flow[Any]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    only_if_due: bool = False,
 ) -> FlowResult:
     """Continue flow *flow_id*, finding its code by the stored name: among *flows*
     when given, else in the registry of ``@flow``.
 
     >>> resume(flow_id, store=store).status
     'completed'
+
+    For workers: *should_stop* is asked before each live command; when it returns
+    true the run writes what it has, drops the lease and returns status
+    ``"running"`` (the flow is due again). With *only_if_due*, a flow that is not
+    due any more (another worker advanced it since the due query) is not claimed:
+    ``FlowBusyError``, or ``FlowClosedError`` once it has finished.
     """
     owner = secrets.token_hex(8)
-    stored = store.claim(flow_id, owner, store.clock.now().timestamp())
+    now = store.clock.now().timestamp()
+    if only_if_due:
+        stored = store.claim(flow_id, owner, now, only_if_due=True)
+    else:
+        stored = store.claim(flow_id, owner, now)
     if stored.lease_owner != owner:
         return result_of(stored)
     try:
@@ -532,7 +578,7 @@ def resume(
     except BaseException:
         store.release(flow_id, owner, restore=stored)
         raise
-    return _drive_claimed(flow, store, stored, owner)
+    return _drive_claimed(flow, store, stored, owner, should_stop)
 
 
 def signal_flow(flow_id: str, name: str, payload: Any, *, store: Store) -> None:

@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
 from crux_gen.clock import Clock
+from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import FlowClosedError
-from crux_gen.records import CommitOutcome, StoredFlow, StoredSignal, Write
-from crux_gen.status import FINISHED, Status
+from crux_gen.records import FAILED, CommitOutcome, StoredFlow, StoredRecord, StoredSignal, Write
+from crux_gen.status import FINISHED, Status, transition
 
 
 @runtime_checkable
@@ -33,12 +34,18 @@ class Store(Protocol):
         """
         ...
 
-    def claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+    def claim(
+        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+    ) -> StoredFlow:
         """Take the lease and load the flow with its whole history and signals.
 
         Raises ``FlowNotFoundError`` or ``FlowBusyError``. A finished flow is
         returned unclaimed. The flow row comes back as it stood before the claim
         (status and wait fields), with the new lease; signals are the pending ones.
+        With *only_if_due* (the worker), checking that the flow is still due (as
+        ``due`` at *now*) and claiming it are one atomic step: a suspended flow
+        that is not due raises ``FlowBusyError``, a finished one ``FlowClosedError``,
+        and nothing changes.
         """
         ...
 
@@ -83,6 +90,28 @@ class Store(Protocol):
         """Flows without their history, newest update first."""
         ...
 
+    def match_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids that start with *prefix*, in order, at most *limit* (the CLI's short ids)."""
+        ...
+
+    def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
+        """Make a ``"failed"`` flow due again from the command that failed it.
+
+        Drops the records from position ``retry_from(records)`` on (the failed
+        command and any ``ctx.now()``-style values recorded after it; nothing if
+        the body raised), keeps every other record and signal, and sets the flow
+        ``"suspended"`` with ``wake_at=now`` and no error, so the next resume or
+        worker pass runs it. Returns the dropped records. Raises
+        ``FlowNotFoundError``, or ``ValueError`` (nothing changed) unless the
+        flow is ``"failed"``.
+        """
+        ...
+
+    def prune(self, finished_before: float) -> int:
+        """Delete finished flows last updated before *finished_before*, with their
+        records and signals; return how many flows were deleted."""
+        ...
+
     def close(self) -> None:
         """Release what the store holds open in this thread."""
         ...
@@ -110,3 +139,32 @@ def check_signal_allowed(
         raise FlowClosedError(
             flow_id, "expired", f"its wait {waiting_for!r} timed out at {expired_at.isoformat()}"
         )
+
+
+def retry_status(flow_id: str, status: str) -> Status:
+    """The status a retried flow takes; ``ValueError`` unless it is ``"failed"``."""
+    try:
+        return transition(status, "retry")
+    except ValueError:
+        raise ValueError(
+            f"flow {flow_id!r} is {status}, not failed; only a failed flow can be retried"
+        ) from None
+
+
+def retry_from(records: tuple[StoredRecord, ...] | list[StoredRecord]) -> int:
+    """How many records a retried flow keeps: all of them up to the command whose
+    failure ended the flow.
+
+    That command is the last failed record when nothing but ``ctx.now()``-style
+    values was recorded after it (its exception propagated, perhaps through an
+    ``except`` block that re-raised or wrapped it). When a step or wait was
+    recorded after the last failure (the flow caught it and went on), or there is
+    no failed record, the body itself raised: every record is kept, and the next
+    run replays them all and runs the body again from where it raised.
+    """
+    for record in reversed(records):
+        if record.state == FAILED:
+            return record.position
+        if record.kind not in VALUE_KINDS:
+            break
+    return len(records)

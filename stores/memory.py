@@ -15,6 +15,7 @@ from crux_gen.clock import SYSTEM_CLOCK, Clock
 from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
     FlowBusyError,
+    FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
     LeaseLostError,
@@ -29,7 +30,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, transition
 
-from .base import check_signal_allowed, when
+from .base import check_signal_allowed, retry_from, retry_status, when
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
@@ -94,13 +95,18 @@ class MemoryStore:
                 elif status == Status.SUSPENDED:
                     if row["wake_at"] is not None and row["wake_at"] <= now:
                         found.append((row["wake_at"], row["id"]))
-                    elif row["wait_kind"] == "suspend" and any(
-                        s.state == PENDING and s.name == row["waiting_for"]
-                        for s in self._signals[row["id"]]
-                    ):
+                    elif self._wakes(row, now):
                         found.append((row["updated_at"], row["id"]))
             found.sort()
             return [flow_id for _, flow_id in found[:limit]]
+
+    def _wakes(self, row: dict[str, Any], now: float) -> bool:
+        """A suspended flow's timer is due, or a signal it waits for is pending."""
+        if row["wake_at"] is not None and row["wake_at"] <= now:
+            return True
+        return row["wait_kind"] == "suspend" and any(
+            s.state == PENDING and s.name == row["waiting_for"] for s in self._signals[row["id"]]
+        )
 
     # -- leases ----------------------------------------------------------------
 
@@ -132,17 +138,25 @@ class MemoryStore:
             self._signals[flow_id] = []
             return self._snapshot(flow_id)
 
-    def claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+    def claim(
+        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+    ) -> StoredFlow:
         with self._lock:
             self._row(flow_id)
-            return self._claim(flow_id, owner, now)
+            return self._claim(flow_id, owner, now, only_if_due=only_if_due)
 
-    def _claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+    def _claim(
+        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+    ) -> StoredFlow:
         row = self._flows[flow_id]
         if row["status"] in FINISHED:
+            if only_if_due:
+                raise FlowClosedError(flow_id, row["status"])
             return self._snapshot(flow_id)
         if row["lease_owner"] not in (None, owner) and row["lease_expires"] > now:
             raise FlowBusyError(flow_id, when(row["lease_expires"]))
+        if only_if_due and row["status"] == Status.SUSPENDED and not self._wakes(row, now):
+            raise FlowBusyError(flow_id)  # advanced by another worker since the due query
         # Hand back the flow as it stood before the claim (so a run that writes
         # nothing can restore it), with the new lease.
         before = self._snapshot(flow_id)
@@ -259,6 +273,43 @@ class MemoryStore:
                 updated_at=now,
             )
             return True
+
+    def match_ids(self, prefix: str, limit: int) -> list[str]:
+        with self._lock:
+            return sorted(f for f in self._flows if f.startswith(prefix))[:limit]
+
+    def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
+        with self._lock:
+            row = self._row(flow_id)
+            status = retry_status(flow_id, row["status"])
+            records = self._records[flow_id]
+            keep = retry_from(records)
+            dropped = tuple(records[keep:])
+            del records[keep:]
+            row.update(
+                status=status.value,
+                result=None,
+                error=None,
+                waiting_for=dropped[0].name if dropped else None,
+                wait_kind="retry",
+                wake_at=now,
+                deadline=None,
+                lease_owner=None,
+                lease_expires=None,
+                updated_at=now,
+            )
+            return dropped
+
+    def prune(self, finished_before: float) -> int:
+        with self._lock:
+            gone = [
+                flow_id
+                for flow_id, row in self._flows.items()
+                if row["status"] in FINISHED and row["updated_at"] < finished_before
+            ]
+            for flow_id in gone:
+                del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
+            return len(gone)
 
     def close(self) -> None:
         """Nothing to release: a ``MemoryStore`` holds no files."""

@@ -29,6 +29,7 @@ from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
     CruxError,
     FlowBusyError,
+    FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
     LeaseLostError,
@@ -43,7 +44,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status
 
-from .base import check_signal_allowed, when
+from .base import check_signal_allowed, retry_from, retry_status, when
 
 SCHEMA_VERSION = 1
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
@@ -347,17 +348,31 @@ class SQLiteStore:
                 lease_owner=owner, lease_expires=expires,
             )  # fmt: skip
 
-    def claim(self, flow_id: str, owner: str, now: float) -> StoredFlow:
+    def claim(
+        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+    ) -> StoredFlow:
         with self._write() as conn:
-            return self._claim(conn, flow_id, owner, now)
+            return self._claim(conn, flow_id, owner, now, only_if_due=only_if_due)
 
-    def _claim(self, conn: sqlite3.Connection, flow_id: str, owner: str, now: float) -> StoredFlow:
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        flow_id: str,
+        owner: str,
+        now: float,
+        *,
+        only_if_due: bool = False,
+    ) -> StoredFlow:
         row = self._row(conn, flow_id)
         flow = StoredFlow(*row)
         if flow.status in FINISHED:
+            if only_if_due:
+                raise FlowClosedError(flow_id, flow.status)
             return self._flow(conn, row, history=True, pending_only=True)
         if flow.lease_owner not in (None, owner) and (flow.lease_expires or 0.0) > now:
             raise FlowBusyError(flow_id, when(flow.lease_expires))
+        if only_if_due and flow.status == Status.SUSPENDED and not self._wakes(conn, flow, now):
+            raise FlowBusyError(flow_id)  # advanced by another worker since the due query
         expires = now + self._ttl
         conn.execute(
             "UPDATE flows SET status = 'running', lease_owner = ?, lease_expires = ?, "
@@ -368,6 +383,20 @@ class SQLiteStore:
         # As it stood before the claim (so a run that writes nothing can restore it),
         # with the new lease.
         return self._flow(conn, (*row[:13], owner, expires), history=True, pending_only=True)
+
+    @staticmethod
+    def _wakes(conn: sqlite3.Connection, flow: StoredFlow, now: float) -> bool:
+        """A suspended flow's timer is due, or a signal it waits for is pending (``_DUE``)."""
+        if flow.wake_at is not None and flow.wake_at <= now:
+            return True
+        return flow.wait_kind == "suspend" and (
+            conn.execute(
+                "SELECT 1 FROM signals INDEXED BY signals_pending "
+                "WHERE flow_id = ? AND name = ? AND state = 'pending' LIMIT 1",
+                (flow.id, flow.waiting_for),
+            ).fetchone()
+            is not None
+        )
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         cur = self._conn().execute(
@@ -488,6 +517,64 @@ class SQLiteStore:
                 (reason, now, flow_id),
             )
             return True
+
+    def match_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range on the primary key: ids >= prefix and < prefix with its last
+        # character bumped (UTF-8 keeps code point order), so only matches are read.
+        params: tuple[Any, ...] = (int(limit),)
+        sql = "SELECT id FROM flows ORDER BY id LIMIT ?"
+        if prefix:
+            upper = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
+            sql = "SELECT id FROM flows WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            params = (prefix, upper, int(limit))
+        rows = self._conn().execute(sql, params).fetchall()
+        return [row[0] for row in rows if row[0].startswith(prefix)]
+
+    def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM flows WHERE id = ?", (flow_id,)).fetchone()
+            if row is None:
+                raise FlowNotFoundError(flow_id)
+            status = retry_status(flow_id, row[0])
+            records = conn.execute(
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE flow_id = ? ORDER BY position",
+                (flow_id,),
+            ).fetchall()
+            history = tuple(map(StoredRecord._make, records))
+            keep = retry_from(history)
+            dropped = history[keep:]
+            conn.execute("DELETE FROM records WHERE flow_id = ? AND position >= ?", (flow_id, keep))
+            conn.execute(
+                "UPDATE flows SET status = ?, result = NULL, error = NULL, waiting_for = ?, "
+                "wait_kind = 'retry', wake_at = ?, deadline = NULL, lease_owner = NULL, "
+                "lease_expires = NULL, updated_at = ? WHERE id = ?",
+                (status.value, dropped[0].name if dropped else None, now, now, flow_id),
+            )
+            return dropped
+
+    def prune(self, finished_before: float, *, batch: int = 500) -> int:
+        # In batches of *batch* flows, one transaction each, so workers writing
+        # meanwhile wait for one short transaction at most.
+        finished = sorted(s.value for s in FINISHED)
+        marks = ", ".join("?" * len(finished))
+        deleted = 0
+        while True:
+            with self._write() as conn:
+                ids = [
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM flows WHERE status IN ({marks}) AND updated_at < ? "
+                        "LIMIT ?",
+                        (*finished, finished_before, batch),
+                    )
+                ]
+                if not ids:
+                    return deleted
+                some = ", ".join("?" * len(ids))
+                conn.execute(f"DELETE FROM records WHERE flow_id IN ({some})", ids)
+                conn.execute(f"DELETE FROM signals WHERE flow_id IN ({some})", ids)
+                conn.execute(f"DELETE FROM flows WHERE id IN ({some})", ids)
+            deleted += len(ids)
 
     def __repr__(self) -> str:
         return (

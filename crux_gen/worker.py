@@ -1,0 +1,244 @@
+"""The worker: advance every flow that is due, once or until stopped.
+
+>>> worker = Worker(store=SQLiteStore("crux.db"), flows=[onboarding])
+>>> worker.run_once()                 # every due flow, once; how many ran
+3
+>>> worker.run_forever(poll="1s")     # until worker.stop(), from any thread or a signal handler
+
+A flow is due when a signal it waits for is pending, its ``Suspend`` or
+``WaitUntil`` deadline has passed (it then ends ``"expired"``), its ``Sleep``,
+``WaitUntil`` re-check or retry backoff is up, or it is ``running`` with no live
+lease (its runner crashed, or a worker stopped it at a command boundary). The
+store finds those with one indexed query per batch; flows that are not due cost
+nothing. Many workers, in threads or processes, may share one store: checking
+that a flow is still due and claiming it is one atomic step, so each due flow is
+run by one worker, and a flow another worker just advanced is left alone.
+
+Logging goes to the ``crux_gen.worker`` logger: one INFO line per flow advanced
+(its id, name and new status), an ERROR line for a flow the worker cannot run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .durations import Duration, to_duration
+from .errors import (
+    FlowBusyError,
+    FlowClosedError,
+    FlowNotFoundError,
+    FlowNotRegisteredError,
+    LeaseLostError,
+    NonDeterminismError,
+)
+from .flow import Flow
+from .results import FlowResult
+from .runner import resume
+from .status import Status
+
+if TYPE_CHECKING:
+    from stores.base import Store
+
+log = logging.getLogger("crux_gen.worker")
+
+
+class Worker:
+    """Advance the due flows of *store*, finding their code among *flows*, then in
+    the registry of ``@flow``.
+
+    >>> Worker(store=store, flows=[onboarding]).run_once()
+    1
+
+    *batch* is how many due flows one query fetches. A flow the worker cannot run
+    (its name is not registered here, its code diverged from its history, or an
+    unexpected error) is logged and left alone for *skip_for* (by the store's
+    clock), or until the worker is restarted, so it never blocks the others.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        flows: Iterable[Flow[Any]] | None = None,
+        *,
+        batch: int = 100,
+        skip_for: Duration = "5m",
+    ) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"Worker batch {batch!r} must be an int of 1 or more")
+        self.store = store
+        self.flows: tuple[Flow[Any], ...] = tuple(flows or ())
+        self.batch = batch
+        self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
+        self._stopping = False
+        # SimpleQueue.put is reentrant, so stop() and wake() are safe in a signal handler.
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._skipped: dict[str, float] = {}  # flow id -> store-clock time to try it again
+        self._random = random.Random()
+
+    # -- control, from any thread --------------------------------------------------
+
+    def stop(self) -> None:
+        """Make ``run_forever`` (or a ``run_once`` in progress) return: the flow in
+        hand stops at its next command boundary (the step running finishes and is
+        recorded), its lease is released and it stays due for the next worker.
+
+        Safe to call from any thread and from a signal handler. Called before
+        ``run_forever`` starts, that call returns at once.
+        """
+        self._stopping = True
+        self._wakeups.put(None)
+
+    def wake(self) -> None:
+        """Start ``run_forever``'s next pass now rather than after the poll interval
+        (for example right after ``signal_flow`` in the same process)."""
+        self._wakeups.put(None)
+
+    # -- running -------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Advance every flow that is due now, each at most once; return how many
+        ran (including those that parked again)."""
+        try:
+            return self._pass()
+        finally:
+            self._stopping = False
+
+    def run_forever(self, poll: Duration = "1s") -> None:
+        """Run a pass every *poll* (``"1s"``, ``"500ms"``, seconds) until ``stop()``.
+
+        An error of the store (a pass that could not even query due flows) is
+        logged and the next pass tries again.
+        """
+        period = to_duration(poll, what="poll").total_seconds()
+        names = ", ".join(sorted(f.name for f in self.flows)) or "the @flow registry"
+        log.info("worker started on %r, polling every %ss; flows: %s", self.store, period, names)
+        try:
+            while not self._stopping:
+                try:
+                    self._pass()
+                except Exception:
+                    log.exception("worker pass failed; trying again in %ss", period)
+                if self._stopping:
+                    break
+                self._wait(period)
+        finally:
+            self._stopping = False
+            log.info("worker stopped")
+
+    def _wait(self, seconds: float) -> None:
+        try:
+            self._wakeups.get(timeout=seconds)
+        except queue.Empty:
+            return
+        while True:  # several wake-ups make one pass
+            try:
+                self._wakeups.get_nowait()
+            except queue.Empty:
+                return
+
+    def _now(self) -> float:
+        return self.store.clock.now().timestamp()
+
+    def _should_stop(self) -> bool:
+        return self._stopping
+
+    def _pass(self) -> int:
+        """One pass: query due flows a batch at a time, run each once."""
+        advanced = 0
+        tried: set[str] = set()
+        limit = self.batch
+        while not self._stopping:
+            now = self._now()
+            self._skipped = {k: t for k, t in self._skipped.items() if t > now}
+            due = list(dict.fromkeys(self.store.due(now, limit)))  # unique, oldest first
+            fresh = [i for i in due if i not in tried and i not in self._skipped]
+            # Workers sharing a store get the same oldest-first list: shuffled, they
+            # mostly pick different flows instead of queueing for the same lease.
+            self._random.shuffle(fresh)
+            for flow_id in fresh:
+                if self._stopping:
+                    break
+                tried.add(flow_id)
+                advanced += self._advance(flow_id)
+            if len(due) < limit:
+                break  # everything due was seen
+            # Flows still due after their run, and skipped ones, come back first:
+            # ask for that many more, and more again if nothing new came.
+            excluded = len(due) - len(fresh)
+            limit = limit + self.batch if not fresh else self.batch + excluded
+        return advanced
+
+    def _advance(self, flow_id: str) -> bool:
+        """Run one due flow; True if it ran. Errors are logged, never raised."""
+        try:
+            result = resume(
+                flow_id,
+                store=self.store,
+                flows=self.flows,
+                should_stop=self._should_stop,
+                only_if_due=True,
+            )
+        except (FlowBusyError, FlowClosedError, FlowNotFoundError):
+            # Another worker has it or advanced it since the due query; or it was deleted.
+            log.debug("flow %s: taken by another runner since the due query; left alone", flow_id)
+            return False
+        except FlowNotRegisteredError as exc:
+            known = ", ".join(repr(f.name) for f in self.flows) or "none"
+            log.error(
+                "flow %s (%s): no flow named %r is registered in this worker (given: %s); "
+                'import the module that defines @flow("%s") in the worker process, or pass '
+                "it in Worker(flows=[...]). Skipping this flow for %s",
+                flow_id, exc.name, exc.name, known, exc.name, self.skip_for,
+                extra={"flow_id": flow_id, "flow_name": exc.name},
+            )  # fmt: skip
+            self._skip(flow_id)
+            return False
+        except NonDeterminismError as exc:
+            log.error(
+                "%s. Skipping this flow for %s", exc, self.skip_for,
+                extra={"flow_id": flow_id, "flow_name": exc.name},
+            )  # fmt: skip
+            self._skip(flow_id)
+            return False
+        except LeaseLostError as exc:
+            log.warning("%s", exc, extra={"flow_id": flow_id})
+            return False
+        except Exception:
+            log.exception(
+                "flow %s: the worker could not advance it; skipping it for %s",
+                flow_id, self.skip_for, extra={"flow_id": flow_id},
+            )  # fmt: skip
+            self._skip(flow_id)
+            return False
+        fields = {"flow_id": flow_id, "flow_name": result.name, "status": str(result.status)}
+        log.info("flow %s (%s): %s", flow_id, result.name, describe_result(result), extra=fields)
+        return True
+
+    def _skip(self, flow_id: str) -> None:
+        self._skipped[flow_id] = self._now() + self.skip_for.total_seconds()
+
+    def __repr__(self) -> str:
+        names = [f.name for f in self.flows]
+        return f"Worker({self.store!r}, flows={names!r}, batch={self.batch})"
+
+
+def describe_result(result: FlowResult) -> str:
+    """The new status of a flow, for a log line: ``suspended, waiting for 'x' until …``."""
+    status = result.status
+    if status == Status.SUSPENDED:
+        until = f" until {result.wake_at.isoformat()}" if result.wake_at else ""
+        return f"suspended, waiting for {result.waiting_for!r}{until}"
+    if status == Status.FAILED and result.error is not None:
+        return f"failed: {result.error.type}: {result.error.message}"
+    if status == Status.EXPIRED:
+        return f"expired waiting for {result.waiting_for!r}"
+    if status == Status.CANCELLED:
+        return f"cancelled: {result.cancel_reason}"
+    if status == Status.RUNNING:
+        return "running (stopped at a command boundary; due for the next pass)"
+    return str(status)
