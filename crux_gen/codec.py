@@ -28,7 +28,6 @@ converter.register_unstructure_hook(uuid.UUID, str)
 converter.register_structure_hook(uuid.UUID, lambda v, _: uuid.UUID(str(v)))
 
 
-
 def _unstructure_set(value: set[Any] | frozenset[Any]) -> list[Any]:
     items = [converter.unstructure(v) for v in value]
     try:

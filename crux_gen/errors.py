@@ -33,6 +33,17 @@ class FlowClosedError(CruxError):
         super().__init__(f"flow {flow_id!r} is {status}{extra}; it takes no more signals or runs")
 
 
+class FlowStateError(CruxError, ValueError):
+    """The flow's status does not allow this (e.g. retrying a flow that did not fail)."""
+
+    def __init__(self, flow_id: str | None, status: str, wanted: str) -> None:
+        self.flow_id = flow_id
+        self.status = status
+        self.wanted = wanted
+        which = f"flow {flow_id!r} is" if flow_id else "a flow that is"
+        super().__init__(f"{which} {status}; {wanted}")
+
+
 class FlowBusyError(CruxError):
     """Another runner holds the flow's lease right now."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from .errors import FlowStateError
+
 
 class Status(str, enum.Enum):
     """A flow's status: a ``str`` enum that compares equal to its bare value."""
@@ -44,8 +46,8 @@ TRANSITIONS: dict[tuple[Status, str], Status] = {
 
 
 def transition(status: str, event: str) -> Status:
-    """The status after *event*; ``ValueError`` naming both when the move is illegal."""
+    """The status after *event*; ``FlowStateError`` naming both when the move is illegal."""
     try:
         return TRANSITIONS[(Status(status), event)]
     except (KeyError, ValueError):
-        raise ValueError(f"a flow that is {status!r} cannot take event {event!r}") from None
+        raise FlowStateError(None, status, f"it cannot take event {event!r}") from None

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from crux_gen.clock import Clock
 from crux_gen.commands import VALUE_KINDS
-from crux_gen.errors import FlowClosedError
+from crux_gen.errors import FlowClosedError, FlowStateError
 from crux_gen.records import FAILED, CommitOutcome, StoredFlow, StoredRecord, StoredSignal, Write
 from crux_gen.status import FINISHED, Status, transition
 
@@ -102,7 +102,7 @@ class Store(Protocol):
         the body raised), keeps every other record and signal, and sets the flow
         ``"suspended"`` with ``wake_at=now`` and no error, so the next resume or
         worker pass runs it. Returns the dropped records. Raises
-        ``FlowNotFoundError``, or ``ValueError`` (nothing changed) unless the
+        ``FlowNotFoundError``, or ``FlowStateError`` (nothing changed) unless the
         flow is ``"failed"``.
         """
         ...
@@ -142,13 +142,11 @@ def check_signal_allowed(
 
 
 def retry_status(flow_id: str, status: str) -> Status:
-    """The status a retried flow takes; ``ValueError`` unless it is ``"failed"``."""
+    """The status a retried flow takes; ``FlowStateError`` unless it is ``"failed"``."""
     try:
         return transition(status, "retry")
     except ValueError:
-        raise ValueError(
-            f"flow {flow_id!r} is {status}, not failed; only a failed flow can be retried"
-        ) from None
+        raise FlowStateError(flow_id, status, "only a failed flow can be retried") from None
 
 
 def retry_from(records: tuple[StoredRecord, ...] | list[StoredRecord]) -> int:

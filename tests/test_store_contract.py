@@ -224,5 +224,5 @@ def test_a_path_that_cannot_be_a_store_is_a_clear_error_naming_it(tmp_path: Path
         SQLiteStore(tmp_path / "no-such-dir" / "crux.db")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database " * 200)
-    with pytest.raises(StoreError, match="junk.db"):
+    with pytest.raises(StoreError, match=r"junk\.db"):
         SQLiteStore(junk)

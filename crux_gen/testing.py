@@ -1,0 +1,208 @@
+"""Test flows in milliseconds: :class:`FlowHarness` runs a flow on a ``MemoryStore``
+with a fake clock, so a 24-hour timeout is one ``advance("25h")`` away.
+
+    from crux_gen.testing import FlowHarness
+
+    def test_unverified_users_expire_after_a_day():
+        h = FlowHarness(onboarding, input={"email": "a@b.c", "name": "Ada"},
+                        fakes={"send-welcome": None})
+        h.run()
+        assert h.status == "suspended" and h.waiting_for == "email-verified"
+        h.advance("25h")
+        h.run()
+        assert h.status == "expired"
+        assert h.steps_called == ["send-welcome"]
+
+With pytest, the fixtures ``crux_clock``, ``crux_store`` and ``crux_harness`` come
+from :mod:`crux_gen.pytest_plugin`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .clock import Clock, FakeClock
+from .codec import ErrorInfo
+from .commands import Command, Step, WaitUntil
+from .durations import Duration
+from .errors import FlowNotFoundError
+from .flow import Flow, FlowContext
+from .results import FlowInfo, FlowResult
+from .runner import cancel_flow, get_flow, new_flow_id, signal_flow
+from .status import Status
+
+if TYPE_CHECKING:
+    from stores.base import Store
+
+__all__ = ["FlowHarness"]
+
+
+class FlowHarness:
+    """Run *flow* in a test: on a ``MemoryStore`` (or *store*) with a ``FakeClock``
+    (or *clock*), recording which steps ran and replacing some by fakes.
+
+    >>> h = FlowHarness(onboarding, input={"email": "a@b.c"},
+    ...                 fakes={"first-week-plan": lambda: "a plan"})
+    >>> h.run().status
+    'suspended'
+    >>> h.signal("email-verified", {"verified_at": "2026-11-24T10:00:00Z"})
+    >>> h.run().value
+    {...}
+
+    *fakes* maps a ``Step`` (or ``WaitUntil``) name to what runs instead of its
+    function: a zero-argument callable (called), an exception instance or class
+    (raised), or any other value (returned). The flow's code is otherwise
+    unchanged; ``ctx.now()`` reads the fake clock.
+    """
+
+    def __init__(
+        self,
+        flow: Flow[Any],
+        *,
+        input: Any = None,
+        fakes: Mapping[str, Any] | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        flow_id: str | None = None,
+    ) -> None:
+        if not isinstance(flow, Flow):
+            raise TypeError(
+                f"FlowHarness needs a Flow (a function decorated with @flow), got {flow!r}"
+            )
+        if store is None:
+            from stores.memory import MemoryStore
+
+            clock = clock if clock is not None else FakeClock()
+            store = MemoryStore(clock=clock)
+        elif clock is not None and clock is not store.clock:
+            raise ValueError("FlowHarness: give a store or a clock, or a store built on that clock")
+        self.flow = flow
+        self.input = input
+        self.fakes: dict[str, Any] = dict(fakes or {})
+        self.store: Store = store
+        self.clock: Clock = store.clock
+        self.flow_id: str = flow_id or new_flow_id()
+        #: Names of the step functions (or their fakes) actually called, in order,
+        #: counting repeats and retries; replayed steps are not called.
+        self.steps_called: list[str] = []
+        #: The ``FlowResult`` of the last :meth:`run`, ``None`` before the first.
+        self.result: FlowResult | None = None
+        self._flow: Flow[Any] = Flow(flow.name, self._body)
+
+    # -- driving -----------------------------------------------------------------
+
+    def run(self) -> FlowResult:
+        """Start the flow (the first time) or resume it, until it suspends or finishes."""
+        self.result = self._flow.run(input=self.input, store=self.store, flow_id=self.flow_id)
+        return self.result
+
+    def signal(self, name: str, payload: Any = None) -> None:
+        """Send signal *name* (as ``signal_flow``); the next :meth:`run` takes it."""
+        signal_flow(self.flow_id, name, payload, store=self.store)
+
+    def advance(self, duration: Duration) -> datetime:
+        """Move the fake clock forward (``"24h"``, seconds, a timedelta); the new time."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is None:
+            raise TypeError(f"FlowHarness.advance needs a FakeClock; the store has {self.clock!r}")
+        moved: datetime = advance(duration)
+        return moved
+
+    def cancel(self, reason: str = "cancelled in a test") -> bool:
+        """Cancel the flow (as ``cancel_flow``)."""
+        return cancel_flow(self.flow_id, reason, store=self.store)
+
+    def retry(self) -> None:
+        """Make the failed flow due again from its failed step (as ``crux-gen retry``);
+        the next :meth:`run` runs it."""
+        self.store.retry_failed(self.flow_id, self.clock.now().timestamp())
+
+    # -- reading -----------------------------------------------------------------
+
+    @property
+    def info(self) -> FlowInfo:
+        """The stored flow, its history and signals (as ``get_flow``)."""
+        return get_flow(self.flow_id, store=self.store)
+
+    def _stored(self) -> FlowInfo | None:
+        try:
+            return self.info
+        except FlowNotFoundError:  # not started yet
+            return None
+
+    @property
+    def status(self) -> Status | None:
+        """The stored status; ``None`` before the first :meth:`run`."""
+        info = self._stored()
+        return None if info is None else info.status
+
+    @property
+    def value(self) -> Any:
+        """The flow's return value once completed, else ``None``."""
+        info = self._stored()
+        return None if info is None else info.value
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        """Why the flow failed (type, message, traceback), else ``None``."""
+        info = self._stored()
+        return None if info is None else info.error
+
+    @property
+    def waiting_for(self) -> str | None:
+        """The name of the command the flow is parked at, else ``None``."""
+        info = self._stored()
+        return None if info is None else info.waiting_for
+
+    @property
+    def now(self) -> datetime:
+        """The fake clock's time."""
+        return self.clock.now()
+
+    def __repr__(self) -> str:
+        return f"FlowHarness({self.flow.name!r}, flow_id={self.flow_id!r}, status={self.status})"
+
+    # -- the wrapped flow --------------------------------------------------------
+
+    def _body(self, ctx: FlowContext) -> Generator[Command, Any, Any]:
+        """The flow's own generator, with Step and WaitUntil functions swapped for
+        recording (and faking) ones before the interpreter sees them. Sends, throws
+        and closes pass through, so the flow behaves exactly as when run directly."""
+        inner = self.flow.fn(ctx)
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            try:
+                command = inner.send(send) if throw is None else inner.throw(throw)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(command, Step):
+                command = attrs.evolve(command, fn=self._stand_in(command.name, command.fn, True))
+            elif isinstance(command, WaitUntil):
+                condition = self._stand_in(command.name, command.condition, False)
+                command = attrs.evolve(command, condition=condition)
+            try:
+                send, throw = (yield command), None
+            except BaseException as exc:  # GeneratorExit too: the flow's finally blocks run
+                send, throw = None, exc
+
+    def _stand_in(self, name: str, fn: Callable[[], Any], is_step: bool) -> Callable[[], Any]:
+        fake_given = name in self.fakes
+        fake = self.fakes.get(name)
+
+        def call() -> Any:
+            if is_step:
+                self.steps_called.append(name)
+            if not fake_given:
+                return fn()
+            if isinstance(fake, BaseException) or (
+                isinstance(fake, type) and issubclass(fake, BaseException)
+            ):
+                raise fake
+            return fake() if callable(fake) else fake
+
+        return call

@@ -1,0 +1,467 @@
+"""``crux-gen`` for real: ``python -m crux_gen`` in subprocesses, on a real SQLite file.
+
+The flows live in a module written to a temporary directory (the CLI imports it for
+``replay`` and ``worker``; this process loads the same file to create the flows).
+Independent invocations run concurrently to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from crux_gen import FlowContext, Sleep, Step, flow, get_flow, signal_flow
+from crux_gen.cli import cli, replay_check
+from stores.sqlite import SQLiteStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+FLOWS = """
+import os
+
+import attrs
+
+from crux_gen import Step, Suspend, flow
+
+
+@attrs.frozen
+class EmailVerified:
+    verified_at: str
+
+
+def make_plan(name):
+    if os.environ.get("CLI_FLOWS_BROKEN", "1") == "1":
+        raise RuntimeError("LLM unavailable (503)")
+    return f"a plan for {name}"
+
+
+@flow("cli-onboarding")
+def onboarding(ctx):
+    yield Step("send-welcome", lambda: {"to": ctx.input["email"]})
+    verification = yield Suspend("email-verified", schema=EmailVerified, timeout="24h")
+    plan = yield Step("first-week-plan", lambda: make_plan(ctx.input["name"]))
+    return {"plan": plan, "at": verification.verified_at, "notes": "n" * 300}
+"""
+VERIFIED = {"verified_at": "2026-11-24T10:00:00Z"}
+
+
+def crux(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "CRUX_DB"}
+    environ.update(PYTHONPATH=str(REPO), COLUMNS="80", **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "crux_gen", *args],
+        cwd=cwd,
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def crux_all(
+    calls: Sequence[Sequence[str]],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: dict[int, str] | None = None,
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent invocations concurrently (``stdin``: call index -> input); results
+    in order."""
+    given = stdin or {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(crux, *args, cwd=cwd, env=env, stdin=given.get(i))
+            for i, args in enumerate(calls)
+        ]
+        return [f.result() for f in futures]
+
+
+def dump(db: Path) -> list[str]:
+    """The database's whole logical content, to check that nothing changed."""
+    conn = sqlite3.connect(db)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def load_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_cli_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Scene:
+    """A database with one flow in each interesting state."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = root / "crux.db"
+        (root / "cliflows.py").write_text(FLOWS)
+        self.flows = load_module(root / "cliflows.py")
+        store = SQLiteStore(self.db)
+        run = self.flows.onboarding.run
+        # waiting: suspended at email-verified, with one rejected signal
+        self.waiting = run(input={"email": "w@x.io", "name": "W"}, store=store).flow_id
+        signal_flow(self.waiting, "email-verified", {"verified": True}, store=store)
+        run(resume=self.waiting, store=store)
+        # failed: its plan step raised
+        self.failed = run(input={"email": "f@x.io", "name": "F"}, store=store).flow_id
+        signal_flow(self.failed, "email-verified", VERIFIED, store=store)
+        os.environ["CLI_FLOWS_BROKEN"] = "1"
+        try:
+            run(resume=self.failed, store=store)
+            # completed: the same, with the plan step working
+            self.completed = run(input={"email": "c@x.io", "name": "C"}, store=store).flow_id
+            signal_flow(self.completed, "email-verified", VERIFIED, store=store)
+            os.environ["CLI_FLOWS_BROKEN"] = "0"
+            run(resume=self.completed, store=store)
+        finally:
+            os.environ.pop("CLI_FLOWS_BROKEN", None)
+        self.extra = run(input={"email": "e@x.io", "name": "E"}, store=store).flow_id
+        store.close()
+        self.store = SQLiteStore(self.db)
+
+    def info(self, flow_id: str) -> Any:
+        return get_flow(flow_id, store=self.store)
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Iterator[Scene]:
+    s = Scene(tmp_path)
+    yield s
+    s.store.close()
+
+
+def test_list_and_show_describe_the_flows(scene: Scene) -> None:
+    short = scene.waiting[:12]
+    table, as_json, by_env, shown_waiting, shown_failed, full, as_object, shown_done = crux_all(
+        [
+            ["list", "--db", "crux.db"],
+            ["list", "--json", "--status", "failed", "--flow", "cli-onboarding"],
+            ["list", "--limit", "2"],  # --db from CRUX_DB
+            ["show", short],
+            ["show", scene.failed],
+            ["show", scene.completed, "--full"],
+            ["show", scene.failed, "--json"],
+            ["show", scene.completed],
+        ],
+        scene.root,
+        env={"CRUX_DB": "crux.db"},
+    )
+    for done in (table, as_json, by_env, shown_waiting, shown_failed, full, as_object, shown_done):
+        assert done.returncode == 0, done.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "FLOW", "STATUS", "WAITING", "FOR", "WAKE", "AT", "UPDATED"]
+    assert len(lines) == 5 and all(len(line) <= 80 for line in lines)
+    row = next(line for line in lines if line.startswith(scene.waiting[:12]))
+    assert "cli-onboarding" in row and "suspended" in row and "email-verified" in row
+    assert "in 23h" in row  # its deadline
+    assert "…" in row  # the id was shortened to fit 80 columns
+
+    objects = json.loads(as_json.stdout)
+    assert [(o["id"], o["name"], o["status"]) for o in objects] == [
+        (scene.failed, "cli-onboarding", "failed")
+    ]
+    assert objects[0]["error"] == "builtins.RuntimeError: LLM unavailable (503)"
+    assert len(by_env.stdout.splitlines()) == 4  # header, 2 flows, the "--limit" note
+
+    out = shown_waiting.stdout
+    assert f"flow     {scene.waiting}" in out
+    assert "status   suspended, waiting for 'email-verified'\ndeadline 20" in out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    assert 'input    {"email": "w@x.io", "name": "W"}' in out
+    assert re.search(r"  0  Step\('send-welcome'\) +completed, 1 attempt, took ", out)
+    assert re.search(r"  1  Suspend\('email-verified'\) +waiting, since ", out)
+    assert "'email-verified'  rejected" in out
+    assert "rejected: required field missing @ $.verified_at" in out  # the validation error
+
+    out = shown_failed.stdout
+    assert "status   failed" in out
+    assert "error    builtins.RuntimeError: LLM unavailable (503)" in out
+    assert "Traceback (most recent call last):" in out  # the traceback, once
+    assert out.count("Traceback") == 1
+    assert re.search(r"  2  Step\('first-week-plan'\) +failed, 1 attempt", out)
+    assert re.search(r"  1  Suspend\('email-verified'\) +completed, waited .*, signal #", out)
+    assert "consumed by #1" in out
+
+    # results are cut to one line with a marker, unless --full
+    assert "…" in shown_done.stdout and "n" * 300 not in shown_done.stdout
+    assert all(len(line) <= 80 for line in shown_done.stdout.splitlines())
+    assert "n" * 300 in full.stdout and '"plan": "a plan for C"' in full.stdout
+
+    data = json.loads(as_object.stdout)
+    assert (data["id"], data["status"]) == (scene.failed, "failed")
+    assert [h["name"] for h in data["history"]] == [
+        "send-welcome",
+        "email-verified",
+        "first-week-plan",
+    ]
+    assert data["history"][2]["error"]["type"] == "builtins.RuntimeError"
+    assert data["signals"][0]["state"] == "consumed"
+
+    # the shortened id as list prints it (with its marker) is accepted too
+    printed_id = row.split()[0]
+    assert printed_id.endswith("…")
+    assert crux("show", printed_id, cwd=scene.root).returncode == 0
+
+
+def test_bad_input_is_one_line_on_stderr_exit_1_and_changes_nothing(scene: Scene) -> None:
+    (scene.root / "not-a-db.db").write_text("hello")
+    sqlite3.connect(scene.root / "other.db").execute("CREATE TABLE t (x)").connection.commit()
+    before = dump(scene.db)
+    calls = {
+        "unknown id": ["show", "no-such-flow"],
+        "bad json": ["signal", scene.waiting, "email-verified", "{not json"],
+        "signal unknown": ["signal", "no-such-flow", "email-verified", "{}"],
+        "signal closed": ["signal", scene.completed, "email-verified", "{}"],
+        "cancel closed": ["cancel", scene.completed, "--reason", "x"],
+        "cancel unknown": ["cancel", "no-such-flow"],
+        "retry not failed": ["retry", scene.waiting],
+        "retry completed": ["retry", scene.completed],
+        "bad status": ["list", "--status", "sleeping"],
+        "missing id": ["show"],
+        "no db": ["list", "--db", "missing.db"],
+        "not sqlite": ["list", "--db", "not-a-db.db"],
+        "not crux": ["list", "--db", "other.db"],
+        "bad age": ["prune", "--finished-before", "a while"],
+        "no module": ["replay", "no_such_module"],
+        "path not module": ["replay", "cliflows.py"],
+        "bad poll": ["worker", "cliflows", "--poll", "often"],
+        "unknown command": ["frobnicate"],
+    }
+    results = dict(zip(calls, crux_all(list(calls.values()), scene.root), strict=True))
+    for what, done in results.items():
+        assert done.returncode == 1, (what, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: "), (what, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (what, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert dump(scene.db) == before
+    assert not (scene.root / "missing.db").exists()
+    err = {what: done.stderr for what, done in results.items()}
+    assert "no flow with id 'no-such-flow'" in err["unknown id"]
+    assert "is not JSON" in err["bad json"]
+    assert "is completed" in err["signal closed"]
+    assert "is completed already" in err["cancel closed"]
+    assert "is suspended, not failed" in err["retry not failed"]
+    assert "'sleeping' is not one of" in err["bad status"]
+    assert "Missing argument 'ID'" in err["missing id"]
+    assert "no database at 'missing.db'" in err["no db"]
+    assert "not an SQLite database" in err["not sqlite"]
+    assert "not a crux_gen store" in err["not crux"]
+    assert "'a while' is not a duration" in err["bad age"]
+    assert "no module named 'no_such_module'" in err["no module"]
+
+
+def test_signal_cancel_retry_and_prune_change_the_store(scene: Scene) -> None:
+    signalled, from_stdin, cancelled, retried = crux_all(
+        [
+            ["signal", scene.waiting, "email-verified", json.dumps(VERIFIED)],
+            ["signal", scene.waiting, "reminder-sent", "-"],  # stdin: no flow waits for it yet
+            ["cancel", scene.extra, "--reason", "user deleted the account"],
+            ["retry", scene.failed],
+        ],
+        scene.root,
+        stdin={1: '{"at": "2026-11-25"}'},
+    )
+    for done in (signalled, from_stdin, cancelled, retried):
+        assert done.returncode == 0, done.stderr
+    assert "the flow waits for it" in signalled.stdout
+    assert "kept pending until the flow reaches Suspend('reminder-sent')" in from_stdin.stdout
+    pending = sorted((s.name, s.state) for s in scene.info(scene.waiting).signals)
+    assert pending == [
+        ("email-verified", "pending"),
+        ("email-verified", "rejected"),
+        ("reminder-sent", "pending"),
+    ]
+    info = scene.info(scene.extra)
+    assert (info.status, info.cancel_reason) == ("cancelled", "user deleted the account")
+
+    assert "dropped the failed record at position 2, Step('first-week-plan'); kept 2" in (
+        retried.stdout
+    )
+    assert "it is due now" in retried.stdout
+    for done in (signalled, from_stdin, cancelled, retried):
+        assert all(len(line) <= 80 for line in done.stdout.splitlines())
+    info = scene.info(scene.failed)
+    assert (info.status, info.waiting_for, info.error) == ("suspended", "first-week-plan", None)
+    assert [h.name for h in info.history] == ["send-welcome", "email-verified"]
+    assert scene.store.due(time.time() + 1, 10).count(scene.failed) == 1
+    os.environ["CLI_FLOWS_BROKEN"] = "0"  # the fix is deployed: the worker's next pass
+    try:
+        done = scene.flows.onboarding.run(resume=scene.failed, store=scene.store)
+    finally:
+        os.environ.pop("CLI_FLOWS_BROKEN", None)
+    assert (done.status, done.value["plan"]) == ("completed", "a plan for F")
+
+    kept, pruned = crux("prune", "--finished-before", "30d", cwd=scene.root), None
+    assert kept.returncode == 0 and kept.stdout.startswith("deleted 0 finished flows")
+    time.sleep(0.01)
+    pruned = crux("prune", "--finished-before", "0s", cwd=scene.root)
+    assert pruned.returncode == 0 and pruned.stdout.startswith("deleted 3 finished flows")
+    left = {f.id: f.status for f in scene.store.list_flows()}
+    assert left == {scene.waiting: "suspended"}
+
+
+def test_replay_reports_flows_the_new_code_would_break(scene: Scene) -> None:
+    renamed = FLOWS.replace('"send-welcome"', '"send-welcome-email"')
+    (scene.root / "cliflows_renamed.py").write_text(renamed)
+    (scene.root / "cliflows_other.py").write_text(
+        FLOWS.replace('"cli-onboarding"', '"something-else"')
+    )
+    before = dump(scene.db)
+    same, diverged, skipped = crux_all(
+        [["replay", "cliflows"], ["replay", "cliflows_renamed"], ["replay", "cliflows_other"]],
+        scene.root,
+    )
+    assert dump(scene.db) == before  # replay wrote nothing
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.splitlines()[-1] == (
+        "replayed 2 unfinished flows against cliflows: 2 ok, 0 diverge, 0 skipped"
+    )
+    assert diverged.returncode == 1
+    lines = diverged.stdout.splitlines()
+    line = next(x for x in lines if scene.waiting in x)
+    assert line.startswith("diverges")
+    assert "cli-onboarding" in line and "position 0" in line
+    assert "recorded Step('send-welcome')" in line
+    assert "now yields Step('send-welcome-email')" in line
+    assert len([x for x in lines if x.startswith("diverges")]) == 2
+    assert skipped.returncode == 0
+    assert len([x for x in skipped.stdout.splitlines() if x.startswith("skipped")]) == 2
+    assert "cli-onboarding" in skipped.stdout and "0 ok, 0 diverge, 2 skipped" in skipped.stdout
+
+
+def test_replay_reports_code_that_raises_while_replaying(scene: Scene) -> None:
+    # The failed flow, made due again, consumed a signal whose recorded payload no
+    # longer fits the new schema of its Suspend.
+    scene.store.retry_failed(scene.failed, time.time())
+    (scene.root / "cliflows_strict.py").write_text(
+        FLOWS.replace("    verified_at: str\n", "    verified_at: str\n    by: str\n")
+    )
+    done = crux("replay", "cliflows_strict", cwd=scene.root)
+    assert done.returncode == 1
+    raises = [x for x in done.stdout.splitlines() if x.startswith("raises")]
+    assert len(raises) == 1 and scene.failed in raises[0]
+    assert "position 1: after Suspend('email-verified')" in raises[0]
+    assert "the code now raises SignalValidationError" in raises[0]
+    assert "replayed 3 unfinished flows" in done.stdout
+
+
+def test_worker_runs_due_flows_and_stops_cleanly_on_sigterm(scene: Scene) -> None:
+    signal_flow(scene.waiting, "email-verified", VERIFIED, store=scene.store)
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "CLI_FLOWS_BROKEN": "0"}
+    environ.pop("CRUX_DB", None)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crux_gen", "worker", "cliflows", "--poll", "100ms"],
+        cwd=scene.root,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while scene.info(scene.waiting).status != "completed":
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker did not run the due flow"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err
+    assert scene.info(scene.waiting).value["plan"] == "a plan for W"
+    assert scene.info(scene.extra).status == "suspended"  # not due: left alone
+
+
+def test_help_is_complete_for_every_command(tmp_path: Path) -> None:
+    top = crux("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    commands = ["list", "show", "signal", "cancel", "retry", "prune", "replay", "worker"]
+    for name in commands:
+        assert f"  {name} " in top.stdout
+    assert all(len(line) <= 80 for line in top.stdout.splitlines())
+    runner = CliRunner()
+    for name in commands:
+        result = runner.invoke(cli, [name, "--help"], terminal_width=80)
+        assert result.exit_code == 0, result.output
+        assert "--db PATH" in result.output and "CRUX_DB" in result.output
+        assert len(result.output.splitlines()) > 8
+        assert all(len(line) <= 80 for line in result.output.splitlines()), name
+
+
+def test_replay_check_runs_no_step_and_stops_at_the_live_edge(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def step(name: str) -> Any:
+        calls.append(name)
+        return name
+
+    @flow("replay-edge")
+    def edge(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: step("a"))
+        ctx.now()
+        yield Sleep("nap", "1h")
+        ctx.now()  # past the recorded history: the check stops here
+        yield Step("b", lambda: step("b"))
+
+    store = SQLiteStore(tmp_path / "edge.db")
+    parked = edge.run(store=store)
+    assert parked.status == "suspended" and calls == ["a"]
+    stored = store.load(parked.flow_id)
+    assert replay_check(stored, edge.fn) is None
+
+    def yields_early(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: step("a"))
+        ctx.now()
+        return "done early"
+
+    found = replay_check(stored, yields_early)
+    assert found == (
+        "diverges",
+        "position 2: recorded Sleep('nap'), the code now returns",
+    )
+
+    def raises_in_body(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: step("a"))
+        raise KeyError("gone")
+
+    label, what = replay_check(stored, raises_in_body) or ("", "")
+    assert label == "raises"
+    assert what.startswith("position 1: recorded ctx.now(), the code now raises KeyError")
+
+    def reorders_helpers(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: step("a"))
+        ctx.uuid4()
+        yield Sleep("nap", "1h")
+
+    label, what = replay_check(stored, reorders_helpers) or ("", "")
+    assert (label, what) == (
+        "diverges",
+        "position 1: recorded ctx.now(), the code now yields ctx.uuid4()",
+    )
+    assert calls == ["a"]  # no check ran a step
+    store.close()
