@@ -1,0 +1,471 @@
+"""Run every bench script and write ``bench/RESULTS.md`` with a table and a plot.
+
+Each script runs in its own process (``--json``, and ``--quick`` when given); its
+numbers go into ``RESULTS.md`` (targets first, then one section per script), the
+raw documents into ``results.json``, and a plot of µs per step and replay µs per
+recorded step against history length into ``results.png`` (matplotlib: the
+``bench`` extra, ``pip install -e '.[bench]'``). A script that fails, or is
+missing, is recorded as such and the others still run.
+
+    python bench/report.py [--quick] [--only steps,replay] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import BENCH, machine
+
+SCRIPTS = ["steps", "replay", "due_scan", "peers", "memory"]
+TIMEOUT = 3 * 3600
+
+
+def run(name: str, quick: bool) -> dict[str, Any]:
+    """Run ``bench/<name>.py``; its JSON document, or a note of what went wrong."""
+    path = BENCH / f"{name}.py"
+    if not path.exists():
+        return {"missing": True, "note": f"bench/{name}.py is not there; skipped"}
+    cmd = [sys.executable, str(path)]
+    help_text = subprocess.run([*cmd, "--help"], capture_output=True, text=True).stdout
+    as_json = "--json" in help_text
+    if as_json:
+        cmd.append("--json")
+    if quick and "--quick" in help_text:
+        cmd.append("--quick")
+    print(f"\n=== {' '.join(['python', f'bench/{name}.py', *cmd[2:]])}", file=sys.stderr)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+
+    def tee() -> None:  # the script's progress lines, live, and kept for the report
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            err.append(line)
+
+    reader = threading.Thread(target=tee, daemon=True)
+    reader.start()
+    timer = threading.Timer(TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()  # (not communicate(): that would read stderr too)
+        proc.wait()
+    finally:
+        timer.cancel()
+    reader.join(timeout=5)
+    elapsed = time.perf_counter() - t0
+    base = {"command": " ".join(["python", f"bench/{name}.py", *cmd[2:]]), "seconds": elapsed}
+    if proc.returncode != 0:
+        tail = "".join(err[-15:]).strip()
+        return {**base, "failed": True, "note": f"exited {proc.returncode}", "stderr": tail}
+    if not as_json:
+        sys.stderr.write(stdout)
+        return {**base, "text": stdout.strip(), "note": f"bench/{name}.py has no --json: its text"}
+    try:
+        doc: dict[str, Any] = json.loads(stdout)
+    except json.JSONDecodeError as exc:
+        return {**base, "failed": True, "note": f"no JSON on stdout ({exc})", "text": stdout}
+    return {**base, **doc}
+
+
+# -- formatting ----------------------------------------------------------------------
+
+
+def fmt(v: Any, spec: str = ".1f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def not_run(doc: dict[str, Any]) -> list[str] | None:
+    if doc.get("missing") or doc.get("skipped") or doc.get("failed"):
+        lines = [f"_Not measured: {doc.get('note', '')}_", ""]
+        if doc.get("stderr"):
+            lines += ["```", doc["stderr"], "```", ""]
+        return lines
+    return None
+
+
+def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
+    rows: list[list[Any]] = []
+    s = docs.get("steps", {})
+    for mode, label in (("FULL", "≤ 1.15x"), ("NORMAL", "≤ 3x")):
+        m = s.get("modes", {}).get(mode)
+        what = f"step on WAL+{mode} vs a raw commit of the same row, same pragmas: {label}"
+        if m:
+            got = (
+                f"paired {m['ratio']:.2f}x (ours {m['ours_us_per_step']:.0f} µs, raw "
+                f"{m['raw_us_per_commit']:.0f} µs); block {m['block_ratio']:.2f}x (ours "
+                f"{m['block_ours_us_per_step']:.0f} µs, raw {m['block_raw_us_per_commit']:.0f} µs)"
+            )
+            ok = verdict(m["meets_target"])
+            if m["block_meets_target"] != m["meets_target"]:
+                ok += f" paired, {verdict(m['block_meets_target'])} block"
+            rows.append([what, got, ok])
+        else:
+            rows.append([what, "not measured", "—"])
+    r = docs.get("replay", {})
+    long = [x for x in r.get("lengths", []) if "meets_target" in x]
+    what = "replay ≤ 3 µs per recorded step (whole resume / N)"
+    if long:
+        got = ", ".join(f"{x['steps']:,}: {x['us_per_step']:.2f} µs" for x in long)
+        rows.append([what, got, verdict(all(x["meets_target"] for x in long))])
+    else:
+        rows.append([what, "not measured", "—"])
+    p = docs.get("peers", {})
+    what = "≥ 10x DBOS's steps per second, same workload"
+    if p.get("pairs"):
+        got = "; ".join(f"{x['pair']}: {x['ratio']:.1f}x" for x in p["pairs"])
+        rows.append([what, got, verdict(all(x["meets_target"] for x in p["pairs"]))])
+    else:
+        rows.append([what, f"not measured ({p.get('note', '')})", "—"])
+    m = docs.get("memory", {})
+    what = f"RSS flat while {m.get('count', 100000):,} flows run through a worker"
+    if "growth_kib" in m:
+        got = (
+            f"{m['first_checkpoint_kib'] / 1024:.1f} → {m['final_kib'] / 1024:.1f} MiB "
+            f"({m['growth_kib'] / 1024:+.1f} MiB; second half "
+            f"{m['second_half_growth_kib'] / 1024:+.1f} MiB)"
+        )
+        rows.append([what, got, verdict(m["flat"])])
+    else:
+        rows.append([what, "not measured", "—"])
+    return ["## Targets", "", *table(["target", "measured (median)", "verdict"], rows)]
+
+
+def steps_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Live steps — `bench/steps.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    out += [
+        f"Flows of {doc['steps']} steps returning small dicts, start to finish, vs raw "
+        "autocommit INSERTs (INSERT + COMMIT) of the same rows into a table made with our "
+        "`records` table's CREATE statement, same pragmas (WAL + the same `synchronous`). "
+        "*Paired*: each step of the flow also does one raw commit, timed on its own; ours = "
+        "flow time - raw time, so both alternate commit by commit and see the same disk. "
+        "*Block*: a whole flow, then as many raw commits (order alternating by round). "
+        f"{doc['rounds']} rounds; medians of the values and of the per-round ratios. "
+        "The verdict is on the paired ratio.",
+        "",
+    ]
+    rows = [
+        [
+            m,
+            v["ours_us_per_step"],
+            v["raw_us_per_commit"],
+            f"{v['ratio']:.2f}x",
+            v["block_ours_us_per_step"],
+            v["block_raw_us_per_commit"],
+            f"{v['block_ratio']:.2f}x",
+            f"≤ {v['ratio_target']}x",
+            verdict(v["meets_target"]),
+            v["steps_per_second"],
+            v["flows_per_second_1_step"],
+        ]
+        for m, v in doc["modes"].items()
+    ]
+    out += table(
+        [
+            "synchronous",
+            "paired: ours µs/step",
+            "raw µs/commit",
+            "ratio",
+            "block: ours µs/step",
+            "raw µs/commit",
+            "ratio",
+            "target",
+            "verdict",
+            "steps/s (block)",
+            "1-step flows/s",
+        ],
+        rows,
+    )
+    if "memory_store_us_per_step" in doc:
+        out += [
+            f"The same flow on `MemoryStore` (the Python side alone): "
+            f"{doc['memory_store_us_per_step']:.1f} µs/step.",
+            "",
+        ]
+    if doc.get("sweep"):
+        out += ["µs per live step by flow length (whole flow / steps):", ""]
+        lengths = sorted({r["steps"] for r in doc["sweep"]})
+        by = {(r["mode"], r["steps"]): r["us_per_step"] for r in doc["sweep"]}
+        modes = list(dict.fromkeys(r["mode"] for r in doc["sweep"]))
+        out += table(["steps", *modes], [[n, *(by.get((m, n)) for m in modes)] for n in lengths])
+    return out
+
+
+def replay_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Replay — `bench/replay.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    out += [
+        f"Resume of a flow of N completed steps parked at a `Suspend` (claim + replay + park "
+        f"again), store `synchronous={doc['mode']}`, {doc['rounds']} rounds, medians. "
+        "*marginal* = (resume(N) - resume(0)) / N; *load* = `store.load` alone; *interpret* "
+        "= the sans-IO interpreter alone feeding the recorded results to the generator.",
+        "",
+    ]
+    rows = [
+        [
+            f"{x['steps']:,}",
+            x["resume_ms"],
+            fmt(x["us_per_step"], ".2f"),
+            fmt(x["marginal_us_per_step"], ".2f"),
+            fmt(x["load_us_per_step"], ".2f"),
+            fmt(x["interpret_us_per_step"], ".2f"),
+            x["queries_per_resume"],
+            x["history_queries_per_resume"],
+        ]
+        for x in doc["lengths"]
+    ]
+    out += table(
+        [
+            "N",
+            "resume ms",
+            "µs/step",
+            "marginal",
+            "load µs/step",
+            "interpret µs/step",
+            "statements/resume",
+            "history queries",
+        ],
+        rows,
+    )
+    longest = max(doc["queries"], key=int)
+    out += [
+        f"The statements of one resume ({int(longest):,} steps), from "
+        "`set_trace_callback` on `store._conn()`:",
+        "",
+        "```",
+    ]
+    out += doc["queries"][longest]["sql"] + ["```", ""]
+    return out
+
+
+def peers_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Peers — `bench/peers.py` (DBOS Transact, SQLite system database)", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    info = next(iter(doc["dbos"].values()))
+    out += [
+        f"DBOS {info.get('dbos')} (SQLAlchemy {info.get('sqlalchemy')}) in its own venv: a "
+        f"`@DBOS.workflow()` calling a `@DBOS.step()` {doc['steps']} times, each returning the "
+        f"same small dict; ours in-process. {doc['rounds']} rounds interleaved, medians; the "
+        "ratio (our steps/s ÷ DBOS's) is taken within each round. DBOS pragmas as measured: "
+        + "; ".join(
+            f"{v}: journal_mode={d.get('journal_mode')}, synchronous={d.get('synchronous')}"
+            for v, d in doc["dbos"].items()
+        )
+        + ".",
+        "",
+    ]
+    rows = [
+        [
+            x["pair"],
+            x["ours_us_per_step"],
+            x["dbos_us_per_step"],
+            x["ours_steps_per_second"],
+            x["dbos_steps_per_second"],
+            f"{x['ratio']:.1f}x",
+            verdict(x["meets_target"]),
+        ]
+        for x in doc["pairs"]
+    ]
+    out += table(
+        [
+            "ours vs DBOS",
+            "ours µs/step",
+            "DBOS µs/step",
+            "ours steps/s",
+            "DBOS steps/s",
+            "ratio",
+            "≥ 10x",
+        ],
+        rows,
+    )
+    return out
+
+
+def memory_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Memory — `bench/memory.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    out += [
+        f"{doc['count']:,} flows (step, suspend, signal, step) started in batches of 1,000, "
+        f"completed by {'`Worker.run_once()`' if doc['driver'] == 'worker' else '`resume()`'}, "
+        f"store `synchronous={doc['mode']}`; database {doc['db_bytes'] / 2**20:.0f} MiB at "
+        f"the end. Peak RSS {doc['peak_kib'] / 1024:.1f} MiB; growth after the first "
+        f"checkpoint {doc['growth_kib'] / 1024:+.1f} MiB, over the second half "
+        f"{doc['second_half_growth_kib'] / 1024:+.1f} MiB: "
+        f"{'flat' if doc['flat'] else '**growing**'}.",
+        "",
+    ]
+    rows = [
+        [
+            f"{c['flows']:,}",
+            c["rss_kib"] / 1024,
+            c["peak_kib"] / 1024,
+            c["gc_objects"],
+            fmt(c["flows_per_s"], ".0f"),
+        ]
+        for c in doc["checkpoints"]
+    ]
+    return out + table(["flows done", "RSS MiB", "peak MiB", "gc objects", "flows/s"], rows)
+
+
+def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
+    out = [f"## `bench/{name}.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    if "text" in doc:
+        return [*out, f"_{doc.get('note', '')}_", "", "```", doc["text"], "```", ""]
+    for key, value in doc.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            cols = [k for k in value[0] if not isinstance(value[0][k], list | dict)]
+            out += [f"`{key}`:", "", *table(cols, [[v.get(c) for c in cols] for v in value])]
+    scalars = {k: v for k, v in doc.items() if isinstance(v, str | int | float | bool)}
+    if scalars:
+        out += table(["key", "value"], [[k, v] for k, v in scalars.items()])
+    return out
+
+
+def plot(docs: dict[str, dict[str, Any]], path: Path) -> str | None:
+    """µs/step (live, by mode) and replay µs/step against history length; None if no data."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (`pip install -e '.[bench]'`): no plot"
+    series: list[tuple[str, list[int], list[float], str]] = []
+    for mode in ("FULL", "NORMAL"):
+        pts = sorted(
+            (r["steps"], r["us_per_step"])
+            for r in docs.get("steps", {}).get("sweep", [])
+            if r["mode"] == mode
+        )
+        if pts:
+            xs, ys = [n for n, _ in pts], [v for _, v in pts]
+            series.append((f"live step, synchronous={mode}", xs, ys, "o-"))
+    rep = docs.get("replay", {})
+    rows = [x for x in rep.get("lengths", []) if x["steps"]]
+    if rows:
+        xs = [x["steps"] for x in rows]
+        series.append(
+            (
+                f"replay: whole resume / N ({rep['mode']})",
+                xs,
+                [x["us_per_step"] for x in rows],
+                "s-",
+            )
+        )
+        series.append(
+            (
+                "replay: load + interpret / N",
+                xs,
+                [x["load_us_per_step"] + x["interpret_us_per_step"] for x in rows],
+                "^--",
+            )
+        )
+    if not series:
+        return "no data to plot"
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for label, xs, ys, style in series:
+        ax.plot(xs, ys, style, label=label)
+    ax.axhline(3.0, color="grey", linestyle=":", label="replay target, 3 µs/step")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("history length (steps in the flow)")
+    ax.set_ylabel("µs per step")
+    ax.set_title("crux_gen on SQLite: live steps and replay vs history length")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="pass --quick to every script")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SCRIPTS)}")
+    p.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the Markdown file to write")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else SCRIPTS
+    out_md = Path(args.out)
+    before = machine()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    docs = {name: run(name, args.quick) for name in names}
+    after = machine()
+
+    png = out_md.with_name("results.png")
+    plot_note = plot(docs, png)
+    out_md.with_name("results.json").write_text(json.dumps(docs, indent=1, default=str) + "\n")
+
+    lines = [
+        "# crux_gen benchmarks",
+        "",
+        f"Written by `python bench/report.py{' --quick' if args.quick else ''}` on "
+        f"{started:%Y-%m-%d %H:%M} UTC. Python {before['python']}, SQLite {before['sqlite']}, "
+        f"{before['cpus']} CPUs, {before['platform']}; load average "
+        f"{before['loadavg']} before, {after['loadavg']} after.",
+        "",
+        "> Numbers from one run on a shared machine: other work ran beside it, so absolute "
+        "times are noisy (an fsync here took anywhere from ~0.3 ms to ~5 ms across runs). "
+        "Every comparison is measured side by side in the same run, interleaved, and the "
+        "medians are reported; trust the ratios more than the absolute numbers. "
+        "Run it again with `python bench/report.py` (`--quick` for a fast pass).",
+        "",
+        *targets(docs),
+        *(
+            ["![µs per step vs history length](results.png)", ""]
+            if plot_note is None
+            else [f"_Plot: {plot_note}._", ""]
+        ),
+        *steps_section(docs.get("steps", {"missing": True, "note": "not run (--only)"})),
+        *replay_section(docs.get("replay", {"missing": True, "note": "not run (--only)"})),
+        *peers_section(docs.get("peers", {"missing": True, "note": "not run (--only)"})),
+        *memory_section(docs.get("memory", {"missing": True, "note": "not run (--only)"})),
+    ]
+    if "due_scan" in docs:
+        lines += generic_section("due_scan", docs["due_scan"])
+    lines += ["## Run times", ""]
+    lines += table(
+        ["script", "command", "seconds"],
+        [[n, f"`{d.get('command', '—')}`", d.get("seconds")] for n, d in docs.items()],
+    )
+    out_md.write_text("\n".join(lines).rstrip() + "\n")
+    print(
+        f"\nwrote {out_md}, {out_md.with_name('results.json')}" + ("" if plot_note else f", {png}"),
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
