@@ -17,6 +17,10 @@ class Clock(Protocol):
         """The current time, timezone-aware UTC."""
         ...
 
+    def time(self) -> float:
+        """The current time as UTC seconds since the epoch (what stores compare)."""
+        ...
+
     def sleep(self, seconds: float) -> None:
         """Wait *seconds* (a fake clock just moves forward)."""
         ...
@@ -27,6 +31,9 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
+
+    def time(self) -> float:
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -47,6 +54,9 @@ class FakeClock:
     def now(self) -> datetime:
         with self._lock:
             return self._now
+
+    def time(self) -> float:
+        return self.now().timestamp()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

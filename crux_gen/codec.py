@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import traceback as tb
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -40,9 +41,52 @@ converter.register_unstructure_hook_func(
     lambda t: isinstance(t, type) and issubclass(t, (set, frozenset)), _unstructure_set
 )
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 _loads = json.loads
-_PLAIN = (str, int, float, bool, type(None))
+
+
+def _default(value: Any) -> Any:
+    """What JSON cannot encode as it is (datetimes, sets, attrs classes…) goes
+    through the converter; the encoder itself stays in C for plain data."""
+    data = converter.unstructure(value)
+    if data is value:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return data
+
+
+_encoder = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=_default
+)
+_dumps: Callable[[Any], str] = _encoder.encode
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _build_fast_dumps() -> Callable[[Any], str]:
+    """``JSONEncoder.encode`` builds its C encoder on every call; build it once.
+    (No circular check: a cycle ends in ``RecursionError``, reported as such.)
+    Falls back to the plain encoder where the C one is missing or differs."""
+    try:
+        from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+
+        if c_make_encoder is None or c_encode_basestring is None:
+            return _dumps
+        make = c_make_encoder(
+            None, _default, c_encode_basestring, None, ":", ",", False, False, False
+        )
+
+        def fast(value: Any) -> str:
+            if isinstance(value, str):
+                return str(c_encode_basestring(value))
+            return "".join(make(value, 0))
+
+        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": (1,)}}
+        if fast(sample) != _dumps(sample):
+            return _dumps
+        return fast
+    except Exception:  # pragma: no cover - other Pythons
+        return _dumps
+
+
+_dumps = _build_fast_dumps()
 
 
 def _to_datetime(value: Any) -> datetime:
@@ -52,29 +96,29 @@ def _to_datetime(value: Any) -> datetime:
     return parsed
 
 
-def _plain(value: Any) -> bool:
-    """True when *value* is JSON as it is (a fast path that skips cattrs)."""
-    if isinstance(value, _PLAIN):
-        return True
-    if type(value) is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())
-    if type(value) is list:
-        return all(_plain(v) for v in value)
-    return False
-
-
 def encode(value: Any, *, what: str) -> str:
     """Encode *value* as JSON text; ``SerializationError`` naming *what* if it cannot be."""
     try:
-        data = value if _plain(value) else converter.unstructure(value)
-        return _dumps(data)
+        return _dumps(value)
     except (TypeError, ValueError, RecursionError, cattrs.BaseValidationError) as exc:
         raise SerializationError(what, value, str(exc)) from exc
 
 
+def decode_many(texts: list[str | None]) -> list[Any]:
+    """Decode many JSON texts in one parse (a resume decodes its whole history so)."""
+    if not texts:
+        return []
+    return list(_loads("[" + ",".join("null" if t is None else t for t in texts) + "]"))
+
+
 def decode(text: str | None) -> Any:
-    """Decode JSON text (``None`` stays ``None``)."""
-    return None if text is None else _loads(text)
+    """Decode JSON text we wrote (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    try:
+        return _scan(text, 0)[0]  # the C scanner alone: no whitespace checks around it
+    except StopIteration:
+        return _loads(text)  # leading whitespace, or not JSON: json's own error
 
 
 def structure(data: Any, schema: Any) -> Any:

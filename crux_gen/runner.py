@@ -61,6 +61,9 @@ log = logging.getLogger("crux_gen")
 INLINE_BACKOFF = timedelta(seconds=2)
 
 
+_RUNNING = Status.RUNNING.value
+
+
 class ParkingWarning(UserWarning):
     """A flow yielded a command from a ``finally``/``with`` block while it was parked."""
 
@@ -126,7 +129,7 @@ class LeaseKeeper:
                 period = max(store.lease_ttl.total_seconds() / 3, 0.05)
                 if due <= now:
                     try:
-                        kept = store.renew(flow_id, owner, store.clock.now().timestamp())
+                        kept = store.renew(flow_id, owner, store.clock.time())
                     except Exception:  # a busy or closed store: try again next period
                         log.exception("renewing the lease of flow %s failed", flow_id)
                         kept = True
@@ -201,26 +204,28 @@ class _Run:
     # -- writing -----------------------------------------------------------------
 
     def _now(self) -> float:
-        return self.clock.now().timestamp()
+        return self.clock.time()
 
     def _commit(self, now: float | None = None, **fields: Any) -> CommitOutcome:
-        write = Write(
-            records=tuple(self._records.values()), signals=tuple(self._signal_updates), **fields
-        )
+        records = tuple(self._records.values())
+        if fields or self._signal_updates:
+            write = Write(records=records, signals=tuple(self._signal_updates), **fields)
+            self._signal_updates.clear()
+        else:
+            write = Write(records)  # a step's commit, the hot path
+        self._records.clear()
         at = self._now() if now is None else now
         outcome = self.store.commit(self.flow_id, self.owner, at, write)
         self.committed = True
-        self._records.clear()
-        self._signal_updates.clear()
         if outcome.signals:  # a signal arrived: the park was not applied
             return outcome
-        target = fields.get("status") or Status.RUNNING.value
+        target = fields.get("status") or _RUNNING
         if outcome.status != target:  # cancelled meanwhile; the store dropped our lease
             self.released = True
             raise _Stop(
                 FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason)
             )
-        if target != Status.RUNNING:
+        if target != _RUNNING:
             self.released = True
         return outcome
 
@@ -526,7 +531,7 @@ def run_flow(
 ) -> FlowResult:
     """Start or resume *flow* on *store*; see ``Flow.run``."""
     owner = secrets.token_hex(8)
-    now = store.clock.now().timestamp()
+    now = store.clock.time()
     if resume is not None:
         if flow_id is not None and flow_id != resume:
             raise ValueError(
@@ -564,7 +569,7 @@ def resume(
     ``FlowBusyError``, or ``FlowClosedError`` once it has finished.
     """
     owner = secrets.token_hex(8)
-    now = store.clock.now().timestamp()
+    now = store.clock.time()
     if only_if_due:
         stored = store.claim(flow_id, owner, now, only_if_due=True)
     else:
@@ -593,7 +598,7 @@ def signal_flow(flow_id: str, name: str, payload: Any, *, store: Store) -> None:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"signal name {name!r} must be a non-empty string")
     encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
-    store.add_signal(flow_id, name, encoded, store.clock.now().timestamp())
+    store.add_signal(flow_id, name, encoded, store.clock.time())
 
 
 def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
@@ -601,7 +606,7 @@ def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
 
     A flow running in another process stops at its next command boundary.
     """
-    return store.cancel(flow_id, str(reason), store.clock.now().timestamp())
+    return store.cancel(flow_id, str(reason), store.clock.time())
 
 
 def get_flow(flow_id: str, *, store: Store) -> FlowInfo:

@@ -142,7 +142,7 @@ class Worker:
                 return
 
     def _now(self) -> float:
-        return self.store.clock.now().timestamp()
+        return self.store.clock.time()
 
     def _should_stop(self) -> bool:
         return self._stopping
