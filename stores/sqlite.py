@@ -336,23 +336,34 @@ class SQLiteStore:
             if found is not None:
                 if found[0] != name:
                     raise FlowNameConflictError(flow_id, found[0], name)
-                return self._claim(conn, flow_id, owner, now)
-            expires = now + self._ttl
-            conn.execute(
-                "INSERT INTO flows (id, name, status, input, created_at, updated_at, "
-                "lease_owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (flow_id, name, Status.RUNNING.value, input, now, now, owner, expires),
-            )
-            return StoredFlow(
-                flow_id, name, Status.RUNNING.value, input, now, now,
-                lease_owner=owner, lease_expires=expires,
-            )  # fmt: skip
+                row = self._claim(conn, flow_id, owner, now)
+            else:
+                row = None
+            if row is None:
+                expires = now + self._ttl
+                conn.execute(
+                    "INSERT INTO flows (id, name, status, input, created_at, updated_at, "
+                    "lease_owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (flow_id, name, Status.RUNNING.value, input, now, now, owner, expires),
+                )
+                return StoredFlow(
+                    flow_id, name, Status.RUNNING.value, input, now, now,
+                    lease_owner=owner, lease_expires=expires,
+                )  # fmt: skip
+        return self._history(row)
 
     def claim(
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
     ) -> StoredFlow:
         with self._write() as conn:
-            return self._claim(conn, flow_id, owner, now, only_if_due=only_if_due)
+            row = self._claim(conn, flow_id, owner, now, only_if_due=only_if_due)
+        return self._history(row)
+
+    def _history(self, row: tuple[Any, ...]) -> StoredFlow:
+        # Read after the claim's write transaction, so a long history never holds the
+        # write lock: only the lease holder writes records, so nothing moves meanwhile.
+        with self._read() as conn:
+            return self._flow(conn, row, history=True, pending_only=True)
 
     def _claim(
         self,
@@ -362,13 +373,14 @@ class SQLiteStore:
         now: float,
         *,
         only_if_due: bool = False,
-    ) -> StoredFlow:
+    ) -> tuple[Any, ...]:
+        """Take the lease; the flow's row as it stood before (with the new lease)."""
         row = self._row(conn, flow_id)
         flow = StoredFlow(*row)
         if flow.status in FINISHED:
             if only_if_due:
                 raise FlowClosedError(flow_id, flow.status)
-            return self._flow(conn, row, history=True, pending_only=True)
+            return row
         if flow.lease_owner not in (None, owner) and (flow.lease_expires or 0.0) > now:
             raise FlowBusyError(flow_id, when(flow.lease_expires))
         if only_if_due and flow.status == Status.SUSPENDED and not self._wakes(conn, flow, now):
@@ -382,7 +394,7 @@ class SQLiteStore:
         )
         # As it stood before the claim (so a run that writes nothing can restore it),
         # with the new lease.
-        return self._flow(conn, (*row[:13], owner, expires), history=True, pending_only=True)
+        return (*row[:13], owner, expires)
 
     @staticmethod
     def _wakes(conn: sqlite3.Connection, flow: StoredFlow, now: float) -> bool:
