@@ -42,6 +42,8 @@ class Store(Protocol):
         Raises ``FlowNotFoundError`` or ``FlowBusyError``. A finished flow is
         returned unclaimed. The flow row comes back as it stood before the claim
         (status and wait fields), with the new lease; signals are the pending ones.
+        Records of completed or failed commands may leave out their timings and
+        attempts (replay does not need them; ``load`` has everything).
         With *only_if_due* (the worker), checking that the flow is still due (as
         ``due`` at *now*) and claiming it are one atomic step: a suspended flow
         that is not due raises ``FlowBusyError``, a finished one ``FlowClosedError``,

@@ -55,6 +55,17 @@ FLOW_COLUMNS = (
 )
 RECORD_COLUMNS = ", ".join(StoredRecord._fields)
 SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
+# What a resume needs: of resolved commands only what replay feeds back (building
+# Python floats for their timings cost more than the rest of the row together).
+_RESOLVED = "state IN ('completed', 'failed')"
+_LEAN_RECORD_COLUMNS = (
+    f"position, kind, name, state, result, error, "
+    f"CASE WHEN {_RESOLVED} THEN 0 ELSE attempts END, "
+    f"CASE WHEN {_RESOLVED} THEN NULL ELSE started_at END, "
+    f"CASE WHEN {_RESOLVED} THEN NULL ELSE finished_at END, "
+    f"CASE WHEN {_RESOLVED} THEN NULL ELSE wake_at END, "
+    f"CASE WHEN {_RESOLVED} THEN NULL ELSE deadline END"
+)
 _PUT_RECORD = (
     f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -282,9 +293,9 @@ class SQLiteStore:
         flow_id = row[0]
         if not history:
             return StoredFlow(*row)
+        columns = _LEAN_RECORD_COLUMNS if pending_only else RECORD_COLUMNS
         records = conn.execute(
-            f"SELECT {RECORD_COLUMNS} FROM records WHERE flow_id = ? ORDER BY position",
-            (flow_id,),
+            f"SELECT {columns} FROM records WHERE flow_id = ? ORDER BY position", (flow_id,)
         ).fetchall()
         where = "flow_id = ? AND state = 'pending'" if pending_only else "flow_id = ?"
         signals = conn.execute(
