@@ -102,6 +102,11 @@ SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS J
 ORDER BY t LIMIT :limit
 """
 
+# This process's id, kept current across forks (os.getpid() is a system call).
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
 # Connections inherited from a parent process: never used, never closed (closing
 # one in a child could checkpoint or unlink the parent's WAL files).
 _INHERITED: list[sqlite3.Connection] = []
@@ -131,15 +136,17 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         pk="id",
         not_null={"name", "status", "input", "created_at", "updated_at"},
     )  # fmt: skip
-    db.table("records").create(
-        {
-            "flow_id": str, "position": int, "kind": str, "name": str, "state": str,
-            "result": str, "error": str, "attempts": int,
-            "started_at": float, "finished_at": float, "wake_at": float, "deadline": float,
-        },
-        pk=("flow_id", "position"),
-        not_null={"kind", "name", "state", "attempts"},
-    )  # fmt: skip
+    # WITHOUT ROWID: a flow's history is one contiguous range of one b-tree, and a
+    # step's insert touches that b-tree alone (sqlite-utils cannot say this).
+    conn.execute(
+        """CREATE TABLE records (
+            flow_id TEXT NOT NULL, position INTEGER NOT NULL,
+            kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+            result TEXT, error TEXT, attempts INTEGER NOT NULL,
+            started_at FLOAT, finished_at FLOAT, wake_at FLOAT, deadline FLOAT,
+            PRIMARY KEY (flow_id, position)
+        ) WITHOUT ROWID"""
+    )
     db.table("signals").create(
         {
             "id": int, "flow_id": str, "name": str, "payload": str, "state": str,
@@ -201,7 +208,7 @@ class SQLiteStore:
     def _conn(self) -> sqlite3.Connection:
         local = self._local
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        pid = os.getpid()
+        pid = _PID[0]
         if conn is not None:
             if local.pid == pid:
                 return conn
