@@ -166,6 +166,7 @@ class _Run:
         self.owner = owner
         self.released = False  # the store dropped our lease (parked, finished, cancelled)
         self.committed = False  # something was written: no restoring the claimed state
+        self._in_step = False  # a step's or condition's function is running
         self._records: dict[int, StoredRecord] = {}
         self._signal_updates: list[SignalUpdate] = []
         self._pending: list[StoredSignal] = [s for s in stored.signals if s.state == PENDING]
@@ -184,6 +185,10 @@ class _Run:
         return self.interp.is_replaying
 
     def value(self, kind: str, make: Callable[[], Any]) -> Any:
+        if self._in_step:
+            # Called by a step's (or condition's) own function: the step's result is
+            # what gets recorded, so the value is fresh and takes no position.
+            return self.clock.now() if kind == "now" else make()
         found, value = self.interp.recorded_value(kind)
         if found:
             return value
@@ -296,6 +301,14 @@ class _Run:
             self._commit()
         return _Stop(FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name))
 
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run a step's or condition's function (``ctx`` helpers inside it record nothing)."""
+        self._in_step = True
+        try:
+            return fn()
+        finally:
+            self._in_step = False
+
     def _finish(self, value: Any) -> None:
         try:
             result = codec.encode(value, what=f"the return value of flow {self.flow_id!r}")
@@ -313,7 +326,7 @@ class _Run:
             raise self._park(command.name, "retry", record.wake_at)
         while True:
             try:
-                value = command.fn()
+                value = self._call(command.fn)
             except Exception as exc:
                 failures += 1
                 now = self._now()
@@ -432,7 +445,7 @@ class _Run:
                 d.position, "wait_until", command.name, WAITING, started_at=now, deadline=deadline
             )
         try:
-            value = command.condition()
+            value = self._call(command.condition)
         except Exception as exc:
             self._records[d.position] = record._replace(
                 state=FAILED, error=ErrorInfo.from_exception(exc).encode(),

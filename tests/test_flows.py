@@ -802,3 +802,20 @@ def test_every_library_error_derives_from_crux_error() -> None:
         obj = getattr(crux_gen, name)
         if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
             assert issubclass(obj, CruxError), name
+
+
+def test_helpers_called_inside_a_step_take_no_place_in_history(store: Any) -> None:
+    stamps: list[Any] = []
+
+    @flow("helpers-in-step")
+    def f(ctx: FlowContext) -> Any:
+        first = yield Step("stamp", lambda: stamps.append(ctx.now()) or ctx.uuid4().hex)
+        yield Suspend("go")
+        return first
+
+    r = f.run(store=store)
+    signal_flow(r.flow_id, "go", None, store=store)
+    done = resume(r.flow_id, store=store)
+    assert done.status == "completed"
+    assert len(stamps) == 1  # the step ran once; its result, not the helpers, was recorded
+    assert [h.kind for h in get_flow(r.flow_id, store=store).history] == ["step", "suspend"]

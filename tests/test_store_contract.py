@@ -227,3 +227,46 @@ def test_a_path_that_cannot_be_a_store_is_a_clear_error_naming_it(tmp_path: Path
     junk.write_bytes(b"not a database " * 200)
     with pytest.raises(StoreError, match=r"junk\.db"):
         SQLiteStore(junk)
+
+
+def test_the_store_holds_json_only_and_nothing_is_pickled(tmp_path: Path) -> None:
+    import json
+
+    import attrs
+
+    from crux_gen import Step, Suspend, flow, resume, signal_flow
+
+    @attrs.frozen
+    class Verified:
+        at: str
+
+    @flow("json-only")
+    def f(ctx: Any) -> Any:
+        yield Step("a", lambda: {"when": ctx.now(), "tags": {"x"}})
+        v = yield Suspend("go", schema=Verified)
+        yield Step("b", lambda: Verified(v.at))
+        raise ValueError("the end")
+
+    store = SQLiteStore(tmp_path / "crux.db")
+    r = f.run(input={"n": (1, 2)}, store=store)
+    signal_flow(r.flow_id, "go", {"at": "now"}, store=store)
+    assert resume(r.flow_id, store=store).status == "failed"
+    conn = sqlite3.connect(tmp_path / "crux.db")
+    texts = [
+        *conn.execute("SELECT input FROM flows"),
+        *conn.execute("SELECT error FROM flows"),
+        *conn.execute("SELECT result FROM records WHERE result IS NOT NULL"),
+        *conn.execute("SELECT payload FROM signals"),
+    ]
+    assert len(texts) >= 5
+    for (text,) in texts:
+        assert isinstance(text, str)
+        json.loads(text)
+    blobs = conn.execute(
+        "SELECT count(*) FROM records WHERE typeof(result) = 'blob' OR typeof(error) = 'blob'"
+    ).fetchone()[0]
+    assert blobs == 0
+    source = Path(__file__).resolve().parent.parent
+    for module in [*source.glob("crux_gen/*.py"), *source.glob("stores/*.py")]:
+        text = module.read_text()
+        assert "import pickle" not in text and "pickle." not in text, module
