@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from stores.base import when as _when
-
 from . import codec
+from .clock import when as _when
 from .codec import ErrorInfo
 from .commands import VALUE_KINDS, describe
 from .durations import to_duration

@@ -71,3 +71,8 @@ class FakeClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def when(ts: float | None) -> datetime | None:
+    """A stored timestamp (UTC seconds since the epoch) as an aware UTC datetime."""
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)

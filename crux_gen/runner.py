@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import codec
+from .clock import when
 from .codec import ErrorInfo
 from .commands import describe
 from .errors import (
@@ -73,10 +74,7 @@ def new_flow_id() -> str:
     return secrets.token_hex(16)
 
 
-def _when(ts: float | None) -> datetime | None:
-    from stores.base import when
-
-    return when(ts)
+_when = when
 
 
 class _Stop(Exception):

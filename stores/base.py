@@ -8,10 +8,10 @@ semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
-from crux_gen.clock import Clock
+from crux_gen.clock import Clock, when
 from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import FlowClosedError, FlowStateError
 from crux_gen.records import FAILED, CommitOutcome, StoredFlow, StoredRecord, StoredSignal, Write
@@ -122,11 +122,6 @@ class Store(Protocol):
 def lease_is_live(flow: StoredFlow, now: float) -> bool:
     """True while someone holds the flow's lease."""
     return flow.lease_owner is not None and (flow.lease_expires or 0.0) > now
-
-
-def when(ts: float | None) -> datetime | None:
-    """A stored timestamp as an aware UTC datetime."""
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
 def check_signal_allowed(

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from crux_gen.clock import SYSTEM_CLOCK, Clock
+from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
     FlowBusyError,
@@ -30,7 +30,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, transition
 
-from .base import check_signal_allowed, retry_from, retry_status, when
+from .base import check_signal_allowed, retry_from, retry_status
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 

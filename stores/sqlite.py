@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
-from crux_gen.clock import SYSTEM_CLOCK, Clock
+from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
     CruxError,
@@ -44,7 +44,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status
 
-from .base import check_signal_allowed, retry_from, retry_status, when
+from .base import check_signal_allowed, retry_from, retry_status
 
 SCHEMA_VERSION = 1
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
