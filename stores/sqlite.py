@@ -119,6 +119,10 @@ class StoreError(CruxError):
     """The SQLite file cannot be opened or used as a crux_gen store."""
 
 
+class StoreBusyError(StoreError):
+    """Another writer kept the database file locked for longer than ``busy_timeout``."""
+
+
 class StoreSchemaError(StoreError):
     """The database file was written by a newer crux_gen, or is not a crux_gen store."""
 
@@ -238,7 +242,7 @@ class SQLiteStore:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -262,10 +266,25 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Start a write transaction, waiting up to ``busy_timeout`` for other writers."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._busy(exc) from exc
+
+    def _busy(self, exc: sqlite3.OperationalError) -> Exception:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return StoreBusyError(
+                f"{self.path!r} stayed locked by another writer for longer than the busy "
+                f"timeout ({self.busy_timeout:g}s): {exc}; try again, or raise busy_timeout"
+            )
+        return exc
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             yield conn
         except BaseException:
@@ -466,11 +485,16 @@ class SQLiteStore:
             and write.wait_signal is None
         ):
             # The hot path, a step's result: one fenced statement, one commit.
-            fenced = conn.execute(_PUT_RECORD_FENCED, (flow_id, *write.records[0], flow_id, owner))
+            try:
+                fenced = conn.execute(
+                    _PUT_RECORD_FENCED, (flow_id, *write.records[0], flow_id, owner)
+                )
+            except sqlite3.OperationalError as exc:
+                raise self._busy(exc) from exc
             if fenced.rowcount == 1:
                 return _RUNNING
             # Lost lease or cancelled: the full transaction below sorts out which.
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
             if row is None or row[1] != owner:

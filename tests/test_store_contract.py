@@ -270,3 +270,25 @@ def test_the_store_holds_json_only_and_nothing_is_pickled(tmp_path: Path) -> Non
     for module in [*source.glob("crux_gen/*.py"), *source.glob("stores/*.py")]:
         text = module.read_text()
         assert "import pickle" not in text and "pickle." not in text, module
+
+
+def test_a_file_locked_past_the_busy_timeout_is_a_crux_error_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    from crux_gen import CruxError
+    from stores.sqlite import StoreBusyError
+
+    path = tmp_path / "crux.db"
+    store = SQLiteStore(path, busy_timeout="100ms")
+    store.start("f1", "demo", "null", "me", 1.0)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
+    with pytest.raises(StoreBusyError, match="busy timeout") as info:
+        store.add_signal("f1", "go", "1", 2.0)
+    assert isinstance(info.value, CruxError)
+    with pytest.raises(StoreBusyError):
+        store.commit("f1", "me", 2.0, Write(records=(record,)))  # a step's one statement
+    other.execute("ROLLBACK")
+    row = store.load("f1")
+    assert (row.records, row.signals) == ((), ())
