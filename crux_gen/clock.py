@@ -30,12 +30,15 @@ class SystemClock:
     """Wall-clock time."""
 
     def now(self) -> datetime:
+        """The wall-clock time, aware UTC."""
         return datetime.now(timezone.utc)
 
     def time(self) -> float:
+        """The wall-clock time, seconds since the epoch."""
         return time.time()
 
     def sleep(self, seconds: float) -> None:
+        """Block the calling thread for *seconds*."""
         if seconds > 0:
             time.sleep(seconds)
 
@@ -52,13 +55,16 @@ class FakeClock:
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
+        """The fake time, aware UTC."""
         with self._lock:
             return self._now
 
     def time(self) -> float:
+        """The fake time, seconds since the epoch."""
         return self.now().timestamp()
 
     def sleep(self, seconds: float) -> None:
+        """Move the fake time forward by *seconds*, at once."""
         if seconds > 0:
             self.advance(timedelta(seconds=seconds))
 

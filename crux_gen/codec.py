@@ -146,6 +146,7 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture *exc*'s type, message and formatted traceback."""
         kind = type(exc)
         name = kind.__qualname__
         module = kind.__module__
@@ -156,10 +157,12 @@ class ErrorInfo:
         )
 
     def encode(self) -> str:
+        """This error as JSON text, as stores keep it."""
         return _dumps(attrs.asdict(self))
 
     @classmethod
     def decode(cls, text: str | None) -> ErrorInfo | None:
+        """Read back what :meth:`encode` wrote (``None`` stays ``None``)."""
         if text is None:
             return None
         data = _loads(text)

@@ -116,16 +116,19 @@ class Registry:
         self._lock = threading.Lock()
 
     def add(self, flow: Flow[Any]) -> None:
+        """Register *flow* under its name, replacing an earlier flow of that name."""
         with self._lock:
             self._flows[flow.name] = flow
 
     def get(self, name: str, *, flow_id: str | None = None) -> Flow[Any]:
+        """The flow registered as *name*; ``FlowNotRegisteredError`` naming it if none."""
         try:
             return self._flows[name]
         except KeyError:
             raise FlowNotRegisteredError(name, flow_id) from None
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._flows)
 
     def __contains__(self, name: object) -> bool:

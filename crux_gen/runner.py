@@ -104,6 +104,7 @@ class LeaseKeeper:
         self._pid = -1
 
     def hold(self, store: Store, flow_id: str, owner: str) -> None:
+        """Keep renewing *owner*'s lease of *flow_id* until :meth:`drop`."""
         period = max(store.lease_ttl.total_seconds() / 3, 0.05)
         with self._lock:
             self._leases[owner] = (store, flow_id, time.monotonic() + period)
@@ -113,6 +114,7 @@ class LeaseKeeper:
         self._wake.set()
 
     def drop(self, owner: str) -> None:
+        """Stop renewing *owner*'s lease."""
         with self._lock:
             self._leases.pop(owner, None)
 
