@@ -74,9 +74,6 @@ def new_flow_id() -> str:
     return secrets.token_hex(16)
 
 
-_when = when
-
-
 class _Stop(Exception):
     """Internal: the run ends with *result* (parked, finished or cancelled)."""
 
@@ -244,7 +241,7 @@ class _Run:
                 value=codec.decode(fields.get("result")),
                 error=ErrorInfo.decode(fields.get("error")),
                 waiting_for=fields.get("waiting_for"),
-                wake_at=_when(fields.get("wake_at")),
+                wake_at=when(fields.get("wake_at")),
             )
         )
 
@@ -419,7 +416,7 @@ class _Run:
                         self.flow_id,
                         Status.SUSPENDED,
                         waiting_for=command.name,
-                        wake_at=_when(record.deadline),
+                        wake_at=when(record.deadline),
                     )
                 )
             known = {s.id for s in self._pending}
@@ -505,7 +502,7 @@ def result_of(stored: StoredFlow) -> FlowResult:
         error=ErrorInfo.decode(stored.error),
         cancel_reason=stored.cancel_reason,
         waiting_for=stored.waiting_for,
-        wake_at=_when(stored.wake_at),
+        wake_at=when(stored.wake_at),
         name=stored.name,
     )
 
@@ -583,10 +580,7 @@ def resume(
     """
     owner = secrets.token_hex(8)
     now = store.clock.time()
-    if only_if_due:
-        stored = store.claim(flow_id, owner, now, only_if_due=True)
-    else:
-        stored = store.claim(flow_id, owner, now)
+    stored = store.claim(flow_id, owner, now, only_if_due=only_if_due)
     if stored.lease_owner != owner:
         return result_of(stored)
     try:
@@ -634,10 +628,10 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
         error=ErrorInfo.decode(stored.error),
         cancel_reason=stored.cancel_reason,
         waiting_for=stored.waiting_for,
-        wake_at=_when(stored.wake_at),
-        deadline=_when(stored.deadline),
-        created_at=_when(stored.created_at),
-        updated_at=_when(stored.updated_at),
+        wake_at=when(stored.wake_at),
+        deadline=when(stored.deadline),
+        created_at=when(stored.created_at),
+        updated_at=when(stored.updated_at),
         history=tuple(
             HistoryEntry(
                 position=r.position,
@@ -647,10 +641,10 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
                 attempts=r.attempts,
                 result=codec.decode(r.result),
                 error=ErrorInfo.decode(r.error),
-                started_at=_when(r.started_at),
-                finished_at=_when(r.finished_at),
-                wake_at=_when(r.wake_at),
-                deadline=_when(r.deadline),
+                started_at=when(r.started_at),
+                finished_at=when(r.finished_at),
+                wake_at=when(r.wake_at),
+                deadline=when(r.deadline),
             )
             for r in stored.records
         ),
@@ -660,9 +654,9 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
                 name=s.name,
                 payload=codec.decode(s.payload),
                 state=s.state,
-                created_at=_when(s.created_at) or datetime.min,
+                created_at=when(s.created_at) or datetime.min,
                 error=s.error,
-                consumed_at=_when(s.consumed_at),
+                consumed_at=when(s.consumed_at),
                 position=s.position,
             )
             for s in stored.signals

@@ -92,11 +92,12 @@ class MemoryStore:
                 status = row["status"]
                 if status == Status.RUNNING:
                     found.append((row["lease_expires"] or row["updated_at"], row["id"]))
-                elif status == Status.SUSPENDED:
-                    if row["wake_at"] is not None and row["wake_at"] <= now:
-                        found.append((row["wake_at"], row["id"]))
-                    elif self._wakes(row, now):
-                        found.append((row["updated_at"], row["id"]))
+                elif status == Status.SUSPENDED and self._wakes(row, now):
+                    # Ordered as the SQLite store orders them: by the timer when it is
+                    # due, else (a pending signal) by the last update.
+                    timer = row["wake_at"]
+                    key = timer if timer is not None and timer <= now else row["updated_at"]
+                    found.append((key, row["id"]))
             found.sort()
             return [flow_id for _, flow_id in found[:limit]]
 
