@@ -40,8 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crux_gen import FakeClock, FlowContext, Registry, Step, Suspend, flow
+from crux_gen.stores.sqlite import _DUE, SQLiteStore
 from crux_gen.worker import Worker
-from stores.sqlite import _DUE, SQLiteStore
 
 NAME = "bench-onboarding"
 INPUT = '{"email": "user@example.com", "name": "Henri"}'

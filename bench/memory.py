@@ -25,7 +25,7 @@ from typing import Any
 from _common import Out, fresh, machine, parser, rss, workdir
 
 from crux_gen import Step, Suspend, flow, resume, signal_flow
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 BATCH = 1000
 # Flat: at most this much growth from the first checkpoint to the last, and at

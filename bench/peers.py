@@ -32,7 +32,7 @@ from typing import IO, Any
 from _common import Out, fresh, machine, median, parser, workdir
 from steps import ours
 
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 TARGET = 10.0
 VENV = Path(tempfile.gettempdir()) / "crux-bench-dbos-venv"

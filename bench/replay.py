@@ -31,7 +31,7 @@ from _common import Out, fresh, machine, median, parser, workdir
 from crux_gen import Step, Suspend, flow, resume
 from crux_gen.flow import FlowContext
 from crux_gen.interpreter import AwaitSignal, Interpreter
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 TARGET_US = 3.0
 

@@ -7,8 +7,10 @@ and ``Sleep`` commands; each is executed once, recorded, and fed back on replay.
 from .clock import Clock, FakeClock, SystemClock
 from .codec import ErrorInfo
 from .commands import Command, Retry, Sleep, Step, Suspend, WaitUntil
+from .control import cancel_flow, get_flow, signal_flow
 from .durations import to_duration
 from .errors import (
+    CorruptRecordError,
     CruxError,
     FlowBusyError,
     FlowClosedError,
@@ -18,18 +20,25 @@ from .errors import (
     FlowStateError,
     LeaseLostError,
     NonDeterminismError,
+    RecordConflictError,
     SerializationError,
     SignalValidationError,
     StepFailedError,
+    StoreBusyError,
+    StoreError,
+    StoreSchemaError,
 )
 from .flow import Flow, FlowContext, Registry, default_registry, flow
 from .results import FlowInfo, FlowResult, HistoryEntry, SignalInfo
-from .runner import ParkingWarning, cancel_flow, get_flow, resume, signal_flow
+from .runner import ParkingWarning, resume
 from .status import Status
+from .stores.memory import MemoryStore
+from .stores.sqlite import SQLiteStore
 
 __all__ = [
     "Clock",
     "Command",
+    "CorruptRecordError",
     "CruxError",
     "ErrorInfo",
     "FakeClock",
@@ -45,10 +54,13 @@ __all__ = [
     "FlowStateError",
     "HistoryEntry",
     "LeaseLostError",
+    "MemoryStore",
     "NonDeterminismError",
     "ParkingWarning",
+    "RecordConflictError",
     "Registry",
     "Retry",
+    "SQLiteStore",
     "SerializationError",
     "SignalInfo",
     "SignalValidationError",
@@ -56,6 +68,9 @@ __all__ = [
     "Status",
     "Step",
     "StepFailedError",
+    "StoreBusyError",
+    "StoreError",
+    "StoreSchemaError",
     "Suspend",
     "SystemClock",
     "WaitUntil",

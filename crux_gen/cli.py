@@ -33,17 +33,17 @@ from . import codec
 from .clock import when as _when
 from .codec import ErrorInfo
 from .commands import VALUE_KINDS, describe
+from .control import cancel_flow, get_flow, signal_flow
 from .durations import to_duration
 from .errors import CruxError, FlowNotFoundError, NonDeterminismError
 from .flow import FlowContext, default_registry
 from .interpreter import Failed, Finished, Interpreter
 from .records import StoredFlow
 from .results import FlowInfo, HistoryEntry, SignalInfo
-from .runner import cancel_flow, get_flow, signal_flow
 from .status import Status
 
 if TYPE_CHECKING:
-    from stores.sqlite import SQLiteStore
+    from crux_gen.stores.sqlite import SQLiteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,7 +77,8 @@ def db_option(fn: F) -> F:
 def open_store(db: str, *, create: bool = False) -> SQLiteStore:
     """The store at *db*; unless *create*, it must already be a crux_gen store
     (so a mistyped path is an error, not a new empty file)."""
-    from stores.sqlite import SQLiteStore, StoreSchemaError
+    from crux_gen.errors import StoreSchemaError
+    from crux_gen.stores.sqlite import SQLiteStore
 
     if not create:
         if not os.path.exists(db):

@@ -151,3 +151,44 @@ class StepFailedError(CruxError):
         self.message = message
         self.traceback = traceback
         super().__init__(f"step {step!r} failed with {type}: {message}")
+
+
+class StoreError(CruxError):
+    """The store cannot be read or written (full disk, read-only file, lost
+    connection, not a crux_gen store); the message names the file or server."""
+
+
+class StoreBusyError(StoreError):
+    """Another writer kept the store locked for longer than its busy timeout."""
+
+
+class StoreSchemaError(StoreError):
+    """The store was written by a newer crux_gen, or is not a crux_gen store."""
+
+
+class RecordConflictError(StoreError):
+    """A record was written at a position that is already taken, or past a gap."""
+
+    def __init__(self, flow_id: str, position: int, recorded: int) -> None:
+        self.flow_id = flow_id
+        self.position = position
+        self.recorded = recorded
+        super().__init__(
+            f"flow {flow_id!r}: a record at position {position} conflicts with the "
+            f"{recorded} recorded command(s); nothing was written"
+        )
+
+
+class CorruptRecordError(CruxError):
+    """A stored value cannot be decoded: it names the flow, the position and the column."""
+
+    def __init__(self, flow_id: str, position: int | None, column: str, reason: str) -> None:
+        self.flow_id = flow_id
+        self.position = position
+        self.column = column
+        self.reason = reason
+        at = f" at position {position}" if position is not None else ""
+        super().__init__(
+            f"flow {flow_id!r}{at}: stored {column} cannot be decoded ({reason}); the row "
+            "was changed outside crux_gen or written by an incompatible version"
+        )

@@ -16,7 +16,7 @@ from .commands import Command
 from .errors import FlowNotRegisteredError
 
 if TYPE_CHECKING:
-    from stores.base import Store
+    from crux_gen.stores.base import Store
 
     from .results import FlowResult
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 from .clock import FakeClock
 from .flow import Flow

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -33,6 +30,7 @@ from .interpreter import (
     Interpreter,
     RunStep,
 )
+from .leases import LEASES
 from .records import (
     COMPLETED,
     CONSUMED,
@@ -49,11 +47,11 @@ from .records import (
     StoredSignal,
     Write,
 )
-from .results import FlowInfo, FlowResult, HistoryEntry, SignalInfo
+from .results import FlowResult
 from .status import Status
 
 if TYPE_CHECKING:
-    from stores.base import Store
+    from crux_gen.stores.base import Store
 
 log = logging.getLogger("crux_gen")
 
@@ -79,69 +77,6 @@ class _Stop(Exception):
 
     def __init__(self, result: FlowResult) -> None:
         self.result = result
-
-
-class LeaseKeeper:
-    """One daemon thread per process renewing the leases of the runs in progress,
-    every third of their store's ``lease_ttl``, so a step longer than the lease keeps it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._leases: dict[str, tuple[Store, str, float]] = {}
-        self._pid = -1
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        # A child inherits no threads: forget the parent's leases and lock.
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._leases = {}
-        self._pid = -1
-
-    def hold(self, store: Store, flow_id: str, owner: str) -> None:
-        """Keep renewing *owner*'s lease of *flow_id* until :meth:`drop`."""
-        period = max(store.lease_ttl.total_seconds() / 3, 0.05)
-        with self._lock:
-            self._leases[owner] = (store, flow_id, time.monotonic() + period)
-            if self._pid != os.getpid():  # first use, or a forked child: no thread yet
-                self._pid = os.getpid()
-                threading.Thread(target=self._loop, name="crux-lease-keeper", daemon=True).start()
-        self._wake.set()
-
-    def drop(self, owner: str) -> None:
-        """Stop renewing *owner*'s lease."""
-        with self._lock:
-            self._leases.pop(owner, None)
-
-    def _loop(self) -> None:
-        pid = os.getpid()
-        while self._pid == pid:
-            with self._lock:
-                items = list(self._leases.items())
-            now = time.monotonic()
-            next_due = now + 1.0
-            for owner, (store, flow_id, due) in items:
-                period = max(store.lease_ttl.total_seconds() / 3, 0.05)
-                if due <= now:
-                    try:
-                        kept = store.renew(flow_id, owner, store.clock.time())
-                    except Exception:  # a busy or closed store: try again next period
-                        log.exception("renewing the lease of flow %s failed", flow_id)
-                        kept = True
-                    if not kept:
-                        log.warning("flow %s: runner %s lost its lease", flow_id, owner)
-                    due = now + period
-                    with self._lock:
-                        if owner in self._leases:
-                            self._leases[owner] = (store, flow_id, due)
-                next_due = min(next_due, due)
-            self._wake.clear()
-            self._wake.wait(max(next_due - time.monotonic(), 0.01))
-
-
-LEASES = LeaseKeeper()
 
 
 class _Run:
@@ -591,74 +526,3 @@ def resume(
         store.release(flow_id, owner, restore=stored)
         raise
     return _drive_claimed(flow, store, stored, owner, should_stop)
-
-
-def signal_flow(flow_id: str, name: str, payload: Any, *, store: Store) -> None:
-    """Durably record signal *name* with *payload* for flow *flow_id*, from any process.
-
-    >>> signal_flow(flow_id, "email-verified", {"verified_at": "2026-11-24T10:00:00Z"}, store=store)
-
-    A signal sent before the flow reaches its ``Suspend`` is kept until then.
-    Raises ``FlowNotFoundError``, ``FlowClosedError`` (finished, or its wait
-    expired) or ``SerializationError`` (nothing stored).
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"signal name {name!r} must be a non-empty string")
-    encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
-    store.add_signal(flow_id, name, encoded, store.clock.time())
-
-
-def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
-    """Cancel an unfinished flow; ``False`` (and nothing changed) if it had finished.
-
-    A flow running in another process stops at its next command boundary.
-    """
-    return store.cancel(flow_id, str(reason), store.clock.time())
-
-
-def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
-    """The stored state of a flow, its history and its signals, without running it."""
-    stored = store.load(flow_id)
-    return FlowInfo(
-        flow_id=stored.id,
-        name=stored.name,
-        status=stored.status,
-        input=codec.decode(stored.input),
-        value=codec.decode(stored.result),
-        error=ErrorInfo.decode(stored.error),
-        cancel_reason=stored.cancel_reason,
-        waiting_for=stored.waiting_for,
-        wake_at=when(stored.wake_at),
-        deadline=when(stored.deadline),
-        created_at=when(stored.created_at),
-        updated_at=when(stored.updated_at),
-        history=tuple(
-            HistoryEntry(
-                position=r.position,
-                kind=r.kind,
-                name=r.name,
-                state=r.state,
-                attempts=r.attempts,
-                result=codec.decode(r.result),
-                error=ErrorInfo.decode(r.error),
-                started_at=when(r.started_at),
-                finished_at=when(r.finished_at),
-                wake_at=when(r.wake_at),
-                deadline=when(r.deadline),
-            )
-            for r in stored.records
-        ),
-        signals=tuple(
-            SignalInfo(
-                id=s.id,
-                name=s.name,
-                payload=codec.decode(s.payload),
-                state=s.state,
-                created_at=when(s.created_at) or datetime.min,
-                error=s.error,
-                consumed_at=when(s.consumed_at),
-                position=s.position,
-            )
-            for s in stored.signals
-        ),
-    )

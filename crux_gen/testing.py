@@ -28,15 +28,16 @@ import attrs
 from .clock import Clock, FakeClock
 from .codec import ErrorInfo
 from .commands import Command, Step, WaitUntil
+from .control import cancel_flow, get_flow, signal_flow
 from .durations import Duration
 from .errors import FlowNotFoundError
 from .flow import Flow, FlowContext
 from .results import FlowInfo, FlowResult
-from .runner import cancel_flow, get_flow, new_flow_id, signal_flow
+from .runner import new_flow_id
 from .status import Status
 
 if TYPE_CHECKING:
-    from stores.base import Store
+    from crux_gen.stores.base import Store
 
 __all__ = ["FlowHarness"]
 
@@ -74,7 +75,7 @@ class FlowHarness:
                 f"FlowHarness needs a Flow (a function decorated with @flow), got {flow!r}"
             )
         if store is None:
-            from stores.memory import MemoryStore
+            from crux_gen.stores.memory import MemoryStore
 
             clock = clock if clock is not None else FakeClock()
             store = MemoryStore(clock=clock)

@@ -42,7 +42,7 @@ from .runner import resume
 from .status import Status
 
 if TYPE_CHECKING:
-    from stores.base import Store
+    from crux_gen.stores.base import Store
 
 log = logging.getLogger("crux_gen.worker")
 

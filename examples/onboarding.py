@@ -50,7 +50,7 @@ from crux_gen import (
     get_flow,
     signal_flow,
 )
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 DEFAULT_DB = "onboarding.db"
 DEFAULT_OUTBOX = "onboarding-outbox.jsonl"

@@ -75,8 +75,8 @@ from crux_gen import (
     get_flow,
     signal_flow,
 )
+from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.worker import Worker
-from stores.sqlite import SQLiteStore
 
 log = logging.getLogger("webhook_app")
 

@@ -1,5 +1,6 @@
-"""crux_gen's store backends (``stores.memory``, ``stores.sqlite``).
+"""crux_gen's store backends: ``crux_gen.stores.memory``, ``crux_gen.stores.sqlite``.
 
-This top-level package name is fixed by crux_gen's design; everything in it
-belongs to crux_gen and implements the narrow protocol in ``stores.base``.
+The repository folder ``stores/`` is installed as this subpackage, never as a
+top-level ``stores`` package (that name belongs to users' own code). Every
+store implements the protocols in ``crux_gen.stores.base``.
 """

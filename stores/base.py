@@ -2,7 +2,7 @@
 
 A store keeps flows, their history records and their signals, as JSON text it
 never interprets. Writes by a runner are fenced by its lease *owner* token.
-All times are UTC seconds since the epoch. ``stores.memory`` is the reference
+All times are UTC seconds since the epoch. ``crux_gen.stores.memory`` is the reference
 semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 """
 

@@ -27,12 +27,14 @@ import sqlite_utils
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
-    CruxError,
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
     LeaseLostError,
+    StoreBusyError,
+    StoreError,
+    StoreSchemaError,
 )
 from crux_gen.records import (
     PENDING,
@@ -113,18 +115,6 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _RUNNING = CommitOutcome(Status.RUNNING.value)
-
-
-class StoreError(CruxError):
-    """The SQLite file cannot be opened or used as a crux_gen store."""
-
-
-class StoreBusyError(StoreError):
-    """Another writer kept the database file locked for longer than ``busy_timeout``."""
-
-
-class StoreSchemaError(StoreError):
-    """The database file was written by a newer crux_gen, or is not a crux_gen store."""
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from crux_gen import FakeClock
-from stores.memory import MemoryStore
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.memory import MemoryStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from crux_gen import (
     resume,
     signal_flow,
 )
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 
 def effect(log: str, flow_id: str, step: str) -> dict[str, Any]:

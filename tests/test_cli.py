@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from crux_gen import FlowContext, Sleep, Step, flow, get_flow, signal_flow
 from crux_gen.cli import cli, replay_check
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ from crux_gen import (
     signal_flow,
 )
 from crux_gen.records import COMPLETED, FAILED, StoredRecord
-from stores.base import retry_from
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.base import retry_from
+from crux_gen.stores.sqlite import SQLiteStore
 
 
 def now(store: Any) -> float:

@@ -11,7 +11,7 @@ import pytest
 
 from crux_gen import FakeClock, FlowContext, Retry, Sleep, Step, Suspend, flow, signal_flow
 from crux_gen.runner import resume
-from stores.memory import MemoryStore
+from crux_gen.stores.memory import MemoryStore
 
 
 class Crash(BaseException):

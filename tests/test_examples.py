@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from crux_gen import FlowInfo, get_flow
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 ONBOARDING = REPO / "examples" / "onboarding.py"

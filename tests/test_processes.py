@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from crux_gen import FlowBusyError, cancel_flow, get_flow, resume, signal_flow
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 SIGNAL_ONLY = """
 import json, sys
 from crux_gen import default_registry, signal_flow
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 signal_flow(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), store=SQLiteStore(sys.argv[1]))
 print(json.dumps({"registered": default_registry.names(), "modules": sorted(
     m for m in sys.modules if m.startswith("tests"))}))
@@ -40,7 +40,7 @@ print(json.dumps({"registered": default_registry.names(), "modules": sorted(
 RESUME_WITHOUT_CODE = """
 import json, sys
 from crux_gen import FlowNotRegisteredError, resume
-from stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
 try:
     resume(sys.argv[2], store=SQLiteStore(sys.argv[1]))
 except FlowNotRegisteredError as exc:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from crux_gen import FakeClock
+from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.testing import FlowHarness
-from stores.sqlite import SQLiteStore
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

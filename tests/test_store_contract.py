@@ -16,9 +16,10 @@ from crux_gen import (
     FlowNotFoundError,
     LeaseLostError,
 )
+from crux_gen.errors import StoreSchemaError
 from crux_gen.records import COMPLETED, PENDING, StoredRecord, Write
-from stores.base import Store
-from stores.sqlite import SQLiteStore, StoreSchemaError
+from crux_gen.stores.base import Store
+from crux_gen.stores.sqlite import SQLiteStore
 
 
 def now(store: Any) -> float:
@@ -196,7 +197,7 @@ def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> Non
 
 
 def test_the_due_query_reads_indexes_not_the_whole_table(tmp_path: Path) -> None:
-    from stores.sqlite import _DUE
+    from crux_gen.stores.sqlite import _DUE
 
     store = SQLiteStore(tmp_path / "crux.db")
     plan = store._conn().execute("EXPLAIN QUERY PLAN " + _DUE, {"now": 0.0, "limit": 10})
@@ -219,7 +220,7 @@ def test_a_failed_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
 
 
 def test_a_path_that_cannot_be_a_store_is_a_clear_error_naming_it(tmp_path: Path) -> None:
-    from stores.sqlite import StoreError
+    from crux_gen.errors import StoreError
 
     with pytest.raises(StoreError, match="no-such-dir"):
         SQLiteStore(tmp_path / "no-such-dir" / "crux.db")
@@ -276,7 +277,7 @@ def test_a_file_locked_past_the_busy_timeout_is_a_crux_error_and_writes_nothing(
     tmp_path: Path,
 ) -> None:
     from crux_gen import CruxError
-    from stores.sqlite import StoreBusyError
+    from crux_gen.errors import StoreBusyError
 
     path = tmp_path / "crux.db"
     store = SQLiteStore(path, busy_timeout="100ms")

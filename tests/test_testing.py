@@ -28,8 +28,8 @@ from crux_gen import (
     default_registry,
     flow,
 )
+from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.testing import FlowHarness
-from stores.sqlite import SQLiteStore
 
 # Loads the fixtures in a source checkout; when crux-gen is installed, pytest has
 # loaded them already from the pytest11 entry point (named after the module, so

@@ -38,8 +38,8 @@ from crux_gen import (
     resume,
     signal_flow,
 )
+from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.worker import Worker
-from stores.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_LOG = "crux_gen.worker"

@@ -26,8 +26,8 @@ from collections.abc import Generator
 from typing import Any
 
 from crux_gen import FlowContext, Sleep, Step, Suspend, flow
+from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.worker import Worker
-from stores.sqlite import SQLiteStore
 
 
 def append(path: str, line: str) -> None:
