@@ -142,9 +142,11 @@ class Interpreter:
                     command = gen.send(value)
             except StopIteration as stop:
                 self._check_divergence()
+                self._check_history_consumed("returned")
                 return Finished(stop.value)
             except Exception as exc:
                 self._check_divergence()
+                self._check_history_consumed(f"raised {type(exc).__name__}")
                 return Failed(exc)
             self._check_divergence()
             if not isinstance(command, COMMAND_TYPES):
@@ -201,6 +203,12 @@ class Interpreter:
         return NonDeterminismError(
             self.flow_id, self.flow_name, position, describe(record.kind, record.name), new
         )
+
+    def _check_history_consumed(self, how: str) -> None:
+        """A body that ends with recorded commands left over took another path."""
+        if self.position < self._recorded:
+            record = self._history[self.position]
+            raise self._diverged(self.position, record, f"the end of the flow (it {how})")
 
     def _check_divergence(self) -> None:
         # A helper like ctx.now() may have diverged inside the generator, and the

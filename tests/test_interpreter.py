@@ -163,3 +163,31 @@ def test_a_hand_made_context_gives_fresh_helper_values() -> None:
     assert ctx.uuid4() != ctx.uuid4()
     assert 0 <= ctx.random() < 1
     assert ctx.is_replaying is False
+
+
+def test_returning_before_the_recorded_history_is_consumed_is_non_determinism() -> None:
+    def short(ctx: FlowContext) -> Any:
+        return (yield Step("a", never))
+
+    history = [
+        StoredRecord(0, "step", "a", COMPLETED, result='"A"'),
+        StoredRecord(1, "step", "b", COMPLETED, result='"B"'),
+    ]
+    it = Interpreter(short(FlowContext()), history, flow_id="f-1", flow_name="demo")
+    with pytest.raises(NonDeterminismError, match="position 1 recorded Step\\('b'\\)") as info:
+        it.next_decision()
+    assert "the end of the flow" in str(info.value)
+
+
+def test_raising_before_the_recorded_history_is_consumed_is_non_determinism() -> None:
+    def raises(ctx: FlowContext) -> Any:
+        yield Step("a", never)
+        raise RuntimeError("new code raises here")
+
+    history = [
+        StoredRecord(0, "step", "a", COMPLETED, result='"A"'),
+        StoredRecord(1, "suspend", "go", WAITING),
+    ]
+    it = Interpreter(raises(FlowContext()), history, flow_id="f-1", flow_name="demo")
+    with pytest.raises(NonDeterminismError, match="position 1 recorded Suspend\\('go'\\)"):
+        it.next_decision()
