@@ -1,0 +1,192 @@
+"""What installing crux-gen gives a user's project: ``crux_gen`` and ``crux_gen.stores``
+with their types, a pytest plugin that loads by itself, and no top-level ``stores``.
+
+Each check runs in a subprocess started from a temporary directory, so it sees the
+installed package (the strict editable install's link tree under build/), never this
+checkout's folders through the current directory or pytest's rootdir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import crux_gen
+import crux_gen.errors
+import crux_gen.stores
+import crux_gen.stores.memory
+import crux_gen.stores.sqlite
+
+REPO = Path(__file__).resolve().parent.parent
+REINSTALL = (
+    "reinstall: .venv/bin/pip install --config-settings editable_mode=strict -e '.[test]' "
+    "(strict editable mode links each file at install time; a new module or package "
+    "needs a reinstall, and a new package an entry in pyproject's packages)"
+)
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run *args* in *cwd* as a user's shell would: no PYTHONPATH pointing at the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def test_no_top_level_stores_package_is_installed(tmp_path: Path) -> None:
+    gone = _run([sys.executable, "-c", "import stores"], cwd=tmp_path)
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert "ModuleNotFoundError: No module named 'stores'" in gone.stderr
+
+    found = _run(
+        [
+            sys.executable,
+            "-c",
+            "import crux_gen.stores.sqlite as s, crux_gen.stores.memory as m; "
+            "print(s.SQLiteStore.__module__, m.MemoryStore.__module__)",
+        ],
+        cwd=tmp_path,
+    )
+    assert found.returncode == 0, f"{found.stderr}\n{REINSTALL}"
+    assert found.stdout.split() == ["crux_gen.stores.sqlite", "crux_gen.stores.memory"]
+
+
+@pytest.mark.parametrize("conftest", [False, True], ids=["entry-point", "conftest-too"])
+def test_a_project_with_its_own_stores_package_runs_under_pytest_with_our_plugin(
+    tmp_path: Path, conftest: bool
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "pytest.ini": "[pytest]\n",
+            "stores/__init__.py": 'OWNER = "the user\'s app"\n',
+            "stores/orders.py": "def total() -> int:\n    return 42\n",
+            "test_user.py": """\
+                import stores
+                from stores.orders import total
+
+                from crux_gen import MemoryStore, Step, flow
+
+
+                @flow("user-flow")
+                def user_flow(ctx):
+                    return (yield Step("total", total))
+
+
+                def test_own_stores_package_is_the_users():
+                    assert stores.OWNER == "the user's app"
+                    assert total() == 42
+
+
+                def test_crux_fixtures_are_there(request, crux_store, crux_clock):
+                    assert request.config.pluginmanager.has_plugin("crux_gen.pytest_plugin")
+                    assert user_flow.run(store=crux_store).value == 42
+                    assert user_flow.run(store=MemoryStore()).value == 42
+                """,
+        },
+    )
+    if conftest:  # what the README tells users of a source checkout to add
+        _write(tmp_path, {"conftest.py": 'pytest_plugins = ["crux_gen.pytest_plugin"]\n'})
+    done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{REINSTALL}"
+    assert re.search(r"\b2 passed\b", done.stdout), done.stdout
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mypy") is None,
+    reason="mypy is not installed (it comes with the test extra: pip install -e '.[test]')",
+)
+def test_mypy_strict_on_a_users_module_sees_crux_gens_types(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "app.py": """\
+                from collections.abc import Generator
+                from typing import Any
+
+                from crux_gen import FlowContext, MemoryStore, SQLiteStore, Step, StoreError, flow
+                from crux_gen.stores.memory import MemoryStore as MemoryStoreItself
+
+
+                @flow("typed")
+                def typed(ctx: FlowContext) -> Generator[Any, Any, int]:
+                    yield Step("a", lambda: 1)
+                    return 1
+
+
+                def open_store(path: str) -> SQLiteStore | MemoryStore:
+                    try:
+                        return SQLiteStore(path)
+                    except StoreError:
+                        return MemoryStoreItself()
+
+
+                reveal_type(typed)
+                reveal_type(open_store("crux.db"))
+                wrong: int = MemoryStoreItself()
+                """,
+        },
+    )
+    checked = _run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-color-output",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "app.py",
+        ],
+        cwd=tmp_path,
+    )
+    out = checked.stdout + checked.stderr
+    assert "import-not-found" not in out and "import-untyped" not in out, f"{out}\n{REINSTALL}"
+    assert re.search(r'Revealed type is "crux_gen\.flow\.Flow\[(builtins\.)?int\]"', out), out
+    assert (
+        'Revealed type is "crux_gen.stores.sqlite.SQLiteStore | crux_gen.stores.memory.MemoryStore"'
+        in out
+    ), out
+    assert re.search(
+        r"app\.py:23: error: Incompatible types in assignment \(expression has type "
+        r'"MemoryStore", variable has type "int"\)',
+        out,
+    ), out
+    assert checked.returncode == 1, out
+    assert "Found 1 error in 1 file" in out, out
+
+
+def test_the_store_classes_and_errors_are_exported_from_crux_gen() -> None:
+    from crux_gen import CorruptRecordError, MemoryStore, SQLiteStore, StoreError
+
+    assert SQLiteStore is crux_gen.stores.sqlite.SQLiteStore
+    assert MemoryStore is crux_gen.stores.memory.MemoryStore
+    assert StoreError is crux_gen.errors.StoreError
+    assert CorruptRecordError is crux_gen.errors.CorruptRecordError
+    assert issubclass(StoreError, crux_gen.CruxError)
+    assert issubclass(CorruptRecordError, crux_gen.CruxError)
+    assert {"SQLiteStore", "MemoryStore", "StoreError", "CorruptRecordError"} <= set(
+        crux_gen.__all__
+    )
+
+
+def test_ci_runs_the_readmes_test_command_exactly() -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
+    command = next(b for b in blocks if "pytest" in b)
+    ci = (REPO / ".ci" / "run").read_text()
+    assert f'README_TESTS="{command}"' in ci
