@@ -20,6 +20,8 @@ FAILED = "failed"  # a step failed for good (error); replay re-raises it
 WAITING = "waiting"  # a Suspend / WaitUntil / Sleep was reached and has not resolved
 RETRYING = "retrying"  # a step failed, tries remain; ``attempts`` and ``wake_at`` kept
 EXPIRED = "expired"  # the wait's deadline passed
+#: States a record may leave (its owner rewrites it); the others are final.
+UNRESOLVED = frozenset({WAITING, RETRYING})
 
 # Signal states.
 PENDING = "pending"
@@ -94,12 +96,12 @@ class StoredFlow:
 class Write:
     """One atomic write by the lease holder.
 
-    *records* are inserted or replace the record at their position; *signals*
-    change state. With *status* ``None`` the flow stays running (a step's
-    commit); otherwise the flow row takes *status* and the wait fields, and the
-    lease is released. With *wait_signal*, the park happens only if no pending
-    signal of that name exists; if one does, the records are still written,
-    the flow stays running and the pending signals are returned.
+    *records* are appended, or replace an unresolved record at their position;
+    *signals* change state. With *status* ``None`` the flow goes on running (a
+    step's commit); otherwise the flow row takes *status* and the wait fields,
+    and the lease is released. With *wait_signal*, if a pending signal of that
+    name exists (other than those in *signals*), nothing at all is applied and
+    the pending signals are returned: the runner consumes one and writes again.
     """
 
     records: tuple[StoredRecord, ...] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import secrets
 import warnings
@@ -14,11 +15,12 @@ import attrs
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .commands import describe
+from .commands import COMMAND_TYPES, describe
 from .errors import (
     FlowNameConflictError,
     SerializationError,
     SignalValidationError,
+    StoreError,
 )
 from .flow import Flow, FlowContext, default_registry
 from .interpreter import (
@@ -48,7 +50,7 @@ from .records import (
     Write,
 )
 from .results import FlowResult
-from .status import Status
+from .status import FINISHED, Status
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -96,12 +98,16 @@ class _Run:
         self.clock = store.clock
         self.flow_id = stored.id
         self.owner = owner
+        self.status = stored.status  # as stored: a claim changes no status
         self.released = False  # the store dropped our lease (parked, finished, cancelled)
-        self.committed = False  # something was written: no restoring the claimed state
         self._in_step = False  # a step's or condition's function is running
         self._records: dict[int, StoredRecord] = {}
         self._signal_updates: list[SignalUpdate] = []
-        self._pending: list[StoredSignal] = [s for s in stored.signals if s.state == PENDING]
+        # Pending signals by name, each a heap by id (first in, first out), so a
+        # flow draining thousands of queued signals takes each in O(log n).
+        self._pending: dict[str, list[tuple[int, StoredSignal]]] = {}
+        self._seen: set[int] = set()
+        self._add_pending(s for s in stored.signals if s.state == PENDING)
         self.ctx = FlowContext(
             input=codec.decode(stored.input), flow_id=stored.id, name=stored.name
         )
@@ -144,31 +150,41 @@ class _Run:
         return self.clock.time()
 
     def _commit(self, now: float | None = None, **fields: Any) -> CommitOutcome:
+        """Write what this run has buffered (and *fields*: a park or an end).
+
+        When the store answers with signals that arrived (a park or an expiry
+        asked with ``wait_signal``), nothing was written and the buffer is kept.
+        """
         records = tuple(self._records.values())
         if fields or self._signal_updates:
             write = Write(records=records, signals=tuple(self._signal_updates), **fields)
-            self._signal_updates.clear()
         else:
             write = Write(records)  # a step's commit, the hot path
-        self._records.clear()
         at = self._now() if now is None else now
         outcome = self.store.commit(self.flow_id, self.owner, at, write)
-        self.committed = True
-        if outcome.signals:  # a signal arrived: the park was not applied
+        if outcome.signals:  # a signal arrived: nothing was applied
             return outcome
+        self._records.clear()
+        self._signal_updates.clear()
         target = fields.get("status") or _RUNNING
         if outcome.status != target:  # cancelled meanwhile; the store dropped our lease
             self.released = True
-            raise _Stop(
-                FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason)
-            )
+            raise self._cancelled(outcome)
+        self.status = target
         if target != _RUNNING:
             self.released = True
         return outcome
 
-    def _end(self, status: Status, **fields: Any) -> _Stop:
-        """Write the final or parked state; the result to stop with."""
-        self._commit(status=status.value, **fields)
+    def _cancelled(self, outcome: CommitOutcome) -> _Stop:
+        return _Stop(FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason))
+
+    def _end(self, status: Status, **fields: Any) -> _Stop | None:
+        """Write the final or parked state; the result to stop with, or ``None``
+        when signals the flow waits for arrived (nothing written: take one)."""
+        outcome = self._commit(status=status.value, **fields)
+        if outcome.signals:
+            self._add_pending(outcome.signals)
+            return None
         return _Stop(
             FlowResult(
                 self.flow_id,
@@ -180,20 +196,38 @@ class _Run:
             )
         )
 
+    def _stop_with(self, status: Status, **fields: Any) -> _Stop:
+        stop = self._end(status, **fields)
+        assert stop is not None  # only a write with wait_signal can come back
+        return stop
+
     def _park(self, name: str, kind: str, wake_at: float | None, **fields: Any) -> _Stop:
-        return self._end(
+        return self._stop_with(
             Status.SUSPENDED, waiting_for=name, wait_kind=kind, wake_at=wake_at, **fields
         )
 
     def _close(self) -> None:
         for command in self.interp.close():
+            what = (
+                describe(command.kind, command.name)
+                if isinstance(command, COMMAND_TYPES)
+                else f"{type(command).__name__} (not a command)"
+            )
             warnings.warn(
-                f"flow {self.flow_id!r} ({self.flow.name}) yielded "
-                f"{describe(command.kind, command.name)} while parking (from a finally or with "
-                "block); it was not run. Put side effects in steps, compensation in except blocks",
+                f"flow {self.flow_id!r} ({self.flow.name}) yielded {what} while parking "
+                "(from a finally or with block); it was not run. Put side effects in steps, "
+                "compensation in except blocks",
                 ParkingWarning,
                 stacklevel=2,
             )
+
+    def _guard(self) -> None:
+        """Before any step function or condition is called: this runner still holds
+        the lease (else ``LeaseLostError``: it calls and writes nothing more) and
+        the flow is not cancelled (else the run stops here)."""
+        outcome = self.store.check_lease(self.flow_id, self.owner, self._now())
+        if outcome.status in FINISHED:
+            raise self._cancelled(outcome)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -219,7 +253,7 @@ class _Run:
                     self._finish(decision.value)
                 else:
                     assert isinstance(decision, Failed)
-                    raise self._end(
+                    raise self._stop_with(
                         Status.FAILED, error=ErrorInfo.from_exception(decision.exception).encode()
                     )
         except _Stop as stop:
@@ -228,13 +262,14 @@ class _Run:
 
     def _pause(self) -> _Stop:
         """Stop before the next live command (a worker is stopping): write what this
-        run computed, stay ``running``; the caller drops the lease, so the flow is due."""
-        if self._records:
+        run computed; the caller drops the lease, so the flow stays due."""
+        if self._records or self._signal_updates:
             self._commit()
-        return _Stop(FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name))
+        return _Stop(FlowResult(self.flow_id, Status(self.status), name=self.flow.name))
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """Run a step's or condition's function (``ctx`` helpers inside it record nothing)."""
+        self._guard()
         self._in_step = True
         try:
             return fn()
@@ -245,8 +280,10 @@ class _Run:
         try:
             result = codec.encode(value, what=f"the return value of flow {self.flow_id!r}")
         except SerializationError as exc:
-            raise self._end(Status.FAILED, error=ErrorInfo.from_exception(exc).encode()) from None
-        raise self._end(Status.COMPLETED, result=result)
+            raise self._stop_with(
+                Status.FAILED, error=ErrorInfo.from_exception(exc).encode()
+            ) from None
+        raise self._stop_with(Status.COMPLETED, result=result)
 
     def _step(self, d: RunStep) -> None:
         command, record = d.command, d.record
@@ -259,6 +296,8 @@ class _Run:
         while True:
             try:
                 value = self._call(command.fn)
+            except _Stop:
+                raise
             except Exception as exc:
                 failures += 1
                 now = self._now()
@@ -279,20 +318,19 @@ class _Run:
                     )  # fmt: skip
                     self.clock.sleep(wait.total_seconds())
                     continue
-                self._records[d.position] = StoredRecord(
-                    d.position, "step", command.name, FAILED, error=error,
-                    attempts=failures, started_at=started, finished_at=now,
-                )  # fmt: skip
-                self._commit(now)
-                self.interp.fail(exc)
+                self._fail_step(d.position, command.name, exc, error, failures, started, now)
                 return
             what = f"the result of step {command.name!r} in flow {self.flow_id!r}"
+            now = self._now()
             try:
                 encoded = codec.encode(value, what=what)
             except SerializationError as exc:
-                self.interp.fail(exc)
+                # Recorded as the step's failure (not retried): a replay throws the
+                # same at this step without calling it, and a flow that catches it
+                # goes on with an unbroken history.
+                error = ErrorInfo.from_exception(exc).encode()
+                self._fail_step(d.position, command.name, exc, error, failures + 1, started, now)
                 return
-            now = self._now()
             self._records[d.position] = StoredRecord(
                 d.position, "step", command.name, COMPLETED, result=encoded,
                 attempts=failures + 1, started_at=started, finished_at=now,
@@ -300,6 +338,34 @@ class _Run:
             self._commit(now)
             self.interp.resolve(codec.decode(encoded))
             return
+
+    def _fail_step(
+        self,
+        position: int,
+        name: str,
+        exc: Exception,
+        error: str,
+        attempts: int,
+        started: float | None,
+        now: float,
+    ) -> None:
+        self._records[position] = StoredRecord(
+            position, "step", name, FAILED, error=error,
+            attempts=attempts, started_at=started, finished_at=now,
+        )  # fmt: skip
+        self._commit(now)
+        self.interp.fail(exc)
+
+    def _add_pending(self, signals: Iterable[StoredSignal]) -> None:
+        for signal in signals:
+            if signal.id not in self._seen:
+                self._seen.add(signal.id)
+                heapq.heappush(self._pending.setdefault(signal.name, []), (signal.id, signal))
+
+    def _next_pending(self, name: str) -> StoredSignal | None:
+        """The oldest pending signal named *name*, taken off the pending list."""
+        waiting = self._pending.get(name)
+        return heapq.heappop(waiting)[1] if waiting else None
 
     def _signal(self, d: AwaitSignal) -> None:
         command, record = d.command, d.record
@@ -309,10 +375,10 @@ class _Run:
             record = StoredRecord(
                 d.position, "suspend", command.name, WAITING, started_at=now, deadline=deadline
             )
-            self._records[d.position] = record
+        deadline = record.deadline
         while True:
-            for signal in self._take_pending(command.name):
-                if record.deadline is not None and signal.created_at > record.deadline:
+            while (signal := self._next_pending(command.name)) is not None:
+                if deadline is not None and signal.created_at > deadline:
                     self._reject(signal, "it arrived after the wait's deadline")
                     continue
                 try:
@@ -332,38 +398,33 @@ class _Run:
                 self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
                 self.interp.resolve(value)
                 return
+            # No signal in hand: park, or expire once the deadline passed; either
+            # write happens only if no signal arrived meanwhile (the store checks
+            # atomically), so a signal stored in time is never lost.
             now = self._now()
-            if record.deadline is not None and now >= record.deadline:
+            if deadline is not None and now >= deadline:
                 self._records[d.position] = record._replace(state=EXPIRED, finished_at=now)
-                raise self._end(Status.EXPIRED, waiting_for=command.name, wait_kind="suspend")
-            outcome = self._commit(
-                now,
-                status=Status.SUSPENDED.value,
-                waiting_for=command.name,
-                wait_kind="suspend",
-                wake_at=record.deadline,
-                deadline=record.deadline,
-                wait_signal=command.name,
-            )
-            if not outcome.signals:
-                raise _Stop(
-                    FlowResult(
-                        self.flow_id,
-                        Status.SUSPENDED,
-                        waiting_for=command.name,
-                        wake_at=when(record.deadline),
-                    )
+                stop = self._end(
+                    Status.EXPIRED,
+                    waiting_for=command.name,
+                    wait_kind="suspend",
+                    wait_signal=command.name,
                 )
-            known = {s.id for s in self._pending}
-            self._pending.extend(s for s in outcome.signals if s.id not in known)
-
-    def _take_pending(self, name: str) -> list[StoredSignal]:
-        """Pending signals named *name*, oldest first, removed from the pending list."""
-        taken = [s for s in self._pending if s.name == name]
-        if taken:
-            self._pending = [s for s in self._pending if s.name != name]
-            taken.sort(key=lambda s: s.id)
-        return taken
+            else:
+                if d.record is None:
+                    self._records[d.position] = record
+                else:  # parked here before: the stored record stands as it is
+                    self._records.pop(d.position, None)
+                stop = self._end(
+                    Status.SUSPENDED,
+                    waiting_for=command.name,
+                    wait_kind="suspend",
+                    wake_at=deadline,
+                    deadline=deadline,
+                    wait_signal=command.name,
+                )
+            if stop is not None:
+                raise stop
 
     def _reject(self, signal: StoredSignal, reason: str) -> None:
         self._signal_updates.append(SignalUpdate(signal.id, REJECTED, error=reason))
@@ -378,6 +439,8 @@ class _Run:
             )
         try:
             value = self._call(command.condition)
+        except _Stop:
+            raise
         except Exception as exc:
             self._records[d.position] = record._replace(
                 state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
@@ -391,6 +454,11 @@ class _Run:
             try:
                 encoded = codec.encode(value, what=what)
             except SerializationError as exc:
+                self._records[d.position] = record._replace(
+                    state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
+                    attempts=record.attempts + 1, finished_at=now,
+                )  # fmt: skip
+                self._commit(now)
                 self.interp.fail(exc)
                 return
             self._records[d.position] = record._replace(
@@ -402,7 +470,7 @@ class _Run:
             self._records[d.position] = record._replace(
                 state=EXPIRED, attempts=record.attempts + 1, finished_at=now
             )
-            raise self._end(Status.EXPIRED, waiting_for=command.name, wait_kind="wait_until")
+            raise self._stop_with(Status.EXPIRED, waiting_for=command.name, wait_kind="wait_until")
         wake = now + command.every.total_seconds()
         if record.deadline is not None:
             wake = min(wake, record.deadline)
@@ -460,10 +528,21 @@ def _drive_claimed(
     finally:
         LEASES.drop(owner)
         if run is None or not run.released:
-            # Neither parked nor finished (non-determinism, a lost lease, an interrupt):
-            # drop the lease; with nothing written, give the flow back as it was.
-            untouched = run is None or not run.committed
-            store.release(stored.id, owner, restore=stored if untouched else None)
+            # Neither parked nor finished (non-determinism, a lost lease, a cancel, an
+            # interrupt, a store error): drop the lease; the claim changed nothing else.
+            _release(store, stored.id, owner)
+
+
+def _release(store: Store, flow_id: str, owner: str) -> None:
+    """Drop a lease on the way out of a run that already failed or stopped: a
+    store error here is logged, never raised over the error in hand (the lease
+    then lapses by itself)."""
+    try:
+        store.release(flow_id, owner)
+    except StoreError:
+        log.warning(
+            "flow %s: could not release the lease of runner %s", flow_id, owner, exc_info=True
+        )
 
 
 def run_flow(
@@ -485,7 +564,7 @@ def run_flow(
         stored = store.claim(resume, owner, now)
         if stored.name != flow.name:
             if stored.lease_owner == owner:
-                store.release(stored.id, owner, restore=stored)
+                _release(store, stored.id, owner)
             raise FlowNameConflictError(stored.id, stored.name, flow.name)
     else:
         encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
@@ -523,6 +602,6 @@ def resume(
         if flow is None:
             flow = default_registry.get(stored.name, flow_id=flow_id)
     except BaseException:
-        store.release(flow_id, owner, restore=stored)
+        _release(store, flow_id, owner)
         raise
     return _drive_claimed(flow, store, stored, owner, should_stop)

@@ -31,17 +31,35 @@ class Status(str, enum.Enum):
 
 FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.EXPIRED, Status.CANCELLED})
 
-#: Every legal move: ``TRANSITIONS[(status, event)] -> new status``.
+#: Every legal move: ``TRANSITIONS[(status, event)] -> new status``. Stores apply
+#: these at commit (a claim takes the lease and changes no status):
+#: "step" is a commit that records commands and keeps the flow going; "park",
+#: "complete", "fail", "expire" are the runner's ends of a run; "cancel" comes from
+#: ``cancel_flow``; "retry" from ``crux-gen retry``.
 TRANSITIONS: dict[tuple[Status, str], Status] = {
-    (Status.RUNNING, "claim"): Status.RUNNING,  # take-over after a crashed runner's lease expired
-    (Status.SUSPENDED, "claim"): Status.RUNNING,
+    (Status.RUNNING, "step"): Status.RUNNING,
+    (Status.SUSPENDED, "step"): Status.RUNNING,  # a resumed flow goes on past its wait
     (Status.RUNNING, "park"): Status.SUSPENDED,
+    (Status.SUSPENDED, "park"): Status.SUSPENDED,
     (Status.RUNNING, "complete"): Status.COMPLETED,
+    (Status.SUSPENDED, "complete"): Status.COMPLETED,
     (Status.RUNNING, "fail"): Status.FAILED,
+    (Status.SUSPENDED, "fail"): Status.FAILED,
     (Status.RUNNING, "expire"): Status.EXPIRED,
+    (Status.SUSPENDED, "expire"): Status.EXPIRED,
     (Status.RUNNING, "cancel"): Status.CANCELLED,
     (Status.SUSPENDED, "cancel"): Status.CANCELLED,
     (Status.FAILED, "retry"): Status.SUSPENDED,
+}
+
+#: The event a runner's write means, by the status it asks for (``None``: a step).
+EVENT_FOR: dict[str | None, str] = {
+    None: "step",
+    Status.RUNNING.value: "step",
+    Status.SUSPENDED.value: "park",
+    Status.COMPLETED.value: "complete",
+    Status.FAILED.value: "fail",
+    Status.EXPIRED.value: "expire",
 }
 
 

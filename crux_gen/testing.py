@@ -120,6 +120,10 @@ class FlowHarness:
     def retry(self) -> None:
         """Make the failed flow due again from its failed step (as ``crux-gen retry``);
         the next :meth:`run` runs it."""
+        from crux_gen.stores.base import StoreAdmin
+
+        if not isinstance(self.store, StoreAdmin):
+            raise TypeError(f"{self.store!r} has no retry_failed(): use a store that has one")
         self.store.retry_failed(self.flow_id, self.clock.now().timestamp())
 
     # -- reading -----------------------------------------------------------------

@@ -13,20 +13,39 @@ from typing import Protocol, runtime_checkable
 
 from crux_gen.clock import Clock, when
 from crux_gen.commands import VALUE_KINDS
-from crux_gen.errors import FlowClosedError, FlowStateError
-from crux_gen.records import FAILED, CommitOutcome, StoredFlow, StoredRecord, StoredSignal, Write
+from crux_gen.errors import FlowClosedError, FlowStateError, RecordConflictError
+from crux_gen.records import (
+    FAILED,
+    UNRESOLVED,
+    CommitOutcome,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
 from crux_gen.status import FINISHED, Status, transition
 
 
 @runtime_checkable
 class Store(Protocol):
-    """What the runner, the worker and the CLI need of a store."""
+    """What the runner and the worker need of a store: a new backend implements
+    these first (``MemoryStore`` is the reference semantics).
+
+    Leases fence every write: only the *owner* that holds a flow's lease may
+    commit for it. A claim takes the lease and changes nothing else; the flow's
+    status moves only when a commit (or ``cancel``) applies an event of the
+    transition table in ``crux_gen.status``. Records are append-only except
+    for unresolved ones (``waiting``, ``retrying``), which their owner may
+    rewrite: a record at a gap, or over a resolved record, is a
+    ``RecordConflictError`` and nothing of that write is applied.
+    """
 
     clock: Clock
     lease_ttl: timedelta
 
     def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
-        """Create the flow claimed by *owner*, or claim it if it exists (same *name*).
+        """Create the flow ``"running"`` and claimed by *owner*, or claim it if it
+        exists with the same *name*.
 
         Raises ``FlowNameConflictError`` if the id belongs to another flow name,
         ``FlowBusyError`` if another owner's lease is live. A finished flow is
@@ -37,35 +56,47 @@ class Store(Protocol):
     def claim(
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
     ) -> StoredFlow:
-        """Take the lease and load the flow with its whole history and signals.
+        """Take the lease and load the flow with its whole history and its pending
+        signals (oldest first). Nothing but the lease changes: status and wait
+        fields stay as they were, so a run that writes nothing leaves the flow
+        exactly as it found it.
 
-        Raises ``FlowNotFoundError`` or ``FlowBusyError``. A finished flow is
-        returned unclaimed. The flow row comes back as it stood before the claim
-        (status and wait fields), with the new lease; signals are the pending ones.
-        Records of completed or failed commands may leave out their timings and
-        attempts (replay does not need them; ``load`` has everything).
-        With *only_if_due* (the worker), checking that the flow is still due (as
-        ``due`` at *now*) and claiming it are one atomic step: a suspended flow
-        that is not due raises ``FlowBusyError``, a finished one ``FlowClosedError``,
-        and nothing changes.
+        Raises ``FlowNotFoundError`` or ``FlowBusyError`` (another owner's lease is
+        live). A finished flow is returned unclaimed. Records of completed or
+        failed commands may leave out their timings and attempts (replay does not
+        need them; ``load`` has everything). With *only_if_due* (the worker),
+        checking that the flow is still due (as ``due`` at *now*) and claiming it
+        are one atomic step: a suspended flow that is not due raises
+        ``FlowBusyError``, a finished one ``FlowClosedError``, and nothing changes.
         """
+        ...
+
+    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        """Before a step function runs: ``LeaseLostError`` unless *owner* holds the
+        lease (a lapsed lease nobody took is renewed), else the flow's status and
+        cancel reason (``"cancelled"`` means: call nothing more)."""
         ...
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         """Extend *owner*'s lease; ``False`` when it holds the lease no more."""
         ...
 
-    def release(self, flow_id: str, owner: str, *, restore: StoredFlow | None = None) -> None:
-        """Drop *owner*'s lease if it still holds it. With *restore* (the flow as
-        claimed, when the run wrote nothing), a running flow gets back its status
-        and wait fields."""
+    def release(self, flow_id: str, owner: str) -> None:
+        """Drop *owner*'s lease if it still holds it; nothing else changes."""
         ...
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         """Apply *write* atomically if *owner* holds the lease, else ``LeaseLostError``.
 
-        A flow cancelled meanwhile keeps status ``"cancelled"``: the records are
-        written, the lease released, and the outcome says ``"cancelled"``.
+        The flow's status moves by ``EVENT_FOR[write.status]`` through the
+        transition table; a step's write (``status=None``) makes a suspended flow
+        ``"running"`` and clears its wait fields; any other status releases the
+        lease. With ``write.wait_signal``, if a pending signal of that name exists
+        (other than those the write itself updates), nothing is applied and the
+        outcome carries those signals. A flow cancelled meanwhile keeps
+        ``"cancelled"``: the records are written, the lease released, and the
+        outcome says ``"cancelled"``. ``RecordConflictError`` for a record at a
+        gap or over a resolved record (nothing applied).
         """
         ...
 
@@ -79,12 +110,25 @@ class Store(Protocol):
         ...
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
-        """Mark an unfinished flow cancelled; ``False`` if it was finished."""
+        """Mark an unfinished flow cancelled; ``False`` if it was finished. A runner
+        holding the flow keeps its lease until it sees the cancel (``check_lease``,
+        ``commit``) and calls nothing more."""
         ...
 
     def due(self, now: float, limit: int) -> list[str]:
-        """Ids of flows a worker should run now, oldest wake-up first."""
+        """Ids of flows a worker should run now, oldest wake-up first: suspended
+        flows whose timer is due or whose awaited signal is pending, and running
+        flows nobody holds (a crashed runner's, once its lease lapsed)."""
         ...
+
+    def close(self) -> None:
+        """Release what the store holds open in this thread."""
+        ...
+
+
+@runtime_checkable
+class StoreAdmin(Protocol):
+    """What operators need on top of :class:`Store`: listings, retry, prune."""
 
     def list_flows(
         self, *, status: str | None = None, name: str | None = None, limit: int = 100
@@ -114,9 +158,27 @@ class Store(Protocol):
         records and signals; return how many flows were deleted."""
         ...
 
-    def close(self) -> None:
-        """Release what the store holds open in this thread."""
-        ...
+
+def check_records(
+    flow_id: str, existing: dict[int, str], count: int, records: tuple[StoredRecord, ...]
+) -> None:
+    """Refuse a write whose records leave a gap or replace a resolved record.
+
+    *existing* maps the positions the write touches to their stored states (only
+    those that exist); *count* is how many records the flow has.
+    """
+    for record in records:
+        position = record.position
+        state = existing.get(position)
+        if state is None:
+            if position != count:
+                raise RecordConflictError(flow_id, position, count)
+            count += 1
+            existing[position] = record.state
+        elif state not in UNRESOLVED:
+            raise RecordConflictError(flow_id, position, count)
+        else:
+            existing[position] = record.state
 
 
 def lease_is_live(flow: StoredFlow, now: float) -> bool:

@@ -28,11 +28,12 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import FINISHED, Status, transition
+from crux_gen.status import EVENT_FOR, FINISHED, Status, transition
 
-from .base import check_signal_allowed, retry_from, retry_status
+from .base import check_records, check_signal_allowed, retry_from, retry_status
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
+_RUNNING = CommitOutcome(Status.RUNNING.value)
 
 
 class MemoryStore:
@@ -44,7 +45,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._flows: dict[str, dict[str, Any]] = {}
         self._records: dict[str, list[StoredRecord]] = {}
-        self._signals: dict[str, list[StoredSignal]] = {}
+        self._signals: dict[str, dict[int, StoredSignal]] = {}
         self._next_signal = 1
 
     # -- reading ---------------------------------------------------------------
@@ -56,7 +57,7 @@ class MemoryStore:
         return StoredFlow(
             **row,
             records=tuple(self._records[flow_id]),
-            signals=tuple(self._signals[flow_id]),
+            signals=tuple(self._signals[flow_id].values()),
         )
 
     def _row(self, flow_id: str) -> dict[str, Any]:
@@ -106,7 +107,8 @@ class MemoryStore:
         if row["wake_at"] is not None and row["wake_at"] <= now:
             return True
         return row["wait_kind"] == "suspend" and any(
-            s.state == PENDING and s.name == row["waiting_for"] for s in self._signals[row["id"]]
+            s.state == PENDING and s.name == row["waiting_for"]
+            for s in self._signals[row["id"]].values()
         )
 
     # -- leases ----------------------------------------------------------------
@@ -136,7 +138,7 @@ class MemoryStore:
                 "lease_expires": now + self.lease_ttl.total_seconds(),
             }
             self._records[flow_id] = []
-            self._signals[flow_id] = []
+            self._signals[flow_id] = {}
             return self._snapshot(flow_id)
 
     def claim(
@@ -158,16 +160,21 @@ class MemoryStore:
             raise FlowBusyError(flow_id, when(row["lease_expires"]))
         if only_if_due and row["status"] == Status.SUSPENDED and not self._wakes(row, now):
             raise FlowBusyError(flow_id)  # advanced by another worker since the due query
-        # Hand back the flow as it stood before the claim (so a run that writes
-        # nothing can restore it), with the new lease.
-        before = self._snapshot(flow_id)
-        row["status"] = transition(row["status"], "claim").value
         row["lease_owner"] = owner
         row["lease_expires"] = now + self.lease_ttl.total_seconds()
-        row["updated_at"] = now
-        for field in WAIT_FIELDS:
-            row[field] = None
-        return attrs.evolve(before, lease_owner=owner, lease_expires=row["lease_expires"])
+        claimed = self._snapshot(flow_id)
+        return attrs.evolve(
+            claimed, signals=tuple(s for s in claimed.signals if s.state == PENDING)
+        )
+
+    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        with self._lock:
+            row = self._flows.get(flow_id)
+            if row is None or row["lease_owner"] != owner:
+                raise LeaseLostError(flow_id, owner)
+            if row["lease_expires"] <= now:  # lapsed, and nobody took it: take it again
+                row["lease_expires"] = now + self.lease_ttl.total_seconds()
+            return CommitOutcome(row["status"], cancel_reason=row["cancel_reason"])
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         with self._lock:
@@ -177,17 +184,13 @@ class MemoryStore:
             row["lease_expires"] = now + self.lease_ttl.total_seconds()
             return True
 
-    def release(self, flow_id: str, owner: str, *, restore: StoredFlow | None = None) -> None:
+    def release(self, flow_id: str, owner: str) -> None:
         with self._lock:
             row = self._flows.get(flow_id)
             if row is None or row["lease_owner"] != owner:
                 return
             row["lease_owner"] = None
             row["lease_expires"] = None
-            if restore is not None and row["status"] == Status.RUNNING:
-                row["status"] = restore.status
-                for field in WAIT_FIELDS:
-                    row[field] = getattr(restore, field)
 
     # -- writing ---------------------------------------------------------------
 
@@ -196,55 +199,58 @@ class MemoryStore:
             row = self._flows.get(flow_id)
             if row is None or row["lease_owner"] != owner:
                 raise LeaseLostError(flow_id, owner)
+            status = row["status"]
+            signals = self._signals[flow_id]
+            if write.wait_signal is not None and status not in FINISHED:
+                updated = {update.id for update in write.signals}
+                arrived = tuple(
+                    s
+                    for s in signals.values()
+                    if s.state == PENDING and s.name == write.wait_signal and s.id not in updated
+                )
+                if arrived:
+                    return CommitOutcome(status, signals=arrived)
             records = self._records[flow_id]
+            touched = {
+                r.position: records[r.position].state
+                for r in write.records
+                if r.position < len(records)
+            }
+            check_records(flow_id, touched, len(records), write.records)
+            cancelled = status in FINISHED
+            new = None if cancelled else transition(status, EVENT_FOR[write.status])
             for record in write.records:
                 if record.position < len(records):
                     records[record.position] = record
-                elif record.position == len(records):
-                    records.append(record)
                 else:
-                    raise ValueError(
-                        f"flow {flow_id!r}: record at position {record.position} leaves a gap "
-                        f"after {len(records)} records"
-                    )
-            if write.signals:
-                by_id = {update.id: update for update in write.signals}
-                self._signals[flow_id] = [
-                    s._replace(
-                        state=by_id[s.id].state,
-                        error=by_id[s.id].error,
-                        position=by_id[s.id].position,
-                        consumed_at=now,
-                    )
-                    if s.id in by_id
-                    else s
-                    for s in self._signals[flow_id]
-                ]
-            if row["status"] != Status.RUNNING:
+                    records.append(record)
+            for update in write.signals:
+                signals[update.id] = signals[update.id]._replace(
+                    state=update.state, error=update.error, position=update.position,
+                    consumed_at=now,
+                )  # fmt: skip
+            if new is None:  # cancelled meanwhile: keep it, drop the lease
                 row["lease_owner"] = row["lease_expires"] = None
-                return CommitOutcome(row["status"], cancel_reason=row["cancel_reason"])
-            if write.wait_signal is not None:
-                arrived = tuple(
-                    s
-                    for s in self._signals[flow_id]
-                    if s.state == PENDING and s.name == write.wait_signal
-                )
-                if arrived:
-                    return CommitOutcome(row["status"], signals=arrived)
-            if write.status is not None:
-                row.update(
-                    status=write.status,
-                    result=write.result,
-                    error=write.error,
-                    waiting_for=write.waiting_for,
-                    wait_kind=write.wait_kind,
-                    wake_at=write.wake_at,
-                    deadline=write.deadline,
-                    lease_owner=None,
-                    lease_expires=None,
-                    updated_at=now,
-                )
-            return CommitOutcome(row["status"])
+                return CommitOutcome(status, cancel_reason=row["cancel_reason"])
+            if write.status is None:
+                if status != new:  # a resumed flow goes on past its wait
+                    row.update(status=new.value, updated_at=now)
+                    for field in WAIT_FIELDS:
+                        row[field] = None
+                return _RUNNING
+            row.update(
+                status=new.value,
+                result=write.result,
+                error=write.error,
+                waiting_for=write.waiting_for,
+                wait_kind=write.wait_kind,
+                wake_at=write.wake_at,
+                deadline=write.deadline,
+                lease_owner=None,
+                lease_expires=None,
+                updated_at=now,
+            )
+            return CommitOutcome(new.value)
 
     def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
         with self._lock:
@@ -259,7 +265,7 @@ class MemoryStore:
                 created_at=now,
             )
             self._next_signal += 1
-            self._signals[flow_id].append(signal)
+            self._signals[flow_id][signal.id] = signal
             return signal
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:

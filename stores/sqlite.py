@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -44,9 +45,9 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import FINISHED, Status
+from crux_gen.status import EVENT_FOR, FINISHED, Status, transition
 
-from .base import check_signal_allowed, retry_from, retry_status
+from .base import check_records, check_signal_allowed, retry_from, retry_status
 
 SCHEMA_VERSION = 1
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
@@ -73,13 +74,20 @@ _PUT_RECORD = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A step's commit in one statement (one implicit transaction): the record goes in
-# only while the writer holds the lease of a running flow, else nothing is written.
+# only while the writer holds the lease of a running flow, and only at the next
+# free position or over an unresolved record of its own, else nothing is written.
 _PUT_RECORD_FENCED = (
     f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
     "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flows "
-    "WHERE id = ? AND lease_owner = ? AND status = 'running')"
+    "WHERE id = ? AND lease_owner = ? AND status = 'running') AND COALESCE("
+    "(SELECT state IN ('waiting', 'retrying') FROM records WHERE flow_id = ? AND position = ?), "
+    "? = COALESCE((SELECT max(position) FROM records WHERE flow_id = ?), -1) + 1)"
 )
-_LEASE_CHECK = "SELECT status, lease_owner, cancel_reason FROM flows WHERE id = ?"
+_LEASE_CHECK = "SELECT status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = ?"
+_WAIT_CLEARED = (
+    "UPDATE flows SET status = ?, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
+    "deadline = NULL, updated_at = ? WHERE id = ?"
+)
 _SIGNAL_UPDATE = (
     "UPDATE signals SET state = ?, error = ?, position = ?, consumed_at = ? "
     "WHERE id = ? AND flow_id = ?"
@@ -260,16 +268,31 @@ class SQLiteStore:
         """Start a write transaction, waiting up to ``busy_timeout`` for other writers."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise self._busy(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
 
-    def _busy(self, exc: sqlite3.OperationalError) -> Exception:
-        if "locked" in str(exc) or "busy" in str(exc):
+    def _failure(self, exc: sqlite3.Error) -> StoreError:
+        """The ``StoreError`` naming this file for a failed SQLite call."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
             return StoreBusyError(
                 f"{self.path!r} stayed locked by another writer for longer than the busy "
                 f"timeout ({self.busy_timeout:g}s): {exc}; try again, or raise busy_timeout"
             )
-        return exc
+        if isinstance(exc, sqlite3.IntegrityError):
+            return StoreError(f"{self.path!r} refused a write: {exc}; nothing of it was applied")
+        return StoreError(
+            f"{self.path!r} cannot be read or written: {exc}; nothing of this write was "
+            "applied. Check free disk space, and that the file and its directory are "
+            "writable and hold a crux_gen store"
+        )
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            # SQLite may have rolled it back itself (full disk, I/O error).
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -277,21 +300,33 @@ class SQLiteStore:
         self._begin(conn)
         try:
             yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise self._failure(exc) from exc
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN")
         try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
+
+    def _query(self, sql: str, params: Any = ()) -> list[Any]:
+        """One read statement outside a transaction, its errors as ``StoreError``."""
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
 
     def close(self) -> None:
         """Close this thread's connection (another is opened if the store is used again)."""
@@ -348,11 +383,11 @@ class SQLiteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
-        rows = self._conn().execute(sql, (*params, int(limit))).fetchall()
+        rows = self._query(sql, (*params, int(limit)))
         return [StoredFlow(*row) for row in rows]
 
     def due(self, now: float, limit: int) -> list[str]:
-        rows = self._conn().execute(_DUE, {"now": now, "limit": int(limit)}).fetchall()
+        rows = self._query(_DUE, {"now": now, "limit": int(limit)})
         return [row[0] for row in rows]
 
     # -- leases --------------------------------------------------------------------
@@ -414,13 +449,9 @@ class SQLiteStore:
             raise FlowBusyError(flow_id)  # advanced by another worker since the due query
         expires = now + self._ttl
         conn.execute(
-            "UPDATE flows SET status = 'running', lease_owner = ?, lease_expires = ?, "
-            "updated_at = ?, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
-            "deadline = NULL WHERE id = ?",
-            (owner, expires, now, flow_id),
+            "UPDATE flows SET lease_owner = ?, lease_expires = ? WHERE id = ?",
+            (owner, expires, flow_id),
         )
-        # As it stood before the claim (so a run that writes nothing can restore it),
-        # with the new lease.
         return (*row[:13], owner, expires)
 
     @staticmethod
@@ -438,58 +469,78 @@ class SQLiteStore:
         )
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
-        cur = self._conn().execute(
-            "UPDATE flows SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
-            (now + self._ttl, flow_id, owner),
-        )
+        try:
+            cur = self._conn().execute(
+                "UPDATE flows SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
+                (now + self._ttl, flow_id, owner),
+            )
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
         return cur.rowcount == 1
 
-    def release(self, flow_id: str, owner: str, *, restore: StoredFlow | None = None) -> None:
-        with self._write() as conn:
-            row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
-            if row is None or row[1] != owner:
-                return
-            if restore is not None and row[0] == Status.RUNNING:
-                conn.execute(
-                    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL, status = ?, "
-                    "waiting_for = ?, wait_kind = ?, wake_at = ?, deadline = ? WHERE id = ?",
-                    (
-                        restore.status, restore.waiting_for, restore.wait_kind,
-                        restore.wake_at, restore.deadline, flow_id,
-                    ),
-                )  # fmt: skip
-            else:
-                conn.execute(
-                    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
-                    (flow_id,),
-                )
+    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        rows = self._query(_LEASE_CHECK, (flow_id,))
+        if not rows or rows[0][1] != owner:
+            raise LeaseLostError(flow_id, owner)
+        status, _, cancel_reason, expires = rows[0]
+        if (expires or 0.0) <= now and not self.renew(flow_id, owner, now):
+            raise LeaseLostError(flow_id, owner)  # lapsed, and taken meanwhile
+        if status == Status.RUNNING:
+            return _RUNNING
+        return CommitOutcome(status, cancel_reason=cancel_reason)
+
+    def release(self, flow_id: str, owner: str) -> None:
+        try:
+            self._conn().execute(
+                "UPDATE flows SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE id = ? AND lease_owner = ?",
+                (flow_id, owner),
+            )
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
 
     # -- writing -------------------------------------------------------------------
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         conn = self._conn()
-        if (
-            len(write.records) == 1
-            and write.status is None
-            and not write.signals
-            and write.wait_signal is None
-        ):
+        records = write.records
+        if len(records) == 1 and write.status is None and not write.signals:
             # The hot path, a step's result: one fenced statement, one commit.
+            record = records[0]
             try:
                 fenced = conn.execute(
-                    _PUT_RECORD_FENCED, (flow_id, *write.records[0], flow_id, owner)
-                )
-            except sqlite3.OperationalError as exc:
-                raise self._busy(exc) from exc
+                    _PUT_RECORD_FENCED,
+                    (flow_id, *record, flow_id, owner, flow_id, record.position,
+                     record.position, flow_id),
+                )  # fmt: skip
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
             if fenced.rowcount == 1:
                 return _RUNNING
-            # Lost lease or cancelled: the full transaction below sorts out which.
-        self._begin(conn)
-        try:
+            # Lost lease, cancelled, a suspended flow going on, or a conflict: the
+            # full transaction below sorts out which.
+        with self._write() as conn:
             row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
             if row is None or row[1] != owner:
                 raise LeaseLostError(flow_id, owner)
-            records = write.records
+            status = row[0]
+            finished = status in FINISHED
+            if write.wait_signal is not None and not finished:
+                updated = {update.id for update in write.signals}
+                arrived = [
+                    signal
+                    for signal in conn.execute(
+                        f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
+                        "AND state = 'pending' ORDER BY id",
+                        (flow_id, write.wait_signal),
+                    ).fetchall()
+                    if signal[0] not in updated
+                ]
+                if arrived:  # nothing applied: the runner takes one and writes again
+                    return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
+            if records:
+                self._check_records(conn, flow_id, records)
+            new = None if finished else transition(status, EVENT_FOR[write.status])
             if len(records) == 1:
                 conn.execute(_PUT_RECORD, (flow_id, *records[0]))
             elif records:
@@ -499,38 +550,41 @@ class SQLiteStore:
                     _SIGNAL_UPDATE,
                     [(s.state, s.error, s.position, now, s.id, flow_id) for s in write.signals],
                 )
-            status = row[0]
-            if status != Status.RUNNING:  # cancelled meanwhile: keep it, drop the lease
+            if new is None:  # cancelled meanwhile: keep it, drop the lease
                 conn.execute(
                     "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
                     (flow_id,),
                 )
-                conn.execute("COMMIT")
                 return CommitOutcome(status, cancel_reason=row[2])
-            if write.wait_signal is not None:
-                arrived = conn.execute(
-                    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
-                    "AND state = 'pending' ORDER BY id",
-                    (flow_id, write.wait_signal),
-                ).fetchall()
-                if arrived:
-                    conn.execute("COMMIT")
-                    return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
-            if write.status is not None:
-                conn.execute(
-                    _PARK,
-                    (
-                        write.status, write.result, write.error, write.waiting_for,
-                        write.wait_kind, write.wake_at, write.deadline, now, flow_id,
-                    ),
-                )  # fmt: skip
-                status = write.status
-            conn.execute("COMMIT")
-            return CommitOutcome(status)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            if write.status is None:
+                if new != status:  # a resumed flow goes on past its wait
+                    conn.execute(_WAIT_CLEARED, (new.value, now, flow_id))
+                return _RUNNING
+            conn.execute(
+                _PARK,
+                (
+                    new.value, write.result, write.error, write.waiting_for,
+                    write.wait_kind, write.wake_at, write.deadline, now, flow_id,
+                ),
+            )  # fmt: skip
+            return CommitOutcome(new.value)
+
+    @staticmethod
+    def _check_records(
+        conn: sqlite3.Connection, flow_id: str, records: tuple[StoredRecord, ...]
+    ) -> None:
+        positions = sorted({r.position for r in records})
+        marks = ", ".join("?" * len(positions))
+        existing = dict(
+            conn.execute(
+                f"SELECT position, state FROM records WHERE flow_id = ? AND position IN ({marks})",
+                (flow_id, *positions),
+            ).fetchall()
+        )
+        last = conn.execute(
+            "SELECT max(position) FROM records WHERE flow_id = ?", (flow_id,)
+        ).fetchone()[0]
+        check_records(flow_id, existing, 0 if last is None else last + 1, records)
 
     def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
         with self._write() as conn:
@@ -571,7 +625,7 @@ class SQLiteStore:
             upper = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
             sql = "SELECT id FROM flows WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
             params = (prefix, upper, int(limit))
-        rows = self._conn().execute(sql, params).fetchall()
+        rows = self._query(sql, params)
         return [row[0] for row in rows if row[0].startswith(prefix)]
 
     def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:

@@ -38,6 +38,7 @@ from crux_gen import (
     FlowContext,
     FlowResult,
     LeaseLostError,
+    Retry,
     Step,
     Suspend,
     flow,
@@ -102,6 +103,35 @@ def chain(ctx: FlowContext) -> Generator[Any, Any, list[Any]]:
     return done
 
 
+@flow("xproc-retry")
+def retried(ctx: FlowContext) -> Generator[Any, Any, dict[str, Any]]:
+    """One step, ``charge``, that fails its first try (anywhere) and is retried
+    after an in-process backoff of 1.5 s."""
+    log = ctx.input["log"]
+
+    def charge() -> dict[str, Any]:
+        first = not os.path.exists(log) or " charge start" not in Path(log).read_text()
+        result = effect(log, ctx.flow_id, "charge")
+        if first:
+            raise ConnectionError("the card processor timed out")
+        return result
+
+    return (yield Step("charge", charge, retry=Retry(attempts=3, backoff="fixed", delay="1.5s")))
+
+
+@flow("xproc-between")
+def between(ctx: FlowContext) -> Generator[Any, Any, list[Any]]:
+    """``step-1``; then, in the flow body (no step), say so with the file
+    ``<log>.between`` and wait for ``<log>.go``; then ``step-2``."""
+    first = yield _step(ctx, "step-1")
+    Path(ctx.input["log"] + ".between").touch()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ctx.input["log"] + ".go") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = yield _step(ctx, "step-2")
+    return [first, second]
+
+
 # -- commands -----------------------------------------------------------------------
 
 
@@ -134,9 +164,13 @@ def cmd_start(args: argparse.Namespace, store: SQLiteStore) -> None:
     """Start flows; print each one's outcome (the id of a suspended one, say)."""
     _wait_for_go(args)
     for _ in range(args.count):
+        target: Any
         if args.flow == "onboarding":
             inp: dict[str, Any] = {"log": args.log, "email": "user@example.com"}
             target = onboarding
+        elif args.flow in ("retry", "between"):
+            inp = {"log": args.log}
+            target = retried if args.flow == "retry" else between
         else:
             inp = {"log": args.log, "steps": args.steps, "wait_at": args.wait_at}
             target = chain
@@ -267,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = command("start", cmd_start)
     p.add_argument("--log", required=True)
-    p.add_argument("--flow", choices=["chain", "onboarding"], default="chain")
+    p.add_argument("--flow", choices=["chain", "onboarding", "retry", "between"], default="chain")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--wait-at", type=int)
     p.add_argument("--flow-id")

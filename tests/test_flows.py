@@ -459,18 +459,34 @@ def test_an_uncaught_exception_in_the_body_fails_the_flow_and_keeps_completed_st
     assert resume(r.flow_id, store=store).status == "failed"
 
 
-def test_a_step_result_that_cannot_be_serialized_is_thrown_in_and_not_stored(store: Any) -> None:
+def test_a_step_result_that_cannot_be_serialized_is_recorded_as_its_failure(store: Any) -> None:
+    calls: list[str] = []
+
     @flow("unserializable")
     def f(ctx: FlowContext) -> Any:
         try:
-            yield Step("socket", lambda: object())
+            yield Step("socket", lambda: calls.append("socket") or object())
         except SerializationError as exc:
             assert "socket" in str(exc)
-            return "caught"
+            caught = "caught"
+        after = yield Step("after", lambda: calls.append("after") or 2)
+        yield Suspend("go")
+        return [caught, after]
 
     r = f.run(store=store)
-    assert r.value == "caught"
-    assert get_flow(r.flow_id, store=store).history == ()
+    assert r.status == "suspended"
+    history = get_flow(r.flow_id, store=store).history
+    assert [(h.name, h.state) for h in history] == [
+        ("socket", "failed"),
+        ("after", "completed"),
+        ("go", "waiting"),
+    ]
+    assert history[0].error is not None
+    assert history[0].error.type == "crux_gen.errors.SerializationError"
+    signal_flow(r.flow_id, "go", None, store=store)
+    r = f.run(resume=r.flow_id, store=store)  # the replay throws the same, calling nothing
+    assert (r.status, r.value) == ("completed", ["caught", 2])
+    assert calls == ["socket", "after"]
 
 
 def test_the_first_run_returns_the_same_round_tripped_value_as_a_replay(store: Any) -> None:

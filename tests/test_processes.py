@@ -457,3 +457,60 @@ def test_a_flow_cancelled_from_another_process_stops_after_the_step_in_hand(
     ]
     assert procs.step_times(flow_id, "start") == {"step-1": 1, "step-2": 1}
     assert resume(flow_id, store=store).status == "cancelled"  # and it stays so
+
+
+def test_a_runner_that_lost_its_lease_during_a_retry_backoff_calls_the_step_no_more(
+    procs: Procs,
+) -> None:
+    """A card charged twice: the step failed, its runner slept out the backoff,
+    was frozen past its lease; another runner charged and completed; the first,
+    woken, must not charge again."""
+    flow_id = "backoff-1"
+    store = SQLiteStore(procs.db, lease_ttl="1s")
+    a = procs.spawn(
+        "start", "--log", procs.log, "--flow", "retry", "--flow-id", flow_id, "--lease-ttl", "1s"
+    )
+    wait_for(
+        lambda: (
+            procs.step_times(flow_id)["charge"]
+            and [h.state for h in get_flow(flow_id, store=store).history] == ["retrying"]
+        ),
+        "the first try to fail and its backoff to start",
+    )
+    stop_outside_a_write(a, procs.db)
+    wait_for(lambda: lease_expired(store, flow_id), "A's lease to expire", 5)
+    retry_at = get_flow(flow_id, store=store).history[0].wake_at
+    assert retry_at is not None
+    wait_for(lambda: time.time() > retry_at.timestamp(), "the backoff to pass", 5)
+
+    [b] = procs.run("resume", flow_id, "--lease-ttl", "1s")
+    assert b["outcome"] == "completed"
+    os.kill(a.pid, signal.SIGCONT)
+    [lost] = procs.finish(a)
+
+    assert lost["outcome"] == "lease-lost"
+    assert [(pid == a.pid, step, phase) for pid, _, step, phase in procs.effects()] == [
+        (True, "charge", "start"), (True, "charge", "done"),  # failed: the backoff began
+        (False, "charge", "start"), (False, "charge", "done"),  # B charged, once
+    ]  # fmt: skip
+    info = get_flow(flow_id, store=store)
+    assert (info.status, info.value) == ("completed", {"step": "charge", "pid": b["pid"]})
+    assert info.history[0].attempts == 2
+
+
+def test_a_flow_cancelled_between_two_steps_never_starts_the_next_one(procs: Procs) -> None:
+    flow_id = "between-1"
+    a = procs.spawn("start", "--log", procs.log, "--flow", "between", "--flow-id", flow_id)
+    wait_for(lambda: os.path.exists(procs.log + ".between"), "the body to be between steps")
+    store = SQLiteStore(procs.db)
+    assert cancel_flow(flow_id, "customer left", store=store) is True
+    Path(procs.log + ".go").touch()
+
+    [ran] = procs.finish(a)
+
+    assert ran["outcome"] == "cancelled"
+    assert procs.step_times(flow_id, "start") == {"step-1": 1}  # step-2 never started
+    info = get_flow(flow_id, store=store)
+    assert (info.status, info.cancel_reason) == ("cancelled", "customer left")
+    assert [(h.name, h.state) for h in info.history] == [("step-1", "completed")]
+    assert store.load(flow_id).lease_owner is None

@@ -16,7 +16,7 @@ from crux_gen import (
     FlowNotFoundError,
     LeaseLostError,
 )
-from crux_gen.errors import StoreSchemaError
+from crux_gen.errors import StoreError, StoreSchemaError
 from crux_gen.records import COMPLETED, PENDING, StoredRecord, Write
 from crux_gen.stores.base import Store
 from crux_gen.stores.sqlite import SQLiteStore
@@ -42,8 +42,10 @@ def test_start_creates_a_claimed_flow_and_claim_loads_its_history(store: Any) ->
     assert claimed.lease_owner == "you"
     assert [r[:6] for r in claimed.records] == [record[:6]]  # what replay needs
     assert store.load("f1").records == (record,)  # everything
-    assert claimed.status == "suspended"  # as it stood before the claim
-    assert store.load("f1").status == "running"
+    assert claimed.status == "suspended"
+    row = store.load("f1")  # a claim takes the lease and changes nothing else
+    assert (row.status, row.waiting_for, row.wait_kind) == ("suspended", "x", "suspend")
+    assert (row.lease_owner, row.updated_at) == ("you", claimed.updated_at)
 
 
 def test_a_live_lease_makes_other_claims_busy_until_it_expires(
@@ -68,13 +70,15 @@ def test_a_runner_that_lost_its_lease_writes_nothing(store: Any, clock: FakeCloc
     assert store.renew("f1", "you", now(store)) is True
 
 
-def test_release_restores_an_untouched_flow(store: Any) -> None:
+def test_release_drops_the_lease_and_nothing_else(store: Any) -> None:
     store.start("f1", "demo", "null", "me", now(store))
     store.commit(
         "f1", "me", now(store), Write(status="suspended", waiting_for="go", wait_kind="suspend")
     )
-    claimed = store.claim("f1", "you", now(store))
-    store.release("f1", "you", restore=claimed)
+    store.claim("f1", "you", now(store))
+    store.release("f1", "someone-else")  # not the holder: nothing happens
+    assert store.load("f1").lease_owner == "you"
+    store.release("f1", "you")
     row = store.load("f1")
     assert (row.status, row.waiting_for, row.lease_owner) == ("suspended", "go", None)
 
@@ -213,15 +217,13 @@ def test_a_failed_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     store.start("f1", "demo", "null", "me", 1.0)
     good = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
     bad = StoredRecord(1, "step", None, COMPLETED, result="2", attempts=1)  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StoreError, match="refused a write"):
         store.commit("f1", "me", 2.0, Write(records=(good, bad), status="completed"))
     row = store.load("f1")
     assert (row.records, row.status) == ((), "running")
 
 
 def test_a_path_that_cannot_be_a_store_is_a_clear_error_naming_it(tmp_path: Path) -> None:
-    from crux_gen.errors import StoreError
-
     with pytest.raises(StoreError, match="no-such-dir"):
         SQLiteStore(tmp_path / "no-such-dir" / "crux.db")
     junk = tmp_path / "junk.db"
