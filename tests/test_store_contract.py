@@ -1,4 +1,12 @@
-"""One contract suite for every store: leases, fencing, conditional parks, due flows."""
+"""One contract suite every store passes (huey's ``StorageTests``, sqlite-utils' ``fresh_db``).
+
+Each test runs on every backend of the ``store`` fixture (``tests/conftest.py``),
+through the ``Store`` and ``StoreAdmin`` protocols of ``stores/base.py`` only: a
+new backend joins the fixture and must pass all of it. Tests assert what is
+stored afterwards (``load``) as well as what a call returns or raises; "nothing
+changes" is checked by comparing the whole stored flow before and after.
+Tests that look at SQLite itself are kept apart, at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,169 +14,1156 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
-from crux_gen import (
-    FakeClock,
+from crux_gen.clock import FakeClock
+from crux_gen.errors import (
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
+    FlowStateError,
     LeaseLostError,
+    RecordConflictError,
+    StoreError,
+    StoreSchemaError,
 )
-from crux_gen.errors import StoreError, StoreSchemaError
-from crux_gen.records import COMPLETED, PENDING, StoredRecord, Write
-from crux_gen.stores.base import Store
+from crux_gen.records import (
+    COMPLETED,
+    CONSUMED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    REJECTED,
+    RETRYING,
+    WAITING,
+    SignalUpdate,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
+from crux_gen.stores.base import Store, StoreAdmin
 from crux_gen.stores.sqlite import SQLiteStore
 
+FINISHED = ("completed", "failed", "expired", "cancelled")
+ERROR = '{"type": "builtins.ValueError", "message": "boom"}'
 
-def now(store: Any) -> float:
-    return float(store.clock.now().timestamp())
+# -- helpers -------------------------------------------------------------------------
 
 
-def test_stores_implement_the_protocol(store: Any) -> None:
+def rec(
+    position: int, name: str = "one", state: str = COMPLETED, *, kind: str = "step", **fields: Any
+) -> StoredRecord:
+    """A history record, with the timings a store keeps (a completed step by default)."""
+    values: dict[str, Any] = {
+        "attempts": 1,
+        "started_at": 1000.0 + position,
+        "finished_at": 1000.5 + position,
+    }
+    if state == COMPLETED:
+        values["result"] = f'"{name}"'
+    elif state == FAILED:
+        values["error"] = ERROR
+    values.update(fields)
+    return StoredRecord(position, kind, name, state, **values)
+
+
+def park(waiting_for: str = "go", wait_kind: str = "suspend", **fields: Any) -> Write:
+    """A runner's write that parks the flow (waiting for the signal *go* by default)."""
+    return Write(status="suspended", waiting_for=waiting_for, wait_kind=wait_kind, **fields)
+
+
+END = {
+    "completed": Write(status="completed", result='"done"'),
+    "failed": Write(status="failed", error=ERROR),
+    "expired": Write(status="expired", waiting_for="go", wait_kind="suspend"),
+}
+
+
+def suspended(store: Any, flow_id: str, t: float, write: Write | None = None) -> StoredFlow:
+    """Start *flow_id* at *t* and park it (unclaimed) with *write*."""
+    store.start(flow_id, "demo", "null", "me", t)
+    store.commit(flow_id, "me", t, write or park())
+    return store.load(flow_id)
+
+
+def finished(store: Any, flow_id: str, status: str, t: float) -> StoredFlow:
+    """Start *flow_id* at *t* and end it (unclaimed) with *status*."""
+    store.start(flow_id, "demo", "null", "me", t)
+    if status == "cancelled":
+        store.commit(flow_id, "me", t, park())
+        assert store.cancel(flow_id, "not needed", t) is True
+    else:
+        store.commit(flow_id, "me", t, END[status])
+    return store.load(flow_id)
+
+
+def but_the_lease(flow: StoredFlow) -> StoredFlow:
+    """*flow* with its lease left out, to compare everything else."""
+    return attrs.evolve(flow, lease_owner=None, lease_expires=None)
+
+
+def ttl(store: Any) -> float:
+    return float(store.lease_ttl.total_seconds())
+
+
+# -- protocols -----------------------------------------------------------------------
+
+
+def test_every_store_implements_store_and_store_admin(store: Any) -> None:
     assert isinstance(store, Store)
+    assert isinstance(store, StoreAdmin)
 
 
-def test_start_creates_a_claimed_flow_and_claim_loads_its_history(store: Any) -> None:
-    created = store.start("f1", "demo", '{"a":1}', "me", now(store))
-    assert (created.status, created.lease_owner, created.input) == ("running", "me", '{"a":1}')
-    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
-    store.commit("f1", "me", now(store), Write(records=(record,)))
-    store.commit(
-        "f1", "me", now(store), Write(status="suspended", waiting_for="x", wait_kind="suspend")
+def test_load_and_claim_of_an_unknown_flow_are_not_found(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    with pytest.raises(FlowNotFoundError):
+        store.load("nope")
+    with pytest.raises(FlowNotFoundError):
+        store.claim("nope", "me", t)
+    with pytest.raises(FlowNotFoundError):
+        store.claim("nope", "me", t, only_if_due=True)
+    with pytest.raises(FlowNotFoundError):
+        store.load("nope")  # a failed claim creates nothing
+
+
+# -- start ---------------------------------------------------------------------------
+
+
+def test_start_creates_a_running_flow_claimed_by_its_owner(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    created = store.start("f1", "demo", '{"a":1}', "me", t)
+    expected = StoredFlow(
+        "f1", "demo", "running", '{"a":1}', t, t, lease_owner="me", lease_expires=t + ttl(store)
     )
-    claimed = store.claim("f1", "you", now(store))
-    assert claimed.lease_owner == "you"
-    assert [r[:6] for r in claimed.records] == [record[:6]]  # what replay needs
-    assert store.load("f1").records == (record,)  # everything
-    assert claimed.status == "suspended"
-    row = store.load("f1")  # a claim takes the lease and changes nothing else
-    assert (row.status, row.waiting_for, row.wait_kind) == ("suspended", "x", "suspend")
-    assert (row.lease_owner, row.updated_at) == ("you", claimed.updated_at)
+    assert created == expected
+    assert store.load("f1") == expected
 
 
-def test_a_live_lease_makes_other_claims_busy_until_it_expires(
+def test_start_with_an_existing_id_and_name_claims_the_flow_as_it_is(
     store: Any, clock: FakeClock
 ) -> None:
-    store.start("f1", "demo", "null", "me", now(store))
-    with pytest.raises(FlowBusyError):
-        store.claim("f1", "you", now(store))
-    clock.advance(store.lease_ttl)
-    assert store.claim("f1", "you", now(store)).lease_owner == "you"
+    t = clock.time()
+    store.start("f1", "demo", '"first"', "me", t)
+    store.commit("f1", "me", t, Write(records=(rec(0),)))
+    store.commit("f1", "me", t, park(wake_at=t + 60))
+    signal = store.add_signal("f1", "go", '"1"', t)
+    before = store.load("f1")
+    again = store.start("f1", "demo", '"second"', "you", t + 1)
+    assert (again.lease_owner, again.lease_expires) == ("you", t + 1 + ttl(store))
+    assert (again.status, again.input, again.waiting_for) == ("suspended", '"first"', "go")
+    assert [r[:6] for r in again.records] == [rec(0)[:6]]
+    assert again.signals == (signal,)
+    assert but_the_lease(store.load("f1")) == but_the_lease(before)  # input kept, status too
+    assert store.load("f1").lease_owner == "you"
 
 
-def test_a_runner_that_lost_its_lease_writes_nothing(store: Any, clock: FakeClock) -> None:
-    store.start("f1", "demo", "null", "me", now(store))
-    clock.advance(store.lease_ttl)
-    store.claim("f1", "you", now(store))
-    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
-    with pytest.raises(LeaseLostError, match="'me'"):
-        store.commit("f1", "me", now(store), Write(records=(record,)))
-    assert store.load("f1").records == ()
-    assert store.renew("f1", "me", now(store)) is False
-    assert store.renew("f1", "you", now(store)) is True
+def test_start_with_an_existing_id_is_busy_while_another_lease_is_live(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    before = store.load("f1")
+    with pytest.raises(FlowBusyError) as busy:
+        store.start("f1", "demo", "null", "you", t + ttl(store) - 1)
+    assert busy.value.flow_id == "f1"
+    assert store.load("f1") == before
+    assert store.start("f1", "demo", "null", "you", t + ttl(store)).lease_owner == "you"
 
 
-def test_release_drops_the_lease_and_nothing_else(store: Any) -> None:
-    store.start("f1", "demo", "null", "me", now(store))
-    store.commit(
-        "f1", "me", now(store), Write(status="suspended", waiting_for="go", wait_kind="suspend")
+def test_start_with_the_id_of_a_finished_flow_returns_it_unclaimed(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        before = finished(store, status, status, t)
+        again = store.start(status, "demo", "null", "you", t + 1)
+        assert (again.status, again.lease_owner) == (status, None)
+        assert store.load(status) == before
+
+
+def test_the_same_id_for_another_flow_name_is_a_conflict_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", '"mine"', "me", t)
+    before = store.load("f1")
+    for at in (t, t + ttl(store)):  # whether or not the lease is live
+        with pytest.raises(FlowNameConflictError) as conflict:
+            store.start("f1", "other", '"yours"', "you", at)
+        assert (conflict.value.stored_name, conflict.value.requested_name) == ("demo", "other")
+        assert store.load("f1") == before
+
+
+# -- claim ---------------------------------------------------------------------------
+
+
+def test_a_claim_changes_nothing_but_the_lease(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    before = suspended(store, "f1", t, park(wake_at=t + 600, deadline=t + 600))
+    claimed = store.claim("f1", "you", t + 5)
+    after = store.load("f1")
+    assert (after.lease_owner, after.lease_expires) == ("you", t + 5 + ttl(store))
+    assert but_the_lease(after) == but_the_lease(before)
+    assert (claimed.status, claimed.waiting_for, claimed.wait_kind) == (
+        "suspended",
+        "go",
+        "suspend",
     )
-    store.claim("f1", "you", now(store))
-    store.release("f1", "someone-else")  # not the holder: nothing happens
+    assert (claimed.wake_at, claimed.deadline, claimed.updated_at) == (t + 600, t + 600, t)
+    assert (claimed.lease_owner, claimed.lease_expires) == ("you", t + 5 + ttl(store))
+
+
+def test_a_claim_returns_the_whole_history_and_only_pending_signals_oldest_first(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    first = store.add_signal("f1", "go", '"1"', t)
+    other = store.add_signal("f1", "other", '"2"', t)
+    bad = store.add_signal("f1", "go", '"bad"', t)
+    history = (
+        rec(0, "a"),
+        rec(1, "b", FAILED, attempts=3),
+        rec(2, "go", kind="suspend", result='"1"'),
+        rec(3, "ready", EXPIRED, kind="wait_until", deadline=t - 1),
+        rec(4, "c", RETRYING, attempts=2, wake_at=t + 5),
+    )
+    store.commit(
+        "f1",
+        "me",
+        t,
+        Write(
+            records=history,
+            signals=(
+                SignalUpdate(first.id, CONSUMED, position=2),
+                SignalUpdate(bad.id, REJECTED, error="not a number"),
+            ),
+            status="suspended",
+            waiting_for="c",
+            wait_kind="retry",
+            wake_at=t + 5,
+        ),
+    )
+    late = store.add_signal("f1", "go", '"late"', t + 1)
+    claimed = store.claim("f1", "you", t + 2)
+    stored = store.load("f1")
+    assert stored.records == history  # load has everything
+    # What replay needs of every record; all of it for those not completed or failed.
+    assert [r[:6] for r in claimed.records] == [r[:6] for r in history]
+    unresolved = [r for r in claimed.records if r.state not in (COMPLETED, FAILED)]
+    assert unresolved == [history[3], history[4]]
+    assert [s.id for s in claimed.signals] == [other.id, late.id]
+    assert claimed.signals == tuple(s for s in stored.signals if s.state == PENDING)
+
+
+def test_a_live_lease_makes_other_claims_busy_until_it_lapses(store: Any, clock: FakeClock) -> None:
+    store.start("f1", "demo", "null", "me", clock.time())
+    before = store.load("f1")
+    clock.advance(ttl(store) - 1)
+    with pytest.raises(FlowBusyError) as busy:
+        store.claim("f1", "you", clock.time())
+    assert busy.value.flow_id == "f1"
+    assert store.load("f1") == before
+    clock.advance("1s")
+    assert store.claim("f1", "you", clock.time()).lease_owner == "you"
+    assert store.load("f1").lease_owner == "you"
+
+
+def test_the_holder_may_claim_again_and_extends_its_lease(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    assert store.claim("f1", "me", t + 10).lease_expires == t + 10 + ttl(store)
+    assert store.load("f1").lease_expires == t + 10 + ttl(store)
+
+
+def test_a_claim_of_a_finished_flow_returns_it_unclaimed_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        before = finished(store, status, status, t)
+        claimed = store.claim(status, "you", t + 1)
+        assert (claimed.status, claimed.lease_owner) == (status, None)
+        assert store.load(status) == before
+
+
+def test_a_due_only_claim_of_a_flow_that_is_not_due_is_busy_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    suspended(store, "timer-later", t, park("nap", "sleep", wake_at=t + 60))
+    suspended(store, "no-signal", t, park(deadline=t + 60, wake_at=t + 60))
+    suspended(store, "other-signal", t)
+    store.add_signal("other-signal", "other", "1", t)
+    store.start("rejected", "demo", "null", "me", t)
+    bad = store.add_signal("rejected", "go", "1", t)
+    store.commit("rejected", "me", t, park(signals=(SignalUpdate(bad.id, REJECTED, error="no"),)))
+    store.start("held", "demo", "null", "someone", t)  # running, lease live
+    for flow_id in ("timer-later", "no-signal", "other-signal", "rejected", "held"):
+        before = store.load(flow_id)
+        with pytest.raises(FlowBusyError):
+            store.claim(flow_id, "worker", t + 10, only_if_due=True)
+        assert store.load(flow_id) == before, flow_id
+
+
+def test_a_due_only_claim_of_a_finished_flow_is_closed_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        before = finished(store, status, status, t)
+        with pytest.raises(FlowClosedError) as closed:
+            store.claim(status, "worker", t + 1, only_if_due=True)
+        assert closed.value.status == status
+        assert store.load(status) == before
+
+
+def test_a_due_only_claim_takes_a_flow_that_is_due(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    suspended(store, "timer", t, park("nap", "sleep", wake_at=t + 10))
+    suspended(store, "signalled", t)
+    store.add_signal("signalled", "go", "1", t)
+    store.start("crashed", "demo", "null", "dead", t)
+    store.start("released", "demo", "null", "gone", t)
+    store.release("released", "gone")
+    at = t + ttl(store)  # the timer is due, the crashed runner's lease has lapsed
+    for flow_id in ("timer", "signalled", "crashed", "released"):
+        before = store.load(flow_id)
+        claimed = store.claim(flow_id, "worker", at, only_if_due=True)
+        assert (claimed.lease_owner, claimed.status) == ("worker", before.status), flow_id
+        assert but_the_lease(store.load(flow_id)) == but_the_lease(before), flow_id
+
+
+# -- check_lease ---------------------------------------------------------------------
+
+
+def test_check_lease_gives_the_holder_the_flows_status(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    outcome = store.check_lease("f1", "me", t + 1)
+    assert (outcome.status, outcome.cancel_reason, outcome.signals) == ("running", None, ())
+    suspended(store, "f2", t)
+    store.claim("f2", "me", t)
+    assert store.check_lease("f2", "me", t + 1).status == "suspended"
+
+
+def test_check_lease_after_a_cancel_says_cancelled_with_the_reason(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.cancel("f1", "customer left", t + 1)
+    outcome = store.check_lease("f1", "me", t + 2)
+    assert (outcome.status, outcome.cancel_reason) == ("cancelled", "customer left")
+
+
+def test_check_lease_without_the_lease_is_lease_lost(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    with pytest.raises(LeaseLostError) as lost:
+        store.check_lease("f1", "you", t)
+    assert (lost.value.flow_id, lost.value.owner) == ("f1", "you")
+    with pytest.raises(LeaseLostError):
+        store.check_lease("nope", "me", t)
+    store.start("f2", "demo", "null", "me", t)
+    store.release("f2", "me")
+    with pytest.raises(LeaseLostError):
+        store.check_lease("f2", "me", t)
+    store.claim("f1", "you", t + ttl(store))  # lapsed and taken over
+    before = store.load("f1")
+    with pytest.raises(LeaseLostError):
+        store.check_lease("f1", "me", t + ttl(store))
+    assert store.load("f1") == before
+
+
+def test_check_lease_renews_a_lapsed_lease_nobody_took(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    later = t + 2 * ttl(store)
+    assert store.check_lease("f1", "me", later).status == "running"
+    assert store.load("f1").lease_expires == later + ttl(store)
+    with pytest.raises(FlowBusyError):
+        store.claim("f1", "you", later + 1)
+
+
+# -- renew and release ---------------------------------------------------------------
+
+
+def test_renew_extends_the_holders_lease_and_nobody_elses(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    assert store.renew("f1", "me", t + 10) is True
+    assert store.load("f1").lease_expires == t + 10 + ttl(store)
+    before = store.load("f1")
+    assert store.renew("f1", "you", t + 20) is False
+    assert store.renew("nope", "me", t + 20) is False
+    assert store.load("f1") == before
+
+
+def test_renew_after_the_lease_was_taken_over_or_released_is_false(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.claim("f1", "you", t + ttl(store))
+    assert store.renew("f1", "me", t + ttl(store)) is False
     assert store.load("f1").lease_owner == "you"
     store.release("f1", "you")
-    row = store.load("f1")
-    assert (row.status, row.waiting_for, row.lease_owner) == ("suspended", "go", None)
+    assert store.renew("f1", "you", t + ttl(store)) is False
+    assert store.load("f1").lease_owner is None
 
 
-def test_a_park_waiting_for_a_signal_that_already_arrived_is_not_applied(store: Any) -> None:
-    store.start("f1", "demo", "null", "me", now(store))
-    store.add_signal("f1", "go", '"payload"', now(store))
+def test_release_drops_the_lease_and_nothing_else(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    before = suspended(store, "f1", t, park(wake_at=t + 60, deadline=t + 60))
+    store.claim("f1", "you", t + 1)
+    store.release("f1", "you")
+    assert store.load("f1") == before
+
+
+def test_release_by_another_owner_changes_nothing(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    before = store.load("f1")
+    store.release("f1", "someone-else")
+    store.release("nope", "me")  # an unknown flow: nothing to release
+    assert store.load("f1") == before
+
+
+# -- commit: fencing and statuses ----------------------------------------------------
+
+
+def test_a_commit_without_the_lease_is_lease_lost_and_writes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    signal = store.add_signal("f1", "go", "1", t)
+    store.claim("f1", "you", t + ttl(store))  # my lease lapsed and was taken over
+    before = store.load("f1")
+    writes = (
+        Write(records=(rec(0),)),  # a step's commit
+        Write(
+            records=(rec(0), rec(1, "go", kind="suspend")),
+            signals=(SignalUpdate(signal.id, CONSUMED, position=1),),
+            status="completed",
+            result='"done"',
+        ),
+    )
+    for write in writes:
+        with pytest.raises(LeaseLostError, match="'me'"):
+            store.commit("f1", "me", t + ttl(store), write)
+        assert store.load("f1") == before
+    with pytest.raises(LeaseLostError):
+        store.commit("nope", "me", t, Write(records=(rec(0),)))
+
+
+def test_a_commit_by_the_owner_of_a_lapsed_lease_nobody_took_is_applied(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    later = t + 2 * ttl(store)
+    assert store.commit("f1", "me", later, Write(records=(rec(0),))).status == "running"
+    assert store.commit("f1", "me", later, END["completed"]).status == "completed"
+    stored = store.load("f1")
+    assert (stored.status, stored.records) == ("completed", (rec(0),))
+
+
+def test_a_step_commit_appends_its_record_and_keeps_the_flow_running_and_claimed(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    for position in range(3):
+        outcome = store.commit("f1", "me", t + 1, Write(records=(rec(position, f"s{position}"),)))
+        assert (outcome.status, outcome.signals, outcome.cancel_reason) == ("running", (), None)
+    stored = store.load("f1")
+    assert stored.records == (rec(0, "s0"), rec(1, "s1"), rec(2, "s2"))
+    assert (stored.status, stored.lease_owner, stored.lease_expires) == (
+        "running",
+        "me",
+        t + ttl(store),
+    )
+
+
+def test_a_step_commit_on_a_suspended_flow_makes_it_running_and_clears_its_wait(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    suspended(
+        store,
+        "f1",
+        t,
+        park(records=(rec(0, "go", WAITING, kind="suspend"),), wake_at=t + 60, deadline=t + 60),
+    )
+    store.claim("f1", "me", t + 1)
+    resolved = rec(0, "go", kind="suspend")
+    outcome = store.commit("f1", "me", t + 2, Write(records=(resolved,)))
+    assert outcome.status == "running"
+    stored = store.load("f1")
+    assert (stored.status, stored.updated_at, stored.lease_owner) == ("running", t + 2, "me")
+    assert (stored.waiting_for, stored.wait_kind, stored.wake_at, stored.deadline) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert stored.records == (resolved,)
+
+
+def test_a_park_sets_the_wait_and_releases_the_lease(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    waiting = rec(0, "go", WAITING, kind="suspend", deadline=t + 60)
+    outcome = store.commit(
+        "f1", "me", t + 1, park(records=(waiting,), wake_at=t + 60, deadline=t + 60)
+    )
+    assert (outcome.status, outcome.signals) == ("suspended", ())
+    assert store.load("f1") == StoredFlow(
+        "f1",
+        "demo",
+        "suspended",
+        "null",
+        t,
+        t + 1,
+        waiting_for="go",
+        wait_kind="suspend",
+        wake_at=t + 60,
+        deadline=t + 60,
+        records=(waiting,),
+    )
+
+
+def test_complete_fail_and_expire_set_the_status_and_release_the_lease(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status, write in END.items():
+        suspended(store, status, t, park(wake_at=t + 60, deadline=t + 60))
+        store.claim(status, "me", t + 1)
+        outcome = store.commit(status, "me", t + 2, attrs.evolve(write, records=(rec(0),)))
+        assert outcome.status == status
+        stored = store.load(status)
+        assert (stored.status, stored.updated_at, stored.records) == (status, t + 2, (rec(0),))
+        assert (stored.result, stored.error) == (write.result, write.error)
+        assert (stored.waiting_for, stored.wait_kind) == (write.waiting_for, write.wait_kind)
+        assert (stored.wake_at, stored.deadline) == (None, None)
+        assert (stored.lease_owner, stored.lease_expires) == (None, None)
+
+
+def test_a_finished_flow_takes_no_more_commits(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        before = finished(store, status, status, t)
+        store.claim(status, "me", t + 1)  # returned unclaimed: no lease to write with
+        with pytest.raises(LeaseLostError):
+            store.commit(status, "me", t + 1, Write(records=(rec(0),), status="suspended"))
+        assert store.load(status) == before
+
+
+def test_a_commit_for_a_status_no_runner_event_leads_to_is_refused_and_applies_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    before = store.load("f1")
+    for status in ("cancelled", "no-such-status"):
+        with pytest.raises((KeyError, ValueError)):
+            store.commit("f1", "me", t, Write(records=(rec(0),), status=status))
+        assert store.load("f1") == before
+
+
+# -- commit: records -----------------------------------------------------------------
+
+
+def test_a_record_at_a_gap_is_a_conflict_and_nothing_of_the_write_is_applied(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.commit("f1", "me", t, Write(records=(rec(0),)))
+    signal = store.add_signal("f1", "go", "1", t)
+    before = store.load("f1")
+    with pytest.raises(RecordConflictError) as conflict:
+        store.commit("f1", "me", t + 1, Write(records=(rec(2),)))  # a step's commit
+    assert (conflict.value.flow_id, conflict.value.position) == ("f1", 2)
+    assert store.load("f1") == before
+    with pytest.raises(RecordConflictError):
+        store.commit(
+            "f1",
+            "me",
+            t + 1,
+            Write(
+                records=(rec(1), rec(3)),  # the first fits, the second leaves a gap
+                signals=(SignalUpdate(signal.id, CONSUMED, position=1),),
+                status="completed",
+                result='"done"',
+            ),
+        )
+    assert store.load("f1") == before
+
+
+@pytest.mark.parametrize("state", [COMPLETED, FAILED, EXPIRED])
+def test_a_record_over_a_resolved_record_is_a_conflict_and_nothing_is_applied(
+    store: Any, clock: FakeClock, state: str
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.commit("f1", "me", t, Write(records=(rec(0, "a", state),)))
+    signal = store.add_signal("f1", "go", "1", t)
+    before = store.load("f1")
+    with pytest.raises(RecordConflictError):
+        store.commit("f1", "me", t + 1, Write(records=(rec(0, "a"),)))
+    assert store.load("f1") == before
+    with pytest.raises(RecordConflictError):
+        store.commit(
+            "f1",
+            "me",
+            t + 1,
+            park(
+                records=(rec(1, "b"), rec(0, "a", WAITING)),
+                signals=(SignalUpdate(signal.id, REJECTED, error="no"),),
+            ),
+        )
+    assert store.load("f1") == before
+
+
+def test_an_unresolved_record_may_be_rewritten_by_its_holder(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    first = rec(0, "flaky", RETRYING, attempts=1, wake_at=t + 1)
+    store.commit("f1", "me", t, park("flaky", "retry", records=(first,), wake_at=t + 1))
+    store.claim("f1", "me", t + 1)
+    second = first._replace(attempts=2, wake_at=t + 3)
+    store.commit("f1", "me", t + 1, Write(records=(second,)))
+    assert store.load("f1").records == (second,)
+    done = rec(0, "flaky", attempts=3)
+    store.commit("f1", "me", t + 3, Write(records=(done, rec(1, "next"))))
+    assert store.load("f1").records == (done, rec(1, "next"))
+    waiting = rec(2, "go", WAITING, kind="suspend")
+    store.commit("f1", "me", t + 4, park(records=(waiting,)))
+    store.claim("f1", "me", t + 5)
+    resolved = rec(2, "go", kind="suspend", result='"payload"')
+    store.commit("f1", "me", t + 5, Write(records=(resolved,)))
+    assert store.load("f1").records == (done, rec(1, "next"), resolved)
+
+
+# -- commit: signals -----------------------------------------------------------------
+
+
+def test_a_wait_is_not_applied_while_an_awaited_signal_is_pending(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.commit("f1", "me", t, Write(records=(rec(0),)))
+    first = store.add_signal("f1", "go", '"1"', t)
+    store.add_signal("f1", "other", '"x"', t)
+    second = store.add_signal("f1", "go", '"2"', t + 1)
+    before = store.load("f1")
+    waiting = rec(1, "go", WAITING, kind="suspend", deadline=t + 60)
+    for write in (
+        park(records=(waiting,), wake_at=t + 60, deadline=t + 60, wait_signal="go"),
+        Write(records=(waiting._replace(state=EXPIRED),), status="expired", wait_signal="go"),
+    ):
+        outcome = store.commit("f1", "me", t + 2, write)
+        assert outcome.status == "running"
+        assert outcome.signals == (first, second)  # oldest first, as stored
+        assert store.load("f1") == before  # nothing applied, the lease kept
+
+
+def test_signals_the_write_itself_updates_do_not_count_as_arrived(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    first = store.add_signal("f1", "go", '"1"', t)
+    second = store.add_signal("f1", "go", '"2"', t)
+    consume_first = SignalUpdate(first.id, CONSUMED, position=0)
+    before = store.load("f1")
     outcome = store.commit(
         "f1",
         "me",
-        now(store),
-        Write(status="suspended", waiting_for="go", wait_kind="suspend", wait_signal="go"),
+        t + 1,
+        park(
+            records=(rec(0, "go", kind="suspend"), rec(1, "go", WAITING, kind="suspend")),
+            signals=(consume_first,),
+            wait_signal="go",
+        ),
     )
-    assert outcome.status == "running"
-    assert [s.payload for s in outcome.signals] == ['"payload"']
-    assert store.load("f1").lease_owner == "me"
+    assert outcome.signals == (second,)
+    assert store.load("f1") == before
+    outcome = store.commit(
+        "f1",
+        "me",
+        t + 1,
+        park(
+            records=(rec(0, "go", kind="suspend"), rec(1, "go", kind="suspend", result='"2"')),
+            signals=(consume_first, SignalUpdate(second.id, REJECTED, error="bad")),
+            wait_signal="go",
+        ),
+    )
+    assert (outcome.status, outcome.signals) == ("suspended", ())
+    assert [s.state for s in store.load("f1").signals] == [CONSUMED, REJECTED]
 
 
-def test_a_cancelled_flow_keeps_its_status_and_drops_the_lease_at_the_next_commit(
-    store: Any,
+def test_a_wait_is_applied_when_only_other_or_used_signals_are_there(
+    store: Any, clock: FakeClock
 ) -> None:
-    store.start("f1", "demo", "null", "me", now(store))
-    assert store.cancel("f1", "no longer needed", now(store)) is True
-    record = StoredRecord(0, "step", "one", COMPLETED, result="1", attempts=1)
-    outcome = store.commit("f1", "me", now(store), Write(records=(record,)))
-    assert (outcome.status, outcome.cancel_reason) == ("cancelled", "no longer needed")
-    row = store.load("f1")
-    assert (row.status, row.lease_owner, len(row.records)) == ("cancelled", None, 1)
-    assert store.cancel("f1", "again", now(store)) is False
-
-
-def test_signals_are_refused_for_finished_or_expired_flows(store: Any, clock: FakeClock) -> None:
-    with pytest.raises(FlowNotFoundError):
-        store.add_signal("nope", "go", "1", now(store))
-    store.start("f1", "demo", "null", "me", now(store))
-    deadline = now(store) + 60
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    used = store.add_signal("f1", "go", '"1"', t)
+    bad = store.add_signal("f1", "go", '"bad"', t)
+    store.add_signal("f1", "other", '"x"', t)
     store.commit(
         "f1",
         "me",
-        now(store),
-        Write(status="suspended", waiting_for="go", wait_kind="suspend", deadline=deadline),
+        t,
+        Write(
+            records=(rec(0, "go", kind="suspend", result='"1"'),),
+            signals=(
+                SignalUpdate(used.id, CONSUMED, position=0),
+                SignalUpdate(bad.id, REJECTED, error="bad"),
+            ),
+        ),
     )
-    assert store.add_signal("f1", "go", "1", now(store)).state == PENDING
-    clock.advance("61s")
-    with pytest.raises(FlowClosedError, match="timed out"):
-        store.add_signal("f1", "go", "2", now(store))
-    assert len(store.load("f1").signals) == 1
+    outcome = store.commit(
+        "f1", "me", t + 1, park(records=(rec(1, "go", WAITING, kind="suspend"),), wait_signal="go")
+    )
+    assert (outcome.status, outcome.signals) == ("suspended", ())
+    assert store.load("f1").status == "suspended"
 
 
-def test_the_same_id_for_another_flow_name_is_a_conflict(store: Any) -> None:
-    store.start("f1", "demo", "null", "me", now(store))
-    with pytest.raises(FlowNameConflictError):
-        store.start("f1", "other", "null", "you", now(store))
+def test_signal_updates_are_stored_with_the_time_of_the_commit(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    taken = store.add_signal("f1", "go", '"1"', t)
+    bad = store.add_signal("f1", "go", '"bad"', t)
+    kept = store.add_signal("f1", "go", '"3"', t)
+    store.commit(
+        "f1",
+        "me",
+        t + 5,
+        Write(
+            records=(rec(0, "go", kind="suspend", result='"1"'),),
+            signals=(
+                SignalUpdate(taken.id, CONSUMED, position=0),
+                SignalUpdate(bad.id, REJECTED, error="not a number"),
+            ),
+        ),
+    )
+    assert store.load("f1").signals == (
+        taken._replace(state=CONSUMED, position=0, consumed_at=t + 5),
+        bad._replace(state=REJECTED, error="not a number", consumed_at=t + 5),
+        kept,
+    )
+
+
+def test_a_commit_to_a_flow_cancelled_meanwhile_writes_its_records_and_drops_the_lease(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    waiting = rec(1, "go", WAITING, kind="suspend")
+    writes = {
+        "step": Write(records=(rec(0),)),
+        "park": park(records=(rec(0), waiting), wake_at=t + 60, wait_signal="go"),
+        "complete": Write(records=(rec(0),), status="completed", result='"done"'),
+    }
+    for flow_id, write in writes.items():
+        store.start(flow_id, "demo", "null", "me", t)
+        signal = store.add_signal(flow_id, "go", "1", t)  # awaited, yet not handed back
+        assert store.cancel(flow_id, "customer left", t + 1) is True
+        if flow_id != "step":  # (a step's commit alone takes SQLite's one-statement path)
+            update = SignalUpdate(signal.id, REJECTED, error="bad")
+            write = attrs.evolve(write, signals=(update,))
+            signal = signal._replace(state=REJECTED, error="bad", consumed_at=t + 2)
+        outcome = store.commit(flow_id, "me", t + 2, write)
+        assert (outcome.status, outcome.cancel_reason, outcome.signals) == (
+            "cancelled",
+            "customer left",
+            (),
+        )
+        stored = store.load(flow_id)
+        assert stored.records == write.records, flow_id
+        assert stored.signals == (signal,)
+        assert (stored.status, stored.cancel_reason, stored.result) == (
+            "cancelled",
+            "customer left",
+            None,
+        )
+        assert (stored.lease_owner, stored.updated_at, stored.wake_at) == (None, t + 1, None)
+
+
+# -- add_signal ----------------------------------------------------------------------
+
+
+def test_add_signal_stores_a_pending_signal_with_an_increasing_id(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    suspended(store, "f2", t)
+    before = store.load("f1")
+    a = store.add_signal("f1", "go", '{"n": 1}', t + 1)
+    b = store.add_signal("f2", "go", '"x"', t + 2)
+    c = store.add_signal("f1", "other", "null", t + 3)
+    assert a.id < b.id < c.id
+    assert a == StoredSignal(a.id, "f1", "go", '{"n": 1}', PENDING, t + 1)
+    assert (b.flow_id, b.name, b.payload, b.state, b.created_at) == (
+        "f2",
+        "go",
+        '"x"',
+        PENDING,
+        t + 2,
+    )
+    assert store.load("f1").signals == (a, c)
+    assert store.load("f2").signals == (b,)
+    assert attrs.evolve(store.load("f1"), signals=()) == before  # nothing else changes
+
+
+def test_add_signal_to_an_unknown_flow_is_not_found(store: Any, clock: FakeClock) -> None:
+    with pytest.raises(FlowNotFoundError):
+        store.add_signal("nope", "go", "1", clock.time())
+
+
+def test_add_signal_to_a_finished_flow_is_closed_and_stores_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        before = finished(store, status, status, t)
+        with pytest.raises(FlowClosedError) as closed:
+            store.add_signal(status, "go", "1", t + 1)
+        assert (closed.value.flow_id, closed.value.status) == (status, status)
+        assert store.load(status) == before
+
+
+def test_add_signal_once_the_waits_deadline_passed_is_closed_and_stores_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    suspended(store, "f1", t, park(wake_at=t + 60, deadline=t + 60))
+    in_time = store.add_signal("f1", "go", '"1"', t + 59)
+    assert in_time.state == PENDING
+    before = store.load("f1")
+    for at in (t + 60, t + 61):  # the deadline itself is too late
+        for name in ("go", "other"):
+            with pytest.raises(FlowClosedError, match="timed out") as closed:
+                store.add_signal("f1", name, '"2"', at)
+            assert closed.value.status == "expired"
+    assert store.load("f1") == before
+    # A claim leaves the deadline as it is: refused while a runner holds the flow too.
+    store.claim("f1", "worker", t + 61)
+    before = store.load("f1")
+    with pytest.raises(FlowClosedError):
+        store.add_signal("f1", "go", '"3"', t + 62)
+    assert store.load("f1") == before
+    # Once the runner consumed the signal sent in time and went on, signals are taken again.
+    store.commit(
+        "f1",
+        "worker",
+        t + 62,
+        Write(
+            records=(rec(0, "go", kind="suspend", result='"1"'),),
+            signals=(SignalUpdate(in_time.id, CONSUMED, position=0),),
+        ),
+    )
+    assert store.add_signal("f1", "next", '"4"', t + 63).state == PENDING
+
+
+# -- cancel --------------------------------------------------------------------------
+
+
+def test_cancel_ends_an_unfinished_flow_with_its_reason(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    suspended(store, "waiting", t, park("nap", "sleep", wake_at=t + 60))
+    store.start("running", "demo", "null", "me", t)
+    store.commit("running", "me", t, Write(records=(rec(0),)))
+    for flow_id in ("waiting", "running"):
+        before = store.load(flow_id)
+        assert store.cancel(flow_id, "customer left", t + 1) is True
+        assert store.load(flow_id) == attrs.evolve(
+            before,
+            status="cancelled",
+            cancel_reason="customer left",
+            wake_at=None,
+            updated_at=t + 1,
+        )
+    # The runner holding "running" keeps its lease until it sees the cancel.
+    assert store.load("running").lease_owner == "me"
+    outcome = store.check_lease("running", "me", t + 2)
+    assert (outcome.status, outcome.cancel_reason) == ("cancelled", "customer left")
+    assert store.due(t + 3600, 10) == []
+
+
+def test_cancel_of_a_finished_flow_is_false_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        before = finished(store, status, status, t)
+        assert store.cancel(status, "again", t + 1) is False
+        assert store.load(status) == before  # a cancelled flow keeps its first reason
+
+
+def test_cancel_of_an_unknown_flow_is_not_found(store: Any, clock: FakeClock) -> None:
+    with pytest.raises(FlowNotFoundError):
+        store.cancel("nope", "why", clock.time())
+
+
+# -- due -----------------------------------------------------------------------------
 
 
 def test_due_finds_timers_signals_and_crashed_runs_and_nothing_else(
     store: Any, clock: FakeClock
 ) -> None:
-    t = now(store)
-    for flow_id, write in {
-        "timer-due": Write(status="suspended", waiting_for="nap", wait_kind="sleep", wake_at=t + 5),
-        "timer-later": Write(
-            status="suspended", waiting_for="nap", wait_kind="sleep", wake_at=t + 3600
-        ),
-        "signalled": Write(status="suspended", waiting_for="go", wait_kind="suspend"),
-        "wrong-signal": Write(status="suspended", waiting_for="go", wait_kind="suspend"),
-        "done": Write(status="completed", result="1"),
-    }.items():
-        store.start(flow_id, "demo", "null", "me", t)
-        store.commit(flow_id, "me", t, write)
+    t = clock.time()
+    at = t + ttl(store)
+    suspended(store, "timer-due", t, park("nap", "sleep", wake_at=t + 5))
+    suspended(store, "timer-just-due", t, park("nap", "sleep", wake_at=at))
+    suspended(store, "timer-later", t, park("nap", "sleep", wake_at=at + 1))
+    suspended(store, "signalled", t)
     store.add_signal("signalled", "go", "1", t)
-    store.add_signal("wrong-signal", "other", "1", t)
+    suspended(store, "other-signal", t, park(wake_at=at + 60, deadline=at + 60))
+    store.add_signal("other-signal", "other", "1", t)
+    store.start("used-signals", "demo", "null", "me", t)
+    used = store.add_signal("used-signals", "go", "1", t)
+    bad = store.add_signal("used-signals", "go", "2", t)
+    store.commit(
+        "used-signals",
+        "me",
+        t,
+        park(
+            records=(rec(0, "go", kind="suspend"), rec(1, "go", WAITING, kind="suspend")),
+            signals=(
+                SignalUpdate(used.id, CONSUMED, position=0),
+                SignalUpdate(bad.id, REJECTED, error="bad"),
+            ),
+            wait_signal="go",
+        ),
+    )
     store.start("crashed", "demo", "null", "dead", t)
-    assert sorted(store.due(t, 10)) == ["signalled"]
-    clock.advance(store.lease_ttl.total_seconds() + 10)
-    assert sorted(store.due(now(store), 10)) == ["crashed", "signalled", "timer-due"]
-    assert len(store.due(now(store), 2)) == 2
+    store.start("released", "demo", "null", "gone", t)
+    store.release("released", "gone")
+    store.start("renewed", "demo", "null", "alive", t)
+    assert sorted(store.due(t, 100)) == ["released", "signalled"]
+    assert store.renew("renewed", "alive", at - 1)
+    assert sorted(store.due(at, 100)) == [
+        "crashed",
+        "released",
+        "signalled",
+        "timer-due",
+        "timer-just-due",
+    ]
 
 
-def test_list_flows_filters_by_status_and_name(store: Any) -> None:
-    store.start("a", "one", "null", "me", 1.0)
-    store.start("b", "two", "null", "me", 2.0)
-    store.commit("b", "me", 3.0, Write(status="completed", result="1"))
-    assert [f.id for f in store.list_flows()] == ["b", "a"]
+def test_due_never_lists_a_flow_whose_lease_is_live(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    suspended(store, "timer", t, park("nap", "sleep", wake_at=t))
+    suspended(store, "signalled", t)
+    store.add_signal("signalled", "go", "1", t)
+    store.start("running", "demo", "null", "me", t)
+    store.claim("timer", "worker", t)
+    store.claim("signalled", "worker", t)
+    assert store.due(t + ttl(store) - 1, 100) == []
+    assert sorted(store.due(t + ttl(store), 100)) == ["running", "signalled", "timer"]
+
+
+def test_due_never_lists_a_finished_flow(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        store.start(status, "demo", "null", "me", t)
+        store.add_signal(status, "go", "1", t)  # left pending
+        if status == "cancelled":
+            store.commit(status, "me", t, park(wake_at=t))
+            store.cancel(status, "stop", t)
+        else:  # even with a wake-up time written with the end
+            store.commit(status, "me", t, attrs.evolve(END[status], wake_at=t))
+    assert store.due(t + 10 * ttl(store), 100) == []
+
+
+def test_due_lists_the_oldest_wake_up_first_and_at_most_limit(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    suspended(store, "z-signalled", t - 5)  # due since it parked, at t - 5
+    store.add_signal("z-signalled", "go", "1", t)
+    for flow_id, wake in (("x-timer", 10), ("m-timer", 20), ("b-timer", 25)):
+        suspended(store, flow_id, t, park("nap", "sleep", wake_at=t + wake))
+    store.start("a-crashed", "demo", "null", "dead", t + 50 - ttl(store))  # lapses at t + 50
+    order = ["z-signalled", "x-timer", "m-timer", "b-timer", "a-crashed"]
+    assert store.due(t + 100, 100) == order
+    assert store.due(t + 100, 3) == order[:3]
+    assert store.due(t + 100, 0) == []
+
+
+def test_due_lists_a_flow_once_when_its_timer_and_its_signals_are_all_due(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    suspended(store, "f1", t, park(wake_at=t + 60, deadline=t + 60))  # a Suspend with a timeout
+    store.add_signal("f1", "go", "1", t + 30)
+    store.add_signal("f1", "go", "2", t + 40)
+    assert store.due(t + 50, 10) == ["f1"]
+    assert store.due(t + 61, 10) == ["f1"]  # the worker finds it late: still one flow to run
+
+
+# -- StoreAdmin ----------------------------------------------------------------------
+
+
+def test_list_flows_filters_by_status_and_name_newest_update_first(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("a", "one", "null", "me", t + 1)
+    store.start("b", "two", "null", "me", t + 2)
+    store.commit("b", "me", t + 3, Write(records=(rec(0),), status="completed", result="1"))
+    store.start("c", "one", "null", "me", t + 4)
+    store.add_signal("c", "go", "1", t + 4)
+    store.commit("c", "me", t + 5, park(records=(rec(0),)))
+    store.claim("a", "me", t + 9)  # a claim is not an update
+    assert [f.id for f in store.list_flows()] == ["c", "b", "a"]
     assert [f.id for f in store.list_flows(status="completed")] == ["b"]
-    assert [f.id for f in store.list_flows(name="one")] == ["a"]
-    assert len(store.list_flows(limit=1)) == 1
+    assert [f.id for f in store.list_flows(name="one")] == ["c", "a"]
+    assert [f.id for f in store.list_flows(status="suspended", name="one")] == ["c"]
+    assert store.list_flows(status="suspended", name="two") == []
+    assert [f.id for f in store.list_flows(limit=2)] == ["c", "b"]
+    for listed in store.list_flows():  # the rows without their history
+        assert listed == attrs.evolve(store.load(listed.id), records=(), signals=())
 
 
-# -- SQLite specifics ----------------------------------------------------------------
+def test_match_ids_lists_the_ids_with_a_prefix_in_order(store: Any, clock: FakeClock) -> None:
+    ids = ["ab2", "ab1", "a_c", "abc", "b", "a%", "ab"]
+    for flow_id in ids:
+        store.start(flow_id, "demo", "null", "me", clock.time())
+    assert store.match_ids("ab", 10) == ["ab", "ab1", "ab2", "abc"]
+    assert store.match_ids("ab", 2) == ["ab", "ab1"]
+    assert store.match_ids("a_", 10) == ["a_c"]  # the prefix is text, not a pattern
+    assert store.match_ids("a%", 10) == ["a%"]
+    assert store.match_ids("", 100) == sorted(ids)
+    assert store.match_ids("zz", 10) == []
+
+
+def test_retry_failed_drops_the_failed_command_and_the_values_recorded_after_it(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    signal = store.add_signal("f1", "go", "1", t)
+    store.add_signal("f1", "later", "2", t)
+    history = (
+        rec(0, "a"),
+        rec(1, "go", kind="suspend"),
+        rec(2, "charge", FAILED, attempts=3),
+        rec(3, "now", kind="now", result="1767225600.0"),
+        rec(4, "uuid4", kind="uuid4"),
+    )
+    store.commit(
+        "f1",
+        "me",
+        t,
+        Write(
+            records=history,
+            signals=(SignalUpdate(signal.id, CONSUMED, position=1),),
+            status="failed",
+            error=ERROR,
+        ),
+    )
+    before = store.load("f1")
+    assert store.retry_failed("f1", t + 10) == history[2:]
+    assert store.load("f1") == attrs.evolve(
+        before,
+        status="suspended",
+        error=None,
+        waiting_for="charge",
+        wait_kind="retry",
+        wake_at=t + 10,
+        updated_at=t + 10,
+        records=history[:2],
+    )
+    assert store.due(t + 10, 10) == ["f1"]
+    assert store.claim("f1", "worker", t + 10, only_if_due=True).lease_owner == "worker"
+
+
+def test_retry_failed_keeps_every_record_when_the_body_itself_raised(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    histories = {
+        "caught": (rec(0, "a", FAILED), rec(1, "b")),  # the flow caught a's failure, went on
+        "no-failed-step": (rec(0, "a"), rec(1, "now", kind="now", result="1.0")),
+        "nothing-recorded": (),
+    }
+    for flow_id, history in histories.items():
+        store.start(flow_id, "demo", "null", "me", t)
+        store.commit(flow_id, "me", t, Write(records=history, status="failed", error=ERROR))
+        assert store.retry_failed(flow_id, t + 10) == ()
+        stored = store.load(flow_id)
+        assert stored.records == history
+        assert (stored.status, stored.error, stored.wake_at) == ("suspended", None, t + 10)
+    assert sorted(store.due(t + 10, 10)) == sorted(histories)
+
+
+def test_retry_failed_refuses_a_flow_that_did_not_fail_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("running", "demo", "null", "me", t)
+    suspended(store, "suspended", t)
+    for status in ("completed", "expired", "cancelled"):
+        finished(store, status, status, t)
+    for flow_id in ("running", "suspended", "completed", "expired", "cancelled"):
+        before = store.load(flow_id)
+        with pytest.raises(FlowStateError) as refused:
+            store.retry_failed(flow_id, t + 1)
+        assert (refused.value.flow_id, refused.value.status) == (flow_id, flow_id)
+        assert store.load(flow_id) == before
+    with pytest.raises(FlowNotFoundError):
+        store.retry_failed("nope", t)
+
+
+def test_prune_deletes_finished_flows_updated_before_the_cutoff_with_their_history(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in FINISHED:
+        flow_id = f"old-{status}"
+        store.start(flow_id, "demo", "null", "me", t)
+        store.add_signal(flow_id, "go", "1", t)
+        if status == "cancelled":
+            store.commit(flow_id, "me", t, park(records=(rec(0),)))
+            store.cancel(flow_id, "stop", t)
+        else:
+            store.commit(flow_id, "me", t, attrs.evolve(END[status], records=(rec(0),)))
+    finished(store, "at-cutoff", "completed", t + 10)
+    finished(store, "recent", "failed", t + 20)
+    store.start("old-running", "demo", "null", "me", t)
+    suspended(store, "old-suspended", t)
+    kept = {f: store.load(f) for f in ("at-cutoff", "recent", "old-running", "old-suspended")}
+    assert store.prune(t + 10) == 4
+    for status in FINISHED:
+        flow_id = f"old-{status}"
+        with pytest.raises(FlowNotFoundError):
+            store.load(flow_id)
+        store.start(flow_id, "demo", "null", "me", t + 30)  # the id starts afresh
+        assert (store.load(flow_id).records, store.load(flow_id).signals) == ((), ())
+    for flow_id, flow in kept.items():
+        assert store.load(flow_id) == flow
+    assert store.prune(t + 10) == 0
+
+
+def test_a_store_goes_on_working_after_close(store: Any, clock: FakeClock) -> None:
+    store.start("f1", "demo", "null", "me", clock.time())
+    store.close()
+    assert store.load("f1").status == "running"
+    store.close()
+
+
+# -- SQLite only -----------------------------------------------------------------------
 
 
 def test_sqlite_store_checks_the_synchronous_mode(tmp_path: Path) -> None:
