@@ -69,3 +69,12 @@ def transition(status: str, event: str) -> Status:
         return TRANSITIONS[(Status(status), event)]
     except (KeyError, ValueError):
         raise FlowStateError(None, status, f"it cannot take event {event!r}") from None
+
+
+def after_write(status: str, wanted: str | None) -> Status:
+    """The status a runner's write moves a flow to: *wanted* (``None`` for a step)
+    from *status*; ``FlowStateError`` naming both when no such move exists."""
+    event = EVENT_FOR.get(wanted)
+    if event is None:
+        raise FlowStateError(None, status, f"a runner cannot write status {wanted!r}")
+    return transition(status, event)

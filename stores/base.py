@@ -88,7 +88,7 @@ class Store(Protocol):
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         """Apply *write* atomically if *owner* holds the lease, else ``LeaseLostError``.
 
-        The flow's status moves by ``EVENT_FOR[write.status]`` through the
+        The flow's status moves by ``status.after_write(status, write.status)``, the
         transition table; a step's write (``status=None``) makes a suspended flow
         ``"running"`` and clears its wait fields; any other status releases the
         lease. With ``write.wait_signal``, if a pending signal of that name exists

@@ -28,7 +28,7 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import EVENT_FOR, FINISHED, Status, transition
+from crux_gen.status import FINISHED, Status, after_write, transition
 
 from .base import check_records, check_signal_allowed, retry_from, retry_status
 
@@ -155,7 +155,10 @@ class MemoryStore:
         if row["status"] in FINISHED:
             if only_if_due:
                 raise FlowClosedError(flow_id, row["status"])
-            return self._snapshot(flow_id)
+            found = self._snapshot(flow_id)
+            return attrs.evolve(
+                found, signals=tuple(s for s in found.signals if s.state == PENDING)
+            )
         if row["lease_owner"] not in (None, owner) and row["lease_expires"] > now:
             raise FlowBusyError(flow_id, when(row["lease_expires"]))
         if only_if_due and row["status"] == Status.SUSPENDED and not self._wakes(row, now):
@@ -218,13 +221,15 @@ class MemoryStore:
             }
             check_records(flow_id, touched, len(records), write.records)
             cancelled = status in FINISHED
-            new = None if cancelled else transition(status, EVENT_FOR[write.status])
+            new = None if cancelled else after_write(status, write.status)
             for record in write.records:
                 if record.position < len(records):
                     records[record.position] = record
                 else:
                     records.append(record)
             for update in write.signals:
+                if update.id not in signals:
+                    continue  # not this flow's: nothing to update (as in SQL)
                 signals[update.id] = signals[update.id]._replace(
                     state=update.state, error=update.error, position=update.position,
                     consumed_at=now,

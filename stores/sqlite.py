@@ -45,7 +45,7 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import EVENT_FOR, FINISHED, Status, transition
+from crux_gen.status import FINISHED, Status, after_write
 
 from .base import check_records, check_signal_allowed, retry_from, retry_status
 
@@ -102,13 +102,14 @@ SELECT id, wake_at AS t FROM flows INDEXED BY flows_due
  WHERE status = 'suspended' AND wake_at <= :now
    AND (lease_owner IS NULL OR lease_expires <= :now)
 UNION
-SELECT id, lease_expires AS t FROM flows INDEXED BY flows_running
+SELECT id, COALESCE(lease_expires, updated_at) AS t FROM flows INDEXED BY flows_running
  WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= :now)
 UNION
 SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS JOIN flows f
  WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
    AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
    AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
+   AND (f.wake_at IS NULL OR f.wake_at > :now)  -- else listed once, by its timer, above
 ORDER BY t LIMIT :limit
 """
 
@@ -540,7 +541,7 @@ class SQLiteStore:
                     return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
             if records:
                 self._check_records(conn, flow_id, records)
-            new = None if finished else transition(status, EVENT_FOR[write.status])
+            new = None if finished else after_write(status, write.status)
             if len(records) == 1:
                 conn.execute(_PUT_RECORD, (flow_id, *records[0]))
             elif records:
