@@ -225,9 +225,19 @@ class _Run:
         """Before any step function or condition is called: this runner still holds
         the lease (else ``LeaseLostError``: it calls and writes nothing more) and
         the flow is not cancelled (else the run stops here)."""
+        if self.status != _RUNNING:
+            self._go_on()  # the write checks both
+            return
         outcome = self.store.check_lease(self.flow_id, self.owner, self._now())
         if outcome.status in FINISHED:
             raise self._cancelled(outcome)
+
+    def _go_on(self) -> None:
+        """A resumed flow went past the wait it was parked at: write it (and what
+        is buffered) at once, so the stored flow stops saying it waits — a signal
+        for a later wait must not be refused by the deadline of this one."""
+        if self.status != _RUNNING:
+            self._commit()
 
     # -- the loop ----------------------------------------------------------------
 
@@ -396,6 +406,7 @@ class _Run:
                     state=COMPLETED, result=signal.payload, attempts=1, finished_at=now
                 )
                 self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
+                self._go_on()
                 self.interp.resolve(value)
                 return
             # No signal in hand: park, or expire once the deadline passed; either
@@ -464,6 +475,7 @@ class _Run:
             self._records[d.position] = record._replace(
                 state=COMPLETED, result=encoded, attempts=record.attempts + 1, finished_at=now
             )
+            self._go_on()
             self.interp.resolve(codec.decode(encoded))
             return
         if record.deadline is not None and now >= record.deadline:
@@ -490,6 +502,7 @@ class _Run:
             self._records[d.position] = record._replace(
                 state=COMPLETED, result="null", attempts=1, finished_at=now
             )
+            self._go_on()
             self.interp.resolve(None)
             return
         self._records[d.position] = record

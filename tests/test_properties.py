@@ -178,15 +178,7 @@ OPS = st.one_of(
 )
 
 
-def known_broken(ops: list[dict[str, Any]]) -> bool:
-    """Scripts today's runner gets wrong, left out of the property until fixed: a
-    signal sent while the flow runs on after a wait took its signal at the deadline
-    (see test_a_signal_sent_while_the_flow_runs_on_after_a_wait_took_its_signal_late)."""
-    late = [n for n, op in enumerate(ops) if op.get("when") == "resuming-late"]
-    return bool(late) and any(op.get("when") == "in-run" for op in ops[late[0] :])
-
-
-SCRIPTS = st.lists(OPS, min_size=1, max_size=8).filter(lambda ops: not known_broken(ops))
+SCRIPTS = st.lists(OPS, min_size=1, max_size=8)
 
 
 def anchors(ops: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -531,14 +523,6 @@ def test_a_signal_received_in_time_is_not_lost_when_the_deadline_passes_during_a
         s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known defect (a signal lost during a resume): after a wait took a signal that "
-    "came in time but was read after its deadline, the stored flow still says suspended "
-    "with that deadline until the run's next commit, so a signal sent meanwhile for a "
-    "later wait is refused with FlowClosedError ('is expired ... takes no more signals')",
-)
 @pytest.mark.parametrize("kind", STORES)
 def test_a_signal_sent_while_the_flow_runs_on_after_a_wait_took_its_signal_late(
     kind: str, tmp_path: Path
