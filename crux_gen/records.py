@@ -27,6 +27,7 @@ UNRESOLVED = frozenset({WAITING, RETRYING})
 PENDING = "pending"
 CONSUMED = "consumed"
 REJECTED = "rejected"
+UNUSED = "unused"  # still pending when the flow finished: kept, never consumed
 
 
 class StoredRecord(NamedTuple):

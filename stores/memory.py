@@ -22,6 +22,7 @@ from crux_gen.errors import (
 )
 from crux_gen.records import (
     PENDING,
+    UNUSED,
     CommitOutcome,
     StoredFlow,
     StoredRecord,
@@ -255,7 +256,16 @@ class MemoryStore:
                 lease_expires=None,
                 updated_at=now,
             )
+            if new in FINISHED:
+                self._mark_unused(flow_id)
             return CommitOutcome(new.value)
+
+    def _mark_unused(self, flow_id: str) -> None:
+        """Signals still pending when their flow finishes are kept, marked unused."""
+        signals = self._signals[flow_id]
+        for signal in signals.values():
+            if signal.state == PENDING:
+                signals[signal.id] = signal._replace(state=UNUSED)
 
     def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
         with self._lock:
@@ -284,6 +294,7 @@ class MemoryStore:
                 wake_at=None,
                 updated_at=now,
             )
+            self._mark_unused(flow_id)
             return True
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:

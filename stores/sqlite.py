@@ -84,6 +84,8 @@ _PUT_RECORD_FENCED = (
     "? = COALESCE((SELECT max(position) FROM records WHERE flow_id = ?), -1) + 1)"
 )
 _LEASE_CHECK = "SELECT status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = ?"
+# Signals still pending when their flow finishes are kept, marked unused.
+_UNUSED = "UPDATE signals SET state = 'unused' WHERE flow_id = ? AND state = 'pending'"
 _WAIT_CLEARED = (
     "UPDATE flows SET status = ?, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
     "deadline = NULL, updated_at = ? WHERE id = ?"
@@ -568,6 +570,8 @@ class SQLiteStore:
                     write.wait_kind, write.wake_at, write.deadline, now, flow_id,
                 ),
             )  # fmt: skip
+            if new in FINISHED:
+                conn.execute(_UNUSED, (flow_id,))
             return CommitOutcome(new.value)
 
     @staticmethod
@@ -615,6 +619,7 @@ class SQLiteStore:
                 "updated_at = ? WHERE id = ?",
                 (reason, now, flow_id),
             )
+            conn.execute(_UNUSED, (flow_id,))
             return True
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:

@@ -225,6 +225,32 @@ def test_thousands_of_queued_signals_are_drained_in_linear_work(store: Any) -> N
     assert states == {"consumed"}
 
 
+@pytest.mark.parametrize("end", ["completed", "failed", "expired", "cancelled"])
+def test_signals_still_pending_when_a_flow_finishes_are_kept_as_unused(
+    store: Any, clock: FakeClock, end: str
+) -> None:
+    @flow("leaves-signals")
+    def body(ctx: FlowContext) -> Any:
+        yield Suspend("go", timeout="1h")
+        if ctx.input == "fail":
+            raise RuntimeError("the flow fails")
+        return "done"
+
+    r = body.run(store=store, input="fail" if end == "failed" else None)
+    signal_flow(r.flow_id, "other", "never awaited", store=store)
+    if end == "expired":
+        clock.advance("2h")
+    elif end == "cancelled":
+        cancel_flow(r.flow_id, "stop", store=store)
+    else:
+        signal_flow(r.flow_id, "go", 1, store=store)
+    r = body.run(resume=r.flow_id, store=store)
+    assert r.status == end
+    states = {s.name: s.state for s in get_flow(r.flow_id, store=store).signals}
+    assert states["other"] == "unused"
+    assert store.due(clock.time() + 10**6, 10) == []  # never a reason to run it
+
+
 # -- replays take the same path ---------------------------------------------------------
 
 
