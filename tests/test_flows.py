@@ -416,7 +416,7 @@ class NotRebuildable(Exception):
         super().__init__(f"{code}: {text}")
 
 
-def test_a_recorded_failure_that_cannot_be_rebuilt_replays_as_step_failed_error(
+def test_a_recorded_failure_with_an_odd_constructor_replays_as_its_own_class(
     store: Any,
 ) -> None:
     seen: list[BaseException] = []
@@ -424,7 +424,33 @@ def test_a_recorded_failure_that_cannot_be_rebuilt_replays_as_step_failed_error(
     def boom() -> None:
         raise NotRebuildable(402, "payment required")
 
-    @flow("unrebuildable")
+    @flow("odd-constructor")
+    def f(ctx: FlowContext) -> Any:
+        try:
+            yield Step("charge", boom)
+        except NotRebuildable as exc:  # the same branch on the first run and on replay
+            seen.append(exc)
+        yield Suspend("ack")
+
+    r = f.run(store=store)
+    signal_flow(r.flow_id, "ack", None, store=store)
+    assert resume(r.flow_id, store=store).status == "completed"
+    assert [type(e) for e in seen] == [NotRebuildable, NotRebuildable]
+    assert str(seen[1]) == "402: payment required"
+
+
+def test_a_recorded_failure_whose_class_cannot_be_imported_replays_as_step_failed_error(
+    store: Any,
+) -> None:
+    seen: list[BaseException] = []
+
+    class Local(Exception):  # defined in a function: no import can find it
+        pass
+
+    def boom() -> None:
+        raise Local("payment required")
+
+    @flow("unimportable")
     def f(ctx: FlowContext) -> Any:
         try:
             yield Step("charge", boom)
@@ -434,11 +460,12 @@ def test_a_recorded_failure_that_cannot_be_rebuilt_replays_as_step_failed_error(
 
     r = f.run(store=store)
     signal_flow(r.flow_id, "ack", None, store=store)
-    assert resume(r.flow_id, store=store).status == "completed"
-    assert isinstance(seen[0], NotRebuildable)
+    with pytest.warns(UserWarning, match="Local"):
+        assert resume(r.flow_id, store=store).status == "completed"
+    assert isinstance(seen[0], Local)
     assert isinstance(seen[1], StepFailedError)
-    assert seen[1].type.endswith("NotRebuildable")
-    assert seen[1].message == "402: payment required"
+    assert seen[1].type.endswith("Local")
+    assert seen[1].message == "payment required"
     assert "boom" in seen[1].traceback
 
 
