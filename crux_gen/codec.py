@@ -6,9 +6,14 @@ values, attrs classes and dataclasses dicts.
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import sys
 import traceback as tb
+import types
 import uuid
+import warnings
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -16,7 +21,14 @@ from typing import Any
 import attrs
 import cattrs
 
-from .errors import SerializationError
+from .errors import CorruptRecordError, SerializationError, StepFailedError, short_repr
+
+#: The deepest nesting of lists and dicts (and of attrs classes, dataclasses… as
+#: they are stored) a stored value may have: ``[[1]]`` is 2 deep. Deeper values
+#: are a ``SerializationError``. Far under Python's recursion limit, so whatever
+#: is stored decodes again, even inside a resume's one parse of a whole history.
+MAX_DEPTH = 200
+_SHALLOW = 2 * MAX_DEPTH  # JSON text this short cannot nest deeper: each level takes 2 characters
 
 converter = cattrs.Converter()
 converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
@@ -89,6 +101,68 @@ def _build_fast_dumps() -> Callable[[Any], str]:
 _dumps = _build_fast_dumps()
 
 
+def _not_plain(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not plain JSON")
+
+
+# Plain JSON only (no converter hook), for what an ErrorInfo keeps of an exception:
+# what it encodes decodes back to the same types (but tuples, which become lists).
+_plain_dumps: Callable[[Any], str] = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=_not_plain
+).encode
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET_OR_QUOTE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+
+
+def _depth(text: str) -> int:
+    """How deep lists and dicts nest in JSON text we encoded, counted up to
+    ``MAX_DEPTH + 1``: enough to tell whether it is too deep.
+
+    All in C-speed bytes operations (a Python loop per character would cost more
+    than the encoding): drop escaped backslashes and quotes, keep only quotes and
+    brackets, drop what lies inside strings, then peel innermost ``[]`` pairs off,
+    one level per pass.
+    """
+    data = text.encode("utf-8", "surrogatepass")  # brackets and quotes stay one byte
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    data = data.translate(_SQUARE, _NOT_BRACKET_OR_QUOTE).replace(b'""', b"")
+    if b'"' in data:  # strings holding brackets: keep what lies between strings
+        data = b"".join(data.split(b'"')[::2])
+    depth = 0
+    while data and depth <= MAX_DEPTH:
+        data = data.replace(b"[]", b"")
+        depth += 1
+    return depth
+
+
+def _refusal(text: str) -> str | None:
+    """Why JSON text we encoded cannot be stored as it is, or ``None`` when it can.
+
+    Cheap for the common case (a step's small result): ASCII text holds no
+    surrogate, and text of ``2 * MAX_DEPTH`` characters or fewer cannot nest deeper.
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            found = _SURROGATE.search(text)
+            return (
+                f"it holds a lone surrogate {found.group() if found else ''!r}, which is not "
+                "text (as from os.listdir on a name that is not UTF-8); decode such bytes "
+                "with errors='replace', or keep them as os.fsencode(name).hex()"
+            )
+    if (
+        len(text) > _SHALLOW
+        and text.count("[") + text.count("{") > MAX_DEPTH
+        and _depth(text) > MAX_DEPTH
+    ):
+        return f"it is nested deeper than {MAX_DEPTH} levels of lists and dicts"
+    return None
+
+
 def _to_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
@@ -96,29 +170,92 @@ def _to_datetime(value: Any) -> datetime:
     return parsed
 
 
-def encode(value: Any, *, what: str) -> str:
-    """Encode *value* as JSON text; ``SerializationError`` naming *what* if it cannot be."""
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return f"it is nested deeper than {MAX_DEPTH} levels, or it contains itself"
     try:
-        return _dumps(value)
+        return str(exc)[:300] or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
+def encode(value: Any, *, what: str) -> str:
+    """Encode *value* as JSON text, or raise ``SerializationError`` naming *what*.
+
+    >>> encode({"to": "ada@example.com", "n": 3}, what="the result of step 'send'")
+    '{"to":"ada@example.com","n":3}'
+
+    Refused, so that every store keeps exactly the same values and every stored
+    value decodes again: what JSON cannot hold (objects, NaN), lone surrogates,
+    ints past Python's int-to-str digit limit, and nesting deeper than
+    :data:`MAX_DEPTH`. The error's message never fails to build.
+    """
+    try:
+        text = _dumps(value)
     except (TypeError, ValueError, RecursionError, cattrs.BaseValidationError) as exc:
-        raise SerializationError(what, value, str(exc)) from exc
+        raise SerializationError(what, value, _reason(exc)) from exc
+    if len(text) <= _SHALLOW and text.isascii():
+        return text  # the per-step hot path: no surrogate, too short to nest too deep
+    refused = _refusal(text)
+    if refused is not None:
+        raise SerializationError(what, value, refused)
+    return text
 
 
-def decode_many(texts: list[str | None]) -> list[Any]:
-    """Decode many JSON texts in one parse (a resume decodes its whole history so)."""
+def decode_many(
+    texts: list[str | None], *, flow_id: str | None = None, column: str = "result"
+) -> list[Any]:
+    """Decode many JSON texts in one parse (a resume decodes its whole history so).
+
+    >>> decode_many(['"a"', None, "[1]"], flow_id="7f3a")
+    ['a', None, [1]]
+
+    Text ``i`` is the record at position ``i`` of flow *flow_id*; when any is not
+    JSON, ``CorruptRecordError`` names the first such position and *column*.
+    """
     if not texts:
         return []
-    return list(_loads("[" + ",".join("null" if t is None else t for t in texts) + "]"))
+    try:
+        values = _loads("[" + ",".join("null" if t is None else t for t in texts) + "]")
+    except (ValueError, RecursionError):
+        values = None
+    if values is None or len(values) != len(texts):  # a text held a comma, or broke the list
+        where = "(unknown)" if flow_id is None else flow_id
+        for position, text in enumerate(texts):
+            decode_stored(text, flow_id=where, position=position, column=column)
+        raise CorruptRecordError(where, None, column, "the history does not parse as a whole")
+    return values  # type: ignore[no-any-return]
 
 
 def decode(text: str | None) -> Any:
-    """Decode JSON text we wrote (``None`` stays ``None``)."""
+    """Decode JSON text we wrote (``None`` stays ``None``).
+
+    >>> decode('{"n":[1,2]}')
+    {'n': [1, 2]}
+    """
     if text is None:
         return None
     try:
-        return _scan(text, 0)[0]  # the C scanner alone: no whitespace checks around it
+        value, end = _scan(text, 0)  # the C scanner alone: no whitespace checks around it
     except StopIteration:
         return _loads(text)  # leading whitespace, or not JSON: json's own error
+    if end != len(text):
+        return _loads(text)  # trailing whitespace, or more than one value: json decides
+    return value
+
+
+def decode_stored(text: str | None, *, flow_id: str, position: int | None, column: str) -> Any:
+    """Decode a stored column, or raise ``CorruptRecordError`` naming where it is.
+
+    >>> decode_stored(row.result, flow_id=row.flow_id, position=row.position, column="result")
+
+    *position* is the record's position in the flow's history, ``None`` for a
+    column of the flow itself (``input``, ``result``). ``None`` stays ``None``.
+    """
+    try:
+        return decode(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, the int digit limit
+        raise CorruptRecordError(flow_id, position, column, _reason(exc)) from None
 
 
 def structure(data: Any, schema: Any) -> Any:
@@ -136,41 +273,250 @@ def structure_error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _slot_names(kind: type) -> list[str]:
+    """Data an exception keeps outside its ``__dict__``: slots, and the fields of
+    builtin bases (``OSError.filename``, ``StopIteration.value``…)."""
+    names: list[str] = []
+    for klass in kind.__mro__[:-1]:  # not object
+        for name, attr in vars(klass).items():
+            slot = isinstance(attr, types.MemberDescriptorType | types.GetSetDescriptorType)
+            if slot and name != "args" and not name.startswith("__") and name not in names:
+                names.append(name)
+    return names
+
+
+def _plain(value: Any) -> tuple[bool, Any]:
+    """``(True, value as JSON gives it back)`` when *value* can be stored as plain JSON."""
+    try:
+        text = _plain_dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return False, None
+    if _refusal(text) is not None:
+        return False, None
+    return True, _loads(text)
+
+
+def _text(value: str) -> str:
+    """*value* with lone surrogates escaped, so any store can keep it."""
+    if value.isascii() or _SURROGATE.search(value) is None:
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _exception_text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__}: str() raised>"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    try:
+        return "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        return ""
+
+
+def _str_keyed(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
 @attrs.frozen
 class ErrorInfo:
-    """A failure as stored: the exception's ``module.qualname``, message and traceback."""
+    """A failure as stored: the exception's ``module.qualname``, message, traceback,
+    and what replay needs to raise it again: its ``args`` and the attributes it
+    carried that JSON can hold (``None`` where nothing was recorded).
+
+    >>> ErrorInfo.from_exception(KeyError("sku-1"))
+    ErrorInfo(type='builtins.KeyError', message="'sku-1'", traceback='...', args=('sku-1',), ...)
+    """
 
     type: str
     message: str
     traceback: str = ""
+    args: tuple[Any, ...] | None = attrs.field(default=None, hash=False)
+    attributes: dict[str, Any] | None = attrs.field(default=None, hash=False)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Capture *exc*'s type, message and formatted traceback."""
+        """Capture *exc*: its type, message, formatted traceback, ``args`` (when JSON
+        can hold them) and attributes (each one JSON cannot hold kept as ``None``).
+
+        >>> info = ErrorInfo.from_exception(exc)
+        """
         kind = type(exc)
-        name = kind.__qualname__
-        module = kind.__module__
+        args_ok, args = _plain(exc.args)
+        attributes: dict[str, Any] = {}
+        found: dict[str, Any] = {}
+        for name in _slot_names(kind):
+            try:
+                found[name] = getattr(exc, name)
+            except Exception:
+                continue
+        found.update(getattr(exc, "__dict__", {}))
+        for name, value in found.items():
+            if isinstance(name, str) and (not name.startswith("__") or name == "__notes__"):
+                ok, plain = _plain(value)
+                attributes[_text(name)] = plain if ok else None
         return cls(
-            type=f"{module}.{name}",
-            message=str(exc),
-            traceback="".join(tb.format_exception(kind, exc, exc.__traceback__)),
+            type=_text(f"{kind.__module__}.{kind.__qualname__}"),
+            message=_text(_exception_text(exc)),
+            traceback=_text(_traceback_text(exc)),
+            args=tuple(args) if args_ok else None,
+            attributes=attributes or None,
         )
 
     def encode(self) -> str:
-        """This error as JSON text, as stores keep it."""
-        return _dumps(attrs.asdict(self))
+        """This error as JSON text, as stores keep it.
+
+        >>> ErrorInfo("builtins.ValueError", "bad").encode()
+        '{"type":"builtins.ValueError","message":"bad","traceback":""}'
+        """
+        data: dict[str, Any] = {
+            "type": _text(self.type),
+            "message": _text(self.message),
+            "traceback": _text(self.traceback),
+        }
+        if self.args is not None:
+            data["args"] = list(self.args)
+        if self.attributes is not None:
+            data["attributes"] = self.attributes
+        try:
+            return _plain_dumps(data)
+        except (TypeError, ValueError, RecursionError):  # built by hand with odd values
+            data.pop("args", None)
+            data.pop("attributes", None)
+            return _plain_dumps(data)
 
     @classmethod
-    def decode(cls, text: str | None) -> ErrorInfo | None:
-        """Read back what :meth:`encode` wrote (``None`` stays ``None``)."""
+    def decode(
+        cls,
+        text: str | None,
+        *,
+        flow_id: str | None = None,
+        position: int | None = None,
+        column: str = "error",
+    ) -> ErrorInfo | None:
+        """Read back what :meth:`encode` wrote (``None`` stays ``None``), or raise
+        ``CorruptRecordError`` naming *flow_id*, *position* and *column*.
+
+        >>> ErrorInfo.decode(record.error, flow_id=flow_id, position=record.position)
+
+        Records written before ``args`` and ``attributes`` were kept read back
+        with both ``None``.
+        """
         if text is None:
             return None
-        data = _loads(text)
+        where = "(unknown)" if flow_id is None else flow_id
+        data = decode_stored(text, flow_id=where, position=position, column=column)
+        problem = None
+        if not isinstance(data, dict):
+            problem = f"a JSON {type(data).__name__}, not an object"
+        elif not isinstance(data.get("type"), str):
+            problem = "its type is not a string"
+        elif not all(isinstance(data.get(k, ""), str) for k in ("message", "traceback")):
+            problem = "its message or traceback is not a string"
+        elif not isinstance(data.get("args"), list | None):
+            problem = "its args are not a list"
+        elif data.get("attributes") is not None and not _str_keyed(data["attributes"]):
+            problem = "its attributes are not an object"
+        if problem is not None:
+            raise CorruptRecordError(where, position, column, f"{problem}: {short_repr(data)}")
+        args = data.get("args")
         return cls(
-            type=data.get("type", ""),
+            type=data["type"],
             message=data.get("message", ""),
             traceback=data.get("traceback", ""),
+            args=None if args is None else tuple(args),
+            attributes=data.get("attributes"),
         )
+
+    def rebuild(self, step: str = "?") -> BaseException:
+        """The recorded exception again, for replay to throw at the same ``yield``.
+
+        >>> raise info.rebuild("charge-card")
+
+        An instance of the recorded class whenever that class can be imported
+        (importing the module the record names, if needed): built without
+        calling its ``__init__``, with its ``args`` and attributes restored, so an
+        ``except ThatClass:`` takes the same branch as on the first run. Only a
+        record naming something else than an importable ``Exception`` subclass
+        gives :class:`StepFailedError` (with the recorded type, message and
+        traceback) and a warning naming the class.
+        """
+        kind, why = _exception_class(self.type)
+        if kind is not None:
+            rebuilt = _instance(kind, self)
+            if rebuilt is not None:
+                return rebuilt
+            why = "it cannot be rebuilt from what was recorded"
+        warnings.warn(
+            f"step {step!r} recorded a failure of class {self.type}, which {why}; the "
+            f"replay raises StepFailedError instead, which an `except` naming "
+            f"{self.type.rsplit('.', 1)[-1]} does not catch. Make the class importable "
+            "under that name where flows resume",
+            UserWarning,
+            stacklevel=3,
+        )
+        return StepFailedError(step, self.type, self.message, self.traceback)
+
+
+def _exception_class(name: str) -> tuple[type[Exception] | None, str]:
+    """The ``Exception`` subclass that *name* (``module.qualname``) names, else
+    ``None`` and why. Only a module that *name* spells out is ever imported, and
+    only when no module already imported holds the class."""
+    parts = name.split(".")
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return None, "is not a module.qualname"
+    cuts = range(len(parts) - 1, 0, -1)  # the longest module name first
+    why = "cannot be imported here"
+    for importing in (False, True):
+        for cut in cuts:
+            module_name = ".".join(parts[:cut])
+            module = sys.modules.get(module_name)
+            if module is None and importing:
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError as exc:
+                    why = f"cannot be imported here ({exc})"
+                except Exception as exc:  # the module itself raised while importing
+                    return None, f"cannot be imported here ({type(exc).__name__}: {exc})"
+            if module is None:
+                continue
+            obj: Any = module
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr, None)
+            if obj is None:
+                continue
+            if isinstance(obj, type) and issubclass(obj, Exception):
+                return obj, ""
+            return None, "is not an Exception subclass"
+    return None, why
+
+
+_MISSING = object()
+
+
+def _instance(kind: type[Exception], info: ErrorInfo) -> BaseException | None:
+    """An instance of *kind* as *info* recorded it, made without ``__init__``; ``None``
+    when the class refuses to be made so, or the result cannot even be shown."""
+    args = (info.message,) if info.args is None else info.args
+    try:
+        try:
+            exc = kind.__new__(kind, *args)
+        except Exception:
+            exc = kind.__new__(kind)
+        exc.args = args
+        for name, value in (info.attributes or {}).items():
+            try:
+                if getattr(exc, name, _MISSING) != value:  # OSError.filename2: None stays unset
+                    object.__setattr__(exc, name, value)  # past a frozen class's __setattr__
+            except Exception:  # a read-only property: what it shows comes from the rest
+                continue
+        str(exc)
+    except Exception:
+        return None
+    return exc
 
 
 def utc(value: datetime | None) -> datetime | None:

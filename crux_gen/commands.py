@@ -9,24 +9,46 @@ from typing import Any, Literal
 
 import attrs
 
-from .durations import to_duration, to_optional_duration
+from .durations import MAX_DURATION, to_duration, to_optional_duration
+from .errors import InvalidTypeError, InvalidValueError
 
 Backoff = Literal["exponential", "fixed", "linear"]
 _BACKOFFS = ("exponential", "fixed", "linear")
 
 
+def check_name(value: object, *, what: str) -> str:
+    """Return *value* if it can name a command, a flow or a signal, else raise.
+
+    >>> check_name("send-welcome", what="Step name")
+    'send-welcome'
+
+    ``InvalidTypeError`` for anything but a ``str``; ``InvalidValueError`` for a
+    blank string, or one holding a lone surrogate (which no store can keep).
+    """
+    if not isinstance(value, str):
+        raise InvalidTypeError(what, value, "is not a str; give a non-empty string")
+    if not value.strip():
+        raise InvalidValueError(what, value, "is blank; give a non-empty string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValueError(
+                what, value, "holds a lone surrogate, which no store can keep as text"
+            ) from None
+    return value
+
+
 def _valid_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(
-            f"{type(instance).__name__} {attribute.name} {value!r} must be a non-empty string"
-        )
+    check_name(value, what=f"{type(instance).__name__} {attribute.name}")
 
 
 def _callable(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not callable(value):
-        raise TypeError(
-            f"{type(instance).__name__} {attribute.name} must be a zero-argument callable, "
-            f"got {value!r}"
+        raise InvalidTypeError(
+            f"{type(instance).__name__} {attribute.name}",
+            value,
+            "is not callable; give a zero-argument callable (a function or a lambda)",
         )
 
 
@@ -34,18 +56,22 @@ def _retry_on(value: object) -> tuple[type[BaseException], ...]:
     items = value if isinstance(value, tuple | list) else (value,)
     for item in items:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise TypeError(f"Retry retry_on {item!r} is not an exception class")
+            raise InvalidTypeError(
+                "Retry retry_on", item, "is not an exception class; give one or a tuple of them"
+            )
     return tuple(items)
 
 
 def _attempts(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"Retry attempts {value!r} must be an int of 1 or more")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidTypeError("Retry attempts", value, "is not an int; give an int of 1 or more")
+    if value < 1:
+        raise InvalidValueError("Retry attempts", value, "must be an int of 1 or more")
 
 
 def _backoff(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in _BACKOFFS:
-        raise ValueError(f"Retry backoff {value!r} must be one of {', '.join(_BACKOFFS)}")
+        raise InvalidValueError("Retry backoff", value, f"must be one of {', '.join(_BACKOFFS)}")
 
 
 def _retry_delay(value: object) -> timedelta:
@@ -91,16 +117,22 @@ class Retry:
     )
 
     def delay_after(self, failures: int) -> timedelta:
-        """The wait before the next try, after *failures* failed tries (1 or more)."""
+        """The wait before the next try, after *failures* failed tries (1 or more):
+        never more than ``max_delay``, nor than 100 years (``MAX_DURATION``).
+
+        >>> Retry(backoff="exponential", delay="1s").delay_after(3)
+        datetime.timedelta(seconds=4)
+        """
         if self.backoff == "fixed":
-            wait = self.delay
+            factor = 1
         elif self.backoff == "linear":
-            wait = self.delay * failures
+            factor = max(failures, 1)
         else:
-            wait = self.delay * (2 ** min(failures - 1, 40))
-        if self.max_delay is not None and wait > self.max_delay:
-            wait = self.max_delay
-        return wait
+            factor = 2 ** min(max(failures - 1, 0), 64)
+        cap = MAX_DURATION if self.max_delay is None else min(self.max_delay, MAX_DURATION)
+        if self.delay.total_seconds() * factor >= cap.total_seconds():
+            return cap  # checked in float seconds: a timedelta this long would overflow
+        return self.delay * factor
 
     def should_retry(self, exc: BaseException, failures: int) -> bool:
         """Whether to try again after *failures* failed tries ending with *exc*."""
@@ -110,7 +142,7 @@ class Retry:
 def _retry(value: object) -> Retry | None:
     if value is None or isinstance(value, Retry):
         return value
-    raise TypeError(f"Step retry must be a Retry(...) or None, got {value!r}")
+    raise InvalidTypeError("Step retry", value, "is not a Retry; give Retry(...) or None")
 
 
 @attrs.frozen

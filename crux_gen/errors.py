@@ -5,11 +5,85 @@ Each error keeps its data as attributes and builds its message from them.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
+
+
+class _SafeRepr(reprlib.Repr):
+    """``reprlib`` with limits, and ints past Python's decimal limit described."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 80
+        self.maxlong = 80
+        self.maxother = 100
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 5
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than int-to-str allows
+            return f"<int of about {int(x.bit_length() * 0.30103) + 1} digits>"
+
+
+_SAFE_REPR = _SafeRepr()
+
+
+def short_repr(value: object, limit: int = 200) -> str:
+    """A ``repr`` of *value* for a message: at most *limit* characters, never raising.
+
+    >>> short_repr(10**5000)
+    '<int of about 5001 digits>'
+
+    Containers are shown to a few levels and items, strings cut; an object
+    whose own ``repr`` raises is shown by its type.
+    """
+    try:
+        shown = _SAFE_REPR.repr(value)
+    except Exception:
+        shown = f"<{type(value).__qualname__} object>"
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return shown
 
 
 class CruxError(Exception):
     """The root of every error crux_gen raises."""
+
+
+class InvalidValueError(CruxError, ValueError):
+    """A bad argument: of the right type, but a value crux_gen cannot take.
+
+    >>> Sleep("nap", "99999999999d")
+    InvalidValueError: Sleep duration '99999999999d' is longer than 100 years (36525 days), ...
+
+    *what* names the argument, *value* is what was given and *problem* says what
+    is wrong with it and what to give instead.
+    """
+
+    def __init__(self, what: str, value: object, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{what} {short_repr(value)} {problem}")
+
+
+class InvalidTypeError(CruxError, TypeError):
+    """A bad argument: not of a type crux_gen can take.
+
+    >>> signal_flow(b"7f3a", "go", None, store=store)
+    InvalidTypeError: flow id b'7f3a' is a bytes, not a str; give the id as a str
+
+    *what* names the argument, *value* is what was given and *problem* says what
+    is wrong with it and what to give instead.
+    """
+
+    def __init__(self, what: str, value: object, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{what} {short_repr(value)} {problem}")
 
 
 class FlowNotFoundError(CruxError, LookupError):
@@ -112,18 +186,22 @@ class NonDeterminismError(CruxError):
 
 
 class SerializationError(CruxError, TypeError):
-    """A value could not be stored as JSON."""
+    """A value could not be stored as JSON (nothing was stored).
+
+    >>> signal_flow(flow_id, "go", {"sock": socket.socket()}, store=store)
+    SerializationError: the payload of signal 'go' for flow '7f3a' cannot be stored as JSON: ...
+
+    The message shows the value cut short (``short_repr``), so building it never
+    fails, however huge, deep or odd the value.
+    """
 
     def __init__(self, what: str, value: Any, reason: str) -> None:
         self.what = what
         self.value = value
         self.reason = reason
-        shown = repr(value)
-        if len(shown) > 200:
-            shown = shown[:200] + "…"
         super().__init__(
-            f"{what} cannot be stored as JSON: {reason} (value {shown}); return JSON-able "
-            "data: dicts, lists, str, int, float, bool, None, datetimes, attrs classes"
+            f"{what} cannot be stored as JSON: {reason} (value {short_repr(value)}); return "
+            "JSON-able data: dicts, lists, str, int, float, bool, None, datetimes, attrs classes"
         )
 
 

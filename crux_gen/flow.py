@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from .commands import Command
-from .errors import FlowNotRegisteredError
+from .commands import Command, check_name
+from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -105,6 +105,10 @@ class Flow(Generic[R]):
         """
         from .runner import run_flow
 
+        if flow_id is not None:
+            check_flow_id(flow_id)
+        if resume is not None:
+            check_flow_id(resume)
         return run_flow(self, store=store, input=input, flow_id=flow_id, resume=resume)
 
 
@@ -147,17 +151,44 @@ def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R
 
     Registering a name again replaces the earlier flow.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"flow name {name!r} must be a non-empty string")
+    check_name(name, what="flow name")
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         if not inspect.isgeneratorfunction(fn):
-            raise TypeError(
-                f"@flow({name!r}) needs a generator function (one that yields commands); "
-                f"{getattr(fn, '__qualname__', fn)!r} is not one"
+            raise InvalidTypeError(
+                f"@flow({name!r}) function",
+                getattr(fn, "__qualname__", fn),
+                "is not a generator function; give one that yields commands",
             )
         made = Flow(name, fn)
         (registry or default_registry).add(made)
         return made
 
     return decorate
+
+
+def check_flow_id(value: object) -> str:
+    """Return *value* if it can be a flow id, else raise naming it.
+
+    >>> check_flow_id("7f3a0c")
+    '7f3a0c'
+
+    ``InvalidTypeError`` (a ``TypeError``) for anything but a ``str`` (an int, bytes,
+    ``None``); ``InvalidValueError`` (a ``ValueError``) for the empty string, or one
+    holding a lone surrogate, which no store can keep. Nothing is stored before
+    this check passes.
+    """
+    if not isinstance(value, str):
+        raise InvalidTypeError(
+            "flow id", value, f"is a {type(value).__name__}, not a str; give the id as a str"
+        )
+    if not value:
+        raise InvalidValueError("flow id", value, "is empty; give a non-empty str")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValueError(
+                "flow id", value, "holds a lone surrogate, which no store can keep as text"
+            ) from None
+    return value

@@ -12,7 +12,6 @@ live decision and reports the outcome with :meth:`Interpreter.resolve` or
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Generator, Sequence
 from datetime import datetime
@@ -113,7 +112,7 @@ class Interpreter:
         self._divergence: NonDeterminismError | None = None
         # Every recorded result, decoded in one parse (several times cheaper than one
         # json.loads per record on a long history).
-        self._values = codec.decode_many([r.result for r in history])
+        self._values = codec.decode_many([r.result for r in history], flow_id=flow_id)
 
     @property
     def is_replaying(self) -> bool:
@@ -229,24 +228,19 @@ class Interpreter:
         return value
 
 
-def rebuild_exception(record: StoredRecord) -> BaseException:
-    """The recorded failure: its own class when it can be rebuilt from its message
-    (and its module is already imported), else :class:`StepFailedError`."""
-    info = codec.ErrorInfo.decode(record.error) or codec.ErrorInfo("builtins.Exception", "")
-    parts = info.type.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:cut]))
-        if module is None:
-            continue
-        obj: Any = module
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr, None)
-        if isinstance(obj, type) and issubclass(obj, Exception):
-            try:
-                exc = obj(info.message)
-            except Exception:
-                break
-            if str(exc) == info.message:
-                return exc
-        break
-    return StepFailedError(record.name, info.type, info.message, info.traceback)
+def rebuild_exception(record: StoredRecord, *, flow_id: str | None = None) -> BaseException:
+    """The failure *record* holds, to throw at the same ``yield`` again on replay.
+
+    >>> gen.throw(rebuild_exception(record, flow_id=flow_id))
+
+    An instance of the recorded class whenever that class can be imported, made
+    without its ``__init__``, ``args`` and attributes restored (see
+    :meth:`ErrorInfo.rebuild <crux_gen.codec.ErrorInfo.rebuild>`), so the flow's
+    ``except`` takes the same branch as on the first run; :class:`StepFailedError`
+    and a warning when it cannot be. An error column that is not an error record
+    is a ``CorruptRecordError`` naming *flow_id* and the record's position.
+    """
+    info = codec.ErrorInfo.decode(record.error, flow_id=flow_id, position=record.position)
+    if info is None:  # a failed record without its error: nothing to rebuild
+        return StepFailedError(record.name, "builtins.Exception", "(no error recorded)")
+    return info.rebuild(record.name)

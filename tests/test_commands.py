@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from crux_gen import Retry, Sleep, Step, Suspend, WaitUntil, to_duration
+from crux_gen import (
+    CruxError,
+    FlowContext,
+    InvalidTypeError,
+    InvalidValueError,
+    Retry,
+    Sleep,
+    Step,
+    Suspend,
+    WaitUntil,
+    flow,
+    get_flow,
+    to_duration,
+)
+from crux_gen.durations import MAX_DURATION
 
 
 @pytest.mark.parametrize(
@@ -78,3 +94,115 @@ def test_attempts_count_the_first_try() -> None:
     assert retry.should_retry(ValueError(), 1)
     assert retry.should_retry(ValueError(), 2)
     assert not retry.should_retry(ValueError(), 3)
+
+
+# -- huge durations --------------------------------------------------------------
+
+HUGE_DURATIONS: list[object] = [
+    "99999999999d",
+    "9" * 400 + "s",
+    10**20,
+    10**5000,
+    1e300,
+    timedelta.max,
+    timedelta(days=36525, seconds=1),
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    -1,
+    timedelta(seconds=-1),
+]
+
+WHERE_DURATIONS_ARE_WRITTEN: dict[str, Callable[[object], object]] = {
+    "to_duration": to_duration,
+    "Sleep": lambda d: Sleep("x", d),  # type: ignore[arg-type]
+    "Retry delay": lambda d: Retry(delay=d),  # type: ignore[arg-type]
+    "Retry max_delay": lambda d: Retry(max_delay=d),  # type: ignore[arg-type]
+    "Suspend timeout": lambda d: Suspend("x", timeout=d),  # type: ignore[arg-type]
+    "WaitUntil every": lambda d: WaitUntil("x", lambda: True, every=d),  # type: ignore[arg-type]
+    "WaitUntil timeout": lambda d: WaitUntil("x", lambda: True, timeout=d),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize(
+    "where", WHERE_DURATIONS_ARE_WRITTEN.values(), ids=WHERE_DURATIONS_ARE_WRITTEN
+)
+@pytest.mark.parametrize("bad", HUGE_DURATIONS, ids=lambda v: type(v).__name__)
+def test_a_huge_or_negative_duration_is_an_invalid_value_error_where_it_is_written(
+    where: Callable[[object], object], bad: object
+) -> None:
+    with pytest.raises(InvalidValueError) as caught:
+        where(bad)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, CruxError)
+    message = str(caught.value)
+    assert len(message) < 400
+    if bad != 10**5000:
+        assert repr(bad)[:20] in message
+
+
+def test_the_longest_duration_is_100_years_and_says_so() -> None:
+    assert to_duration("36525d") == MAX_DURATION == timedelta(days=36525)
+    assert to_duration(MAX_DURATION.total_seconds()) == MAX_DURATION
+    with pytest.raises(InvalidValueError, match="100 years"):
+        to_duration("36526d")
+    assert "100 years" in (to_duration.__doc__ or "")
+
+
+def test_the_longest_backoff_never_overflows() -> None:
+    for backoff in ("fixed", "linear", "exponential"):
+        retry = Retry(attempts=10**6, backoff=backoff, delay=MAX_DURATION)  # type: ignore[arg-type]
+        assert retry.delay_after(10**5) == MAX_DURATION
+        assert retry.delay_after(1) == MAX_DURATION
+
+
+def test_a_flow_sleeping_the_longest_duration_stays_readable(store: Any) -> None:
+    @flow("long-sleep")
+    def f(ctx: FlowContext) -> Any:
+        yield Sleep("nap", MAX_DURATION)
+
+    r = f.run(store=store)
+    assert r.status == "suspended"
+    assert r.wake_at is not None
+    info = get_flow(r.flow_id, store=store)
+    assert info.wake_at == r.wake_at
+    assert [f.id for f in store.list_flows()] == [r.flow_id]
+
+
+# -- bad arguments are CruxError and the builtin callers expect ------------------
+
+
+def _bad_calls() -> dict[str, tuple[Callable[[], object], type[Exception]]]:
+    ok = lambda: 1  # noqa: E731
+    return {
+        "Step name ''": (lambda: Step("", ok), ValueError),
+        "Step name 3": (lambda: Step(3, ok), TypeError),  # type: ignore[arg-type]
+        "Step name surrogate": (lambda: Step("a\udcff", ok), ValueError),
+        "Step fn": (lambda: Step("x", 42), TypeError),  # type: ignore[arg-type]
+        "Step retry": (lambda: Step("x", ok, retry=3), TypeError),  # type: ignore[arg-type]
+        "Suspend name": (lambda: Suspend(""), ValueError),
+        "WaitUntil condition": (lambda: WaitUntil("x", None), TypeError),  # type: ignore[arg-type]
+        "Sleep name": (lambda: Sleep(None, "1s"), TypeError),  # type: ignore[arg-type]
+        "Retry attempts 0": (lambda: Retry(attempts=0), ValueError),
+        "Retry attempts '3'": (lambda: Retry(attempts="3"), TypeError),  # type: ignore[arg-type]
+        "Retry backoff": (lambda: Retry(backoff="random"), ValueError),  # type: ignore[arg-type]
+        "Retry retry_on": (lambda: Retry(retry_on=(int,)), TypeError),  # type: ignore[arg-type]
+        "duration": (lambda: to_duration("soon-ish"), ValueError),
+        "duration None": (lambda: to_duration(None), ValueError),
+        "flow name ''": (lambda: flow("")(lambda ctx: (yield)), ValueError),
+        "flow name 3": (lambda: flow(3)(lambda ctx: (yield)), TypeError),  # type: ignore[arg-type]
+        "flow not a generator": (lambda: flow("x")(lambda ctx: 1), TypeError),  # type: ignore[arg-type]
+    }
+
+
+BAD_CALLS = _bad_calls()
+
+
+@pytest.mark.parametrize(("call", "builtin"), BAD_CALLS.values(), ids=BAD_CALLS)
+def test_a_bad_argument_is_both_a_crux_error_and_the_builtin_callers_expect(
+    call: Callable[[], object], builtin: type[Exception]
+) -> None:
+    expected = InvalidTypeError if builtin is TypeError else InvalidValueError
+    with pytest.raises(expected) as caught:
+        call()
+    assert isinstance(caught.value, CruxError)
+    assert isinstance(caught.value, builtin)
