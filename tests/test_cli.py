@@ -22,11 +22,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
 from crux_gen import FlowContext, Sleep, Step, flow, get_flow, signal_flow
-from crux_gen.cli import cli, replay_check
+from crux_gen.cli import cli, main
+from crux_gen.errors import StoreBusyError, StoreError
+from crux_gen.replay import ReplayProblem, replay_check
 from crux_gen.stores.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -439,29 +442,201 @@ def test_replay_check_runs_no_step_and_stops_at_the_live_edge(tmp_path: Path) ->
         ctx.now()
         return "done early"
 
-    found = replay_check(stored, yields_early)
-    assert found == (
-        "diverges",
-        "position 2: recorded Sleep('nap'), the code now returns",
+    # A body that ends before its history does diverges: it would be a
+    # NonDeterminismError on resume, named by what the code does instead.
+    assert replay_check(stored, yields_early) == ReplayProblem(
+        "diverges", 2, "position 2: recorded Sleep('nap'), the code now returns"
     )
 
     def raises_in_body(ctx: FlowContext) -> Any:
         yield Step("a", lambda: step("a"))
         raise KeyError("gone")
 
-    label, what = replay_check(stored, raises_in_body) or ("", "")
-    assert label == "raises"
-    assert what.startswith("position 1: recorded ctx.now(), the code now raises KeyError")
+    assert replay_check(stored, raises_in_body) == ReplayProblem(
+        "diverges", 1, "position 1: recorded ctx.now(), the code now raises KeyError: 'gone'"
+    )
 
     def reorders_helpers(ctx: FlowContext) -> Any:
         yield Step("a", lambda: step("a"))
         ctx.uuid4()
         yield Sleep("nap", "1h")
 
-    label, what = replay_check(stored, reorders_helpers) or ("", "")
-    assert (label, what) == (
-        "diverges",
-        "position 1: recorded ctx.now(), the code now yields ctx.uuid4()",
+    assert replay_check(stored, reorders_helpers) == ReplayProblem(
+        "diverges", 1, "position 1: recorded ctx.now(), the code now yields ctx.uuid4()"
     )
+
+    def raises_past_its_history(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: step("a"))
+        ctx.now()
+        yield Sleep("nap", "1h")
+        raise RuntimeError("new validation")
+
+    # The parked Sleep is the live edge: a body that raises only past it is fine.
+    assert replay_check(stored, raises_past_its_history) is None
+
+    def raises_where_it_yielded(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: step("a"))
+        ctx.now()
+        raise RuntimeError("new validation")
+
+    assert replay_check(stored, raises_where_it_yielded) == ReplayProblem(
+        "diverges",
+        2,
+        "position 2: recorded Sleep('nap'), the code now raises RuntimeError: new validation",
+    )
+    # Stored values this code cannot read back: named, not raised.
+    bad_input = attrs.evolve(stored, input="{x")
+    found = replay_check(bad_input, edge.fn)
+    assert found is not None and (found.kind, found.position) == ("corrupt", None)
+    assert found.text.startswith("stored input cannot be decoded (")
+    bad_record = attrs.evolve(stored, records=(stored.records[0]._replace(result="nope"),))
+    found = replay_check(bad_record, edge.fn)
+    assert found is not None and (found.kind, found.position) == ("corrupt", 0)
+    assert found.text.startswith("position 0: stored result cannot be decoded (")
     assert calls == ["a"]  # no check ran a step
     store.close()
+
+
+def test_store_errors_are_one_line_on_stderr_exit_1(scene: Scene) -> None:
+    (scene.root / "a-file").write_text("not a directory")
+    (scene.root / "a-dir").mkdir()
+    newer = scene.root / "newer.db"
+    SQLiteStore(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 99")  # written by a future crux_gen
+    conn.close()
+    calls = {
+        "directory": ["list", "--db", "a-dir"],
+        "under a file": ["worker", "cliflows", "--db", "a-file/crux.db"],
+        "no such directory": ["worker", "cliflows", "--db", "no-dir/crux.db"],
+        "newer schema": ["show", "anything", "--db", "newer.db"],
+    }
+    results = dict(zip(calls, crux_all(list(calls.values()), scene.root), strict=True))
+    for what, done in results.items():
+        assert done.returncode == 1, (what, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: "), (what, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (what, done.stderr)
+        assert "Traceback" not in done.stderr
+    err = {what: done.stderr for what, done in results.items()}
+    assert "cannot open 'a-dir'" in err["directory"]
+    assert "cannot open 'a-file/crux.db'" in err["under a file"]
+    assert "check that the directory exists and is writable" in err["no such directory"]
+    assert "schema version 99, newer than this crux_gen" in err["newer schema"]
+    assert not (scene.root / "no-dir").exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "raised"),
+    [
+        ("list_flows", ["list"], StoreBusyError("'crux.db' stayed locked by another writer")),
+        (
+            "add_signal",
+            ["signal", "{id}", "x", "{{}}"],
+            StoreError("attempt to write a readonly database"),
+        ),
+        ("load", ["show", "{id}"], sqlite3.OperationalError("disk I/O error")),
+        ("cancel", ["cancel", "{id}"], StoreError("database or disk is full\nsecond line")),
+    ],
+)
+def test_a_store_failing_mid_command_is_one_line_and_exit_1(
+    scene: Scene,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    method: str,
+    args: list[str],
+    raised: Exception,
+) -> None:
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(SQLiteStore, method, fails)
+    argv = [a.format(id=scene.waiting) for a in args] + ["--db", str(scene.db)]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert str(raised).split("\n")[0] in err
+
+
+def corrupt(db: Path, sql: str, *params: Any) -> None:
+    """Change a stored value behind crux_gen's back."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def scene_ids(scene: Scene) -> list[str]:
+    return [scene.waiting, scene.failed, scene.completed, scene.extra]
+
+
+def test_a_corrupt_row_is_shown_as_corrupt_and_never_stops_a_listing(scene: Scene) -> None:
+    corrupt(scene.db, "UPDATE flows SET result = 'not json' WHERE id = ?", scene.completed)
+    corrupt(scene.db, "UPDATE flows SET error = '[]' WHERE id = ?", scene.failed)
+    corrupt(
+        scene.db,
+        "UPDATE records SET result = '{x' WHERE flow_id = ? AND position = 0",
+        scene.waiting,
+    )
+    before = dump(scene.db)
+    table, as_json, done, failed, waiting, as_object, extra, replayed = crux_all(
+        [
+            ["list"],
+            ["list", "--json"],
+            ["show", scene.completed],
+            ["show", scene.failed],
+            ["show", scene.waiting],
+            ["show", scene.failed, "--json"],
+            ["show", scene.extra],
+            ["replay", "cliflows"],
+        ],
+        scene.root,
+    )
+    assert dump(scene.db) == before
+
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 1 + 4 + 2  # header, every flow, a note per corrupt flow
+    assert all(len(line) <= 80 for line in lines)
+    row = {f: next(x for x in lines if x.startswith(f[:12])) for f in scene_ids(scene)}
+    assert "completed, corrupt" in row[scene.completed]
+    assert "failed, corrupt" in row[scene.failed]
+    assert "suspended " in row[scene.extra] and "corrupt" not in row[scene.extra]
+    assert "corrupt" not in row[scene.waiting]  # a corrupt record: show names it
+    notes = [x for x in lines if x.startswith("corrupt: ")]
+    assert notes[0].startswith(f"corrupt: {scene.completed[:12]}…: stored result cannot be")
+    assert notes[1].startswith(f"corrupt: {scene.failed[:12]}…: stored error cannot be")
+
+    assert as_json.returncode == 0, as_json.stderr
+    objects = {o["id"]: o for o in json.loads(as_json.stdout)}
+    assert set(objects) == set(scene_ids(scene))
+    assert scene.completed in objects[scene.completed]["corrupt"]
+    assert "stored result cannot be decoded" in objects[scene.completed]["corrupt"]
+    assert "stored error cannot be decoded" in objects[scene.failed]["corrupt"]
+    assert objects[scene.failed]["status"] == "failed"
+    assert objects[scene.extra]["corrupt"] is None  # the others print as usual
+    assert objects[scene.extra]["status"] == "suspended"
+
+    for shown, flow_id, position, column in (
+        (done, scene.completed, None, "result"),
+        (failed, scene.failed, None, "error"),
+        (waiting, scene.waiting, 0, "result"),
+        (as_object, scene.failed, None, "error"),
+    ):
+        assert shown.returncode == 1, shown.stdout
+        assert shown.stdout == ""
+        assert shown.stderr.startswith(f"error: flow {flow_id!r}")
+        assert len(shown.stderr.strip().splitlines()) == 1 and "Traceback" not in shown.stderr
+        assert f"stored {column} cannot be decoded" in shown.stderr
+        assert (f"at position {position}:" in shown.stderr) == (position is not None)
+    assert extra.returncode == 0, extra.stderr
+
+    # The replay check names the corrupt flow, and goes on with the others.
+    assert replayed.returncode == 1
+    line = next(x for x in replayed.stdout.splitlines() if scene.waiting in x)
+    assert line.startswith("corrupt") and "position 0" in line and "result" in line
+    assert "replayed 2 unfinished flows" in replayed.stdout

@@ -1,0 +1,187 @@
+"""``crux-gen``: look at, signal, cancel, retry, prune and replay flows from a shell.
+
+    crux-gen list --db crux.db --status suspended
+    crux-gen show 7f3a1c2b9e0d --db crux.db
+    crux-gen signal 7f3a1c2b9e0d email-verified '{"verified_at": "2026-11-24T10:00:00Z"}'
+    crux-gen worker myapp.flows --db crux.db
+
+Every subcommand takes ``--db PATH`` (default: ``$CRUX_DB``, else ``crux.db``).
+Bad input or a ``CruxError`` (a ``StoreError`` included) prints one line on
+stderr and exits with code 1; nothing is changed. Stored text is escaped before
+it reaches the terminal (:func:`crux_gen.cli.format.clean`).
+
+This module holds the group, the entry point, ``--db`` and how a store is
+opened; ``commands`` has one function per subcommand, ``show`` the lines of
+``crux-gen show``, ``format`` the escaping, widths and tables.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from ..errors import CruxError, FlowNotFoundError, StoreError
+from ..records import StoredFlow
+from .format import ELLIPSIS, clean, cut, echo
+
+if TYPE_CHECKING:
+    from crux_gen.stores.sqlite import SQLiteStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Ids shorter than this are never treated as prefixes of longer ids.
+MIN_PREFIX = 4
+
+
+class CLIError(click.ClickException):
+    """A one-line error for the user; exit code 1."""
+
+    exit_code = 1
+
+
+# -- --db and the store ----------------------------------------------------------------
+
+
+def db_option(fn: F) -> F:
+    """Add ``--db PATH`` (default ``$CRUX_DB``, else ``crux.db``) to a subcommand."""
+    return click.option(
+        "--db",
+        "db",
+        metavar="PATH",
+        default="crux.db",
+        envvar="CRUX_DB",
+        show_default=True,
+        show_envvar=True,
+        help="The SQLite file holding the flows.",
+    )(fn)
+
+
+def open_store(db: str, *, create: bool = False) -> SQLiteStore:
+    """Open the store at *db*; unless *create*, it must already be a crux_gen store
+    (so a mistyped path is an error, not a new empty file)."""
+    from crux_gen.stores.sqlite import SQLiteStore
+
+    if not create:
+        if not os.path.exists(db):
+            raise CLIError(f"no database at {db!r}; give --db PATH or set CRUX_DB")
+        try:
+            probe = sqlite3.connect(Path(db).resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise CLIError(f"{db!r} is not an SQLite database ({exc})") from None
+            raise CLIError(f"cannot open {db!r}: {exc}") from None
+        if version == 0:
+            raise CLIError(f"{db!r} is not a crux_gen store (no crux_gen tables in it)")
+    try:
+        return SQLiteStore(db)
+    except (sqlite3.Error, StoreError) as exc:
+        raise CLIError(f"cannot open {db!r}: {exc}") from None
+
+
+@contextmanager
+def store_at(db: str, *, create: bool = False) -> Iterator[SQLiteStore]:
+    """Open the store at *db* (see :func:`open_store`) and close it on the way out."""
+    store = open_store(db, create=create)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def find_flow(store: SQLiteStore, flow_id: str) -> StoredFlow:
+    """Load the flow *flow_id* names: its whole id, or (as ``list`` shows them) a
+    unique start of it, with or without the trailing ``…``."""
+    text = flow_id.strip()
+    text = text[: -len(ELLIPSIS)] if text.endswith(ELLIPSIS) else text
+    if not text:
+        raise CLIError("give a flow id (crux-gen list shows them)")
+    try:
+        return store.load(text)
+    except FlowNotFoundError:
+        if len(text) < MIN_PREFIX:
+            raise
+        matches = store.match_ids(text, 4)
+        if len(matches) == 1:
+            return store.load(matches[0])
+        if len(matches) > 1:
+            shown = ", ".join(m[: len(text) + 4] + ELLIPSIS for m in matches[:3])
+            raise CLIError(
+                f"id {text!r} is the start of several flows ({shown}); give more of it"
+            ) from None
+        raise
+
+
+# -- the group -------------------------------------------------------------------------
+
+EPILOG = """\b
+Examples:
+  crux-gen list --status suspended
+  crux-gen show 7f3a1c2b9e0d
+  crux-gen signal 7f3a1c2b9e0d email-verified '{"verified_at": "2026-11-24"}'
+  crux-gen retry 7f3a1c2b9e0d
+  crux-gen worker myapp.flows --db /var/lib/myapp/crux.db
+"""
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operate durable flows stored in an SQLite file: list them, show one's
+    history, signal, cancel or retry it, prune finished flows, check a deploy
+    with replay, and run a worker.
+
+    Every command takes --db PATH (default: $CRUX_DB, else crux.db). Flow ids
+    may be shortened to any unique start, as `list` shows them. Errors print
+    one line on stderr and exit with code 1, changing nothing.
+    """
+
+
+# The subcommands use the helpers above, so they are imported after them.
+from .commands import COMMANDS  # noqa: E402
+
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` as one escaped line on stderr and exit with code 1."""
+    echo(f"error: {cut(clean(message), 10_000)}", err=True)
+    sys.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the ``crux-gen`` console script (also ``python -m crux_gen``)."""
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="crux-gen",
+            standalone_mode=False,
+        )
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())
+        sys.exit(1)
+    except click.UsageError as exc:
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        fail(exc.format_message() + hint)
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except click.exceptions.Abort:
+        fail("aborted")
+    except (CruxError, ValueError, sqlite3.Error) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,461 @@
+"""The subcommands of ``crux-gen``, one function each: list, show, signal, cancel,
+retry, prune, replay and worker."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from .. import codec
+from ..clock import when
+from ..codec import ErrorInfo, decode_stored
+from ..commands import describe
+from ..control import cancel_flow, get_flow, signal_flow
+from ..durations import to_duration
+from ..errors import CorruptRecordError, FlowNotFoundError
+from ..flow import default_registry
+from ..records import StoredFlow
+from ..replay import replay_check
+from ..status import Status
+from . import CLIError, db_option, find_flow, store_at
+from .format import ELLIPSIS, at, clean, cut, echo, relative, table, to_json, width
+from .show import show_lines
+
+# -- list ------------------------------------------------------------------------------
+
+
+@click.command("list")
+@db_option
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in Status]),
+    help="Only flows with this status.",
+)
+@click.option("--flow", "name", metavar="NAME", help="Only flows of this name.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="At most this many flows, most recently updated first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects, for scripts.")
+def list_command(db: str, status: str | None, name: str | None, limit: int, as_json: bool) -> None:
+    """List flows, most recently updated first.
+
+    Columns: id (shortened to fit; any unique start of an id works in the other
+    commands), flow name, status, what the flow waits for, when it wakes (a
+    timer, a retry backoff or a deadline), and when it was last updated.
+    """
+    with store_at(db) as store:
+        flows = store.list_flows(status=status, name=name, limit=limit)
+        now = store.clock.now()
+    if as_json:
+        click.echo(to_json([flow_summary(f) for f in flows], indent=2))
+        return
+    if not flows:
+        echo("no flows" + (" match" if status or name else " yet"))
+        return
+    corrupt = {f.id: found for f in flows if (found := corruption(f)) is not None}
+    headers = ["ID", "FLOW", "STATUS", "WAITING FOR", "WAKE AT", "UPDATED"]
+    rows = [
+        [
+            f.id,
+            f.name,
+            f"{f.status}, corrupt" if f.id in corrupt else f.status,
+            f.waiting_for or "-",
+            relative(when(f.wake_at), now) if f.status == Status.SUSPENDED else "-",
+            relative(when(f.updated_at), now),
+        ]
+        for f in flows
+    ]
+    # Ids give up characters last, down to 12 and a "…" (a unique start is enough).
+    fit = width()
+    for line in table(headers, rows, fit, {0: 13, 1: 10, 3: 11}):
+        echo(line)
+    if len(flows) == limit:
+        echo(f"(the {limit} most recently updated; --limit N for more)")
+    for flow_id, exc in corrupt.items():
+        short = flow_id if len(flow_id) <= 13 else flow_id[:12] + ELLIPSIS
+        echo(cut(clean(f"corrupt: {short}: {corrupt_text(exc)}"), fit))
+
+
+def _iso(ts: float | None) -> str | None:
+    moment = when(ts)
+    return None if moment is None else moment.isoformat()
+
+
+def corruption(f: StoredFlow) -> CorruptRecordError | None:
+    """Say why the flow row *f* cannot be read back (its input, result or error), or
+    return ``None``. Its history is not read: ``show`` names a corrupt record."""
+    try:
+        decode_stored(f.input, flow_id=f.id, position=None, column="input")
+        decode_stored(f.result, flow_id=f.id, position=None, column="result")
+        ErrorInfo.decode(f.error, flow_id=f.id)
+    except CorruptRecordError as exc:
+        return exc
+    return None
+
+
+def corrupt_text(exc: CorruptRecordError) -> str:
+    """Say ``stored error at position 2 cannot be decoded (why)``: *exc* without advice."""
+    at_position = f" at position {exc.position}" if exc.position is not None else ""
+    return f"stored {exc.column}{at_position} cannot be decoded ({exc.reason})"
+
+
+def flow_summary(f: StoredFlow) -> dict[str, Any]:
+    """Build one object of ``list --json``; ``corrupt`` says why a row cannot be read back."""
+    found = corruption(f)
+    error = None if found is not None else ErrorInfo.decode(f.error, flow_id=f.id)
+    return {
+        "id": f.id,
+        "name": f.name,
+        "status": f.status,
+        "waiting_for": f.waiting_for,
+        "wake_at": _iso(f.wake_at),
+        "created_at": _iso(f.created_at),
+        "updated_at": _iso(f.updated_at),
+        "cancel_reason": f.cancel_reason,
+        "error": None if error is None else f"{error.type}: {error.message}",
+        "corrupt": None if found is None else str(found),
+    }
+
+
+# -- show ------------------------------------------------------------------------------
+
+
+@click.command("show")
+@click.argument("flow_id", metavar="ID")
+@db_option
+@click.option("--full", is_flag=True, help="Whole values, pretty-printed, and every traceback.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
+def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
+    """Show a flow: its input, status and timeline.
+
+    The timeline lists each recorded command in order, with its kind, name,
+    state, attempts, how long it took and its result (cut to one line unless
+    --full) or error with its traceback; then every signal sent to the flow:
+    consumed (by which command), pending, or rejected with the validation error.
+    """
+    with store_at(db) as store:
+        info = get_flow(find_flow(store, flow_id).id, store=store)
+        now = store.clock.now()
+    if as_json:
+        data = codec.converter.unstructure(info)
+        click.echo(to_json({"id": info.flow_id, **data}, indent=2))
+        return
+    for line in show_lines(info, now, full=full, fit=width()):
+        echo(line)
+
+
+# -- signal, cancel, retry, prune ------------------------------------------------------
+
+
+@click.command("signal", short_help="Send a signal with a JSON payload to a flow.")
+@click.argument("flow_id", metavar="ID")
+@click.argument("name")
+@click.argument("payload", metavar="JSON")
+@db_option
+def signal_command(flow_id: str, name: str, payload: str, db: str) -> None:
+    """Send the signal NAME with a JSON payload to a flow ('-' reads it from stdin).
+
+    The signal is stored at once; the flow takes it at its next run (a worker
+    pass or a resume) when it reaches Suspend(NAME), first in first out. A
+    finished flow, or one whose wait has expired, refuses it.
+
+    \b
+    Example:
+      crux-gen signal 7f3a1c2b9e0d email-verified '{"verified_at": "2026-11-24"}'
+      echo '{"verified_at": "2026-11-24"}' | crux-gen signal 7f3a email-verified -
+    """
+    text = sys.stdin.read() if payload == "-" else payload
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(
+            f"the payload {cut(text, 40)!r} is not JSON ({exc}); quote it for the shell, "
+            """e.g. '{"ok": true}'"""
+        ) from None
+    with store_at(db) as store:
+        stored = find_flow(store, flow_id)
+        signal_flow(stored.id, name, value, store=store)
+    waits = stored.status == Status.SUSPENDED and stored.waiting_for == name
+    echo(f"sent {name!r} to flow {stored.id} ({stored.name})")
+    if waits:
+        echo("the flow waits for it: the next worker pass or resume delivers it")
+    else:
+        echo(f"kept pending until the flow reaches Suspend({name!r})")
+
+
+@click.command("cancel")
+@click.argument("flow_id", metavar="ID")
+@click.option(
+    "--reason",
+    default="cancelled with crux-gen cancel",
+    show_default=True,
+    help="Why; kept as the flow's cancel_reason.",
+)
+@db_option
+def cancel_command(flow_id: str, reason: str, db: str) -> None:
+    """Cancel an unfinished flow.
+
+    It ends with status "cancelled" and the reason. A flow running in another
+    process stops at its next command boundary (the step in hand finishes and
+    is recorded). A finished flow is left as it is: exit code 1.
+    """
+    with store_at(db) as store:
+        stored = find_flow(store, flow_id)
+        if not cancel_flow(stored.id, reason, store=store):
+            status = store.load(stored.id).status
+            raise CLIError(
+                f"flow {stored.id} ({stored.name}) is {status} already; "
+                "only an unfinished flow can be cancelled"
+            )
+    echo(f"cancelled flow {stored.id} ({stored.name})")
+    echo(f"reason: {reason}")
+
+
+@click.command("retry")
+@click.argument("flow_id", metavar="ID")
+@db_option
+def retry_command(flow_id: str, db: str) -> None:
+    """Make a failed flow run again from the command that failed it.
+
+    Drops the record of the step that failed the flow (and anything recorded
+    after it, such as a ctx.now() value), keeps every completed step and
+    consumed signal before it, and makes the flow due: status "suspended",
+    waking now. The next worker pass or resume runs it: completed steps replay
+    from their records, the failed step runs again with all its attempts.
+
+    If the flow failed in its body instead (no failed step at the end of its
+    history, for instance when it caught a step's failure and went on), nothing
+    is dropped: the next run replays every record and runs the body again from
+    where it raised, which is what you want after deploying a fix.
+
+    Runs no flow code itself. A flow that is not "failed": exit code 1.
+    """
+    with store_at(db) as store:
+        stored = find_flow(store, flow_id)
+        if stored.status != Status.FAILED:
+            raise CLIError(
+                f"flow {stored.id} ({stored.name}) is {stored.status}, not failed; "
+                "only a failed flow can be retried"
+            )
+        dropped = store.retry_failed(stored.id, store.clock.now().timestamp())
+    kept = len(stored.records) - len(dropped)
+    echo(f"retried flow {stored.id} ({stored.name})")
+    if dropped:
+        first = dropped[0]
+        echo(
+            f"dropped the failed record at position {first.position}, "
+            f"{describe(first.kind, first.name)}"
+            + (f", and {len(dropped) - 1} after it" if len(dropped) > 1 else "")
+            + f"; kept {kept}"
+        )
+        echo("it is due now: the next worker pass or resume runs it from there")
+    else:
+        echo(f"it failed in its body, after its {kept} records: nothing dropped")
+        echo("it is due now: the next worker pass or resume replays it and runs the body")
+
+
+@click.command("prune", short_help="Delete old finished flows and their history.")
+@click.option(
+    "--finished-before",
+    "age",
+    required=True,
+    metavar="AGE",
+    help='Delete flows finished and last updated longer ago than this ("30d", "12h").',
+)
+@db_option
+def prune_command(age: str, db: str) -> None:
+    """Delete old finished flows (completed, failed, expired, cancelled), with
+    their history and signals. Unfinished flows are never touched.
+
+    \b
+    Example, keeping 30 days:
+      crux-gen prune --finished-before 30d
+    """
+    keep = duration_option(age, "--finished-before")
+    with store_at(db) as store:
+        before = store.clock.now() - keep
+        deleted = store.prune(before.timestamp())
+    plural = "flow" if deleted == 1 else "flows"
+    echo(f"deleted {deleted} finished {plural} last updated before {at(before)}")
+
+
+# -- replay ----------------------------------------------------------------------------
+
+
+@click.command("replay")
+@click.argument("module")
+@db_option
+def replay_command(module: str, db: str) -> None:
+    """Check that deploying MODULE's flows breaks no flow in progress.
+
+    Imports MODULE (the current directory is on the import path, as with
+    python -m) and replays the history of every unfinished flow against the
+    code of its name, running no step and writing nothing. Prints one line per
+    flow whose history the code no longer yields (id, name, position, the
+    recorded and the new command) or whose code now raises while replaying,
+    and the flows whose name MODULE does not register as skipped.
+
+    Exit code 1 when any flow diverges (or raises), else 0. Run it against a
+    copy of the production database:
+
+    \b
+      crux-gen replay myapp.flows --db prod-copy.db
+    """
+    import_module(module)
+    problems = skipped = checked = 0
+    with store_at(db) as store:
+        unfinished = [
+            f
+            for status in (Status.SUSPENDED, Status.RUNNING)
+            for f in store.list_flows(status=status.value, limit=2**62)
+        ]
+        for summary in sorted(unfinished, key=lambda f: (f.created_at, f.id)):
+            if summary.name not in default_registry:
+                skipped += 1
+                echo(f"skipped   {summary.id}  {summary.name}  (not in {module})")
+                continue
+            try:
+                stored = store.load(summary.id)
+            except FlowNotFoundError:  # pruned meanwhile
+                continue
+            checked += 1
+            found = replay_check(stored, default_registry.get(stored.name).fn)
+            if found is not None:
+                problems += 1
+                echo(f"{found.kind:<9} {stored.id}  {stored.name}  {found.text}")
+    ok = checked - problems
+    echo(
+        f"replayed {checked} unfinished flow{'s' if checked != 1 else ''} against {module}: "
+        f"{ok} ok, {problems} diverge{'s' if problems == 1 else ''}, {skipped} skipped"
+    )
+    if problems:
+        raise click.exceptions.Exit(1)
+
+
+# -- worker ----------------------------------------------------------------------------
+
+
+class _CleanFormatter(logging.Formatter):
+    """Format log lines with stored text escaped (a traceback keeps its own newlines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(clean(line) for line in super().format(record).split("\n"))
+
+
+@click.command("worker")
+@click.argument("module")
+@db_option
+@click.option(
+    "--poll",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help='How often to look for due flows ("500ms", "1s", "1m").',
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="What the worker logs to stderr.",
+)
+def worker_command(module: str, db: str, poll: str, log_level: str) -> None:
+    """Run every due flow of MODULE until SIGINT or SIGTERM.
+
+    Imports MODULE so its @flow functions register (the current directory is on
+    the import path, as with python -m), then advances every due flow: a
+    pending signal it waits for, a passed deadline, a due timer or retry, a
+    crashed runner's flow. On SIGINT (Ctrl-C) or SIGTERM the flow in hand stops
+    at its next command boundary, its lease is released, and the worker exits
+    with code 0. The database is created if it does not exist.
+    """
+    duration_option(poll, "--poll")
+    import_module(module)
+    if not default_registry.names():
+        raise CLIError(f"{module} registers no @flow; give the module that defines your flows")
+    from ..worker import Worker
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CleanFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    with store_at(db, create=True) as store:
+        worker = Worker(store=store)
+
+        def stop(signum: int, frame: Any) -> None:
+            worker.stop()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        echo(
+            f"worker on {db} for flows {', '.join(default_registry.names())}; "
+            "Ctrl-C or SIGTERM stops it",
+            err=True,
+        )
+        worker.run_forever(poll=poll)
+
+
+# -- what the subcommands share --------------------------------------------------------
+
+
+def duration_option(value: str, option: str) -> timedelta:
+    """Read *value* of *option* as a duration; a one-line error names both if it is not."""
+    try:
+        return to_duration(value, what=option)
+    except ValueError:
+        raise CLIError(
+            f'{option} {value!r} is not a duration (try "500ms", "30s", "10m", "12h", "30d")'
+        ) from None
+
+
+def import_module(module: str) -> None:
+    """Import *module* with the current directory first on the path (as ``python -m``)."""
+    if module.endswith(".py") or os.sep in module:
+        raise CLIError(
+            f"{module!r} is a path; give a module name, e.g. myapp.flows for myapp/flows.py"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise CLIError(
+                f"cannot import {module!r}: no module named {exc.name!r} "
+                f"(looked in {cwd} and the installed packages)"
+            ) from None
+        raise CLIError(f"importing {module!r} failed: {where(exc)}") from None
+    except Exception as exc:
+        raise CLIError(f"importing {module!r} failed: {where(exc)}") from None
+
+
+def where(exc: BaseException) -> str:
+    """Say ``Type: message (file, line N)`` for the innermost frame of *exc*."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+COMMANDS = (
+    list_command,
+    show_command,
+    signal_command,
+    cancel_command,
+    retry_command,
+    prune_command,
+    replay_command,
+    worker_command,
+)

@@ -1,0 +1,135 @@
+"""The lines of ``crux-gen show``: a flow's state, its timeline and its signals.
+
+Every stored string is escaped here (:func:`~crux_gen.cli.format.clean`) before
+widths are counted, so the lines are safe to print as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..commands import VALUE_KINDS, describe
+from ..results import FlowInfo, HistoryEntry, SignalInfo
+from ..status import Status
+from .format import (
+    at,
+    clean,
+    cut,
+    error_lines,
+    error_text,
+    relative,
+    span,
+    traceback_lines,
+    value_lines,
+)
+
+PAD = "       "
+
+
+def show_lines(info: FlowInfo, now: datetime, *, full: bool, fit: int) -> list[str]:
+    """Build the whole of ``crux-gen show``: header, input, value or error, timeline, signals."""
+    lines = [
+        f"flow     {clean(info.flow_id)}",
+        f"name     {clean(info.name)}",
+        f"status   {status_text(info)}",
+        f"created  {at(info.created_at)}",
+        f"updated  {at(info.updated_at)} ({relative(info.updated_at, now)})",
+    ]
+    if info.status == Status.SUSPENDED and info.wake_at is not None:
+        word = "deadline" if info.deadline == info.wake_at else "wakes   "
+        lines.insert(3, f"{word} {at(info.wake_at)} ({relative(info.wake_at, now)})")
+    lines += value_lines("input", info.input, "", full=full, fit=fit, sep="    ")
+    if info.status == Status.COMPLETED:
+        lines += value_lines("value", info.value, "", full=full, fit=fit, sep="    ")
+    if info.error is not None:
+        lines.append(f"error    {error_text(info.error)}")
+        lines += traceback_lines(info.error.traceback, "  ")
+
+    consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
+    labels = [clean(describe(entry.kind, entry.name)) for entry in info.history]
+    align = min(max(map(len, labels), default=0), 32)
+    lines += ["", f"timeline ({len(info.history)} recorded)" if info.history else "timeline: empty"]
+    for entry in info.history:
+        lines += entry_lines(entry, info, consumed_by, now, align=align, full=full, fit=fit)
+    if info.signals:
+        lines += ["", f"signals ({len(info.signals)})"]
+        for sig in info.signals:
+            lines += signal_lines(sig, full=full, fit=fit)
+    return lines
+
+
+def status_text(info: FlowInfo) -> str:
+    """Say ``suspended, waiting for 'x'``, ``cancelled: why``, ``expired waiting for 'x'``…"""
+    status = info.status
+    if status == Status.SUSPENDED and info.waiting_for:
+        return clean(f"suspended, waiting for {info.waiting_for!r}")
+    if status == Status.CANCELLED:
+        return clean(f"cancelled: {info.cancel_reason}") if info.cancel_reason else "cancelled"
+    if status == Status.EXPIRED and info.waiting_for:
+        return clean(f"expired waiting for {info.waiting_for!r}")
+    return clean(str(status))
+
+
+def entry_lines(
+    entry: HistoryEntry,
+    info: FlowInfo,
+    consumed_by: dict[int, int],
+    now: datetime,
+    *,
+    align: int,
+    full: bool,
+    fit: int,
+) -> list[str]:
+    """Show one recorded command: position, label, state and facts, then result or error."""
+    label = clean(describe(entry.kind, entry.name)).ljust(align)
+    facts = [clean(entry.state)]
+    if entry.kind in VALUE_KINDS:  # ctx.now() & co.: just the value
+        return [
+            f"  {entry.position:>3}  {label}  recorded",
+            *value_lines("value", entry.result, PAD, full=full, fit=fit),
+        ]
+    if entry.kind in ("step", "wait_until") and entry.attempts:
+        facts.append(f"{entry.attempts} attempt{'s' if entry.attempts != 1 else ''}")
+    if entry.started_at is not None and entry.finished_at is not None:
+        took = (entry.finished_at - entry.started_at).total_seconds()
+        facts.append(("waited " if entry.kind in ("suspend", "sleep") else "took ") + span(took))
+    elif entry.started_at is not None:
+        facts.append(f"since {at(entry.started_at)}")
+    if entry.position in consumed_by:
+        facts.append(f"signal #{consumed_by[entry.position]}")
+    lines = [f"  {entry.position:>3}  {label}  " + ", ".join(facts)]
+    if entry.state == "retrying" and entry.wake_at is not None:
+        lines.append(f"{PAD}next try {at(entry.wake_at)} ({relative(entry.wake_at, now)})")
+    if entry.state == "waiting":
+        if entry.deadline is not None:
+            lines.append(f"{PAD}deadline {at(entry.deadline)} ({relative(entry.deadline, now)})")
+        elif entry.wake_at is not None:
+            lines.append(f"{PAD}wakes {at(entry.wake_at)} ({relative(entry.wake_at, now)})")
+    if entry.state == "completed" and not (entry.kind == "sleep" and entry.result is None):
+        lines += value_lines("result", entry.result, PAD, full=full, fit=fit)
+    if entry.error is not None:
+        # The flow's own error (printed above) already carries this traceback
+        # when it is this error that failed the flow.
+        same = info.error is not None and (info.error.type, info.error.message) == (
+            entry.error.type,
+            entry.error.message,
+        )
+        lines += error_lines(entry.error, PAD, with_traceback=full or not same)
+        if same and not full:
+            lines.append(f"{PAD}  (the traceback is the flow's error above)")
+    return lines
+
+
+def signal_lines(sig: SignalInfo, *, full: bool, fit: int) -> list[str]:
+    """Show one signal: id, name, state and when it was sent, then its payload and why
+    it was rejected."""
+    facts = [clean(sig.state)]
+    if sig.position is not None:
+        facts[0] += f" by #{sig.position}"
+    name = clean(repr(sig.name))
+    lines = [f"  #{sig.id:<3} {name}  {', '.join(facts)}  sent {at(sig.created_at)}"]
+    lines += value_lines("payload", sig.payload, PAD, full=full, fit=fit)
+    if sig.error:
+        why = f"{PAD}rejected: {clean(sig.error)}"
+        lines.append(why if full else cut(why, fit))
+    return lines
