@@ -12,6 +12,7 @@ live decision and reports the outcome with :meth:`Interpreter.resolve` or
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Generator, Sequence
 from datetime import datetime
@@ -73,6 +74,10 @@ class Failed:
     """The flow body raised *exception* (uncaught)."""
 
     exception: BaseException
+
+
+class _Abandoned(BaseException):
+    """Thrown into a generator that ignores ``GeneratorExit``, to end it."""
 
 
 Decision = RunStep | AwaitSignal | AwaitCondition | AwaitTimer | Finished | Failed
@@ -164,7 +169,7 @@ class Interpreter:
             if record.state == COMPLETED:
                 self._send = self._recorded_value(command, position)
             elif record.state == FAILED:
-                self._throw = rebuild_exception(record)
+                self._throw = rebuild_exception(record, flow_id=self.flow_id)
             else:
                 return _LIVE[command.kind](position, command, record)  # type: ignore[no-any-return]
 
@@ -195,7 +200,12 @@ class Interpreter:
             except Exception:
                 return ignored
             ignored.append(command)
-        self._gen.close()
+        # It swallows GeneratorExit and yields on: end it with an exception it does
+        # not catch, or (if it catches even that) leave it for the garbage collector.
+        with contextlib.suppress(BaseException):
+            self._gen.throw(_Abandoned)
+        with contextlib.suppress(BaseException):
+            self._gen.close()
         return ignored
 
     def _diverged(self, position: int, record: StoredRecord, new: str) -> NonDeterminismError:

@@ -18,11 +18,12 @@ from .codec import ErrorInfo
 from .commands import COMMAND_TYPES, describe
 from .errors import (
     FlowNameConflictError,
+    InvalidValueError,
     SerializationError,
     SignalValidationError,
     StoreError,
 )
-from .flow import Flow, FlowContext, default_registry
+from .flow import Flow, FlowContext, check_flow_id, default_registry
 from .interpreter import (
     AwaitCondition,
     AwaitSignal,
@@ -109,7 +110,11 @@ class _Run:
         self._seen: set[int] = set()
         self._add_pending(s for s in stored.signals if s.state == PENDING)
         self.ctx = FlowContext(
-            input=codec.decode(stored.input), flow_id=stored.id, name=stored.name
+            input=codec.decode_stored(
+                stored.input, flow_id=stored.id, position=None, column="input"
+            ),
+            flow_id=stored.id,
+            name=stored.name,
         )
         self.interp = Interpreter(
             flow.fn(self.ctx), stored.records, flow_id=stored.id, flow_name=stored.name
@@ -514,8 +519,8 @@ def result_of(stored: StoredFlow) -> FlowResult:
     return FlowResult(
         stored.id,
         stored.status,
-        value=codec.decode(stored.result),
-        error=ErrorInfo.decode(stored.error),
+        value=codec.decode_stored(stored.result, flow_id=stored.id, position=None, column="result"),
+        error=ErrorInfo.decode(stored.error, flow_id=stored.id),
         cancel_reason=stored.cancel_reason,
         waiting_for=stored.waiting_for,
         wake_at=when(stored.wake_at),
@@ -571,8 +576,10 @@ def run_flow(
     now = store.clock.time()
     if resume is not None:
         if flow_id is not None and flow_id != resume:
-            raise ValueError(
-                f"run(flow_id={flow_id!r}, resume={resume!r}): give one id, not two different ones"
+            raise InvalidValueError(
+                "run(flow_id=..., resume=...)",
+                (flow_id, resume),
+                "gives two different ids; give one",
             )
         stored = store.claim(resume, owner, now)
         if stored.name != flow.name:
@@ -605,6 +612,7 @@ def resume(
     due any more (another worker advanced it since the due query) is not claimed:
     ``FlowBusyError``, or ``FlowClosedError`` once it has finished.
     """
+    flow_id = check_flow_id(flow_id)
     owner = secrets.token_hex(8)
     now = store.clock.time()
     stored = store.claim(flow_id, owner, now, only_if_due=only_if_due)
