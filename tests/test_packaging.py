@@ -9,6 +9,7 @@ checkout's folders through the current directory or pytest's rootdir.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -63,6 +64,39 @@ def test_no_top_level_stores_package_is_installed(tmp_path: Path) -> None:
     )
     assert found.returncode == 0, f"{found.stderr}\n{REINSTALL}"
     assert found.stdout.split() == ["crux_gen.stores.sqlite", "crux_gen.stores.memory"]
+
+
+def test_every_module_of_the_source_tree_is_installed_and_the_cli_runs(tmp_path: Path) -> None:
+    # A subpackage missing from pyproject's packages, or a module added since the
+    # install, is missing from the installed package: users get ModuleNotFoundError.
+    sources = {}
+    for folder, _, names in os.walk(REPO / "crux_gen", followlinks=True):
+        for name in names:
+            if name.endswith(".py") and name != "__main__.py":
+                path = Path(folder, name)
+                parts = path.relative_to(REPO).with_suffix("").parts
+                module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+                sources[module] = str(path.resolve())
+    assert {"crux_gen", "crux_gen.stores.sqlite", "crux_gen.cli"} <= set(sources)
+    script = textwrap.dedent(
+        """\
+        import importlib, json, os, sys
+        found = {}
+        for module in json.loads(sys.argv[1]):
+            try:
+                found[module] = os.path.realpath(importlib.import_module(module).__file__)
+            except ImportError as exc:
+                found[module] = repr(exc)
+        print(json.dumps(found))
+        """
+    )
+    done = _run([sys.executable, "-c", script, json.dumps(sorted(sources))], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == sources, REINSTALL
+
+    cli = _run([str(Path(sys.executable).with_name("crux-gen")), "--help"], cwd=tmp_path)
+    assert cli.returncode == 0, f"{cli.stderr}\n{REINSTALL}"
+    assert "Usage: crux-gen" in cli.stdout
 
 
 @pytest.mark.parametrize("conftest", [False, True], ids=["entry-point", "conftest-too"])
