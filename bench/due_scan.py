@@ -40,7 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crux_gen import FakeClock, FlowContext, Registry, Step, Suspend, flow
-from crux_gen.stores.sqlite import _DUE, SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite_schema import DUE
 from crux_gen.worker import Worker
 
 NAME = "bench-onboarding"
@@ -165,7 +166,7 @@ def measure(size: int, workdir: Path, reps: int) -> dict[str, float]:
 def plan(workdir: Path) -> Iterator[str]:
     path = str(workdir / "plan.db")
     store = SQLiteStore(path)
-    for row in store._conn().execute("EXPLAIN QUERY PLAN " + _DUE, {"now": NOW, "limit": 100}):
+    for row in store._conn().execute("EXPLAIN QUERY PLAN " + DUE, {"now": NOW, "limit": 100}):
         yield row[3]
     store.close()
 

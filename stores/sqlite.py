@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import sqlite_utils
-
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, to_duration
 from crux_gen.errors import (
@@ -32,6 +30,7 @@ from crux_gen.errors import (
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
+    InvalidValueError,
     LeaseLostError,
     StoreBusyError,
     StoreError,
@@ -47,73 +46,8 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write
 
+from . import sqlite_schema as sql
 from .base import check_records, check_signal_allowed, retry_from, retry_status
-
-SCHEMA_VERSION = 1
-SYNCHRONOUS_MODES = ("FULL", "NORMAL")
-
-FLOW_COLUMNS = (
-    "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
-    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires"
-)
-RECORD_COLUMNS = ", ".join(StoredRecord._fields)
-SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
-# What a resume needs: of resolved commands only what replay feeds back (building
-# Python floats for their timings cost more than the rest of the row together).
-_RESOLVED = "state IN ('completed', 'failed')"
-_LEAN_RECORD_COLUMNS = (
-    f"position, kind, name, state, result, error, "
-    f"CASE WHEN {_RESOLVED} THEN 0 ELSE attempts END, "
-    f"CASE WHEN {_RESOLVED} THEN NULL ELSE started_at END, "
-    f"CASE WHEN {_RESOLVED} THEN NULL ELSE finished_at END, "
-    f"CASE WHEN {_RESOLVED} THEN NULL ELSE wake_at END, "
-    f"CASE WHEN {_RESOLVED} THEN NULL ELSE deadline END"
-)
-_PUT_RECORD = (
-    f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# A step's commit in one statement (one implicit transaction): the record goes in
-# only while the writer holds the lease of a running flow, and only at the next
-# free position or over an unresolved record of its own, else nothing is written.
-_PUT_RECORD_FENCED = (
-    f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flows "
-    "WHERE id = ? AND lease_owner = ? AND status = 'running') AND COALESCE("
-    "(SELECT state IN ('waiting', 'retrying') FROM records WHERE flow_id = ? AND position = ?), "
-    "? = COALESCE((SELECT max(position) FROM records WHERE flow_id = ?), -1) + 1)"
-)
-_LEASE_CHECK = "SELECT status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = ?"
-# Signals still pending when their flow finishes are kept, marked unused.
-_UNUSED = "UPDATE signals SET state = 'unused' WHERE flow_id = ? AND state = 'pending'"
-_WAIT_CLEARED = (
-    "UPDATE flows SET status = ?, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
-    "deadline = NULL, updated_at = ? WHERE id = ?"
-)
-_SIGNAL_UPDATE = (
-    "UPDATE signals SET state = ?, error = ?, position = ?, consumed_at = ? "
-    "WHERE id = ? AND flow_id = ?"
-)
-_PARK = (
-    "UPDATE flows SET status = ?, result = ?, error = ?, waiting_for = ?, wait_kind = ?, "
-    "wake_at = ?, deadline = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? "
-    "WHERE id = ?"
-)
-_DUE = """
-SELECT id, wake_at AS t FROM flows INDEXED BY flows_due
- WHERE status = 'suspended' AND wake_at <= :now
-   AND (lease_owner IS NULL OR lease_expires <= :now)
-UNION
-SELECT id, COALESCE(lease_expires, updated_at) AS t FROM flows INDEXED BY flows_running
- WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= :now)
-UNION
-SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS JOIN flows f
- WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
-   AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
-   AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
-   AND (f.wake_at IS NULL OR f.wake_at > :now)  -- else listed once, by its timer, above
-ORDER BY t LIMIT :limit
-"""
 
 # This process's id, kept current across forks (os.getpid() is a system call).
 _PID = [os.getpid()]
@@ -126,54 +60,6 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 _RUNNING = CommitOutcome(Status.RUNNING.value)
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-    db.table("flows").create(
-        {
-            "id": str, "name": str, "status": str, "input": str,
-            "created_at": float, "updated_at": float,
-            "result": str, "error": str, "cancel_reason": str,
-            "waiting_for": str, "wait_kind": str, "wake_at": float, "deadline": float,
-            "lease_owner": str, "lease_expires": float,
-        },
-        pk="id",
-        not_null={"name", "status", "input", "created_at", "updated_at"},
-    )  # fmt: skip
-    # WITHOUT ROWID: a flow's history is one contiguous range of one b-tree, and a
-    # step's insert touches that b-tree alone (sqlite-utils cannot say this).
-    conn.execute(
-        """CREATE TABLE records (
-            flow_id TEXT NOT NULL, position INTEGER NOT NULL,
-            kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
-            result TEXT, error TEXT, attempts INTEGER NOT NULL,
-            started_at FLOAT, finished_at FLOAT, wake_at FLOAT, deadline FLOAT,
-            PRIMARY KEY (flow_id, position)
-        ) WITHOUT ROWID"""
-    )
-    db.table("signals").create(
-        {
-            "id": int, "flow_id": str, "name": str, "payload": str, "state": str,
-            "created_at": float, "error": str, "consumed_at": float, "position": int,
-        },
-        pk="id",
-        not_null={"flow_id", "name", "payload", "state", "created_at"},
-    )  # fmt: skip
-    db.table("flows").create_index(["status", "updated_at"], index_name="flows_by_status")
-    db.table("flows").create_index(["name", "updated_at"], index_name="flows_by_name")
-    db.table("signals").create_index(["flow_id", "id"], index_name="signals_by_flow")
-    # The worker's due query reads only these partial indexes (naming them with
-    # INDEXED BY): flows that are not due, and consumed signals, cost it nothing.
-    conn.execute(
-        "CREATE INDEX flows_due ON flows (wake_at) "
-        "WHERE status = 'suspended' AND wake_at IS NOT NULL"
-    )
-    conn.execute("CREATE INDEX flows_running ON flows (lease_expires) WHERE status = 'running'")
-    conn.execute("CREATE INDEX signals_pending ON signals (flow_id, name) WHERE state = 'pending'")
-
-
-MIGRATIONS = {1: _create_schema}
 
 
 class SQLiteStore:
@@ -194,10 +80,11 @@ class SQLiteStore:
         busy_timeout: Duration = "30s",
     ) -> None:
         mode = synchronous.upper() if isinstance(synchronous, str) else None
-        if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(
-                f'SQLiteStore synchronous {synchronous!r} must be "FULL" (survives power '
-                'loss) or "NORMAL" (survives a process crash)'
+        if mode not in sql.SYNCHRONOUS_MODES:
+            raise InvalidValueError(
+                "SQLiteStore synchronous",
+                synchronous,
+                'must be "FULL" (survives power loss) or "NORMAL" (survives a process crash)',
             )
         self.path = os.fspath(path)
         self.synchronous = mode
@@ -241,15 +128,15 @@ class SQLiteStore:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
+        if version == sql.SCHEMA_VERSION:
             return
         self._begin(conn)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            if version > sql.SCHEMA_VERSION:
                 raise StoreSchemaError(
                     f"{self.path!r} has schema version {version}, newer than this crux_gen "
-                    f"knows ({SCHEMA_VERSION}); upgrade crux-gen"
+                    f"knows ({sql.SCHEMA_VERSION}); upgrade crux-gen"
                 )
             if (
                 version == 0
@@ -258,8 +145,8 @@ class SQLiteStore:
                 ).fetchone()[0]
             ):
                 raise StoreSchemaError(f"{self.path!r} has a 'flows' table crux_gen did not make")
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[target](conn)
+            for target in range(version + 1, sql.SCHEMA_VERSION + 1):
+                sql.MIGRATIONS[target](conn)
                 conn.execute(f"PRAGMA user_version = {target}")
             conn.execute("COMMIT")
         except BaseException:
@@ -324,10 +211,10 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._failure(exc) from exc
 
-    def _query(self, sql: str, params: Any = ()) -> list[Any]:
+    def _query(self, query: str, params: Any = ()) -> list[Any]:
         """One read statement outside a transaction, its errors as ``StoreError``."""
         try:
-            return self._conn().execute(sql, params).fetchall()
+            return self._conn().execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise self._failure(exc) from exc
 
@@ -347,13 +234,13 @@ class SQLiteStore:
         flow_id = row[0]
         if not history:
             return StoredFlow(*row)
-        columns = _LEAN_RECORD_COLUMNS if pending_only else RECORD_COLUMNS
+        columns = sql.LEAN_RECORD_COLUMNS if pending_only else sql.RECORD_COLUMNS
         records = conn.execute(
             f"SELECT {columns} FROM records WHERE flow_id = ? ORDER BY position", (flow_id,)
         ).fetchall()
         where = "flow_id = ? AND state = 'pending'" if pending_only else "flow_id = ?"
         signals = conn.execute(
-            f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE {where} ORDER BY id", (flow_id,)
+            f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE {where} ORDER BY id", (flow_id,)
         ).fetchall()
         return StoredFlow(  # type: ignore[misc]
             *row,
@@ -363,7 +250,9 @@ class SQLiteStore:
 
     @staticmethod
     def _row(conn: sqlite3.Connection, flow_id: str) -> tuple[Any, ...]:
-        row = conn.execute(f"SELECT {FLOW_COLUMNS} FROM flows WHERE id = ?", (flow_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {sql.FLOW_COLUMNS} FROM flows WHERE id = ?", (flow_id,)
+        ).fetchone()
         if row is None:
             raise FlowNotFoundError(flow_id)
         return tuple(row)
@@ -382,15 +271,15 @@ class SQLiteStore:
         if name is not None:
             where.append("name = ?")
             params.append(name)
-        sql = f"SELECT {FLOW_COLUMNS} FROM flows"
+        query = f"SELECT {sql.FLOW_COLUMNS} FROM flows"
         if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
-        rows = self._query(sql, (*params, int(limit)))
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+        rows = self._query(query, (*params, int(limit)))
         return [StoredFlow(*row) for row in rows]
 
     def due(self, now: float, limit: int) -> list[str]:
-        rows = self._query(_DUE, {"now": now, "limit": int(limit)})
+        rows = self._query(sql.DUE, {"now": now, "limit": int(limit)})
         return [row[0] for row in rows]
 
     # -- leases --------------------------------------------------------------------
@@ -459,7 +348,7 @@ class SQLiteStore:
 
     @staticmethod
     def _wakes(conn: sqlite3.Connection, flow: StoredFlow, now: float) -> bool:
-        """A suspended flow's timer is due, or a signal it waits for is pending (``_DUE``)."""
+        """A suspended flow's timer is due, or a signal it waits for is pending (``sql.DUE``)."""
         if flow.wake_at is not None and flow.wake_at <= now:
             return True
         return flow.wait_kind == "suspend" and (
@@ -482,7 +371,7 @@ class SQLiteStore:
         return cur.rowcount == 1
 
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
-        rows = self._query(_LEASE_CHECK, (flow_id,))
+        rows = self._query(sql.LEASE_CHECK, (flow_id,))
         if not rows or rows[0][1] != owner:
             raise LeaseLostError(flow_id, owner)
         status, _, cancel_reason, expires = rows[0]
@@ -512,7 +401,7 @@ class SQLiteStore:
             record = records[0]
             try:
                 fenced = conn.execute(
-                    _PUT_RECORD_FENCED,
+                    sql.PUT_RECORD_FENCED,
                     (flow_id, *record, flow_id, owner, flow_id, record.position,
                      record.position, flow_id),
                 )  # fmt: skip
@@ -523,7 +412,7 @@ class SQLiteStore:
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
         with self._write() as conn:
-            row = conn.execute(_LEASE_CHECK, (flow_id,)).fetchone()
+            row = conn.execute(sql.LEASE_CHECK, (flow_id,)).fetchone()
             if row is None or row[1] != owner:
                 raise LeaseLostError(flow_id, owner)
             status = row[0]
@@ -533,7 +422,7 @@ class SQLiteStore:
                 arrived = [
                     signal
                     for signal in conn.execute(
-                        f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
+                        f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
                         "AND state = 'pending' ORDER BY id",
                         (flow_id, write.wait_signal),
                     ).fetchall()
@@ -545,12 +434,12 @@ class SQLiteStore:
                 self._check_records(conn, flow_id, records)
             new = None if finished else after_write(status, write.status)
             if len(records) == 1:
-                conn.execute(_PUT_RECORD, (flow_id, *records[0]))
+                conn.execute(sql.PUT_RECORD, (flow_id, *records[0]))
             elif records:
-                conn.executemany(_PUT_RECORD, [(flow_id, *r) for r in records])
+                conn.executemany(sql.PUT_RECORD, [(flow_id, *r) for r in records])
             if write.signals:
                 conn.executemany(
-                    _SIGNAL_UPDATE,
+                    sql.SIGNAL_UPDATE,
                     [(s.state, s.error, s.position, now, s.id, flow_id) for s in write.signals],
                 )
             if new is None:  # cancelled meanwhile: keep it, drop the lease
@@ -561,17 +450,17 @@ class SQLiteStore:
                 return CommitOutcome(status, cancel_reason=row[2])
             if write.status is None:
                 if new != status:  # a resumed flow goes on past its wait
-                    conn.execute(_WAIT_CLEARED, (new.value, now, flow_id))
+                    conn.execute(sql.WAIT_CLEARED, (new.value, now, flow_id))
                 return _RUNNING
             conn.execute(
-                _PARK,
+                sql.PARK,
                 (
                     new.value, write.result, write.error, write.waiting_for,
                     write.wait_kind, write.wake_at, write.deadline, now, flow_id,
                 ),
             )  # fmt: skip
             if new in FINISHED:
-                conn.execute(_UNUSED, (flow_id,))
+                conn.execute(sql.UNUSED, (flow_id,))
             return CommitOutcome(new.value)
 
     @staticmethod
@@ -619,19 +508,19 @@ class SQLiteStore:
                 "updated_at = ? WHERE id = ?",
                 (reason, now, flow_id),
             )
-            conn.execute(_UNUSED, (flow_id,))
+            conn.execute(sql.UNUSED, (flow_id,))
             return True
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
         # A range on the primary key: ids >= prefix and < prefix with its last
         # character bumped (UTF-8 keeps code point order), so only matches are read.
         params: tuple[Any, ...] = (int(limit),)
-        sql = "SELECT id FROM flows ORDER BY id LIMIT ?"
+        query = "SELECT id FROM flows ORDER BY id LIMIT ?"
         if prefix:
             upper = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
-            sql = "SELECT id FROM flows WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            query = "SELECT id FROM flows WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
             params = (prefix, upper, int(limit))
-        rows = self._query(sql, params)
+        rows = self._query(query, params)
         return [row[0] for row in rows if row[0].startswith(prefix)]
 
     def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
@@ -641,7 +530,7 @@ class SQLiteStore:
                 raise FlowNotFoundError(flow_id)
             status = retry_status(flow_id, row[0])
             records = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM records WHERE flow_id = ? ORDER BY position",
+                f"SELECT {sql.RECORD_COLUMNS} FROM records WHERE flow_id = ? ORDER BY position",
                 (flow_id,),
             ).fetchall()
             history = tuple(map(StoredRecord._make, records))

@@ -1198,10 +1198,10 @@ def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> Non
 
 
 def test_the_due_query_reads_indexes_not_the_whole_table(tmp_path: Path) -> None:
-    from crux_gen.stores.sqlite import _DUE
+    from crux_gen.stores.sqlite_schema import DUE
 
     store = SQLiteStore(tmp_path / "crux.db")
-    plan = store._conn().execute("EXPLAIN QUERY PLAN " + _DUE, {"now": 0.0, "limit": 10})
+    plan = store._conn().execute("EXPLAIN QUERY PLAN " + DUE, {"now": 0.0, "limit": 10})
     details = " | ".join(row[-1] for row in plan.fetchall())
     assert "flows_due" in details
     assert "flows_running" in details

@@ -1,0 +1,126 @@
+"""The SQLite store's schema (DDL and migrations by ``PRAGMA user_version``) and
+the text of every SQL statement it runs; always with parameters, never formatted
+with values."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from crux_gen.records import StoredRecord, StoredSignal
+
+SCHEMA_VERSION = 1
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+FLOW_COLUMNS = (
+    "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
+    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires"
+)
+RECORD_COLUMNS = ", ".join(StoredRecord._fields)
+SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
+# What a resume needs: of resolved commands only what replay feeds back (building
+# Python floats for their timings cost more than the rest of the row together).
+RESOLVED = "state IN ('completed', 'failed')"
+LEAN_RECORD_COLUMNS = (
+    f"position, kind, name, state, result, error, "
+    f"CASE WHEN {RESOLVED} THEN 0 ELSE attempts END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE started_at END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE finished_at END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE wake_at END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE deadline END"
+)
+PUT_RECORD = (
+    f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# A step's commit in one statement (one implicit transaction): the record goes in
+# only while the writer holds the lease of a running flow, and only at the next
+# free position or over an unresolved record of its own, else nothing is written.
+PUT_RECORD_FENCED = (
+    f"INSERT OR REPLACE INTO records (flow_id, {RECORD_COLUMNS}) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flows "
+    "WHERE id = ? AND lease_owner = ? AND status = 'running') AND COALESCE("
+    "(SELECT state IN ('waiting', 'retrying') FROM records WHERE flow_id = ? AND position = ?), "
+    "? = COALESCE((SELECT max(position) FROM records WHERE flow_id = ?), -1) + 1)"
+)
+LEASE_CHECK = "SELECT status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = ?"
+# Signals still pending when their flow finishes are kept, marked unused.
+UNUSED = "UPDATE signals SET state = 'unused' WHERE flow_id = ? AND state = 'pending'"
+WAIT_CLEARED = (
+    "UPDATE flows SET status = ?, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
+    "deadline = NULL, updated_at = ? WHERE id = ?"
+)
+SIGNAL_UPDATE = (
+    "UPDATE signals SET state = ?, error = ?, position = ?, consumed_at = ? "
+    "WHERE id = ? AND flow_id = ?"
+)
+PARK = (
+    "UPDATE flows SET status = ?, result = ?, error = ?, waiting_for = ?, wait_kind = ?, "
+    "wake_at = ?, deadline = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? "
+    "WHERE id = ?"
+)
+DUE = """
+SELECT id, wake_at AS t FROM flows INDEXED BY flows_due
+ WHERE status = 'suspended' AND wake_at <= :now
+   AND (lease_owner IS NULL OR lease_expires <= :now)
+UNION
+SELECT id, COALESCE(lease_expires, updated_at) AS t FROM flows INDEXED BY flows_running
+ WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= :now)
+UNION
+SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS JOIN flows f
+ WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
+   AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
+   AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
+   AND (f.wake_at IS NULL OR f.wake_at > :now)  -- else listed once, by its timer, above
+ORDER BY t LIMIT :limit
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    db.table("flows").create(
+        {
+            "id": str, "name": str, "status": str, "input": str,
+            "created_at": float, "updated_at": float,
+            "result": str, "error": str, "cancel_reason": str,
+            "waiting_for": str, "wait_kind": str, "wake_at": float, "deadline": float,
+            "lease_owner": str, "lease_expires": float,
+        },
+        pk="id",
+        not_null={"name", "status", "input", "created_at", "updated_at"},
+    )  # fmt: skip
+    # WITHOUT ROWID: a flow's history is one contiguous range of one b-tree, and a
+    # step's insert touches that b-tree alone (sqlite-utils cannot say this).
+    conn.execute(
+        """CREATE TABLE records (
+            flow_id TEXT NOT NULL, position INTEGER NOT NULL,
+            kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+            result TEXT, error TEXT, attempts INTEGER NOT NULL,
+            started_at FLOAT, finished_at FLOAT, wake_at FLOAT, deadline FLOAT,
+            PRIMARY KEY (flow_id, position)
+        ) WITHOUT ROWID"""
+    )
+    db.table("signals").create(
+        {
+            "id": int, "flow_id": str, "name": str, "payload": str, "state": str,
+            "created_at": float, "error": str, "consumed_at": float, "position": int,
+        },
+        pk="id",
+        not_null={"flow_id", "name", "payload", "state", "created_at"},
+    )  # fmt: skip
+    db.table("flows").create_index(["status", "updated_at"], index_name="flows_by_status")
+    db.table("flows").create_index(["name", "updated_at"], index_name="flows_by_name")
+    db.table("signals").create_index(["flow_id", "id"], index_name="signals_by_flow")
+    # The worker's due query reads only these partial indexes (naming them with
+    # INDEXED BY): flows that are not due, and consumed signals, cost it nothing.
+    conn.execute(
+        "CREATE INDEX flows_due ON flows (wake_at) "
+        "WHERE status = 'suspended' AND wake_at IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX flows_running ON flows (lease_expires) WHERE status = 'running'")
+    conn.execute("CREATE INDEX signals_pending ON signals (flow_id, name) WHERE state = 'pending'")
+
+
+#: Schema version -> the function that brings a database from the one before to it.
+MIGRATIONS = {1: create_schema}
