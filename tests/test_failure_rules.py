@@ -375,3 +375,30 @@ def test_a_read_only_store_is_a_store_error_naming_the_file(tmp_path: Path) -> N
         body.run(store=store, flow_id="ro-1")
     store._conn().execute("PRAGMA query_only = 0")
     assert [f.id for f in store.list_flows()] == []  # nothing half-written
+
+
+def test_code_that_now_returns_early_is_non_determinism_and_leaves_the_flow_untouched(
+    store: Any,
+) -> None:
+    from crux_gen import NonDeterminismError
+
+    ran: list[str] = []
+
+    @flow("shortened")
+    def before(ctx: FlowContext) -> Any:
+        yield Step("one", lambda: ran.append("one"))
+        yield Step("two", lambda: ran.append("two"))
+        return (yield Suspend("go"))
+
+    r = before.run(store=store)
+    stored = store.load(r.flow_id)
+
+    @flow("shortened")
+    def after(ctx: FlowContext) -> Any:  # a deploy dropped step "two"
+        yield Step("one", lambda: ran.append("one"))
+        return "done early"
+
+    with pytest.raises(NonDeterminismError, match=r"position 1 recorded Step\('two'\)"):
+        after.run(resume=r.flow_id, store=store)
+    assert store.load(r.flow_id) == stored  # not completed, nothing written
+    assert ran == ["one", "two"]
