@@ -36,7 +36,8 @@ from _common import Out, fresh, machine, median, parser, workdir
 from crux_gen import Step, codec, flow
 from crux_gen.runner import new_flow_id
 from crux_gen.stores.memory import MemoryStore
-from crux_gen.stores.sqlite import SYNCHRONOUS_MODES, SQLiteStore
+from crux_gen.stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite_schema import SYNCHRONOUS_MODES
 
 TARGETS = {"FULL": 1.15, "NORMAL": 3.0}
 
