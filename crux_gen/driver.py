@@ -452,24 +452,14 @@ class Driver:
         except Stop:
             raise
         except Exception as exc:
-            self._records[d.position] = record._replace(
-                state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
-                attempts=record.attempts + 1, finished_at=now,
-            )  # fmt: skip
-            self._commit(now)
-            self.interp.fail(exc)
+            self._fail_condition(record, exc, now)
             return
         if value:
             what = f"the value of WaitUntil {command.name!r} in flow {self.flow_id!r}"
             try:
                 encoded = codec.encode(value, what=what)
             except SerializationError as exc:
-                self._records[d.position] = record._replace(
-                    state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
-                    attempts=record.attempts + 1, finished_at=now,
-                )  # fmt: skip
-                self._commit(now)
-                self.interp.fail(exc)
+                self._fail_condition(record, exc, now)
                 return
             self._records[d.position] = record._replace(
                 state=COMPLETED, result=encoded, attempts=record.attempts + 1, finished_at=now
@@ -487,6 +477,16 @@ class Driver:
             wake = min(wake, record.deadline)
         self._records[d.position] = record._replace(attempts=record.attempts + 1, wake_at=wake)
         raise self._park(command.name, "wait_until", wake, deadline=record.deadline)
+
+    def _fail_condition(self, record: StoredRecord, exc: Exception, now: float) -> None:
+        """A condition raised, or its value cannot be stored: recorded as the wait's
+        failure and thrown into the flow (a replay throws it without calling it)."""
+        self._records[record.position] = record._replace(
+            state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
+            attempts=record.attempts + 1, finished_at=now,
+        )  # fmt: skip
+        self._commit(now)
+        self.interp.fail(exc)
 
     def _timer(self, d: AwaitTimer) -> None:
         command, record = d.command, d.record

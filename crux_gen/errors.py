@@ -52,38 +52,31 @@ class CruxError(Exception):
     """The root of every error crux_gen raises."""
 
 
-class InvalidValueError(CruxError, ValueError):
+class _BadArgument(CruxError):
+    """*what* names the argument, *value* is what was given and *problem* says what
+    is wrong with it and what to give instead."""
+
+    def __init__(self, what: str, value: object, problem: str) -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{what} {short_repr(value)} {problem}")
+
+
+class InvalidValueError(_BadArgument, ValueError):
     """A bad argument: of the right type, but a value crux_gen cannot take.
 
     >>> Sleep("nap", "99999999999d")
     InvalidValueError: Sleep duration '99999999999d' is longer than 100 years (36525 days), ...
-
-    *what* names the argument, *value* is what was given and *problem* says what
-    is wrong with it and what to give instead.
     """
 
-    def __init__(self, what: str, value: object, problem: str) -> None:
-        self.what = what
-        self.value = value
-        self.problem = problem
-        super().__init__(f"{what} {short_repr(value)} {problem}")
 
-
-class InvalidTypeError(CruxError, TypeError):
+class InvalidTypeError(_BadArgument, TypeError):
     """A bad argument: not of a type crux_gen can take.
 
     >>> signal_flow(b"7f3a", "go", None, store=store)
     InvalidTypeError: flow id b'7f3a' is a bytes, not a str; give the id as a str
-
-    *what* names the argument, *value* is what was given and *problem* says what
-    is wrong with it and what to give instead.
     """
-
-    def __init__(self, what: str, value: object, problem: str) -> None:
-        self.what = what
-        self.value = value
-        self.problem = problem
-        super().__init__(f"{what} {short_repr(value)} {problem}")
 
 
 class FlowNotFoundError(CruxError, LookupError):
