@@ -132,6 +132,20 @@ def between(ctx: FlowContext) -> Generator[Any, Any, list[Any]]:
     return [first, second]
 
 
+@flow("xproc-deadline")
+def deadline(ctx: FlowContext) -> Generator[Any, Any, Any]:
+    """``step-1``, then ``Suspend("go", timeout="2s")``. While replaying, the body
+    says so with the file ``<log>.replaying`` and waits for ``<log>.go`` first, so
+    a test can send signals while the flow is held and let its deadline pass."""
+    yield _step(ctx, "step-1")
+    if ctx.is_replaying:
+        Path(ctx.input["log"] + ".replaying").touch()
+        limit = time.monotonic() + 30
+        while not os.path.exists(ctx.input["log"] + ".go") and time.monotonic() < limit:
+            time.sleep(0.005)
+    return (yield Suspend("go", timeout="2s"))
+
+
 # -- commands -----------------------------------------------------------------------
 
 
@@ -168,9 +182,9 @@ def cmd_start(args: argparse.Namespace, store: SQLiteStore) -> None:
         if args.flow == "onboarding":
             inp: dict[str, Any] = {"log": args.log, "email": "user@example.com"}
             target = onboarding
-        elif args.flow in ("retry", "between"):
+        elif args.flow in ("retry", "between", "deadline"):
             inp = {"log": args.log}
-            target = retried if args.flow == "retry" else between
+            target = {"retry": retried, "between": between, "deadline": deadline}[args.flow]
         else:
             inp = {"log": args.log, "steps": args.steps, "wait_at": args.wait_at}
             target = chain
@@ -301,7 +315,9 @@ def main(argv: list[str] | None = None) -> None:
 
     p = command("start", cmd_start)
     p.add_argument("--log", required=True)
-    p.add_argument("--flow", choices=["chain", "onboarding", "retry", "between"], default="chain")
+    p.add_argument(
+        "--flow", choices=["chain", "onboarding", "retry", "between", "deadline"], default="chain"
+    )
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--wait-at", type=int)
     p.add_argument("--flow-id")

@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
-from crux_gen import FlowBusyError, cancel_flow, get_flow, resume, signal_flow
+from crux_gen import (
+    FlowBusyError,
+    FlowClosedError,
+    cancel_flow,
+    get_flow,
+    resume,
+    signal_flow,
+)
 from crux_gen.stores.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -514,3 +521,30 @@ def test_a_flow_cancelled_between_two_steps_never_starts_the_next_one(procs: Pro
     assert (info.status, info.cancel_reason) == ("cancelled", "customer left")
     assert [(h.name, h.state) for h in info.history] == [("step-1", "completed")]
     assert store.load(flow_id).lease_owner is None
+
+
+def test_a_signal_sent_in_time_while_another_process_resumes_the_flow_is_not_lost(
+    procs: Procs,
+) -> None:
+    """Process B resumes a flow parked at a 2 s wait and is slow to replay; a signal
+    sent in time meanwhile is consumed although B reaches the wait after its
+    deadline, and a signal sent after the deadline is refused while B holds it."""
+    flow_id = "deadline-1"
+    [parked] = procs.run("start", "--log", procs.log, "--flow", "deadline", "--flow-id", flow_id)
+    assert parked["outcome"] == "suspended"
+    b = procs.spawn("resume", flow_id)
+    wait_for(lambda: os.path.exists(procs.log + ".replaying"), "B to be replaying")
+    store = SQLiteStore(procs.db)
+    signal_flow(flow_id, "go", {"in": "time"}, store=store)
+    deadline = store.load(flow_id).deadline
+    assert deadline is not None
+    wait_for(lambda: time.time() > deadline + 0.05, "the deadline to pass", 5)
+    with pytest.raises(FlowClosedError, match="expired"):
+        signal_flow(flow_id, "go", {"too": "late"}, store=store)
+    Path(procs.log + ".go").touch()
+
+    [ran] = procs.finish(b)
+
+    assert (ran["outcome"], ran["value"]) == ("completed", {"in": "time"})
+    info = get_flow(flow_id, store=store)
+    assert [(s.payload, s.state) for s in info.signals] == [({"in": "time"}, "consumed")]
