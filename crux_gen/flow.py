@@ -103,13 +103,32 @@ class Flow(Generic[R]):
         >>> r.status, r.waiting_for
         ('suspended', 'email-verified')
         """
-        from .runner import run_flow
-
         if flow_id is not None:
             check_flow_id(flow_id)
         if resume is not None:
             check_flow_id(resume)
-        return run_flow(self, store=store, input=input, flow_id=flow_id, resume=resume)
+        return RUNNER[0](self, store=store, input=input, flow_id=flow_id, resume=resume)
+
+
+class _RunFlow(Protocol):
+    def __call__(
+        self,
+        flow: Flow[Any],
+        *,
+        store: Store,
+        input: Any = None,
+        flow_id: str | None = None,
+        resume: str | None = None,
+    ) -> FlowResult: ...
+
+
+def _no_runner(flow: Flow[Any], **kwargs: Any) -> FlowResult:
+    raise RuntimeError("crux_gen.runner is not imported")  # pragma: no cover - import crux_gen
+
+
+#: What ``Flow.run`` calls: ``crux_gen.runner`` puts its ``run_flow`` here when it
+#: is imported (``import crux_gen`` does), so this module needs no import of it.
+RUNNER: list[_RunFlow] = [_no_runner]
 
 
 class Registry:

@@ -14,7 +14,7 @@ from .clock import when
 from .codec import ErrorInfo
 from .driver import INLINE_BACKOFF, Driver, ParkingWarning
 from .errors import FlowNameConflictError, InvalidValueError, StoreError
-from .flow import Flow, check_flow_id, default_registry
+from .flow import RUNNER, Flow, check_flow_id, default_registry
 from .leases import LEASES
 from .records import StoredFlow
 from .results import FlowResult
@@ -144,3 +144,6 @@ def resume(
         _release(store, flow_id, owner)
         raise
     return _drive_claimed(flow, store, stored, owner, should_stop)
+
+
+RUNNER[0] = run_flow
