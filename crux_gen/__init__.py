@@ -7,7 +7,7 @@ and ``Sleep`` commands; each is executed once, recorded, and fed back on replay.
 from .clock import Clock, FakeClock, SystemClock
 from .codec import ErrorInfo
 from .commands import Command, Retry, Sleep, Step, Suspend, WaitUntil
-from .control import cancel_flow, get_flow, signal_flow
+from .control import cancel_flow, delete_flow, get_flow, list_flows, signal_flow
 from .durations import to_duration
 from .errors import (
     CorruptRecordError,
@@ -31,7 +31,7 @@ from .errors import (
     StoreSchemaError,
 )
 from .flow import Flow, FlowContext, Registry, default_registry, flow
-from .results import FlowInfo, FlowResult, HistoryEntry, SignalInfo
+from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
 from .status import Status
 from .stores.memory import MemoryStore
@@ -54,6 +54,7 @@ __all__ = [
     "FlowNotRegisteredError",
     "FlowResult",
     "FlowStateError",
+    "FlowSummary",
     "HistoryEntry",
     "InvalidTypeError",
     "InvalidValueError",
@@ -80,8 +81,10 @@ __all__ = [
     "WaitUntil",
     "cancel_flow",
     "default_registry",
+    "delete_flow",
     "flow",
     "get_flow",
+    "list_flows",
     "resume",
     "signal_flow",
     "to_duration",

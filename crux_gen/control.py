@@ -9,28 +9,39 @@ from . import codec
 from .clock import when
 from .codec import ErrorInfo
 from .commands import check_name
-from .errors import InvalidValueError
+from .errors import InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
-from .results import FlowInfo, HistoryEntry, SignalInfo
+from .records import StoredFlow
+from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
+from .status import Status
 
 if TYPE_CHECKING:
-    from .stores.base import Store
+    from .stores.base import Store, StoreAdmin
 
 
-def signal_flow(flow_id: str, name: str, payload: Any, *, store: Store) -> None:
-    """Durably record signal *name* with *payload* for flow *flow_id*, from any process.
+def signal_flow(
+    flow_id: str, name: str, payload: Any, *, store: Store, key: str | None = None
+) -> bool:
+    """Durably record signal *name* with *payload* for flow *flow_id*, from any process;
+    ``True`` once stored.
 
     >>> signal_flow(flow_id, "email-verified", {"verified_at": "2026-11-24T10:00:00Z"}, store=store)
+    True
 
-    A signal sent before the flow reaches its ``Suspend`` is kept until then.
+    A signal sent before the flow reaches its ``Suspend`` is kept until then. With
+    *key* (a webhook's delivery id, a link's token), a second signal carrying the
+    same key for the same flow stores nothing and returns ``False``: a link clicked
+    twice or a retried delivery is answered, not consumed twice.
     Raises ``FlowNotFoundError``, ``FlowClosedError`` (finished, or its wait
     expired), ``SerializationError`` (nothing stored), or ``InvalidTypeError`` /
-    ``InvalidValueError`` for a flow id or signal name that is not a non-empty str.
+    ``InvalidValueError`` for a flow id, signal name or key that is not a non-empty str.
     """
     check_flow_id(flow_id)
     check_name(name, what="signal name")
+    if key is not None:
+        check_name(key, what="signal key")
     encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
-    store.add_signal(flow_id, name, encoded, store.clock.time())
+    return store.add_signal(flow_id, name, encoded, store.clock.time(), key=key) is not None
 
 
 def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
@@ -109,7 +120,76 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
                 error=s.error,
                 consumed_at=when(s.consumed_at),
                 position=s.position,
+                key=s.key,
             )
             for s in stored.signals
         ),
     )
+
+
+def list_flows(
+    *,
+    store: StoreAdmin,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int = 100,
+    before: datetime | None = None,
+) -> list[FlowSummary]:
+    """Stored flows, newest update first, without their history.
+
+    >>> page = list_flows(store=store, status="suspended", limit=50)
+    >>> more = list_flows(store=store, status="suspended", limit=50, before=page[-1].updated_at)
+
+    *before* pages by keyset (the last summary's ``updated_at``): each page is one
+    index range, as fast at the 100,000th flow as at the first. Flows updated at
+    the very same instant as that last one are on neither side of it only if they
+    tie to the microsecond; pass a *limit* larger than such a burst when it matters.
+    """
+    if status is not None:
+        try:
+            status = Status(status).value
+        except ValueError:
+            choices = ", ".join(s.value for s in Status)
+            raise InvalidValueError("list_flows status", status, f"is none of {choices}") from None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidValueError("list_flows limit", limit, "must be a positive int")
+    if before is not None and not isinstance(before, datetime):
+        raise InvalidTypeError("list_flows before", before, "must be a datetime")
+    if before is not None and before.tzinfo is None:
+        raise InvalidValueError("list_flows before", before, "must be timezone-aware (UTC)")
+    rows = store.list_flows(
+        status=status,
+        name=name,
+        limit=limit,
+        before=None if before is None else before.timestamp(),
+    )
+    return [summary_of(row) for row in rows]
+
+
+def summary_of(row: StoredFlow) -> FlowSummary:
+    """The ``FlowSummary`` of a stored flow row."""
+    created = when(row.created_at)
+    updated = when(row.updated_at)
+    assert created is not None and updated is not None
+    return FlowSummary(
+        flow_id=row.id,
+        name=row.name,
+        status=row.status,
+        waiting_for=row.waiting_for,
+        wake_at=when(row.wake_at),
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+def delete_flow(flow_id: str, *, store: StoreAdmin) -> bool:
+    """Delete a finished flow with its history and signals; ``True`` when deleted,
+    ``False`` when no such flow is stored (deleting twice is harmless).
+
+    >>> delete_flow(flow_id, store=store)
+    True
+
+    An unfinished flow is a ``FlowStateError`` and stays as it is: cancel it first.
+    """
+    check_flow_id(flow_id)
+    return store.delete(flow_id)

@@ -58,6 +58,7 @@ class StoredSignal(NamedTuple):
     error: str | None = None
     consumed_at: float | None = None
     position: int | None = None
+    key: str | None = None  # the sender's idempotency key: one signal per key and flow
 
 
 @attrs.frozen

@@ -29,6 +29,21 @@ class FlowResult:
 
 
 @attrs.frozen
+class FlowSummary:
+    """One row of ``list_flows``: a flow without its history. ``wake_at``,
+    ``created_at`` and ``updated_at`` are aware UTC datetimes; pass the last
+    summary's ``updated_at`` as ``before=`` for the next page."""
+
+    flow_id: str
+    name: str
+    status: Status = attrs.field(converter=Status)
+    waiting_for: str | None
+    wake_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@attrs.frozen
 class HistoryEntry:
     """One recorded command: ``state`` is completed, failed, waiting, retrying or expired."""
 
@@ -47,7 +62,9 @@ class HistoryEntry:
 
 @attrs.frozen
 class SignalInfo:
-    """A signal sent to a flow: ``state`` is pending, consumed or rejected (``error`` says why)."""
+    """A signal sent to a flow: ``state`` is pending, consumed, rejected (``error``
+    says why) or unused (still pending when the flow finished); ``key`` is the
+    sender's idempotency key, if it gave one."""
 
     id: int
     name: str
@@ -57,6 +74,7 @@ class SignalInfo:
     error: str | None = None
     consumed_at: datetime | None = None
     position: int | None = None
+    key: str | None = None
 
 
 @attrs.frozen

@@ -104,9 +104,14 @@ class Store(Protocol):
         """Read the flow with its history and signals; ``FlowNotFoundError`` if absent."""
         ...
 
-    def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
+    def add_signal(
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
+    ) -> StoredSignal | None:
         """Store a pending signal; ``FlowNotFoundError``, or ``FlowClosedError``
-        for a finished flow or one whose wait's deadline has passed."""
+        for a finished flow or one whose wait's deadline has passed. With *key*, a
+        signal sent before with the same key for the same flow means nothing is
+        stored and ``None`` is returned (checked before the flow's state, so a
+        retried delivery to a flow that has finished since is a quiet ``None``)."""
         ...
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
@@ -131,9 +136,16 @@ class StoreAdmin(Protocol):
     """What operators need on top of :class:`Store`: listings, retry, prune."""
 
     def list_flows(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        before: float | None = None,
     ) -> list[StoredFlow]:
-        """Flows without their history, newest update first."""
+        """Flows without their history, newest update first; with *before*, only
+        those updated strictly earlier (keyset paging: pass the last row's
+        ``updated_at``)."""
         ...
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
@@ -151,6 +163,12 @@ class StoreAdmin(Protocol):
         ``FlowNotFoundError``, or ``FlowStateError`` (nothing changed) unless the
         flow is ``"failed"``.
         """
+        ...
+
+    def delete(self, flow_id: str) -> bool:
+        """Delete one finished flow with its records and signals: ``True``; ``False``
+        when no such flow is stored; ``FlowStateError`` (nothing changed) for an
+        unfinished one."""
         ...
 
     def prune(self, finished_before: float) -> int:

@@ -18,6 +18,7 @@ from crux_gen.errors import (
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
+    FlowStateError,
     LeaseLostError,
 )
 from crux_gen.records import (
@@ -73,7 +74,12 @@ class MemoryStore:
             return self._snapshot(flow_id)
 
     def list_flows(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        before: float | None = None,
     ) -> list[StoredFlow]:
         with self._lock:
             rows = [
@@ -81,6 +87,7 @@ class MemoryStore:
                 for row in self._flows.values()
                 if (status is None or row["status"] == status)
                 and (name is None or row["name"] == name)
+                and (before is None or row["updated_at"] < before)
             ]
             rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
             return [self._snapshot(r["id"], history=False) for r in rows[:limit]]
@@ -267,9 +274,14 @@ class MemoryStore:
             if signal.state == PENDING:
                 signals[signal.id] = signal._replace(state=UNUSED)
 
-    def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
+    def add_signal(
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
+    ) -> StoredSignal | None:
         with self._lock:
             row = self._row(flow_id)
+            signals = self._signals[flow_id]
+            if key is not None and any(s.key == key for s in signals.values()):
+                return None  # sent before with this key: nothing more is stored
             check_signal_allowed(flow_id, row["status"], row["deadline"], row["waiting_for"], now)
             signal = StoredSignal(
                 id=self._next_signal,
@@ -278,9 +290,10 @@ class MemoryStore:
                 payload=payload,
                 state=PENDING,
                 created_at=now,
+                key=key,
             )
             self._next_signal += 1
-            self._signals[flow_id][signal.id] = signal
+            signals[signal.id] = signal
             return signal
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
@@ -322,6 +335,18 @@ class MemoryStore:
                 updated_at=now,
             )
             return dropped
+
+    def delete(self, flow_id: str) -> bool:
+        with self._lock:
+            row = self._flows.get(flow_id)
+            if row is None:
+                return False
+            if row["status"] not in FINISHED:
+                raise FlowStateError(
+                    flow_id, row["status"], "only a finished flow can be deleted; cancel it first"
+                )
+            del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
+            return True
 
     def prune(self, finished_before: float) -> int:
         with self._lock:

@@ -30,6 +30,7 @@ from crux_gen.errors import (
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
+    FlowStateError,
     InvalidValueError,
     LeaseLostError,
     StoreBusyError,
@@ -262,15 +263,24 @@ class SQLiteStore:
             return self._flow(conn, self._row(conn, flow_id), history=True)
 
     def list_flows(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        before: float | None = None,
     ) -> list[StoredFlow]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
         if name is not None:
             where.append("name = ?")
             params.append(name)
+        if before is not None:  # keyset paging: one index range, never an OFFSET
+            where.append("updated_at < ?")
+            params.append(before)
         query = f"SELECT {sql.FLOW_COLUMNS} FROM flows"
         if where:
             query += " WHERE " + " AND ".join(where)
@@ -480,21 +490,30 @@ class SQLiteStore:
         ).fetchone()[0]
         check_records(flow_id, existing, 0 if last is None else last + 1, records)
 
-    def add_signal(self, flow_id: str, name: str, payload: str, now: float) -> StoredSignal:
+    def add_signal(
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
+    ) -> StoredSignal | None:
         with self._write() as conn:
             row = conn.execute(
                 "SELECT status, deadline, waiting_for FROM flows WHERE id = ?", (flow_id,)
             ).fetchone()
             if row is None:
                 raise FlowNotFoundError(flow_id)
+            if (
+                key is not None
+                and conn.execute(
+                    "SELECT 1 FROM signals WHERE flow_id = ? AND key = ?", (flow_id, key)
+                ).fetchone()
+            ):
+                return None  # sent before with this key: nothing more is stored
             check_signal_allowed(flow_id, row[0], row[1], row[2], now)
             cur = conn.execute(
-                "INSERT INTO signals (flow_id, name, payload, state, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (flow_id, name, payload, PENDING, now),
+                "INSERT INTO signals (flow_id, name, payload, state, created_at, key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (flow_id, name, payload, PENDING, now, key),
             )
             assert cur.lastrowid is not None
-            return StoredSignal(cur.lastrowid, flow_id, name, payload, PENDING, now)
+            return StoredSignal(cur.lastrowid, flow_id, name, payload, PENDING, now, key=key)
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
         with self._write() as conn:
@@ -544,6 +563,20 @@ class SQLiteStore:
                 (status.value, dropped[0].name if dropped else None, now, now, flow_id),
             )
             return dropped
+
+    def delete(self, flow_id: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM flows WHERE id = ?", (flow_id,)).fetchone()
+            if row is None:
+                return False
+            if row[0] not in FINISHED:
+                raise FlowStateError(
+                    flow_id, row[0], "only a finished flow can be deleted; cancel it first"
+                )
+            conn.execute("DELETE FROM records WHERE flow_id = ?", (flow_id,))
+            conn.execute("DELETE FROM signals WHERE flow_id = ?", (flow_id,))
+            conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,))
+            return True
 
     def prune(self, finished_before: float, *, batch: int = 500) -> int:
         # In batches of *batch* flows, one transaction each, so workers writing

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from crux_gen.records import StoredRecord, StoredSignal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 FLOW_COLUMNS = (
@@ -122,5 +122,15 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX signals_pending ON signals (flow_id, name) WHERE state = 'pending'")
 
 
+def add_signal_keys_and_listing(conn: sqlite3.Connection) -> None:
+    """Version 2: signals carry an idempotency key (one per flow and key), and a
+    listing of all flows pages by ``updated_at`` through an index."""
+    conn.execute("ALTER TABLE signals ADD COLUMN key TEXT")
+    conn.execute(
+        "CREATE UNIQUE INDEX signals_by_key ON signals (flow_id, key) WHERE key IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX flows_by_update ON flows (updated_at, id)")
+
+
 #: Schema version -> the function that brings a database from the one before to it.
-MIGRATIONS = {1: create_schema}
+MIGRATIONS = {1: create_schema, 2: add_signal_keys_and_listing}

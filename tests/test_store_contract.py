@@ -47,6 +47,7 @@ from crux_gen.records import (
 )
 from crux_gen.stores.base import Store, StoreAdmin
 from crux_gen.stores.sqlite import SQLiteStore
+from crux_gen.stores.sqlite_schema import SCHEMA_VERSION
 
 FINISHED = ("completed", "failed", "expired", "cancelled")
 ERROR = '{"type": "builtins.ValueError", "message": "boom"}'
@@ -879,6 +880,37 @@ def test_add_signal_once_the_waits_deadline_passed_is_closed_and_stores_nothing(
     assert store.add_signal("f1", "next", '"4"', t + 63).state == PENDING
 
 
+def test_a_signal_key_stores_one_signal_per_flow_and_key(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    suspended(store, "f1", t)
+    suspended(store, "f2", t)
+    first = store.add_signal("f1", "go", '"click"', t, key="token-1")
+    assert first is not None and first.key == "token-1"
+    assert store.add_signal("f1", "go", '"again"', t + 1, key="token-1") is None
+    assert store.add_signal("f1", "other", '"x"', t + 1, key="token-1") is None  # any name
+    assert store.add_signal("f2", "go", '"click"', t, key="token-1") is not None  # per flow
+    assert store.add_signal("f1", "go", '"keyless"', t) is not None
+    assert store.add_signal("f1", "go", '"keyless"', t) is not None  # no key: no dedup
+    assert [(s.payload, s.key) for s in store.load("f1").signals] == [
+        ('"click"', "token-1"),
+        ('"keyless"', None),
+        ('"keyless"', None),
+    ]
+
+
+def test_a_repeated_signal_key_for_a_finished_flow_is_answered_not_refused(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    suspended(store, "f1", t)
+    assert store.add_signal("f1", "go", "1", t, key="k") is not None
+    store.claim("f1", "me", t)
+    store.commit("f1", "me", t, END["completed"])
+    assert store.add_signal("f1", "go", "1", t, key="k") is None  # the retried delivery
+    with pytest.raises(FlowClosedError):
+        store.add_signal("f1", "go", "1", t, key="new")
+
+
 # -- cancel --------------------------------------------------------------------------
 
 
@@ -1038,6 +1070,41 @@ def test_list_flows_filters_by_status_and_name_newest_update_first(
         assert listed == attrs.evolve(store.load(listed.id), records=(), signals=())
 
 
+def test_list_flows_pages_by_keyset_before_an_update_time(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    for n in range(7):
+        store.start(f"f{n}", "demo", "null", "me", t + n)
+    pages: list[list[str]] = []
+    before = None
+    while True:
+        page = store.list_flows(limit=3, before=before)
+        if not page:
+            break
+        pages.append([f.id for f in page])
+        before = page[-1].updated_at
+    assert pages == [["f6", "f5", "f4"], ["f3", "f2", "f1"], ["f0"]]
+    assert [f.id for f in store.list_flows(name="demo", limit=2, before=t + 3)] == ["f2", "f1"]
+
+
+def test_delete_removes_one_finished_flow_with_its_history_and_signals(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for status in ("completed", "failed", "expired", "cancelled"):
+        finished(store, status, status, t)
+    suspended(store, "waiting", t)
+    store.add_signal("waiting", "go", "1", t)
+    for status in ("completed", "failed", "expired", "cancelled"):
+        assert store.delete(status) is True
+        with pytest.raises(FlowNotFoundError):
+            store.load(status)
+    assert store.delete("completed") is False  # gone already: nothing to do
+    before = store.load("waiting")
+    with pytest.raises(FlowStateError, match="cancel it first"):
+        store.delete("waiting")
+    assert store.load("waiting") == before
+
+
 def test_match_ids_lists_the_ids_with_a_prefix_in_order(store: Any, clock: FakeClock) -> None:
     ids = ["ab2", "ab1", "a_c", "abc", "b", "a%", "ab"]
     for flow_id in ids:
@@ -1185,7 +1252,7 @@ def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     assert again.load("f1").input == '{"x":1}'
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
 
 
 def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
@@ -1292,3 +1359,29 @@ def test_a_file_locked_past_the_busy_timeout_is_a_crux_error_and_writes_nothing(
     other.execute("ROLLBACK")
     row = store.load("f1")
     assert (row.records, row.signals) == ((), ())
+
+
+def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Path) -> None:
+    from crux_gen.stores.sqlite_schema import create_schema
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    create_schema(conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO flows (id, name, status, input, created_at, updated_at, waiting_for, "
+        "wait_kind) VALUES ('old', 'demo', 'suspended', 'null', 1.0, 1.0, 'go', 'suspend')"
+    )
+    conn.execute(
+        "INSERT INTO signals (flow_id, name, payload, state, created_at) "
+        "VALUES ('old', 'go', '1', 'pending', 2.0)"
+    )
+    conn.close()
+
+    store = SQLiteStore(path, clock=FakeClock())
+    row = store.load("old")
+    assert (row.status, [(s.payload, s.key) for s in row.signals]) == ("suspended", [("1", None)])
+    assert store.add_signal("old", "go", "2", 3.0, key="k") is not None
+    assert store.add_signal("old", "go", "2", 3.0, key="k") is None
+    version = store._conn().execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION == 2
