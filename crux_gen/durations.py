@@ -1,10 +1,16 @@
-"""Durations: ``"500ms"``, ``"10s"``, ``"30m"``, ``"24h"``, ``"2d"``, a timedelta or seconds."""
+"""Durations: ``"500ms"``, ``"10s"``, ``"30m"``, ``"24h"``, ``"2d"``, compounds of
+them (``"1h30m"``, ``"2d12h"``), a timedelta or a number of seconds.
+
+:func:`to_duration` reads them; :func:`format_duration` writes one back in the
+same compact form (``"1h30m"``, never ``"1:30:00"``), which ``to_duration`` reads.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 from .errors import InvalidValueError
 
@@ -14,10 +20,39 @@ Duration = str | int | float | timedelta
 #: time and deadline then stays a date that ``datetime`` can hold, for any store.
 MAX_DURATION = timedelta(days=36525)
 _MAX_SECONDS = MAX_DURATION.total_seconds()
+_MAX_MICROS = MAX_DURATION // timedelta(microseconds=1)
 _TOO_LONG = "is longer than 100 years (36525 days), the longest duration crux_gen takes"
+_NOT_A_DURATION = (
+    'is not a duration (try "500ms", "10s", "30m", "24h", "2d", "1h30m", a timedelta or a '
+    "number of seconds)"
+)
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# Largest first: a compound names each unit once, in this order ("1h30m", not "30m1h").
+_US_PER = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1000}
+_ORDER = list(_US_PER)
+_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+
+
+def _parse(text: str) -> Decimal | None:
+    """Return the microseconds *text* names (``"1h30m"`` -> 5400000000), or ``None``.
+
+    Counted exactly (no float rounding), so ``format_duration``'s text reads back
+    as the very same ``timedelta``."""
+    micros = Decimal(0)
+    end = 0
+    last = -1
+    for match in _PART.finditer(text):
+        if match.start() != end:
+            return None
+        rank = _ORDER.index(match.group(2))
+        if rank <= last:  # a unit twice, or out of order
+            return None
+        last = rank
+        micros += Decimal(match.group(1)) * _US_PER[match.group(2)]
+        end = match.end()
+    if last < 0 or text[end:].strip():
+        return None
+    return micros
 
 
 def to_duration(value: object, *, what: str = "duration") -> timedelta:
@@ -25,10 +60,15 @@ def to_duration(value: object, *, what: str = "duration") -> timedelta:
 
     >>> to_duration("24h")
     datetime.timedelta(days=1)
+    >>> to_duration("1h30m")
+    datetime.timedelta(seconds=5400)
 
-    Anything else than a duration string, a ``timedelta`` or a finite number of
-    seconds, from zero to 100 years (:data:`MAX_DURATION`, 36,525 days), raises
-    ``InvalidValueError`` (a ``ValueError``) naming *what* and the bad value.
+    A string is one or more of a number and a unit (``ms``, ``s``, ``m``, ``h``,
+    ``d``), largest unit first and each unit once: ``"500ms"``, ``"1.5h"``,
+    ``"2d12h"``, ``"1m30s"``. Anything else than such a string, a ``timedelta``
+    or a finite number of seconds, from zero to 100 years (:data:`MAX_DURATION`,
+    36,525 days), raises ``InvalidValueError`` (a ``ValueError``) naming *what*
+    and the bad value.
     """
     if isinstance(value, timedelta):
         if value < timedelta(0):
@@ -46,16 +86,14 @@ def to_duration(value: object, *, what: str = "duration") -> timedelta:
             raise InvalidValueError(what, value, "is negative; use a duration of zero or more")
         seconds = value
     elif isinstance(value, str):
-        match = _PATTERN.match(value)
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2)]  # inf at worst
+        micros = _parse(value)
+        if micros is None:
+            raise InvalidValueError(what, value, _NOT_A_DURATION)
+        if micros > _MAX_MICROS:
+            raise InvalidValueError(what, value, _TOO_LONG)
+        return timedelta(microseconds=round(micros))
     if seconds is None:
-        raise InvalidValueError(
-            what,
-            value,
-            'is not a duration (try "500ms", "10s", "30m", "24h", "2d", a timedelta or a '
-            "number of seconds)",
-        )
+        raise InvalidValueError(what, value, _NOT_A_DURATION)
     if seconds > _MAX_SECONDS:
         raise InvalidValueError(what, value, _TOO_LONG)
     return timedelta(seconds=seconds)
@@ -68,3 +106,44 @@ def to_optional_duration(value: object, *, what: str = "duration") -> timedelta 
     True
     """
     return None if value is None else to_duration(value, what=what)
+
+
+def format_duration(value: timedelta | float) -> str:
+    """Write *value* (a ``timedelta`` or seconds) compactly, as :func:`to_duration` reads it.
+
+    >>> format_duration(timedelta(minutes=90)), format_duration(0.5), format_duration(30)
+    ('1h30m', '500ms', '30s')
+
+    Exact to the microsecond, largest unit first, zero units left out: ``"2d3h"``,
+    ``"1m30s"``, ``"1.5s"``, ``"0s"``; a negative value gets a leading ``-``.
+    """
+    if isinstance(value, timedelta):
+        micros = value // timedelta(microseconds=1)
+    else:
+        if not math.isfinite(value):
+            return str(value)
+        micros = round(value * 1_000_000)
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    if micros < 1_000_000:
+        return sign + _decimal(micros, 1000) + "ms" if micros else "0s"
+    parts = [sign]
+    rest = micros
+    for unit, size in list(_US_PER.items())[:-1]:
+        count, rest = divmod(rest, size)
+        if unit == "s" and count:
+            parts.append(_decimal(count * size + rest, size) + "s")  # "1.5s", "1m30.25s"
+        elif unit == "s" and rest:
+            parts.append(_decimal(rest, 1000) + "ms")  # "1m500ms", not "1m0.5s"
+        elif count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _decimal(micros: int, size: int) -> str:
+    """Write *micros* / *size* with no trailing zeros: ``1500000, 1000000`` -> ``"1.5"``."""
+    whole, frac = divmod(micros, size)
+    if not frac:
+        return str(whole)
+    digits = len(str(size)) - 1
+    return f"{whole}.{frac:0{digits}d}".rstrip("0")

@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crux_gen import (
     CruxError,
@@ -22,7 +24,7 @@ from crux_gen import (
     get_flow,
     to_duration,
 )
-from crux_gen.durations import MAX_DURATION
+from crux_gen.durations import MAX_DURATION, format_duration
 
 
 @pytest.mark.parametrize(
@@ -37,16 +39,75 @@ from crux_gen.durations import MAX_DURATION
         (timedelta(minutes=3), timedelta(minutes=3)),
         (90, timedelta(seconds=90)),
         (0.25, timedelta(milliseconds=250)),
+        ("1h30m", timedelta(minutes=90)),
+        ("2d12h", timedelta(days=2, hours=12)),
+        ("1m30s", timedelta(seconds=90)),
+        ("1h 30m", timedelta(minutes=90)),
+        ("1d2h3m4s5ms", timedelta(days=1, hours=2, minutes=3, seconds=4, milliseconds=5)),
+        ("1m500ms", timedelta(seconds=60.5)),
+        ("1.5h30m", timedelta(hours=2)),
+        ("36524d23h59m59.999999s", MAX_DURATION - timedelta(microseconds=1)),
     ],
 )
 def test_durations_are_parsed(text: object, expected: timedelta) -> None:
     assert to_duration(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["soon-ish", "10 years", "", "-5s", -1, float("nan"), True, None])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "soon-ish",
+        "10 years",
+        "",
+        "-5s",
+        -1,
+        float("nan"),
+        True,
+        None,
+        "30m1h",  # largest unit first
+        "1h1h",  # each unit once
+        "1h30",  # every number has its unit
+        "h",
+        "1h-30m",
+        "1:30:00",
+    ],
+)
 def test_a_bad_duration_is_a_value_error_naming_it(bad: object) -> None:
     with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(").replace(")", r"\)")):
         to_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(milliseconds=500), "500ms"),
+        (0.5, "500ms"),
+        (1, "1s"),
+        (timedelta(seconds=1), "1s"),
+        (300, "5m"),
+        (timedelta(hours=1, minutes=30), "1h30m"),
+        (timedelta(days=2, hours=3), "2d3h"),
+        (90.0, "1m30s"),
+        (1.5, "1.5s"),
+        (60.5, "1m500ms"),
+        (3661.25, "1h1m1.25s"),
+        (0.0005, "0.5ms"),
+        (0, "0s"),
+        (timedelta(0), "0s"),
+        (0.1 + 0.2, "300ms"),
+        (MAX_DURATION, "36525d"),
+        (timedelta(seconds=-90), "-1m30s"),
+    ],
+)
+def test_durations_are_written_compactly(value: timedelta | float, text: str) -> None:
+    assert format_duration(value) == text
+
+
+@given(st.timedeltas(min_value=timedelta(0), max_value=MAX_DURATION))
+def test_a_written_duration_reads_back_as_the_same_duration(value: timedelta) -> None:
+    text = format_duration(value)
+    assert ":" not in text and "timedelta" not in text
+    assert to_duration(text) == value
 
 
 def test_a_bad_timeout_fails_where_the_command_is_written() -> None:
