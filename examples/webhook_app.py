@@ -7,7 +7,7 @@ Run it from the repository root (after ``pip install -e .``)::
 
     curl -X POST localhost:8000/signup -d '{"email": "henri@example.com", "name": "Henri"}'
     # 201 {"flow_id": "7f3a…", "status": "suspended", "waiting_for": "email-verified", …}
-    curl 'localhost:8000/verify?flow=7f3a…'          # the link in the welcome email
+    curl 'localhost:8000/verify?flow=7f3a…&token=Qx9…'  # the link in the welcome email
     # 202 {"flow_id": "7f3a…", "status": "verifying"}
     curl 'localhost:8000/status?flow=7f3a…'
     # 200 {"flow_id": "7f3a…", "status": "completed", "value": {…}, …}
@@ -15,10 +15,12 @@ Run it from the repository root (after ``pip install -e .``)::
 - ``POST /signup`` (JSON ``{"email", "name"}``) starts the ``webhook-signup`` flow
   in the request: it sends the welcome email (a step) and suspends until the
   address is verified, at most ``--verify-within`` (default ``24h``). Returns its id.
-- ``GET /verify?flow=ID`` records the ``email-verified`` signal and returns at
-  once; the worker runs the rest. A link whose wait expired: 410; a flow that is
-  finished or already verified: 409; an unknown id: 404. Errors are JSON
-  ``{"error": code, "message": text}``.
+- ``GET /verify?flow=ID&token=T`` records the ``email-verified`` signal and returns
+  at once; the worker runs the rest. The link's token is the signal's idempotency
+  key: of any number of clicks on one link, concurrent or not, exactly one is
+  recorded (202) and the others get 409 (``signal_flow(..., key=token)`` returned
+  ``False``: nothing stored). A link whose wait expired: 410; a wrong token: 403;
+  an unknown id: 404. Errors are JSON ``{"error": code, "message": text}``.
 - ``GET /status?flow=ID``: where the flow stands.
 
 Where the worker runs (the choice of this example): ``serve`` starts a thread in
@@ -47,6 +49,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -114,10 +117,8 @@ class EmailVerified:
 def signup(ctx: FlowContext) -> Generator[Command, Any, dict[str, Any]]:
     """Welcome, wait for the verification link, plan the first week, schedule check-ins."""
     fid, email, name = ctx.flow_id, ctx.input["email"], ctx.input["name"]
-    yield Step(
-        "send-welcome",
-        lambda: send(fid, "send-welcome", email, "Welcome!", f"Verify: /verify?flow={fid}"),
-    )
+    link = f"/verify?flow={fid}&token={ctx.input['token']}"
+    yield Step("send-welcome", lambda: send(fid, "send-welcome", email, "Welcome!", link))
     verified: EmailVerified = yield Suspend(
         "email-verified", schema=EmailVerified, timeout=ctx.input["verify_within"]
     )
@@ -138,6 +139,7 @@ REASONS = {
     201: "Created",
     202: "Accepted",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -191,27 +193,36 @@ class SignupApp:
         if not isinstance(data, dict) or not isinstance(data.get("email"), str):
             return error(400, "bad_request", 'send {"email": "...", "name": "..."}')
         name = data.get("name") or data["email"].split("@")[0]
-        user = {"email": data["email"], "name": str(name), "verify_within": self.verify_within}
+        token = secrets.token_urlsafe(16)  # the link's token: the signal's idempotency key
+        user = {
+            "email": data["email"],
+            "name": str(name),
+            "verify_within": self.verify_within,
+            "token": token,
+        }
         result = signup.run(input=user, store=self.store)
         return 201, {
             "flow_id": result.flow_id,
             "status": str(result.status),
             "waiting_for": result.waiting_for,
-            "verify_url": f"/verify?flow={result.flow_id}",
+            "verify_url": f"/verify?flow={result.flow_id}&token={token}",
         }
 
     def verify(self, environ: dict[str, Any]) -> Response:
-        flow_id = _query(environ, "flow")
-        if flow_id is None:
-            return error(400, "bad_request", "give the flow id: /verify?flow=ID")
+        flow_id, token = _query(environ, "flow"), _query(environ, "token")
+        if flow_id is None or token is None:
+            return error(
+                400, "bad_request", "give the link's flow and token: /verify?flow=ID&token=T"
+            )
         try:
-            info = get_flow(flow_id, store=self.store)
-            if info.status == "suspended" and any(
-                s.name == "email-verified" and s.state != "rejected" for s in info.signals
-            ):
-                return error(409, "already_verified", "this address is already verified")
+            if get_flow(flow_id, store=self.store).input.get("token") != token:
+                return error(403, "bad_token", "this verification link is not valid")
             now = datetime.now(timezone.utc).isoformat()
-            signal_flow(flow_id, "email-verified", {"verified_at": now}, store=self.store)
+            # The token is the key: a second click on the same link (even at the same
+            # moment, from another request thread or process) stores nothing.
+            stored = signal_flow(
+                flow_id, "email-verified", {"verified_at": now}, store=self.store, key=token
+            )
         except FlowNotFoundError:
             return error(404, "unknown_flow", f"no sign-up with id {flow_id!r}")
         except FlowClosedError as exc:
@@ -220,6 +231,8 @@ class SignupApp:
             return error(
                 409, "finished", f"this sign-up is already {exc.status}", status=exc.status
             )
+        if not stored:
+            return error(409, "already_verified", "this address is already verified")
         if self.on_signal is not None:
             self.on_signal()
         return 202, {"flow_id": flow_id, "status": "verifying"}

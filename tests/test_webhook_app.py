@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -107,8 +108,8 @@ def test_signup_verify_and_expiry_over_http(serve: Callable[..., Server]) -> Non
     code, verified = server.call("GET", body["verify_url"])
     assert (code, verified) == (202, {"flow_id": fid, "status": "verifying"})
     server.wait_for(fid, "completed")
-    code, again = server.call("GET", f"/verify?flow={fid}")
-    assert code == 409 and again["error"] == "finished"
+    code, again = server.call("GET", body["verify_url"])  # the link clicked again
+    assert code == 409 and again["error"] == "already_verified"
 
     server.wait_for(late["flow_id"], "expired")  # 3 s after it signed up, by the worker
     code, gone = server.call("GET", late["verify_url"])
@@ -122,14 +123,49 @@ def test_signup_verify_and_expiry_over_http(serve: Callable[..., Server]) -> Non
 
 def test_bad_requests_get_clear_json_errors(serve: Callable[..., Server]) -> None:
     server = serve()
-    assert server.call("GET", "/verify?flow=no-such-flow")[0] == 404
+    assert server.call("GET", "/verify?flow=no-such-flow&token=t")[0] == 404
     assert server.call("GET", "/status?flow=no-such-flow")[0] == 404
     code, body = server.call("GET", "/verify")
     assert code == 400 and "flow" in body["message"]
+    _, signed = server.call("POST", "/signup", {"email": "t@example.com"})
+    code, body = server.call("GET", f"/verify?flow={signed['flow_id']}&token=forged")
+    assert (code, body["error"]) == (403, "bad_token")
+    assert server.status(signed["flow_id"]) == "suspended"
     assert server.call("POST", "/signup", {"name": "no email"})[0] == 400
     assert server.call("GET", "/signup")[0] == 405
     assert server.call("GET", "/nowhere")[0] == 404
     _stop(server.proc)
+
+
+def test_concurrent_clicks_on_one_link_record_one_signal(serve: Callable[..., Server]) -> None:
+    """Eight clicks on one verification link at the same moment (a double-click, a
+    mail scanner, a retried request): exactly one 202, the others 409; the flow
+    runs each step once and keeps one signal."""
+    server = serve("--poll", "100ms")
+    _, body = server.call("POST", "/signup", {"email": "click@example.com"})
+    fid, url = body["flow_id"], body["verify_url"]
+    barrier = threading.Barrier(8)
+    codes: list[int] = []
+
+    def click() -> None:
+        barrier.wait(timeout=10)
+        codes.append(server.call("GET", url)[0])
+
+    clickers = [threading.Thread(target=click) for _ in range(8)]
+    for t in clickers:
+        t.start()
+    for t in clickers:
+        t.join(timeout=30)
+    assert sorted(codes) == [202] + [409] * 7
+    server.wait_for(fid, "completed")
+    code, again = server.call("GET", url)  # a click after the flow completed
+    assert (code, again["error"]) == (409, "already_verified")
+    _stop(server.proc)
+    assert server.steps_run() == Counter({(fid, step): 1 for step in STEPS})
+    from crux_gen import SQLiteStore, get_flow
+
+    signals = get_flow(fid, store=SQLiteStore(server.outbox.parent / "signup.db")).signals
+    assert [s.state for s in signals] == ["consumed"]
 
 
 def test_a_separate_worker_process_completes_the_flow(
