@@ -19,6 +19,7 @@ from . import codec
 from .clock import when
 from .codec import ErrorInfo
 from .commands import COMMAND_TYPES, describe
+from .durations import format_duration
 from .errors import (
     SerializationError,
     SignalValidationError,
@@ -323,7 +324,8 @@ class Driver:
                     self._commit(now)  # attempts survive a crash
                     log.info(
                         "flow %s: step %r failed (try %d of %d), retrying in %s",
-                        self.flow_id, command.name, failures, retry.attempts, wait,
+                        self.flow_id, command.name, failures, retry.attempts,
+                        format_duration(wait),
                     )  # fmt: skip
                     self.clock.sleep(wait.total_seconds())
                     continue

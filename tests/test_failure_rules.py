@@ -402,3 +402,24 @@ def test_code_that_now_returns_early_is_non_determinism_and_leaves_the_flow_unto
         after.run(resume=r.flow_id, store=store)
     assert store.load(r.flow_id) == stored  # not completed, nothing written
     assert ran == ["one", "two"]
+
+
+def test_a_retry_is_logged_with_a_compact_duration(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries: list[int] = []
+
+    def flaky() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("timed out")
+        return "ok"
+
+    @flow("logged-retry")
+    def body(ctx: FlowContext) -> Any:
+        return (yield Step("call", flaky, retry=Retry(attempts=2, backoff="fixed", delay="1500ms")))
+
+    with caplog.at_level("INFO", logger="crux_gen"):
+        assert body.run(store=store).value == "ok"
+    [line] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert line.endswith("retrying in 1.5s") or line.endswith("retrying in 1500ms"), line
