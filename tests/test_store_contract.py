@@ -1385,3 +1385,25 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Pat
     assert store.add_signal("old", "go", "2", 3.0, key="k") is None
     version = store._conn().execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "name", "before"),
+    [(None, None, None), (None, None, 1.0), ("failed", None, 1.0), (None, "demo", 1.0)],
+)
+def test_a_listing_page_reads_one_index_range(
+    tmp_path: Path, status: str | None, name: str | None, before: float | None
+) -> None:
+    """Keyset paging: every page of list_flows is an index search (or an index
+    scan stopped by LIMIT), never a scan of the table nor an OFFSET."""
+    store = SQLiteStore(tmp_path / "crux.db")
+    seen: list[str] = []
+    conn = store._conn()
+    conn.set_trace_callback(seen.append)
+    store.list_flows(status=status, name=name, limit=5, before=before)
+    conn.set_trace_callback(None)
+    [query] = [q for q in seen if q.startswith("SELECT")]
+    assert "OFFSET" not in query
+    plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query))
+    assert "USING INDEX" in plan, plan
+    assert "SCAN flows |" not in plan + " |", plan
