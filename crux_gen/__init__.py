@@ -4,6 +4,8 @@ A flow is a generator function that yields ``Step``, ``Suspend``, ``WaitUntil``
 and ``Sleep`` commands; each is executed once, recorded, and fed back on replay.
 """
 
+import logging as _logging
+
 from .clock import Clock, FakeClock, SystemClock
 from .codec import ErrorInfo
 from .commands import Command, Retry, Sleep, Step, Suspend, WaitUntil
@@ -36,6 +38,10 @@ from .runner import ParkingWarning, resume
 from .status import Status
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
+
+# A library logs, an app decides where to: without logging configured, nothing
+# reaches stderr (no "last resort" lines, no "No handlers could be found").
+_logging.getLogger("crux_gen").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Clock",

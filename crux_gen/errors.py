@@ -150,16 +150,35 @@ class FlowNameConflictError(CruxError):
 
 
 class FlowNotRegisteredError(CruxError, LookupError):
-    """No ``@flow`` with this name is registered in this process."""
+    """No ``@flow`` with this name is registered in this process.
 
-    def __init__(self, name: str, flow_id: str | None = None) -> None:
+    >>> resume(flow_id, store=store)
+    FlowNotRegisteredError: no flow named 'onboarding' is registered (needed by flow '7f3a');
+    import the module that defines @flow("onboarding") or pass flows=[...]
+
+    *hint* is the fix that applies where the error is raised or reported; it may
+    hold ``{name}``, replaced by the flow's name. The default (:data:`PYTHON_HINT`)
+    fits a Python caller of ``resume`` or ``Worker``; a caller that knows better
+    (the ``crux-gen worker`` command: "pass the module that defines it as MODULE")
+    gives its own, or swaps it on a caught error with :meth:`with_hint`.
+    """
+
+    #: The fix for a Python caller of ``resume(...)`` or ``Worker(...)``.
+    PYTHON_HINT = 'import the module that defines @flow("{name}") or pass flows=[...]'
+
+    def __init__(self, name: str, flow_id: str | None = None, *, hint: str | None = None) -> None:
         self.name = name
         self.flow_id = flow_id
+        self.hint = (self.PYTHON_HINT if hint is None else hint).replace("{name}", name)
         of = f" (needed by flow {flow_id!r})" if flow_id else ""
-        super().__init__(
-            f"no flow named {name!r} is registered{of}; import the module that defines "
-            f'@flow("{name}") before resuming'
-        )
+        super().__init__(f"no flow named {name!r} is registered{of}; {self.hint}")
+
+    def with_hint(self, hint: str) -> FlowNotRegisteredError:
+        """The same error with *hint* as its fix (``{name}`` is replaced by the name).
+
+        >>> raise exc.with_hint("pass the module that defines it as MODULE") from None
+        """
+        return type(self)(self.name, self.flow_id, hint=hint)
 
 
 class NonDeterminismError(CruxError):

@@ -143,12 +143,13 @@ class Registry:
         with self._lock:
             self._flows[flow.name] = flow
 
-    def get(self, name: str, *, flow_id: str | None = None) -> Flow[Any]:
-        """The flow registered as *name*; ``FlowNotRegisteredError`` naming it if none."""
+    def get(self, name: str, *, flow_id: str | None = None, hint: str | None = None) -> Flow[Any]:
+        """The flow registered as *name*; ``FlowNotRegisteredError`` naming it if none
+        (with *hint* as the fix it gives, see :class:`FlowNotRegisteredError`)."""
         try:
             return self._flows[name]
         except KeyError:
-            raise FlowNotRegisteredError(name, flow_id) from None
+            raise FlowNotRegisteredError(name, flow_id, hint=hint) from None
 
     def names(self) -> list[str]:
         """The registered names, sorted."""

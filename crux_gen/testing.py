@@ -30,8 +30,8 @@ from .codec import ErrorInfo
 from .commands import Command, Step, WaitUntil
 from .control import cancel_flow, get_flow, signal_flow
 from .durations import Duration
-from .errors import FlowNotFoundError
-from .flow import Flow, FlowContext
+from .errors import FlowNotFoundError, InvalidTypeError, InvalidValueError
+from .flow import Flow, FlowContext, check_flow_id
 from .results import FlowInfo, FlowResult
 from .runner import new_flow_id
 from .status import Status
@@ -71,16 +71,39 @@ class FlowHarness:
         flow_id: str | None = None,
     ) -> None:
         if not isinstance(flow, Flow):
-            raise TypeError(
-                f"FlowHarness needs a Flow (a function decorated with @flow), got {flow!r}"
+            raise InvalidTypeError(
+                "FlowHarness flow",
+                flow,
+                "is not a Flow; FlowHarness needs a Flow: a function decorated with @flow(name)",
             )
+        if fakes is not None and not isinstance(fakes, Mapping):
+            raise InvalidTypeError(
+                "FlowHarness fakes", fakes, "is not a mapping; give a dict of step name -> fake"
+            )
+        if store is not None and not callable(getattr(store, "claim", None)):
+            raise InvalidTypeError(
+                "FlowHarness store",
+                store,
+                "is not a store; give MemoryStore() or SQLiteStore(path)",
+            )
+        if clock is not None and not callable(getattr(clock, "time", None)):
+            raise InvalidTypeError(
+                "FlowHarness clock", clock, "is not a clock; give FakeClock() (or leave it out)"
+            )
+        if flow_id is not None:
+            check_flow_id(flow_id)
         if store is None:
             from crux_gen.stores.memory import MemoryStore
 
             clock = clock if clock is not None else FakeClock()
             store = MemoryStore(clock=clock)
         elif clock is not None and clock is not store.clock:
-            raise ValueError("FlowHarness: give a store or a clock, or a store built on that clock")
+            raise InvalidValueError(
+                "FlowHarness clock",
+                clock,
+                "is not the clock of the store given; give a store or a clock, or a store "
+                "built on that clock",
+            )
         self.flow = flow
         self.input = input
         self.fakes: dict[str, Any] = dict(fakes or {})
@@ -109,7 +132,11 @@ class FlowHarness:
         """Move the fake clock forward (``"24h"``, seconds, a timedelta); the new time."""
         advance = getattr(self.clock, "advance", None)
         if advance is None:
-            raise TypeError(f"FlowHarness.advance needs a FakeClock; the store has {self.clock!r}")
+            raise InvalidTypeError(
+                "FlowHarness clock",
+                self.clock,
+                "cannot advance; advance() needs a FakeClock (the default, or a store on one)",
+            )
         moved: datetime = advance(duration)
         return moved
 
@@ -123,7 +150,11 @@ class FlowHarness:
         from crux_gen.stores.base import StoreAdmin
 
         if not isinstance(self.store, StoreAdmin):
-            raise TypeError(f"{self.store!r} has no retry_failed(): use a store that has one")
+            raise InvalidTypeError(
+                "FlowHarness store",
+                self.store,
+                "has no retry_failed(); use a store that has one (MemoryStore, SQLiteStore)",
+            )
         self.store.retry_failed(self.flow_id, self.clock.now().timestamp())
 
     # -- reading -----------------------------------------------------------------

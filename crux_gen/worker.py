@@ -14,8 +14,9 @@ nothing. Many workers, in threads or processes, may share one store: checking
 that a flow is still due and claiming it is one atomic step, so each due flow is
 run by one worker, and a flow another worker just advanced is left alone.
 
-Logging goes to the ``crux_gen.worker`` logger: one INFO line per flow advanced
-(its id, name and new status), an ERROR line for a flow the worker cannot run.
+Logging goes to the ``crux_gen.worker`` logger: one line per flow advanced (its
+id, name and new status; INFO, or WARNING when the flow failed), an ERROR line for
+a flow the worker cannot run. Durations are written compactly (``5m``, ``1h30m``).
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .durations import Duration, to_duration
+from .durations import Duration, format_duration, to_duration
 from .errors import (
     FlowBusyError,
     FlowClosedError,
     FlowNotFoundError,
     FlowNotRegisteredError,
+    InvalidTypeError,
+    InvalidValueError,
     LeaseLostError,
     NonDeterminismError,
 )
-from .flow import Flow
+from .flow import Flow, default_registry
 from .results import FlowResult
 from .runner import resume
 from .status import Status
@@ -58,6 +61,14 @@ class Worker:
     (its name is not registered here, its code diverged from its history, or an
     unexpected error) is logged and left alone for *skip_for* (by the store's
     clock), or until the worker is restarted, so it never blocks the others.
+
+    *not_registered_hint* is the fix the log line gives for a flow whose name is
+    registered nowhere here (``{name}`` is replaced by that name); the default,
+    :attr:`FlowNotRegisteredError.PYTHON_HINT`, fits a worker started from Python
+    ("import the module that defines @flow(...) or pass flows=[...]").
+
+    Bad arguments are ``InvalidTypeError`` / ``InvalidValueError`` (a ``CruxError``
+    that is also a ``TypeError`` / ``ValueError``) naming the value.
     """
 
     def __init__(
@@ -67,13 +78,25 @@ class Worker:
         *,
         batch: int = 100,
         skip_for: Duration = "5m",
+        not_registered_hint: str | None = None,
     ) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"Worker batch {batch!r} must be an int of 1 or more")
+        if not callable(getattr(store, "due", None)):
+            raise InvalidTypeError(
+                "Worker store", store, "is not a store; give SQLiteStore(path) or MemoryStore()"
+            )
+        if isinstance(batch, bool) or not isinstance(batch, int):
+            raise InvalidTypeError("Worker batch", batch, "is not an int; give an int of 1 or more")
+        if batch < 1:
+            raise InvalidValueError("Worker batch", batch, "must be an int of 1 or more")
+        if not_registered_hint is not None and not isinstance(not_registered_hint, str):
+            raise InvalidTypeError(
+                "Worker not_registered_hint", not_registered_hint, "is not a str; give a str"
+            )
         self.store = store
-        self.flows: tuple[Flow[Any], ...] = tuple(flows or ())
+        self.flows: tuple[Flow[Any], ...] = _flows(flows)
         self.batch = batch
         self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
+        self.not_registered_hint = not_registered_hint
         self._stopping = False
         # SimpleQueue.put is reentrant, so stop() and wake() are safe in a signal handler.
         self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -114,15 +137,19 @@ class Worker:
         An error of the store (a pass that could not even query due flows) is
         logged and the next pass tries again.
         """
-        period = to_duration(poll, what="poll").total_seconds()
+        every = to_duration(poll, what="Worker.run_forever poll")
+        period = every.total_seconds()
         names = ", ".join(sorted(f.name for f in self.flows)) or "the @flow registry"
-        log.info("worker started on %r, polling every %ss; flows: %s", self.store, period, names)
+        log.info(
+            "worker started on %s, polling every %s; flows: %s",
+            describe_store(self.store), format_duration(every), names,
+        )  # fmt: skip
         try:
             while not self._stopping:
                 try:
                     self._pass()
                 except Exception:
-                    log.exception("worker pass failed; trying again in %ss", period)
+                    log.exception("worker pass failed; trying again in %s", format_duration(every))
                 if self._stopping:
                     break
                 self._wait(period)
@@ -188,19 +215,19 @@ class Worker:
             log.debug("flow %s: taken by another runner since the due query; left alone", flow_id)
             return False
         except FlowNotRegisteredError as exc:
-            known = ", ".join(repr(f.name) for f in self.flows) or "none"
+            if self.not_registered_hint is not None:
+                exc = exc.with_hint(self.not_registered_hint)
+            known = sorted({f.name for f in self.flows} | set(default_registry.names()))
             log.error(
-                "flow %s (%s): no flow named %r is registered in this worker (given: %s); "
-                'import the module that defines @flow("%s") in the worker process, or pass '
-                "it in Worker(flows=[...]). Skipping this flow for %s",
-                flow_id, exc.name, exc.name, known, exc.name, self.skip_for,
+                "%s (registered here: %s). Skipping this flow for %s",
+                exc, ", ".join(map(repr, known)) or "none", format_duration(self.skip_for),
                 extra={"flow_id": flow_id, "flow_name": exc.name},
             )  # fmt: skip
             self._skip(flow_id)
             return False
         except NonDeterminismError as exc:
             log.error(
-                "%s. Skipping this flow for %s", exc, self.skip_for,
+                "%s. Skipping this flow for %s", exc, format_duration(self.skip_for),
                 extra={"flow_id": flow_id, "flow_name": exc.name},
             )  # fmt: skip
             self._skip(flow_id)
@@ -211,12 +238,15 @@ class Worker:
         except Exception:
             log.exception(
                 "flow %s: the worker could not advance it; skipping it for %s",
-                flow_id, self.skip_for, extra={"flow_id": flow_id},
+                flow_id, format_duration(self.skip_for), extra={"flow_id": flow_id},
             )  # fmt: skip
             self._skip(flow_id)
             return False
         fields = {"flow_id": flow_id, "flow_name": result.name, "status": str(result.status)}
-        log.info("flow %s (%s): %s", flow_id, result.name, describe_result(result), extra=fields)
+        level = logging.WARNING if result.status == Status.FAILED else logging.INFO
+        log.log(
+            level, "flow %s (%s): %s", flow_id, result.name, describe_result(result), extra=fields
+        )
         return True
 
     def _skip(self, flow_id: str) -> None:
@@ -225,6 +255,33 @@ class Worker:
     def __repr__(self) -> str:
         names = [f.name for f in self.flows]
         return f"Worker({self.store!r}, flows={names!r}, batch={self.batch})"
+
+
+def _flows(flows: object) -> tuple[Flow[Any], ...]:
+    """*flows* as a tuple of ``Flow``; ``InvalidTypeError`` naming what is not one."""
+    if flows is None:
+        return ()
+    if isinstance(flows, Flow):
+        raise InvalidTypeError(
+            "Worker flows", flows, f"is one Flow, not a list; give flows=[{flows.name}]"
+        )
+    if isinstance(flows, str | bytes) or not isinstance(flows, Iterable):
+        raise InvalidTypeError("Worker flows", flows, "is not a list of Flow; give flows=[...]")
+    given = tuple(flows)
+    for item in given:
+        if not isinstance(item, Flow):
+            raise InvalidTypeError(
+                "Worker flows item", item, "is not a Flow; give functions decorated with @flow"
+            )
+    return given
+
+
+def describe_store(store: Store) -> str:
+    """A store for a log line: ``SQLiteStore('crux.db', lease_ttl 30s)``."""
+    path = getattr(store, "path", None)
+    where = f"{type(store).__name__}({path!r})" if path is not None else type(store).__name__
+    ttl = getattr(store, "lease_ttl", None)
+    return f"{where}, lease_ttl {format_duration(ttl)}" if isinstance(ttl, timedelta) else where
 
 
 def describe_result(result: FlowResult) -> str:

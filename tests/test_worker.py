@@ -27,6 +27,8 @@ from crux_gen import (
     Flow,
     FlowClosedError,
     FlowContext,
+    InvalidTypeError,
+    InvalidValueError,
     Registry,
     Retry,
     Sleep,
@@ -437,10 +439,17 @@ def test_stop_before_run_forever_starts_returns_at_once(store: Any) -> None:
 
 
 def test_worker_arguments_are_checked(store: Any) -> None:
-    with pytest.raises(ValueError, match="batch"):
+    # Each is a CruxError as well as the builtin (tests/test_errors.py has the full list).
+    with pytest.raises(InvalidValueError, match="batch 0"):
         Worker(store, batch=0)
-    with pytest.raises(ValueError, match="soon"):
+    with pytest.raises(InvalidTypeError, match="batch '10'"):
+        Worker(store, batch="10")  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError, match="soon"):
         Worker(store).run_forever(poll="soon")
+    with pytest.raises(InvalidTypeError, match=r"crux\.db"):
+        Worker("crux.db")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match=r"give flows=\[w-one\]"):
+        Worker(store, flows=waiter(Effects(), "w-one"))  # type: ignore[arg-type]
 
 
 # -- real time, real processes --------------------------------------------------------
