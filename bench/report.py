@@ -1,4 +1,4 @@
-"""Run every bench script and write ``bench/RESULTS.md`` with a table and a plot.
+"""Run every bench script and write ``RESULTS.md`` with a table and a plot.
 
 Each script runs in its own process (``--json``, and ``--quick`` when given); its
 numbers go into ``RESULTS.md`` (targets first, then one section per script), the
@@ -7,7 +7,11 @@ recorded step against history length into ``results.png`` (matplotlib: the
 ``bench`` extra, ``pip install -e '.[bench]'``). A script that fails, or is
 missing, is recorded as such and the others still run.
 
-    python bench/report.py [--quick] [--only steps,replay] [--out bench/RESULTS.md]
+The three files go into ``--out DIR``; by default a fresh temporary directory
+(printed at the end), so a run never dirties the checkout. Regenerating the
+committed results is a deliberate choice: ``--out bench/``.
+
+    python bench/report.py [--quick] [--only steps,replay] [--out DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import datetime
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +29,7 @@ from typing import Any
 
 from _common import BENCH, machine
 
-SCRIPTS = ["steps", "replay", "due_scan", "peers", "memory"]
+SCRIPTS = ["steps", "replay", "due_scan", "listing", "peers", "memory"]
 TIMEOUT = 3 * 3600
 
 
@@ -411,14 +416,37 @@ def plot(docs: dict[str, dict[str, Any]], path: Path) -> str | None:
     return None
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def output_dir(given: str | None, parser: argparse.ArgumentParser) -> Path:
+    """The directory to write into: *given* (created if need be), else a fresh temporary one."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="crux-bench-"))
+    out = Path(given)
+    if out.suffix.lower() == ".md" or out.is_file():
+        parser.error(f"--out {given!r} is a file; give a directory (--out bench/ to commit)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="The committed results are regenerated on purpose: --out bench/",
+    )
     p.add_argument("--quick", action="store_true", help="pass --quick to every script")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SCRIPTS)}")
-    p.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the Markdown file to write")
-    args = p.parse_args()
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="the directory for RESULTS.md, results.json and results.png (default: a fresh "
+        "temporary directory, printed at the end; bench/ to regenerate the committed ones)",
+    )
+    args = p.parse_args(argv)
     names = args.only.split(",") if args.only else SCRIPTS
-    out_md = Path(args.out)
+    unknown = [n for n in names if n not in SCRIPTS]
+    if unknown:
+        p.error(f"--only: no bench script named {', '.join(unknown)} (known: {','.join(SCRIPTS)})")
+    out_md = output_dir(args.out, p) / "RESULTS.md"
     before = machine()
     started = datetime.datetime.now(datetime.timezone.utc)
     docs = {name: run(name, args.quick) for name in names}
@@ -440,7 +468,8 @@ def main() -> None:
         "times are noisy (an fsync here took anywhere from ~0.3 ms to ~5 ms across runs). "
         "Every comparison is measured side by side in the same run, interleaved, and the "
         "medians are reported; trust the ratios more than the absolute numbers. "
-        "Run it again with `python bench/report.py` (`--quick` for a fast pass).",
+        "Run it again with `python bench/report.py` (`--quick` for a fast pass; "
+        "`--out bench/` to replace the committed results).",
         "",
         *targets(docs),
         *(
@@ -453,8 +482,9 @@ def main() -> None:
         *peers_section(docs.get("peers", {"missing": True, "note": "not run (--only)"})),
         *memory_section(docs.get("memory", {"missing": True, "note": "not run (--only)"})),
     ]
-    if "due_scan" in docs:
-        lines += generic_section("due_scan", docs["due_scan"])
+    for name in ("due_scan", "listing"):
+        if name in docs:
+            lines += generic_section(name, docs[name])
     analysis = BENCH / "ANALYSIS.md"  # hand-written: what bounds a missed target
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
