@@ -6,6 +6,7 @@ and ``Sleep`` commands; each is executed once, recorded, and fed back on replay.
 
 import logging as _logging
 
+from ._version import __version__ as __version__
 from .clock import Clock, FakeClock, SystemClock
 from .codec import ErrorInfo
 from .commands import Command, Retry, Sleep, Step, Suspend, WaitUntil

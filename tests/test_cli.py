@@ -105,6 +105,27 @@ def dump(db: Path) -> list[str]:
         conn.close()
 
 
+def entries(out: str) -> list[str]:
+    """The report's entries, each folded line joined back to its first (continuation
+    lines are indented), e.g. one entry per flow of ``replay``."""
+    joined: list[str] = []
+    for line in out.splitlines():
+        if line.startswith(" ") and joined:
+            joined[-1] += " " + line.strip()
+        else:
+            joined.append(line)
+    return joined
+
+
+def unwrapped(out: str) -> str:
+    """*out* with every line's indent and line break gone, to find text folded across lines."""
+    return "".join(line.strip() for line in out.splitlines())
+
+
+def fits(out: str, columns: int = 80) -> bool:
+    return all(len(line) <= columns for line in out.splitlines())
+
+
 def load_module(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"_cli_{path.stem}", path)
     assert spec is not None and spec.loader is not None
@@ -210,7 +231,8 @@ def test_list_and_show_describe_the_flows(scene: Scene) -> None:
     # results are cut to one line with a marker, unless --full
     assert "…" in shown_done.stdout and "n" * 300 not in shown_done.stdout
     assert all(len(line) <= 80 for line in shown_done.stdout.splitlines())
-    assert "n" * 300 in full.stdout and '"plan": "a plan for C"' in full.stdout
+    assert "n" * 300 in unwrapped(full.stdout) and '"plan": "a plan for C"' in full.stdout
+    assert fits(full.stdout)  # folded to 80 columns, whole
 
     data = json.loads(as_object.stdout)
     assert (data["id"], data["status"]) == (scene.failed, "failed")
@@ -342,16 +364,22 @@ def test_replay_reports_flows_the_new_code_would_break(scene: Scene) -> None:
         "replayed 2 unfinished flows against cliflows: 2 ok, 0 diverge, 0 skipped"
     )
     assert diverged.returncode == 1
-    lines = diverged.stdout.splitlines()
+    assert fits(diverged.stdout)
+    lines = entries(diverged.stdout)
     line = next(x for x in lines if scene.waiting in x)
     assert line.startswith("diverges")
     assert "cli-onboarding" in line and "position 0" in line
     assert "recorded Step('send-welcome')" in line
     assert "now yields Step('send-welcome-email')" in line
     assert len([x for x in lines if x.startswith("diverges")]) == 2
-    assert skipped.returncode == 0
+    # A module that registers none of the unfinished flows' names checks nothing:
+    # a deploy gate given the wrong module must not pass.
+    assert skipped.returncode == 1
     assert len([x for x in skipped.stdout.splitlines() if x.startswith("skipped")]) == 2
     assert "cli-onboarding" in skipped.stdout and "0 ok, 0 diverge, 2 skipped" in skipped.stdout
+    assert skipped.stderr.startswith("error: cliflows_other registers none of the unfinished")
+    assert len(skipped.stderr.splitlines()) == 1
+    assert "'cli-onboarding'" in skipped.stderr and "'something-else'" in skipped.stderr
 
 
 def test_replay_reports_code_that_raises_while_replaying(scene: Scene) -> None:
@@ -363,7 +391,8 @@ def test_replay_reports_code_that_raises_while_replaying(scene: Scene) -> None:
     )
     done = crux("replay", "cliflows_strict", cwd=scene.root)
     assert done.returncode == 1
-    raises = [x for x in done.stdout.splitlines() if x.startswith("raises")]
+    assert fits(done.stdout)
+    raises = [x for x in entries(done.stdout) if x.startswith("raises")]
     assert len(raises) == 1 and scene.failed in raises[0]
     assert "position 1: after Suspend('email-verified')" in raises[0]
     assert "the code now raises SignalValidationError" in raises[0]
@@ -403,7 +432,17 @@ def test_worker_runs_due_flows_and_stops_cleanly_on_sigterm(scene: Scene) -> Non
 def test_help_is_complete_for_every_command(tmp_path: Path) -> None:
     top = crux("--help", cwd=tmp_path)
     assert top.returncode == 0
-    commands = ["list", "show", "signal", "cancel", "retry", "prune", "replay", "worker"]
+    commands = [
+        "list",
+        "show",
+        "signal",
+        "cancel",
+        "retry",
+        "delete",
+        "prune",
+        "replay",
+        "worker",
+    ]
     for name in commands:
         assert f"  {name} " in top.stdout
     assert all(len(line) <= 80 for line in top.stdout.splitlines())
@@ -637,6 +676,6 @@ def test_a_corrupt_row_is_shown_as_corrupt_and_never_stops_a_listing(scene: Scen
 
     # The replay check names the corrupt flow, and goes on with the others.
     assert replayed.returncode == 1
-    line = next(x for x in replayed.stdout.splitlines() if scene.waiting in x)
+    line = next(x for x in entries(replayed.stdout) if scene.waiting in x)
     assert line.startswith("corrupt") and "position 0" in line and "result" in line
     assert "replayed 2 unfinished flows" in replayed.stdout

@@ -113,6 +113,7 @@ def test_list_and_show_escape_every_stored_string(tmp_path: Path, flows: dict[st
             code, out, err = crux("show", prefix, *extra, cwd=tmp_path)
             assert code == 0, err
             assert_inert(out + err)
+            assert all(len(line) <= 80 for line in out.split("\n"))
             assert "name     evil\\x1b]0;pwned\\x07flow" in out
             assert "Step('step\\x1b[2J')" in out
             # The input and the step's result: recognisable (whole with --full).
@@ -124,7 +125,8 @@ def test_list_and_show_escape_every_stored_string(tmp_path: Path, flows: dict[st
                 assert "'other\\x1b]0;pwned\\x07'  pending" in out  # a signal's name
                 assert "rejected" in out
             if which == "failed":
-                assert f"error    builtins.ValueError: bad note {SHOWN}" in out
+                # Folded to 80 columns, at the space before the escaped text.
+                assert f"error    builtins.ValueError: bad note\n         {SHOWN}\n" in out
                 # The traceback keeps its own lines; the \r inside one is escaped.
                 assert "  Traceback (most recent call last):\n" in out
                 assert f"  ValueError: bad note {SHOWN}\n" in out

@@ -22,11 +22,13 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from .. import __version__
 from ..errors import CruxError, FlowNotFoundError, StoreError
 from ..records import StoredFlow
 from .format import ELLIPSIS, clean, cut, echo
@@ -38,6 +40,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Ids shorter than this are never treated as prefixes of longer ids.
 MIN_PREFIX = 4
+
+#: ``SQLiteStore``'s own default.
+DEFAULT_LEASE_TTL = timedelta(seconds=30)
 
 
 class CLIError(click.ClickException):
@@ -63,9 +68,16 @@ def db_option(fn: F) -> F:
     )(fn)
 
 
-def open_store(db: str, *, create: bool = False) -> SQLiteStore:
-    """Open the store at *db*; unless *create*, it must already be a crux_gen store
-    (so a mistyped path is an error, not a new empty file)."""
+def open_store(
+    db: str,
+    *,
+    create: bool = False,
+    lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+    synchronous: str = "FULL",
+) -> SQLiteStore:
+    """Open the store at *db* (with *lease_ttl* and *synchronous* as ``SQLiteStore``
+    takes them); unless *create*, it must already be a crux_gen store (so a
+    mistyped path is an error, not a new empty file)."""
     from crux_gen.stores.sqlite import SQLiteStore
 
     if not create:
@@ -84,15 +96,21 @@ def open_store(db: str, *, create: bool = False) -> SQLiteStore:
         if version == 0:
             raise CLIError(f"{db!r} is not a crux_gen store (no crux_gen tables in it)")
     try:
-        return SQLiteStore(db)
+        return SQLiteStore(db, lease_ttl=lease_ttl, synchronous=synchronous)
     except (sqlite3.Error, StoreError) as exc:
         raise CLIError(f"cannot open {db!r}: {exc}") from None
 
 
 @contextmanager
-def store_at(db: str, *, create: bool = False) -> Iterator[SQLiteStore]:
+def store_at(
+    db: str,
+    *,
+    create: bool = False,
+    lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+    synchronous: str = "FULL",
+) -> Iterator[SQLiteStore]:
     """Open the store at *db* (see :func:`open_store`) and close it on the way out."""
-    store = open_store(db, create=create)
+    store = open_store(db, create=create, lease_ttl=lease_ttl, synchronous=synchronous)
     try:
         yield store
     finally:
@@ -130,15 +148,19 @@ Examples:
   crux-gen show 7f3a1c2b9e0d
   crux-gen signal 7f3a1c2b9e0d email-verified '{"verified_at": "2026-11-24"}'
   crux-gen retry 7f3a1c2b9e0d
+  crux-gen prune --finished-before 30d --dry-run
   crux-gen worker myapp.flows --db /var/lib/myapp/crux.db
 """
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="crux-gen", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Operate durable flows stored in an SQLite file: list them, show one's
-    history, signal, cancel or retry it, prune finished flows, check a deploy
-    with replay, and run a worker.
+    history, signal, cancel, retry or delete it, prune finished flows, check a
+    deploy with replay, and run a worker.
 
     Every command takes --db PATH (default: $CRUX_DB, else crux.db). Flow ids
     may be shortened to any unique start, as `list` shows them. Errors print

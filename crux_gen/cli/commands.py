@@ -1,17 +1,20 @@
 """The subcommands of ``crux-gen``, one function each: list, show, signal, cancel,
-retry, prune, replay and worker."""
+retry, delete, prune, replay and worker."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import traceback
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,16 +22,19 @@ from .. import codec
 from ..clock import when
 from ..codec import ErrorInfo, decode_stored
 from ..commands import describe
-from ..control import cancel_flow, get_flow, signal_flow
-from ..durations import to_duration
-from ..errors import CorruptRecordError, FlowNotFoundError
+from ..control import cancel_flow, delete_flow, get_flow, signal_flow
+from ..durations import format_duration, to_duration
+from ..errors import CorruptRecordError, FlowNotFoundError, InvalidValueError
 from ..flow import default_registry
 from ..records import StoredFlow
 from ..replay import replay_check
-from ..status import Status
+from ..status import FINISHED, Status
 from . import CLIError, db_option, find_flow, store_at
-from .format import ELLIPSIS, at, clean, cut, echo, relative, table, to_json, width
+from .format import ELLIPSIS, at, clean, cut, echo, fold, relative, table, to_json, width
 from .show import show_lines
+
+if TYPE_CHECKING:
+    from crux_gen.stores.sqlite import SQLiteStore
 
 # -- list ------------------------------------------------------------------------------
 
@@ -136,24 +142,43 @@ def flow_summary(f: StoredFlow) -> dict[str, Any]:
 @click.command("show")
 @click.argument("flow_id", metavar="ID")
 @db_option
-@click.option("--full", is_flag=True, help="Whole values, pretty-printed, and every traceback.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Whole values, pretty-printed, and whole tracebacks (crux_gen's frames too).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
 def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
     """Show a flow: its input, status and timeline.
 
+    A running flow shows which runner holds its lease and until when, or that
+    no runner holds it (a worker stopped between two steps, or crashed): a
+    worker then picks it up.
+
     The timeline lists each recorded command in order, with its kind, name,
     state, attempts, how long it took and its result (cut to one line unless
-    --full) or error with its traceback; then every signal sent to the flow:
-    consumed (by which command), pending, or rejected with the validation error.
+    --full) or error with its traceback (crux_gen's own frames hidden unless
+    --full); then every signal sent to the flow, with its idempotency key if it
+    has one: pending, consumed (by which command), rejected with the validation
+    error, or unused (still pending when the flow finished).
     """
     with store_at(db) as store:
-        info = get_flow(find_flow(store, flow_id).id, store=store)
+        stored = find_flow(store, flow_id)
+        info = get_flow(stored.id, store=store)
         now = store.clock.now()
     if as_json:
         data = codec.converter.unstructure(info)
         click.echo(to_json({"id": info.flow_id, **data}, indent=2))
         return
-    for line in show_lines(info, now, full=full, fit=width()):
+    lines = show_lines(
+        info,
+        now,
+        full=full,
+        fit=width(),
+        lease_owner=stored.lease_owner,
+        lease_expires=when(stored.lease_expires),
+    )
+    for line in lines:
         echo(line)
 
 
@@ -267,29 +292,111 @@ def retry_command(flow_id: str, db: str) -> None:
         echo("it is due now: the next worker pass or resume replays it and runs the body")
 
 
+@click.command("delete")
+@click.argument("flow_id", metavar="ID")
+@db_option
+def delete_command(flow_id: str, db: str) -> None:
+    """Delete one finished flow with its history and signals.
+
+    Only a finished flow (completed, failed, expired or cancelled) can be
+    deleted: cancel an unfinished one first. Exit code 1 for an unfinished
+    flow or an id that names no flow; nothing is changed then.
+
+    \b
+    Example:
+      crux-gen delete 7f3a1c2b9e0d
+      crux-gen cancel 7f3a1c2b9e0d --reason "test data"; crux-gen delete 7f3a
+    """
+    with store_at(db) as store:
+        stored = find_flow(store, flow_id)
+        if stored.status not in FINISHED:
+            raise CLIError(
+                f"flow {stored.id} ({stored.name}) is {stored.status}; only a finished flow "
+                f"can be deleted: cancel it first (crux-gen cancel {stored.id})"
+            )
+        if not delete_flow(stored.id, store=store):
+            raise CLIError(f"no flow with id {stored.id!r} (deleted meanwhile)")
+    records, signals = len(stored.records), len(stored.signals)
+    echo(
+        f"deleted flow {stored.id} ({stored.name}, {stored.status}) with its "
+        f"{records} record{'s' if records != 1 else ''} and "
+        f"{signals} signal{'s' if signals != 1 else ''}"
+    )
+
+
 @click.command("prune", short_help="Delete old finished flows and their history.")
 @click.option(
     "--finished-before",
     "age",
     required=True,
     metavar="AGE",
-    help='Delete flows finished and last updated longer ago than this ("30d", "12h").',
+    help='Delete flows finished and last updated longer ago than this ("30d", "12h", '
+    '"1h30m", or seconds).',
 )
+@click.option("--dry-run", is_flag=True, help="Say how many flows would go; delete nothing.")
 @db_option
-def prune_command(age: str, db: str) -> None:
+def prune_command(age: str, dry_run: bool, db: str) -> None:
     """Delete old finished flows (completed, failed, expired, cancelled), with
-    their history and signals. Unfinished flows are never touched.
+    their history and signals, and say how many. Unfinished flows are never
+    touched. With --dry-run, say how many it would delete, by status, and
+    delete nothing.
 
     \b
     Example, keeping 30 days:
+      crux-gen prune --finished-before 30d --dry-run
       crux-gen prune --finished-before 30d
     """
     keep = duration_option(age, "--finished-before")
     with store_at(db) as store:
         before = store.clock.now() - keep
-        deleted = store.prune(before.timestamp())
+        if dry_run:
+            counts = count_finished(store, before.timestamp())
+        else:
+            deleted = store.prune(before.timestamp())
+    if dry_run:
+        total = sum(counts.values())
+        by_status = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        echo(
+            f"would delete {total} finished {'flow' if total == 1 else 'flows'} last updated "
+            f"before {at(before)}" + (f" ({by_status})" if by_status else "")
+        )
+        echo("nothing deleted (--dry-run)")
+        return
     plural = "flow" if deleted == 1 else "flows"
     echo(f"deleted {deleted} finished {plural} last updated before {at(before)}")
+
+
+#: How many flows one ``list_flows`` call of ``prune --dry-run`` reads.
+PAGE = 1000
+
+
+def count_finished(store: SQLiteStore, before: float) -> dict[str, int]:
+    """Count the finished flows last updated before *before*, by status (what
+    ``store.prune(before)`` deletes), reading ``PAGE`` flows at a time."""
+    counts: dict[str, int] = {}
+    for status in sorted(str(s) for s in FINISHED):
+        counts[status] = 0
+        bound = before
+        while True:
+            page = store.list_flows(status=status, limit=PAGE, before=bound)
+            if len(page) < PAGE:
+                counts[status] += len(page)
+                break
+            # The page may end inside a group of flows updated at the same instant:
+            # count the flows after it, then that whole group, and go on below it.
+            last = page[-1].updated_at
+            counts[status] += sum(1 for f in page if f.updated_at > last)
+            limit = PAGE
+            while True:
+                group = store.list_flows(
+                    status=status, limit=limit, before=math.nextafter(last, math.inf)
+                )
+                if len(group) < limit or group[-1].updated_at < last:
+                    break
+                limit *= 2
+            counts[status] += sum(1 for f in group if f.updated_at == last)
+            bound = last
+    return counts
 
 
 # -- replay ----------------------------------------------------------------------------
@@ -308,14 +415,20 @@ def replay_command(module: str, db: str) -> None:
     recorded and the new command) or whose code now raises while replaying,
     and the flows whose name MODULE does not register as skipped.
 
-    Exit code 1 when any flow diverges (or raises), else 0. Run it against a
-    copy of the production database:
+    Exit code 1 when any flow diverges (or raises), and when MODULE registers
+    none of the unfinished flows' names (a mistyped module must not pass a
+    deploy gate); else 0. Run it against a copy of the production database:
 
     \b
       crux-gen replay myapp.flows --db prod-copy.db
     """
     import_module(module)
+    registered = default_registry.names()
+    if not registered:
+        raise CLIError(f"{module} registers no @flow; give the module that defines your flows")
+    fit = width()
     problems = skipped = checked = 0
+    names: set[str] = set()
     with store_at(db) as store:
         unfinished = [
             f
@@ -323,9 +436,11 @@ def replay_command(module: str, db: str) -> None:
             for f in store.list_flows(status=status.value, limit=2**62)
         ]
         for summary in sorted(unfinished, key=lambda f: (f.created_at, f.id)):
+            names.add(summary.name)
             if summary.name not in default_registry:
                 skipped += 1
-                echo(f"skipped   {summary.id}  {summary.name}  (not in {module})")
+                for line in replay_lines("skipped", summary, f"(not in {module})", fit):
+                    echo(line)
                 continue
             try:
                 stored = store.load(summary.id)
@@ -335,14 +450,34 @@ def replay_command(module: str, db: str) -> None:
             found = replay_check(stored, default_registry.get(stored.name).fn)
             if found is not None:
                 problems += 1
-                echo(f"{found.kind:<9} {stored.id}  {stored.name}  {found.text}")
+                for line in replay_lines(found.kind, stored, found.text, fit):
+                    echo(line)
     ok = checked - problems
-    echo(
+    summary_line = (
         f"replayed {checked} unfinished flow{'s' if checked != 1 else ''} against {module}: "
         f"{ok} ok, {problems} diverge{'s' if problems == 1 else ''}, {skipped} skipped"
     )
+    for line in fold(clean(summary_line), fit):
+        echo(line)
+    if names and names.isdisjoint(registered):
+        stored_names = ", ".join(repr(n) for n in sorted(names)[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise CLIError(
+            f"{module} registers none of the unfinished flows' names ({stored_names}{more}; "
+            f"it registers {', '.join(repr(n) for n in registered[:5])}): check the module name"
+        )
     if problems:
         raise click.exceptions.Exit(1)
+
+
+def replay_lines(kind: str, flow: StoredFlow, text: str, fit: int) -> list[str]:
+    """Write one flow of ``replay``'s report: ``kind  id  name  text`` on one line when
+    it fits *fit*, else kind, id and name, then *text* indented below."""
+    head = clean(f"{kind:<9} {flow.id}  {flow.name}")
+    line = f"{head}  {clean(text)}"
+    if len(line) <= fit:
+        return [line]
+    return [*fold(head, fit, 10), *fold(" " * 10 + clean(text), fit, 10)]
 
 
 # -- worker ----------------------------------------------------------------------------
@@ -363,7 +498,24 @@ class _CleanFormatter(logging.Formatter):
     default="1s",
     show_default=True,
     metavar="DURATION",
-    help='How often to look for due flows ("500ms", "1s", "1m").',
+    help='How often to look for due flows ("500ms", "1s", "1m", or seconds).',
+)
+@click.option(
+    "--lease-ttl",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a flow stays claimed by a runner that stopped renewing its lease "
+    "(crashed or cut off) before another worker takes it over.",
+)
+@click.option(
+    "--synchronous",
+    type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
+    metavar="[FULL|NORMAL]",
+    default="FULL",
+    show_default=True,
+    help="FULL: every recorded step survives a power cut. NORMAL: faster; survives a "
+    "crash of the process, but a power cut may lose the last few commits.",
 )
 @click.option(
     "--log-level",
@@ -372,7 +524,9 @@ class _CleanFormatter(logging.Formatter):
     show_default=True,
     help="What the worker logs to stderr.",
 )
-def worker_command(module: str, db: str, poll: str, log_level: str) -> None:
+def worker_command(
+    module: str, db: str, poll: str, lease_ttl: str, synchronous: str, log_level: str
+) -> None:
     """Run every due flow of MODULE until SIGINT or SIGTERM.
 
     Imports MODULE so its @flow functions register (the current directory is on
@@ -380,43 +534,108 @@ def worker_command(module: str, db: str, poll: str, log_level: str) -> None:
     pending signal it waits for, a passed deadline, a due timer or retry, a
     crashed runner's flow. On SIGINT (Ctrl-C) or SIGTERM the flow in hand stops
     at its next command boundary, its lease is released, and the worker exits
-    with code 0. The database is created if it does not exist.
+    with code 0; another SIGINT or SIGTERM meanwhile changes nothing (it is
+    logged). The database is created if it does not exist.
     """
-    duration_option(poll, "--poll")
+    period = duration_option(poll, "--poll")
+    ttl = duration_option(lease_ttl, "--lease-ttl")
+    if not ttl:
+        raise CLIError("--lease-ttl must be longer than 0s: a runner renews it while it runs")
     import_module(module)
     if not default_registry.names():
         raise CLIError(f"{module} registers no @flow; give the module that defines your flows")
     from ..worker import Worker
 
+    formatter = _CleanFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_CleanFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter)
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
-    with store_at(db, create=True) as store:
-        worker = Worker(store=store)
-
-        def stop(signum: int, frame: Any) -> None:
-            worker.stop()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+    with store_at(db, create=True, lease_ttl=ttl, synchronous=synchronous) as store:
+        worker = Worker(
+            store=store,
+            not_registered_hint=(
+                'give crux-gen worker the module that defines @flow("{name}") as MODULE '
+                f"(this worker imported {module})"
+            ),
+        )
+        stopper = Stopper(worker, formatter, logging.getLogger("crux_gen.cli"))
+        signal.signal(signal.SIGINT, stopper)
+        signal.signal(signal.SIGTERM, stopper)
         echo(
-            f"worker on {db} for flows {', '.join(default_registry.names())}; "
+            f"worker on {db} (lease {format_duration(ttl)}, synchronous "
+            f"{synchronous.upper()}) for flows {', '.join(default_registry.names())}; "
             "Ctrl-C or SIGTERM stops it",
             err=True,
         )
-        worker.run_forever(poll=poll)
+        try:
+            worker.run_forever(poll=period)
+        finally:
+            # From here on the worker is done: one more signal must not kill the
+            # process on its way out (Python restores the default handlers, which
+            # kill, while it shuts down; it leaves ignored signals ignored).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class Stopper:
+    """The worker's SIGINT and SIGTERM handler: the first signal stops *worker* at
+    its next command boundary; any later one is logged and changes nothing.
+
+    It writes its log lines straight to file descriptor 2: a handler that wrote
+    through ``sys.stderr`` could interrupt a log line being written there and
+    fail with a reentrant call.
+    """
+
+    def __init__(self, worker: Any, formatter: logging.Formatter, log: logging.Logger) -> None:
+        self.worker = worker
+        self.formatter = formatter
+        self.log = log
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.stopping:
+            self.note(
+                logging.WARNING,
+                f"{name}: already stopping; waiting for the step in hand to finish and be recorded",
+            )
+            return
+        self.stopping = True
+        self.worker.stop()
+        self.note(
+            logging.INFO,
+            f"{name}: stopping at the next command boundary (the step in hand finishes "
+            "and is recorded)",
+        )
+
+    def note(self, level: int, message: str) -> None:
+        """Write one log line of *level* to stderr, if the log level lets it through."""
+        if not self.log.isEnabledFor(level):
+            return
+        record = self.log.makeRecord(self.log.name, level, "", 0, message, (), None)
+        with contextlib.suppress(OSError):
+            os.write(2, (self.formatter.format(record) + "\n").encode("utf-8", "replace"))
 
 
 # -- what the subcommands share --------------------------------------------------------
 
 
+_SECONDS = re.compile(r"\s*\d+(\.\d+)?\s*")
+
+
 def duration_option(value: str, option: str) -> timedelta:
-    """Read *value* of *option* as a duration; a one-line error names both if it is not."""
+    """Read *value* of *option* as a duration: what the API takes (``"90"`` is
+    seconds, as ``90`` is) and what ``list`` and ``show`` print (``"1h30m"``); a
+    one-line error names both if it is not one."""
+    given: str | float = float(value) if _SECONDS.fullmatch(value) else value
     try:
-        return to_duration(value, what=option)
-    except ValueError:
+        return to_duration(given, what=option)
+    except InvalidValueError as exc:
+        if not exc.problem.startswith("is not a duration"):  # too long
+            raise CLIError(f"{option} {value!r} {exc.problem}") from None
         raise CLIError(
-            f'{option} {value!r} is not a duration (try "500ms", "30s", "10m", "12h", "30d")'
+            f"{option} {value!r} is not a duration "
+            '(try "500ms", "30s", "10m", "1h30m", "2d" or a number of seconds)'
         ) from None
 
 
@@ -455,6 +674,7 @@ COMMANDS = (
     signal_command,
     cancel_command,
     retry_command,
+    delete_command,
     prune_command,
     replay_command,
     worker_command,

@@ -8,6 +8,7 @@ reaches a terminal; :func:`echo` applies it to every line the CLI prints.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -128,12 +129,105 @@ def table(
     return lines
 
 
-def traceback_lines(traceback: str, indent: str) -> list[str]:
+_MARKERS = re.compile(r"^ *[\^~]+ *$")  # a traceback's ^^^^ under the code it points at
+
+
+def fold(line: str, fit: int, hang: int | None = None) -> list[str]:
+    """Wrap *line* (already escaped) into lines of at most *fit* characters, losing
+    nothing: at a space where it can, inside a long word where it must.
+
+    Continuation lines are indented by *hang* spaces; by default two more than
+    *line*'s own indent, or 9 for an unindented ``label    value`` line of ``show``.
+    A line that fits is returned as it is; a traceback's line of ``^`` markers is
+    cut instead (they point into the code line above, which is wrapped).
+    """
+    if len(line) <= fit:
+        return [line]
+    lead = len(line) - len(line.lstrip(" "))
+    if _MARKERS.match(line):
+        return [cut(line, fit)] if lead < fit - 1 else []
+    if hang is None:
+        hang = lead + 2 if lead else 9
+    hang = min(hang, fit // 2)
+    start = min(lead, fit // 2)  # where the text of the line being filled starts
+    rest = " " * start + line[lead:]
+    lines = []
+    while len(rest) > fit:
+        # Break at a space past the continuation's indent (an earlier break gains
+        # nothing: "flow     <a long id>" keeps its label beside the id's start).
+        at = rest.rfind(" ", max(start, hang) + 1, fit + 1)
+        if at == -1 or not rest[start:at].strip():
+            at = fit  # no space to break at: break the word
+        lines.append(rest[:at].rstrip(" "))
+        rest = " " * hang + rest[at:].lstrip(" ")
+        start = hang
+    if rest.strip():
+        lines.append(rest.rstrip(" "))
+    return lines
+
+
+def fold_all(lines: Sequence[str], fit: int) -> list[str]:
+    """Fold every line of *lines* that is longer than *fit* (see :func:`fold`)."""
+    return [piece for line in lines for piece in fold(line, fit)]
+
+
+def traceback_lines(traceback: str, indent: str, *, full: bool = True) -> list[str]:
     """Split a stored traceback into escaped lines (at its ``\\n`` only: a
-    ``\\r`` or any other control character inside a line is escaped)."""
+    ``\\r`` or any other control character inside a line is escaped); unless
+    *full*, a run of crux_gen's own frames is one line saying how many are hidden."""
     if not traceback:
         return []
-    return [indent + clean(line) for line in traceback.rstrip("\n").split("\n")]
+    lines = traceback.rstrip("\n").split("\n")
+    if not full:
+        lines = hide_own_frames(lines)
+    return [indent + clean(line) for line in lines]
+
+
+_FRAME = re.compile(r'^  File "(?P<path>.*)", line \d+, in ')
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def is_own_frame(path: str) -> bool:
+    """Tell whether a traceback's *path* is a module of the crux_gen package: below a
+    ``crux_gen`` folder (the one it was recorded in, on any machine), naming a
+    module this crux_gen has (so a user's ``crux_gen/app.py`` is not one)."""
+    parts = re.split(r"[/\\]", path)
+    if "crux_gen" not in parts[:-1]:
+        return False
+    last = len(parts) - 1 - parts[::-1].index("crux_gen")
+    inside = parts[last + 1 :]
+    return path.startswith(_PACKAGE + os.sep) or os.path.isfile(os.path.join(_PACKAGE, *inside))
+
+
+def hide_own_frames(lines: Sequence[str]) -> list[str]:
+    """Replace each run of crux_gen's own frames in a traceback's *lines* (a
+    ``File "…", line N, in f`` line and the source lines below it) with one line:
+    ``  (2 crux_gen frames hidden; --full shows them)``."""
+    shown: list[str] = []
+    hidden = 0
+    hiding = False
+    for line in lines:
+        frame = _FRAME.match(line)
+        if frame is not None:
+            hiding = is_own_frame(frame.group("path"))
+        elif hiding and not line.startswith("    "):
+            hiding = False
+        if hiding:
+            hidden += frame is not None
+            continue
+        if hidden:
+            shown.append(_hidden_note(hidden))
+            hidden = 0
+        shown.append(line)
+    if hidden:
+        shown.append(_hidden_note(hidden))
+    return shown
+
+
+def _hidden_note(count: int) -> str:
+    if count == 1:
+        return "  (1 crux_gen frame hidden; --full shows it)"
+    return f"  ({count} crux_gen frames hidden; --full shows them)"
 
 
 def error_text(error: ErrorInfo) -> str:
@@ -141,11 +235,14 @@ def error_text(error: ErrorInfo) -> str:
     return clean(f"{error.type}: {error.message}")
 
 
-def error_lines(error: ErrorInfo, indent: str, *, with_traceback: bool) -> list[str]:
-    """Write an error as ``error: type: message`` and (when asked) its traceback below."""
+def error_lines(
+    error: ErrorInfo, indent: str, *, with_traceback: bool, full: bool = True
+) -> list[str]:
+    """Write an error as ``error: type: message`` and (when asked) its traceback below
+    (unless *full*, with crux_gen's own frames hidden)."""
     lines = [f"{indent}error: {error_text(error)}"]
     if with_traceback:
-        lines += traceback_lines(error.traceback, indent + "  ")
+        lines += traceback_lines(error.traceback, indent + "  ", full=full)
     return lines
 
 

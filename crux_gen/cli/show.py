@@ -1,7 +1,8 @@
-"""The lines of ``crux-gen show``: a flow's state, its timeline and its signals.
+"""The lines of ``crux-gen show``: a flow's state, its lease, its timeline and its signals.
 
 Every stored string is escaped here (:func:`~crux_gen.cli.format.clean`) before
-widths are counted, so the lines are safe to print as they are.
+widths are counted, and every line is folded to the terminal's width, so the
+lines are safe to print as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .format import (
     cut,
     error_lines,
     error_text,
+    fold,
+    fold_all,
     relative,
     span,
     traceback_lines,
@@ -26,24 +29,40 @@ from .format import (
 PAD = "       "
 
 
-def show_lines(info: FlowInfo, now: datetime, *, full: bool, fit: int) -> list[str]:
-    """Build the whole of ``crux-gen show``: header, input, value or error, timeline, signals."""
+def show_lines(
+    info: FlowInfo,
+    now: datetime,
+    *,
+    full: bool,
+    fit: int,
+    lease_owner: str | None = None,
+    lease_expires: datetime | None = None,
+) -> list[str]:
+    """Build the whole of ``crux-gen show``: header, lease, input, value or error,
+    timeline, signals; each line at most *fit* characters.
+
+    *lease_owner* and *lease_expires* are the flow's lease as stored (a running
+    flow's runner, and until when it holds the flow). Unless *full*, values are
+    cut to one line and tracebacks hide crux_gen's own frames.
+    """
     lines = [
         f"flow     {clean(info.flow_id)}",
         f"name     {clean(info.name)}",
-        f"status   {status_text(info)}",
+        f"status   {status_text(info, now, lease_owner, lease_expires)}",
         f"created  {at(info.created_at)}",
         f"updated  {at(info.updated_at)} ({relative(info.updated_at, now)})",
     ]
     if info.status == Status.SUSPENDED and info.wake_at is not None:
         word = "deadline" if info.deadline == info.wake_at else "wakes   "
         lines.insert(3, f"{word} {at(info.wake_at)} ({relative(info.wake_at, now)})")
+    if info.status == Status.RUNNING:
+        lines.insert(3, lease_text(now, lease_owner, lease_expires))
     lines += value_lines("input", info.input, "", full=full, fit=fit, sep="    ")
     if info.status == Status.COMPLETED:
         lines += value_lines("value", info.value, "", full=full, fit=fit, sep="    ")
     if info.error is not None:
         lines.append(f"error    {error_text(info.error)}")
-        lines += traceback_lines(info.error.traceback, "  ")
+        lines += traceback_lines(info.error.traceback, "  ", full=full)
 
     consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
     labels = [clean(describe(entry.kind, entry.name)) for entry in info.history]
@@ -55,11 +74,22 @@ def show_lines(info: FlowInfo, now: datetime, *, full: bool, fit: int) -> list[s
         lines += ["", f"signals ({len(info.signals)})"]
         for sig in info.signals:
             lines += signal_lines(sig, full=full, fit=fit)
-    return lines
+    return fold_all(lines, fit)
 
 
-def status_text(info: FlowInfo) -> str:
-    """Say ``suspended, waiting for 'x'``, ``cancelled: why``, ``expired waiting for 'x'``…"""
+def lease_is_live(now: datetime, owner: str | None, expires: datetime | None) -> bool:
+    """Tell whether a runner holds the lease at *now*."""
+    return owner is not None and expires is not None and expires > now
+
+
+def status_text(
+    info: FlowInfo,
+    now: datetime,
+    lease_owner: str | None = None,
+    lease_expires: datetime | None = None,
+) -> str:
+    """Say ``suspended, waiting for 'x'``, ``cancelled: why``, ``expired waiting for 'x'``,
+    ``running, but no runner holds it since …: a worker will pick it up``…"""
     status = info.status
     if status == Status.SUSPENDED and info.waiting_for:
         return clean(f"suspended, waiting for {info.waiting_for!r}")
@@ -67,7 +97,24 @@ def status_text(info: FlowInfo) -> str:
         return clean(f"cancelled: {info.cancel_reason}") if info.cancel_reason else "cancelled"
     if status == Status.EXPIRED and info.waiting_for:
         return clean(f"expired waiting for {info.waiting_for!r}")
+    if status == Status.RUNNING and not lease_is_live(now, lease_owner, lease_expires):
+        since = (
+            f" since {at(lease_expires)} ({relative(lease_expires, now)})"
+            if lease_expires is not None
+            else ""
+        )
+        return f"running, but no runner holds it{since}: a worker will pick it up"
     return clean(str(status))
+
+
+def lease_text(now: datetime, owner: str | None, expires: datetime | None) -> str:
+    """Say who holds a running flow's lease and until when, or how it was let go."""
+    if owner is None:
+        return "lease    released (its runner stopped between two commands)"
+    runner = clean(owner)
+    if expires is not None and expires > now:
+        return f"lease    held by runner {runner} until {at(expires)} ({relative(expires, now)})"
+    return f"lease    lapsed: runner {runner} stopped renewing it (crashed or cut off)"
 
 
 def entry_lines(
@@ -97,7 +144,7 @@ def entry_lines(
         facts.append(f"since {at(entry.started_at)}")
     if entry.position in consumed_by:
         facts.append(f"signal #{consumed_by[entry.position]}")
-    lines = [f"  {entry.position:>3}  {label}  " + ", ".join(facts)]
+    lines = fold(f"  {entry.position:>3}  {label}  " + ", ".join(facts), fit, len(PAD))
     if entry.state == "retrying" and entry.wake_at is not None:
         lines.append(f"{PAD}next try {at(entry.wake_at)} ({relative(entry.wake_at, now)})")
     if entry.state == "waiting":
@@ -114,20 +161,32 @@ def entry_lines(
             entry.error.type,
             entry.error.message,
         )
-        lines += error_lines(entry.error, PAD, with_traceback=full or not same)
+        lines += error_lines(entry.error, PAD, with_traceback=full or not same, full=full)
         if same and not full:
             lines.append(f"{PAD}  (the traceback is the flow's error above)")
     return lines
 
 
+#: What each state of a signal means, after its name in ``show``.
+SIGNAL_STATES = {
+    "pending": "pending",
+    "consumed": "consumed",
+    "rejected": "rejected",
+    "unused": "unused (still pending when the flow finished)",
+}
+
+
 def signal_lines(sig: SignalInfo, *, full: bool, fit: int) -> list[str]:
-    """Show one signal: id, name, state and when it was sent, then its payload and why
-    it was rejected."""
-    facts = [clean(sig.state)]
+    """Show one signal: id, name, state and when it was sent, then its idempotency
+    key, its payload and why it was rejected."""
+    state = SIGNAL_STATES.get(sig.state, clean(sig.state))
     if sig.position is not None:
-        facts[0] += f" by #{sig.position}"
+        state += f" by #{sig.position}"
     name = clean(repr(sig.name))
-    lines = [f"  #{sig.id:<3} {name}  {', '.join(facts)}  sent {at(sig.created_at)}"]
+    lines = fold(f"  #{sig.id:<3} {name}  {state}  sent {at(sig.created_at)}", fit, len(PAD))
+    if sig.key is not None:
+        key = f"{PAD}key: {clean(repr(sig.key))}"
+        lines.append(key if full else cut(key, fit))
     lines += value_lines("payload", sig.payload, PAD, full=full, fit=fit)
     if sig.error:
         why = f"{PAD}rejected: {clean(sig.error)}"
