@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from .durations import Duration, to_duration
+from .errors import InvalidValueError
 
 
 class Clock(Protocol):
@@ -50,7 +51,9 @@ class FakeClock:
         if start is None:
             start = datetime(2026, 1, 1, tzinfo=timezone.utc)
         if start.tzinfo is None:
-            raise ValueError(f"FakeClock start {start!r} must be timezone-aware")
+            raise InvalidValueError(
+                "FakeClock start", start, "is not timezone-aware; give an aware datetime (UTC)"
+            )
         self._now = start.astimezone(timezone.utc)
         self._lock = threading.Lock()
 

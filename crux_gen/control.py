@@ -151,7 +151,9 @@ def list_flows(
         except ValueError:
             choices = ", ".join(s.value for s in Status)
             raise InvalidValueError("list_flows status", status, f"is none of {choices}") from None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise InvalidTypeError("list_flows limit", limit, "must be an int")
+    if limit < 1:
         raise InvalidValueError("list_flows limit", limit, "must be a positive int")
     if before is not None and not isinstance(before, datetime):
         raise InvalidTypeError("list_flows before", before, "must be a datetime")

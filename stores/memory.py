@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
-from crux_gen.durations import Duration, to_duration
+from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import (
     FlowBusyError,
     FlowClosedError,
@@ -363,4 +363,5 @@ class MemoryStore:
         """Nothing to release: a ``MemoryStore`` holds no files."""
 
     def __repr__(self) -> str:
-        return f"MemoryStore(flows={len(self._flows)}, lease_ttl={self.lease_ttl!r})"
+        ttl = format_duration(self.lease_ttl)
+        return f"MemoryStore(flows={len(self._flows)}, lease_ttl={ttl!r})"

@@ -24,13 +24,14 @@ from datetime import timedelta
 from typing import Any
 
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
-from crux_gen.durations import Duration, to_duration
+from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import (
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
     FlowStateError,
+    InvalidTypeError,
     InvalidValueError,
     LeaseLostError,
     StoreBusyError,
@@ -86,6 +87,10 @@ class SQLiteStore:
                 "SQLiteStore synchronous",
                 synchronous,
                 'must be "FULL" (survives power loss) or "NORMAL" (survives a process crash)',
+            )
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidTypeError(
+                "SQLiteStore path", path, "is not a str or path; give a file path"
             )
         self.path = os.fspath(path)
         self.synchronous = mode
@@ -604,6 +609,6 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return (
-            f"SQLiteStore({self.path!r}, lease_ttl={self.lease_ttl!r}, "
+            f"SQLiteStore({self.path!r}, lease_ttl={format_duration(self.lease_ttl)!r}, "
             f"synchronous={self.synchronous!r})"
         )

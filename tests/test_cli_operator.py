@@ -229,3 +229,19 @@ def test_replay_of_a_module_that_registers_no_stored_flow_fails_the_gate(scene: 
     assert "it registers 'cli-onbaording'" in err
     assert "0 ok, 0 diverge, 2 skipped" in typo.stdout
     assert right.returncode == 0, right.stdout + right.stderr
+
+
+def test_signal_with_a_key_is_sent_once(scene: Scene) -> None:
+    before = signal_rows(scene.db, scene.waiting)
+    runs = crux_all(  # two deliveries of one event, at the same moment
+        [
+            ["signal", scene.waiting, "nudge", '{"n": 1}', "--key", "delivery-1"],
+            ["signal", scene.waiting, "nudge", '{"n": 2}', "--key", "delivery-1"],
+        ],
+        scene.root,
+    )
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    outs = sorted(r.stdout.split(":")[0].split(" '")[0] for r in runs)
+    assert outs == ["not sent", "sent"], [r.stdout for r in runs]
+    assert any("delivery-1" in r.stdout for r in runs)
+    assert signal_rows(scene.db, scene.waiting) == before + 1

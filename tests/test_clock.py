@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crux_gen import FakeClock, SystemClock
+from crux_gen import FakeClock, InvalidValueError, SystemClock
 from crux_gen.clock import when
 
 
@@ -31,7 +31,7 @@ def test_a_fake_clock_started_in_another_zone_reads_in_utc() -> None:
 
 
 def test_a_fake_clock_refuses_a_naive_start() -> None:
-    with pytest.raises(ValueError, match=r"must be timezone-aware"):
+    with pytest.raises(InvalidValueError, match=r"is not timezone-aware"):
         FakeClock(datetime(2026, 1, 1))
 
 

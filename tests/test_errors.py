@@ -153,9 +153,6 @@ BAD_CALLS: list[Any] = [
         lambda tmp: FakeClock(datetime(2026, 1, 1)),
         ValueError,
         "2026",
-        marks=pytest.mark.xfail(
-            strict=True, reason="crux_gen/clock.py raises a plain ValueError (another owner)"
-        ),
     ),
 ]
 

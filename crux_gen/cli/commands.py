@@ -189,8 +189,14 @@ def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
 @click.argument("flow_id", metavar="ID")
 @click.argument("name")
 @click.argument("payload", metavar="JSON")
+@click.option(
+    "--key",
+    metavar="KEY",
+    default=None,
+    help="An idempotency key: a second signal with the same key for the flow stores nothing.",
+)
 @db_option
-def signal_command(flow_id: str, name: str, payload: str, db: str) -> None:
+def signal_command(flow_id: str, name: str, payload: str, key: str | None, db: str) -> None:
     """Send the signal NAME with a JSON payload to a flow ('-' reads it from stdin).
 
     The signal is stored at once; the flow takes it at its next run (a worker
@@ -201,6 +207,7 @@ def signal_command(flow_id: str, name: str, payload: str, db: str) -> None:
     Example:
       crux-gen signal 7f3a1c2b9e0d email-verified '{"verified_at": "2026-11-24"}'
       echo '{"verified_at": "2026-11-24"}' | crux-gen signal 7f3a email-verified -
+      crux-gen signal 7f3a email-verified '{}' --key delivery-8812
     """
     text = sys.stdin.read() if payload == "-" else payload
     try:
@@ -212,7 +219,10 @@ def signal_command(flow_id: str, name: str, payload: str, db: str) -> None:
         ) from None
     with store_at(db) as store:
         stored = find_flow(store, flow_id)
-        signal_flow(stored.id, name, value, store=store)
+        sent = signal_flow(stored.id, name, value, store=store, key=key)
+    if not sent:
+        echo(f"not sent: flow {stored.id} ({stored.name}) already has a signal with key {key!r}")
+        return
     waits = stored.status == Status.SUSPENDED and stored.waiting_for == name
     echo(f"sent {name!r} to flow {stored.id} ({stored.name})")
     if waits:
