@@ -5,6 +5,8 @@ and ``Sleep`` commands; each is executed once, recorded, and fed back on replay.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._version import __version__ as __version__
 from .clock import Clock, FakeClock, SystemClock
@@ -96,3 +98,18 @@ __all__ = [
     "signal_flow",
     "to_duration",
 ]
+
+
+if _TYPE_CHECKING:
+    from .stores.postgres import PostgresStore as PostgresStore
+
+
+def __getattr__(name: str) -> _Any:
+    # PostgresStore is imported on first use, so psycopg is needed only by those who
+    # use it (pip install 'crux-gen[postgres]'); it stays out of __all__ for the same
+    # reason (a star import would need psycopg).
+    if name == "PostgresStore":
+        from .stores.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module 'crux_gen' has no attribute {name!r}")

@@ -1,0 +1,191 @@
+"""The PostgreSQL store's schema (DDL and migrations, in its own PostgreSQL schema,
+with a version) and the text of every SQL statement it runs: always with
+parameters (``%s``), never formatted with values. Table names are unqualified:
+each connection's ``search_path`` is the store's schema.
+
+Every statement that touches one flow filters by its id (``id = %s`` or
+``flow_id = %s``), the due scan and the listings aside, so the tables can be
+distributed by flow id (Citus, or a sharded fleet) when one server is not enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from crux_gen.records import StoredRecord, StoredSignal
+
+SCHEMA_VERSION = 1
+
+FLOW_COLUMNS = (
+    "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
+    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires"
+)
+RECORD_COLUMNS = ", ".join(StoredRecord._fields)
+SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
+_RECORD_MARKS = ", ".join(["%s"] * (len(StoredRecord._fields) + 1))
+_RECORD_UPDATE = ", ".join(f"{c} = EXCLUDED.{c}" for c in StoredRecord._fields[1:])
+
+# What a resume needs: of resolved commands only what replay feeds back.
+RESOLVED = "state IN ('completed', 'failed')"
+LEAN_RECORD_COLUMNS = (
+    f"position, kind, name, state, result, error, "
+    f"CASE WHEN {RESOLVED} THEN 0 ELSE attempts END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE started_at END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE finished_at END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE wake_at END, "
+    f"CASE WHEN {RESOLVED} THEN NULL ELSE deadline END"
+)
+
+#: The channel a signal is announced on; the payload is the flow's id (a hint only).
+WAKE_CHANNEL = "crux_wake"
+
+ROW = f"SELECT {FLOW_COLUMNS} FROM flows WHERE id = %s"
+EXISTS = "SELECT 1 FROM flows WHERE id = %s"
+ROW_FOR_UPDATE = ROW + " FOR UPDATE"
+ROW_FOR_UPDATE_SKIP_LOCKED = ROW + " FOR UPDATE SKIP LOCKED"
+RECORDS = f"SELECT {RECORD_COLUMNS} FROM records WHERE flow_id = %s ORDER BY position"
+LEAN_RECORDS = f"SELECT {LEAN_RECORD_COLUMNS} FROM records WHERE flow_id = %s ORDER BY position"
+SIGNALS = f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = %s ORDER BY id"
+PENDING_SIGNALS = (
+    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = %s AND state = 'pending' ORDER BY id"
+)
+PENDING_NAMED = (
+    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = %s AND name = %s "
+    "AND state = 'pending' ORDER BY id"
+)
+HAS_PENDING = "SELECT 1 FROM signals WHERE flow_id = %s AND name = %s AND state = 'pending' LIMIT 1"
+INSERT_FLOW = (
+    "INSERT INTO flows (id, name, status, input, created_at, updated_at, lease_owner, "
+    "lease_expires) VALUES (%s, %s, 'running', %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+TAKE_LEASE = "UPDATE flows SET lease_owner = %s, lease_expires = %s WHERE id = %s"
+RENEW = "UPDATE flows SET lease_expires = %s WHERE id = %s AND lease_owner = %s"
+RELEASE = (
+    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = %s AND lease_owner = %s"
+)
+DROP_LEASE = "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = %s"
+LEASE_CHECK = "SELECT status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = %s"
+LEASE_CHECK_FOR_UPDATE = LEASE_CHECK + " FOR UPDATE"
+PUT_RECORD = (
+    f"INSERT INTO records (flow_id, {RECORD_COLUMNS}) VALUES ({_RECORD_MARKS}) "
+    f"ON CONFLICT (flow_id, position) DO UPDATE SET {_RECORD_UPDATE}"
+)
+# A step's commit in one statement (one round trip, one transaction): the flow row
+# is locked, and the record goes in only while the writer holds the lease of a
+# running flow, at the next free position or over an unresolved record of its own.
+PUT_RECORD_FENCED = (
+    "WITH held AS (SELECT 1 FROM flows WHERE id = %s AND lease_owner = %s "
+    "AND status = 'running' FOR UPDATE) "
+    f"INSERT INTO records (flow_id, {RECORD_COLUMNS}) SELECT {_RECORD_MARKS} FROM held "
+    "WHERE COALESCE((SELECT state IN ('waiting', 'retrying') FROM records "
+    "WHERE flow_id = %s AND position = %s), "
+    "%s = COALESCE((SELECT max(position) FROM records WHERE flow_id = %s), -1) + 1) "
+    f"ON CONFLICT (flow_id, position) DO UPDATE SET {_RECORD_UPDATE}"
+)
+RECORD_STATES = "SELECT position, state FROM records WHERE flow_id = %s AND position = ANY(%s)"
+LAST_POSITION = "SELECT max(position) FROM records WHERE flow_id = %s"
+UNUSED = "UPDATE signals SET state = 'unused' WHERE flow_id = %s AND state = 'pending'"
+WAIT_CLEARED = (
+    "UPDATE flows SET status = %s, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
+    "deadline = NULL, updated_at = %s WHERE id = %s"
+)
+SIGNAL_UPDATE = (
+    "UPDATE signals SET state = %s, error = %s, position = %s, consumed_at = %s "
+    "WHERE flow_id = %s AND id = %s"
+)
+PARK = (
+    "UPDATE flows SET status = %s, result = %s, error = %s, waiting_for = %s, wait_kind = %s, "
+    "wake_at = %s, deadline = %s, lease_owner = NULL, lease_expires = NULL, updated_at = %s "
+    "WHERE id = %s"
+)
+SIGNAL_FLOW_ROW = "SELECT status, deadline, waiting_for FROM flows WHERE id = %s FOR UPDATE"
+SIGNAL_KEY_SEEN = "SELECT 1 FROM signals WHERE flow_id = %s AND key = %s"
+INSERT_SIGNAL = (
+    "INSERT INTO signals (flow_id, name, payload, state, created_at, key) "
+    "VALUES (%s, %s, %s, 'pending', %s, %s) RETURNING id"
+)
+NOTIFY = "SELECT pg_notify(%s, %s)"
+CANCEL = (
+    "UPDATE flows SET status = 'cancelled', cancel_reason = %s, wake_at = NULL, "
+    "updated_at = %s WHERE id = %s"
+)
+RETRY = (
+    "UPDATE flows SET status = %s, result = NULL, error = NULL, waiting_for = %s, "
+    "wait_kind = 'retry', wake_at = %s, deadline = NULL, lease_owner = NULL, "
+    "lease_expires = NULL, updated_at = %s WHERE id = %s"
+)
+DROP_RECORDS_FROM = "DELETE FROM records WHERE flow_id = %s AND position >= %s"
+DELETE_RECORDS = "DELETE FROM records WHERE flow_id = %s"
+DELETE_SIGNALS = "DELETE FROM signals WHERE flow_id = %s"
+DELETE_FLOW = "DELETE FROM flows WHERE id = %s"
+DUE = """
+SELECT id, t FROM (
+  SELECT id, wake_at AS t FROM flows
+   WHERE status = 'suspended' AND wake_at <= %(now)s
+     AND (lease_owner IS NULL OR lease_expires <= %(now)s)
+  UNION
+  SELECT id, COALESCE(lease_expires, updated_at) AS t FROM flows
+   WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= %(now)s)
+  UNION
+  SELECT f.id, f.updated_at AS t FROM signals s JOIN flows f ON f.id = s.flow_id
+   WHERE s.state = 'pending' AND f.status = 'suspended'
+     AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
+     AND (f.lease_owner IS NULL OR f.lease_expires <= %(now)s)
+     AND (f.wake_at IS NULL OR f.wake_at > %(now)s)
+) due ORDER BY t, id LIMIT %(limit)s
+"""
+SIGNAL_IDS_TAKEN = "SELECT id, flow_id FROM signals WHERE id = ANY(%s) ORDER BY id LIMIT 1"
+INSERT_WHOLE_FLOW = f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"
+INSERT_WHOLE_SIGNAL = (
+    f"INSERT INTO signals ({SIGNAL_COLUMNS}) "
+    f"VALUES ({', '.join(['%s'] * len(StoredSignal._fields))})"
+)
+# Move the id sequence past the ids put by hand (never backwards).
+SIGNAL_IDS_PAST = (
+    "SELECT setval(pg_get_serial_sequence('signals', 'id'), "
+    "GREATEST(%s, (SELECT last_value FROM signals_id_seq)))"
+)
+PRUNE_BATCH = (
+    "SELECT id FROM flows WHERE status IN ('completed', 'failed', 'expired', 'cancelled') "
+    "AND updated_at < %s LIMIT %s"
+)
+
+
+def _create(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 1: the three tables and the indexes the due scan and listings read."""
+    for ddl in (
+        """CREATE TABLE flows (
+            id text PRIMARY KEY, name text NOT NULL, status text NOT NULL,
+            input text NOT NULL, created_at double precision NOT NULL,
+            updated_at double precision NOT NULL, result text, error text,
+            cancel_reason text, waiting_for text, wait_kind text,
+            wake_at double precision, deadline double precision,
+            lease_owner text, lease_expires double precision)""",
+        """CREATE TABLE records (
+            flow_id text NOT NULL, position integer NOT NULL, kind text NOT NULL,
+            name text NOT NULL, state text NOT NULL, result text, error text,
+            attempts integer NOT NULL, started_at double precision,
+            finished_at double precision, wake_at double precision,
+            deadline double precision, PRIMARY KEY (flow_id, position))""",
+        """CREATE TABLE signals (
+            id bigserial PRIMARY KEY, flow_id text NOT NULL, name text NOT NULL,
+            payload text NOT NULL, state text NOT NULL,
+            created_at double precision NOT NULL, error text,
+            consumed_at double precision, position integer, key text)""",
+        "CREATE INDEX flows_by_status ON flows (status, updated_at)",
+        "CREATE INDEX flows_by_name ON flows (name, updated_at)",
+        "CREATE INDEX flows_by_update ON flows (updated_at, id)",
+        "CREATE INDEX flows_due ON flows (wake_at) "
+        "WHERE status = 'suspended' AND wake_at IS NOT NULL",
+        "CREATE INDEX flows_running ON flows (lease_expires) WHERE status = 'running'",
+        "CREATE INDEX signals_by_flow ON signals (flow_id, id)",
+        "CREATE INDEX signals_pending ON signals (flow_id, name) WHERE state = 'pending'",
+        "CREATE UNIQUE INDEX signals_by_key ON signals (flow_id, key) WHERE key IS NOT NULL",
+    ):
+        conn.execute(ddl.encode())
+
+
+#: Schema version -> the function that brings a database from the one before to it.
+MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {1: _create}
