@@ -14,8 +14,14 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 def snapshot(*folders: Path) -> dict[str, bytes]:
-    """Every file directly in *folders*, by path, with its content."""
-    return {str(p): p.read_bytes() for f in folders for p in sorted(f.iterdir()) if p.is_file()}
+    """Every file directly in *folders*, by path, with its content; coverage's data
+    files aside (under CI every test process writes its own into the checkout)."""
+    return {
+        str(p): p.read_bytes()
+        for f in folders
+        for p in sorted(f.iterdir())
+        if p.is_file() and not p.name.startswith(".coverage")
+    }
 
 
 def test_a_report_run_writes_into_a_temporary_directory_not_the_checkout() -> None:
