@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import queue
 import random
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +146,16 @@ class Worker:
             "worker started on %s, polling every %s; flows: %s",
             describe_store(self.store), format_duration(every), names,
         )  # fmt: skip
+        listening = threading.Event()
+        listen = getattr(self.store, "wait_for_wake", None)
+        if callable(listen):  # PostgreSQL: a signal wakes this worker at once (NOTIFY)
+            listening.set()
+            threading.Thread(
+                target=self._listen,
+                args=(listen, listening),
+                name="crux-worker-listen",
+                daemon=True,
+            ).start()
         try:
             while not self._stopping:
                 try:
@@ -154,8 +166,20 @@ class Worker:
                     break
                 self._wait(period)
         finally:
+            listening.clear()
             self._stopping = False
             log.info("worker stopped")
+
+    def _listen(self, wait_for_wake: Callable[[float], bool], listening: threading.Event) -> None:
+        """Turn the store's announcements into wake-ups while the worker runs; only a
+        hint: a missed one costs at most one poll."""
+        while listening.is_set():
+            try:
+                if wait_for_wake(1.0):
+                    self._wakeups.put(None)
+            except Exception:  # the store logs and reconnects; polling goes on meanwhile
+                log.debug("waiting for a wake-up failed", exc_info=True)
+                time.sleep(1.0)
 
     def _wait(self, seconds: float) -> None:
         try:
