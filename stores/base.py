@@ -11,9 +11,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
+import attrs
+
 from crux_gen.clock import Clock, when
 from crux_gen.commands import VALUE_KINDS
-from crux_gen.errors import FlowClosedError, FlowStateError, RecordConflictError
+from crux_gen.errors import (
+    FlowClosedError,
+    FlowStateError,
+    InvalidTypeError,
+    InvalidValueError,
+    RecordConflictError,
+    StoreError,
+)
 from crux_gen.records import (
     FAILED,
     UNRESOLVED,
@@ -176,6 +185,20 @@ class StoreAdmin(Protocol):
         records and signals; return how many flows were deleted."""
         ...
 
+    def put_flow(self, flow: StoredFlow) -> None:
+        """Insert one whole flow, as ``load`` returned it from another store: its row,
+        every record and every signal (with its id, state and key) exactly as given,
+        but with the lease cleared (``crux_gen.migrate``).
+
+        Atomic: all of it or nothing. Raises ``StoreError`` (nothing written) when a
+        flow with this id is stored already or a signal id is taken by another
+        flow's signal, ``RecordConflictError`` when the records are not at positions
+        0, 1, 2, …, and ``InvalidValueError`` (:func:`new_flow`) when a signal names
+        another flow or two signals share an id or a key. Signals sent later get
+        ids above every id put here.
+        """
+        ...
+
 
 def check_records(
     flow_id: str, existing: dict[int, str], count: int, records: tuple[StoredRecord, ...]
@@ -197,6 +220,41 @@ def check_records(
             raise RecordConflictError(flow_id, position, count)
         else:
             existing[position] = record.state
+
+
+def new_flow(flow: StoredFlow) -> StoredFlow:
+    """Check a flow given to ``put_flow`` and return it with its lease cleared.
+
+    Its records must be at positions 0, 1, 2, … (else ``RecordConflictError``), and
+    its signals must be its own, with distinct ids and keys (else
+    ``InvalidValueError``); nothing is checked against what a store holds.
+    """
+    if not isinstance(flow, StoredFlow):
+        raise InvalidTypeError("put_flow flow", flow, "is not a StoredFlow (what load returns)")
+    check_records(flow.id, {}, 0, flow.records)
+    ids: set[int] = set()
+    keys: set[str] = set()
+    for signal in flow.signals:
+        if signal.flow_id != flow.id:
+            raise InvalidValueError(
+                f"put_flow signal {signal.id}", signal.flow_id, f"is not the flow {flow.id!r}"
+            )
+        if signal.id in ids:
+            raise InvalidValueError("put_flow signal id", signal.id, "is given twice")
+        if signal.key is not None and signal.key in keys:
+            raise InvalidValueError("put_flow signal key", signal.key, "is given twice")
+        ids.add(signal.id)
+        if signal.key is not None:
+            keys.add(signal.key)
+    return attrs.evolve(flow, lease_owner=None, lease_expires=None)
+
+
+def flow_exists(flow_id: str, where: str) -> StoreError:
+    """The error of ``put_flow`` for an id *where* (a store) holds already."""
+    return StoreError(
+        f"flow {flow_id!r} is stored in {where} already; put_flow writes new flows only "
+        "(nothing was written)"
+    )
 
 
 def lease_is_live(flow: StoredFlow, now: float) -> bool:

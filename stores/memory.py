@@ -20,6 +20,7 @@ from crux_gen.errors import (
     FlowNotFoundError,
     FlowStateError,
     LeaseLostError,
+    StoreError,
 )
 from crux_gen.records import (
     PENDING,
@@ -32,7 +33,14 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write, transition
 
-from .base import check_records, check_signal_allowed, retry_from, retry_status
+from .base import (
+    check_records,
+    check_signal_allowed,
+    flow_exists,
+    new_flow,
+    retry_from,
+    retry_status,
+)
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 _RUNNING = CommitOutcome(Status.RUNNING.value)
@@ -358,6 +366,26 @@ class MemoryStore:
             for flow_id in gone:
                 del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
             return len(gone)
+
+    def put_flow(self, flow: StoredFlow) -> None:
+        given = new_flow(flow)
+        with self._lock:
+            if given.id in self._flows:
+                raise flow_exists(given.id, "this MemoryStore")
+            ids = {s.id for s in given.signals}
+            for flow_id, signals in self._signals.items():
+                taken = ids.intersection(signals)
+                if taken:
+                    raise StoreError(
+                        f"signal id {min(taken)} of flow {given.id!r} is taken by a signal of "
+                        f"flow {flow_id!r}; nothing was written"
+                    )
+            row = attrs.asdict(given, recurse=False)
+            del row["records"], row["signals"]
+            self._flows[given.id] = row
+            self._records[given.id] = list(given.records)
+            self._signals[given.id] = {s.id: s for s in sorted(given.signals)}
+            self._next_signal = max(self._next_signal, max(ids, default=0) + 1)
 
     def close(self) -> None:
         """Nothing to release: a ``MemoryStore`` holds no files."""

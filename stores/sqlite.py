@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import attrs
+
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import (
@@ -49,7 +51,14 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, Status, after_write
 
 from . import sqlite_schema as sql
-from .base import check_records, check_signal_allowed, retry_from, retry_status
+from .base import (
+    check_records,
+    check_signal_allowed,
+    flow_exists,
+    new_flow,
+    retry_from,
+    retry_status,
+)
 
 # This process's id, kept current across forks (os.getpid() is a system call).
 _PID = [os.getpid()]
@@ -606,6 +615,37 @@ class SQLiteStore:
                 conn.execute(f"DELETE FROM signals WHERE flow_id IN ({some})", ids)
                 conn.execute(f"DELETE FROM flows WHERE id IN ({some})", ids)
             deleted += len(ids)
+
+    def put_flow(self, flow: StoredFlow) -> None:
+        given = new_flow(flow)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM flows WHERE id = ?", (given.id,)).fetchone():
+                raise flow_exists(given.id, repr(self.path))
+            ids = sorted(s.id for s in given.signals)
+            for start in range(0, len(ids), 500):  # within SQLite's limit of parameters
+                some = ids[start : start + 500]
+                taken = conn.execute(
+                    f"SELECT id, flow_id FROM signals WHERE id IN ({', '.join('?' * len(some))}) "
+                    "ORDER BY id LIMIT 1",
+                    some,
+                ).fetchone()
+                if taken is not None:
+                    raise StoreError(
+                        f"signal id {taken[0]} of flow {given.id!r} is taken by a signal of "
+                        f"flow {taken[1]!r} in {self.path!r}; nothing was written"
+                    )
+            conn.execute(
+                f"INSERT INTO flows ({sql.FLOW_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                attrs.astuple(given, recurse=False)[:15],
+            )
+            if given.records:
+                conn.executemany(sql.PUT_RECORD, [(given.id, *r) for r in given.records])
+            if given.signals:
+                conn.executemany(
+                    f"INSERT INTO signals ({sql.SIGNAL_COLUMNS}) "
+                    f"VALUES ({', '.join('?' * len(StoredSignal._fields))})",
+                    sorted(given.signals),
+                )
 
     def __repr__(self) -> str:
         return (
