@@ -1,0 +1,305 @@
+"""Copy every flow from one store to another: ``crux-gen migrate --from crux.db --to
+postgresql://...``, or from Python::
+
+    from crux_gen.migrate import migrate
+    report = migrate(SQLiteStore("crux.db"), PostgresStore("postgresql://app@db/app"))
+
+Each flow goes over whole, with its history, its signals (ids, states and keys
+kept) and its status, lease cleared, through ``StoreAdmin.put_flow``; then the
+target's copy is read back and its record and signal counts and its
+:func:`checksum` compared with the source's. Suspended flows then continue on
+the target's workers; the source is left as it was.
+
+- It refuses to start (:class:`MigrationError`, nothing copied) while a runner
+  holds a live lease on any source flow, by the source's clock: stop the workers
+  first, and anything else that writes to the source (a web process sending
+  signals), so nothing changes while it copies.
+- A flow already in the target with the same checksum is skipped, so running it
+  again after an interruption finishes the job; one with other content is an
+  error naming it (after every other flow was copied), never overwritten.
+- The source is read in pages of *batch* flows through ``list_flows`` (keyset on
+  ``updated_at``, every flow once even when many share one ``updated_at``), one
+  flow's history at a time: memory stays flat however many flows there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from .clock import when
+from .errors import CruxError, FlowNotFoundError, InvalidTypeError, InvalidValueError
+from .records import StoredFlow
+from .status import Status
+from .stores.base import Store, StoreAdmin, lease_is_live
+
+__all__ = ["DEFAULT_BATCH", "MigrationError", "MigrationReport", "checksum", "migrate", "walk"]
+
+#: How many flows one ``list_flows`` call reads by default.
+DEFAULT_BATCH = 500
+
+#: How many flows an error message names before it says "and N more".
+SHOWN = 5
+
+
+class MigrationError(CruxError):
+    """A migration that refused to start, or found flows it could not copy.
+
+    It says which flows and what to do. *report* is what was done before it
+    stopped (``None`` when nothing was: a refusal to start).
+    """
+
+    def __init__(self, message: str, report: MigrationReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@attrs.frozen
+class MigrationReport:
+    """What :func:`migrate` did.
+
+    *copied* flows were written to the target now; *skipped* ones were there
+    already with the same checksum (an earlier run). *by_status*, *records* and
+    *signals* count every flow of the source now verified in the target, copied
+    or skipped. *seconds* is how long it took.
+    """
+
+    copied: int
+    skipped: int
+    by_status: Mapping[str, int]
+    records: int
+    signals: int
+    seconds: float
+
+    @property
+    def flows(self) -> int:
+        """How many flows of the source the target now holds, verified."""
+        return self.copied + self.skipped
+
+
+class MigrationStore(Store, StoreAdmin, Protocol):
+    """What :func:`migrate` needs of both stores: ``Store`` and ``StoreAdmin``."""
+
+
+# -- what a flow is, to compare two stores' copies ------------------------------------
+
+_LEASE = frozenset({"lease_owner", "lease_expires"})
+_ROW_FIELDS = tuple(
+    f.name for f in attrs.fields(StoredFlow) if f.name not in {"records", "signals", *_LEASE}
+)
+
+
+def _plain(value: Any) -> Any:
+    """*value* with every number a float, so 1000 and 1000.0 (an int time kept by
+    one store, a float column in another) compare equal."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+def canonical(flow: StoredFlow) -> str:
+    """The flow as one canonical JSON text: its row without the lease, every record
+    (by position) and every signal (by id), each field by name."""
+    data: dict[str, Any] = {name: _plain(getattr(flow, name)) for name in _ROW_FIELDS}
+    data["records"] = [
+        {k: _plain(v) for k, v in r._asdict().items()}
+        for r in sorted(flow.records, key=lambda r: r.position)
+    ]
+    data["signals"] = [
+        {k: _plain(v) for k, v in s._asdict().items()}
+        for s in sorted(flow.signals, key=lambda s: s.id)
+    ]
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def checksum(flow: StoredFlow) -> str:
+    """The sha256 (hex) of :func:`canonical`: equal for two stores' copies of a flow
+    exactly when everything but the lease is the same, history and signals included."""
+    return hashlib.sha256(canonical(flow).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# -- reading a whole store ------------------------------------------------------------
+
+
+def walk(store: StoreAdmin, batch: int = DEFAULT_BATCH) -> Iterator[StoredFlow]:
+    """Every flow of *store* once (rows without history), newest update first, read
+    ``batch`` at a time through ``list_flows(limit=, before=)``.
+
+    ``before=`` is strict, so a page that ends inside a group of flows updated at
+    the same instant would lose the rest of the group: the flows above the
+    page's last ``updated_at`` are given, then that whole group is read (flows
+    updated at or before it, in pages growing until the group ends), and the walk
+    goes on strictly below it.
+    """
+    bound: float | None = None
+    while True:
+        page = store.list_flows(limit=batch, before=bound)
+        if len(page) < batch:
+            yield from page
+            return
+        last = page[-1].updated_at
+        yield from (f for f in page if f.updated_at > last)
+        limit = batch
+        while True:
+            group = store.list_flows(limit=limit, before=math.nextafter(last, math.inf))
+            if len(group) < limit or group[-1].updated_at < last:
+                break
+            limit *= 2
+        yield from (f for f in group if f.updated_at == last)
+        bound = last
+
+
+def _named(flows: list[StoredFlow], more: int, detail: Callable[[StoredFlow], str]) -> str:
+    shown = ", ".join(f"{f.id} ({f.name}{detail(f)})" for f in flows[:SHOWN])
+    rest = more + len(flows) - min(len(flows), SHOWN)
+    return shown + (f" and {rest} more" if rest else "")
+
+
+def _leased(flows: list[StoredFlow], count: int) -> str:
+    def detail(f: StoredFlow) -> str:
+        until = when(f.lease_expires)
+        return f", runner {f.lease_owner} until {until:%Y-%m-%d %H:%M:%S} UTC" if until else ""
+
+    return _named(flows, count - len(flows), detail)
+
+
+# -- migrate --------------------------------------------------------------------------
+
+
+def migrate(
+    source: MigrationStore,
+    target: MigrationStore,
+    *,
+    batch: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> MigrationReport:
+    """Copy every flow of *source* into *target* (both stores), verify each copy,
+    and say what was done; see the module's docstring.
+
+    *progress*, if given, is called with (flows done, flows in all) before each
+    flow is copied.
+
+    Raises :class:`MigrationError`: before anything is copied when a runner holds
+    a live lease on a source flow; as soon as a copy reads back different from
+    its source, or a runner takes a flow meanwhile; after the walk when flows were
+    in the target already with other content (its ``report`` says what was done).
+    ``StoreError`` from either store is raised as it comes (flows copied before it
+    stay, and are skipped by the next run).
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise InvalidTypeError("migrate batch", batch, "is not an int; give a number of flows")
+    if batch < 1:
+        raise InvalidValueError("migrate batch", batch, "must be at least 1")
+    for role, store in (("source", source), ("target", target)):
+        needs = ("list_flows", "load", "put_flow")
+        missing = [m for m in needs if not callable(getattr(store, m, None))]
+        if missing:
+            raise InvalidTypeError(
+                f"migrate {role}", store, f"is not a crux_gen store (it has no {missing[0]})"
+            )
+    started = time.monotonic()
+
+    # 1. Nothing is copied while a runner holds a source flow.
+    now = source.clock.time()
+    total = 0
+    leased: list[StoredFlow] = []
+    leased_count = 0
+    for row in walk(source, batch):
+        total += 1
+        if lease_is_live(row, now):
+            leased_count += 1
+            if len(leased) < SHOWN:
+                leased.append(row)
+    if leased_count:
+        raise MigrationError(
+            f"{leased_count} flow{'s are' if leased_count != 1 else ' is'} held by a runner on "
+            f"the source: {_leased(leased, leased_count)}; stop the workers (and anything "
+            "resuming flows) and run migrate again once the leases are released or lapse; "
+            "nothing was copied"
+        )
+
+    # 2. Copy, read back, compare.
+    copied = skipped = records = signals = done = 0
+    by_status: dict[str, int] = {}
+    conflicts: list[StoredFlow] = []
+    conflict_count = 0
+    seen: set[str] = set()
+
+    def report() -> MigrationReport:
+        ordered: dict[str, int] = {
+            s.value: by_status[s.value] for s in Status if s.value in by_status
+        }
+        ordered.update((k, v) for k, v in sorted(by_status.items()) if k not in ordered)
+        return MigrationReport(
+            copied, skipped, ordered, records, signals, time.monotonic() - started
+        )
+
+    for row in walk(source, batch):
+        if row.id in seen:  # moved up the listing meanwhile: copied already
+            continue
+        seen.add(row.id)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        try:
+            flow = source.load(row.id)
+        except FlowNotFoundError:  # deleted meanwhile (a prune)
+            continue
+        if lease_is_live(flow, source.clock.time()):
+            raise MigrationError(
+                f"a runner took flow {flow.id} ({flow.name}) during the migration "
+                f"(runner {flow.lease_owner}); stop every worker on the source and run "
+                f"migrate again: the {copied + skipped} flows done so far are kept and will "
+                "be skipped",
+                report(),
+            )
+        want = checksum(flow)
+        try:
+            there = target.load(flow.id)
+        except FlowNotFoundError:
+            target.put_flow(flow)
+            there = target.load(flow.id)
+            got = checksum(there)
+            if (len(there.records), len(there.signals)) != (
+                len(flow.records),
+                len(flow.signals),
+            ) or got != want:
+                raise MigrationError(
+                    f"flow {flow.id} ({flow.name}) reads back from the target other than it was "
+                    f"copied ({len(flow.records)} records and {len(flow.signals)} signals "
+                    f"copied, {len(there.records)} and {len(there.signals)} read back; "
+                    f"checksum {want[:12]} copied, {got[:12]} read back): the target store "
+                    "does not keep what it is given; stop and check it",
+                    report(),
+                ) from None
+            copied += 1
+        else:
+            if checksum(there) != want:
+                conflict_count += 1
+                if len(conflicts) < SHOWN:
+                    conflicts.append(flow)
+                continue
+            skipped += 1
+        by_status[flow.status] = by_status.get(flow.status, 0) + 1
+        records += len(flow.records)
+        signals += len(flow.signals)
+
+    result = report()
+    if conflict_count:
+        named = _named(conflicts, conflict_count - len(conflicts), lambda f: "")
+        raise MigrationError(
+            f"{conflict_count} flow{'s are' if conflict_count != 1 else ' is'} in the target "
+            f"already with other content: {named}; they were left as they are (the other "
+            f"{result.flows} flows were copied or there already): migrate into an empty "
+            "store, or delete those flows from the target",
+            result,
+        )
+    return result
