@@ -5,7 +5,9 @@
     crux-gen signal 7f3a1c2b9e0d email-verified '{"verified_at": "2026-11-24T10:00:00Z"}'
     crux-gen worker myapp.flows --db crux.db
 
-Every subcommand takes ``--db PATH`` (default: ``$CRUX_DB``, else ``crux.db``).
+Every subcommand takes ``--db`` as a SQLite file's path or a ``postgresql://``
+URL (default: ``$CRUX_DB``, else ``crux.db``); ``migrate`` copies every flow from
+one store to another.
 Bad input or a ``CruxError`` (a ``StoreError`` included) prints one line on
 stderr and exits with code 1; nothing is changed. Stored text is escaped before
 it reaches the terminal (:func:`crux_gen.cli.format.clean`).
@@ -17,6 +19,7 @@ opened; ``commands`` has one function per subcommand, ``show`` the lines of
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -24,25 +27,35 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
 from .. import __version__
 from ..errors import CruxError, FlowNotFoundError, StoreError
 from ..records import StoredFlow
+from ..stores.base import Store, StoreAdmin
 from .format import ELLIPSIS, clean, cut, echo
 
-if TYPE_CHECKING:
-    from crux_gen.stores.sqlite import SQLiteStore
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CLIStore(Store, StoreAdmin, Protocol):
+    """What the subcommands use of a store: ``SQLiteStore`` or ``PostgresStore``."""
+
 
 #: Ids shorter than this are never treated as prefixes of longer ids.
 MIN_PREFIX = 4
 
-#: ``SQLiteStore``'s own default.
+#: The stores' own default.
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
+
+#: How a ``--db`` that is a PostgreSQL URL starts.
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+#: What to install when PostgreSQL support is missing.
+POSTGRES_EXTRA = "pip install 'crux-gen[postgres]'"
 
 
 class CLIError(click.ClickException):
@@ -55,17 +68,44 @@ class CLIError(click.ClickException):
 
 
 def db_option(fn: F) -> F:
-    """Add ``--db PATH`` (default ``$CRUX_DB``, else ``crux.db``) to a subcommand."""
+    """Add ``--db PATH|URL`` (default ``$CRUX_DB``, else ``crux.db``) to a subcommand."""
     return click.option(
         "--db",
         "db",
-        metavar="PATH",
+        metavar="PATH|URL",
         default="crux.db",
         envvar="CRUX_DB",
         show_default=True,
         show_envvar=True,
-        help="The SQLite file holding the flows.",
+        help="The store holding the flows: a SQLite file, or a postgresql:// URL.",
     )(fn)
+
+
+def is_url(db: str) -> bool:
+    """True when *db* is a PostgreSQL URL rather than a SQLite file's path."""
+    return db.strip().lower().startswith(URL_SCHEMES)
+
+
+def shown(db: str) -> str:
+    """*db* as messages print it: a URL's password (in it or in its query) as ``***``."""
+    if not is_url(db):
+        return db
+    try:
+        parts = urlsplit(db.strip())
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, host = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(k.lower() == "password" for k, _ in pairs):
+                query = urlencode(
+                    [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*/"
+                )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # a malformed URL: show none of it rather than a password
+        return db.strip().split("://", 1)[0] + "://…"
 
 
 def open_store(
@@ -74,10 +114,16 @@ def open_store(
     create: bool = False,
     lease_ttl: timedelta = DEFAULT_LEASE_TTL,
     synchronous: str = "FULL",
-) -> SQLiteStore:
-    """Open the store at *db* (with *lease_ttl* and *synchronous* as ``SQLiteStore``
-    takes them); unless *create*, it must already be a crux_gen store (so a
-    mistyped path is an error, not a new empty file)."""
+) -> CLIStore:
+    """Open the store *db* names: a ``PostgresStore`` for a ``postgresql://`` (or
+    ``postgres://``) URL, else the ``SQLiteStore`` at that path (with *synchronous*).
+
+    A SQLite file must already be a crux_gen store unless *create* (so a mistyped
+    path is an error, not a new empty file); a PostgreSQL database must exist, and
+    crux_gen's tables are made in it on first connect.
+    """
+    if is_url(db):
+        return open_postgres(db.strip(), lease_ttl)
     from crux_gen.stores.sqlite import SQLiteStore
 
     if not create:
@@ -101,6 +147,28 @@ def open_store(
         raise CLIError(f"cannot open {db!r}: {exc}") from None
 
 
+def open_postgres(url: str, lease_ttl: timedelta) -> CLIStore:
+    """A ``PostgresStore`` for *url*; a one-line error when PostgreSQL support (the
+    ``postgres`` extra: psycopg and psycopg_pool) is not installed."""
+    try:
+        from crux_gen.stores.postgres import PostgresStore
+    except ImportError as exc:
+        missing = exc.name or ""
+        if missing == "crux_gen.stores.postgres" or missing.startswith("psycopg"):
+            raise CLIError(
+                f"{shown(url)} is a PostgreSQL URL: PostgreSQL support needs "
+                f"{POSTGRES_EXTRA} ({exc})"
+            ) from None
+        raise CLIError(f"cannot load crux_gen's PostgreSQL store: {exc}") from None
+    # psycopg_pool logs each failed connection attempt; with logging not set up (all
+    # but the worker) Python would print them raw on stderr before our one line.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    try:
+        return PostgresStore(url, lease_ttl=lease_ttl)
+    except CruxError as exc:
+        raise CLIError(f"cannot open {shown(url)}: {exc}") from None
+
+
 @contextmanager
 def store_at(
     db: str,
@@ -108,7 +176,7 @@ def store_at(
     create: bool = False,
     lease_ttl: timedelta = DEFAULT_LEASE_TTL,
     synchronous: str = "FULL",
-) -> Iterator[SQLiteStore]:
+) -> Iterator[CLIStore]:
     """Open the store at *db* (see :func:`open_store`) and close it on the way out."""
     store = open_store(db, create=create, lease_ttl=lease_ttl, synchronous=synchronous)
     try:
@@ -117,7 +185,7 @@ def store_at(
         store.close()
 
 
-def find_flow(store: SQLiteStore, flow_id: str) -> StoredFlow:
+def find_flow(store: CLIStore, flow_id: str) -> StoredFlow:
     """Load the flow *flow_id* names: its whole id, or (as ``list`` shows them) a
     unique start of it, with or without the trailing ``…``."""
     text = flow_id.strip()
@@ -150,6 +218,8 @@ Examples:
   crux-gen retry 7f3a1c2b9e0d
   crux-gen prune --finished-before 30d --dry-run
   crux-gen worker myapp.flows --db /var/lib/myapp/crux.db
+  crux-gen migrate --from crux.db --to postgresql://app@db.internal/app
+  crux-gen list --db postgresql://app@db.internal/app
 """
 
 
@@ -158,11 +228,13 @@ Examples:
     __version__, "--version", prog_name="crux-gen", message="%(prog)s %(version)s"
 )
 def cli() -> None:
-    """Operate durable flows stored in an SQLite file: list them, show one's
-    history, signal, cancel, retry or delete it, prune finished flows, check a
-    deploy with replay, and run a worker.
+    """Operate durable flows stored in a SQLite file or PostgreSQL: list them,
+    show one's history, signal, cancel, retry or delete it, prune finished
+    flows, check a deploy with replay, run a worker, and migrate every flow to
+    another store.
 
-    Every command takes --db PATH (default: $CRUX_DB, else crux.db). Flow ids
+    Every command takes --db as a SQLite file's path or a postgresql:// URL
+    (default: $CRUX_DB, else crux.db). Flow ids
     may be shortened to any unique start, as `list` shows them. Errors print
     one line on stderr and exit with code 1, changing nothing.
     """

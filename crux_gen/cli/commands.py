@@ -1,5 +1,5 @@
 """The subcommands of ``crux-gen``, one function each: list, show, signal, cancel,
-retry, delete, prune, replay and worker."""
+retry, delete, prune, replay, worker and migrate."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import os
 import re
 import signal
 import sys
+import time
 import traceback
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,15 +28,13 @@ from ..control import cancel_flow, delete_flow, get_flow, signal_flow
 from ..durations import format_duration, to_duration
 from ..errors import CorruptRecordError, FlowNotFoundError, InvalidValueError
 from ..flow import default_registry
+from ..migrate import DEFAULT_BATCH, MigrationReport, migrate
 from ..records import StoredFlow
 from ..replay import replay_check
 from ..status import FINISHED, Status
-from . import CLIError, db_option, find_flow, store_at
+from . import CLIError, CLIStore, db_option, find_flow, is_url, shown, store_at
 from .format import ELLIPSIS, at, clean, cut, echo, fold, relative, table, to_json, width
 from .show import show_lines
-
-if TYPE_CHECKING:
-    from crux_gen.stores.sqlite import SQLiteStore
 
 # -- list ------------------------------------------------------------------------------
 
@@ -380,7 +380,7 @@ def prune_command(age: str, dry_run: bool, db: str) -> None:
 PAGE = 1000
 
 
-def count_finished(store: SQLiteStore, before: float) -> dict[str, int]:
+def count_finished(store: CLIStore, before: float) -> dict[str, int]:
     """Count the finished flows last updated before *before*, by status (what
     ``store.prune(before)`` deletes), reading ``PAGE`` flows at a time."""
     counts: dict[str, int] = {}
@@ -524,8 +524,8 @@ class _CleanFormatter(logging.Formatter):
     metavar="[FULL|NORMAL]",
     default="FULL",
     show_default=True,
-    help="FULL: every recorded step survives a power cut. NORMAL: faster; survives a "
-    "crash of the process, but a power cut may lose the last few commits.",
+    help="For a SQLite file: FULL, every recorded step survives a power cut; NORMAL, "
+    "faster, survives a crash of the process, but a power cut may lose the last few commits.",
 )
 @click.option(
     "--log-level",
@@ -545,10 +545,18 @@ def worker_command(
     crashed runner's flow. On SIGINT (Ctrl-C) or SIGTERM the flow in hand stops
     at its next command boundary, its lease is released, and the worker exits
     with code 0; another SIGINT or SIGTERM meanwhile changes nothing (it is
-    logged). The database is created if it does not exist.
+    logged). A SQLite file is created if it does not exist; a PostgreSQL
+    database (--db postgresql://...) must exist, and crux_gen's tables are made
+    in it, so workers on many hosts can share it.
     """
     period = duration_option(poll, "--poll")
     ttl = duration_option(lease_ttl, "--lease-ttl")
+    given = click.get_current_context().get_parameter_source("synchronous")
+    if is_url(db) and given == click.core.ParameterSource.COMMANDLINE:
+        raise CLIError(
+            "--synchronous is for a SQLite file; PostgreSQL makes each commit durable by "
+            "its own settings (synchronous_commit)"
+        )
     if not ttl:
         raise CLIError("--lease-ttl must be longer than 0s: a runner renews it while it runs")
     import_module(module)
@@ -571,10 +579,12 @@ def worker_command(
         stopper = Stopper(worker, formatter, logging.getLogger("crux_gen.cli"))
         signal.signal(signal.SIGINT, stopper)
         signal.signal(signal.SIGTERM, stopper)
+        settings = f"lease {format_duration(ttl)}"
+        if not is_url(db):
+            settings += f", synchronous {synchronous.upper()}"
         echo(
-            f"worker on {db} (lease {format_duration(ttl)}, synchronous "
-            f"{synchronous.upper()}) for flows {', '.join(default_registry.names())}; "
-            "Ctrl-C or SIGTERM stops it",
+            f"worker on {shown(db)} ({settings}) for flows "
+            f"{', '.join(default_registry.names())}; Ctrl-C or SIGTERM stops it",
             err=True,
         )
         try:
@@ -625,6 +635,127 @@ class Stopper:
         record = self.log.makeRecord(self.log.name, level, "", 0, message, (), None)
         with contextlib.suppress(OSError):
             os.write(2, (self.formatter.format(record) + "\n").encode("utf-8", "replace"))
+
+
+# -- migrate ---------------------------------------------------------------------------
+
+#: How often ``migrate`` says how far it got, on stderr (seconds).
+PROGRESS_EVERY = 5.0
+
+
+@click.command("migrate", short_help="Copy every flow from one store to another.")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    metavar="PATH|URL",
+    help="The store to copy from: a SQLite file, or a postgresql:// URL. It is only read.",
+)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="PATH|URL",
+    help="The store to copy into: a SQLite file (created if missing), or a postgresql:// URL.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="How many flows one listing of the source reads.",
+)
+def migrate_command(source: str, target: str, batch: int) -> None:
+    """Copy every flow, with its history, signals and status, from one store to
+    another: from a SQLite file to PostgreSQL when you outgrow one machine.
+
+    Leases are cleared: suspended flows continue on the target's workers, and
+    a runner's flow that was cut off is due there. Each copy is read back and
+    its record and signal counts and a checksum compared with the source's.
+    The source is left as it was.
+
+    It refuses, copying nothing, while a runner holds a lease on a source flow:
+    stop the workers first (and anything else writing to the source). A flow
+    already in the target with the same content is skipped, so running it again
+    after an interruption finishes the job; one with other content is an error
+    naming it, and is left as it is.
+
+    \b
+    Example:
+      crux-gen migrate --from crux.db --to postgresql://app@db.internal/app
+      crux-gen worker myapp.flows --db postgresql://app@db.internal/app
+    """
+    if same_store(source, target):
+        raise CLIError(f"--from and --to are the same store ({shown(source)}); give another --to")
+    fresh = not is_url(target) and not os.path.exists(target)
+    began = last = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= PROGRESS_EVERY:
+            last = time.monotonic()
+            echo(f"{done} of {total} flows done, {last - began:.0f}s so far", err=True)
+
+    report: MigrationReport | None = None
+    try:
+        with store_at(source) as src, store_at(target, create=True) as dst:
+            report = migrate(src, dst, batch=batch, progress=progress)
+    finally:
+        if report is None and fresh:
+            drop_if_empty(target)
+    for line in migrate_lines(report, shown(source), shown(target)):
+        for part in fold(clean(line), width()):
+            echo(part)
+
+
+def same_store(source: str, target: str) -> bool:
+    """True when *source* and *target* name one store (one file, or one URL)."""
+    if is_url(source) or is_url(target):
+        return source.strip() == target.strip()
+    try:
+        return os.path.exists(source) and os.path.samefile(source, target)
+    except OSError:
+        return False
+
+
+def drop_if_empty(path: str) -> None:
+    """Remove the SQLite file a failed ``migrate`` created at *path* if no flow got
+    into it (a refused migration leaves no empty store behind)."""
+    from ..stores.sqlite import SQLiteStore
+
+    with contextlib.suppress(Exception):
+        store = SQLiteStore(path)
+        try:
+            empty = not store.list_flows(limit=1)
+        finally:
+            store.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm"):
+                Path(path + suffix).unlink(missing_ok=True)
+
+
+def migrate_lines(report: MigrationReport, source: str, target: str) -> list[str]:
+    """The summary ``migrate`` prints."""
+
+    def flows(n: int) -> str:
+        return f"{n} flow{'s' if n != 1 else ''}"
+
+    seconds = report.seconds
+    took = "took " + (
+        f"{seconds:.2f}s" if seconds < 60 else format_duration(timedelta(seconds=round(seconds)))
+    )
+    if not report.flows:
+        return [f"{source} holds no flows: nothing to copy into {target}", took]
+    statuses = ", ".join(f"{n} {status}" for status, n in report.by_status.items())
+    return [
+        f"migrated {flows(report.flows)} from {source} to {target}: {report.copied} copied, "
+        f"{report.skipped} already there (same checksum)",
+        f"by status: {statuses}",
+        f"with {report.records} record{'s' if report.records != 1 else ''} and "
+        f"{report.signals} signal{'s' if report.signals != 1 else ''}; counts and checksum "
+        "verified for every flow",
+        took,
+    ]
 
 
 # -- what the subcommands share --------------------------------------------------------
@@ -688,4 +819,5 @@ COMMANDS = (
     prune_command,
     replay_command,
     worker_command,
+    migrate_command,
 )
