@@ -289,7 +289,19 @@ def corrupt(store: Any, tmp_path: Path, flow_id: str, table: str, column: str, t
         conn.commit()
         conn.close()
         return
-    assert isinstance(store, MemoryStore)
+    if not isinstance(store, MemoryStore):  # PostgreSQL: its own connection, as psql would
+        import psycopg
+
+        id_column = "id" if table == "flows" else "flow_id"
+        extra = f" AND {where} = %s" if where else ""
+        params = (text, flow_id) + ((key,) if where else ())
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute(
+                f"UPDATE {store.schema}.{table} SET {column} = %s "  # type: ignore[arg-type]
+                f"WHERE {id_column} = %s{extra}",
+                params,
+            )
+        return
     if table == "flows":
         store._flows[flow_id][column] = text
     elif table == "records":
