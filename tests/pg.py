@@ -79,6 +79,15 @@ def with_database(url: str, dbname: str) -> str:
     return str(psycopg().conninfo.make_conninfo(url, dbname=dbname))
 
 
+def redacted(url: str) -> str:
+    """*url* without its password, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 # -- the server ------------------------------------------------------------------------
 
 
@@ -94,7 +103,7 @@ class Server:
             self.admin = psycopg().connect(url, autocommit=True, connect_timeout=10)
         except Exception as e:
             stop()
-            unavailable(f"cannot connect to the test server {url}: {e}")
+            unavailable(f"cannot connect to the test server {redacted(url)}: {e}")
         # A test's leftover transaction must not make DROP wait forever.
         self.admin.execute("SET lock_timeout = '10s'")
 
@@ -278,3 +287,12 @@ def fresh_database(server: Server) -> Iterator[str]:
         yield with_database(server.url, name)
     finally:
         server.drop_database(name)
+
+
+def run_in(store: Any, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run *query* in a ``PostgresStore``'s own schema, outside the store (a test that
+    overwrites a stored column as something outside crux_gen might)."""
+    options = f"-c search_path={store.schema}"
+    with psycopg().connect(store.url, autocommit=True, options=options) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []

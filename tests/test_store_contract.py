@@ -5,7 +5,9 @@ through the ``Store`` and ``StoreAdmin`` protocols of ``stores/base.py`` only: a
 new backend joins the fixture and must pass all of it. Tests assert what is
 stored afterwards (``load``) as well as what a call returns or raises; "nothing
 changes" is checked by comparing the whole stored flow before and after.
-Tests that look at SQLite itself are kept apart, at the end.
+The backends are ``memory``, ``sqlite`` and ``postgres`` (a fresh PostgreSQL schema
+per test, ``tests/pg.py``). Tests that look at SQLite itself are kept apart, at the
+end; PostgreSQL's own are in ``tests/test_postgres.py``.
 """
 
 from __future__ import annotations
