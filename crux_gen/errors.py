@@ -282,3 +282,15 @@ class CorruptRecordError(CruxError):
             f"flow {flow_id!r}{at}: stored {column} cannot be decoded ({reason}); the row "
             "was changed outside crux_gen or written by an incompatible version"
         )
+
+
+class MissingDependencyError(CruxError, ImportError):
+    """An optional part of crux_gen is used without the packages it needs."""
+
+    def __init__(self, what: str, extra: str, missing: str) -> None:
+        self.what = what
+        self.extra = extra
+        self.missing = missing
+        super().__init__(
+            f"{what} needs {missing}, which is not installed; pip install 'crux-gen[{extra}]'"
+        )

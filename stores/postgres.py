@@ -32,10 +32,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
-import psycopg
-import psycopg.conninfo
-from psycopg import sql as pgsql
-from psycopg_pool import ConnectionPool, PoolTimeout
+
+from crux_gen.errors import MissingDependencyError
+
+try:
+    import psycopg
+    import psycopg.conninfo
+    from psycopg import sql as pgsql
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - tested in a subprocess without psycopg
+    raise MissingDependencyError(
+        "PostgresStore", "postgres", exc.name or "psycopg and psycopg_pool"
+    ) from exc
 
 from crux_gen.clock import Clock, when
 from crux_gen.durations import Duration, format_duration, to_duration

@@ -4,8 +4,10 @@ parameters (``%s``), never formatted with values. Table names are unqualified:
 each connection's ``search_path`` is the store's schema.
 
 Every statement that touches one flow filters by its id (``id = %s`` or
-``flow_id = %s``), the due scan and the listings aside, so the tables can be
-distributed by flow id (Citus, or a sharded fleet) when one server is not enough.
+``flow_id = %s``), the due scan, the listings, pruning and ``put_flow``'s check
+that the signal ids it is given are free (a migration's, once per flow) aside, so
+the tables can be distributed by flow id (Citus, or a sharded fleet) when one
+server is not enough.
 """
 
 from __future__ import annotations
