@@ -40,6 +40,7 @@ from .errors import (
     InvalidValueError,
     LeaseLostError,
     NonDeterminismError,
+    StoreError,
 )
 from .flow import Flow, default_registry
 from .results import FlowResult
@@ -156,15 +157,24 @@ class Worker:
                 name="crux-worker-listen",
                 daemon=True,
             ).start()
+        failures = 0
         try:
             while not self._stopping:
+                wait = period
                 try:
                     self._pass()
+                    failures = 0
+                except StoreError as exc:
+                    # The store is away (a full disk, a lost server): back off, doubling
+                    # the wait up to 30 s (or the poll, if longer), and carry on.
+                    failures += 1
+                    wait = min(period * 2 ** (failures - 1), max(period, 30.0))
+                    log.warning("%s; trying again in %s", exc, format_duration(wait))
                 except Exception:
                     log.exception("worker pass failed; trying again in %s", format_duration(every))
                 if self._stopping:
                     break
-                self._wait(period)
+                self._wait(wait)
         finally:
             listening.clear()
             self._stopping = False
@@ -259,6 +269,10 @@ class Worker:
         except LeaseLostError as exc:
             log.warning("%s", exc, extra={"flow_id": flow_id})
             return False
+        except StoreError:
+            # The store, not the flow: it stays due (its lease lapses if it could not be
+            # released); the pass ends, and the next one, a poll later, tries again.
+            raise
         except Exception:
             log.exception(
                 "flow %s: the worker could not advance it; skipping it for %s",
