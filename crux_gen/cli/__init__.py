@@ -153,7 +153,7 @@ def open_postgres(url: str, lease_ttl: timedelta) -> CLIStore:
     try:
         from crux_gen.stores.postgres import PostgresStore
     except ImportError as exc:
-        missing = exc.name or ""
+        missing = getattr(exc, "missing", None) or exc.name or ""  # MissingDependencyError
         if missing == "crux_gen.stores.postgres" or missing.startswith("psycopg"):
             raise CLIError(
                 f"{shown(url)} is a PostgreSQL URL: PostgreSQL support needs "
