@@ -488,3 +488,41 @@ def test_the_store_keeps_json_as_text_columns(
     for column in ("flows.input", "flows.result", "records.result", "signals.payload"):
         assert types[column] == "text", (column, types[column])
     store.close()
+
+
+# -- one clock per deployment ---------------------------------------------------------------
+
+
+def test_leases_and_deadlines_use_the_database_clock_so_a_skewed_host_steals_nothing(
+    postgres_store_class: Any, pg_schema: str, pg_server: Any
+) -> None:
+    """A host whose clock runs an hour fast still reads the server's time, so the
+    live lease of a runner on another host is not "expired" to it."""
+    PostgresStore = postgres_store_class
+    store = PostgresStore(pg_server.url, schema=pg_schema)
+    [(server_now,)] = pg_server.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+    assert abs(store.clock.time() - server_now) < 1.0
+    held = store.start("held-1", "demo", "null", "runner-a", store.clock.time())
+    assert held.lease_expires == pytest.approx(server_now + 30, abs=1.0)
+
+    done = python(
+        """
+        import sys, time
+        real = time.time
+        time.time = lambda: real() + 3600  # this host's clock is an hour fast
+        from crux_gen import FlowBusyError
+        from crux_gen.stores.postgres import PostgresStore
+        store = PostgresStore(sys.argv[1], schema=sys.argv[2])
+        print("skew", round(store.clock.time() - real()))
+        try:
+            store.claim("held-1", "runner-b", store.clock.time())
+            print("stolen")
+        except FlowBusyError:
+            print("busy")
+        """,
+        pg_server.url,
+        pg_schema,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["skew", "0", "busy"]
+    store.close()
