@@ -8,8 +8,9 @@ semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -20,6 +21,7 @@ from crux_gen.errors import (
     FlowStateError,
     InvalidTypeError,
     InvalidValueError,
+    LeaseLostError,
     RecordConflictError,
     StoreError,
 )
@@ -255,6 +257,58 @@ def flow_exists(flow_id: str, where: str) -> StoreError:
         f"flow {flow_id!r} is stored in {where} already; put_flow writes new flows only "
         "(nothing was written)"
     )
+
+
+def listing_query(
+    columns: str,
+    mark: str,
+    *,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    before: float | None,
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of ``list_flows`` (*mark* is the driver's placeholder):
+    newest update first, filtered, keyset-paged by ``before`` (never an OFFSET)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        (f"status = {mark}", status),
+        (f"name = {mark}", name),
+        (f"updated_at < {mark}", before),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    query = f"SELECT {columns} FROM flows"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += f" ORDER BY updated_at DESC, id DESC LIMIT {mark}"
+    return query, [*params, int(limit)]
+
+
+def lease_outcome(
+    flow_id: str,
+    owner: str,
+    row: tuple[Any, ...] | None,
+    now: float,
+    renew: Callable[[], bool],
+) -> CommitOutcome:
+    """``check_lease`` from the flow's ``(status, lease_owner, cancel_reason,
+    lease_expires)`` *row*: ``LeaseLostError`` unless *owner* holds the lease (a
+    lapsed lease nobody took is renewed with *renew*), else status and reason."""
+    if row is None or row[1] != owner:
+        raise LeaseLostError(flow_id, owner)
+    status, _, cancel_reason, expires = row
+    if (expires or 0.0) <= now and not renew():
+        raise LeaseLostError(flow_id, owner)  # lapsed, and taken meanwhile
+    if status == Status.RUNNING:
+        return RUNNING_OUTCOME
+    return CommitOutcome(status, cancel_reason=cancel_reason)
+
+
+#: What a commit that keeps the flow running answers (one object, no allocation).
+RUNNING_OUTCOME = CommitOutcome(Status.RUNNING.value)
 
 
 def lease_is_live(flow: StoredFlow, now: float) -> bool:

@@ -72,6 +72,8 @@ from .base import (
     check_records,
     check_signal_allowed,
     flow_exists,
+    lease_outcome,
+    listing_query,
     new_flow,
     retry_from,
     retry_status,
@@ -309,22 +311,10 @@ class PostgresStore:
         limit: int = 100,
         before: float | None = None,
     ) -> list[StoredFlow]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            where.append("status = %s")
-            params.append(status)
-        if name is not None:
-            where.append("name = %s")
-            params.append(name)
-        if before is not None:  # keyset paging: one index range, never an OFFSET
-            where.append("updated_at < %s")
-            params.append(before)
-        query = f"SELECT {sql.FLOW_COLUMNS} FROM flows"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY updated_at DESC, id DESC LIMIT %s"
-        return [StoredFlow(*row) for row in self._all(query, (*params, int(limit)))]
+        query, params = listing_query(
+            sql.FLOW_COLUMNS, "%s", status=status, name=name, limit=limit, before=before
+        )
+        return [StoredFlow(*row) for row in self._all(query, params)]
 
     def due(self, now: float, limit: int) -> list[str]:
         return [row[0] for row in self._all(sql.DUE, {"now": now, "limit": int(limit)})]
@@ -413,14 +403,8 @@ class PostgresStore:
 
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
         rows = self._all(sql.LEASE_CHECK, (flow_id,))
-        if not rows or rows[0][1] != owner:
-            raise LeaseLostError(flow_id, owner)
-        status, _, cancel_reason, expires = rows[0]
-        if (expires or 0.0) <= now and not self.renew(flow_id, owner, now):
-            raise LeaseLostError(flow_id, owner)  # lapsed, and taken meanwhile
-        if status == Status.RUNNING:
-            return _RUNNING
-        return CommitOutcome(status, cancel_reason=cancel_reason)
+        renew = lambda: self.renew(flow_id, owner, now)  # noqa: E731
+        return lease_outcome(flow_id, owner, rows[0] if rows else None, now, renew)
 
     def release(self, flow_id: str, owner: str) -> None:
         with self._connection() as conn:

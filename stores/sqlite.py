@@ -55,6 +55,8 @@ from .base import (
     check_records,
     check_signal_allowed,
     flow_exists,
+    lease_outcome,
+    listing_query,
     new_flow,
     retry_from,
     retry_status,
@@ -284,23 +286,10 @@ class SQLiteStore:
         limit: int = 100,
         before: float | None = None,
     ) -> list[StoredFlow]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if name is not None:
-            where.append("name = ?")
-            params.append(name)
-        if before is not None:  # keyset paging: one index range, never an OFFSET
-            where.append("updated_at < ?")
-            params.append(before)
-        query = f"SELECT {sql.FLOW_COLUMNS} FROM flows"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY updated_at DESC, id DESC LIMIT ?"
-        rows = self._query(query, (*params, int(limit)))
-        return [StoredFlow(*row) for row in rows]
+        query, params = listing_query(
+            sql.FLOW_COLUMNS, "?", status=status, name=name, limit=limit, before=before
+        )
+        return [StoredFlow(*row) for row in self._query(query, params)]
 
     def due(self, now: float, limit: int) -> list[str]:
         rows = self._query(sql.DUE, {"now": now, "limit": int(limit)})
@@ -396,14 +385,8 @@ class SQLiteStore:
 
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
         rows = self._query(sql.LEASE_CHECK, (flow_id,))
-        if not rows or rows[0][1] != owner:
-            raise LeaseLostError(flow_id, owner)
-        status, _, cancel_reason, expires = rows[0]
-        if (expires or 0.0) <= now and not self.renew(flow_id, owner, now):
-            raise LeaseLostError(flow_id, owner)  # lapsed, and taken meanwhile
-        if status == Status.RUNNING:
-            return _RUNNING
-        return CommitOutcome(status, cancel_reason=cancel_reason)
+        renew = lambda: self.renew(flow_id, owner, now)  # noqa: E731
+        return lease_outcome(flow_id, owner, rows[0] if rows else None, now, renew)
 
     def release(self, flow_id: str, owner: str) -> None:
         try:
