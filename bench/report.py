@@ -158,6 +158,22 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
         rows.append([what, got, verdict(m["flat"])])
     else:
         rows.append([what, "not measured", "—"])
+    g = docs.get("postgres", {})
+    step = (g.get("step") or [{}])[0]
+    what = "PostgreSQL step vs a raw psycopg INSERT + commit of the same row: ≤ 1.3x"
+    if "ratio" in step:
+        got = f"{step['ratio']:.2f}x (ours {step['ours_us']:.0f} µs, raw {step['raw_us']:.0f} µs)"
+        rows.append([what, got, verdict(step["ratio"] <= 1.3)])
+    else:
+        rows.append([what, "not measured", "—"])
+    rates = {w["processes"]: w["flows_per_second"] for w in g.get("workers", [])}
+    what = "PostgreSQL flows/s scale ≥ 3x from 1 to 4 worker processes"
+    if 1 in rates and 4 in rates:
+        scale = rates[4] / rates[1]
+        got = f"{scale:.2f}x ({rates[1]:,.0f} → {rates[4]:,.0f} flows/s)"
+        rows.append([what, got, verdict(scale >= 3)])
+    else:
+        rows.append([what, "not measured", "—"])
     return ["## Targets", "", *table(["target", "measured (median)", "verdict"], rows)]
 
 
