@@ -432,6 +432,7 @@ def test_actions_take_the_token(page: Any, tmp_path: Path) -> None:
         form.locator('[name="name"]').fill("approve")
         form.locator('[name="payload"]').fill(json.dumps({"by": "eve"}))
         action = urllib.parse.urljoin(page.url, form.get_attribute("action") or "")
+        fields = form.evaluate("f => Object.fromEntries(new FormData(f))")  # CSRF field too
         with page.expect_navigation():
             form.evaluate("f => f.requestSubmit()")
         page.wait_for_load_state()
@@ -440,8 +441,8 @@ def test_actions_take_the_token(page: Any, tmp_path: Path) -> None:
         assert (signals[-1].name, signals[-1].payload) == ("approve", {"by": "eve"})
         expect(page.locator(f'#signals li[data-signal-id="{signals[-1].id}"]')).to_have_count(1)
 
-        # The same POST without the token (no cookie, no field) is refused.
-        data = urllib.parse.urlencode({"name": "approve", "payload": '{"by": "mallory"}'})
+        # The same POST, its CSRF field included, without the token (no cookie) is refused.
+        data = urllib.parse.urlencode({**fields, "payload": '{"by": "mallory"}'})
         request = urllib.request.Request(action, data=data.encode(), method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
