@@ -100,6 +100,14 @@ class MemoryStore:
             rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
             return [self._snapshot(r["id"], history=False) for r in rows[:limit]]
 
+    def count_flows(self) -> dict[str, int]:
+        """How many flows each status has (statuses with none are left out)."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for row in self._flows.values():
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            return counts
+
     def due(self, now: float, limit: int) -> list[str]:
         with self._lock:
             found: list[tuple[float, str]] = []

@@ -220,6 +220,7 @@ Examples:
   crux-gen worker myapp.flows --db /var/lib/myapp/crux.db
   crux-gen migrate --from crux.db --to postgresql://app@db.internal/app
   crux-gen list --db postgresql://app@db.internal/app
+  crux-gen ui --db crux.db --port 8765
 """
 
 
@@ -242,8 +243,9 @@ def cli() -> None:
 
 # The subcommands use the helpers above, so they are imported after them.
 from .commands import COMMANDS  # noqa: E402
+from .ui import ui_command  # noqa: E402
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, ui_command):
     cli.add_command(_command)
 
 

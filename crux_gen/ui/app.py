@@ -1,0 +1,504 @@
+"""The dashboard's WSGI app: routes, the token and CSRF checks, and responses.
+
+Plain WSGI on the standard library, with Jinja2 (autoescape on) for the HTML.
+Every link is built from the request's ``SCRIPT_NAME``, so the app works mounted
+under any prefix. Pages:
+
+- ``GET /``: counts per status, and a page of flows, filtered by ``status`` and
+  ``name``, paged by ``before`` (keyset, never an OFFSET);
+- ``GET /flows/<id>``: one flow; with actions allowed, ``POST /flows/<id>`` with
+  ``action`` = ``signal``, ``cancel`` or ``retry``;
+- ``GET /static/<file>``: the stylesheet and the script that refreshes pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from ..commands import describe
+from ..control import cancel_flow, get_flow, signal_flow
+from ..errors import (
+    CorruptRecordError,
+    CruxError,
+    FlowClosedError,
+    FlowNotFoundError,
+    FlowStateError,
+    InvalidTypeError,
+    InvalidValueError,
+    MissingDependencyError,
+    StoreError,
+)
+from ..status import FINISHED, Status
+from . import pages
+
+try:
+    import jinja2
+except ImportError:  # pragma: no cover - the ui extra is part of the test extra
+    raise MissingDependencyError("the dashboard (crux_gen.ui)", "ui", "Jinja2") from None
+
+StartResponse = Callable[..., Any]
+Headers = list[tuple[str, str]]
+
+#: The largest form body an action reads.
+MAX_BODY = 1 << 20
+#: The cookie that carries the access token once ``/?token=…`` was visited.
+COOKIE = "crux_ui_session"
+
+#: Every response's security headers: no inline script or style, no framing, no
+#: referrer (a flow id in a URL stays on this host).
+SECURITY_HEADERS: Headers = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+#: What a finished action says on the flow page it leads back to (``?done=…``).
+DONE = {
+    "signal": "Signal sent: the flow takes it at its next run.",
+    "signal-kept": "Not sent: this flow already has a signal with that key.",
+    "cancel": "Flow cancelled.",
+    "retry": "Flow retried: the next worker pass or resume runs it again.",
+}
+
+
+def make_app(
+    store: Any,
+    *,
+    allow_actions: bool = False,
+    token: str | None = None,
+    refresh_seconds: float = 2,
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """A WSGI app showing the flows of *store*; mount it under any prefix.
+
+    >>> app = make_app(SQLiteStore("crux.db"))
+
+    Read-only unless *allow_actions*: then the flow page has forms to signal,
+    cancel and retry a flow, and a POST must carry *token* (a cookie set by
+    visiting ``/?token=…``, or an ``Authorization: Bearer`` header) and the form's
+    CSRF field, else it gets 403 and changes nothing. Pages reload their data
+    every *refresh_seconds* (0: never).
+    """
+    if allow_actions and not (isinstance(token, str) and token):
+        raise InvalidValueError(
+            "make_app token", token, "must be a non-empty str when allow_actions is True"
+        )
+    if not isinstance(refresh_seconds, (int, float)) or refresh_seconds < 0:
+        raise InvalidValueError("make_app refresh_seconds", refresh_seconds, "must be 0 or more")
+    return Dashboard(
+        store, allow_actions=allow_actions, token=token, refresh_seconds=refresh_seconds
+    )
+
+
+class Request:
+    """What a handler reads of one WSGI request."""
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        self.path = wsgi_text(environ.get("PATH_INFO", "")) or "/"
+        prefix = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
+        #: The mount point, quoted for a URL: every link starts with it.
+        self.base = quote(prefix.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~")
+        self.query = {
+            k: v[-1]
+            for k, v in parse_qs(
+                wsgi_text(environ.get("QUERY_STRING", "")), keep_blank_values=True
+            ).items()
+        }
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie *name*, if the request sent one."""
+        jar = SimpleCookie()
+        try:
+            jar.load(str(self.environ.get("HTTP_COOKIE", "")))
+        except CookieError:
+            return None
+        morsel = jar.get(name)
+        return None if morsel is None else morsel.value
+
+    def form(self) -> dict[str, str] | None:
+        """The urlencoded body of a POST; ``None`` when it is larger than ``MAX_BODY``."""
+        try:
+            length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            return None
+        body = self.environ["wsgi.input"].read(length) if length > 0 else b""
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[-1] for k, v in fields.items()}
+
+
+class Response:
+    """A status, headers and an HTML (or static) body."""
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "text/html; charset=utf-8",
+        headers: Headers | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers: Headers = [("Content-Type", content_type), *(headers or [])]
+
+
+def wsgi_text(value: Any) -> str:
+    """A WSGI environ string (bytes as latin-1, PEP 3333) as the UTF-8 text it holds."""
+    text = str(value)
+    try:
+        return text.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a server that already decoded it
+        return text
+
+
+class Dashboard:
+    """The WSGI app ``make_app`` returns."""
+
+    def __init__(
+        self, store: Any, *, allow_actions: bool, token: str | None, refresh_seconds: float
+    ) -> None:
+        self.store = store
+        self.allow_actions = allow_actions
+        self.refresh = f"{refresh_seconds:g}"
+        key = (token or "").encode("utf-8")
+        self._session = hmac.new(key, b"crux-ui session", hashlib.sha256).hexdigest()
+        self._csrf = hmac.new(key, b"crux-ui csrf", hashlib.sha256).hexdigest()
+        self._token = token
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("crux_gen.ui", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.filters.update(pages.FILTERS)
+        self.templates.globals.update(describe=describe, ago=pages.ago)
+        self.static = {
+            f.name: f.read_bytes()
+            for f in resources.files("crux_gen.ui").joinpath("static").iterdir()
+            if f.name.endswith(tuple(STATIC_TYPES))
+        }
+
+    # -- WSGI ----------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self.route(request)
+        except StoreError as exc:
+            response = self.error_page(request, 503, "The store cannot be read", str(exc))
+        except Exception:  # a bug of ours: say so without showing its traceback
+            print(traceback.format_exc(), file=environ.get("wsgi.errors", sys.stderr))
+            response = self.error_page(
+                request, 500, "Internal error", "the dashboard failed; its log has the traceback"
+            )
+        status = f"{response.status} {HTTPStatus(response.status).phrase}"
+        body = response.body
+        headers = [*response.headers, *SECURITY_HEADERS, ("Content-Length", str(len(body)))]
+        start_response(status, headers)
+        return [] if request.method == "HEAD" else [body]
+
+    def route(self, request: Request) -> Response:
+        """Dispatch *request* by its path and method."""
+        path = request.path
+        if path.startswith("/static/"):
+            return self.static_file(request, path[len("/static/") :])
+        if path == "/":
+            if request.method not in ("GET", "HEAD"):
+                return self.not_allowed(request)
+            given = request.query.get("token")
+            if given is not None and self.allow_actions:
+                return self.log_in(request, given)
+            return self.flows_page(request)
+        if path.startswith("/flows/") and len(path) > len("/flows/"):
+            flow_id = path[len("/flows/") :]
+            if request.method == "POST" and self.allow_actions:
+                return self.act(request, flow_id)
+            if request.method not in ("GET", "HEAD"):
+                return self.not_allowed(request)
+            return self.flow_page(request, flow_id)
+        if path in ("/flows", "/flows/"):
+            return redirect(request.base + "/")
+        return self.error_page(request, 404, "Not found", f"nothing is at {path}")
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def render(self, request: Request, template: str, code: int = 200, **context: Any) -> Response:
+        """Render *template* with what every page needs."""
+        html = self.templates.get_template(template).render(
+            base=request.base,
+            refresh=self.refresh,
+            allow_actions=self.allow_actions,
+            flow_url=lambda flow_id: flow_url(request.base, flow_id),
+            **context,
+        )
+        return Response(code, html.encode("utf-8", "replace"))
+
+    def error_page(self, request: Request, status: int, title: str, message: str) -> Response:
+        """A page saying what went wrong, with a link back to the flows."""
+        return self.render(
+            request, "error.html", status, title=title, message=message, http_status=status
+        )
+
+    def not_allowed(self, request: Request) -> Response:
+        """405: the dashboard is read-only (or the page takes no POST)."""
+        why = (
+            "this page takes no POST"
+            if self.allow_actions
+            else "the dashboard is read-only; start it with --allow-actions to act on flows"
+        )
+        response = self.error_page(request, 405, "Method not allowed", why)
+        response.headers.append(("Allow", "GET, HEAD"))
+        return response
+
+    def flows_page(self, request: Request) -> Response:
+        """Counts per status and one page of flows, filtered and keyset-paged."""
+        status = request.query.get("status", "").strip() or None
+        name = request.query.get("name", "").strip() or None
+        before_text = request.query.get("before", "").strip() or None
+        problem = None
+        if status is not None and status not in pages.STATUSES:
+            problem = f"status {status!r} is none of {', '.join(pages.STATUSES)}"
+        before: datetime | None = None
+        if before_text is not None:
+            try:
+                before = pages.parse_before(before_text)
+            except ValueError:
+                problem = f"before {before_text!r} is not an ISO date and time"
+        counts = pages.status_counts(self.store)
+        if problem is not None:
+            return self.render(
+                request,
+                "flows.html",
+                400,
+                counts=counts,
+                rows=[],
+                status=status or "",
+                name=name or "",
+                statuses=pages.STATUSES,
+                next_url=None,
+                first_url=None,
+                problem=problem,
+                now=self.store.clock.now(),
+            )
+        rows, next_before = pages.flows_page(self.store, status=status, name=name, before=before)
+        filters = {k: v for k, v in (("status", status), ("name", name)) if v}
+        next_url = None
+        if next_before is not None:
+            next_url = f"{request.base}/?" + urlencode(
+                {**filters, "before": next_before.isoformat()}
+            )
+        first_url = None
+        if before is not None:
+            first_url = f"{request.base}/" + (f"?{urlencode(filters)}" if filters else "")
+        return self.render(
+            request,
+            "flows.html",
+            counts=counts,
+            rows=rows,
+            status=status or "",
+            name=name or "",
+            statuses=pages.STATUSES,
+            next_url=next_url,
+            first_url=first_url,
+            problem=None,
+            now=self.store.clock.now(),
+        )
+
+    def flow_page(
+        self,
+        request: Request,
+        flow_id: str,
+        status: int = 200,
+        notice: tuple[str, str] | None = None,
+    ) -> Response:
+        """One flow: input, status, timeline, history, signals (and the action forms)."""
+        try:
+            info = get_flow(flow_id, store=self.store)
+        except FlowNotFoundError:
+            return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
+        except CorruptRecordError as exc:
+            return self.error_page(request, 500, "This flow's stored data is corrupt", str(exc))
+        except (InvalidTypeError, InvalidValueError) as exc:
+            return self.error_page(request, 404, "No such flow", str(exc))
+        if notice is None and request.query.get("done") in DONE:
+            notice = ("ok", DONE[request.query["done"]])
+        now = self.store.clock.now()
+        authed = self.allow_actions and self.authorized(request)
+        return self.render(
+            request,
+            "flow.html",
+            status,
+            info=info,
+            finished=Status(info.status) in FINISHED,
+            timeline=pages.timeline(info, now),
+            consumed_by={s.position: s.id for s in info.signals if s.position is not None},
+            entry_facts=lambda entry: pages.entry_facts(
+                entry, {s.position: s.id for s in info.signals if s.position is not None}, now
+            ),
+            now=now,
+            notice=notice,
+            authorized=authed,
+            csrf=self._csrf,
+        )
+
+    def static_file(self, request: Request, name: str) -> Response:
+        """The stylesheet or the script."""
+        body = self.static.get(name)
+        if body is None or request.method not in ("GET", "HEAD"):
+            return self.error_page(request, 404, "Not found", f"no static file {name!r}")
+        suffix = name[name.rfind(".") :]
+        return Response(200, body, STATIC_TYPES[suffix], [("Cache-Control", "public, max-age=300")])
+
+    # -- the token, and actions ----------------------------------------------------------
+
+    def log_in(self, request: Request, given: str) -> Response:
+        """``/?token=…``: with the right token, set the session cookie and go on to the
+        same page without the token in its URL; else 403."""
+        if self._token is None or not hmac.compare_digest(
+            given.encode("utf-8"), self._token.encode("utf-8")
+        ):
+            return self.error_page(request, 403, "Forbidden", "that is not the dashboard's token")
+        rest = {k: v for k, v in request.query.items() if k != "token"}
+        target = f"{request.base}/" + (f"?{urlencode(rest)}" if rest else "")
+        secure = "; Secure" if request.environ.get("wsgi.url_scheme") == "https" else ""
+        cookie = (
+            f"{COOKIE}={self._session}; Path={request.base or ''}/; HttpOnly; SameSite=Strict"
+            + secure
+        )
+        return redirect(target, [("Set-Cookie", cookie)])
+
+    def authorized(self, request: Request) -> bool:
+        """True when *request* carries the access token (its cookie, or a bearer header)."""
+        if self._token is None:
+            return False
+        header = str(request.environ.get("HTTP_AUTHORIZATION", ""))
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("utf-8", "replace"), self._token.encode("utf-8")
+        ):
+            return True
+        cookie = request.cookie(COOKIE)
+        return cookie is not None and hmac.compare_digest(
+            cookie.encode("utf-8", "replace"), self._session.encode("ascii")
+        )
+
+    def act(self, request: Request, flow_id: str) -> Response:
+        """A POST from one of the flow page's forms: check the token and the CSRF field,
+        then signal, cancel or retry the flow, as the CLI does."""
+        if not self.authorized(request):
+            return self.error_page(
+                request,
+                403,
+                "Forbidden",
+                "actions need the dashboard's token: open the URL it printed at start "
+                "(…/?token=…) or send an Authorization: Bearer header; nothing was changed",
+            )
+        form = request.form()
+        if form is None:
+            return self.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
+        if not hmac.compare_digest(
+            form.get("csrf", "").encode("utf-8", "replace"), self._csrf.encode("ascii")
+        ):
+            return self.error_page(
+                request,
+                403,
+                "Forbidden",
+                "the form's CSRF token is missing or wrong (reload the page); nothing was changed",
+            )
+        action = form.get("action", "")
+        try:
+            if action == "signal":
+                done = self.send_signal(flow_id, form)
+            elif action == "cancel":
+                done = self.cancel(flow_id, form)
+            elif action == "retry":
+                done = self.retry(flow_id)
+            else:
+                return self.flow_page(request, flow_id, 400, ("error", f"no action {action!r}"))
+        except FlowNotFoundError:
+            return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
+        except ActionError as exc:
+            return self.flow_page(request, flow_id, exc.status, ("error", exc.message))
+        except (FlowClosedError, FlowStateError) as exc:
+            return self.flow_page(request, flow_id, 409, ("error", str(exc)))
+        except (CruxError, ValueError, TypeError) as exc:
+            if isinstance(exc, StoreError):
+                raise
+            return self.flow_page(request, flow_id, 400, ("error", str(exc)))
+        return redirect(f"{flow_url(request.base, flow_id)}?done={done}")
+
+    def send_signal(self, flow_id: str, form: dict[str, str]) -> str:
+        """``crux-gen signal``: the name, a JSON payload (empty: null) and an optional key."""
+        name = form.get("name", "").strip()
+        if not name:
+            raise ActionError(400, "give the signal's name")
+        text = form.get("payload", "").strip()
+        try:
+            payload = json.loads(text) if text else None
+        except json.JSONDecodeError as exc:
+            raise ActionError(
+                400, f'the payload is not JSON ({exc}); e.g. {{"ok": true}}'
+            ) from None
+        key = form.get("key", "").strip() or None
+        sent = signal_flow(flow_id, name, payload, store=self.store, key=key)
+        return "signal" if sent else "signal-kept"
+
+    def cancel(self, flow_id: str, form: dict[str, str]) -> str:
+        """``crux-gen cancel``: a finished flow is left as it is (409)."""
+        reason = form.get("reason", "").strip() or "cancelled from the dashboard"
+        if not cancel_flow(flow_id, reason, store=self.store):
+            status = self.store.load(flow_id).status
+            raise ActionError(
+                409, f"the flow is {status} already; only an unfinished flow can be cancelled"
+            )
+        return "cancel"
+
+    def retry(self, flow_id: str) -> str:
+        """``crux-gen retry``: only a failed flow (else 409)."""
+        stored = self.store.load(flow_id)
+        if stored.status != Status.FAILED:
+            raise ActionError(
+                409, f"the flow is {stored.status}, not failed; only a failed flow can be retried"
+            )
+        self.store.retry_failed(stored.id, self.store.clock.now().timestamp())
+        return "retry"
+
+
+class ActionError(Exception):
+    """An action refused before it changed anything: its status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def flow_url(base: str, flow_id: str) -> str:
+    """The flow page's URL under the mount point *base*."""
+    return f"{base}/flows/{quote(flow_id, safe='')}"
+
+
+def redirect(location: str, headers: Headers | None = None) -> Response:
+    """303 See Other to *location* (after a POST, or the token's visit)."""
+    return Response(303, b"", headers=[("Location", location), *(headers or [])])

@@ -1,0 +1,312 @@
+"""What the dashboard's pages show, computed from the store: counts, a page of
+flows, a flow's timeline geometry and its values as text. No HTML here: the
+templates render these with Jinja2's autoescape, so nothing from the store is
+ever marked safe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+
+from ..commands import VALUE_KINDS, describe
+from ..control import list_flows
+from ..results import FlowInfo, FlowSummary, HistoryEntry
+from ..status import Status
+
+#: Flows per page of the flows table.
+PAGE_SIZE = 50
+#: How many characters of a value show before "show all".
+SHORT = 200
+#: The fallback count of a store without ``count_flows``: one indexed page per status.
+COUNT_CAP = 1000
+
+STATUSES = tuple(s.value for s in Status)
+
+ONE_US = timedelta(microseconds=1)
+
+
+# -- the flows page --------------------------------------------------------------------
+
+
+def status_counts(store: Any) -> dict[str, str]:
+    """Every status with how many flows have it, as text (``"0"`` included).
+
+    A store with ``count_flows()`` (all of crux_gen's) answers in one GROUP BY;
+    another store is asked for one page of at most ``COUNT_CAP`` flows per status,
+    and a full page shows as ``"1000+"``.
+    """
+    count = getattr(store, "count_flows", None)
+    if callable(count):
+        found: dict[str, int] = count()
+        return {s: str(found.get(s, 0)) for s in STATUSES}
+    counts = {}
+    for s in STATUSES:
+        n = len(store.list_flows(status=s, limit=COUNT_CAP + 1))
+        counts[s] = f"{COUNT_CAP}+" if n > COUNT_CAP else str(n)
+    return counts
+
+
+def flows_page(
+    store: Any,
+    *,
+    status: str | None,
+    name: str | None,
+    before: datetime | None,
+    size: int = PAGE_SIZE,
+) -> tuple[list[FlowSummary], datetime | None]:
+    """One page of flows, newest update first, and the ``before`` of the next page
+    (``None`` on the last).
+
+    Summaries carry ``updated_at`` rounded to the microsecond, while stores compare
+    the exact float: the page is cut only between two flows at least 2 µs apart,
+    and the next page starts 1 µs above the first flow it holds, so no flow shows
+    on both pages and none is skipped (a page may hold a few flows more or less
+    than *size*; a burst of flows updated within 2 µs stays on one page).
+    """
+    limit = size + 1
+    while True:
+        rows = list_flows(store=store, status=status, name=name, limit=limit, before=before)
+        if len(rows) < limit:
+            return rows, None
+        cuts = [
+            i
+            for i in range(1, len(rows))
+            if rows[i - 1].updated_at - rows[i].updated_at >= 2 * ONE_US
+        ]
+        if cuts:
+            i = min(cuts, key=lambda i: (abs(i - size), i))
+            return rows[:i], rows[i].updated_at + ONE_US
+        limit *= 2
+
+
+def parse_before(text: str) -> datetime:
+    """The ``before`` of a next-page link: an ISO datetime (UTC when it names no zone).
+    ``ValueError`` for anything else."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+# -- values as text --------------------------------------------------------------------
+
+
+@attrs.frozen
+class Text:
+    """A value as the page shows it: *short* (one line, cut at ``SHORT`` characters)
+    and, when that cut something or the value spans lines, *full*."""
+
+    short: str
+    full: str | None = None
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """*value* as JSON text (what is not JSON, such as a datetime, as its ``str``)."""
+    try:
+        return json.dumps(
+            value,
+            indent=indent,
+            ensure_ascii=False,
+            default=str,
+            separators=None if indent else (", ", ": "),
+        )
+    except (TypeError, ValueError):  # circular or odd keys: still show something
+        return repr(value)
+
+
+def value_text(value: Any) -> Text:
+    """How a value shows: its one-line JSON, and when that is longer than ``SHORT``
+    characters, cut there, with the whole of it pretty-printed as *full*."""
+    line = json_text(value)
+    if len(line) <= SHORT:
+        return Text(line)
+    return Text(line[: SHORT - 1] + "…", json_text(value, indent=2))
+
+
+def plain_text(text: str) -> Text:
+    """A stored string (an error message, a cancel reason) cut the same way."""
+    if len(text) <= SHORT and "\n" not in text:
+        return Text(text)
+    first = text.replace("\n", " ⏎ ")
+    return Text(first if len(first) <= SHORT else first[: SHORT - 1] + "…", text)
+
+
+def took(seconds: float) -> str:
+    """A duration in at most two units: ``12ms``, ``4.2s``, ``3m5s``, ``2h30m``, ``3d4h``."""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    whole = round(seconds)
+    for unit, size, sub, sub_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            big, rest = divmod(whole, size)
+            small = rest // sub_size
+            return f"{big}{unit}{small}{sub}" if small else f"{big}{unit}"
+    return f"{whole}s"
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """Say when *moment* is from *now*: ``in 23h59m``, ``5m ago`` or ``now``."""
+    if moment is None:
+        return ""
+    delta = (moment - now).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    return f"in {took(delta)}" if delta > 0 else f"{took(delta)} ago"
+
+
+def at(moment: datetime | None) -> str:
+    """A moment as ``2026-01-01 10:00:00Z`` (UTC)."""
+    if moment is None:
+        return ""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# -- the timeline ----------------------------------------------------------------------
+
+#: Geometry of the timeline's SVG, in its own units (it scales to the page's width).
+LABEL_WIDTH = 220
+CHART_WIDTH = 640
+ROW = 22
+BAR = 14
+MIN_BAR = 3
+AXIS = 18
+
+
+@attrs.frozen
+class Bar:
+    """One recorded command's bar: where it is drawn and what it says."""
+
+    position: int
+    name: str
+    label: str
+    state: str
+    x: float
+    y: float
+    width: float
+    attempts: int
+    title: str
+    retried: bool
+    text_y: float
+
+
+@attrs.frozen
+class Timeline:
+    """The timeline's SVG: its size, one bar per recorded command, and the span shown."""
+
+    width: int
+    height: int
+    label_width: int
+    bars: tuple[Bar, ...]
+    start: str
+    end: str
+    span: str
+
+
+def timeline(info: FlowInfo, now: datetime) -> Timeline:
+    """Lay out one bar per recorded command, on one row each, along the flow's time:
+    from its creation (or first command) to its last update (or *now* while a
+    command is still waiting or retrying). A bar's width is the time the command
+    took (``MIN_BAR`` for an instant one, such as ``ctx.now()``)."""
+    entries = info.history
+    spans: list[tuple[datetime, datetime]] = []
+    cursor = info.created_at or next((e.started_at for e in entries if e.started_at), now)
+    for entry in entries:
+        start = entry.started_at or cursor
+        end = entry.finished_at or (now if entry.state in ("waiting", "retrying") else start)
+        end = max(end, start)
+        spans.append((start, end))
+        cursor = end
+    first = min([s for s, _ in spans] + ([info.created_at] if info.created_at else []), default=now)
+    last = max([e for _, e in spans] + ([info.updated_at] if info.updated_at else []), default=now)
+    total = max((last - first).total_seconds(), 0.0)
+    scale = CHART_WIDTH / total if total > 0 else 0.0
+    bars = []
+    for row, (entry, (start, end)) in enumerate(zip(entries, spans, strict=True)):
+        x = LABEL_WIDTH + (start - first).total_seconds() * scale
+        width = max((end - start).total_seconds() * scale, MIN_BAR)
+        x = min(x, LABEL_WIDTH + CHART_WIDTH - MIN_BAR)
+        width = min(width, LABEL_WIDTH + CHART_WIDTH - x)
+        bars.append(
+            Bar(
+                position=entry.position,
+                name=entry.name,
+                label=label(entry),
+                state=entry.state,
+                x=round(x, 2),
+                y=AXIS + row * ROW + (ROW - BAR) / 2,
+                width=round(width, 2),
+                attempts=entry.attempts,
+                title=bar_title(entry, start, end),
+                retried=entry.attempts > 1,
+                text_y=AXIS + row * ROW + ROW / 2 + 4,
+            )
+        )
+    return Timeline(
+        width=LABEL_WIDTH + CHART_WIDTH,
+        height=AXIS + max(len(entries), 1) * ROW,
+        label_width=LABEL_WIDTH,
+        bars=tuple(bars),
+        start=at(first),
+        end=at(last),
+        span=took(total),
+    )
+
+
+def label(entry: HistoryEntry) -> str:
+    """``#2 Step('charge-card')``, cut to fit the timeline's label column."""
+    text = f"#{entry.position} {describe(entry.kind, entry.name)}"
+    return text if len(text) <= 34 else text[:33] + "…"
+
+
+def bar_title(entry: HistoryEntry, start: datetime, end: datetime) -> str:
+    """The bar's tooltip: what it is, its state, how long, how many attempts."""
+    facts = [describe(entry.kind, entry.name), entry.state]
+    if entry.kind not in VALUE_KINDS:
+        verb = "waited" if entry.kind in ("suspend", "sleep", "wait_until") else "took"
+        facts.append(f"{verb} {took((end - start).total_seconds())}")
+    if entry.attempts > 1:
+        facts.append(f"{entry.attempts} attempts")
+    return ", ".join(facts)
+
+
+def entry_facts(entry: HistoryEntry, consumed_by: dict[int, int], now: datetime) -> list[str]:
+    """The facts after a command's name in the history list."""
+    facts: list[str] = []
+    if entry.kind in VALUE_KINDS:
+        return ["recorded"]
+    if entry.attempts:
+        facts.append(f"{entry.attempts} attempt{'s' if entry.attempts != 1 else ''}")
+    if entry.started_at is not None and entry.finished_at is not None:
+        verb = "waited" if entry.kind in ("suspend", "sleep") else "took"
+        facts.append(f"{verb} {took((entry.finished_at - entry.started_at).total_seconds())}")
+    elif entry.started_at is not None:
+        facts.append(f"since {at(entry.started_at)} ({ago(entry.started_at, now)})")
+    if entry.state == "retrying" and entry.wake_at is not None:
+        facts.append(f"next try {at(entry.wake_at)} ({ago(entry.wake_at, now)})")
+    if entry.state == "waiting" and entry.deadline is not None:
+        facts.append(f"deadline {at(entry.deadline)} ({ago(entry.deadline, now)})")
+    elif entry.state == "waiting" and entry.wake_at is not None:
+        facts.append(f"wakes {at(entry.wake_at)} ({ago(entry.wake_at, now)})")
+    if entry.position in consumed_by:
+        facts.append(f"took signal #{consumed_by[entry.position]}")
+    return facts
+
+
+#: What the templates may call.
+FILTERS: dict[str, Callable[..., Any]] = {
+    "value_text": value_text,
+    "tojson_text": lambda value: json_text(value, indent=2),
+    "plain_text": plain_text,
+    "at": at,
+}
