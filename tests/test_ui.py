@@ -29,6 +29,7 @@ import pytest
 from crux_gen import (
     FakeClock,
     FlowContext,
+    Retry,
     Step,
     Suspend,
     cancel_flow,
@@ -36,7 +37,7 @@ from crux_gen import (
     get_flow,
     signal_flow,
 )
-from crux_gen.errors import InvalidValueError
+from crux_gen.errors import InvalidValueError, StoreError
 from crux_gen.records import StoredFlow
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.ui import make_app
@@ -535,6 +536,67 @@ def test_every_page_says_how_often_it_reloads_and_serves_its_script(store: Any) 
     assert head.status == 200 and head.text == ""
 
 
+class Flaky:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def __call__(self) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise TimeoutError("the API timed out")
+        return "done"
+
+
+def test_a_retried_step_shows_its_attempts_and_its_retrying_state(
+    store: Any, clock: FakeClock
+) -> None:
+    flaky = Flaky(2)
+
+    @flow("ui-flaky")
+    def retried(ctx: FlowContext) -> Any:
+        return (yield Step("call-api", flaky, retry=Retry(attempts=3, delay="1m")))
+
+    r = retried.run(store=store)
+    app = make_app(store)
+    page = call(app, flow_path(r.flow_id))
+    bar = re.search(
+        r'<rect class="bar" data-name="call-api" data-state="retrying"[^>]*>', page.text
+    )
+    assert bar is not None and 'data-attempts="1"' in bar.group(0)
+    item = re.search(r'<li data-position="0" data-state="retrying".*?</li>', page.text, re.S)
+    assert item is not None and "TimeoutError: the API timed out" in item.group(0)
+    assert "next try 2026-01-01 00:01:00Z" in item.group(0)
+    for _ in range(2):
+        clock.advance("5m")
+        retried.run(store=store, resume=r.flow_id)
+    page = call(app, flow_path(r.flow_id))
+    assert (
+        'data-name="call-api" data-state="completed" data-position="0" data-attempts="3"'
+        in page.text
+    )
+    assert re.search(r'<text class="mark" data-state="completed"[^>]*>\u00d73</text>', page.text)
+
+
+def test_a_store_that_fails_is_a_503_page_and_a_bug_a_500_without_its_traceback(
+    store: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Down:
+        clock = store.clock
+
+        def count_flows(self) -> dict[str, int]:
+            raise StoreError("database is locked")
+
+        def load(self, flow_id: str) -> Any:
+            raise RuntimeError("a bug")
+
+    app = make_app(Down())
+    page = call(app, "/")
+    assert page.status == 503 and "database is locked" in page.text
+    page = call(app, "/flows/x")
+    assert page.status == 500 and "a bug" not in page.text and "Traceback" not in page.text
+    assert "RuntimeError: a bug" in capsys.readouterr().err  # wsgi.errors has it
+
+
 # -- read-only, and actions ------------------------------------------------------------
 
 
@@ -626,6 +688,33 @@ def test_signal_cancel_and_retry_from_the_flow_page(store: Any, clock: FakeClock
     assert get_flow(s.failed, store=store).status == "suspended"
     assert post(s.failed, action="retry").status == 409
     assert post("missing", action="retry").status == 404
+
+
+def test_the_token_visit_on_any_page_comes_back_to_it_without_the_token(store: Any) -> None:
+    r = echo.run(store=store, input=1)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    page = call(app, flow_path(r.flow_id) + "?token=" + TOKEN + "&done=x", script_name="/ops")
+    assert page.status == 303
+    assert page.headers["Location"] == "/ops" + flow_path(r.flow_id) + "?done=x"
+    assert "Path=/ops/;" in page.headers["Set-Cookie"]
+
+
+def test_an_unknown_action_an_empty_name_and_a_huge_form_are_refused(store: Any) -> None:
+    r = echo.run(store=store, input=1)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(r.flow_id), cookie=cookie))
+    for form, status, says in (
+        ({"action": "delete"}, 400, "no action &#39;delete&#39;"),
+        ({"action": "signal", "name": " "}, 400, "give the signal&#39;s name"),
+        ({"action": "signal", "name": "reply", "payload": "x" * (1 << 20)}, 413, "larger than"),
+    ):
+        page = call(
+            app, flow_path(r.flow_id), method="POST", cookie=cookie, form={"csrf": csrf, **form}
+        )
+        assert page.status == status and says in page.text
+    assert get_flow(r.flow_id, store=store).signals == ()
+    assert call(app, "/", method="POST", cookie=cookie, form={"csrf": csrf}).status == 405
 
 
 def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeClock) -> None:

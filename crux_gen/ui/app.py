@@ -223,12 +223,12 @@ class Dashboard:
         path = request.path
         if path.startswith("/static/"):
             return self.static_file(request, path[len("/static/") :])
+        given = request.query.get("token")
+        if given is not None and self.allow_actions and request.method in ("GET", "HEAD"):
+            return self.log_in(request, given)
         if path == "/":
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
-            given = request.query.get("token")
-            if given is not None and self.allow_actions:
-                return self.log_in(request, given)
             return self.flows_page(request)
         if path.startswith("/flows/") and len(path) > len("/flows/"):
             flow_id = path[len("/flows/") :]
@@ -373,14 +373,16 @@ class Dashboard:
     # -- the token, and actions ----------------------------------------------------------
 
     def log_in(self, request: Request, given: str) -> Response:
-        """``/?token=…``: with the right token, set the session cookie and go on to the
-        same page without the token in its URL; else 403."""
+        """``?token=…`` (on any page): with the right token, set the session cookie and
+        go on to the same page without the token in its URL; else 403."""
         if self._token is None or not hmac.compare_digest(
             given.encode("utf-8"), self._token.encode("utf-8")
         ):
             return self.error_page(request, 403, "Forbidden", "that is not the dashboard's token")
         rest = {k: v for k, v in request.query.items() if k != "token"}
-        target = f"{request.base}/" + (f"?{urlencode(rest)}" if rest else "")
+        target = (
+            request.base + quote(request.path, safe="/") + (f"?{urlencode(rest)}" if rest else "")
+        )
         secure = "; Secure" if request.environ.get("wsgi.url_scheme") == "https" else ""
         cookie = (
             f"{COOKIE}={self._session}; Path={request.base or ''}/; HttpOnly; SameSite=Strict"
