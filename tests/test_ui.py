@@ -532,6 +532,7 @@ def test_every_page_says_how_often_it_reloads_and_serves_its_script(store: Any) 
     assert "location.replace(location.href)" in script.text  # the same address: the filter stays
     assert call(app, "/static/ui.css").status == 200
     assert call(app, "/static/nope.js").status == 404
+    assert call(app, "/favicon.ico").status == 204
     head = call(app, "/", method="HEAD")
     assert head.status == 200 and head.text == ""
 

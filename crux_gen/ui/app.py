@@ -237,6 +237,8 @@ class Dashboard:
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
             return self.flow_page(request, flow_id)
+        if path == "/favicon.ico":  # browsers ask for it at the root: nothing, quietly
+            return Response(204, headers=[("Cache-Control", "public, max-age=86400")])
         if path in ("/flows", "/flows/"):
             return redirect(request.base + "/")
         return self.error_page(request, 404, "Not found", f"nothing is at {path}")

@@ -181,6 +181,8 @@ ROW = 22
 BAR = 14
 MIN_BAR = 3
 AXIS = 18
+#: Room right of the chart for a bar's marks (a cross when failed, the attempts when retried).
+MARKS = 48
 
 
 @attrs.frozen
@@ -198,6 +200,7 @@ class Bar:
     title: str
     retried: bool
     text_y: float
+    mark_x: float
 
 
 @attrs.frozen
@@ -207,6 +210,7 @@ class Timeline:
     width: int
     height: int
     label_width: int
+    chart_end: int
     bars: tuple[Bar, ...]
     start: str
     end: str
@@ -250,12 +254,14 @@ def timeline(info: FlowInfo, now: datetime) -> Timeline:
                 title=bar_title(entry, start, end),
                 retried=entry.attempts > 1,
                 text_y=AXIS + row * ROW + ROW / 2 + 4,
+                mark_x=round(x + width + 4, 2),
             )
         )
     return Timeline(
-        width=LABEL_WIDTH + CHART_WIDTH,
+        width=LABEL_WIDTH + CHART_WIDTH + MARKS,
         height=AXIS + max(len(entries), 1) * ROW,
         label_width=LABEL_WIDTH,
+        chart_end=LABEL_WIDTH + CHART_WIDTH,
         bars=tuple(bars),
         start=at(first),
         end=at(last),
@@ -285,7 +291,7 @@ def entry_facts(entry: HistoryEntry, consumed_by: dict[int, int], now: datetime)
     facts: list[str] = []
     if entry.kind in VALUE_KINDS:
         return ["recorded"]
-    if entry.attempts:
+    if entry.kind in ("step", "wait_until") and entry.attempts:
         facts.append(f"{entry.attempts} attempt{'s' if entry.attempts != 1 else ''}")
     if entry.started_at is not None and entry.finished_at is not None:
         verb = "waited" if entry.kind in ("suspend", "sleep") else "took"
