@@ -288,34 +288,22 @@ class Dashboard:
             except ValueError:
                 problem = f"before {before_text!r} is not an ISO date and time"
         counts = pages.status_counts(self.store)
-        if problem is not None:
-            return self.render(
-                request,
-                "flows.html",
-                400,
-                counts=counts,
-                rows=[],
-                status=status or "",
-                name=name or "",
-                statuses=pages.STATUSES,
-                next_url=None,
-                first_url=None,
-                problem=problem,
-                now=self.store.clock.now(),
+        rows: list[Any] = []
+        next_url = first_url = None
+        if problem is None:
+            rows, next_before = pages.flows_page(
+                self.store, status=status, name=name, before=before
             )
-        rows, next_before = pages.flows_page(self.store, status=status, name=name, before=before)
-        filters = {k: v for k, v in (("status", status), ("name", name)) if v}
-        next_url = None
-        if next_before is not None:
-            next_url = f"{request.base}/?" + urlencode(
-                {**filters, "before": next_before.isoformat()}
-            )
-        first_url = None
-        if before is not None:
-            first_url = f"{request.base}/" + (f"?{urlencode(filters)}" if filters else "")
+            filters = {k: v for k, v in (("status", status), ("name", name)) if v}
+            if next_before is not None:
+                more = {**filters, "before": next_before.isoformat()}
+                next_url = f"{request.base}/?{urlencode(more)}"
+            if before is not None:
+                first_url = f"{request.base}/" + (f"?{urlencode(filters)}" if filters else "")
         return self.render(
             request,
             "flows.html",
+            200 if problem is None else 400,
             counts=counts,
             rows=rows,
             status=status or "",
@@ -323,7 +311,7 @@ class Dashboard:
             statuses=pages.STATUSES,
             next_url=next_url,
             first_url=first_url,
-            problem=None,
+            problem=problem,
             now=self.store.clock.now(),
         )
 
@@ -346,7 +334,7 @@ class Dashboard:
         if notice is None and request.query.get("done") in DONE:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
-        authed = self.allow_actions and self.authorized(request)
+        consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
         return self.render(
             request,
             "flow.html",
@@ -354,13 +342,10 @@ class Dashboard:
             info=info,
             finished=Status(info.status) in FINISHED,
             timeline=pages.timeline(info, now),
-            consumed_by={s.position: s.id for s in info.signals if s.position is not None},
-            entry_facts=lambda entry: pages.entry_facts(
-                entry, {s.position: s.id for s in info.signals if s.position is not None}, now
-            ),
+            entry_facts=lambda entry: pages.entry_facts(entry, consumed_by, now),
             now=now,
             notice=notice,
-            authorized=authed,
+            authorized=self.allow_actions and self.authorized(request),
             csrf=self._csrf,
         )
 
