@@ -147,3 +147,24 @@ def _decimal(micros: int, size: int) -> str:
         return str(whole)
     digits = len(str(size)) - 1
     return f"{whole}.{frac:0{digits}d}".rstrip("0")
+
+
+def approximate(seconds: float) -> str:
+    """A duration in at most two units, for people: ``12ms``, ``4.2s``, ``3m5s``,
+    ``2h30m``, ``3d4h`` (the CLI's and the dashboard's "took" and "ago")."""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    whole = round(seconds)
+    for unit, size, sub, sub_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            big, rest = divmod(whole, size)
+            small = rest // sub_size
+            return f"{big}{unit}{small}{sub}" if small else f"{big}{unit}"
+    return f"{whole}s"

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from ..codec import ErrorInfo
+from ..durations import approximate
 
 ELLIPSIS = "…"
 
@@ -76,24 +77,7 @@ def at(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def span(seconds: float) -> str:
-    """Write a duration in at most two units: ``12ms``, ``4.2s``, ``3m5s``, ``2h30m``."""
-    seconds = abs(seconds)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.1f}s".replace(".0s", "s")
-    whole = round(seconds)
-    for unit, size, sub, sub_size in (
-        ("d", 86400, "h", 3600),
-        ("h", 3600, "m", 60),
-        ("m", 60, "s", 1),
-    ):
-        if whole >= size:
-            big, rest = divmod(whole, size)
-            small = rest // sub_size
-            return f"{big}{unit}{small}{sub}" if small else f"{big}{unit}"
-    return f"{whole}s"
+span = approximate
 
 
 def relative(moment: datetime | None, now: datetime) -> str:

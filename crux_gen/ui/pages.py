@@ -14,6 +14,7 @@ import attrs
 
 from ..commands import VALUE_KINDS, describe
 from ..control import list_flows
+from ..durations import approximate
 from ..results import FlowInfo, FlowSummary, HistoryEntry
 from ..status import Status
 
@@ -135,24 +136,7 @@ def plain_text(text: str) -> Text:
     return Text(first if len(first) <= SHORT else first[: SHORT - 1] + "…", text)
 
 
-def took(seconds: float) -> str:
-    """A duration in at most two units: ``12ms``, ``4.2s``, ``3m5s``, ``2h30m``, ``3d4h``."""
-    seconds = abs(seconds)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.1f}s".replace(".0s", "s")
-    whole = round(seconds)
-    for unit, size, sub, sub_size in (
-        ("d", 86400, "h", 3600),
-        ("h", 3600, "m", 60),
-        ("m", 60, "s", 1),
-    ):
-        if whole >= size:
-            big, rest = divmod(whole, size)
-            small = rest // sub_size
-            return f"{big}{unit}{small}{sub}" if small else f"{big}{unit}"
-    return f"{whole}s"
+took = approximate
 
 
 def ago(moment: datetime | None, now: datetime) -> str:
