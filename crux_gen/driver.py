@@ -225,9 +225,6 @@ class Driver:
         """Before any step function or condition is called: this runner still holds
         the lease (else ``LeaseLostError``: it calls and writes nothing more) and
         the flow is not cancelled (else the run stops here)."""
-        if self.status != _RUNNING:
-            self._go_on()  # the write checks both
-            return
         outcome = self.store.check_lease(self.flow_id, self.owner, self._now())
         if outcome.status in FINISHED:
             raise self._cancelled(outcome)
