@@ -21,7 +21,9 @@ class LeaseKeeper:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._leases: dict[str, tuple[Store, str, float]] = {}
+        # (owner, flow id) -> (store, next renewal); a worker's batch claim gives its
+        # flows one owner token, each flow its own lease.
+        self._leases: dict[tuple[str, str], tuple[Store, float]] = {}
         self._pid = -1
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork)
@@ -37,16 +39,16 @@ class LeaseKeeper:
         """Keep renewing *owner*'s lease of *flow_id* until :meth:`drop`."""
         period = max(store.lease_ttl.total_seconds() / 3, 0.05)
         with self._lock:
-            self._leases[owner] = (store, flow_id, time.monotonic() + period)
+            self._leases[owner, flow_id] = (store, time.monotonic() + period)
             if self._pid != os.getpid():  # first use, or a forked child: no thread yet
                 self._pid = os.getpid()
                 threading.Thread(target=self._loop, name="crux-lease-keeper", daemon=True).start()
         self._wake.set()
 
-    def drop(self, owner: str) -> None:
-        """Stop renewing *owner*'s lease."""
+    def drop(self, flow_id: str, owner: str) -> None:
+        """Stop renewing *owner*'s lease of *flow_id*."""
         with self._lock:
-            self._leases.pop(owner, None)
+            self._leases.pop((owner, flow_id), None)
 
     def _loop(self) -> None:
         pid = os.getpid()
@@ -55,7 +57,7 @@ class LeaseKeeper:
                 items = list(self._leases.items())
             now = time.monotonic()
             next_due = now + 1.0
-            for owner, (store, flow_id, due) in items:
+            for (owner, flow_id), (store, due) in items:
                 period = max(store.lease_ttl.total_seconds() / 3, 0.05)
                 if due <= now:
                     try:
@@ -67,8 +69,8 @@ class LeaseKeeper:
                         log.warning("flow %s: runner %s lost its lease", flow_id, owner)
                     due = now + period
                     with self._lock:
-                        if owner in self._leases:
-                            self._leases[owner] = (store, flow_id, due)
+                        if (owner, flow_id) in self._leases:
+                            self._leases[owner, flow_id] = (store, due)
                 next_due = min(next_due, due)
             self._wake.clear()
             self._wake.wait(max(next_due - time.monotonic(), 0.01))

@@ -125,3 +125,13 @@ class CommitOutcome:
     status: str
     signals: tuple[StoredSignal, ...] = ()
     cancel_reason: str | None = None
+
+
+class Commit(NamedTuple):
+    """One flow's write in a group commit (``Store.commit_many``): the arguments
+    of ``Store.commit``."""
+
+    flow_id: str
+    owner: str
+    now: float
+    write: Write

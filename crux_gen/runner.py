@@ -22,7 +22,15 @@ from .results import FlowResult
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
 
-__all__ = ["INLINE_BACKOFF", "ParkingWarning", "new_flow_id", "result_of", "resume", "run_flow"]
+__all__ = [
+    "INLINE_BACKOFF",
+    "ParkingWarning",
+    "new_flow_id",
+    "result_of",
+    "resume",
+    "run_claimed",
+    "run_flow",
+]
 
 log = logging.getLogger("crux_gen")
 
@@ -62,7 +70,7 @@ def _drive_claimed(
         result = run.drive()
         return result if result.name else attrs.evolve(result, name=flow.name)
     finally:
-        LEASES.drop(owner)
+        LEASES.drop(stored.id, owner)
         if run is None or not run.released:
             # Neither parked nor finished (non-determinism, a lost lease, a cancel, an
             # interrupt, a store error): drop the lease; the claim changed nothing else.
@@ -134,14 +142,27 @@ def resume(
     owner = secrets.token_hex(8)
     now = store.clock.time()
     stored = store.claim(flow_id, owner, now, only_if_due=only_if_due)
+    return run_claimed(stored, owner, store=store, flows=flows, should_stop=should_stop)
+
+
+def run_claimed(
+    stored: StoredFlow,
+    owner: str,
+    *,
+    store: Store,
+    flows: Iterable[Flow[Any]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FlowResult:
+    """Drive a flow *owner* has claimed (``Store.claim`` or ``claim_due``), finding
+    its code as ``resume`` does; the lease is released on every way out."""
     if stored.lease_owner != owner:
         return result_of(stored)
     try:
         flow = next((f for f in flows or () if f.name == stored.name), None)
         if flow is None:
-            flow = default_registry.get(stored.name, flow_id=flow_id)
+            flow = default_registry.get(stored.name, flow_id=stored.id)
     except BaseException:
-        _release(store, flow_id, owner)
+        _release(store, stored.id, owner)
         raise
     return _drive_claimed(flow, store, stored, owner, should_stop)
 

@@ -14,6 +14,14 @@ nothing. Many workers, in threads or processes, may share one store: checking
 that a flow is still due and claiming it is one atomic step, so each due flow is
 run by one worker, and a flow another worker just advanced is left alone.
 
+With ``concurrency=N`` (default 1) a worker advances up to N flows at the same
+time: step functions run in a pool of N threads, so a slow call in one flow holds
+up no other, and each flow still runs under its own lease, one step at a time.
+Due flows are claimed a batch at a time (one transaction, one read for their
+histories), and writes that become ready together from different flows share one
+transaction (:class:`~crux_gen.group_commit.GroupCommit`): one fsync for many
+steps, each step still durable before its flow's next command runs.
+
 Logging goes to the ``crux_gen.worker`` logger: one line per flow advanced (its
 id, name and new status; INFO, or WARNING when the flow failed), an ERROR line for
 a flow the worker cannot run. Durations are written compactly (``5m``, ``1h30m``).
@@ -24,9 +32,11 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +53,10 @@ from .errors import (
     StoreError,
 )
 from .flow import Flow, default_registry
+from .group_commit import GroupCommit
+from .records import StoredFlow
 from .results import FlowResult
-from .runner import resume
+from .runner import resume, run_claimed
 from .status import Status
 
 if TYPE_CHECKING:
@@ -60,7 +72,10 @@ class Worker:
     >>> Worker(store=store, flows=[onboarding]).run_once()
     1
 
-    *batch* is how many due flows one query fetches. A flow the worker cannot run
+    *concurrency* is how many flows run at the same time (threads for their step
+    functions; their writes share commits); with 1, the default, flows run one
+    after the other in the calling thread. *batch* is how many due flows one query
+    fetches. A flow the worker cannot run
     (its name is not registered here, its code diverged from its history, or an
     unexpected error) is logged and left alone for *skip_for* (by the store's
     clock), or until the worker is restarted, so it never blocks the others.
@@ -79,6 +94,7 @@ class Worker:
         store: Store,
         flows: Iterable[Flow[Any]] | None = None,
         *,
+        concurrency: int = 1,
         batch: int = 100,
         skip_for: Duration = "5m",
         not_registered_hint: str | None = None,
@@ -91,6 +107,14 @@ class Worker:
             raise InvalidTypeError("Worker batch", batch, "is not an int; give an int of 1 or more")
         if batch < 1:
             raise InvalidValueError("Worker batch", batch, "must be an int of 1 or more")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise InvalidTypeError(
+                "Worker concurrency", concurrency, "is not an int; give an int of 1 or more"
+            )
+        if concurrency < 1:
+            raise InvalidValueError(
+                "Worker concurrency", concurrency, "must be an int of 1 or more"
+            )
         if not_registered_hint is not None and not isinstance(not_registered_hint, str):
             raise InvalidTypeError(
                 "Worker not_registered_hint", not_registered_hint, "is not a str; give a str"
@@ -98,12 +122,17 @@ class Worker:
         self.store = store
         self.flows: tuple[Flow[Any], ...] = _flows(flows)
         self.batch = batch
+        self.concurrency = concurrency
+        #: What the runners of a concurrent worker write through (None with concurrency=1).
+        self.group_commit: GroupCommit | None = GroupCommit(store) if concurrency > 1 else None
+        self._poll = 1.0  # how long a concurrent pass waits for a flow to finish at most
         self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
         self.not_registered_hint = not_registered_hint
         self._stopping = False
         # SimpleQueue.put is reentrant, so stop() and wake() are safe in a signal handler.
         self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._skipped: dict[str, float] = {}  # flow id -> store-clock time to try it again
+        self._skip_lock = threading.Lock()
         self._random = random.Random()
 
     # -- control, from any thread --------------------------------------------------
@@ -130,7 +159,7 @@ class Worker:
         """Advance every flow that is due now, each at most once; return how many
         ran (including those that parked again)."""
         try:
-            return self._pass()
+            return self._run_pass()
         finally:
             self._stopping = False
 
@@ -142,10 +171,11 @@ class Worker:
         """
         every = to_duration(poll, what="Worker.run_forever poll")
         period = every.total_seconds()
+        self._poll = period
         names = ", ".join(sorted(f.name for f in self.flows)) or "the @flow registry"
         log.info(
-            "worker started on %s, polling every %s; flows: %s",
-            describe_store(self.store), format_duration(every), names,
+            "worker started on %s, polling every %s, concurrency %d; flows: %s",
+            describe_store(self.store), format_duration(every), self.concurrency, names,
         )  # fmt: skip
         listening = threading.Event()
         listen = getattr(self.store, "wait_for_wake", None)
@@ -162,7 +192,7 @@ class Worker:
             while not self._stopping:
                 wait = period
                 try:
-                    self._pass()
+                    self._run_pass()
                     failures = 0
                 except StoreError as exc:
                     # The store is away (a full disk, a lost server): back off, doubling
@@ -208,6 +238,13 @@ class Worker:
     def _should_stop(self) -> bool:
         return self._stopping
 
+    def _run_pass(self) -> int:
+        return self._pass() if self.concurrency == 1 else self._concurrent_pass()
+
+    def _forget_skips(self, now: float) -> None:
+        with self._skip_lock:
+            self._skipped = {k: t for k, t in self._skipped.items() if t > now}
+
     def _pass(self) -> int:
         """One pass: query due flows a batch at a time, run each once."""
         advanced = 0
@@ -215,7 +252,7 @@ class Worker:
         limit = self.batch
         while not self._stopping:
             now = self._now()
-            self._skipped = {k: t for k, t in self._skipped.items() if t > now}
+            self._forget_skips(now)
             due = list(dict.fromkeys(self.store.due(now, limit)))  # unique, oldest first
             fresh = [i for i in due if i not in tried and i not in self._skipped]
             # Workers sharing a store get the same oldest-first list: shuffled, they
@@ -234,16 +271,99 @@ class Worker:
             limit = limit + self.batch if not fresh else self.batch + excluded
         return advanced
 
+    def _concurrent_pass(self) -> int:
+        """One pass with up to ``concurrency`` flows at once: claim as many due flows
+        as there are free threads (one transaction), run each on the pool, claim
+        again as they finish; every flow at most once. Ends when nothing is due
+        and every flow in hand has stopped."""
+        assert self.group_commit is not None
+        advanced = 0
+        tried: set[str] = set()
+        active: dict[Future[bool], str] = {}
+        finished: queue.SimpleQueue[None] = queue.SimpleQueue()
+        failure: StoreError | None = None
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-flow") as pool:
+            while True:
+                for future in [f for f in active if f.done()]:
+                    del active[future]
+                    try:
+                        advanced += future.result()
+                    except StoreError as exc:  # the store is away: let the flows in hand stop
+                        failure = failure or exc
+                claimed: list[StoredFlow] = []
+                free = self.concurrency - len(active)
+                if free > 0 and failure is None and not self._stopping:
+                    now = self._now()
+                    self._forget_skips(now)
+                    with self._skip_lock:
+                        exclude = tried | self._skipped.keys()
+                    try:
+                        claimed = self.store.claim_due(
+                            now, min(free, self.batch), secrets.token_hex(8), exclude=exclude
+                        )
+                    except StoreError as exc:
+                        failure = exc
+                    for stored in claimed:
+                        tried.add(stored.id)
+                        future = pool.submit(self._advance_claimed, stored)
+                        future.add_done_callback(lambda _: finished.put(None))
+                        active[future] = stored.id
+                if not active:
+                    if claimed:
+                        continue
+                    break
+                self._wait_for_one(finished)
+        if failure is not None:
+            raise failure
+        return advanced
+
+    def _wait_for_one(self, finished: queue.SimpleQueue[None]) -> None:
+        """Until a flow in hand stops, or a poll passes (new flows may be due)."""
+        try:
+            finished.get(timeout=self._poll)
+        except queue.Empty:
+            return
+        while True:
+            try:
+                finished.get_nowait()
+            except queue.Empty:
+                return
+
+    def _advance_claimed(self, stored: StoredFlow) -> bool:
+        """Run a flow claimed by ``claim_due`` (in a pool thread, writing through the
+        group commit); True if it ran. Errors are logged, never raised, but a store's."""
+        shared = self.group_commit
+        owner = stored.lease_owner
+        assert shared is not None and owner is not None
+        return self._report(
+            stored.id,
+            lambda: run_claimed(
+                stored,
+                owner,
+                store=shared,
+                flows=self.flows,
+                should_stop=self._should_stop,
+            ),
+        )
+
     def _advance(self, flow_id: str) -> bool:
         """Run one due flow; True if it ran. Errors are logged, never raised."""
-        try:
-            result = resume(
+        return self._report(
+            flow_id,
+            lambda: resume(
                 flow_id,
                 store=self.store,
                 flows=self.flows,
                 should_stop=self._should_stop,
                 only_if_due=True,
-            )
+            ),
+        )
+
+    def _report(self, flow_id: str, run: Callable[[], FlowResult]) -> bool:
+        """Run a flow with *run* and log what became of it; True if it ran. Errors
+        are logged, never raised, except a ``StoreError``."""
+        try:
+            result = run()
         except (FlowBusyError, FlowClosedError, FlowNotFoundError):
             # Another worker has it or advanced it since the due query; or it was deleted.
             log.debug("flow %s: taken by another runner since the due query; left alone", flow_id)
@@ -288,11 +408,15 @@ class Worker:
         return True
 
     def _skip(self, flow_id: str) -> None:
-        self._skipped[flow_id] = self._now() + self.skip_for.total_seconds()
+        with self._skip_lock:
+            self._skipped[flow_id] = self._now() + self.skip_for.total_seconds()
 
     def __repr__(self) -> str:
         names = [f.name for f in self.flows]
-        return f"Worker({self.store!r}, flows={names!r}, batch={self.batch})"
+        return (
+            f"Worker({self.store!r}, flows={names!r}, concurrency={self.concurrency}, "
+            f"batch={self.batch})"
+        )
 
 
 def _flows(flows: object) -> tuple[Flow[Any], ...]:

@@ -8,7 +8,7 @@ semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +17,7 @@ import attrs
 from crux_gen.clock import Clock, when
 from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import (
+    CruxError,
     FlowClosedError,
     FlowStateError,
     InvalidTypeError,
@@ -28,6 +29,7 @@ from crux_gen.errors import (
 from crux_gen.records import (
     FAILED,
     UNRESOLVED,
+    Commit,
     CommitOutcome,
     StoredFlow,
     StoredRecord,
@@ -108,6 +110,31 @@ class Store(Protocol):
         ``"cancelled"``: the records are written, the lease released, and the
         outcome says ``"cancelled"``. ``RecordConflictError`` for a record at a
         gap or over a resolved record (nothing applied).
+        """
+        ...
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        """Group commit: apply the writes of several flows in one transaction (one
+        fsync), each exactly as ``commit`` would.
+
+        Returns one entry per item, in order: its ``CommitOutcome``, or the error
+        ``commit`` would have raised for it (``LeaseLostError``,
+        ``RecordConflictError``), in which case nothing of that item was applied
+        and the others were. A failure of the store itself (``StoreError``) is
+        raised and nothing of the batch is applied. Two items for one flow are
+        applied in order.
+        """
+        ...
+
+    def claim_due(
+        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+    ) -> list[StoredFlow]:
+        """Claim up to *limit* flows that are due at *now* (as ``due``, oldest
+        first, leaving out the ids in *exclude*) for *owner* in one transaction,
+        then load them as ``claim`` does (history and pending signals) in one read.
+
+        Each flow gets its own lease with the *owner* token; a flow another worker
+        claimed or advanced since the due query is left out, never an error.
         """
         ...
 
@@ -305,6 +332,11 @@ def lease_outcome(
     if status == Status.RUNNING:
         return RUNNING_OUTCOME
     return CommitOutcome(status, cancel_reason=cancel_reason)
+
+
+#: The errors ``commit_many`` hands back for one item (nothing of it applied)
+#: instead of raising them over the whole batch.
+ITEM_ERRORS = (LeaseLostError, RecordConflictError)
 
 
 #: What a commit that keeps the flow running answers (one object, no allocation).

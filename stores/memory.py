@@ -6,6 +6,7 @@ It keeps nothing on exit; use it in tests and in ``crux_gen.testing``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ import attrs
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import (
+    CruxError,
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
@@ -25,6 +27,7 @@ from crux_gen.errors import (
 from crux_gen.records import (
     PENDING,
     UNUSED,
+    Commit,
     CommitOutcome,
     StoredFlow,
     StoredRecord,
@@ -34,6 +37,7 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, Status, after_write, transition
 
 from .base import (
+    ITEM_ERRORS,
     check_records,
     check_signal_allowed,
     flow_exists,
@@ -110,21 +114,24 @@ class MemoryStore:
 
     def due(self, now: float, limit: int) -> list[str]:
         with self._lock:
-            found: list[tuple[float, str]] = []
-            for row in self._flows.values():
-                if row["lease_owner"] is not None and row["lease_expires"] > now:
-                    continue
-                status = row["status"]
-                if status == Status.RUNNING:
-                    found.append((row["lease_expires"] or row["updated_at"], row["id"]))
-                elif status == Status.SUSPENDED and self._wakes(row, now):
-                    # Ordered as the SQLite store orders them: by the timer when it is
-                    # due, else (a pending signal) by the last update.
-                    timer = row["wake_at"]
-                    key = timer if timer is not None and timer <= now else row["updated_at"]
-                    found.append((key, row["id"]))
-            found.sort()
-            return [flow_id for _, flow_id in found[:limit]]
+            return self._due(now, limit)
+
+    def _due(self, now: float, limit: int | None) -> list[str]:
+        found: list[tuple[float, str]] = []
+        for row in self._flows.values():
+            if row["lease_owner"] is not None and row["lease_expires"] > now:
+                continue
+            status = row["status"]
+            if status == Status.RUNNING:
+                found.append((row["lease_expires"] or row["updated_at"], row["id"]))
+            elif status == Status.SUSPENDED and self._wakes(row, now):
+                # Ordered as the SQLite store orders them: by the timer when it is
+                # due, else (a pending signal) by the last update.
+                timer = row["wake_at"]
+                key = timer if timer is not None and timer <= now else row["updated_at"]
+                found.append((key, row["id"]))
+        found.sort()
+        return [flow_id for _, flow_id in found[:limit]]
 
     def _wakes(self, row: dict[str, Any], now: float) -> bool:
         """A suspended flow's timer is due, or a signal it waits for is pending."""
@@ -223,65 +230,95 @@ class MemoryStore:
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         with self._lock:
-            row = self._flows.get(flow_id)
-            if row is None or row["lease_owner"] != owner:
-                raise LeaseLostError(flow_id, owner)
-            status = row["status"]
-            signals = self._signals[flow_id]
-            if write.wait_signal is not None and status not in FINISHED:
-                updated = {update.id for update in write.signals}
-                arrived = tuple(
-                    s
-                    for s in signals.values()
-                    if s.state == PENDING and s.name == write.wait_signal and s.id not in updated
-                )
-                if arrived:
-                    return CommitOutcome(status, signals=arrived)
-            records = self._records[flow_id]
-            touched = {
-                r.position: records[r.position].state
-                for r in write.records
-                if r.position < len(records)
-            }
-            check_records(flow_id, touched, len(records), write.records)
-            cancelled = status in FINISHED
-            new = None if cancelled else after_write(status, write.status)
-            for record in write.records:
-                if record.position < len(records):
-                    records[record.position] = record
-                else:
-                    records.append(record)
-            for update in write.signals:
-                if update.id not in signals:
-                    continue  # not this flow's: nothing to update (as in SQL)
-                signals[update.id] = signals[update.id]._replace(
-                    state=update.state, error=update.error, position=update.position,
-                    consumed_at=now,
-                )  # fmt: skip
-            if new is None:  # cancelled meanwhile: keep it, drop the lease
-                row["lease_owner"] = row["lease_expires"] = None
-                return CommitOutcome(status, cancel_reason=row["cancel_reason"])
-            if write.status is None:
-                if status != new:  # a resumed flow goes on past its wait
-                    row.update(status=new.value, updated_at=now)
-                    for field in WAIT_FIELDS:
-                        row[field] = None
-                return _RUNNING
-            row.update(
-                status=new.value,
-                result=write.result,
-                error=write.error,
-                waiting_for=write.waiting_for,
-                wait_kind=write.wait_kind,
-                wake_at=write.wake_at,
-                deadline=write.deadline,
-                lease_owner=None,
-                lease_expires=None,
-                updated_at=now,
+            return self._commit(flow_id, owner, now, write)
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        outcomes: list[CommitOutcome | CruxError] = []
+        with self._lock:  # every check of an item comes before its first change
+            for item in batch:
+                try:
+                    outcomes.append(self._commit(*item))
+                except ITEM_ERRORS as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def claim_due(
+        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+    ) -> list[StoredFlow]:
+        skip = frozenset(exclude)
+        claimed: list[StoredFlow] = []
+        with self._lock:
+            for flow_id in self._due(now, None):
+                if len(claimed) >= limit:
+                    break
+                if flow_id in skip:
+                    continue
+                try:
+                    claimed.append(self._claim(flow_id, owner, now, only_if_due=True))
+                except (FlowBusyError, FlowClosedError):
+                    continue
+        return claimed
+
+    def _commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        row = self._flows.get(flow_id)
+        if row is None or row["lease_owner"] != owner:
+            raise LeaseLostError(flow_id, owner)
+        status = row["status"]
+        signals = self._signals[flow_id]
+        if write.wait_signal is not None and status not in FINISHED:
+            updated = {update.id for update in write.signals}
+            arrived = tuple(
+                s
+                for s in signals.values()
+                if s.state == PENDING and s.name == write.wait_signal and s.id not in updated
             )
-            if new in FINISHED:
-                self._mark_unused(flow_id)
-            return CommitOutcome(new.value)
+            if arrived:
+                return CommitOutcome(status, signals=arrived)
+        records = self._records[flow_id]
+        touched = {
+            r.position: records[r.position].state
+            for r in write.records
+            if r.position < len(records)
+        }
+        check_records(flow_id, touched, len(records), write.records)
+        cancelled = status in FINISHED
+        new = None if cancelled else after_write(status, write.status)
+        for record in write.records:
+            if record.position < len(records):
+                records[record.position] = record
+            else:
+                records.append(record)
+        for update in write.signals:
+            if update.id not in signals:
+                continue  # not this flow's: nothing to update (as in SQL)
+            signals[update.id] = signals[update.id]._replace(
+                state=update.state, error=update.error, position=update.position,
+                consumed_at=now,
+            )  # fmt: skip
+        if new is None:  # cancelled meanwhile: keep it, drop the lease
+            row["lease_owner"] = row["lease_expires"] = None
+            return CommitOutcome(status, cancel_reason=row["cancel_reason"])
+        if write.status is None:
+            if status != new:  # a resumed flow goes on past its wait
+                row.update(status=new.value, updated_at=now)
+                for field in WAIT_FIELDS:
+                    row[field] = None
+            return _RUNNING
+        row.update(
+            status=new.value,
+            result=write.result,
+            error=write.error,
+            waiting_for=write.waiting_for,
+            wait_kind=write.wait_kind,
+            wake_at=write.wake_at,
+            deadline=write.deadline,
+            lease_owner=None,
+            lease_expires=None,
+            updated_at=now,
+        )
+        if new in FINISHED:
+            self._mark_unused(flow_id)
+        return CommitOutcome(new.value)
 
     def _mark_unused(self, flow_id: str) -> None:
         """Signals still pending when their flow finishes are kept, marked unused."""

@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 from crux_gen.clock import Clock, when
 from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import (
+    CruxError,
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
@@ -59,6 +60,7 @@ from crux_gen.errors import (
     StoreSchemaError,
 )
 from crux_gen.records import (
+    Commit,
     CommitOutcome,
     StoredFlow,
     StoredRecord,
@@ -69,6 +71,7 @@ from crux_gen.status import FINISHED, Status, after_write
 
 from . import postgres_schema as sql
 from .base import (
+    ITEM_ERRORS,
     check_records,
     check_signal_allowed,
     flow_exists,
@@ -435,49 +438,105 @@ class PostgresStore:
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
         with self._transaction() as conn:
-            row = self._run(conn, sql.LEASE_CHECK_FOR_UPDATE, (flow_id,)).fetchone()
-            if row is None or row[1] != owner:
-                raise LeaseLostError(flow_id, owner)
-            status = row[0]
-            finished = status in FINISHED
-            if write.wait_signal is not None and not finished:
-                updated = {update.id for update in write.signals}
-                arrived = [
-                    signal
-                    for signal in self._run(
-                        conn, sql.PENDING_NAMED, (flow_id, write.wait_signal)
-                    ).fetchall()
-                    if signal[0] not in updated
-                ]
-                if arrived:  # nothing applied: the runner takes one and writes again
-                    return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
-            if records:
-                self._check_records(conn, flow_id, records)
-            new = None if finished else after_write(status, write.status)
-            for record in records:
-                self._run(conn, sql.PUT_RECORD, (flow_id, *record))
-            for s in write.signals:
-                self._run(
-                    conn, sql.SIGNAL_UPDATE, (s.state, s.error, s.position, now, flow_id, s.id)
-                )
-            if new is None:  # cancelled meanwhile: keep it, drop the lease
-                self._run(conn, sql.DROP_LEASE, (flow_id,))
-                return CommitOutcome(status, cancel_reason=row[2])
-            if write.status is None:
-                if new != status:  # a resumed flow goes on past its wait
-                    self._run(conn, sql.WAIT_CLEARED, (new.value, now, flow_id))
-                return _RUNNING
-            self._run(
-                conn,
-                sql.PARK,
-                (
-                    new.value, write.result, write.error, write.waiting_for,
-                    write.wait_kind, write.wake_at, write.deadline, now, flow_id,
-                ),
-            )  # fmt: skip
-            if new in FINISHED:
-                self._run(conn, sql.UNUSED, (flow_id,))
-            return CommitOutcome(new.value)
+            return self._apply(conn, flow_id, owner, now, write)
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        outcomes: list[CommitOutcome | CruxError] = []
+        with self._transaction() as conn:  # one transaction, one WAL flush
+            for flow_id, owner, now, write in batch:
+                records = write.records
+                if len(records) == 1 and write.status is None and not write.signals:
+                    record = records[0]
+                    fenced = self._run(
+                        conn,
+                        sql.PUT_RECORD_FENCED,
+                        (flow_id, owner, flow_id, *record, flow_id, record.position,
+                         record.position, flow_id),
+                    )  # fmt: skip
+                    if fenced.rowcount == 1:
+                        outcomes.append(_RUNNING)
+                        continue
+                try:
+                    with conn.transaction():  # a savepoint: a refused item leaves nothing
+                        outcomes.append(self._apply(conn, flow_id, owner, now, write))
+                except ITEM_ERRORS as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def claim_due(
+        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+    ) -> list[StoredFlow]:
+        params = {"now": now, "limit": int(limit), "exclude": list(exclude)}
+        rows: list[tuple[Any, ...]] = []
+        with self._transaction() as conn:
+            found = self._run(conn, sql.DUE_EXCLUDING, params).fetchall()
+            ids = list(dict.fromkeys(row[0] for row in found))  # unique, oldest first
+            if not ids:
+                return []
+            # Rows another worker is claiming right now are skipped, not waited for.
+            locked = {
+                row[0]: tuple(row)
+                for row in self._run(conn, sql.ROWS_FOR_UPDATE_SKIP_LOCKED, (ids,)).fetchall()
+            }
+            for flow_id in ids:
+                if flow_id not in locked:
+                    continue
+                try:
+                    rows.append(self._claim(conn, locked[flow_id], owner, now, only_if_due=True))
+                except (FlowBusyError, FlowClosedError):
+                    continue
+        if not rows:
+            return []
+        # One connection reads every history, after the claims' transaction.
+        with self._connection() as conn:
+            return [self._history(conn, row, lean=True) for row in rows]
+
+    def _apply(
+        self, conn: Conn, flow_id: str, owner: str, now: float, write: Write
+    ) -> CommitOutcome:
+        """``commit`` inside the caller's transaction."""
+        records = write.records
+        row = self._run(conn, sql.LEASE_CHECK_FOR_UPDATE, (flow_id,)).fetchone()
+        if row is None or row[1] != owner:
+            raise LeaseLostError(flow_id, owner)
+        status = row[0]
+        finished = status in FINISHED
+        if write.wait_signal is not None and not finished:
+            updated = {update.id for update in write.signals}
+            arrived = [
+                signal
+                for signal in self._run(
+                    conn, sql.PENDING_NAMED, (flow_id, write.wait_signal)
+                ).fetchall()
+                if signal[0] not in updated
+            ]
+            if arrived:  # nothing applied: the runner takes one and writes again
+                return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
+        if records:
+            self._check_records(conn, flow_id, records)
+        new = None if finished else after_write(status, write.status)
+        for record in records:
+            self._run(conn, sql.PUT_RECORD, (flow_id, *record))
+        for s in write.signals:
+            self._run(conn, sql.SIGNAL_UPDATE, (s.state, s.error, s.position, now, flow_id, s.id))
+        if new is None:  # cancelled meanwhile: keep it, drop the lease
+            self._run(conn, sql.DROP_LEASE, (flow_id,))
+            return CommitOutcome(status, cancel_reason=row[2])
+        if write.status is None:
+            if new != status:  # a resumed flow goes on past its wait
+                self._run(conn, sql.WAIT_CLEARED, (new.value, now, flow_id))
+            return _RUNNING
+        self._run(
+            conn,
+            sql.PARK,
+            (
+                new.value, write.result, write.error, write.waiting_for,
+                write.wait_kind, write.wake_at, write.deadline, now, flow_id,
+            ),
+        )  # fmt: skip
+        if new in FINISHED:
+            self._run(conn, sql.UNUSED, (flow_id,))
+        return CommitOutcome(new.value)
 
     def _check_records(self, conn: Conn, flow_id: str, records: tuple[StoredRecord, ...]) -> None:
         positions = sorted({r.position for r in records})

@@ -122,8 +122,7 @@ DROP_RECORDS_FROM = "DELETE FROM records WHERE flow_id = %s AND position >= %s"
 DELETE_RECORDS = "DELETE FROM records WHERE flow_id = %s"
 DELETE_SIGNALS = "DELETE FROM signals WHERE flow_id = %s"
 DELETE_FLOW = "DELETE FROM flows WHERE id = %s"
-DUE = """
-SELECT id, t FROM (
+_DUE_FLOWS = """
   SELECT id, wake_at AS t FROM flows
    WHERE status = 'suspended' AND wake_at <= %(now)s
      AND (lease_owner IS NULL OR lease_expires <= %(now)s)
@@ -136,8 +135,17 @@ SELECT id, t FROM (
      AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
      AND (f.lease_owner IS NULL OR f.lease_expires <= %(now)s)
      AND (f.wake_at IS NULL OR f.wake_at > %(now)s)
-) due ORDER BY t, id LIMIT %(limit)s
 """
+DUE = f"SELECT id, t FROM ({_DUE_FLOWS}) due ORDER BY t, id LIMIT %(limit)s"
+# The worker's batch claim: the same, leaving out the ids of an array.
+DUE_EXCLUDING = (
+    f"SELECT id, t FROM ({_DUE_FLOWS}) due WHERE id <> ALL(%(exclude)s) "
+    "ORDER BY t, id LIMIT %(limit)s"
+)
+# Lock the due flows no other worker is claiming right now.
+ROWS_FOR_UPDATE_SKIP_LOCKED = (
+    f"SELECT {FLOW_COLUMNS} FROM flows WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED"
+)
 SIGNAL_IDS_TAKEN = "SELECT id, flow_id FROM signals WHERE id = ANY(%s) ORDER BY id LIMIT 1"
 INSERT_WHOLE_FLOW = f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"
 INSERT_WHOLE_SIGNAL = (

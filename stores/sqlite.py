@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,7 @@ import attrs
 from crux_gen.clock import SYSTEM_CLOCK, Clock, when
 from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import (
+    CruxError,
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
@@ -42,6 +44,7 @@ from crux_gen.errors import (
 )
 from crux_gen.records import (
     PENDING,
+    Commit,
     CommitOutcome,
     StoredFlow,
     StoredRecord,
@@ -52,6 +55,7 @@ from crux_gen.status import FINISHED, Status, after_write
 
 from . import sqlite_schema as sql
 from .base import (
+    ITEM_ERRORS,
     check_records,
     check_signal_allowed,
     flow_exists,
@@ -425,56 +429,108 @@ class SQLiteStore:
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
         with self._write() as conn:
-            row = conn.execute(sql.LEASE_CHECK, (flow_id,)).fetchone()
-            if row is None or row[1] != owner:
-                raise LeaseLostError(flow_id, owner)
-            status = row[0]
-            finished = status in FINISHED
-            if write.wait_signal is not None and not finished:
-                updated = {update.id for update in write.signals}
-                arrived = [
-                    signal
-                    for signal in conn.execute(
-                        f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
-                        "AND state = 'pending' ORDER BY id",
-                        (flow_id, write.wait_signal),
-                    ).fetchall()
-                    if signal[0] not in updated
-                ]
-                if arrived:  # nothing applied: the runner takes one and writes again
-                    return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
-            if records:
-                self._check_records(conn, flow_id, records)
-            new = None if finished else after_write(status, write.status)
-            if len(records) == 1:
-                conn.execute(sql.PUT_RECORD, (flow_id, *records[0]))
-            elif records:
-                conn.executemany(sql.PUT_RECORD, [(flow_id, *r) for r in records])
-            if write.signals:
-                conn.executemany(
-                    sql.SIGNAL_UPDATE,
-                    [(s.state, s.error, s.position, now, s.id, flow_id) for s in write.signals],
-                )
-            if new is None:  # cancelled meanwhile: keep it, drop the lease
-                conn.execute(
-                    "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
-                    (flow_id,),
-                )
-                return CommitOutcome(status, cancel_reason=row[2])
-            if write.status is None:
-                if new != status:  # a resumed flow goes on past its wait
-                    conn.execute(sql.WAIT_CLEARED, (new.value, now, flow_id))
-                return _RUNNING
+            return self._apply(conn, flow_id, owner, now, write)
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        outcomes: list[CommitOutcome | CruxError] = []
+        with self._write() as conn:  # one transaction, one fsync
+            for flow_id, owner, now, write in batch:
+                records = write.records
+                if len(records) == 1 and write.status is None and not write.signals:
+                    record = records[0]
+                    fenced = conn.execute(
+                        sql.PUT_RECORD_FENCED,
+                        (flow_id, *record, flow_id, owner, flow_id, record.position,
+                         record.position, flow_id),
+                    )  # fmt: skip
+                    if fenced.rowcount == 1:
+                        outcomes.append(_RUNNING)
+                        continue
+                # Refusals come before any change of the item, but a savepoint makes
+                # sure nothing of a refused item stays whatever the order.
+                conn.execute("SAVEPOINT item")
+                try:
+                    outcomes.append(self._apply(conn, flow_id, owner, now, write))
+                except ITEM_ERRORS as exc:
+                    conn.execute("ROLLBACK TO item")
+                    outcomes.append(exc)
+                conn.execute("RELEASE item")
+        return outcomes
+
+    def claim_due(
+        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+    ) -> list[StoredFlow]:
+        rows: list[tuple[Any, ...]] = []
+        params = {"now": now, "limit": int(limit), "exclude": json.dumps(list(exclude))}
+        with self._write() as conn:
+            found = conn.execute(sql.DUE_EXCLUDING, params).fetchall()
+            for flow_id in dict.fromkeys(row[0] for row in found):  # unique, oldest first
+                try:
+                    rows.append(self._claim(conn, flow_id, owner, now, only_if_due=True))
+                except (FlowBusyError, FlowClosedError, FlowNotFoundError):
+                    continue
+        if not rows:
+            return []
+        # One read for every history, after the claims' write transaction (only the
+        # lease holder writes records, so nothing moves meanwhile).
+        with self._read() as conn:
+            return [self._flow(conn, row, history=True, pending_only=True) for row in rows]
+
+    def _apply(
+        self, conn: sqlite3.Connection, flow_id: str, owner: str, now: float, write: Write
+    ) -> CommitOutcome:
+        """``commit`` inside the caller's write transaction."""
+        records = write.records
+        row = conn.execute(sql.LEASE_CHECK, (flow_id,)).fetchone()
+        if row is None or row[1] != owner:
+            raise LeaseLostError(flow_id, owner)
+        status = row[0]
+        finished = status in FINISHED
+        if write.wait_signal is not None and not finished:
+            updated = {update.id for update in write.signals}
+            arrived = [
+                signal
+                for signal in conn.execute(
+                    f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
+                    "AND state = 'pending' ORDER BY id",
+                    (flow_id, write.wait_signal),
+                ).fetchall()
+                if signal[0] not in updated
+            ]
+            if arrived:  # nothing applied: the runner takes one and writes again
+                return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
+        if records:
+            self._check_records(conn, flow_id, records)
+        new = None if finished else after_write(status, write.status)
+        if len(records) == 1:
+            conn.execute(sql.PUT_RECORD, (flow_id, *records[0]))
+        elif records:
+            conn.executemany(sql.PUT_RECORD, [(flow_id, *r) for r in records])
+        if write.signals:
+            conn.executemany(
+                sql.SIGNAL_UPDATE,
+                [(s.state, s.error, s.position, now, s.id, flow_id) for s in write.signals],
+            )
+        if new is None:  # cancelled meanwhile: keep it, drop the lease
             conn.execute(
-                sql.PARK,
-                (
-                    new.value, write.result, write.error, write.waiting_for,
-                    write.wait_kind, write.wake_at, write.deadline, now, flow_id,
-                ),
-            )  # fmt: skip
-            if new in FINISHED:
-                conn.execute(sql.UNUSED, (flow_id,))
-            return CommitOutcome(new.value)
+                "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
+                (flow_id,),
+            )
+            return CommitOutcome(status, cancel_reason=row[2])
+        if write.status is None:
+            if new != status:  # a resumed flow goes on past its wait
+                conn.execute(sql.WAIT_CLEARED, (new.value, now, flow_id))
+            return _RUNNING
+        conn.execute(
+            sql.PARK,
+            (
+                new.value, write.result, write.error, write.waiting_for,
+                write.wait_kind, write.wake_at, write.deadline, now, flow_id,
+            ),
+        )  # fmt: skip
+        if new in FINISHED:
+            conn.execute(sql.UNUSED, (flow_id,))
+        return CommitOutcome(new.value)
 
     @staticmethod
     def _check_records(

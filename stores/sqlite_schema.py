@@ -60,7 +60,7 @@ PARK = (
     "wake_at = ?, deadline = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? "
     "WHERE id = ?"
 )
-DUE = """
+DUE_FLOWS = """
 SELECT id, wake_at AS t FROM flows INDEXED BY flows_due
  WHERE status = 'suspended' AND wake_at <= :now
    AND (lease_owner IS NULL OR lease_expires <= :now)
@@ -73,7 +73,13 @@ SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS J
    AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
    AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
    AND (f.wake_at IS NULL OR f.wake_at > :now)  -- else listed once, by its timer, above
-ORDER BY t LIMIT :limit
+"""
+DUE = f"{DUE_FLOWS} ORDER BY t LIMIT :limit"
+# The worker's batch claim: the same, leaving out the ids of a JSON list.
+DUE_EXCLUDING = f"""
+SELECT id FROM ({DUE_FLOWS})
+ WHERE id NOT IN (SELECT value FROM json_each(:exclude))
+ ORDER BY t LIMIT :limit
 """
 
 

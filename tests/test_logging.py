@@ -135,7 +135,8 @@ def test_durations_in_log_lines_are_compact(
     worker.run_once()
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("crux_gen")]
     assert any(m.startswith("worker started on ") for m in messages), messages
-    assert any("lease_ttl 30s, polling every 250ms;" in m for m in messages), messages
+    started = "lease_ttl 30s, polling every 250ms, concurrency 1;"
+    assert any(started in m for m in messages), messages
     assert any(m.endswith("retrying in 1s") for m in messages), messages
     assert any(m.endswith("Skipping this flow for 1h30m") for m in messages), messages
     assert not [m for m in messages if CLUNKY.search(m)]

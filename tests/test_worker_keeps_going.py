@@ -183,7 +183,7 @@ def test_a_workers_repr_names_its_store_and_flows() -> None:
         yield Step("a", lambda: None)
 
     text = repr(Worker(store=store, flows=[shown], batch=7))
-    assert text == f"Worker({store!r}, flows=['shown'], batch=7)"
+    assert text == f"Worker({store!r}, flows=['shown'], concurrency=1, batch=7)"
 
 
 class FlakyCommitStore(MemoryStore):

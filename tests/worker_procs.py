@@ -58,6 +58,25 @@ def chain(ctx: FlowContext) -> Generator[Any, Any, list[str]]:
     return done
 
 
+@flow("wp-many")
+def many(ctx: FlowContext) -> Generator[Any, Any, list[str]]:
+    """``ctx.input["steps"]`` steps in a row, each logged as ``wp-chain``'s are and
+    sleeping ``ctx.input["pause"]`` seconds (a stand-in for a network call)."""
+    log, pause = ctx.input["log"], ctx.input.get("pause", 0.0)
+
+    def step(name: str) -> str:
+        append(log, f"{os.getpid()} {ctx.flow_id} {name} start\n")
+        time.sleep(pause)
+        append(log, f"{os.getpid()} {ctx.flow_id} {name} done\n")
+        return name
+
+    done = []
+    for i in range(ctx.input["steps"]):
+        name = f"s{i}"
+        done.append((yield Step(name, lambda name=name: step(name))))  # type: ignore[misc]
+    return done
+
+
 class _Emit(logging.Handler):
     """Print each flow the worker advanced as a JSON line."""
 
@@ -74,9 +93,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("db")
     parser.add_argument("--poll", default="50ms")
     parser.add_argument("--lease-ttl", default="30s")
+    parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args(argv)
     store = SQLiteStore(args.db, synchronous="NORMAL", lease_ttl=args.lease_ttl)
-    worker = Worker(store, [chain])
+    worker = Worker(store, [chain, many], concurrency=args.concurrency)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logger = logging.getLogger("crux_gen.worker")
     logger.setLevel(logging.INFO)

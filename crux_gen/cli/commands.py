@@ -528,6 +528,15 @@ class _CleanFormatter(logging.Formatter):
     "faster, survives a crash of the process, but a power cut may lose the last few commits.",
 )
 @click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="How many flows to advance at the same time: step functions run in N threads "
+    "(a slow call holds up no other flow) and their writes share commits.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -535,7 +544,13 @@ class _CleanFormatter(logging.Formatter):
     help="What the worker logs to stderr.",
 )
 def worker_command(
-    module: str, db: str, poll: str, lease_ttl: str, synchronous: str, log_level: str
+    module: str,
+    db: str,
+    poll: str,
+    lease_ttl: str,
+    synchronous: str,
+    concurrency: int,
+    log_level: str,
 ) -> None:
     """Run every due flow of MODULE until SIGINT or SIGTERM.
 
@@ -571,6 +586,7 @@ def worker_command(
     with store_at(db, create=True, lease_ttl=ttl, synchronous=synchronous) as store:
         worker = Worker(
             store=store,
+            concurrency=concurrency,
             not_registered_hint=(
                 'give crux-gen worker the module that defines @flow("{name}") as MODULE '
                 f"(this worker imported {module})"
@@ -582,6 +598,8 @@ def worker_command(
         settings = f"lease {format_duration(ttl)}"
         if not is_url(db):
             settings += f", synchronous {synchronous.upper()}"
+        if concurrency > 1:
+            settings += f", concurrency {concurrency}"
         echo(
             f"worker on {shown(db)} ({settings}) for flows "
             f"{', '.join(default_registry.names())}; Ctrl-C or SIGTERM stops it",

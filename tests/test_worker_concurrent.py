@@ -1,0 +1,593 @@
+"""The concurrent worker (``Worker(concurrency=N)``, ``crux-gen worker --concurrency N``)
+and its group commit: flows overlap, each step still runs once and is durable
+before its flow goes on, writes share transactions, a refused write fails alone,
+and a worker SIGKILLed at random moments loses nothing and repeats only steps
+whose records it had not committed.
+
+In-process tests run on every store; the crash test runs real worker processes
+(``tests/worker_procs.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crux_gen import (
+    Flow,
+    FlowContext,
+    InvalidTypeError,
+    InvalidValueError,
+    LeaseLostError,
+    Registry,
+    Retry,
+    Sleep,
+    Step,
+    StoreError,
+    Suspend,
+    codec,
+    flow,
+    get_flow,
+    signal_flow,
+)
+from crux_gen.clock import FakeClock
+from crux_gen.group_commit import GroupCommit
+from crux_gen.records import Commit, CommitOutcome, StoredRecord, Write
+from crux_gen.runner import new_flow_id
+from crux_gen.stores.memory import MemoryStore
+from crux_gen.stores.sqlite import SQLiteStore
+from crux_gen.worker import Worker
+
+from .test_worker import Effects, _spawn_worker, wait_until
+
+
+def queued(store: Any, f: Flow[Any], input: Any = None) -> str:
+    """Store a new flow of *f* that no runner holds: due for the next worker pass
+    (nothing of it runs here)."""
+    flow_id = new_flow_id()
+    store.start(flow_id, f.name, codec.encode(input, what="input"), "test", store.clock.time())
+    store.release(flow_id, "test")
+    return flow_id
+
+
+# -- overlapping flows ---------------------------------------------------------------
+
+
+def test_steps_of_different_flows_run_at_the_same_time(store: Any) -> None:
+    """Eight flows whose first step waits at one barrier: it opens only when all
+    eight steps run at once (a sequential worker breaks it: every flow fails)."""
+    barrier = threading.Barrier(8, timeout=20)
+    effects = Effects()
+
+    @flow("c-meet", registry=Registry())
+    def meet(ctx: FlowContext) -> Any:
+        first = yield Step("meet", lambda: barrier.wait() >= 0)
+        second = yield Step("after", lambda: effects(f"{ctx.flow_id}:after", ctx.flow_id))
+        return [first, second]
+
+    ids = [queued(store, meet) for _ in range(8)]
+    worker = Worker(store, [meet], concurrency=8)
+    assert worker.run_once() == 8
+    for fid in ids:
+        info = get_flow(fid, store=store)
+        assert (info.status, info.value) == ("completed", [True, fid])
+        assert effects.counts[f"{fid}:after"] == 1
+    assert not barrier.broken
+
+
+def test_a_slow_step_holds_up_no_other_flow(store: Any) -> None:
+    """One flow's step waits until every other flow has finished: with two or more
+    threads it is released; nothing else is waiting for it."""
+    others_done = threading.Event()
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    @flow("c-slow", registry=Registry())
+    def slow(ctx: FlowContext) -> Any:
+        return (yield Step("wait", lambda: others_done.wait(timeout=20)))
+
+    @flow("c-quick", registry=Registry())
+    def quick(ctx: FlowContext) -> Any:
+        for i in range(3):
+            yield Step(f"s{i}", lambda i=i: i)
+
+        def note() -> str:
+            with lock:
+                finished.append(ctx.flow_id)
+                if len(finished) == 6:
+                    others_done.set()
+            return "ok"
+
+        return (yield Step("note", note))
+
+    slow_id = queued(store, slow)
+    quick_ids = [queued(store, quick) for _ in range(6)]
+    assert Worker(store, [slow, quick], concurrency=2).run_once() == 7
+    assert get_flow(slow_id, store=store).value is True  # not timed out
+    assert sorted(finished) == sorted(quick_ids)
+
+
+def test_every_store_runs_many_flows_concurrently_each_step_once(store: Any) -> None:
+    effects = Effects()
+
+    @flow("c-chain", registry=Registry())
+    def chain(ctx: FlowContext) -> Any:
+        out = []
+        for i in range(5):
+            out.append((yield Step(f"s{i}", lambda i=i: effects(f"{ctx.flow_id}:s{i}", i))))
+        got = yield Suspend("go")
+        yield Sleep("nap", "1m")
+        out.append((yield Step("last", lambda: effects(f"{ctx.flow_id}:last", got))))
+        return out
+
+    ids = [queued(store, chain) for _ in range(20)]
+    worker = Worker(store, [chain], concurrency=6)
+    assert worker.run_once() == 20
+    assert {get_flow(fid, store=store).status for fid in ids} == {"suspended"}
+    for fid in ids:
+        signal_flow(fid, "go", fid[:4], store=store)
+    assert worker.run_once() == 20  # each takes its signal, then parks at the sleep
+    assert store.clock is not None
+    store.clock.advance("2m")
+    assert worker.run_once() == 20
+    for fid in ids:
+        info = get_flow(fid, store=store)
+        assert (info.status, info.value) == ("completed", [0, 1, 2, 3, 4, fid[:4]])
+        assert [r.name for r in info.history] == ["s0", "s1", "s2", "s3", "s4", "go", "nap", "last"]
+    assert set(effects.counts.values()) == {1}
+    assert len(effects.counts) == 20 * 6
+    assert worker.run_once() == 0
+
+
+def test_a_failing_and_a_retried_step_behave_as_with_one_thread(store: Any) -> None:
+    tries = Counter[str]()
+
+    def flaky(flow_id: str) -> str:
+        tries[flow_id] += 1
+        if tries[flow_id] < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    @flow("c-flaky", registry=Registry())
+    def flaky_flow(ctx: FlowContext) -> Any:
+        got = yield Step(
+            "call",
+            lambda: flaky(ctx.flow_id),
+            retry=Retry(attempts=3, backoff="fixed", delay="10m"),
+        )
+        if ctx.input == "fail":
+            yield Step("boom", lambda: 1 / 0)
+        return got
+
+    ok = queued(store, flaky_flow)
+    bad = queued(store, flaky_flow, "fail")
+    worker = Worker(store, [flaky_flow], concurrency=4)
+    for _ in range(3):
+        worker.run_once()
+        store.clock.advance("11m")
+    assert (get_flow(ok, store=store).status, get_flow(ok, store=store).value) == (
+        "completed",
+        "ok",
+    )
+    failed = get_flow(bad, store=store)
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.type == "builtins.ZeroDivisionError"
+    assert tries == Counter({ok: 3, bad: 3})
+
+
+def test_stop_lets_every_flow_in_hand_finish_its_step_and_leaves_them_due(store: Any) -> None:
+    started = threading.Barrier(5, timeout=20)
+    go_on = threading.Event()
+    effects = Effects()
+
+    @flow("c-stop", registry=Registry())
+    def stopping(ctx: FlowContext) -> Any:
+        def first() -> int:
+            started.wait()
+            go_on.wait(timeout=20)
+            return effects(f"{ctx.flow_id}:first", 1)
+
+        yield Step("first", first)
+        return (yield Step("second", lambda: effects(f"{ctx.flow_id}:second", 2)))
+
+    ids = [queued(store, stopping) for _ in range(4)]
+    worker = Worker(store, [stopping], concurrency=4)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    started.wait()  # all four are in their first step
+    worker.stop()
+    go_on.set()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    for fid in ids:
+        stored = store.load(fid)
+        assert stored.status == "running" and stored.lease_owner is None
+        assert [r.name for r in stored.records] == ["first"]  # recorded before stopping
+    assert Worker(store, [stopping], concurrency=4).run_once() == 4
+    assert {get_flow(fid, store=store).status for fid in ids} == {"completed"}
+    assert set(effects.counts.values()) == {1} and len(effects.counts) == 8
+
+
+def test_a_flow_whose_code_is_missing_is_skipped_and_the_others_run(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    @flow("c-known", registry=Registry())
+    def known(ctx: FlowContext) -> Any:
+        return (yield Step("one", lambda: 1))
+
+    @flow("c-unknown", registry=Registry())
+    def unknown(ctx: FlowContext) -> Any:
+        return (yield Step("one", lambda: 1))
+
+    lost = queued(store, unknown)
+    ids = [queued(store, known) for _ in range(3)]
+    worker = Worker(store, [known], concurrency=3)
+    with caplog.at_level(logging.ERROR, logger="crux_gen.worker"):
+        assert worker.run_once() == 3
+        assert worker.run_once() == 0  # the unknown one is skipped, not claimed again
+    assert {get_flow(fid, store=store).status for fid in ids} == {"completed"}
+    stored = store.load(lost)
+    assert stored.status == "running" and stored.lease_owner is None
+    assert sum("c-unknown" in r.getMessage() for r in caplog.records) == 1
+
+
+# -- batches -------------------------------------------------------------------------
+
+
+class Counting:
+    """A store that counts the calls the worker makes (and may hold a batch back)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.clock = store.clock
+        self.lease_ttl = store.lease_ttl
+        self.calls: Counter[str] = Counter()
+        self.batch_sizes: list[int] = []
+        self.claimed: list[int] = []  # how many flows each claim_due took
+        self.hold_first_batch: threading.Event | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.store, name)
+        if callable(attr):
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls[name] += 1
+                return attr(*args, **kwargs)
+
+            return counted
+        return attr
+
+    def claim_due(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls["claim_due"] += 1
+        claimed = self.store.claim_due(*args, **kwargs)
+        self.claimed.append(len(claimed))
+        return claimed
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
+        self.calls["commit_many"] += 1
+        self.batch_sizes.append(len(batch))
+        if self.hold_first_batch is not None and len(self.batch_sizes) == 1:
+            assert self.hold_first_batch.wait(timeout=20)
+        return list(self.store.commit_many(batch))
+
+
+def test_due_flows_are_claimed_in_one_call_and_their_writes_grouped(store: Any) -> None:
+    barrier = threading.Barrier(8, timeout=20)
+
+    @flow("c-batch", registry=Registry())
+    def batch(ctx: FlowContext) -> Any:
+        yield Step("meet", lambda: barrier.wait() >= 0)
+        return (yield Step("two", lambda: 2))
+
+    ids = [queued(store, batch) for _ in range(8)]
+    counting = Counting(store)
+    worker = Worker(counting, [batch], concurrency=8)
+    assert worker.run_once() == 8
+    assert counting.claimed[0] == 8 and sum(counting.claimed) == 8  # all in one claim
+    assert counting.calls["claim"] == 0 and counting.calls["commit"] == 0
+    assert sum(counting.batch_sizes) == 8 * 3  # two steps and the end, per flow
+    assert worker.group_commit is not None
+    assert worker.group_commit.writes == 24
+    assert {get_flow(fid, store=store).status for fid in ids} == {"completed"}
+
+
+def _rec(position: int, name: str) -> StoredRecord:
+    return StoredRecord(position, "step", name, "completed", result="1", attempts=1)
+
+
+def test_writes_queued_while_a_batch_is_written_share_the_next_one(clock: FakeClock) -> None:
+    store = Counting(MemoryStore(clock=clock))
+    store.hold_first_batch = threading.Event()
+    t = clock.time()
+    for i in range(6):
+        store.start(f"f{i}", "demo", "null", "me", t)
+    shared = GroupCommit(store)  # type: ignore[arg-type]
+    results: list[Any] = [None] * 6
+
+    def run(i: int) -> None:
+        results[i] = shared.commit(f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
+
+    first = threading.Thread(target=run, args=(0,))
+    first.start()
+    wait_until(lambda: store.batch_sizes == [1], 10, "the first write leads a batch of one")
+    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, 6)]
+    for thread in rest:
+        thread.start()
+    wait_until(lambda: len(shared._queue) == 5, 10, "five writes queue behind it")
+    store.hold_first_batch.set()
+    for thread in [first, *rest]:
+        thread.join(timeout=20)
+    assert store.batch_sizes == [1, 5]
+    assert (shared.batches, shared.writes) == (2, 6)
+    assert all(isinstance(r, CommitOutcome) and r.status == "running" for r in results)
+    assert [store.load(f"f{i}").records[0].name for i in range(6)] == [f"s{i}" for i in range(6)]
+
+
+def test_a_refused_write_fails_its_own_runner_and_the_rest_of_the_batch_commits(
+    clock: FakeClock,
+) -> None:
+    store = Counting(MemoryStore(clock=clock))
+    store.hold_first_batch = threading.Event()
+    t = clock.time()
+    for i in range(4):
+        store.start(f"f{i}", "demo", "null", "me", t)
+    store.release("f2", "me")
+    store.claim("f2", "thief", t)  # f2's runner lost its lease
+    shared = GroupCommit(store)  # type: ignore[arg-type]
+    results: list[Any] = [None] * 4
+
+    def run(i: int) -> None:
+        try:
+            results[i] = shared.commit(f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    threads[0].start()
+    wait_until(lambda: store.batch_sizes == [1], 10, "a first batch")
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: len(shared._queue) == 3, 10, "three writes queued")
+    store.hold_first_batch.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert store.batch_sizes == [1, 3]
+    assert isinstance(results[2], LeaseLostError)
+    assert [r.status for i, r in enumerate(results) if i != 2] == ["running"] * 3
+    assert store.load("f2").records == ()
+    assert [len(store.load(f"f{i}").records) for i in (0, 1, 3)] == [1, 1, 1]
+
+
+def test_a_store_failure_fails_every_runner_of_its_batch_and_the_next_batch_is_written(
+    clock: FakeClock,
+) -> None:
+    class Failing(Counting):
+        def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
+            if not self.batch_sizes:
+                self.batch_sizes.append(len(batch))
+                raise StoreError("the disk is full; nothing of this write was applied")
+            return super().commit_many(batch)
+
+    store = Failing(MemoryStore(clock=clock))
+    t = clock.time()
+    store.start("a", "demo", "null", "me", t)
+    shared = GroupCommit(store)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="disk is full"):
+        shared.commit("a", "me", t, Write((_rec(0, "x"),)))
+    assert store.load("a").records == ()
+    # The group commit is not left busy: the next write goes out.
+    assert shared.commit("a", "me", t, Write((_rec(0, "x"),))).status == "running"
+    assert [r.name for r in store.load("a").records] == ["x"]
+
+
+def test_a_store_failure_raises_in_every_thread_of_the_batch(clock: FakeClock) -> None:
+    gate = threading.Event()
+
+    class Failing(Counting):
+        def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
+            self.batch_sizes.append(len(batch))
+            if len(self.batch_sizes) == 1:
+                assert gate.wait(timeout=20)
+                return list(self.store.commit_many(batch))
+            raise StoreError("the disk is full; nothing of this write was applied")
+
+    store = Failing(MemoryStore(clock=clock))
+    t = clock.time()
+    for i in range(4):
+        store.start(f"f{i}", "demo", "null", "me", t)
+    shared = GroupCommit(store)  # type: ignore[arg-type]
+    results: list[Any] = [None] * 4
+
+    def run(i: int) -> None:
+        try:
+            results[i] = shared.commit(f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    threads[0].start()
+    wait_until(lambda: store.batch_sizes == [1], 10, "a first batch")
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: len(shared._queue) == 3, 10, "three writes queued")
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert results[0].status == "running"
+    errors = results[1:]
+    assert all(isinstance(e, StoreError) and "disk is full" in str(e) for e in errors)
+    assert len({id(e) for e in errors}) == 3  # each thread raised its own
+    assert [len(store.load(f"f{i}").records) for i in range(4)] == [1, 0, 0, 0]
+
+
+def test_a_store_error_in_a_concurrent_pass_ends_it_after_the_flows_in_hand(
+    store: Any,
+) -> None:
+    class Away(Counting):
+        def claim_due(self, *args: Any, **kwargs: Any) -> Any:
+            if self.calls["claim_due"] >= 1:
+                raise StoreError("the server went away")
+            return super().claim_due(*args, **kwargs)
+
+    @flow("c-away", registry=Registry())
+    def away(ctx: FlowContext) -> Any:
+        return (yield Step("one", lambda: 1))
+
+    ids = [queued(store, away) for _ in range(3)]
+    worker = Worker(Away(store), [away], concurrency=2)
+    with pytest.raises(StoreError, match="went away"):
+        worker.run_once()
+    done = [fid for fid in ids if get_flow(fid, store=store).status == "completed"]
+    assert len(done) == 2  # the two claimed ran to the end; the third stays due
+    assert len(store.due(store.clock.time(), 10)) == 1
+
+
+# -- arguments -------------------------------------------------------------------------
+
+
+def test_concurrency_must_be_a_positive_int() -> None:
+    store = MemoryStore()
+    with pytest.raises(InvalidValueError, match=r"Worker concurrency.*0"):
+        Worker(store, concurrency=0)
+    with pytest.raises(InvalidTypeError, match=r"Worker concurrency.*'8'"):
+        Worker(store, concurrency="8")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="Worker concurrency"):
+        Worker(store, concurrency=True)
+    assert Worker(store).group_commit is None  # concurrency=1: writes go straight out
+    assert "concurrency=4" in repr(Worker(store, concurrency=4))
+
+
+def test_a_cli_worker_with_concurrency_runs_flows_at_once(tmp_path: Path) -> None:
+    """``crux-gen worker MODULE --concurrency 4``: four flows meet at a barrier of four
+    (in the worker's process), so they ran at the same time."""
+    (tmp_path / "meetflows.py").write_text(
+        "import threading\n"
+        "from crux_gen import Step, flow\n"
+        "barrier = threading.Barrier(4, timeout=20)\n"
+        "@flow('meet')\n"
+        "def meet(ctx):\n"
+        "    return (yield Step('meet', lambda: barrier.wait() >= 0))\n"
+    )
+    db = tmp_path / "crux.db"
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import meetflows  # type: ignore[import-not-found]
+
+        store = SQLiteStore(db)
+        ids = [queued(store, meetflows.meet) for _ in range(4)]
+    finally:
+        sys.path.remove(str(tmp_path))
+    for fid in ids:
+        store.release(fid, store.load(fid).lease_owner or "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crux_gen", "worker", "meetflows", "--db", str(db),
+         "--concurrency", "4", "--poll", "50ms"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: {get_flow(f, store=store).status for f in ids} == {"completed"},
+            30,
+            "the four flows complete",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert {get_flow(f, store=store).value for f in ids} == {True}
+    assert "concurrency 4" in err
+    bad = subprocess.run(
+        [sys.executable, "-m", "crux_gen", "worker", "meetflows", "--db", str(db),
+         "--concurrency", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1, bad.stderr
+    assert "--concurrency" in bad.stderr and "0 is not in the range" in bad.stderr
+
+
+# -- crash test ----------------------------------------------------------------------
+
+
+def _runs(log: Path) -> list[tuple[int, str, str, str]]:
+    """(pid, flow id, step, start|done) per line of the side-effect log."""
+    rows = []
+    for line in log.read_text().splitlines():
+        pid, flow_id, step, what = line.split()
+        rows.append((int(pid), flow_id, step, what))
+    return rows
+
+
+def test_a_concurrent_worker_killed_at_random_moments_repeats_only_uncommitted_steps(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL a ``--concurrency 16`` worker again and again at random moments and
+    start another: every flow completes with every step recorded once, and a step
+    runs again only in a process that was killed before its record was committed
+    (in that process it was the flow's last step: the next one never started)."""
+    from tests.worker_procs import many
+
+    db, log = tmp_path / "crux.db", tmp_path / "effects.log"
+    store = SQLiteStore(db, synchronous="NORMAL")
+    steps = 20
+    ids = []
+    for _ in range(64):
+        ids.append(queued(store, many, {"log": str(log), "steps": steps, "pause": 0.01}))
+    rng = random.Random(20261201)
+    killed: set[int] = set()
+    rounds = 0
+    while rounds < 40:
+        rounds += 1
+        proc = _spawn_worker(db, "--concurrency", "16", "--lease-ttl", "400ms", "--poll", "20ms")
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        if {get_flow(f, store=store).status for f in ids} == {"completed"}:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+            break
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.kill()
+        proc.communicate(timeout=30)
+        killed.add(ready["pid"])
+    else:
+        raise AssertionError("the flows did not complete within 40 worker runs")
+    assert len(killed) >= 3, "the worker was barely killed: the test proves little"
+
+    for fid in ids:
+        info = get_flow(fid, store=store)
+        assert info.status == "completed", (fid, info.status)
+        assert info.value == [f"s{i}" for i in range(steps)]
+        assert [r.name for r in info.history] == [f"s{i}" for i in range(steps)]
+
+    starts: dict[tuple[str, str], list[int]] = defaultdict(list)
+    last_step_in: dict[tuple[int, str], int] = {}  # (pid, flow) -> last step index started
+    for pid, fid, step, what in _runs(log):
+        if what == "start":
+            starts[fid, step].append(pid)
+            index = int(step[1:])
+            last_step_in[pid, fid] = max(last_step_in.get((pid, fid), -1), index)
+    repeated = 0
+    for fid in ids:
+        for i in range(steps):
+            pids = starts[fid, f"s{i}"]
+            assert pids, (fid, i)
+            for earlier in pids[:-1]:  # every run but the last was cut short
+                repeated += 1
+                assert earlier in killed, (fid, i, earlier)
+                # ... before its record was committed: that process never went on to
+                # the flow's next step (the record is written before the next command).
+                assert last_step_in[earlier, fid] == i, (fid, i, earlier)
+    assert repeated > 0, "no kill cut a step short: the test proves little"
+    # Each kill cuts at most one step per flow in hand.
+    assert repeated <= 16 * len(killed)
