@@ -126,6 +126,7 @@ class Worker:
         #: What the runners of a concurrent worker write through (None with concurrency=1).
         self.group_commit: GroupCommit | None = GroupCommit(store) if concurrency > 1 else None
         self._poll = 1.0  # how long a concurrent pass waits for a flow to finish at most
+        self._pool: ThreadPoolExecutor | None = None
         self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
         self.not_registered_hint = not_registered_hint
         self._stopping = False
@@ -162,6 +163,7 @@ class Worker:
             return self._run_pass()
         finally:
             self._stopping = False
+            self._close_pool()
 
     def run_forever(self, poll: Duration = "1s") -> None:
         """Run a pass every *poll* (``"1s"``, ``"500ms"``, seconds) until ``stop()``.
@@ -208,6 +210,7 @@ class Worker:
         finally:
             listening.clear()
             self._stopping = False
+            self._close_pool()
             log.info("worker stopped")
 
     def _listen(self, wait_for_wake: Callable[[float], bool], listening: threading.Event) -> None:
@@ -280,54 +283,48 @@ class Worker:
         advanced = 0
         tried: set[str] = set()
         active: dict[Future[bool], str] = {}
-        finished: queue.SimpleQueue[None] = queue.SimpleQueue()
         failure: StoreError | None = None
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-flow") as pool:
-            while True:
-                for future in [f for f in active if f.done()]:
-                    del active[future]
-                    try:
-                        advanced += future.result()
-                    except StoreError as exc:  # the store is away: let the flows in hand stop
-                        failure = failure or exc
-                claimed: list[StoredFlow] = []
-                free = self.concurrency - len(active)
-                if free > 0 and failure is None and not self._stopping:
-                    now = self._now()
-                    self._forget_skips(now)
-                    with self._skip_lock:
-                        exclude = tried | self._skipped.keys()
-                    try:
-                        claimed = self.store.claim_due(
-                            now, min(free, self.batch), secrets.token_hex(8), exclude=exclude
-                        )
-                    except StoreError as exc:
-                        failure = exc
-                    for stored in claimed:
-                        tried.add(stored.id)
-                        future = pool.submit(self._advance_claimed, stored)
-                        future.add_done_callback(lambda _: finished.put(None))
-                        active[future] = stored.id
-                if not active:
-                    if claimed:
-                        continue
-                    break
-                self._wait_for_one(finished)
+        if self._pool is None:  # kept while run_forever runs: its threads keep their connections
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-flow")
+        pool = self._pool
+        while True:
+            for future in [f for f in active if f.done()]:
+                del active[future]
+                try:
+                    advanced += future.result()
+                except StoreError as exc:  # the store is away: let the flows in hand stop
+                    failure = failure or exc
+            claimed: list[StoredFlow] = []
+            free = self.concurrency - len(active)
+            if free > 0 and failure is None and not self._stopping:
+                now = self._now()
+                self._forget_skips(now)
+                with self._skip_lock:
+                    exclude = tried | self._skipped.keys()
+                try:
+                    claimed = self.store.claim_due(
+                        now, min(free, self.batch), secrets.token_hex(8), exclude=exclude
+                    )
+                except StoreError as exc:
+                    failure = exc
+                for stored in claimed:
+                    tried.add(stored.id)
+                    future = pool.submit(self._advance_claimed, stored)
+                    future.add_done_callback(lambda _: self._wakeups.put(None))
+                    active[future] = stored.id
+            if not active:
+                break
+            # Until a flow in hand stops, a wake-up (a signal, NOTIFY, stop()) or a
+            # poll passes (flows may have become due by their timers).
+            self._wait(self._poll)
         if failure is not None:
             raise failure
         return advanced
 
-    def _wait_for_one(self, finished: queue.SimpleQueue[None]) -> None:
-        """Until a flow in hand stops, or a poll passes (new flows may be due)."""
-        try:
-            finished.get(timeout=self._poll)
-        except queue.Empty:
-            return
-        while True:
-            try:
-                finished.get_nowait()
-            except queue.Empty:
-                return
+    def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _advance_claimed(self, stored: StoredFlow) -> bool:
         """Run a flow claimed by ``claim_due`` (in a pool thread, writing through the

@@ -119,6 +119,41 @@ def test_a_slow_step_holds_up_no_other_flow(store: Any) -> None:
     assert sorted(finished) == sorted(quick_ids)
 
 
+def test_a_flow_signalled_while_a_slow_step_runs_advances_at_once(store: Any) -> None:
+    """``run_forever`` with a long poll: a slow step is in hand when another flow
+    gets its signal; ``wake()`` makes the worker take it now, beside the slow one."""
+    release = threading.Event()
+
+    @flow("c-slow-one", registry=Registry())
+    def slow(ctx: FlowContext) -> Any:
+        return (yield Step("wait", lambda: release.wait(timeout=30)))
+
+    @flow("c-waits", registry=Registry())
+    def waits(ctx: FlowContext) -> Any:
+        got = yield Suspend("go")
+        return (yield Step("use", lambda: f"got {got}"))
+
+    parked = waits.run(store=store).flow_id
+    slow_id = queued(store, slow)
+    worker = Worker(store, [slow, waits], concurrency=2)
+    thread = threading.Thread(target=worker.run_forever, kwargs={"poll": "1h"})
+    thread.start()
+    try:
+        wait_until(lambda: store.load(slow_id).lease_owner is not None, 10, "the slow step runs")
+        signal_flow(parked, "go", "now", store=store)
+        worker.wake()
+        wait_until(
+            lambda: get_flow(parked, store=store).status == "completed", 10, "the other flow ends"
+        )
+        assert get_flow(slow_id, store=store).status == "running"  # still in its step
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(timeout=30)
+    assert get_flow(parked, store=store).value == "got now"
+    assert get_flow(slow_id, store=store).status == "completed"
+
+
 def test_every_store_runs_many_flows_concurrently_each_step_once(store: Any) -> None:
     effects = Effects()
 
