@@ -310,11 +310,19 @@ class Counting:
         self.claimed.append(len(claimed))
         return claimed
 
-    def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
-        self.calls["commit_many"] += 1
-        self.batch_sizes.append(len(batch))
+    def _batch(self, size: int) -> None:
+        self.batch_sizes.append(size)
         if self.hold_first_batch is not None and len(self.batch_sizes) == 1:
             assert self.hold_first_batch.wait(timeout=20)
+
+    def commit(self, *item: Any) -> Any:  # a batch of one goes to the store's own commit
+        self.calls["commit"] += 1
+        self._batch(1)
+        return self.store.commit(*item)
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
+        self.calls["commit_many"] += 1
+        self._batch(len(batch))
         return list(self.store.commit_many(batch))
 
 
@@ -331,7 +339,7 @@ def test_due_flows_are_claimed_in_one_call_and_their_writes_grouped(store: Any) 
     worker = Worker(counting, [batch], concurrency=8)
     assert worker.run_once() == 8
     assert counting.claimed[0] == 8 and sum(counting.claimed) == 8  # all in one claim
-    assert counting.calls["claim"] == 0 and counting.calls["commit"] == 0
+    assert counting.calls["claim"] == 0  # never one flow at a time
     assert sum(counting.batch_sizes) == 8 * 3  # two steps and the end, per flow
     assert worker.group_commit is not None
     assert worker.group_commit.writes == 24
@@ -405,15 +413,31 @@ def test_a_refused_write_fails_its_own_runner_and_the_rest_of_the_batch_commits(
     assert [len(store.load(f"f{i}").records) for i in (0, 1, 3)] == [1, 1, 1]
 
 
+def test_a_write_alone_goes_out_at_once_and_a_refusal_is_its_own(clock: FakeClock) -> None:
+    store = Counting(MemoryStore(clock=clock))
+    t = clock.time()
+    store.start("a", "demo", "null", "me", t)
+    store.start("b", "demo", "null", "me", t)
+    store.release("b", "me")
+    store.claim("b", "thief", t)
+    shared = GroupCommit(store)  # type: ignore[arg-type]
+    assert shared.commit("a", "me", t, Write((_rec(0, "x"),))).status == "running"
+    with pytest.raises(LeaseLostError):
+        shared.commit("b", "me", t, Write((_rec(0, "y"),)))
+    assert store.calls["commit"] == 2 and store.calls["commit_many"] == 0
+    assert store.load("b").records == ()
+    assert shared.commit("a", "me", t, Write((_rec(1, "z"),))).status == "running"  # not stuck
+
+
 def test_a_store_failure_fails_every_runner_of_its_batch_and_the_next_batch_is_written(
     clock: FakeClock,
 ) -> None:
     class Failing(Counting):
-        def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
+        def commit(self, *item: Any) -> Any:
             if not self.batch_sizes:
-                self.batch_sizes.append(len(batch))
+                self.batch_sizes.append(1)
                 raise StoreError("the disk is full; nothing of this write was applied")
-            return super().commit_many(batch)
+            return super().commit(*item)
 
     store = Failing(MemoryStore(clock=clock))
     t = clock.time()
@@ -431,11 +455,13 @@ def test_a_store_failure_raises_in_every_thread_of_the_batch(clock: FakeClock) -
     gate = threading.Event()
 
     class Failing(Counting):
+        def commit(self, *item: Any) -> Any:  # the first write, alone: held, then applied
+            self.batch_sizes.append(1)
+            assert gate.wait(timeout=20)
+            return self.store.commit(*item)
+
         def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
             self.batch_sizes.append(len(batch))
-            if len(self.batch_sizes) == 1:
-                assert gate.wait(timeout=20)
-                return list(self.store.commit_many(batch))
             raise StoreError("the disk is full; nothing of this write was applied")
 
     store = Failing(MemoryStore(clock=clock))
