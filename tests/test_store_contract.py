@@ -1254,7 +1254,7 @@ def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     assert again.load("f1").input == '{"x":1}'
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
@@ -1386,7 +1386,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Pat
     assert store.add_signal("old", "go", "2", 3.0, key="k") is not None
     assert store.add_signal("old", "go", "2", 3.0, key="k") is None
     version = store._conn().execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 @pytest.mark.parametrize(
