@@ -11,12 +11,15 @@ same transaction) the *completed prefix* of its history — records ``0 … n-1`
   missing;
 - ``results``: the result texts as they are stored, joined by ``SEPARATOR`` (a
   control character, which JSON text never holds raw) with ``null`` for a missing
-  one; never parsed by the store, only split.
+  one; never parsed by the store, only split;
+- ``checksum``: :func:`checksum` of the two texts, so that a segment changed by
+  anything but its writer is not believed.
 
 A claim reads the segment and the records from position ``n - 1`` on: record
 ``n - 1`` must equal the segment's last entry, and anything that does not add up
-(no such row, a parse error, lists of the wrong length or type, positions out of
-order) makes the store read the records rows instead (:func:`history`). Operations
+(no such row, a wrong checksum, a parse error, lists of the wrong length or type,
+positions out of order) makes the store read the records rows instead
+(:func:`history`). Operations
 that drop records (``retry_failed``, ``delete``, ``prune``) drop the segments they
 outdate in the same transaction; ``put_flow`` drops any left under its id.
 """
@@ -24,6 +27,7 @@ outdate in the same transaction; ``put_flow`` drops any left under its id.
 from __future__ import annotations
 
 import json
+import zlib
 from functools import partial
 from itertools import islice, repeat
 from typing import Any
@@ -49,6 +53,12 @@ def rebuild_due(covered: int, prefix: int) -> bool:
     return prefix >= SEGMENT_MIN and prefix - covered >= max(1, covered // 8)
 
 
+def checksum(meta: str, results: str) -> int:
+    """CRC-32 of the segment's two texts (UTF-8), as its ``checksum`` column holds it."""
+    crc = zlib.crc32(meta.encode("utf-8", "surrogatepass"))
+    return zlib.crc32(results.encode("utf-8", "surrogatepass"), crc)
+
+
 def build(records: list[StoredRecord] | tuple[StoredRecord, ...]) -> tuple[int, str, str]:
     """``(count, meta, results)`` of a segment of *records* (a completed prefix,
     positions ``0 … n-1``), as the SQL stores build it in SQL (tests compare them)."""
@@ -65,23 +75,23 @@ def build(records: list[StoredRecord] | tuple[StoredRecord, ...]) -> tuple[int, 
 
 
 def history(
-    count: Any, meta: Any, results: Any, tail: list[StoredRecord]
+    count: Any, meta: Any, results: Any, crc: Any, tail: list[StoredRecord]
 ) -> tuple[StoredRecord, ...] | None:
     """The history a claim returns from a segment and *tail* (the lean records from
     position ``count - 1`` on), or ``None`` when the segment does not add up (the
     caller then reads the records rows)."""
     try:
-        return _history(count, meta, results, tail)
+        return _history(count, meta, results, crc, tail)
     except (ValueError, TypeError, IndexError, KeyError, RecursionError):
         return None
 
 
 def _history(
-    count: Any, meta: Any, results: Any, tail: list[StoredRecord]
+    count: Any, meta: Any, results: Any, crc: Any, tail: list[StoredRecord]
 ) -> tuple[StoredRecord, ...] | None:
     if type(count) is not int or count < 1 or not tail or tail[0].position != count - 1:
         return None
-    if type(meta) is not str or type(results) is not str:
+    if type(meta) is not str or type(results) is not str or checksum(meta, results) != crc:
         return None
     positions, kinds, names, states, errors, nulls = json.loads(meta)
     texts: list[str | None] = results.split(SEPARATOR)  # type: ignore[assignment]

@@ -275,8 +275,8 @@ class SQLiteStore:
         if segment is None or type(segment[0]) is not int or segment[0] < 1:
             return None
         tail = conn.execute(sql.SEGMENT_TAIL, (flow_id, segment[0] - 1)).fetchall()
-        count, meta, results = segment
-        return segments.history(count, meta, results, list(map(StoredRecord._make, tail)))
+        count, meta, results, crc = segment
+        return segments.history(count, meta, results, crc, list(map(StoredRecord._make, tail)))
 
     @staticmethod
     def _write_segment(conn: sqlite3.Connection, flow_id: str) -> None:
@@ -287,7 +287,11 @@ class SQLiteStore:
             conn.execute("DELETE FROM segments WHERE flow_id = ?", (flow_id,))
             covered = 0
         if segments.rebuild_due(covered, prefix):
-            conn.execute(sql.SEGMENT_WRITE, {"flow": flow_id, "stop": prefix})
+            count, meta, results = conn.execute(
+                sql.SEGMENT_BUILD, {"flow": flow_id, "stop": prefix}
+            ).fetchone()
+            crc = segments.checksum(meta, results)
+            conn.execute(sql.SEGMENT_PUT, (flow_id, count, meta, results, crc))
 
     @staticmethod
     def _row(conn: sqlite3.Connection, flow_id: str) -> tuple[Any, ...]:

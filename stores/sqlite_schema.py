@@ -64,7 +64,7 @@ PARK = (
 # one row, rewritten when a park finds that prefix grown. The subquery's ORDER BY
 # orders the aggregates (an aggregate over it is never flattened); the positions
 # list lets a claim check that anyway.
-SEGMENT_READ = "SELECT count, meta, results FROM segments WHERE flow_id = ?"
+SEGMENT_READ = "SELECT count, meta, results, checksum FROM segments WHERE flow_id = ?"
 SEGMENT_TAIL = (
     f"SELECT {LEAN_RECORD_COLUMNS} FROM records WHERE flow_id = ? AND position >= ? "
     "ORDER BY position"
@@ -75,9 +75,12 @@ SEGMENT_PREFIX = (
     "COALESCE((SELECT count FROM segments WHERE flow_id = :flow), 0) AND state NOT IN "
     "('completed', 'failed')), (SELECT max(position) + 1 FROM records WHERE flow_id = :flow), 0)"
 )
-SEGMENT_WRITE = """
-INSERT OR REPLACE INTO segments (flow_id, count, meta, results)
-SELECT :flow, count(*),
+SEGMENT_PUT = (
+    "INSERT OR REPLACE INTO segments (flow_id, count, meta, results, checksum) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+SEGMENT_BUILD = """
+SELECT count(*),
        json_array(json_group_array(position), json_group_array(kind),
                   json_group_array(name), json_group_array(state), json_group_array(error),
                   json_group_array(position) FILTER (WHERE result IS NULL)),
@@ -162,7 +165,7 @@ def add_segments(conn: sqlite3.Connection) -> None:
     derived copy of its records that a resume reads instead of one row per record."""
     conn.execute(
         "CREATE TABLE segments (flow_id TEXT PRIMARY KEY, count INTEGER NOT NULL, "
-        "meta TEXT NOT NULL, results TEXT NOT NULL)"
+        "meta TEXT NOT NULL, results TEXT NOT NULL, checksum INTEGER NOT NULL)"
     )
 
 
