@@ -1,21 +1,24 @@
 """µs per recorded step when resuming a flow with a long history.
 
 Flows of N completed steps (small dict results) parked at a ``Suspend`` are
-resumed again and again: each resume claims the flow (reading its whole history),
-replays the N steps from the record (no step function runs), reaches the
-``Suspend`` and parks again. Reported per N, median of interleaved rounds:
+resumed again and again: each resume claims the flow (reading its whole history:
+the segment row of its completed steps and the records after it), replays the N
+steps from the record (no step function runs), reaches the ``Suspend`` and parks
+again. Reported per N (0, 10, 100, 1,000, 10,000 and 100,000 by default), median of
+interleaved rounds:
 
 - resume µs/step: the whole ``resume()`` / N (claim, replay, park);
 - marginal µs/step: (resume(N) - resume(0)) / N, the cost a recorded step adds;
-- load and interpret: the history read alone (``store.load``), and the sans-IO
-  interpreter alone feeding N recorded results to the generator;
+- load and interpret: the history read alone (``store.claim``, as a resume reads
+  it), and the sans-IO interpreter alone feeding N recorded results to the generator;
 - queries per resume, counted with ``set_trace_callback`` on the store's
-  connection (``store._conn()``), and how many of them read ``records`` (must be 1).
+  connection (``store._conn()``), and how many of them read ``records`` (must be 1:
+  the history comes as one segment row and one range of the records after it).
 
 The store is opened with ``synchronous=NORMAL`` by default (``--mode FULL`` for the
 default; its two fsyncs per resume are a fixed cost, shown by N = 0).
 
-    python bench/replay.py [--quick] [--json] [--mode NORMAL|FULL] [--lengths 0,1000,10000]
+    python bench/replay.py [--quick] [--json] [--mode NORMAL|FULL] [--lengths 0,1000,100000]
 """
 
 from __future__ import annotations
@@ -62,9 +65,11 @@ def timed_resume(store: SQLiteStore, flow_id: str) -> float:
 
 
 def timed_load(store: SQLiteStore, flow_id: str, steps: int) -> float:
+    """The history as a resume reads it: ``claim`` (segment and records after it)."""
     t0 = time.perf_counter()
-    stored = store.load(flow_id)
+    stored = store.claim(flow_id, "bench-load", store.clock.time())
     elapsed = time.perf_counter() - t0
+    store.release(flow_id, "bench-load")
     assert len(stored.records) == steps + 1
     return elapsed
 
@@ -81,7 +86,11 @@ def timed_interpret(store: SQLiteStore, flow_id: str, steps: int) -> float:
     return elapsed
 
 
-_READS_RECORDS = re.compile(r"^\s*SELECT\b.*\bFROM\s+records\b", re.IGNORECASE | re.DOTALL)
+# The history's read of records rows (the park's segment bookkeeping reads only
+# counts and positions of them, and is not counted).
+_READS_RECORDS = re.compile(
+    r"^\s*SELECT\s+position\b.*\bFROM\s+records\b", re.IGNORECASE | re.DOTALL
+)
 
 
 def count_queries(store: SQLiteStore, flow_id: str) -> dict[str, Any]:
@@ -105,12 +114,15 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--mode", default="NORMAL", choices=["NORMAL", "FULL"])
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 9, 5)")
-    p.add_argument("--lengths", default=None, help="history lengths (default 0,10,100,1000,10000)")
+    p.add_argument(
+        "--lengths", default=None, help="history lengths (default 0,10,100,1000,10000,100000)"
+    )
     p.add_argument("--profile", action="store_true", help="cProfile the longest resume")
     args = p.parse_args()
     out = Out(args.json)
     rounds = args.rounds or (5 if args.quick else 9)
-    lengths = sorted({0, *(int(x) for x in (args.lengths or "10,100,1000,10000").split(","))})
+    given = args.lengths or "10,100,1000,10000,100000"
+    lengths = sorted({0, *(int(x) for x in given.split(","))})
     doc: dict[str, Any] = {
         "bench": "replay",
         "machine": machine(),

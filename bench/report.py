@@ -29,7 +29,7 @@ from typing import Any
 
 from _common import BENCH, machine
 
-SCRIPTS = ["steps", "replay", "due_scan", "listing", "postgres", "peers", "memory"]
+SCRIPTS = ["steps", "replay", "due_scan", "listing", "postgres", "peers", "peers_resume", "memory"]
 TIMEOUT = 3 * 3600
 
 
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         *peers_section(docs.get("peers", {"missing": True, "note": "not run (--only)"})),
         *memory_section(docs.get("memory", {"missing": True, "note": "not run (--only)"})),
     ]
-    for name in ("due_scan", "listing", "postgres"):
+    for name in ("due_scan", "listing", "postgres", "peers_resume"):
         if name in docs:
             lines += generic_section(name, docs[name])
     analysis = BENCH / "ANALYSIS.md"  # hand-written: what bounds a missed target

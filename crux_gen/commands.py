@@ -158,6 +158,28 @@ class Step:
 
     kind = "step"
 
+    def __init__(self, name: str, fn: Callable[[], Any], *, retry: Retry | None = None) -> None:
+        # Written by hand (attrs keeps a class's own __init__), because a replay
+        # builds one Step per recorded step: the same conversion and checks, in the
+        # same order, as the fields declare, at half the cost of the generated one.
+        if retry is not None:
+            retry = _retry(retry)
+        if type(name) is not str or not name.isascii() or not name or name.isspace():
+            check_name(name, what=f"{type(self).__name__} name")
+        if not callable(fn):
+            _callable(self, _STEP_FIELDS.fn, fn)
+        _set_step_name(self, name)
+        _set_step_fn(self, fn)
+        _set_step_retry(self, retry)
+
+
+_STEP_FIELDS = attrs.fields(Step)
+# The slots' own setters: a frozen class refuses setattr, and these are the
+# cheapest way past that (what attrs' generated __init__ does, minus a lookup).
+_set_step_name = Step.__dict__["name"].__set__
+_set_step_fn = Step.__dict__["fn"].__set__
+_set_step_retry = Step.__dict__["retry"].__set__
+
 
 @attrs.frozen
 class Suspend:

@@ -81,6 +81,7 @@ class _Abandoned(BaseException):
 
 
 Decision = RunStep | AwaitSignal | AwaitCondition | AwaitTimer | Finished | Failed
+_COMMAND_CLASSES = frozenset(COMMAND_TYPES)
 _LIVE = {"step": RunStep, "suspend": AwaitSignal, "wait_until": AwaitCondition, "sleep": AwaitTimer}
 
 
@@ -136,13 +137,18 @@ class Interpreter:
         """Advance the generator to the next command that needs the runner."""
         gen = self._gen
         history = self._history
+        values = self._values
+        recorded = self._recorded
+        # What the next resumption sends or throws, in locals while replaying (one
+        # pass of this loop per recorded command: it is a resume's hot path).
+        throw, value = self._throw, self._send
+        self._throw = self._send = None
         while True:
             try:
-                if self._throw is not None:
-                    exc, self._throw = self._throw, None
+                if throw is not None:
+                    exc, throw = throw, None
                     command = gen.throw(exc)
                 else:
-                    value, self._send = self._send, None
                     command = gen.send(value)
             except StopIteration as stop:
                 self._check_divergence()
@@ -152,24 +158,30 @@ class Interpreter:
                 self._check_divergence()
                 self._check_history_consumed(f"raised {type(exc).__name__}")
                 return Failed(exc)
-            self._check_divergence()
-            if not isinstance(command, COMMAND_TYPES):
-                self._throw = TypeError(
+            value = None
+            if self._divergence is not None:
+                raise self._divergence
+            if command.__class__ not in _COMMAND_CLASSES and not isinstance(command, COMMAND_TYPES):
+                throw = TypeError(
                     f"flow {self.flow_id!r} ({self.flow_name}) yielded {command!r}; yield "
                     "Step(...), Suspend(...), WaitUntil(...) or Sleep(...)"
                 )
                 continue
-            position = self.position
-            self.position += 1
-            if position >= self._recorded:
+            position = self.position  # ctx.now() & co. may have taken positions
+            self.position = position + 1
+            if position >= recorded:
                 return _LIVE[command.kind](position, command, None)  # type: ignore[no-any-return]
             record = history[position]
             if record.kind != command.kind or record.name != command.name:
                 raise self._diverged(position, record, describe(command.kind, command.name))
-            if record.state == COMPLETED:
-                self._send = self._recorded_value(command, position)
-            elif record.state == FAILED:
-                self._throw = rebuild_exception(record, flow_id=self.flow_id)
+            state = record.state
+            if state == COMPLETED:
+                if command.__class__ is Step:
+                    value = values[position]
+                else:
+                    value, throw = self._recorded_value(command, position)
+            elif state == FAILED:
+                throw = rebuild_exception(record, flow_id=self.flow_id)
             else:
                 return _LIVE[command.kind](position, command, record)  # type: ignore[no-any-return]
 
@@ -225,17 +237,18 @@ class Interpreter:
         if self._divergence is not None:
             raise self._divergence
 
-    def _recorded_value(self, command: Command, position: int) -> Any:
+    def _recorded_value(self, command: Command, position: int) -> tuple[Any, BaseException | None]:
+        """What the recorded command at *position* evaluates to: ``(value, None)``,
+        or ``(None, error)`` for a signal its ``Suspend``'s schema now refuses."""
         value = self._values[position]
         if isinstance(command, Suspend) and command.schema is not None:
             try:
-                return codec.structure(value, command.schema)
+                return codec.structure(value, command.schema), None
             except Exception as exc:
-                self._throw = SignalValidationError(
+                return None, SignalValidationError(
                     self.flow_id, command.name, command.schema, codec.structure_error_text(exc)
                 )
-                return None
-        return value
+        return value, None
 
 
 def rebuild_exception(record: StoredRecord, *, flow_id: str | None = None) -> BaseException:

@@ -70,6 +70,7 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, Status, after_write
 
 from . import postgres_schema as sql
+from . import segments
 from .base import (
     ITEM_ERRORS,
     check_records,
@@ -285,15 +286,42 @@ class PostgresStore:
 
     def _history(self, conn: Conn, row: tuple[Any, ...], *, lean: bool) -> StoredFlow:
         flow_id = row[0]
-        records = self._run(conn, sql.LEAN_RECORDS if lean else sql.RECORDS, (flow_id,)).fetchall()
+        found = self._segment_history(conn, flow_id) if lean else None
+        if found is None:
+            query = sql.LEAN_RECORDS if lean else sql.RECORDS
+            found = tuple(map(StoredRecord._make, self._run(conn, query, (flow_id,)).fetchall()))
         signals = self._run(
             conn, sql.PENDING_SIGNALS if lean else sql.SIGNALS, (flow_id,)
         ).fetchall()
         return StoredFlow(  # type: ignore[misc]
-            *row,
-            records=tuple(map(StoredRecord._make, records)),
-            signals=tuple(map(StoredSignal._make, signals)),
+            *row, records=found, signals=tuple(map(StoredSignal._make, signals))
         )
+
+    def _segment_history(self, conn: Conn, flow_id: str) -> tuple[StoredRecord, ...] | None:
+        """A claim's history from the flow's segment and the records after it, or
+        ``None`` (no segment, or one that does not add up: read the rows)."""
+        segment = self._run(conn, sql.SEGMENT_READ, (flow_id,)).fetchone()
+        if segment is None or type(segment[0]) is not int or segment[0] < 1:
+            return None
+        tail = self._run(conn, sql.SEGMENT_TAIL, (flow_id, segment[0] - 1)).fetchall()
+        count, meta, results, crc = segment
+        return segments.history(count, meta, results, crc, list(map(StoredRecord._make, tail)))
+
+    def _write_segment(self, conn: Conn, flow_id: str) -> None:
+        """On a park: rewrite the flow's segment when its completed prefix grew
+        enough (``segments.rebuild_due``), in the park's transaction."""
+        found = self._run(conn, sql.SEGMENT_PREFIX, {"flow": flow_id}).fetchone()
+        assert found is not None
+        covered, prefix = found
+        if prefix < covered:  # records dropped under it (never by this store): redo
+            self._run(conn, sql.DELETE_SEGMENT, (flow_id,))
+            covered = 0
+        if segments.rebuild_due(covered, prefix):
+            built = self._run(conn, sql.SEGMENT_BUILD, {"flow": flow_id, "stop": prefix}).fetchone()
+            assert built is not None
+            count, meta, results = built
+            crc = segments.checksum(meta, results)
+            self._run(conn, sql.SEGMENT_PUT, (flow_id, count, meta, results, crc))
 
     def _row(self, conn: Conn, flow_id: str, query: str = sql.ROW) -> tuple[Any, ...]:
         row = self._run(conn, query, (flow_id,)).fetchone()
@@ -536,6 +564,8 @@ class PostgresStore:
         )  # fmt: skip
         if new in FINISHED:
             self._run(conn, sql.UNUSED, (flow_id,))
+        else:
+            self._write_segment(conn, flow_id)
         return CommitOutcome(new.value)
 
     def _check_records(self, conn: Conn, flow_id: str, records: tuple[StoredRecord, ...]) -> None:
@@ -581,6 +611,7 @@ class PostgresStore:
             keep = retry_from(history)
             dropped = history[keep:]
             self._run(conn, sql.DROP_RECORDS_FROM, (flow_id, keep))
+            self._run(conn, sql.DROP_SEGMENT_PAST, (flow_id, keep))
             self._run(
                 conn,
                 sql.RETRY,
@@ -602,6 +633,7 @@ class PostgresStore:
 
     def _delete(self, conn: Conn, flow_id: str) -> None:
         self._run(conn, sql.DELETE_RECORDS, (flow_id,))
+        self._run(conn, sql.DELETE_SEGMENT, (flow_id,))
         self._run(conn, sql.DELETE_SIGNALS, (flow_id,))
         self._run(conn, sql.DELETE_FLOW, (flow_id,))
 
@@ -630,6 +662,7 @@ class PostgresStore:
                     f"{taken[1]!r} at {self._where}; nothing was written"
                 )
             self._run(conn, sql.INSERT_WHOLE_FLOW, attrs.astuple(given, recurse=False)[:15])
+            self._run(conn, sql.DELETE_SEGMENT, (given.id,))
             for record in given.records:
                 self._run(conn, sql.PUT_RECORD, (given.id, *record))
             for signal in sorted(given.signals):

@@ -18,7 +18,7 @@ import psycopg
 
 from crux_gen.records import StoredRecord, StoredSignal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
@@ -146,6 +146,38 @@ DUE_EXCLUDING = (
 ROWS_FOR_UPDATE_SKIP_LOCKED = (
     f"SELECT {FLOW_COLUMNS} FROM flows WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED"
 )
+# A flow's segment (``stores/segments.py``): the completed prefix of its history in
+# one row, rewritten when a park finds that prefix grown; ordered aggregates.
+SEGMENT_READ = "SELECT count, meta, results, checksum FROM segments WHERE flow_id = %s"
+SEGMENT_TAIL = (
+    f"SELECT {LEAN_RECORD_COLUMNS} FROM records WHERE flow_id = %s AND position >= %s "
+    "ORDER BY position"
+)
+SEGMENT_PREFIX = (
+    "SELECT COALESCE((SELECT count FROM segments WHERE flow_id = %(flow)s), 0), "
+    "COALESCE((SELECT min(position) FROM records WHERE flow_id = %(flow)s AND position >= "
+    "COALESCE((SELECT count FROM segments WHERE flow_id = %(flow)s), 0) AND state NOT IN "
+    "('completed', 'failed')), (SELECT max(position) + 1 FROM records "
+    "WHERE flow_id = %(flow)s), 0)"
+)
+SEGMENT_PUT = (
+    "INSERT INTO segments (flow_id, count, meta, results, checksum) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (flow_id) DO UPDATE SET count = EXCLUDED.count, "
+    "meta = EXCLUDED.meta, results = EXCLUDED.results, checksum = EXCLUDED.checksum"
+)
+SEGMENT_BUILD = """
+SELECT count(*),
+       json_build_array(
+           json_agg(position ORDER BY position), json_agg(kind ORDER BY position),
+           json_agg(name ORDER BY position), json_agg(state ORDER BY position),
+           json_agg(error ORDER BY position),
+           COALESCE(json_agg(position ORDER BY position) FILTER (WHERE result IS NULL),
+                    '[]'::json))::text,
+       string_agg(COALESCE(result, 'null'), chr(30) ORDER BY position)
+  FROM records WHERE flow_id = %(flow)s AND position < %(stop)s
+"""
+DELETE_SEGMENT = "DELETE FROM segments WHERE flow_id = %s"
+DROP_SEGMENT_PAST = "DELETE FROM segments WHERE flow_id = %s AND count > %s"
 SIGNAL_IDS_TAKEN = "SELECT id, flow_id FROM signals WHERE id = ANY(%s) ORDER BY id LIMIT 1"
 INSERT_WHOLE_FLOW = f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"
 INSERT_WHOLE_SIGNAL = (
@@ -197,5 +229,17 @@ def _create(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
         conn.execute(ddl.encode())
 
 
+def _add_segments(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 2: a flow's completed history as one row (``stores/segments.py``), a
+    derived copy of its records that a resume reads instead of one row per record."""
+    conn.execute(
+        b"CREATE TABLE segments (flow_id text PRIMARY KEY, count integer NOT NULL, "
+        b"meta text NOT NULL, results text NOT NULL, checksum bigint NOT NULL)"
+    )
+
+
 #: Schema version -> the function that brings a database from the one before to it.
-MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {1: _create}
+MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
+    1: _create,
+    2: _add_segments,
+}

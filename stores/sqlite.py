@@ -53,6 +53,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write
 
+from . import segments
 from . import sqlite_schema as sql
 from .base import (
     ITEM_ERRORS,
@@ -255,19 +256,46 @@ class SQLiteStore:
         flow_id = row[0]
         if not history:
             return StoredFlow(*row)
-        columns = sql.LEAN_RECORD_COLUMNS if pending_only else sql.RECORD_COLUMNS
-        records = conn.execute(
-            f"SELECT {columns} FROM records WHERE flow_id = ? ORDER BY position", (flow_id,)
-        ).fetchall()
+        found = SQLiteStore._segment_history(conn, flow_id) if pending_only else None
+        if found is None:
+            columns = sql.LEAN_RECORD_COLUMNS if pending_only else sql.RECORD_COLUMNS
+            records = conn.execute(
+                f"SELECT {columns} FROM records WHERE flow_id = ? ORDER BY position", (flow_id,)
+            ).fetchall()
+            found = tuple(map(StoredRecord._make, records))
         where = "flow_id = ? AND state = 'pending'" if pending_only else "flow_id = ?"
         signals = conn.execute(
             f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE {where} ORDER BY id", (flow_id,)
         ).fetchall()
         return StoredFlow(  # type: ignore[misc]
-            *row,
-            records=tuple(map(StoredRecord._make, records)),
-            signals=tuple(map(StoredSignal._make, signals)),
+            *row, records=found, signals=tuple(map(StoredSignal._make, signals))
         )
+
+    @staticmethod
+    def _segment_history(conn: sqlite3.Connection, flow_id: str) -> tuple[StoredRecord, ...] | None:
+        """A claim's history from the flow's segment and the records after it, or
+        ``None`` (no segment, or one that does not add up: read the rows)."""
+        segment = conn.execute(sql.SEGMENT_READ, (flow_id,)).fetchone()
+        if segment is None or type(segment[0]) is not int or segment[0] < 1:
+            return None
+        tail = conn.execute(sql.SEGMENT_TAIL, (flow_id, segment[0] - 1)).fetchall()
+        count, meta, results, crc = segment
+        return segments.history(count, meta, results, crc, list(map(StoredRecord._make, tail)))
+
+    @staticmethod
+    def _write_segment(conn: sqlite3.Connection, flow_id: str) -> None:
+        """On a park: rewrite the flow's segment when its completed prefix grew
+        enough (``segments.rebuild_due``), in the park's transaction."""
+        covered, prefix = conn.execute(sql.SEGMENT_PREFIX, {"flow": flow_id}).fetchone()
+        if prefix < covered:  # records dropped under it (never by this store): redo
+            conn.execute("DELETE FROM segments WHERE flow_id = ?", (flow_id,))
+            covered = 0
+        if segments.rebuild_due(covered, prefix):
+            count, meta, results = conn.execute(
+                sql.SEGMENT_BUILD, {"flow": flow_id, "stop": prefix}
+            ).fetchone()
+            crc = segments.checksum(meta, results)
+            conn.execute(sql.SEGMENT_PUT, (flow_id, count, meta, results, crc))
 
     @staticmethod
     def _row(conn: sqlite3.Connection, flow_id: str) -> tuple[Any, ...]:
@@ -530,6 +558,8 @@ class SQLiteStore:
         )  # fmt: skip
         if new in FINISHED:
             conn.execute(sql.UNUSED, (flow_id,))
+        else:
+            self._write_segment(conn, flow_id)
         return CommitOutcome(new.value)
 
     @staticmethod
@@ -615,6 +645,7 @@ class SQLiteStore:
             keep = retry_from(history)
             dropped = history[keep:]
             conn.execute("DELETE FROM records WHERE flow_id = ? AND position >= ?", (flow_id, keep))
+            conn.execute("DELETE FROM segments WHERE flow_id = ? AND count > ?", (flow_id, keep))
             conn.execute(
                 "UPDATE flows SET status = ?, result = NULL, error = NULL, waiting_for = ?, "
                 "wait_kind = 'retry', wake_at = ?, deadline = NULL, lease_owner = NULL, "
@@ -633,6 +664,7 @@ class SQLiteStore:
                     flow_id, row[0], "only a finished flow can be deleted; cancel it first"
                 )
             conn.execute("DELETE FROM records WHERE flow_id = ?", (flow_id,))
+            conn.execute("DELETE FROM segments WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM signals WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,))
             return True
@@ -657,6 +689,7 @@ class SQLiteStore:
                     return deleted
                 some = ", ".join("?" * len(ids))
                 conn.execute(f"DELETE FROM records WHERE flow_id IN ({some})", ids)
+                conn.execute(f"DELETE FROM segments WHERE flow_id IN ({some})", ids)
                 conn.execute(f"DELETE FROM signals WHERE flow_id IN ({some})", ids)
                 conn.execute(f"DELETE FROM flows WHERE id IN ({some})", ids)
             deleted += len(ids)
@@ -683,6 +716,7 @@ class SQLiteStore:
                 f"INSERT INTO flows ({sql.FLOW_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 attrs.astuple(given, recurse=False)[:15],
             )
+            conn.execute("DELETE FROM segments WHERE flow_id = ?", (given.id,))
             if given.records:
                 conn.executemany(sql.PUT_RECORD, [(given.id, *r) for r in given.records])
             if given.signals:

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from crux_gen.records import StoredRecord, StoredSignal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 FLOW_COLUMNS = (
@@ -60,6 +60,34 @@ PARK = (
     "wake_at = ?, deadline = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? "
     "WHERE id = ?"
 )
+# A flow's segment (``stores/segments.py``): the completed prefix of its history in
+# one row, rewritten when a park finds that prefix grown. The subquery's ORDER BY
+# orders the aggregates (an aggregate over it is never flattened); the positions
+# list lets a claim check that anyway.
+SEGMENT_READ = "SELECT count, meta, results, checksum FROM segments WHERE flow_id = ?"
+SEGMENT_TAIL = (
+    f"SELECT {LEAN_RECORD_COLUMNS} FROM records WHERE flow_id = ? AND position >= ? "
+    "ORDER BY position"
+)
+SEGMENT_PREFIX = (
+    "SELECT COALESCE((SELECT count FROM segments WHERE flow_id = :flow), 0), "
+    "COALESCE((SELECT min(position) FROM records WHERE flow_id = :flow AND position >= "
+    "COALESCE((SELECT count FROM segments WHERE flow_id = :flow), 0) AND state NOT IN "
+    "('completed', 'failed')), (SELECT max(position) + 1 FROM records WHERE flow_id = :flow), 0)"
+)
+SEGMENT_PUT = (
+    "INSERT OR REPLACE INTO segments (flow_id, count, meta, results, checksum) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+SEGMENT_BUILD = """
+SELECT count(*),
+       json_array(json_group_array(position), json_group_array(kind),
+                  json_group_array(name), json_group_array(state), json_group_array(error),
+                  json_group_array(position) FILTER (WHERE result IS NULL)),
+       group_concat(COALESCE(result, 'null'), char(30))
+  FROM (SELECT position, kind, name, state, result, error FROM records
+         WHERE flow_id = :flow AND position < :stop ORDER BY position)
+"""
 DUE_FLOWS = """
 SELECT id, wake_at AS t FROM flows INDEXED BY flows_due
  WHERE status = 'suspended' AND wake_at <= :now
@@ -138,5 +166,14 @@ def add_signal_keys_and_listing(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX flows_by_update ON flows (updated_at, id)")
 
 
+def add_segments(conn: sqlite3.Connection) -> None:
+    """Version 3: a flow's completed history as one row (``stores/segments.py``), a
+    derived copy of its records that a resume reads instead of one row per record."""
+    conn.execute(
+        "CREATE TABLE segments (flow_id TEXT PRIMARY KEY, count INTEGER NOT NULL, "
+        "meta TEXT NOT NULL, results TEXT NOT NULL, checksum INTEGER NOT NULL)"
+    )
+
+
 #: Schema version -> the function that brings a database from the one before to it.
-MIGRATIONS = {1: create_schema, 2: add_signal_keys_and_listing}
+MIGRATIONS = {1: create_schema, 2: add_signal_keys_and_listing, 3: add_segments}

@@ -147,6 +147,46 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
         PostgresStore(pg_server.url, schema=pg_schema)
 
 
+def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segment(
+    postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
+) -> None:
+    from crux_gen.records import StoredRecord, Write
+    from crux_gen.stores import segments
+
+    PostgresStore = postgres_store_class
+    clock = FakeClock()
+    old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    t = clock.time()
+    old.start("f1", "demo", "null", "me", t)
+    done = tuple(
+        StoredRecord(p, "step", f"s{p}", "completed", f'"{p}"', attempts=1)
+        for p in range(segments.SEGMENT_MIN + 5)
+    )
+    old.commit("f1", "me", t, Write(records=done))
+    old.close()
+    # Back to version 1 as it was: no segments table, the flow parked without one.
+    pg_server.execute(f'DROP TABLE "{pg_schema}".segments')
+    pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 1')
+    pg_server.execute(
+        f"UPDATE \"{pg_schema}\".flows SET status = 'suspended', lease_owner = NULL, "
+        "lease_expires = NULL, waiting_for = 'nap', wait_kind = 'sleep', wake_at = 1"
+    )
+
+    store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    assert "segments" in tables(pg_server, pg_schema)
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(2,)]
+    claimed = store.claim("f1", "me", t)
+    assert [(r.position, r.name, r.result) for r in claimed.records] == [
+        (r.position, r.name, r.result) for r in done
+    ]
+    store.commit("f1", "me", t, Write(status="suspended", waiting_for="nap", wait_kind="sleep"))
+    count = pg_server.execute(f'SELECT count FROM "{pg_schema}".segments')
+    assert count == [(len(done),)]
+    again = store.claim("f1", "me", t)
+    assert again.records == claimed.records
+    store.close()
+
+
 CONNECT_AT_ONCE = """
     import sys, time
     from pathlib import Path
