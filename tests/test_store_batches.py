@@ -244,3 +244,32 @@ def test_claim_due_with_nothing_due_is_empty(store: Any, clock: FakeClock) -> No
     before = store.load("later")
     assert store.claim_due(t, 10, "w") == []
     assert store.load("later") == before
+
+
+def test_a_park_in_a_batch_writes_the_segment_and_claim_and_claim_due_read_it(
+    store: Any, clock: FakeClock, store_kind: str
+) -> None:
+    """Flows parked by a group commit get their history segment as ``commit``
+    parks do, and ``claim_due`` returns the same records as ``claim``."""
+    from crux_gen.stores import segments
+
+    from .test_store_contract import a_long_history, claimed_records, lean, segment_row
+
+    t = clock.time()
+    n = segments.SEGMENT_MIN + 5
+    batch = []
+    for flow_id in ("a", "b"):
+        store.start(flow_id, "demo", "null", "me", t)
+        store.commit(flow_id, "me", t, Write(records=a_long_history(n)))
+        waiting = rec(n, "go", WAITING, kind="suspend", result=None, finished_at=None)
+        batch.append(Commit(flow_id, "me", t, park(records=(waiting,), wake_at=t + 1)))
+    assert [o.status for o in store.commit_many(batch)] == ["suspended", "suspended"]
+    for flow_id in ("a", "b"):
+        if store_kind != "memory":
+            found = segment_row(store, store_kind, flow_id)
+            assert found is not None and found[0] == n
+        assert claimed_records(store, flow_id, t) == lean(store.load(flow_id).records)
+    by_id = {f.id: f for f in store.claim_due(t + 2, 10, "w")}
+    assert sorted(by_id) == ["a", "b"]
+    for flow_id, flow in by_id.items():
+        assert lean(flow.records) == lean(store.load(flow_id).records)
