@@ -90,8 +90,20 @@ class StoredFlow:
     deadline: float | None = None
     lease_owner: str | None = None
     lease_expires: float | None = None
-    records: tuple[StoredRecord, ...] = ()
+    parent_id: str | None = None  # the flow that started this one with ``Child``
+    run: int = 1  # 1, 2, …: ``ContinueAsNew`` starts the next run of the same id
+    custom_status: str | None = None  # JSON text of ``ctx.set_custom_status``
+    records: tuple[StoredRecord, ...] = ()  # of the current run
     signals: tuple[StoredSignal, ...] = ()
+    children: tuple[str, ...] = ()  # ids of the flows it started (``load`` only), oldest first
+
+
+class NewChild(NamedTuple):
+    """A child flow a write creates (``Child``): its id, flow name and JSON input."""
+
+    flow_id: str
+    name: str
+    input: str
 
 
 @attrs.frozen
@@ -103,7 +115,17 @@ class Write:
     step's commit); otherwise the flow row takes *status* and the wait fields,
     and the lease is released. With *wait_signal*, if a pending signal of that
     name exists (other than those in *signals*), nothing at all is applied and
-    the pending signals are returned: the runner consumes one and writes again.
+    the pending signals are returned: the runner consumes one and writes again;
+    *wait_signals* does the same for any of several names (an ``Any``).
+
+    *children* are flows to create (``Child``): ``"running"``, unclaimed, with this
+    flow as their parent; one whose id exists already under the same name is left
+    as it is. With *wait_children*, a park finding any of those flows finished
+    is written due at once (``wake_at`` = now). *custom_status* (JSON text) replaces
+    the flow's custom status; ``None`` leaves it. *continue_as_new* (JSON text) ends
+    the current run after applying the rest: its records are kept as a past run,
+    and the flow starts run + 1 with that input, no records, still running and
+    still leased by the writer.
     """
 
     records: tuple[StoredRecord, ...] = ()
@@ -116,6 +138,11 @@ class Write:
     wake_at: float | None = None
     deadline: float | None = None
     wait_signal: str | None = None
+    wait_signals: tuple[str, ...] = ()
+    children: tuple[NewChild, ...] = ()
+    wait_children: tuple[str, ...] = ()
+    custom_status: str | None = None
+    continue_as_new: str | None = None
 
 
 @attrs.frozen
