@@ -29,7 +29,17 @@ from typing import Any
 
 from _common import BENCH, machine
 
-SCRIPTS = ["steps", "replay", "due_scan", "listing", "postgres", "peers", "peers_resume", "memory"]
+SCRIPTS = [
+    "steps",
+    "replay",
+    "due_scan",
+    "listing",
+    "postgres",
+    "peers",
+    "peers_resume",
+    "memory",
+    "concurrency",
+]
 TIMEOUT = 3 * 3600
 
 
@@ -174,7 +184,42 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
         rows.append([what, got, verdict(scale >= 3)])
     else:
         rows.append([what, "not measured", "—"])
+    rows += concurrency_targets(docs.get("concurrency", {}))
     return ["## Targets", "", *table(["target", "measured (median)", "verdict"], rows)]
+
+
+def concurrency_targets(doc: dict[str, Any]) -> list[list[Any]]:
+    """The concurrent worker's rows: steps/s at concurrency 32 over 1 (5 ms steps, fast
+    steps) and durable steps per fsync."""
+    rows: list[list[Any]] = []
+    cases = {(c["case"], c["concurrency"]): c for c in doc.get("cases", [])}
+    top = max((c["concurrency"] for c in doc.get("cases", [])), default=32)
+    for case, label in (("sleep", "steps sleeping 5 ms"), ("fast", "fast steps")):
+        what = (
+            f"concurrent worker, {label}: steps/s at concurrency {top} over concurrency 1 "
+            f"(SQLite FULL): ≥ {15 if case == 'sleep' else 3}x"
+        )
+        c, one = cases.get((case, top)), cases.get((case, 1))
+        if c and one and "ratio_target" in c:
+            what = what.rsplit("≥", 1)[0] + f"≥ {c['ratio_target']:g}x"
+            got = (
+                f"{c['ratio']:.1f}x ({one['steps_per_second']:,.0f} → "
+                f"{c['steps_per_second']:,.0f} steps/s; {c['flows']} flows)"
+            )
+            rows.append([what, got, verdict(c["meets_target"])])
+        else:
+            rows.append([what, "not measured", "—"])
+    f = doc.get("fsync", {})
+    what = f"concurrent worker, fast steps, concurrency {top}: durable steps per fsync ≥ 5"
+    if f.get("steps_per_fsync") is not None and "runs" in f:
+        got = f"{f['steps_per_fsync']:.1f} (strace: fsync + fdatasync of the worker's run)"
+        rows.append([what, got, verdict(f["meets_target"])])
+    elif f.get("writes_per_batch") is not None:
+        got = f"not counted ({f.get('note')}); GroupCommit writes/batch {f['writes_per_batch']:.1f}"
+        rows.append([what, got, "—"])
+    else:
+        rows.append([what, "not measured", "—"])
+    return rows
 
 
 def steps_section(doc: dict[str, Any]) -> list[str]:
@@ -358,6 +403,81 @@ def memory_section(doc: dict[str, Any]) -> list[str]:
     return out + table(["flows done", "RSS MiB", "peak MiB", "gc objects", "flows/s"], rows)
 
 
+def concurrency_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Concurrent worker — `bench/concurrency.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    flows, rounds = doc["flows"], doc["rounds"]
+    out += [
+        f"Flows of {doc['steps']} steps, stored unheld, then one "
+        "`Worker(store, [flow], concurrency=N).run_once()` runs them all (timed; every flow "
+        f"must complete), on `{doc['store']}`, a fresh database file per run. *5 ms steps*: "
+        f"each step sleeps {doc['sleep_ms']:g} ms (a network call's stand-in), "
+        f"{flows['sleep']} flows, {rounds['sleep']} rounds; *fast steps*: each returns a small "
+        f"dict at once, {flows['fast']} flows, {rounds['fast']} rounds. The concurrency "
+        "settings alternate within each round; medians, the ratio taken within each round. "
+        "CPU is `time.process_time` (every thread of the process, user + system) over the "
+        "steps; writes/txn is GroupCommit's writes / batches. "
+        f"Commit measured: `{doc.get('commit')}`.",
+        "",
+    ]
+    rows = [
+        [
+            "5 ms steps" if c["case"] == "sleep" else "fast steps",
+            c["concurrency"],
+            fmt(c["steps_per_second"], ",.0f"),
+            f"{c['ratio']:.1f}x",
+            f"{min(c['samples']['ratio']):.1f} to {max(c['samples']['ratio']):.1f}x",
+            f"≥ {c['ratio_target']:g}x" if "ratio_target" in c else "",
+            verdict(c["meets_target"]) if "meets_target" in c else "",
+            fmt(c["cpu_us_per_step"], ".0f"),
+            f"{c['user_us_per_step']:.0f} + {c['sys_us_per_step']:.0f}",
+            fmt(c["writes_per_batch"]),
+        ]
+        for c in doc["cases"]
+    ]
+    out += table(
+        [
+            "workload",
+            "concurrency",
+            "steps/s",
+            "ratio vs 1",
+            "ratio range",
+            "target",
+            "verdict",
+            "CPU µs/step",
+            "user + sys",
+            "writes/txn",
+        ],
+        rows,
+    )
+    f = doc.get("fsync", {})
+    if "runs" in f:
+        out += [
+            "fsyncs, counted with `strace -c -f -e trace=fsync,fdatasync` around a child "
+            "process that runs only the worker on a database prepared beforehand (a separate, "
+            "slower run: its batches can differ from the timed ones); the calls of a child "
+            f"that only opens and closes the store ({f['baseline_calls']}) are subtracted:",
+            "",
+            *table(
+                ["workload", "concurrency", "fsync + fdatasync", "steps per fsync", "writes/txn"],
+                [
+                    [
+                        "5 ms steps" if r["case"] == "sleep" else "fast steps",
+                        r["concurrency"],
+                        r["fsync_calls_run"],
+                        fmt(r["steps_per_fsync"]),
+                        fmt(r["writes_per_batch"]),
+                    ]
+                    for r in f["runs"]
+                ],
+            ),
+        ]
+    elif f:
+        out += [f"_fsyncs not counted: {f.get('how', f.get('note', ''))}._", ""]
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     out = [f"## `bench/{name}.py`", ""]
     if (skip := not_run(doc)) is not None:
@@ -497,6 +617,9 @@ def main(argv: list[str] | None = None) -> None:
         *replay_section(docs.get("replay", {"missing": True, "note": "not run (--only)"})),
         *peers_section(docs.get("peers", {"missing": True, "note": "not run (--only)"})),
         *memory_section(docs.get("memory", {"missing": True, "note": "not run (--only)"})),
+        *concurrency_section(
+            docs.get("concurrency", {"missing": True, "note": "not run (--only)"})
+        ),
     ]
     for name in ("due_scan", "listing", "postgres", "peers_resume"):
         if name in docs:
