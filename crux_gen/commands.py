@@ -3,9 +3,10 @@ validated where it is written, so a bad duration fails at the ``yield`` line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any, Literal
+import typing
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Literal
 
 import attrs
 
@@ -39,11 +40,11 @@ def check_name(value: object, *, what: str) -> str:
     return value
 
 
-def _valid_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _valid_name(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
     check_name(value, what=f"{type(instance).__name__} {attribute.name}")
 
 
-def _callable(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _callable(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
     if not callable(value):
         raise InvalidTypeError(
             f"{type(instance).__name__} {attribute.name}",
@@ -62,14 +63,14 @@ def _retry_on(value: object) -> tuple[type[BaseException], ...]:
     return tuple(items)
 
 
-def _attempts(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _attempts(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidTypeError("Retry attempts", value, "is not an int; give an int of 1 or more")
     if value < 1:
         raise InvalidValueError("Retry attempts", value, "must be an int of 1 or more")
 
 
-def _backoff(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _backoff(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
     if value not in _BACKOFFS:
         raise InvalidValueError("Retry backoff", value, f"must be one of {', '.join(_BACKOFFS)}")
 
@@ -153,12 +154,14 @@ class Step:
     """
 
     name: str = attrs.field(validator=_valid_name)
-    fn: Callable[[], Any] = attrs.field(validator=_callable, repr=False)
+    fn: Callable[[], typing.Any] = attrs.field(validator=_callable, repr=False)
     retry: Retry | None = attrs.field(default=None, kw_only=True, converter=_retry)
 
     kind = "step"
 
-    def __init__(self, name: str, fn: Callable[[], Any], *, retry: Retry | None = None) -> None:
+    def __init__(
+        self, name: str, fn: Callable[[], typing.Any], *, retry: Retry | None = None
+    ) -> None:
         # Written by hand (attrs keeps a class's own __init__), because a replay
         # builds one Step per recorded step: the same conversion and checks, in the
         # same order, as the fields declare, at half the cost of the generated one.
@@ -193,7 +196,7 @@ class Suspend:
     """
 
     name: str = attrs.field(validator=_valid_name)
-    schema: Any = attrs.field(default=None, kw_only=True)
+    schema: typing.Any = attrs.field(default=None, kw_only=True)
     timeout: timedelta | None = attrs.field(
         default=None,
         kw_only=True,
@@ -214,7 +217,7 @@ class WaitUntil:
     """
 
     name: str = attrs.field(validator=_valid_name)
-    condition: Callable[[], Any] = attrs.field(validator=_callable, repr=False)
+    condition: Callable[[], typing.Any] = attrs.field(validator=_callable, repr=False)
     every: timedelta = attrs.field(
         default=timedelta(minutes=1),
         kw_only=True,
@@ -229,18 +232,230 @@ class WaitUntil:
     kind = "wait_until"
 
 
+def _optional_sleep_duration(value: object) -> timedelta | None:
+    return None if value is None else _sleep_duration(value)
+
+
+def _sleep_until(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidTypeError(
+            "Sleep until", value, "is not a datetime; give a timezone-aware datetime"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidValueError(
+            "Sleep until",
+            value,
+            "is a naive datetime; give a timezone-aware one (e.g. tzinfo=timezone.utc), "
+            "so that every host reads the same moment",
+        )
+    return value
+
+
 @attrs.frozen
 class Sleep:
-    """A durable timer: ``yield Sleep("cool-off", "2d")`` parks the flow for two days."""
+    """A durable timer: ``yield Sleep("cool-off", "2d")`` parks the flow for two days;
+    ``yield Sleep("monday-9am", until=monday)`` until a timezone-aware moment (one
+    already past resolves at once)."""
 
     name: str = attrs.field(validator=_valid_name)
-    duration: timedelta = attrs.field(converter=_sleep_duration)
+    duration: timedelta | None = attrs.field(default=None, converter=_optional_sleep_duration)
+    until: datetime | None = attrs.field(default=None, kw_only=True, converter=_sleep_until)
 
     kind = "sleep"
 
+    def __attrs_post_init__(self) -> None:
+        if (self.duration is None) == (self.until is None):
+            raise InvalidValueError(
+                f"Sleep {self.name!r}",
+                (self.duration, self.until),
+                "needs a duration or until=, exactly one of them: "
+                'Sleep("nap", "2d") or Sleep("nap", until=datetime(..., tzinfo=timezone.utc))',
+            )
 
-Command = Step | Suspend | WaitUntil | Sleep
-COMMAND_TYPES: tuple[type, ...] = (Step, Suspend, WaitUntil, Sleep)
+    def wake_at(self, started: float) -> float:
+        """When the timer is up, for a flow that first reached it at *started*."""
+        if self.until is not None:
+            return self.until.timestamp()
+        assert self.duration is not None
+        return started + self.duration.total_seconds()
+
+
+def _is_flow(value: object) -> bool:
+    return callable(getattr(value, "fn", None)) and isinstance(getattr(value, "name", None), str)
+
+
+def _child_flow(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
+    if not _is_flow(value):
+        raise InvalidTypeError(
+            "Child flow", value, "is not a Flow; give a function decorated with @flow"
+        )
+
+
+def _child_flow_id(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
+    if value is not None:
+        check_name(value, what="Child flow_id")
+
+
+@attrs.frozen
+class Child:
+    """Start the flow *flow* as a child of this one and wait for it; evaluate to its
+    return value (``ChildFlowError`` when it ends failed, expired or cancelled).
+
+    >>> report = yield Child(build_report, input={"month": "2026-11"})
+
+    The child gets a fresh unguessable id, or *flow_id*; on replay it is the same
+    child, never a second one. The parent waits holding no process and is due
+    again as soon as the child finishes.
+    """
+
+    flow: typing.Any = attrs.field(validator=_child_flow)
+    input: typing.Any = attrs.field(default=None)
+    flow_id: str | None = attrs.field(default=None, kw_only=True, validator=_child_flow_id)
+
+    kind = "child"
+
+    @property
+    def name(self) -> str:
+        """The child flow's name (what its history record is called)."""
+        return str(self.flow.name)
+
+
+def _branches(
+    what: str, allowed: tuple[type, ...], names: str
+) -> Callable[[object], tuple[typing.Any, ...]]:
+    def convert(value: object) -> tuple[typing.Any, ...]:
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise InvalidTypeError(what, value, f"is not a list; give a list of {names}")
+        items = tuple(value)
+        for item in items:
+            if not isinstance(item, allowed):
+                raise InvalidTypeError(f"{what} item", item, f"is not one of {names}")
+        return items
+
+    return convert
+
+
+def _all_commands(value: object) -> tuple[typing.Any, ...]:
+    return _branches("All commands", (Step, Child), "Step or Child")(value)
+
+
+def branch_names(commands: tuple[typing.Any, ...]) -> str:
+    """How a list of commands is named in history: ``step:a|child:report``."""
+    return "|".join(f"{c.kind}:{c.name}" for c in commands)
+
+
+@attrs.frozen
+class All:
+    """Run *commands* (``Step``s and ``Child``ren) at the same time; evaluate to their
+    values in the given order.
+
+    >>> sizes = yield All([Step(f"resize-{n}", partial(resize, n)) for n in names])
+
+    Each result is recorded as it finishes. If any fails, the others still finish
+    and are recorded, then the first failure in list order is thrown at the
+    ``yield``. On replay only the unfinished branches run.
+    """
+
+    commands: tuple[Step | Child, ...] = attrs.field(converter=_all_commands)
+
+    kind = "all"
+
+    @property
+    def name(self) -> str:
+        return branch_names(self.commands)
+
+
+def _any_commands(value: object) -> tuple[typing.Any, ...]:
+    items = _branches("Any commands", (Suspend, Sleep, Child), "Suspend, Sleep or Child")(value)
+    if not items:
+        raise InvalidValueError("Any commands", value, "is empty; give at least one wait")
+    for item in items:
+        if isinstance(item, Suspend) and item.timeout is not None:
+            raise InvalidValueError(
+                f"Any branch Suspend({item.name!r}) timeout",
+                item.timeout,
+                'is not for use inside Any; add a Sleep branch: Any([Suspend("x"), '
+                'Sleep("give-up", "24h")])',
+            )
+    return items
+
+
+@attrs.frozen
+class AnyResult:
+    """Which branch of an ``Any`` happened first: its *index* in the list, its
+    *name*, and its *value* (a signal's payload, ``None`` for a ``Sleep``, a
+    child's return value)."""
+
+    index: int
+    name: str
+    value: typing.Any
+
+
+@attrs.frozen
+class Any:
+    """Wait for the first of *commands* (``Suspend``, ``Sleep``, ``Child``) to
+    happen; evaluate to an :class:`AnyResult`.
+
+    >>> winner = yield Any([Suspend("approved"), Suspend("rejected"), Sleep("give-up", "3d")])
+
+    The first by the store's clock and signal order wins. The others are dropped:
+    their signals stay pending, a losing child keeps running unless
+    *cancel_losers*. ``Any([Suspend("x"), Sleep("t", "24h")])`` is a wait with a
+    timeout that returns to the flow instead of ending it ``"expired"``.
+    """
+
+    commands: tuple[Suspend | Sleep | Child, ...] = attrs.field(converter=_any_commands)
+    cancel_losers: bool = attrs.field(default=False, kw_only=True)
+
+    kind = "any"
+
+    @property
+    def name(self) -> str:
+        return branch_names(self.commands)
+
+
+def _latest(instance: object, attribute: attrs.Attribute[typing.Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError("Version latest", value, "is not an int; give an int of 1 or more")
+    if value < 1:
+        raise InvalidValueError("Version latest", value, "must be an int of 1 or more")
+
+
+@attrs.frozen
+class Version:
+    """A change point in a flow's code: evaluate to *latest* for a flow that reaches
+    it for the first time, to the recorded value on replay, and to ``0`` for a flow
+    whose history passed this point before the line existed.
+
+    >>> if (yield Version("new-pricing", latest=2)) >= 2: ...
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    latest: int = attrs.field(kw_only=True, validator=_latest)
+
+    kind = "version"
+
+
+@attrs.frozen
+class ContinueAsNew:
+    """End this run and start the same flow id afresh with *input* and an empty
+    history (an endless loop keeps a bounded history).
+
+    >>> yield ContinueAsNew(input={"cursor": cursor})
+    """
+
+    input: typing.Any = attrs.field(default=None)
+
+    kind = "continue_as_new"
+    name = "continue-as-new"
+
+
+Command = Step | Suspend | WaitUntil | Sleep | All | Any | Child | Version | ContinueAsNew
+COMMAND_TYPES: tuple[type, ...] = (
+    Step, Suspend, WaitUntil, Sleep, All, Any, Child, Version, ContinueAsNew,
+)  # fmt: skip
 
 #: Kinds of history records made by the determinism helpers ``ctx.now()`` & co.
 VALUE_KINDS = ("now", "uuid4", "random")
@@ -250,5 +465,19 @@ def describe(kind: str, name: str) -> str:
     """How a command is named in messages: ``Step('charge-card')``, ``ctx.now()``."""
     if kind in VALUE_KINDS:
         return f"ctx.{kind}()"
-    label = {"step": "Step", "suspend": "Suspend", "wait_until": "WaitUntil", "sleep": "Sleep"}
-    return f"{label.get(kind, kind)}({name!r})"
+    if kind in ("all", "any"):
+        return f"{kind.capitalize()}([{', '.join(_branch_text(b) for b in name.split('|'))}])"
+    if kind == "continue_as_new":
+        return "ContinueAsNew(...)"
+    return f"{_LABELS.get(kind, kind)}({name!r})"
+
+
+_LABELS = {
+    "step": "Step", "suspend": "Suspend", "wait_until": "WaitUntil", "sleep": "Sleep",
+    "child": "Child", "version": "Version",
+}  # fmt: skip
+
+
+def _branch_text(branch: str) -> str:
+    kind, _, name = branch.partition(":")
+    return describe(kind, name) if name else branch

@@ -8,31 +8,46 @@ condition or a timer), writes the outcome through the store, and feeds it back.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
+import secrets
+import threading
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .commands import COMMAND_TYPES, describe
+from .commands import COMMAND_TYPES, AnyResult, Child, Sleep, Step, Suspend, describe
 from .durations import format_duration
 from .errors import (
+    ChildFlowError,
+    FlowBusyError,
+    FlowClosedError,
+    LeaseLostError,
     SerializationError,
     SignalValidationError,
 )
 from .flow import Flow, FlowContext
 from .interpreter import (
+    AwaitAny,
+    AwaitChild,
     AwaitCondition,
     AwaitSignal,
     AwaitTimer,
+    ContinueNew,
     Failed,
     Finished,
     Interpreter,
+    RecordVersion,
+    RunAll,
     RunStep,
+    rebuild_exception,
+    structured,
 )
 from .records import (
     COMPLETED,
@@ -44,6 +59,7 @@ from .records import (
     RETRYING,
     WAITING,
     CommitOutcome,
+    NewChild,
     SignalUpdate,
     StoredFlow,
     StoredRecord,
@@ -52,6 +68,8 @@ from .records import (
 )
 from .results import FlowResult
 from .status import FINISHED, Status
+
+UNRESOLVED_STATES = (WAITING, RETRYING)
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -71,10 +89,18 @@ class ParkingWarning(UserWarning):
 
 
 class Stop(Exception):
-    """Internal: the run ends with *result* (parked, finished or cancelled)."""
+    """Internal: the run ends with *result* (parked, finished or cancelled), or
+    goes on as the flow's next run (*continued*, ``ContinueAsNew``)."""
 
-    def __init__(self, result: FlowResult) -> None:
+    def __init__(self, result: FlowResult, *, continued: bool = False) -> None:
         self.result = result
+        self.continued = continued
+
+
+def child_id_of(record: StoredRecord) -> str:
+    """The id of the child flow a ``Child`` record (waiting) names."""
+    found = codec.decode(record.result)
+    return str(found["flow_id"])
 
 
 class Driver:
@@ -87,8 +113,13 @@ class Driver:
         stored: StoredFlow,
         owner: str,
         should_stop: Callable[[], bool] | None = None,
+        *,
+        concurrency: int = 8,
     ) -> None:
         self.flow = flow
+        self.concurrency = concurrency
+        self.continued = False  # ended with ContinueAsNew: the runner starts the next run
+        self._custom_status: str | None = None  # set since the last write (JSON text)
         self.should_stop = should_stop
         self.store = store
         self.clock = store.clock
@@ -97,6 +128,7 @@ class Driver:
         self.status = stored.status  # as stored: a claim changes no status
         self.released = False  # the store dropped our lease (parked, finished, cancelled)
         self._in_step = False  # a step's or condition's function is running
+        self._in_branches = False  # an All's steps are running (the body waits at its yield)
         self._records: dict[int, StoredRecord] = {}
         self._signal_updates: list[SignalUpdate] = []
         # Pending signals by name, each a heap by id (first in, first out), so a
@@ -122,8 +154,13 @@ class Driver:
     def is_replaying(self) -> bool:
         return self.interp.is_replaying
 
+    def set_custom_status(self, value: Any) -> None:
+        self._custom_status = codec.encode(
+            value, what=f"the custom status of flow {self.flow_id!r}"
+        )
+
     def value(self, kind: str, make: Callable[[], Any]) -> Any:
-        if self._in_step:
+        if self._in_step or self._in_branches:
             # Called by a step's (or condition's) own function: the step's result is
             # what gets recorded, so the value is fresh and takes no position.
             return self.clock.now() if kind == "now" else make()
@@ -156,8 +193,14 @@ class Driver:
         asked with ``wait_signal``), nothing was written and the buffer is kept.
         """
         records = tuple(self._records.values())
-        if fields or self._signal_updates:
-            write = Write(records=records, signals=tuple(self._signal_updates), **fields)
+        custom = self._custom_status
+        if fields or self._signal_updates or custom is not None:
+            write = Write(
+                records=records,
+                signals=tuple(self._signal_updates),
+                custom_status=custom,
+                **fields,
+            )
         else:
             write = Write(records)  # a step's commit, the hot path
         at = self._now() if now is None else now
@@ -166,6 +209,8 @@ class Driver:
             return outcome
         self._records.clear()
         self._signal_updates.clear()
+        if custom is self._custom_status:  # (a branch thread may have set a newer one)
+            self._custom_status = None
         target = fields.get("status") or _RUNNING
         if outcome.status != target:  # cancelled meanwhile; the store dropped our lease
             self.released = True
@@ -256,6 +301,16 @@ class Driver:
                     self._condition(decision)
                 elif isinstance(decision, AwaitTimer):
                     self._timer(decision)
+                elif isinstance(decision, AwaitChild):
+                    self._child(decision)
+                elif isinstance(decision, AwaitAny):
+                    self._any(decision)
+                elif isinstance(decision, RunAll):
+                    self._all(decision)
+                elif isinstance(decision, RecordVersion):
+                    self._version(decision)
+                elif isinstance(decision, ContinueNew):
+                    self._continue_as_new(decision)
                 elif isinstance(decision, Finished):
                     self._finish(decision.value)
                 else:
@@ -264,6 +319,7 @@ class Driver:
                         Status.FAILED, error=ErrorInfo.from_exception(decision.exception).encode()
                     )
         except Stop as stop:
+            self.continued = stop.continued
             self._close()  # finally blocks of the flow run now, after the write
             return stop.result
 
@@ -493,7 +549,7 @@ class Driver:
         if record is None:
             record = StoredRecord(
                 d.position, "sleep", command.name, WAITING, started_at=now,
-                wake_at=now + command.duration.total_seconds(),
+                wake_at=command.wake_at(now),
             )  # fmt: skip
         assert record.wake_at is not None
         if now >= record.wake_at:
@@ -505,3 +561,435 @@ class Driver:
             return
         self._records[d.position] = record
         raise self._park(command.name, "sleep", record.wake_at)
+
+    # -- composition ---------------------------------------------------------------
+
+    def _version(self, d: RecordVersion) -> None:
+        now = self._now()
+        latest = d.command.latest
+        self._records[d.position] = StoredRecord(
+            d.position, "version", d.command.name, COMPLETED, result=str(latest),
+            attempts=1, started_at=now, finished_at=now,
+        )  # fmt: skip
+        self.interp.resolve(latest)
+
+    def _continue_as_new(self, d: ContinueNew) -> None:
+        now = self._now()
+        try:
+            text = codec.encode(
+                d.command.input, what=f"the input of ContinueAsNew in flow {self.flow_id!r}"
+            )
+        except SerializationError as exc:
+            self._records[d.position] = StoredRecord(
+                d.position, "continue_as_new", d.command.name, FAILED,
+                error=ErrorInfo.from_exception(exc).encode(), attempts=1, started_at=now,
+                finished_at=now,
+            )  # fmt: skip
+            self._commit(now)
+            self.interp.fail(exc)
+            return
+        self._records[d.position] = StoredRecord(
+            d.position, "continue_as_new", d.command.name, COMPLETED, result=text,
+            attempts=1, started_at=now, finished_at=now,
+        )  # fmt: skip
+        self._commit(now, continue_as_new=text)
+        raise Stop(FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name), continued=True)
+
+    def _encode_input(self, command: Child) -> str:
+        return codec.encode(
+            command.input, what=f"the input of child flow {command.name!r} of {self.flow_id!r}"
+        )
+
+    def _run_inline(self, flow: Flow[Any], child_id: str) -> None:
+        """Run a child flow in this thread until it suspends or finishes (another
+        runner may have it: then it is left to that one)."""
+        from .runner import resume  # the runner imports this module
+
+        with contextlib.suppress(FlowBusyError, FlowClosedError):
+            resume(
+                child_id,
+                store=self.store,
+                flows=[flow],
+                should_stop=self.should_stop,
+                only_if_due=True,
+                concurrency=self.concurrency,
+            )
+
+    def _child_outcome(
+        self, position: int, record: StoredRecord, child: StoredFlow
+    ) -> tuple[StoredRecord, Any, BaseException | None]:
+        """The record of a finished child, and the value or error it gives the parent."""
+        now = self._now()
+        if child.status == Status.COMPLETED:
+            done = record._replace(
+                state=COMPLETED, result=child.result, attempts=1, finished_at=now
+            )
+            return done, codec.decode(child.result), None
+        error = ChildFlowError(child.id, child.status, child.error)
+        failed = record._replace(
+            state=FAILED, result=None, error=ErrorInfo.from_exception(error).encode(),
+            attempts=1, finished_at=now,
+        )  # fmt: skip
+        return failed, None, error
+
+    def _child(self, d: AwaitChild) -> None:
+        command, record = d.command, d.record
+        if record is None:
+            now = self._now()
+            child_id = command.flow_id or secrets.token_hex(16)
+            try:
+                text = self._encode_input(command)
+            except SerializationError as exc:
+                self._records[d.position] = StoredRecord(
+                    d.position, "child", command.name, FAILED,
+                    error=ErrorInfo.from_exception(exc).encode(), attempts=1,
+                    started_at=now, finished_at=now,
+                )  # fmt: skip
+                self._commit(now)
+                self.interp.fail(exc)
+                return
+            record = StoredRecord(
+                d.position, "child", command.name, WAITING,
+                result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
+            )  # fmt: skip
+            self._records[d.position] = record
+            self._commit(now, children=(NewChild(child_id, command.name, text),))
+        child_id = child_id_of(record)
+        self._run_inline(command.flow, child_id)
+        child = self.store.load(child_id)
+        if child.status in FINISHED:
+            done, value, error = self._child_outcome(d.position, record, child)
+            self._records[d.position] = done
+            self._go_on()
+            if error is not None:
+                self.interp.fail(error)
+            else:
+                self.interp.resolve(value)
+            return
+        raise self._park(child_id, "child", None, wait_children=(child_id,))
+
+    def _peek_pending(self, name: str) -> StoredSignal | None:
+        waiting = self._pending.get(name)
+        return waiting[0][1] if waiting else None
+
+    def _any(self, d: AwaitAny) -> None:
+        command, record = d.command, d.record
+        branches = command.commands
+        if record is None:
+            now = self._now()
+            children: dict[str, str] = {}
+            new: list[NewChild] = []
+            for index, branch in enumerate(branches):
+                if isinstance(branch, Child):
+                    child_id = branch.flow_id or secrets.token_hex(16)
+                    try:
+                        text = self._encode_input(branch)
+                    except SerializationError as exc:
+                        self._records[d.position] = StoredRecord(
+                            d.position, "any", command.name, FAILED,
+                            error=ErrorInfo.from_exception(exc).encode(), attempts=1,
+                            started_at=now, finished_at=now,
+                        )  # fmt: skip
+                        self._commit(now)
+                        self.interp.fail(exc)
+                        return
+                    children[str(index)] = child_id
+                    new.append(NewChild(child_id, branch.name, text))
+            timers = [b.wake_at(now) for b in branches if isinstance(b, Sleep)]
+            record = StoredRecord(
+                d.position, "any", command.name, WAITING,
+                result=codec.encode({"children": children}, what="child ids") if children else None,
+                started_at=now, wake_at=min(timers) if timers else None,
+            )  # fmt: skip
+            if new:  # the children exist (and the record names them) before they run
+                self._records[d.position] = record
+                self._commit(now, children=tuple(new))
+                d = AwaitAny(d.position, command, record)
+        started = record.started_at if record.started_at is not None else self._now()
+        state = codec.decode(record.result) if record.result else {}
+        child_ids = {int(k): v for k, v in (state.get("children") or {}).items()}
+        for index, child_id in child_ids.items():
+            branch = branches[index]
+            assert isinstance(branch, Child)
+            self._run_inline(branch.flow, child_id)
+        names = [b.name for b in branches if isinstance(b, Suspend)]
+        while True:
+            now = self._now()
+            best: tuple[float, int] | None = None
+            finished: dict[int, StoredFlow] = {}
+            for index, branch in enumerate(branches):
+                at: float | None = None
+                if isinstance(branch, Suspend):
+                    signal = self._peek_pending(branch.name)
+                    while signal is not None:
+                        _, refused = structured(
+                            branch, codec.decode(signal.payload), flow_id=self.flow_id
+                        )
+                        if refused is None:
+                            break
+                        log.warning("%s", refused)
+                        self._next_pending(branch.name)
+                        self._reject(signal, str(getattr(refused, "reason", refused)))
+                        signal = self._peek_pending(branch.name)
+                    if signal is not None:
+                        at = signal.created_at
+                elif isinstance(branch, Sleep):
+                    wake = branch.wake_at(started)
+                    if wake <= now:
+                        at = wake
+                else:
+                    child = self.store.load(child_ids[index])
+                    if child.status in FINISHED:
+                        finished[index] = child
+                        at = child.updated_at
+                if at is not None and (best is None or (at, index) < best):
+                    best = (at, index)
+            if best is None:
+                waits = [b.wake_at(started) for b in branches if isinstance(b, Sleep)]
+                if d.record is None:
+                    self._records[d.position] = record
+                else:  # parked here before: the stored record stands as it is
+                    self._records.pop(d.position, None)
+                stop = self._end(
+                    Status.SUSPENDED,
+                    waiting_for=codec.encode(names, what="signal names"),
+                    wait_kind="any",
+                    wake_at=min(waits) if waits else None,
+                    wait_signals=tuple(names),
+                    wait_children=tuple(child_ids.values()),
+                )
+                if stop is not None:
+                    raise stop
+                continue  # signals arrived meanwhile: take the first
+            _, index = best
+            branch = branches[index]
+            now = self._now()
+            error: BaseException | None = None
+            if isinstance(branch, Suspend):
+                signal = self._next_pending(branch.name)
+                assert signal is not None
+                payload = codec.decode(signal.payload)
+                value, _ = structured(branch, payload, flow_id=self.flow_id)
+                result = {"index": index, "name": branch.name, "value": payload}
+                self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
+                done = record._replace(
+                    state=COMPLETED, result=codec.encode(result, what="an Any result"),
+                    attempts=1, finished_at=now,
+                )  # fmt: skip
+            elif isinstance(branch, Sleep):
+                value = None
+                result = {"index": index, "name": branch.name, "value": None}
+                done = record._replace(
+                    state=COMPLETED, result=codec.encode(result, what="an Any result"),
+                    attempts=1, finished_at=now,
+                )  # fmt: skip
+            else:
+                child = finished[index]
+                done, value, error = self._child_outcome(d.position, record, child)
+                if error is None:
+                    result = {"index": index, "name": branch.name, "value": value}
+                    done = done._replace(result=codec.encode(result, what="an Any result"))
+            self._records[d.position] = done
+            self._go_on()
+            if command.cancel_losers:
+                for other, child_id in child_ids.items():
+                    if other != index and other not in finished:
+                        self.store.cancel(
+                            child_id, f"it lost the Any of flow {self.flow_id!r}", now
+                        )
+            if error is not None:
+                self.interp.fail(error)
+            else:
+                self.interp.resolve(AnyResult(index, branch.name, value))
+            return
+
+    def _all(self, d: RunAll) -> None:
+        command = d.command
+        branches = command.commands
+        first = d.position + 1
+        if d.records is None:
+            now = self._now()
+            records = [StoredRecord(d.position, "all", command.name, WAITING, started_at=now)]
+            new: list[NewChild] = []
+            for offset, branch in enumerate(branches):
+                position = first + offset
+                if isinstance(branch, Child):
+                    child_id = branch.flow_id or secrets.token_hex(16)
+                    try:
+                        text = self._encode_input(branch)
+                    except SerializationError as exc:
+                        records.append(StoredRecord(
+                            position, "child", branch.name, FAILED,
+                            error=ErrorInfo.from_exception(exc).encode(), attempts=1,
+                            started_at=now, finished_at=now,
+                        ))  # fmt: skip
+                        continue
+                    new.append(NewChild(child_id, branch.name, text))
+                    records.append(StoredRecord(
+                        position, "child", branch.name, WAITING,
+                        result=codec.encode({"flow_id": child_id}, what="a child id"),
+                        started_at=now,
+                    ))  # fmt: skip
+                else:
+                    records.append(
+                        StoredRecord(position, "step", branch.name, WAITING, started_at=now)
+                    )
+            for record in records:
+                self._records[record.position] = record
+            self._commit(now, children=tuple(new))
+            header, *rest = records
+        else:
+            header, *rest = d.records
+        current: dict[int, StoredRecord] = {r.position: r for r in rest}
+        errors: dict[int, BaseException] = {}
+        # Steps first, at the same time, each record committed as it finishes.
+        todo = [
+            (first + offset, branch)
+            for offset, branch in enumerate(branches)
+            if isinstance(branch, Step) and current[first + offset].state in UNRESOLVED_STATES
+        ]
+        if todo:
+            self._run_branches(todo, current, errors)
+        # Then children, each run here until it suspends or finishes.
+        waiting_children: list[str] = []
+        for offset, branch in enumerate(branches):
+            position = first + offset
+            record = current[position]
+            if isinstance(branch, Child) and record.state == WAITING:
+                child_id = child_id_of(record)
+                self._run_inline(branch.flow, child_id)
+                child = self.store.load(child_id)
+                if child.status in FINISHED:
+                    done, _, error = self._child_outcome(position, record, child)
+                    current[position] = done
+                    self._records[position] = done
+                    if error is not None:
+                        errors[position] = error
+                else:
+                    waiting_children.append(child_id)
+        retry_wakes = [
+            r.wake_at for r in current.values() if r.state == RETRYING and r.wake_at is not None
+        ]
+        if waiting_children or retry_wakes:
+            raise self._park(
+                command.name,
+                "all",
+                min(retry_wakes) if retry_wakes else None,
+                wait_children=tuple(waiting_children),
+            )
+        now = self._now()
+        self._records[d.position] = header._replace(
+            state=COMPLETED, result="null", attempts=1, finished_at=now
+        )
+        self._go_on()
+        for position in sorted(current):  # the first failure in list order is thrown
+            record = current[position]
+            if record.state == FAILED:
+                self.interp.fail(
+                    errors.get(position) or rebuild_exception(record, flow_id=self.flow_id)
+                )
+                return
+        self.interp.resolve([codec.decode(current[p].result) for p in sorted(current)])
+
+    def _run_branches(
+        self,
+        todo: list[tuple[int, Step]],
+        current: dict[int, StoredRecord],
+        errors: dict[int, BaseException],
+    ) -> None:
+        """Run an ``All``'s steps on a pool of threads; each record is committed as
+        it finishes (commits made at the same time share one transaction)."""
+        from .group_commit import GroupCommit  # (imports the stores' base)
+
+        shared = self.store if isinstance(self.store, GroupCommit) else GroupCommit(self.store)
+        stops: list[BaseException] = []
+        lock = threading.Lock()
+
+        def commit(record: StoredRecord) -> None:
+            outcome = shared.commit(self.flow_id, self.owner, self._now(), Write((record,)))
+            if outcome.status != _RUNNING:  # cancelled meanwhile: the store dropped our lease
+                self.released = True
+                raise self._cancelled(outcome)
+
+        def run(position: int, command: Step) -> None:
+            try:
+                final, error = self._branch(position, command, current[position], commit)
+            except (Stop, LeaseLostError) as exc:
+                with lock:
+                    stops.append(exc)
+                return
+            with lock:
+                current[position] = final
+                if error is not None:
+                    errors[position] = error
+
+        self._in_branches = True
+        try:
+            with ThreadPoolExecutor(
+                min(len(todo), self.concurrency), thread_name_prefix="crux-all"
+            ) as pool:
+                for position, command in todo:
+                    pool.submit(run, position, command)
+        finally:
+            self._in_branches = False
+        if stops:
+            raise stops[0]
+
+    def _branch(
+        self,
+        position: int,
+        command: Step,
+        record: StoredRecord,
+        commit: Callable[[StoredRecord], None],
+    ) -> tuple[StoredRecord, BaseException | None]:
+        """One step of an ``All``, in a pool thread: its final record (completed,
+        failed, or retrying with a wake-up past the inline backoff) and its error."""
+        retry = command.retry
+        failures = record.attempts
+        now = self._now()
+        started = record.started_at if record.started_at is not None else now
+        if record.state == RETRYING and record.wake_at is not None and record.wake_at > now:
+            return record, None
+        while True:
+            self._guard()
+            try:
+                value = command.fn()
+            except Exception as exc:
+                failures += 1
+                now = self._now()
+                error = ErrorInfo.from_exception(exc).encode()
+                if retry is not None and retry.should_retry(exc, failures):
+                    wait = retry.delay_after(failures)
+                    retrying = record._replace(
+                        state=RETRYING, error=error, attempts=failures, started_at=started,
+                        wake_at=now + wait.total_seconds(),
+                    )  # fmt: skip
+                    commit(retrying)
+                    if wait > INLINE_BACKOFF:
+                        return retrying, None
+                    self.clock.sleep(wait.total_seconds())
+                    continue
+                failed = record._replace(
+                    state=FAILED, error=error, attempts=failures, started_at=started,
+                    finished_at=now, wake_at=None,
+                )  # fmt: skip
+                commit(failed)
+                return failed, exc
+            now = self._now()
+            try:
+                encoded = codec.encode(
+                    value, what=f"the result of step {command.name!r} in flow {self.flow_id!r}"
+                )
+            except SerializationError as exc:
+                failed = record._replace(
+                    state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
+                    attempts=failures + 1, started_at=started, finished_at=now, wake_at=None,
+                )  # fmt: skip
+                commit(failed)
+                return failed, exc
+            done = record._replace(
+                state=COMPLETED, result=encoded, error=None, attempts=failures + 1,
+                started_at=started, finished_at=now, wake_at=None,
+            )  # fmt: skip
+            commit(done)
+            return done, None

@@ -243,6 +243,32 @@ class StepFailedError(CruxError):
         super().__init__(f"step {step!r} failed with {type}: {message}")
 
 
+class ChildFlowError(CruxError):
+    """A child flow (``Child``) ended ``failed``, ``expired`` or ``cancelled``:
+    raised at the parent's ``yield``, with the child's *flow_id*, *status* and
+    *error* (an ``ErrorInfo``, or ``None``)."""
+
+    def __init__(self, flow_id: str, status: str, error: str | None = None) -> None:
+        self.flow_id = flow_id
+        self.status = status
+        self.error_record = error  # the child's error as stored (JSON text), or None
+        detail = ""
+        info = self.error
+        if info is not None:
+            detail = f": {info.type}: {info.message}"
+        super().__init__(f"child flow {flow_id!r} ended {status}{detail}")
+
+    @property
+    def error(self) -> Any:
+        """The child's error (``crux_gen.ErrorInfo``), or ``None``."""
+        from .codec import ErrorInfo  # errors is imported by codec, not the reverse
+
+        try:
+            return ErrorInfo.decode(self.error_record, flow_id=self.flow_id)
+        except CruxError:
+            return None
+
+
 class StoreError(CruxError):
     """The store cannot be read or written (full disk, read-only file, lost
     connection, not a crux_gen store); the message names the file or server."""

@@ -32,6 +32,8 @@ class _Driver(Protocol):
 
     def value(self, kind: str, make: Callable[[], Any]) -> Any: ...
 
+    def set_custom_status(self, value: Any) -> None: ...
+
 
 @attrs.define
 class FlowContext:
@@ -48,6 +50,8 @@ class FlowContext:
     flow_id: str = "local"
     name: str = "local"
     _driver: _Driver | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    #: The last value given to ``set_custom_status`` in this run (``None`` before).
+    custom_status: Any = attrs.field(default=None, init=False, repr=False, eq=False)
 
     @property
     def is_replaying(self) -> bool:
@@ -76,6 +80,22 @@ class FlowContext:
         result: float = self._driver.value("random", _random.random)
         return result
 
+    def set_custom_status(self, value: Any) -> None:
+        """Publish a small JSON value (progress for a UI), stored with the flow's next
+        write and readable as ``get_flow(id).custom_status`` without running the flow.
+
+        >>> ctx.set_custom_status({"done": 3, "of": 10})
+
+        ``SerializationError`` (here, at the call) for a value JSON cannot hold.
+        Outside a run (a flow stepped by hand) the value is kept on the context as
+        ``ctx.custom_status``.
+        """
+        if self._driver is None:
+            self.custom_status = value
+            return
+        self._driver.set_custom_status(value)
+        self.custom_status = value
+
 
 @attrs.frozen
 class Flow(Generic[R]):
@@ -95,6 +115,7 @@ class Flow(Generic[R]):
         store: Store,
         flow_id: str | None = None,
         resume: str | None = None,
+        concurrency: int | None = None,
     ) -> FlowResult:
         """Start (or, with ``resume=flow_id``, continue) this flow in the caller's thread
         until it suspends or finishes.
@@ -102,12 +123,18 @@ class Flow(Generic[R]):
         >>> r = onboarding.run(input={"email": "user@example.com"}, store=SQLiteStore("crux.db"))
         >>> r.status, r.waiting_for
         ('suspended', 'email-verified')
+
+        *concurrency* is how many steps of one ``All`` run at the same time (threads;
+        default 8). Child flows it starts run in this thread too, each until it
+        suspends or finishes.
         """
         if flow_id is not None:
             check_flow_id(flow_id)
         if resume is not None:
             check_flow_id(resume)
-        return RUNNER[0](self, store=store, input=input, flow_id=flow_id, resume=resume)
+        return RUNNER[0](
+            self, store=store, input=input, flow_id=flow_id, resume=resume, concurrency=concurrency
+        )
 
 
 class _RunFlow(Protocol):
@@ -119,6 +146,7 @@ class _RunFlow(Protocol):
         input: Any = None,
         flow_id: str | None = None,
         resume: str | None = None,
+        concurrency: int | None = None,
     ) -> FlowResult: ...
 
 

@@ -21,7 +21,21 @@ from typing import Any
 import attrs
 
 from . import codec
-from .commands import COMMAND_TYPES, Command, Sleep, Step, Suspend, WaitUntil, describe
+from .commands import (
+    COMMAND_TYPES,
+    All,
+    AnyResult,
+    Child,
+    Command,
+    ContinueAsNew,
+    Sleep,
+    Step,
+    Suspend,
+    Version,
+    WaitUntil,
+    describe,
+)
+from .commands import Any as AnyOf
 from .errors import NonDeterminismError, SignalValidationError, StepFailedError
 from .records import COMPLETED, FAILED, StoredRecord
 
@@ -63,6 +77,51 @@ class AwaitTimer:
 
 
 @attrs.frozen
+class AwaitChild:
+    """Start the child flow (when *record* is ``None``), run or wait for it."""
+
+    position: int
+    command: Child
+    record: StoredRecord | None
+
+
+@attrs.frozen
+class AwaitAny:
+    """Resolve the ``Any`` with the first of its branches that happened, or park."""
+
+    position: int
+    command: AnyOf
+    record: StoredRecord | None
+
+
+@attrs.frozen
+class RunAll:
+    """Run the unfinished branches of the ``All`` at *position* (its header record);
+    *records* are the header's and the branches' (positions + 1 …), or ``None``
+    when it was never reached."""
+
+    position: int
+    command: All
+    records: tuple[StoredRecord, ...] | None
+
+
+@attrs.frozen
+class RecordVersion:
+    """A ``Version`` reached for the first time: record ``latest`` and go on."""
+
+    position: int
+    command: Version
+
+
+@attrs.frozen
+class ContinueNew:
+    """End this run; start the next one of the same flow with the command's input."""
+
+    position: int
+    command: ContinueAsNew
+
+
+@attrs.frozen
 class Finished:
     """The flow returned *value*."""
 
@@ -80,9 +139,17 @@ class _Abandoned(BaseException):
     """Thrown into a generator that ignores ``GeneratorExit``, to end it."""
 
 
-Decision = RunStep | AwaitSignal | AwaitCondition | AwaitTimer | Finished | Failed
+Decision = (
+    RunStep | AwaitSignal | AwaitCondition | AwaitTimer | AwaitChild | AwaitAny | RunAll
+    | RecordVersion | ContinueNew | Finished | Failed
+)  # fmt: skip
 _COMMAND_CLASSES = frozenset(COMMAND_TYPES)
-_LIVE = {"step": RunStep, "suspend": AwaitSignal, "wait_until": AwaitCondition, "sleep": AwaitTimer}
+_LIVE: dict[str, Any] = {
+    "step": RunStep, "suspend": AwaitSignal, "wait_until": AwaitCondition, "sleep": AwaitTimer,
+    "child": AwaitChild, "any": AwaitAny,
+    "continue_as_new": lambda position, command, record: ContinueNew(position, command),
+}  # fmt: skip
+_RESOLVED = (COMPLETED, FAILED)
 
 
 def _value_decoders() -> dict[str, Any]:
@@ -164,10 +231,22 @@ class Interpreter:
             if command.__class__ not in _COMMAND_CLASSES and not isinstance(command, COMMAND_TYPES):
                 throw = TypeError(
                     f"flow {self.flow_id!r} ({self.flow_name}) yielded {command!r}; yield "
-                    "Step(...), Suspend(...), WaitUntil(...) or Sleep(...)"
+                    "Step, Suspend, WaitUntil, Sleep, All, Any, Child, Version or ContinueAsNew"
                 )
                 continue
             position = self.position  # ctx.now() & co. may have taken positions
+            cls = command.__class__
+            if cls is Version or cls is All:
+                found: RecordVersion | RunAll | _Replayed
+                if isinstance(command, Version):
+                    found = self._version(command, position)
+                else:
+                    assert isinstance(command, All)
+                    found = self._all(command, position)
+                if isinstance(found, _Replayed):
+                    value, throw = found.value, found.throw
+                    continue
+                return found
             self.position = position + 1
             if position >= recorded:
                 return _LIVE[command.kind](position, command, None)  # type: ignore[no-any-return]
@@ -241,14 +320,78 @@ class Interpreter:
         """What the recorded command at *position* evaluates to: ``(value, None)``,
         or ``(None, error)`` for a signal its ``Suspend``'s schema now refuses."""
         value = self._values[position]
+        if isinstance(command, AnyOf):
+            return any_result(command, value, flow_id=self.flow_id)
         if isinstance(command, Suspend) and command.schema is not None:
-            try:
-                return codec.structure(value, command.schema), None
-            except Exception as exc:
-                return None, SignalValidationError(
-                    self.flow_id, command.name, command.schema, codec.structure_error_text(exc)
-                )
+            return structured(command, value, flow_id=self.flow_id)
         return value, None
+
+    def _version(self, command: Version, position: int) -> RecordVersion | _Replayed:
+        """A ``Version`` takes a position only when it is recorded there (or live):
+        history that went past this point before the line existed replays as ``0``."""
+        if position >= self._recorded:
+            self.position = position + 1
+            return RecordVersion(position, command)
+        record = self._history[position]
+        if record.kind == "version" and record.name == command.name:
+            self.position = position + 1
+            return _Replayed(self._values[position], None)
+        return _Replayed(0, None)
+
+    def _all(self, command: All, position: int) -> RunAll | _Replayed:
+        """An ``All`` takes its header's position and one per branch after it."""
+        count = len(command.commands)
+        self.position = position + 1 + count
+        if position >= self._recorded:
+            return RunAll(position, command, None)
+        header = self._history[position]
+        if header.kind != "all" or header.name != command.name:
+            raise self._diverged(position, header, describe("all", command.name))
+        records = tuple(self._history[position : position + 1 + count])
+        branches = records[1:]
+        if len(branches) == count and all(r.state in _RESOLVED for r in branches):
+            for branch, record in zip(command.commands, branches, strict=True):
+                if record.kind != branch.kind or record.name != branch.name:
+                    raise self._diverged(record.position, record, describe("all", command.name))
+            for record in branches:  # the first failure in list order is thrown
+                if record.state == FAILED:
+                    return _Replayed(None, rebuild_exception(record, flow_id=self.flow_id))
+            return _Replayed([self._values[r.position] for r in branches], None)
+        return RunAll(position, command, records)
+
+
+@attrs.frozen
+class _Replayed:
+    """A compound command resolved from history: what to send or throw."""
+
+    value: Any
+    throw: BaseException | None
+
+
+def structured(command: Suspend, value: Any, *, flow_id: str) -> tuple[Any, BaseException | None]:
+    """A signal's payload structured into *command*'s schema: ``(value, None)``, or
+    ``(None, SignalValidationError)`` when it does not fit."""
+    if command.schema is None:
+        return value, None
+    try:
+        return codec.structure(value, command.schema), None
+    except Exception as exc:
+        return None, SignalValidationError(
+            flow_id, command.name, command.schema, codec.structure_error_text(exc)
+        )
+
+
+def any_result(command: AnyOf, value: Any, *, flow_id: str) -> tuple[Any, BaseException | None]:
+    """The ``AnyResult`` an ``Any``'s recorded result (``{"index", "name", "value"}``)
+    stands for; a winning ``Suspend``'s payload is structured into its schema."""
+    index = value["index"]
+    branch = command.commands[index]
+    payload = value.get("value")
+    if isinstance(branch, Suspend):
+        payload, error = structured(branch, payload, flow_id=flow_id)
+        if error is not None:
+            return None, error
+    return AnyResult(index, value["name"], payload), None
 
 
 def rebuild_exception(record: StoredRecord, *, flow_id: str | None = None) -> BaseException:

@@ -65,6 +65,9 @@ class _ReplayDriver:
     def is_replaying(self) -> bool:
         return self.interp.is_replaying
 
+    def set_custom_status(self, value: Any) -> None:
+        """Publishing a status writes nothing here (a replay check writes nothing)."""
+
     def value(self, kind: str, make: Callable[[], Any]) -> Any:
         found, value = self.interp.recorded_value(kind)
         if not found:

@@ -13,7 +13,7 @@ from . import codec
 from .clock import when
 from .codec import ErrorInfo
 from .driver import INLINE_BACKOFF, Driver, ParkingWarning
-from .errors import FlowNameConflictError, InvalidValueError, StoreError
+from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError, StoreError
 from .flow import RUNNER, Flow, check_flow_id, default_registry
 from .leases import LEASES
 from .records import StoredFlow
@@ -54,20 +54,41 @@ def result_of(stored: StoredFlow) -> FlowResult:
     )
 
 
+#: How many steps of one ``All`` run at the same time when nobody said (``Flow.run``).
+ALL_CONCURRENCY = 8
+
+
+def check_concurrency(value: object, what: str) -> int:
+    """*value* as a thread count of 1 or more, else the matching ``CruxError``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(what, value, "is not an int; give an int of 1 or more")
+    if value < 1:
+        raise InvalidValueError(what, value, "must be an int of 1 or more")
+    return value
+
+
 def _drive_claimed(
     flow: Flow[Any],
     store: Store,
     stored: StoredFlow,
     owner: str,
     should_stop: Callable[[], bool] | None = None,
+    concurrency: int = ALL_CONCURRENCY,
 ) -> FlowResult:
     if stored.lease_owner != owner:  # finished: nothing to run
         return result_of(stored)
     LEASES.hold(store, stored.id, owner)
     run: Driver | None = None
     try:
-        run = Driver(flow, store, stored, owner, should_stop)
-        result = run.drive()
+        while True:
+            run = Driver(flow, store, stored, owner, should_stop, concurrency=concurrency)
+            result = run.drive()
+            if not run.continued:
+                break
+            # ContinueAsNew: the next run of the same flow, still under this lease.
+            stored = store.claim(stored.id, owner, store.clock.time())
+            if stored.lease_owner != owner:  # cancelled meanwhile: nothing to run
+                return result_of(stored)
         return result if result.name else attrs.evolve(result, name=flow.name)
     finally:
         LEASES.drop(stored.id, owner)
@@ -96,8 +117,12 @@ def run_flow(
     input: Any = None,
     flow_id: str | None = None,
     resume: str | None = None,
+    concurrency: int | None = None,
 ) -> FlowResult:
     """Start or resume *flow* on *store*; see ``Flow.run``."""
+    threads = ALL_CONCURRENCY
+    if concurrency is not None:
+        threads = check_concurrency(concurrency, "Flow.run concurrency")
     owner = secrets.token_hex(8)
     now = store.clock.time()
     if resume is not None:
@@ -115,7 +140,7 @@ def run_flow(
     else:
         encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
         stored = store.start(flow_id or new_flow_id(), flow.name, encoded, owner, now)
-    return _drive_claimed(flow, store, stored, owner)
+    return _drive_claimed(flow, store, stored, owner, concurrency=threads)
 
 
 def resume(
@@ -125,6 +150,7 @@ def resume(
     flows: Iterable[Flow[Any]] | None = None,
     should_stop: Callable[[], bool] | None = None,
     only_if_due: bool = False,
+    concurrency: int = ALL_CONCURRENCY,
 ) -> FlowResult:
     """Continue flow *flow_id*, finding its code by the stored name: among *flows*
     when given, else in the registry of ``@flow``.
@@ -142,7 +168,9 @@ def resume(
     owner = secrets.token_hex(8)
     now = store.clock.time()
     stored = store.claim(flow_id, owner, now, only_if_due=only_if_due)
-    return run_claimed(stored, owner, store=store, flows=flows, should_stop=should_stop)
+    return run_claimed(
+        stored, owner, store=store, flows=flows, should_stop=should_stop, concurrency=concurrency
+    )
 
 
 def run_claimed(
@@ -152,6 +180,7 @@ def run_claimed(
     store: Store,
     flows: Iterable[Flow[Any]] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    concurrency: int = ALL_CONCURRENCY,
 ) -> FlowResult:
     """Drive a flow *owner* has claimed (``Store.claim`` or ``claim_due``), finding
     its code as ``resume`` does; the lease is released on every way out."""
@@ -164,7 +193,7 @@ def run_claimed(
     except BaseException:
         _release(store, stored.id, owner)
         raise
-    return _drive_claimed(flow, store, stored, owner, should_stop)
+    return _drive_claimed(flow, store, stored, owner, should_stop, concurrency)
 
 
 RUNNER[0] = run_flow

@@ -56,7 +56,7 @@ from .flow import Flow, default_registry
 from .group_commit import GroupCommit
 from .records import StoredFlow
 from .results import FlowResult
-from .runner import resume, run_claimed
+from .runner import ALL_CONCURRENCY, resume, run_claimed
 from .status import Status
 
 if TYPE_CHECKING:
@@ -123,6 +123,8 @@ class Worker:
         self.flows: tuple[Flow[Any], ...] = _flows(flows)
         self.batch = batch
         self.concurrency = concurrency
+        # How many steps of one All run at once: the worker's threads, or the default.
+        self._all_threads = concurrency if concurrency > 1 else ALL_CONCURRENCY
         #: What the runners of a concurrent worker write through (None with concurrency=1).
         self.group_commit: GroupCommit | None = GroupCommit(store) if concurrency > 1 else None
         self._poll = 1.0  # how long a concurrent pass waits for a flow to finish at most
@@ -340,6 +342,7 @@ class Worker:
                 store=shared,
                 flows=self.flows,
                 should_stop=self._should_stop,
+                concurrency=self._all_threads,
             ),
         )
 
@@ -353,6 +356,7 @@ class Worker:
                 flows=self.flows,
                 should_stop=self._should_stop,
                 only_if_due=True,
+                concurrency=self._all_threads,
             ),
         )
 
