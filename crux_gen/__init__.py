@@ -1,7 +1,8 @@
 """crux_gen: durable, long-running flows for plain synchronous Python.
 
-A flow is a generator function that yields ``Step``, ``Suspend``, ``WaitUntil``
-and ``Sleep`` commands; each is executed once, recorded, and fed back on replay.
+A flow is a generator function that yields ``Step``, ``Suspend``, ``WaitUntil``,
+``Sleep``, ``All``, ``Any``, ``Child``, ``Version`` and ``ContinueAsNew`` commands;
+each is executed once, recorded, and fed back on replay.
 """
 
 import logging as _logging
@@ -11,10 +12,24 @@ from typing import Any as _Any
 from ._version import __version__ as __version__
 from .clock import Clock, FakeClock, SystemClock
 from .codec import ErrorInfo
-from .commands import Command, Retry, Sleep, Step, Suspend, WaitUntil
+from .commands import (
+    All,
+    Any,
+    AnyResult,
+    Child,
+    Command,
+    ContinueAsNew,
+    Retry,
+    Sleep,
+    Step,
+    Suspend,
+    Version,
+    WaitUntil,
+)
 from .control import cancel_flow, delete_flow, get_flow, list_flows, signal_flow
 from .durations import to_duration
 from .errors import (
+    ChildFlowError,
     CorruptRecordError,
     CruxError,
     FlowBusyError,
@@ -48,8 +63,14 @@ from .stores.sqlite import SQLiteStore
 _logging.getLogger("crux_gen").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "All",
+    "Any",
+    "AnyResult",
+    "Child",
+    "ChildFlowError",
     "Clock",
     "Command",
+    "ContinueAsNew",
     "CorruptRecordError",
     "CruxError",
     "ErrorInfo",
@@ -89,6 +110,7 @@ __all__ = [
     "StoreSchemaError",
     "Suspend",
     "SystemClock",
+    "Version",
     "WaitUntil",
     "cancel_flow",
     "default_registry",

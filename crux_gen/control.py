@@ -124,6 +124,10 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
             )
             for s in stored.signals
         ),
+        custom_status=decoded(stored.custom_status, None, "custom_status"),
+        parent_id=stored.parent_id,
+        children=stored.children,
+        run=stored.run,
     )
 
 

@@ -28,7 +28,6 @@ from .errors import (
     ChildFlowError,
     FlowBusyError,
     FlowClosedError,
-    LeaseLostError,
     SerializationError,
     SignalValidationError,
 )
@@ -715,10 +714,13 @@ class Driver:
         names = [b.name for b in branches if isinstance(b, Suspend)]
         while True:
             now = self._now()
-            best: tuple[float, int] | None = None
+            # The first event by the store's clock; among signals at the same time the
+            # first sent (by id), a signal before a timer or a child, then list order.
+            best: tuple[float, float, int] | None = None
             finished: dict[int, StoredFlow] = {}
             for index, branch in enumerate(branches):
                 at: float | None = None
+                order = float("inf")
                 if isinstance(branch, Suspend):
                     signal = self._peek_pending(branch.name)
                     while signal is not None:
@@ -732,7 +734,7 @@ class Driver:
                         self._reject(signal, str(getattr(refused, "reason", refused)))
                         signal = self._peek_pending(branch.name)
                     if signal is not None:
-                        at = signal.created_at
+                        at, order = signal.created_at, signal.id
                 elif isinstance(branch, Sleep):
                     wake = branch.wake_at(started)
                     if wake <= now:
@@ -742,8 +744,8 @@ class Driver:
                     if child.status in FINISHED:
                         finished[index] = child
                         at = child.updated_at
-                if at is not None and (best is None or (at, index) < best):
-                    best = (at, index)
+                if at is not None and (best is None or (at, order, index) < best):
+                    best = (at, order, index)
             if best is None:
                 waits = [b.wake_at(started) for b in branches if isinstance(b, Sleep)]
                 if d.record is None:
@@ -761,7 +763,7 @@ class Driver:
                 if stop is not None:
                     raise stop
                 continue  # signals arrived meanwhile: take the first
-            _, index = best
+            _, _, index = best
             branch = branches[index]
             now = self._now()
             error: BaseException | None = None
@@ -914,7 +916,7 @@ class Driver:
         def run(position: int, command: Step) -> None:
             try:
                 final, error = self._branch(position, command, current[position], commit)
-            except (Stop, LeaseLostError) as exc:
+            except BaseException as exc:  # a cancel, a lost lease, a store error, an exit
                 with lock:
                     stops.append(exc)
                 return
@@ -932,7 +934,7 @@ class Driver:
                     pool.submit(run, position, command)
         finally:
             self._in_branches = False
-        if stops:
+        if stops:  # the others finished and were recorded; the run ends with the first
             raise stops[0]
 
     def _branch(

@@ -93,5 +93,9 @@ class FlowInfo:
     deadline: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
-    history: tuple[HistoryEntry, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()  # of the current run
     signals: tuple[SignalInfo, ...] = ()
+    custom_status: Any = None  # the last value of ctx.set_custom_status
+    parent_id: str | None = None  # the flow that started this one with Child
+    children: tuple[str, ...] = ()  # ids of the flows it started with Child, oldest first
+    run: int = 1  # 1, 2, …: ContinueAsNew starts the next run

@@ -27,7 +27,8 @@ import attrs
 
 from .clock import Clock, FakeClock
 from .codec import ErrorInfo
-from .commands import Command, Step, WaitUntil
+from .commands import All, Child, Command, Step, WaitUntil
+from .commands import Any as AnyOf
 from .control import cancel_flow, get_flow, signal_flow
 from .durations import Duration
 from .errors import FlowNotFoundError, InvalidTypeError, InvalidValueError
@@ -115,7 +116,7 @@ class FlowHarness:
         self.steps_called: list[str] = []
         #: The ``FlowResult`` of the last :meth:`run`, ``None`` before the first.
         self.result: FlowResult | None = None
-        self._flow: Flow[Any] = Flow(flow.name, self._body)
+        self._flow: Flow[Any] = self._wrapped(flow)
 
     # -- driving -----------------------------------------------------------------
 
@@ -195,6 +196,18 @@ class FlowHarness:
         return None if info is None else info.waiting_for
 
     @property
+    def custom_status(self) -> Any:
+        """The flow's last ``ctx.set_custom_status`` value, else ``None``."""
+        info = self._stored()
+        return None if info is None else info.custom_status
+
+    @property
+    def children(self) -> tuple[str, ...]:
+        """Ids of the child flows it started (``Child``), oldest first."""
+        info = self._stored()
+        return () if info is None else info.children
+
+    @property
     def now(self) -> datetime:
         """The fake clock's time."""
         return self.clock.now()
@@ -204,11 +217,20 @@ class FlowHarness:
 
     # -- the wrapped flow --------------------------------------------------------
 
-    def _body(self, ctx: FlowContext) -> Generator[Command, Any, Any]:
+    def _wrapped(self, flow: Flow[Any]) -> Flow[Any]:
+        """*flow* under the same name, its commands passed through :meth:`_command`
+        (child flows too: fakes and ``steps_called`` cover them)."""
+
+        def body(ctx: FlowContext) -> Generator[Command, Any, Any]:
+            return self._body(flow, ctx)
+
+        return Flow(flow.name, body)
+
+    def _body(self, flow: Flow[Any], ctx: FlowContext) -> Generator[Command, Any, Any]:
         """The flow's own generator, with Step and WaitUntil functions swapped for
         recording (and faking) ones before the interpreter sees them. Sends, throws
         and closes pass through, so the flow behaves exactly as when run directly."""
-        inner = self.flow.fn(ctx)
+        inner = flow.fn(ctx)
         send: Any = None
         throw: BaseException | None = None
         while True:
@@ -216,15 +238,23 @@ class FlowHarness:
                 command = inner.send(send) if throw is None else inner.throw(throw)
             except StopIteration as stop:
                 return stop.value
-            if isinstance(command, Step):
-                command = attrs.evolve(command, fn=self._stand_in(command.name, command.fn, True))
-            elif isinstance(command, WaitUntil):
-                condition = self._stand_in(command.name, command.condition, False)
-                command = attrs.evolve(command, condition=condition)
+            command = self._command(command)
             try:
                 send, throw = (yield command), None
             except BaseException as exc:  # GeneratorExit too: the flow's finally blocks run
                 send, throw = None, exc
+
+    def _command(self, command: Any) -> Any:
+        if isinstance(command, Step):
+            return attrs.evolve(command, fn=self._stand_in(command.name, command.fn, True))
+        if isinstance(command, WaitUntil):
+            condition = self._stand_in(command.name, command.condition, False)
+            return attrs.evolve(command, condition=condition)
+        if isinstance(command, Child):
+            return attrs.evolve(command, flow=self._wrapped(command.flow))
+        if isinstance(command, All | AnyOf):
+            return attrs.evolve(command, commands=[self._command(c) for c in command.commands])
+        return command
 
     def _stand_in(self, name: str, fn: Callable[[], Any], is_step: bool) -> Callable[[], Any]:
         fake_given = name in self.fakes
