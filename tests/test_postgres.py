@@ -36,7 +36,7 @@ from crux_gen import (
     resume,
     signal_flow,
 )
-from crux_gen.records import COMPLETED, StoredRecord, Write
+from crux_gen.records import COMPLETED, NewChild, StoredRecord, Write
 
 from . import pg
 
@@ -147,6 +147,16 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
         PostgresStore(pg_server.url, schema=pg_schema)
 
 
+def back_to_version_2(pg_server: pg.Server, schema: str) -> None:
+    """Undo version 3 (composition) in *schema*, keeping its flows."""
+    pg_server.execute(f'DROP TABLE "{schema}".past_records')
+    pg_server.execute(
+        f'ALTER TABLE "{schema}".flows DROP COLUMN parent_id, DROP COLUMN run, '
+        "DROP COLUMN custom_status"
+    )
+    pg_server.execute(f'UPDATE "{schema}".schema_version SET version = 2')
+
+
 def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segment(
     postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
 ) -> None:
@@ -165,6 +175,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
     old.commit("f1", "me", t, Write(records=done))
     old.close()
     # Back to version 1 as it was: no segments table, the flow parked without one.
+    back_to_version_2(pg_server, pg_schema)
     pg_server.execute(f'DROP TABLE "{pg_schema}".segments')
     pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 1')
     pg_server.execute(
@@ -174,7 +185,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "segments" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(2,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(3,)]
     claimed = store.claim("f1", "me", t)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (r.position, r.name, r.result) for r in done
@@ -373,13 +384,16 @@ def test_without_psycopg_the_postgres_store_says_to_install_the_postgres_extra(
 
 # -- statements name their flow (distribution by flow id) ---------------------------------
 
-TABLE = re.compile(r'(?<![\w.])(?:"?\w+"?\.)?"?(flows|records|signals)"?(?![\w.])', re.I)
+TABLE = re.compile(
+    r'(?<![\w.])(?:"?\w+"?\.)?"?(flows|records|past_records|signals)"?(?![\w.])', re.I
+)
 FILTER = {
     "flows": re.compile(r"(?<![\w])(?:\w+\.)?id\s*=", re.I),
     "records": re.compile(r"(?<![\w])(?:\w+\.)?flow_id\s*=", re.I),
+    "past_records": re.compile(r"(?<![\w])(?:\w+\.)?flow_id\s*=", re.I),
     "signals": re.compile(r"(?<![\w])(?:\w+\.)?flow_id\s*=", re.I),
 }
-KEY_COLUMN = {"flows": "id", "records": "flow_id", "signals": "flow_id"}
+KEY_COLUMN = {"flows": "id", "records": "flow_id", "past_records": "flow_id", "signals": "flow_id"}
 
 
 def touched(statement: str) -> set[str]:
@@ -419,6 +433,8 @@ def test_the_filter_check_itself() -> None:
 def test_every_statement_on_one_flow_filters_by_its_id(
     postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
 ) -> None:
+    from crux_gen.stores import postgres_schema as sql
+
     clock = FakeClock()
     store = postgres_store_class(pg_server.url, schema=pg_schema, clock=clock)
     registry = Registry()
@@ -467,6 +483,33 @@ def test_every_statement_on_one_flow_filters_by_its_id(
     clock.advance("2h")  # its wait's deadline passes
     assert resume(parked.flow_id, store=store, flows=[body]).status == "expired"
 
+    # Composition: children started, one finishing wakes its parent, a run
+    # continued as new, a cancel that reaches a descendant.
+    t = clock.time()
+    store.start("parent", "demo", "null", "me", t)
+    kids = (NewChild("kid-1", "demo", "1"), NewChild("kid-2", "demo", "2"))
+    store.commit("parent", "me", t, Write(children=kids, custom_status='"two"'))
+    store.commit("parent", "me", t, Write(continue_as_new='"again"'))
+    store.commit(
+        "parent",
+        "me",
+        t,
+        Write(
+            status="suspended",
+            waiting_for="kid-1",
+            wait_kind="child",
+            wait_children=("kid-1",),
+        ),
+    )
+    store.claim("kid-1", "me", t)
+    store.commit("kid-1", "me", t, Write(status="completed", result="1"))
+    store.claim("kid-2", "me", t)
+    store.commit("kid-2", "me", t, Write(children=(NewChild("grandkid", "demo", "3"),)))
+    assert store.load("parent").children == ("kid-1", "kid-2")
+    assert store.cancel("parent", "enough", t)
+    # A flow's children are found by parent_id: like the due scan, not one flow's.
+    scans += [s for s in seen if s in (sql.CHILDREN, sql.CHILD_ROWS)]
+
     mark = len(seen)
     store.list_flows(status="completed", limit=5)
     store.list_flows(name="sharded", before=clock.time())
@@ -477,7 +520,7 @@ def test_every_statement_on_one_flow_filters_by_its_id(
 
     assert scans, "the due scan and the listings went through the trace hook too"
     checked = [s for s in seen if s not in scans and touched(s)]
-    for table in ("flows", "records", "signals"):  # the hook saw all three tables used
+    for table in ("flows", "records", "past_records", "signals"):  # the hook saw them used
         assert any(table in touched(s) for s in checked), table
     offenders = {s: unfiltered(s) for s in checked if unfiltered(s)}
     assert offenders == {}, "\n\n".join(f"{t}: {s}" for s, t in offenders.items())
