@@ -198,6 +198,63 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
     store.close()
 
 
+def test_a_version_2_schema_is_migrated_and_its_flows_become_run_1_without_a_parent(
+    postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
+) -> None:
+    PostgresStore = postgres_store_class
+    clock = FakeClock()
+    old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    t = clock.time()
+    old.start("f1", "demo", '{"n": 1}', "me", t)
+    done = StoredRecord(0, "step", "one", "completed", "1", attempts=1)
+    old.commit("f1", "me", t, Write((done,), status="suspended", waiting_for="go",
+                                    wait_kind="suspend"))  # fmt: skip
+    old.add_signal("f1", "go", "2", t, key="k")
+    before = old.load("f1")
+    old.close()
+    back_to_version_2(pg_server, pg_schema)
+    assert "past_records" not in tables(pg_server, pg_schema)
+
+    store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    assert "past_records" in tables(pg_server, pg_schema)
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(3,)]
+    flow = store.load("f1")
+    assert flow == before
+    assert (flow.parent_id, flow.run, flow.custom_status, flow.children) == (None, 1, None, ())
+    assert store.due(t, 10) == ["f1"]
+    store.claim("f1", "me", t)
+    store.commit("f1", "me", t, Write(children=(NewChild("kid", "demo", "null"),)))
+    store.commit("f1", "me", t, Write(continue_as_new='"again"'))
+    again = store.load("f1")
+    assert (again.run, again.children, again.records) == (2, ("kid",), ())
+    past = pg_server.execute(f'SELECT run, position, name FROM "{pg_schema}".past_records')
+    assert past == [(1, 0, "one")]
+    store.close()
+
+
+def test_a_finishing_child_announces_its_parents_wake_to_listening_workers(
+    postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
+) -> None:
+    import psycopg
+
+    from crux_gen.stores.postgres_schema import WAKE_CHANNEL
+
+    clock = FakeClock()
+    store = postgres_store_class(pg_server.url, schema=pg_schema, clock=clock)
+    t = clock.time()
+    store.start("p", "demo", "null", "me", t)
+    store.commit("p", "me", t, Write(children=(NewChild("kid", "demo", "null"),)))
+    store.commit("p", "me", t, Write(status="suspended", waiting_for="kid", wait_kind="child"))
+    with psycopg.connect(pg_server.url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {WAKE_CHANNEL}".encode())
+        store.claim("kid", "w", t)
+        store.commit("kid", "w", t + 1, Write(status="completed", result="1"))
+        heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert heard == ["p"]
+    assert store.load("p").wake_at == t + 1
+    store.close()
+
+
 CONNECT_AT_ONCE = """
     import sys, time
     from pathlib import Path

@@ -1425,6 +1425,56 @@ def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment
     assert store.claim("old", "me", 3.0).records == claimed.records
 
 
+def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_parent(
+    tmp_path: Path,
+) -> None:
+    from crux_gen.records import NewChild
+    from crux_gen.stores.sqlite_schema import (
+        add_segments,
+        add_signal_keys_and_listing,
+        create_schema,
+    )
+
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    create_schema(conn)
+    add_signal_keys_and_listing(conn)
+    add_segments(conn)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        "INSERT INTO flows (id, name, status, input, created_at, updated_at, waiting_for, "
+        "wait_kind) VALUES ('old', 'demo', 'suspended', '{\"n\": 1}', 1.0, 2.0, 'go', 'suspend')"
+    )
+    conn.execute(
+        "INSERT INTO records (flow_id, position, kind, name, state, result, attempts) "
+        "VALUES ('old', 0, 'step', 'one', 'completed', '1', 1)"
+    )
+    conn.execute(
+        "INSERT INTO signals (flow_id, name, payload, state, created_at, key) "
+        "VALUES ('old', 'go', '2', 'pending', 3.0, 'k')"
+    )
+    conn.close()
+
+    store = SQLiteStore(path, clock=FakeClock())
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    old = store.load("old")
+    assert (old.status, old.input, old.created_at, old.updated_at) == (
+        "suspended", '{"n": 1}', 1.0, 2.0,
+    )  # fmt: skip
+    assert (old.parent_id, old.run, old.custom_status, old.children) == (None, 1, None, ())
+    assert [(r.name, r.result) for r in old.records] == [("one", "1")]
+    assert [(s.payload, s.key) for s in old.signals] == [("2", "k")]
+    assert store.due(10.0, 10) == ["old"]
+    claimed = store.claim("old", "me", 10.0)
+    assert (claimed.run, claimed.lease_owner) == (1, "me")
+    store.commit("old", "me", 10.0, Write(children=(NewChild("kid", "demo", "null"),)))
+    store.commit("old", "me", 10.0, Write(continue_as_new='"again"'))
+    again = store.load("old")
+    assert (again.run, again.children, again.records) == (2, ("kid",), ())
+    past = store._conn().execute("SELECT run, position, name FROM past_records").fetchall()
+    assert past == [(1, 0, "one")]
+
+
 @pytest.mark.parametrize(
     ("status", "name", "before"),
     [(None, None, None), (None, None, 1.0), ("failed", None, 1.0), (None, "demo", 1.0)],
