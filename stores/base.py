@@ -8,6 +8,7 @@ semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import (
     CruxError,
     FlowClosedError,
+    FlowNameConflictError,
     FlowStateError,
     InvalidTypeError,
     InvalidValueError,
@@ -27,6 +29,7 @@ from crux_gen.errors import (
     StoreError,
 )
 from crux_gen.records import (
+    COMPLETED,
     FAILED,
     UNRESOLVED,
     Commit,
@@ -43,6 +46,14 @@ from crux_gen.status import FINISHED, Status, transition
 class Store(Protocol):
     """What the runner and the worker need of a store: a new backend implements
     these first (``MemoryStore`` is the reference semantics).
+
+    Flows compose: a write may start child flows (``Write.children``), each with
+    ``parent_id`` naming the writer; ``load`` lists a flow's ``children``. A flow
+    with a parent that finishes (by a commit or ``cancel``) makes a suspended
+    parent due at once, in the same transaction; cancelling a flow cancels its
+    unfinished descendants. ``Write.continue_as_new`` starts the next ``run`` of
+    the same flow id with a fresh history; earlier runs' records are kept apart
+    (``past_records``) until the flow is deleted or pruned.
 
     Leases fence every write: only the *owner* that holds a flow's lease may
     commit for it. A claim takes the lease and changes nothing else; the flow's
@@ -75,7 +86,8 @@ class Store(Protocol):
         exactly as it found it.
 
         Raises ``FlowNotFoundError`` or ``FlowBusyError`` (another owner's lease is
-        live). A finished flow is returned unclaimed. Records of completed or
+        live). A finished flow is returned unclaimed. ``children`` is left empty
+        (``load`` fills it); the records are those of the current run only. Records of completed or
         failed commands may leave out their timings and attempts (replay does not
         need them; ``load`` has everything). With *only_if_due* (the worker),
         checking that the flow is still due (as ``due`` at *now*) and claiming it
@@ -106,10 +118,39 @@ class Store(Protocol):
         ``"running"`` and clears its wait fields; any other status releases the
         lease. With ``write.wait_signal``, if a pending signal of that name exists
         (other than those the write itself updates), nothing is applied and the
-        outcome carries those signals. A flow cancelled meanwhile keeps
-        ``"cancelled"``: the records are written, the lease released, and the
-        outcome says ``"cancelled"``. ``RecordConflictError`` for a record at a
-        gap or over a resolved record (nothing applied).
+        outcome carries those signals; ``write.wait_signals`` does the same for
+        any of several names (the pending signals of all of them, oldest first).
+        A flow cancelled meanwhile keeps ``"cancelled"``: the records (and the
+        custom status) are written, no child is started, nothing continues as
+        new, the lease is released, and the outcome says ``"cancelled"``.
+        ``RecordConflictError`` for a record at a gap or over a resolved record
+        (nothing applied).
+
+        Composition, all in the same transaction:
+
+        - ``write.custom_status`` (JSON text) replaces the flow's custom status;
+          ``None`` leaves it.
+        - ``write.children`` are inserted ``"running"``, unclaimed, with
+          ``parent_id`` = *flow_id*, run 1, ``created_at`` = ``updated_at`` = *now*.
+          One whose id is stored already under the same name is left as it is
+          (a replayed ``Child``); under another name it is a
+          ``FlowNameConflictError`` and nothing of the write is applied.
+        - ``write.wait_children``: a park (``"suspended"``) finding any of those
+          flows finished is written with ``wake_at`` = *now* (or the write's
+          earlier ``wake_at``), so it is due at once.
+        - ``write.continue_as_new`` (JSON text; only with ``status=None``, else
+          ``InvalidValueError`` and nothing applied): after the rest of the write,
+          the current run's records move to the past runs, the flow takes that
+          input, ``run`` + 1, no records, ``"running"`` with no result, error or
+          wait, still leased by *owner*; the outcome is ``"running"``. Pending
+          signals stay pending.
+        - A flow with a parent that finishes makes the parent due at once: a
+          suspended parent whose ``wake_at`` is unset or later gets ``wake_at`` =
+          *now*.
+
+        A park with ``wait_kind="any"`` keeps in ``waiting_for`` the JSON array of
+        the signal names it waits for (``due`` when one of them is pending); it
+        must be such an array (``InvalidValueError``, nothing applied).
         """
         ...
 
@@ -119,8 +160,10 @@ class Store(Protocol):
 
         Returns one entry per item, in order: its ``CommitOutcome``, or the error
         ``commit`` would have raised for it (``LeaseLostError``,
-        ``RecordConflictError``), in which case nothing of that item was applied
-        and the others were. A failure of the store itself (``StoreError``) is
+        ``RecordConflictError``, ``FlowNameConflictError``: ``ITEM_ERRORS``), in
+        which case nothing of that item was applied and the others were. A write
+        no store may apply (``check_write``: ``InvalidValueError``) is raised
+        before anything of the batch is applied. A failure of the store itself (``StoreError``) is
         raised and nothing of the batch is applied. Two items for one flow are
         applied in order.
         """
@@ -139,7 +182,9 @@ class Store(Protocol):
         ...
 
     def load(self, flow_id: str) -> StoredFlow:
-        """Read the flow with its history and signals; ``FlowNotFoundError`` if absent."""
+        """Read the flow with its history (of the current run) and signals, and the
+        ids of its ``children`` (flows whose ``parent_id`` it is, oldest created
+        first, then by id); ``FlowNotFoundError`` if absent."""
         ...
 
     def add_signal(
@@ -155,13 +200,22 @@ class Store(Protocol):
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
         """Mark an unfinished flow cancelled; ``False`` if it was finished. A runner
         holding the flow keeps its lease until it sees the cancel (``check_lease``,
-        ``commit``) and calls nothing more."""
+        ``commit``) and calls nothing more.
+
+        In the same transaction every unfinished descendant (children, their
+        children, …, through finished ones too) is cancelled with the reason
+        ``f"its parent flow {flow_id!r} was cancelled: {reason}"``, and a suspended
+        parent of *flow_id* is made due at once (as when a child finishes by a
+        commit). Nothing of that happens when *flow_id* was finished already."""
         ...
 
     def due(self, now: float, limit: int) -> list[str]:
         """Ids of flows a worker should run now, oldest wake-up first: suspended
-        flows whose timer is due or whose awaited signal is pending, and running
-        flows nobody holds (a crashed runner's, once its lease lapsed)."""
+        flows whose timer is due or whose awaited signal is pending (``wait_kind``
+        ``"suspend"``: the signal named ``waiting_for``; ``"any"``: one of the
+        names of the JSON array ``waiting_for``), and running flows nobody holds
+        (a crashed runner's, once its lease lapsed). A flow waiting for children
+        (``"child"``) is due by its ``wake_at`` only, which a finishing child sets."""
         ...
 
     def close(self) -> None:
@@ -180,10 +234,16 @@ class StoreAdmin(Protocol):
         name: str | None = None,
         limit: int = 100,
         before: float | None = None,
+        version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
-        """Flows without their history, newest update first; with *before*, only
-        those updated strictly earlier (keyset paging: pass the last row's
-        ``updated_at``)."""
+        """Flows without their history (nor ``children``), newest update first; with
+        *before*, only those updated strictly earlier (keyset paging: pass the last
+        row's ``updated_at``).
+
+        With *version* ``(name, n)``, only flows whose current run recorded the
+        ``Version`` *name* completed with the value *n*; ``n=0`` means the flows
+        whose current run has no ``Version`` record of that name (the old branch).
+        """
         ...
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
@@ -204,20 +264,25 @@ class StoreAdmin(Protocol):
         ...
 
     def delete(self, flow_id: str) -> bool:
-        """Delete one finished flow with its records and signals: ``True``; ``False``
+        """Delete one finished flow with its records (of every run) and signals:
+        ``True``; ``False``
         when no such flow is stored; ``FlowStateError`` (nothing changed) for an
         unfinished one."""
         ...
 
     def prune(self, finished_before: float) -> int:
         """Delete finished flows last updated before *finished_before*, with their
-        records and signals; return how many flows were deleted."""
+        records (of every run) and signals; return how many flows were deleted.
+        Their children are left: each is pruned on its own once finished."""
         ...
 
     def put_flow(self, flow: StoredFlow) -> None:
-        """Insert one whole flow, as ``load`` returned it from another store: its row,
-        every record and every signal (with its id, state and key) exactly as given,
-        but with the lease cleared (``crux_gen.migrate``).
+        """Insert one whole flow, as ``load`` returned it from another store: its row
+        (``parent_id``, ``run`` and ``custom_status`` too), every record of its
+        current run and every signal (with its id, state and key) exactly as given,
+        but with the lease cleared (``crux_gen.migrate``). Earlier runs' records
+        are not part of a ``StoredFlow`` and are not copied; ``children`` is
+        ignored (each child carries its own ``parent_id``).
 
         Atomic: all of it or nothing. Raises ``StoreError`` (nothing written) when a
         flow with this id is stored already or a signal id is taken by another
@@ -286,6 +351,33 @@ def flow_exists(flow_id: str, where: str) -> StoreError:
     )
 
 
+def check_version(version: Any) -> tuple[str, int] | None:
+    """``list_flows``'s *version* filter checked: ``None`` or ``(name, n)``, n >= 0."""
+    if version is None:
+        return None
+    if (
+        not isinstance(version, tuple)
+        or len(version) != 2
+        or not isinstance(version[0], str)
+        or not isinstance(version[1], int)
+        or isinstance(version[1], bool)
+    ):
+        raise InvalidTypeError("list_flows version", version, "is not a (name, int) pair")
+    if version[1] < 0:
+        raise InvalidValueError("list_flows version", version, "must have a number >= 0")
+    return version
+
+
+def version_matches(records: Sequence[StoredRecord], version: tuple[str, int]) -> bool:
+    """Whether a run's *records* pass ``list_flows``'s *version* filter (``MemoryStore``;
+    the SQL stores say the same in ``listing_query``)."""
+    name, number = version
+    mine = [r for r in records if r.kind == VERSION_KIND and r.name == name]
+    if number == 0:
+        return not mine
+    return any(r.state == COMPLETED and r.result == str(number) for r in mine)
+
+
 def listing_query(
     columns: str,
     mark: str,
@@ -294,9 +386,12 @@ def listing_query(
     name: str | None,
     limit: int,
     before: float | None,
+    version: tuple[str, int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of ``list_flows`` (*mark* is the driver's placeholder):
-    newest update first, filtered, keyset-paged by ``before`` (never an OFFSET)."""
+    newest update first, filtered, keyset-paged by ``before`` (never an OFFSET).
+    *version* is matched against the records of each flow's current run (the
+    ``records`` table holds no other run)."""
     where: list[str] = []
     params: list[Any] = []
     for clause, value in (
@@ -307,6 +402,18 @@ def listing_query(
         if value is not None:
             where.append(clause)
             params.append(value)
+    version = check_version(version)
+    if version is not None:
+        found = (
+            "SELECT 1 FROM records r WHERE r.flow_id = flows.id "
+            f"AND r.kind = '{VERSION_KIND}' AND r.name = {mark}"
+        )
+        if version[1] == 0:
+            where.append(f"NOT EXISTS ({found})")
+            params.append(version[0])
+        else:
+            where.append(f"EXISTS ({found} AND r.state = '{COMPLETED}' AND r.result = {mark})")
+            params.extend([version[0], str(version[1])])
     query = f"SELECT {columns} FROM flows"
     if where:
         query += " WHERE " + " AND ".join(where)
@@ -336,7 +443,59 @@ def lease_outcome(
 
 #: The errors ``commit_many`` hands back for one item (nothing of it applied)
 #: instead of raising them over the whole batch.
-ITEM_ERRORS = (LeaseLostError, RecordConflictError)
+ITEM_ERRORS = (LeaseLostError, RecordConflictError, FlowNameConflictError)
+
+#: The record kind of a ``Version`` command (``list_flows(version=...)``).
+VERSION_KIND = "version"
+
+#: Wait kinds the stores read: ``"any"`` keeps a JSON array of signal names in
+#: ``waiting_for`` (due when one is pending); ``"child"`` is due by ``wake_at`` only.
+WAIT_ANY = "any"
+WAIT_CHILD = "child"
+
+
+def check_write(flow_id: str, write: Write) -> None:
+    """Refuse a write no store may apply (``InvalidValueError``), before anything
+    of it (or of its batch) is: ``continue_as_new`` with a status, or a park on
+    ``wait_kind="any"`` whose ``waiting_for`` is not a JSON array of names."""
+    if write.continue_as_new is not None and write.status is not None:
+        raise InvalidValueError(
+            f"flow {flow_id!r} write continue_as_new",
+            write.status,
+            "comes with a status; continuing as new keeps the flow running (status=None)",
+        )
+    if write.wait_kind == WAIT_ANY and write.status == Status.SUSPENDED:
+        try:
+            names = json.loads(write.waiting_for or "")
+        except ValueError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidValueError(
+                f"flow {flow_id!r} write waiting_for",
+                write.waiting_for,
+                'must be a JSON array of signal names with wait_kind "any"',
+            )
+
+
+def any_names(waiting_for: str | None) -> list[str]:
+    """The signal names a ``wait_kind="any"`` park waits for (none if unreadable)."""
+    try:
+        names = json.loads(waiting_for or "")
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def awaited_names(write: Write) -> list[str]:
+    """The signal names whose pending signals stop *write* (``wait_signal`` and
+    ``wait_signals``), in order, each once."""
+    names = [] if write.wait_signal is None else [write.wait_signal]
+    return list(dict.fromkeys([*names, *write.wait_signals]))
+
+
+def child_cancel_reason(flow_id: str, reason: str) -> str:
+    """The cancel reason of a descendant of *flow_id* cancelled with it."""
+    return f"its parent flow {flow_id!r} was cancelled: {reason}"
 
 
 #: What a commit that keeps the flow running answers (one object, no allocation).

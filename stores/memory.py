@@ -38,12 +38,19 @@ from crux_gen.status import FINISHED, Status, after_write, transition
 
 from .base import (
     ITEM_ERRORS,
+    WAIT_ANY,
+    any_names,
+    awaited_names,
     check_records,
     check_signal_allowed,
+    check_version,
+    check_write,
+    child_cancel_reason,
     flow_exists,
     new_flow,
     retry_from,
     retry_status,
+    version_matches,
 )
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
@@ -60,11 +67,15 @@ class MemoryStore:
         self._flows: dict[str, dict[str, Any]] = {}
         self._records: dict[str, list[StoredRecord]] = {}
         self._signals: dict[str, dict[int, StoredSignal]] = {}
+        #: Earlier runs' histories (``continue_as_new``): flow id -> run -> records.
+        self._past: dict[str, dict[int, list[StoredRecord]]] = {}
         self._next_signal = 1
 
     # -- reading ---------------------------------------------------------------
 
-    def _snapshot(self, flow_id: str, *, history: bool = True) -> StoredFlow:
+    def _snapshot(
+        self, flow_id: str, *, history: bool = True, children: bool = False
+    ) -> StoredFlow:
         row = self._flows[flow_id]
         if not history:
             return StoredFlow(**row)
@@ -72,7 +83,17 @@ class MemoryStore:
             **row,
             records=tuple(self._records[flow_id]),
             signals=tuple(self._signals[flow_id].values()),
+            children=self._children(flow_id) if children else (),
         )
+
+    def _children(self, flow_id: str) -> tuple[str, ...]:
+        """Ids of the flows *flow_id* started, oldest created first (then by id)."""
+        found = [
+            (row["created_at"], row["id"])
+            for row in self._flows.values()
+            if row["parent_id"] == flow_id
+        ]
+        return tuple(child for _, child in sorted(found))
 
     def _row(self, flow_id: str) -> dict[str, Any]:
         try:
@@ -83,7 +104,7 @@ class MemoryStore:
     def load(self, flow_id: str) -> StoredFlow:
         with self._lock:
             self._row(flow_id)
-            return self._snapshot(flow_id)
+            return self._snapshot(flow_id, children=True)
 
     def list_flows(
         self,
@@ -92,7 +113,9 @@ class MemoryStore:
         name: str | None = None,
         limit: int = 100,
         before: float | None = None,
+        version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
+        version = check_version(version)
         with self._lock:
             rows = [
                 row
@@ -100,6 +123,7 @@ class MemoryStore:
                 if (status is None or row["status"] == status)
                 and (name is None or row["name"] == name)
                 and (before is None or row["updated_at"] < before)
+                and (version is None or version_matches(self._records[row["id"]], version))
             ]
             rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
             return [self._snapshot(r["id"], history=False) for r in rows[:limit]]
@@ -137,9 +161,14 @@ class MemoryStore:
         """A suspended flow's timer is due, or a signal it waits for is pending."""
         if row["wake_at"] is not None and row["wake_at"] <= now:
             return True
-        return row["wait_kind"] == "suspend" and any(
-            s.state == PENDING and s.name == row["waiting_for"]
-            for s in self._signals[row["id"]].values()
+        if row["wait_kind"] == "suspend":
+            names = {row["waiting_for"]}
+        elif row["wait_kind"] == WAIT_ANY:
+            names = set(any_names(row["waiting_for"]))
+        else:
+            return False  # "child" and timers: by wake_at only
+        return any(
+            s.state == PENDING and s.name in names for s in self._signals[row["id"]].values()
         )
 
     # -- leases ----------------------------------------------------------------
@@ -151,26 +180,43 @@ class MemoryStore:
                 if row["name"] != name:
                     raise FlowNameConflictError(flow_id, row["name"], name)
                 return self._claim(flow_id, owner, now)
-            self._flows[flow_id] = {
-                "id": flow_id,
-                "name": name,
-                "status": Status.RUNNING.value,
-                "input": input,
-                "created_at": now,
-                "updated_at": now,
-                "result": None,
-                "error": None,
-                "cancel_reason": None,
-                "waiting_for": None,
-                "wait_kind": None,
-                "wake_at": None,
-                "deadline": None,
-                "lease_owner": owner,
-                "lease_expires": now + self.lease_ttl.total_seconds(),
-            }
-            self._records[flow_id] = []
-            self._signals[flow_id] = {}
+            self._insert(flow_id, name, input, now, owner=owner)
             return self._snapshot(flow_id)
+
+    def _insert(
+        self,
+        flow_id: str,
+        name: str,
+        input: str,
+        now: float,
+        *,
+        owner: str | None = None,
+        parent_id: str | None = None,
+    ) -> None:
+        """A new flow ``"running"``: claimed by *owner*, or (a child) unclaimed."""
+        self._flows[flow_id] = {
+            "id": flow_id,
+            "name": name,
+            "status": Status.RUNNING.value,
+            "input": input,
+            "created_at": now,
+            "updated_at": now,
+            "result": None,
+            "error": None,
+            "cancel_reason": None,
+            "waiting_for": None,
+            "wait_kind": None,
+            "wake_at": None,
+            "deadline": None,
+            "lease_owner": owner,
+            "lease_expires": None if owner is None else now + self.lease_ttl.total_seconds(),
+            "parent_id": parent_id,
+            "run": 1,
+            "custom_status": None,
+        }
+        self._records[flow_id] = []
+        self._signals[flow_id] = {}
+        self._past[flow_id] = {}
 
     def claim(
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
@@ -229,10 +275,13 @@ class MemoryStore:
     # -- writing ---------------------------------------------------------------
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        check_write(flow_id, write)
         with self._lock:
             return self._commit(flow_id, owner, now, write)
 
     def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        for item in batch:
+            check_write(item.flow_id, item.write)
         outcomes: list[CommitOutcome | CruxError] = []
         with self._lock:  # every check of an item comes before its first change
             for item in batch:
@@ -265,12 +314,13 @@ class MemoryStore:
             raise LeaseLostError(flow_id, owner)
         status = row["status"]
         signals = self._signals[flow_id]
-        if write.wait_signal is not None and status not in FINISHED:
+        awaited = awaited_names(write)
+        if awaited and status not in FINISHED:
             updated = {update.id for update in write.signals}
             arrived = tuple(
                 s
                 for s in signals.values()
-                if s.state == PENDING and s.name == write.wait_signal and s.id not in updated
+                if s.state == PENDING and s.name in awaited and s.id not in updated
             )
             if arrived:
                 return CommitOutcome(status, signals=arrived)
@@ -281,6 +331,7 @@ class MemoryStore:
             if r.position < len(records)
         }
         check_records(flow_id, touched, len(records), write.records)
+        self._check_children(write)
         cancelled = status in FINISHED
         new = None if cancelled else after_write(status, write.status)
         for record in write.records:
@@ -295,22 +346,46 @@ class MemoryStore:
                 state=update.state, error=update.error, position=update.position,
                 consumed_at=now,
             )  # fmt: skip
+        if write.custom_status is not None:
+            row["custom_status"] = write.custom_status
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             row["lease_owner"] = row["lease_expires"] = None
             return CommitOutcome(status, cancel_reason=row["cancel_reason"])
+        for child in write.children:
+            if child.flow_id not in self._flows:
+                self._insert(child.flow_id, child.name, child.input, now, parent_id=flow_id)
+        if write.continue_as_new is not None:
+            self._past[flow_id][row["run"]] = list(records)
+            records.clear()
+            row.update(
+                status=Status.RUNNING.value,
+                input=write.continue_as_new,
+                run=row["run"] + 1,
+                result=None,
+                error=None,
+                updated_at=now,
+            )
+            for field in WAIT_FIELDS:
+                row[field] = None
+            return _RUNNING
         if write.status is None:
             if status != new:  # a resumed flow goes on past its wait
                 row.update(status=new.value, updated_at=now)
                 for field in WAIT_FIELDS:
                     row[field] = None
             return _RUNNING
+        wake_at = write.wake_at
+        if new == Status.SUSPENDED and any(
+            self._flows[c]["status"] in FINISHED for c in write.wait_children if c in self._flows
+        ):
+            wake_at = now if wake_at is None else min(wake_at, now)
         row.update(
             status=new.value,
             result=write.result,
             error=write.error,
             waiting_for=write.waiting_for,
             wait_kind=write.wait_kind,
-            wake_at=write.wake_at,
+            wake_at=wake_at,
             deadline=write.deadline,
             lease_owner=None,
             lease_expires=None,
@@ -318,7 +393,28 @@ class MemoryStore:
         )
         if new in FINISHED:
             self._mark_unused(flow_id)
+            self._wake_parent(row["parent_id"], now)
         return CommitOutcome(new.value)
+
+    def _check_children(self, write: Write) -> None:
+        """``FlowNameConflictError`` for a child whose id is another flow name's."""
+        names: dict[str, str] = {}
+        for child in write.children:
+            row = self._flows.get(child.flow_id)
+            stored = row["name"] if row is not None else names.get(child.flow_id)
+            if stored is not None and stored != child.name:
+                raise FlowNameConflictError(child.flow_id, stored, child.name)
+            names[child.flow_id] = child.name
+
+    def _wake_parent(self, parent_id: str | None, now: float) -> None:
+        """A child finished: its suspended parent is due at once."""
+        parent = self._flows.get(parent_id) if parent_id is not None else None
+        if (
+            parent is not None
+            and parent["status"] == Status.SUSPENDED
+            and (parent["wake_at"] is None or parent["wake_at"] > now)
+        ):
+            parent["wake_at"] = now
 
     def _mark_unused(self, flow_id: str) -> None:
         """Signals still pending when their flow finishes are kept, marked unused."""
@@ -354,14 +450,37 @@ class MemoryStore:
             row = self._row(flow_id)
             if row["status"] in FINISHED:
                 return False
-            row.update(
-                status=transition(row["status"], "cancel").value,
-                cancel_reason=reason,
-                wake_at=None,
-                updated_at=now,
-            )
-            self._mark_unused(flow_id)
+            self._cancel(row, reason, now)
+            inherited = child_cancel_reason(flow_id, reason)
+            for descendant in self._descendants(flow_id):
+                if descendant["status"] not in FINISHED:
+                    self._cancel(descendant, inherited, now)
+            self._wake_parent(row["parent_id"], now)
             return True
+
+    def _cancel(self, row: dict[str, Any], reason: str, now: float) -> None:
+        row.update(
+            status=transition(row["status"], "cancel").value,
+            cancel_reason=reason,
+            wake_at=None,
+            updated_at=now,
+        )
+        self._mark_unused(row["id"])
+
+    def _descendants(self, flow_id: str) -> list[dict[str, Any]]:
+        """Rows of *flow_id*'s children, their children, … (each once)."""
+        found: list[dict[str, Any]] = []
+        seen = {flow_id}
+        level = [flow_id]
+        while level:
+            level = [
+                row["id"]
+                for row in self._flows.values()
+                if row["parent_id"] in level and row["id"] not in seen
+            ]
+            seen.update(level)
+            found.extend(self._flows[i] for i in level)
+        return found
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
         with self._lock:
@@ -398,7 +517,7 @@ class MemoryStore:
                 raise FlowStateError(
                     flow_id, row["status"], "only a finished flow can be deleted; cancel it first"
                 )
-            del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
+            self._drop(flow_id)
             return True
 
     def prune(self, finished_before: float) -> int:
@@ -409,8 +528,12 @@ class MemoryStore:
                 if row["status"] in FINISHED and row["updated_at"] < finished_before
             ]
             for flow_id in gone:
-                del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
+                self._drop(flow_id)
             return len(gone)
+
+    def _drop(self, flow_id: str) -> None:
+        del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
+        self._past.pop(flow_id, None)
 
     def put_flow(self, flow: StoredFlow) -> None:
         given = new_flow(flow)
@@ -426,9 +549,10 @@ class MemoryStore:
                         f"flow {flow_id!r}; nothing was written"
                     )
             row = attrs.asdict(given, recurse=False)
-            del row["records"], row["signals"]
+            del row["records"], row["signals"], row["children"]
             self._flows[given.id] = row
             self._records[given.id] = list(given.records)
+            self._past[given.id] = {}
             self._signals[given.id] = {s.id: s for s in sorted(given.signals)}
             self._next_signal = max(self._next_signal, max(ids, default=0) + 1)
 

@@ -73,8 +73,13 @@ from . import postgres_schema as sql
 from . import segments
 from .base import (
     ITEM_ERRORS,
+    WAIT_ANY,
+    any_names,
+    awaited_names,
     check_records,
     check_signal_allowed,
+    check_write,
+    child_cancel_reason,
     flow_exists,
     lease_outcome,
     listing_query,
@@ -285,6 +290,8 @@ class PostgresStore:
     # -- reading ---------------------------------------------------------------------
 
     def _history(self, conn: Conn, row: tuple[Any, ...], *, lean: bool) -> StoredFlow:
+        """The flow of *row* with its records and signals: what a claim needs when
+        *lean*, else all of them and its children (``load``)."""
         flow_id = row[0]
         found = self._segment_history(conn, flow_id) if lean else None
         if found is None:
@@ -293,8 +300,14 @@ class PostgresStore:
         signals = self._run(
             conn, sql.PENDING_SIGNALS if lean else sql.SIGNALS, (flow_id,)
         ).fetchall()
+        children: tuple[str, ...] = ()
+        if not lean:
+            children = tuple(r[0] for r in self._run(conn, sql.CHILDREN, (flow_id,)).fetchall())
         return StoredFlow(  # type: ignore[misc]
-            *row, records=found, signals=tuple(map(StoredSignal._make, signals))
+            *row,
+            records=found,
+            signals=tuple(map(StoredSignal._make, signals)),
+            children=children,
         )
 
     def _segment_history(self, conn: Conn, flow_id: str) -> tuple[StoredRecord, ...] | None:
@@ -341,9 +354,16 @@ class PostgresStore:
         name: str | None = None,
         limit: int = 100,
         before: float | None = None,
+        version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         query, params = listing_query(
-            sql.FLOW_COLUMNS, "%s", status=status, name=name, limit=limit, before=before
+            sql.FLOW_COLUMNS,
+            "%s",
+            status=status,
+            name=name,
+            limit=limit,
+            before=before,
+            version=version,
         )
         return [StoredFlow(*row) for row in self._all(query, params)]
 
@@ -424,11 +444,14 @@ class PostgresStore:
             raise FlowBusyError(flow.id)  # advanced by another worker since the due query
         expires = now + self._ttl
         self._run(conn, sql.TAKE_LEASE, (owner, expires, flow.id))
-        return (*row[:13], owner, expires)
+        return (*row[: sql.LEASE], owner, expires, *row[sql.LEASE + 2 :])
 
     def _wakes(self, conn: Conn, flow: StoredFlow, now: float) -> bool:
         if flow.wake_at is not None and flow.wake_at <= now:
             return True
+        if flow.wait_kind == WAIT_ANY:
+            names = any_names(flow.waiting_for)
+            return self._run(conn, sql.HAS_PENDING_ANY, (flow.id, names)).fetchone() is not None
         return (
             flow.wait_kind == "suspend"
             and self._run(conn, sql.HAS_PENDING, (flow.id, flow.waiting_for)).fetchone() is not None
@@ -451,7 +474,16 @@ class PostgresStore:
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         records = write.records
-        if len(records) == 1 and write.status is None and not write.signals:
+        if (
+            len(records) == 1
+            and write.status is None
+            and not write.signals
+            and write.continue_as_new is None
+            and write.custom_status is None
+            and not write.children
+            and not write.wait_signals
+            and not write.wait_children
+        ):
             # The hot path, a step's result: one fenced statement, one round trip.
             record = records[0]
             with self._connection() as conn:
@@ -465,15 +497,27 @@ class PostgresStore:
                     return _RUNNING
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
+        check_write(flow_id, write)
         with self._transaction() as conn:
             return self._apply(conn, flow_id, owner, now, write)
 
     def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        for item in batch:
+            check_write(item.flow_id, item.write)
         outcomes: list[CommitOutcome | CruxError] = []
         with self._transaction() as conn:  # one transaction, one WAL flush
             for flow_id, owner, now, write in batch:
                 records = write.records
-                if len(records) == 1 and write.status is None and not write.signals:
+                if (
+                    len(records) == 1
+                    and write.status is None
+                    and not write.signals
+                    and write.continue_as_new is None
+                    and write.custom_status is None
+                    and not write.children
+                    and not write.wait_signals
+                    and not write.wait_children
+                ):
                     record = records[0]
                     fenced = self._run(
                         conn,
@@ -529,44 +573,84 @@ class PostgresStore:
             raise LeaseLostError(flow_id, owner)
         status = row[0]
         finished = status in FINISHED
-        if write.wait_signal is not None and not finished:
+        awaited = awaited_names(write)
+        if awaited and not finished:
             updated = {update.id for update in write.signals}
             arrived = [
                 signal
-                for signal in self._run(
-                    conn, sql.PENDING_NAMED, (flow_id, write.wait_signal)
-                ).fetchall()
+                for signal in self._run(conn, sql.PENDING_NAMED, (flow_id, awaited)).fetchall()
                 if signal[0] not in updated
             ]
             if arrived:  # nothing applied: the runner takes one and writes again
                 return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
         if records:
             self._check_records(conn, flow_id, records)
+        if write.children:
+            self._check_children(conn, write)
         new = None if finished else after_write(status, write.status)
         for record in records:
             self._run(conn, sql.PUT_RECORD, (flow_id, *record))
         for s in write.signals:
             self._run(conn, sql.SIGNAL_UPDATE, (s.state, s.error, s.position, now, flow_id, s.id))
+        if write.custom_status is not None:
+            self._run(conn, sql.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             self._run(conn, sql.DROP_LEASE, (flow_id,))
             return CommitOutcome(status, cancel_reason=row[2])
+        for child in write.children:  # those stored already are left as they are
+            self._run(
+                conn, sql.INSERT_CHILD, (child.flow_id, child.name, child.input, now, now, flow_id)
+            )
+        if write.continue_as_new is not None:
+            found = self._run(conn, sql.CURRENT_RUN, (flow_id,)).fetchone()
+            assert found is not None
+            self._run(conn, sql.KEEP_PAST_RUN, {"run": found[0], "flow": flow_id})
+            self._run(conn, sql.DELETE_RECORDS, (flow_id,))
+            self._run(conn, sql.DELETE_SEGMENT, (flow_id,))
+            self._run(conn, sql.NEW_RUN, (write.continue_as_new, now, flow_id))
+            return _RUNNING
         if write.status is None:
             if new != status:  # a resumed flow goes on past its wait
                 self._run(conn, sql.WAIT_CLEARED, (new.value, now, flow_id))
             return _RUNNING
+        wake_at = write.wake_at
+        if (
+            new == Status.SUSPENDED
+            and write.wait_children
+            and self._run(conn, sql.ANY_FINISHED, (list(write.wait_children),)).fetchone()
+        ):
+            wake_at = now if wake_at is None else min(wake_at, now)
         self._run(
             conn,
             sql.PARK,
             (
                 new.value, write.result, write.error, write.waiting_for,
-                write.wait_kind, write.wake_at, write.deadline, now, flow_id,
+                write.wait_kind, wake_at, write.deadline, now, flow_id,
             ),
         )  # fmt: skip
         if new in FINISHED:
             self._run(conn, sql.UNUSED, (flow_id,))
+            self._wake_parent(conn, flow_id, now)
         else:
             self._write_segment(conn, flow_id)
         return CommitOutcome(new.value)
+
+    def _check_children(self, conn: Conn, write: Write) -> None:
+        """``FlowNameConflictError`` for a child whose id is another flow name's."""
+        names: dict[str, str] = {}
+        for child in write.children:
+            found = self._run(conn, sql.FLOW_NAME, (child.flow_id,)).fetchone()
+            stored = found[0] if found is not None else names.get(child.flow_id)
+            if stored is not None and stored != child.name:
+                raise FlowNameConflictError(child.flow_id, stored, child.name)
+            names[child.flow_id] = child.name
+
+    def _wake_parent(self, conn: Conn, flow_id: str, now: float) -> None:
+        """*flow_id* finished: its suspended parent (if any) is due at once, and
+        workers listening are told (delivered at commit)."""
+        woken = self._run(conn, sql.WAKE_PARENT, {"now": now, "flow": flow_id}).fetchone()
+        if woken is not None:
+            self._run(conn, sql.NOTIFY, (sql.WAKE_CHANNEL, woken[0]))
 
     def _check_records(self, conn: Conn, flow_id: str, records: tuple[StoredRecord, ...]) -> None:
         positions = sorted({r.position for r in records})
@@ -597,6 +681,24 @@ class PostgresStore:
                 return False
             self._run(conn, sql.CANCEL, (reason, now, flow_id))
             self._run(conn, sql.UNUSED, (flow_id,))
+            inherited = child_cancel_reason(flow_id, reason)
+            seen = {flow_id}
+            level = [flow_id]
+            while level:  # children, their children, … (through finished ones too)
+                below = []
+                for parent in level:
+                    for child, status in self._run(conn, sql.CHILD_ROWS, (parent,)).fetchall():
+                        if child in seen:
+                            continue
+                        seen.add(child)
+                        below.append(child)
+                        if status in FINISHED:
+                            continue
+                        cancelled = self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child))
+                        if cancelled.rowcount == 1:
+                            self._run(conn, sql.UNUSED, (child,))
+                level = below
+            self._wake_parent(conn, flow_id, now)
             return True
 
     # -- StoreAdmin ------------------------------------------------------------------
@@ -633,6 +735,7 @@ class PostgresStore:
 
     def _delete(self, conn: Conn, flow_id: str) -> None:
         self._run(conn, sql.DELETE_RECORDS, (flow_id,))
+        self._run(conn, sql.DELETE_PAST_RECORDS, (flow_id,))
         self._run(conn, sql.DELETE_SEGMENT, (flow_id,))
         self._run(conn, sql.DELETE_SIGNALS, (flow_id,))
         self._run(conn, sql.DELETE_FLOW, (flow_id,))
@@ -661,7 +764,8 @@ class PostgresStore:
                     f"signal id {taken[0]} of flow {given.id!r} is taken by a signal of flow "
                     f"{taken[1]!r} at {self._where}; nothing was written"
                 )
-            self._run(conn, sql.INSERT_WHOLE_FLOW, attrs.astuple(given, recurse=False)[:15])
+            row = attrs.astuple(given, recurse=False)[: sql.FLOW_WIDTH]
+            self._run(conn, sql.INSERT_WHOLE_FLOW, row)
             self._run(conn, sql.DELETE_SEGMENT, (given.id,))
             for record in given.records:
                 self._run(conn, sql.PUT_RECORD, (given.id, *record))

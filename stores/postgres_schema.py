@@ -4,10 +4,11 @@ parameters (``%s``), never formatted with values. Table names are unqualified:
 each connection's ``search_path`` is the store's schema.
 
 Every statement that touches one flow filters by its id (``id = %s`` or
-``flow_id = %s``), the due scan, the listings, pruning and ``put_flow``'s check
-that the signal ids it is given are free (a migration's, once per flow) aside, so
-the tables can be distributed by flow id (Citus, or a sharded fleet) when one
-server is not enough.
+``flow_id = %s``), the due scan, the listings, pruning, ``put_flow``'s check
+that the signal ids it is given are free (a migration's, once per flow) and the
+reads of a flow's children by ``parent_id`` (``CHILDREN``, ``CHILD_ROWS``: a
+``load`` and a ``cancel``) aside, so the tables can be distributed by flow id
+(Citus, or a sharded fleet) when one server is not enough.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import psycopg
 
 from crux_gen.records import StoredRecord, StoredSignal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
-    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires"
+    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
+    "parent_id, run, custom_status"
 )
+#: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
+FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
+#: Where the lease sits in a flow row: ``row[LEASE:LEASE + 2]``.
+LEASE = 13
 RECORD_COLUMNS = ", ".join(StoredRecord._fields)
 SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
 _RECORD_MARKS = ", ".join(["%s"] * (len(StoredRecord._fields) + 1))
@@ -54,8 +60,11 @@ PENDING_SIGNALS = (
     f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = %s AND state = 'pending' ORDER BY id"
 )
 PENDING_NAMED = (
-    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = %s AND name = %s "
+    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE flow_id = %s AND name = ANY(%s) "
     "AND state = 'pending' ORDER BY id"
+)
+HAS_PENDING_ANY = (
+    "SELECT 1 FROM signals WHERE flow_id = %s AND name = ANY(%s) AND state = 'pending' LIMIT 1"
 )
 HAS_PENDING = "SELECT 1 FROM signals WHERE flow_id = %s AND name = %s AND state = 'pending' LIMIT 1"
 INSERT_FLOW = (
@@ -113,6 +122,40 @@ CANCEL = (
     "UPDATE flows SET status = 'cancelled', cancel_reason = %s, wake_at = NULL, "
     "updated_at = %s WHERE id = %s"
 )
+# A descendant cancelled with its ancestor, unless it finished meanwhile (the
+# WHERE is checked again once a concurrent commit's row lock is released).
+CANCEL_UNFINISHED = CANCEL + " AND status NOT IN ('completed', 'failed', 'expired', 'cancelled')"
+SET_CUSTOM_STATUS = "UPDATE flows SET custom_status = %s WHERE id = %s"
+FLOW_NAME = "SELECT name FROM flows WHERE id = %s"
+# Composition: a child flow, running and unclaimed (one stored already is left).
+INSERT_CHILD = (
+    "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id) "
+    "VALUES (%s, %s, 'running', %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+CHILDREN = "SELECT id FROM flows WHERE parent_id = %s ORDER BY created_at, id"
+CHILD_ROWS = "SELECT id, status FROM flows WHERE parent_id = %s"
+ANY_FINISHED = (
+    "SELECT 1 FROM flows WHERE id = ANY(%s) "
+    "AND status IN ('completed', 'failed', 'expired', 'cancelled') LIMIT 1"
+)
+# A finished flow makes its suspended parent due at once.
+WAKE_PARENT = (
+    "UPDATE flows SET wake_at = %(now)s WHERE id = (SELECT parent_id FROM flows "
+    "WHERE id = %(flow)s) AND status = 'suspended' AND (wake_at IS NULL OR wake_at > %(now)s) "
+    "RETURNING id"
+)
+# ContinueAsNew: the current run's records kept as a past run, then a fresh run.
+KEEP_PAST_RUN = (
+    f"INSERT INTO past_records (flow_id, run, {RECORD_COLUMNS}) "
+    f"SELECT flow_id, %(run)s, {RECORD_COLUMNS} FROM records WHERE flow_id = %(flow)s "
+    f"ON CONFLICT (flow_id, run, position) DO UPDATE SET {_RECORD_UPDATE}"
+)
+CURRENT_RUN = "SELECT run FROM flows WHERE id = %s"
+NEW_RUN = (
+    "UPDATE flows SET status = 'running', input = %s, run = run + 1, result = NULL, "
+    "error = NULL, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, deadline = NULL, "
+    "updated_at = %s WHERE id = %s"
+)
 RETRY = (
     "UPDATE flows SET status = %s, result = NULL, error = NULL, waiting_for = %s, "
     "wait_kind = 'retry', wake_at = %s, deadline = NULL, lease_owner = NULL, "
@@ -120,6 +163,7 @@ RETRY = (
 )
 DROP_RECORDS_FROM = "DELETE FROM records WHERE flow_id = %s AND position >= %s"
 DELETE_RECORDS = "DELETE FROM records WHERE flow_id = %s"
+DELETE_PAST_RECORDS = "DELETE FROM past_records WHERE flow_id = %s"
 DELETE_SIGNALS = "DELETE FROM signals WHERE flow_id = %s"
 DELETE_FLOW = "DELETE FROM flows WHERE id = %s"
 _DUE_FLOWS = """
@@ -133,6 +177,12 @@ _DUE_FLOWS = """
   SELECT f.id, f.updated_at AS t FROM signals s JOIN flows f ON f.id = s.flow_id
    WHERE s.state = 'pending' AND f.status = 'suspended'
      AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
+     AND (f.lease_owner IS NULL OR f.lease_expires <= %(now)s)
+     AND (f.wake_at IS NULL OR f.wake_at > %(now)s)
+  UNION
+  SELECT f.id, f.updated_at AS t FROM signals s JOIN flows f ON f.id = s.flow_id
+   WHERE s.state = 'pending' AND f.status = 'suspended' AND f.wait_kind = 'any'
+     AND CASE WHEN f.wait_kind = 'any' THEN f.waiting_for::jsonb ? s.name ELSE false END
      AND (f.lease_owner IS NULL OR f.lease_expires <= %(now)s)
      AND (f.wake_at IS NULL OR f.wake_at > %(now)s)
 """
@@ -179,7 +229,7 @@ SELECT count(*),
 DELETE_SEGMENT = "DELETE FROM segments WHERE flow_id = %s"
 DROP_SEGMENT_PAST = "DELETE FROM segments WHERE flow_id = %s AND count > %s"
 SIGNAL_IDS_TAKEN = "SELECT id, flow_id FROM signals WHERE id = ANY(%s) ORDER BY id LIMIT 1"
-INSERT_WHOLE_FLOW = f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"
+INSERT_WHOLE_FLOW = f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES ({', '.join(['%s'] * FLOW_WIDTH)})"
 INSERT_WHOLE_SIGNAL = (
     f"INSERT INTO signals ({SIGNAL_COLUMNS}) "
     f"VALUES ({', '.join(['%s'] * len(StoredSignal._fields))})"
@@ -238,8 +288,29 @@ def _add_segments(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> 
     )
 
 
+def _add_composition(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 3: flows compose. A flow row names its parent (the flow that started
+    it with ``Child``), its run (``ContinueAsNew``) and its custom status; earlier
+    runs' records are kept in ``past_records``. Existing flows are run 1 of their
+    own, with no parent."""
+    for ddl in (
+        "ALTER TABLE flows ADD COLUMN parent_id text, "
+        "ADD COLUMN run integer NOT NULL DEFAULT 1, ADD COLUMN custom_status text",
+        "CREATE INDEX flows_by_parent ON flows (parent_id, created_at, id) "
+        "WHERE parent_id IS NOT NULL",
+        """CREATE TABLE past_records (
+            flow_id text NOT NULL, run integer NOT NULL, position integer NOT NULL,
+            kind text NOT NULL, name text NOT NULL, state text NOT NULL, result text,
+            error text, attempts integer NOT NULL, started_at double precision,
+            finished_at double precision, wake_at double precision,
+            deadline double precision, PRIMARY KEY (flow_id, run, position))""",
+    ):
+        conn.execute(ddl.encode())
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
+    3: _add_composition,
 }

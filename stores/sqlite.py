@@ -57,8 +57,13 @@ from . import segments
 from . import sqlite_schema as sql
 from .base import (
     ITEM_ERRORS,
+    WAIT_ANY,
+    any_names,
+    awaited_names,
     check_records,
     check_signal_allowed,
+    check_write,
+    child_cancel_reason,
     flow_exists,
     lease_outcome,
     listing_query,
@@ -253,6 +258,8 @@ class SQLiteStore:
     def _flow(
         conn: sqlite3.Connection, row: tuple[Any, ...], *, history: bool, pending_only: bool = False
     ) -> StoredFlow:
+        """The flow of *row*; with *history*, its records and signals (all of them,
+        and its children, for ``load``; what a claim needs with *pending_only*)."""
         flow_id = row[0]
         if not history:
             return StoredFlow(*row)
@@ -267,8 +274,14 @@ class SQLiteStore:
         signals = conn.execute(
             f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE {where} ORDER BY id", (flow_id,)
         ).fetchall()
+        children: tuple[str, ...] = ()
+        if not pending_only:
+            children = tuple(r[0] for r in conn.execute(sql.CHILDREN, (flow_id,)).fetchall())
         return StoredFlow(  # type: ignore[misc]
-            *row, records=found, signals=tuple(map(StoredSignal._make, signals))
+            *row,
+            records=found,
+            signals=tuple(map(StoredSignal._make, signals)),
+            children=children,
         )
 
     @staticmethod
@@ -317,9 +330,16 @@ class SQLiteStore:
         name: str | None = None,
         limit: int = 100,
         before: float | None = None,
+        version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         query, params = listing_query(
-            sql.FLOW_COLUMNS, "?", status=status, name=name, limit=limit, before=before
+            sql.FLOW_COLUMNS,
+            "?",
+            status=status,
+            name=name,
+            limit=limit,
+            before=before,
+            version=version,
         )
         return [StoredFlow(*row) for row in self._query(query, params)]
 
@@ -395,13 +415,16 @@ class SQLiteStore:
             "UPDATE flows SET lease_owner = ?, lease_expires = ? WHERE id = ?",
             (owner, expires, flow_id),
         )
-        return (*row[:13], owner, expires)
+        return (*row[: sql.LEASE], owner, expires, *row[sql.LEASE + 2 :])
 
     @staticmethod
     def _wakes(conn: sqlite3.Connection, flow: StoredFlow, now: float) -> bool:
         """A suspended flow's timer is due, or a signal it waits for is pending (``sql.DUE``)."""
         if flow.wake_at is not None and flow.wake_at <= now:
             return True
+        if flow.wait_kind == WAIT_ANY:
+            names = json.dumps(any_names(flow.waiting_for))
+            return conn.execute(sql.ANY_PENDING, (flow.id, names)).fetchone() is not None
         return flow.wait_kind == "suspend" and (
             conn.execute(
                 "SELECT 1 FROM signals INDEXED BY signals_pending "
@@ -441,7 +464,16 @@ class SQLiteStore:
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         conn = self._conn()
         records = write.records
-        if len(records) == 1 and write.status is None and not write.signals:
+        if (
+            len(records) == 1
+            and write.status is None
+            and not write.signals
+            and write.continue_as_new is None
+            and write.custom_status is None
+            and not write.children
+            and not write.wait_signals
+            and not write.wait_children
+        ):
             # The hot path, a step's result: one fenced statement, one commit.
             record = records[0]
             try:
@@ -456,15 +488,27 @@ class SQLiteStore:
                 return _RUNNING
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
+        check_write(flow_id, write)
         with self._write() as conn:
             return self._apply(conn, flow_id, owner, now, write)
 
     def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        for item in batch:
+            check_write(item.flow_id, item.write)
         outcomes: list[CommitOutcome | CruxError] = []
         with self._write() as conn:  # one transaction, one fsync
             for flow_id, owner, now, write in batch:
                 records = write.records
-                if len(records) == 1 and write.status is None and not write.signals:
+                if (
+                    len(records) == 1
+                    and write.status is None
+                    and not write.signals
+                    and write.continue_as_new is None
+                    and write.custom_status is None
+                    and not write.children
+                    and not write.wait_signals
+                    and not write.wait_children
+                ):
                     record = records[0]
                     fenced = conn.execute(
                         sql.PUT_RECORD_FENCED,
@@ -514,14 +558,15 @@ class SQLiteStore:
             raise LeaseLostError(flow_id, owner)
         status = row[0]
         finished = status in FINISHED
-        if write.wait_signal is not None and not finished:
+        awaited = awaited_names(write)
+        if awaited and not finished:
             updated = {update.id for update in write.signals}
             arrived = [
                 signal
                 for signal in conn.execute(
-                    f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name = ? "
-                    "AND state = 'pending' ORDER BY id",
-                    (flow_id, write.wait_signal),
+                    f"SELECT {sql.SIGNAL_COLUMNS} FROM signals WHERE flow_id = ? AND name IN "
+                    f"({', '.join('?' * len(awaited))}) AND state = 'pending' ORDER BY id",
+                    (flow_id, *awaited),
                 ).fetchall()
                 if signal[0] not in updated
             ]
@@ -529,6 +574,8 @@ class SQLiteStore:
                 return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
         if records:
             self._check_records(conn, flow_id, records)
+        if write.children:
+            self._check_children(conn, write)
         new = None if finished else after_write(status, write.status)
         if len(records) == 1:
             conn.execute(sql.PUT_RECORD, (flow_id, *records[0]))
@@ -539,28 +586,82 @@ class SQLiteStore:
                 sql.SIGNAL_UPDATE,
                 [(s.state, s.error, s.position, now, s.id, flow_id) for s in write.signals],
             )
+        if write.custom_status is not None:
+            conn.execute(sql.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             conn.execute(
                 "UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = ?",
                 (flow_id,),
             )
             return CommitOutcome(status, cancel_reason=row[2])
+        for child in write.children:  # those stored already are left as they are
+            conn.execute(
+                sql.INSERT_CHILD,
+                (child.flow_id, child.name, child.input, now, now, flow_id),
+            )
+        if write.continue_as_new is not None:
+            run = conn.execute("SELECT run FROM flows WHERE id = ?", (flow_id,)).fetchone()[0]
+            conn.execute(sql.KEEP_PAST_RUN, {"run": run, "flow": flow_id})
+            conn.execute("DELETE FROM records WHERE flow_id = ?", (flow_id,))
+            conn.execute("DELETE FROM segments WHERE flow_id = ?", (flow_id,))
+            conn.execute(sql.NEW_RUN, (write.continue_as_new, now, flow_id))
+            return _RUNNING
         if write.status is None:
             if new != status:  # a resumed flow goes on past its wait
                 conn.execute(sql.WAIT_CLEARED, (new.value, now, flow_id))
             return _RUNNING
+        wake_at = write.wake_at
+        if (
+            new == Status.SUSPENDED
+            and write.wait_children
+            and self._any_finished(conn, write.wait_children)
+        ):
+            wake_at = now if wake_at is None else min(wake_at, now)
         conn.execute(
             sql.PARK,
             (
                 new.value, write.result, write.error, write.waiting_for,
-                write.wait_kind, write.wake_at, write.deadline, now, flow_id,
+                write.wait_kind, wake_at, write.deadline, now, flow_id,
             ),
         )  # fmt: skip
         if new in FINISHED:
             conn.execute(sql.UNUSED, (flow_id,))
+            self._wake_parent(conn, flow_id, now)
         else:
             self._write_segment(conn, flow_id)
         return CommitOutcome(new.value)
+
+    @staticmethod
+    def _check_children(conn: sqlite3.Connection, write: Write) -> None:
+        """``FlowNameConflictError`` for a child whose id is another flow name's."""
+        names: dict[str, str] = {}
+        for child in write.children:
+            found = conn.execute("SELECT name FROM flows WHERE id = ?", (child.flow_id,)).fetchone()
+            stored = found[0] if found is not None else names.get(child.flow_id)
+            if stored is not None and stored != child.name:
+                raise FlowNameConflictError(child.flow_id, stored, child.name)
+            names[child.flow_id] = child.name
+
+    @staticmethod
+    def _any_finished(conn: sqlite3.Connection, flow_ids: tuple[str, ...]) -> bool:
+        """Whether any of *flow_ids* is a finished flow."""
+        finished = sorted(s.value for s in FINISHED)
+        ids = list(dict.fromkeys(flow_ids))
+        return (
+            conn.execute(
+                f"SELECT 1 FROM flows WHERE id IN ({', '.join('?' * len(ids))}) "
+                f"AND status IN ({', '.join('?' * len(finished))}) LIMIT 1",
+                (*ids, *finished),
+            ).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def _wake_parent(conn: sqlite3.Connection, flow_id: str, now: float) -> None:
+        """*flow_id* finished: its suspended parent (if any) is due at once."""
+        found = conn.execute("SELECT parent_id FROM flows WHERE id = ?", (flow_id,)).fetchone()
+        if found is not None and found[0] is not None:
+            conn.execute(sql.WAKE_PARENT, {"now": now, "parent": found[0]})
 
     @staticmethod
     def _check_records(
@@ -611,12 +712,24 @@ class SQLiteStore:
                 raise FlowNotFoundError(flow_id)
             if row[0] in FINISHED:
                 return False
-            conn.execute(
-                "UPDATE flows SET status = 'cancelled', cancel_reason = ?, wake_at = NULL, "
-                "updated_at = ? WHERE id = ?",
-                (reason, now, flow_id),
-            )
+            conn.execute(sql.CANCEL, (reason, now, flow_id))
             conn.execute(sql.UNUSED, (flow_id,))
+            inherited = child_cancel_reason(flow_id, reason)
+            seen = {flow_id}
+            level = [flow_id]
+            while level:  # children, their children, … (through finished ones too)
+                below = []
+                for parent in level:
+                    for child, status in conn.execute(sql.CHILD_ROWS, (parent,)).fetchall():
+                        if child in seen:
+                            continue
+                        seen.add(child)
+                        below.append(child)
+                        if status not in FINISHED:
+                            conn.execute(sql.CANCEL, (inherited, now, child))
+                            conn.execute(sql.UNUSED, (child,))
+                level = below
+            self._wake_parent(conn, flow_id, now)
             return True
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
@@ -664,6 +777,7 @@ class SQLiteStore:
                     flow_id, row[0], "only a finished flow can be deleted; cancel it first"
                 )
             conn.execute("DELETE FROM records WHERE flow_id = ?", (flow_id,))
+            conn.execute("DELETE FROM past_records WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM segments WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM signals WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,))
@@ -689,6 +803,7 @@ class SQLiteStore:
                     return deleted
                 some = ", ".join("?" * len(ids))
                 conn.execute(f"DELETE FROM records WHERE flow_id IN ({some})", ids)
+                conn.execute(f"DELETE FROM past_records WHERE flow_id IN ({some})", ids)
                 conn.execute(f"DELETE FROM segments WHERE flow_id IN ({some})", ids)
                 conn.execute(f"DELETE FROM signals WHERE flow_id IN ({some})", ids)
                 conn.execute(f"DELETE FROM flows WHERE id IN ({some})", ids)
@@ -713,8 +828,7 @@ class SQLiteStore:
                         f"flow {taken[1]!r} in {self.path!r}; nothing was written"
                     )
             conn.execute(
-                f"INSERT INTO flows ({sql.FLOW_COLUMNS}) VALUES ({', '.join('?' * 15)})",
-                attrs.astuple(given, recurse=False)[:15],
+                sql.INSERT_WHOLE_FLOW, attrs.astuple(given, recurse=False)[: sql.FLOW_WIDTH]
             )
             conn.execute("DELETE FROM segments WHERE flow_id = ?", (given.id,))
             if given.records:

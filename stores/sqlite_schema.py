@@ -10,13 +10,19 @@ import sqlite_utils
 
 from crux_gen.records import StoredRecord, StoredSignal
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
-    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires"
+    "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
+    "parent_id, run, custom_status"
 )
+#: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
+FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
+#: Where the lease sits in a flow row: ``row[LEASE:LEASE + 2]``.
+LEASE = 13
+INSERT_WHOLE_FLOW = f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES ({', '.join('?' * FLOW_WIDTH)})"
 RECORD_COLUMNS = ", ".join(StoredRecord._fields)
 SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
 # What a resume needs: of resolved commands only what replay feeds back (building
@@ -60,6 +66,35 @@ PARK = (
     "wake_at = ?, deadline = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? "
     "WHERE id = ?"
 )
+SET_CUSTOM_STATUS = "UPDATE flows SET custom_status = ? WHERE id = ?"
+# Composition: a child flow, running and unclaimed, and a flow's children.
+INSERT_CHILD = (
+    "INSERT OR IGNORE INTO flows (id, name, status, input, created_at, updated_at, parent_id) "
+    "VALUES (?, ?, 'running', ?, ?, ?, ?)"
+)
+CHILDREN = (
+    "SELECT id FROM flows INDEXED BY flows_by_parent WHERE parent_id = ? ORDER BY created_at, id"
+)
+CHILD_ROWS = "SELECT id, status FROM flows INDEXED BY flows_by_parent WHERE parent_id = ?"
+# A finished child makes its suspended parent due at once.
+WAKE_PARENT = (
+    "UPDATE flows SET wake_at = :now WHERE id = :parent AND status = 'suspended' "
+    "AND (wake_at IS NULL OR wake_at > :now)"
+)
+CANCEL = (
+    "UPDATE flows SET status = 'cancelled', cancel_reason = ?, wake_at = NULL, "
+    "updated_at = ? WHERE id = ?"
+)
+# ContinueAsNew: the current run's records kept as a past run, then a fresh run.
+KEEP_PAST_RUN = (
+    f"INSERT OR REPLACE INTO past_records (flow_id, run, {RECORD_COLUMNS}) "
+    f"SELECT flow_id, :run, {RECORD_COLUMNS} FROM records WHERE flow_id = :flow"
+)
+NEW_RUN = (
+    "UPDATE flows SET status = 'running', input = ?, run = run + 1, result = NULL, "
+    "error = NULL, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, deadline = NULL, "
+    "updated_at = ? WHERE id = ?"
+)
 # A flow's segment (``stores/segments.py``): the completed prefix of its history in
 # one row, rewritten when a park finds that prefix grown. The subquery's ORDER BY
 # orders the aggregates (an aggregate over it is never flattened); the positions
@@ -101,7 +136,19 @@ SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS J
    AND f.wait_kind = 'suspend' AND f.waiting_for = s.name
    AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
    AND (f.wake_at IS NULL OR f.wake_at > :now)  -- else listed once, by its timer, above
+UNION
+SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS JOIN flows f
+ WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
+   AND f.wait_kind = 'any' AND s.name IN (SELECT value FROM json_each(
+       CASE WHEN json_valid(f.waiting_for) THEN f.waiting_for ELSE '[]' END))
+   AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
+   AND (f.wake_at IS NULL OR f.wake_at > :now)
 """
+# claim(only_if_due) of an "any" wait: one of its names has a pending signal.
+ANY_PENDING = (
+    "SELECT 1 FROM signals INDEXED BY signals_pending WHERE flow_id = ? AND state = 'pending' "
+    "AND name IN (SELECT value FROM json_each(?)) LIMIT 1"
+)
 DUE = f"{DUE_FLOWS} ORDER BY t LIMIT :limit"
 # The worker's batch claim: the same, leaving out the ids of a JSON list.
 DUE_EXCLUDING = f"""
@@ -175,5 +222,33 @@ def add_segments(conn: sqlite3.Connection) -> None:
     )
 
 
+def add_composition(conn: sqlite3.Connection) -> None:
+    """Version 4: flows compose. A flow row names its parent (the flow that started
+    it with ``Child``), its run (``ContinueAsNew``) and its custom status; earlier
+    runs' records are kept in ``past_records``. Existing flows are run 1 of their
+    own, with no parent."""
+    conn.execute("ALTER TABLE flows ADD COLUMN parent_id TEXT")
+    conn.execute("ALTER TABLE flows ADD COLUMN run INTEGER NOT NULL DEFAULT 1")
+    conn.execute("ALTER TABLE flows ADD COLUMN custom_status TEXT")
+    conn.execute(
+        "CREATE INDEX flows_by_parent ON flows (parent_id, created_at, id) "
+        "WHERE parent_id IS NOT NULL"
+    )
+    conn.execute(
+        """CREATE TABLE past_records (
+            flow_id TEXT NOT NULL, run INTEGER NOT NULL, position INTEGER NOT NULL,
+            kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+            result TEXT, error TEXT, attempts INTEGER NOT NULL,
+            started_at FLOAT, finished_at FLOAT, wake_at FLOAT, deadline FLOAT,
+            PRIMARY KEY (flow_id, run, position)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: Schema version -> the function that brings a database from the one before to it.
-MIGRATIONS = {1: create_schema, 2: add_signal_keys_and_listing, 3: add_segments}
+MIGRATIONS = {
+    1: create_schema,
+    2: add_signal_keys_and_listing,
+    3: add_segments,
+    4: add_composition,
+}

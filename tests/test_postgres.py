@@ -36,7 +36,7 @@ from crux_gen import (
     resume,
     signal_flow,
 )
-from crux_gen.records import COMPLETED, StoredRecord, Write
+from crux_gen.records import COMPLETED, NewChild, StoredRecord, Write
 
 from . import pg
 
@@ -147,6 +147,16 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
         PostgresStore(pg_server.url, schema=pg_schema)
 
 
+def back_to_version_2(pg_server: pg.Server, schema: str) -> None:
+    """Undo version 3 (composition) in *schema*, keeping its flows."""
+    pg_server.execute(f'DROP TABLE "{schema}".past_records')
+    pg_server.execute(
+        f'ALTER TABLE "{schema}".flows DROP COLUMN parent_id, DROP COLUMN run, '
+        "DROP COLUMN custom_status"
+    )
+    pg_server.execute(f'UPDATE "{schema}".schema_version SET version = 2')
+
+
 def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segment(
     postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
 ) -> None:
@@ -165,6 +175,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
     old.commit("f1", "me", t, Write(records=done))
     old.close()
     # Back to version 1 as it was: no segments table, the flow parked without one.
+    back_to_version_2(pg_server, pg_schema)
     pg_server.execute(f'DROP TABLE "{pg_schema}".segments')
     pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 1')
     pg_server.execute(
@@ -174,7 +185,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "segments" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(2,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(3,)]
     claimed = store.claim("f1", "me", t)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (r.position, r.name, r.result) for r in done
@@ -184,6 +195,63 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
     assert count == [(len(done),)]
     again = store.claim("f1", "me", t)
     assert again.records == claimed.records
+    store.close()
+
+
+def test_a_version_2_schema_is_migrated_and_its_flows_become_run_1_without_a_parent(
+    postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
+) -> None:
+    PostgresStore = postgres_store_class
+    clock = FakeClock()
+    old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    t = clock.time()
+    old.start("f1", "demo", '{"n": 1}', "me", t)
+    done = StoredRecord(0, "step", "one", "completed", "1", attempts=1)
+    old.commit("f1", "me", t, Write((done,), status="suspended", waiting_for="go",
+                                    wait_kind="suspend"))  # fmt: skip
+    old.add_signal("f1", "go", "2", t, key="k")
+    before = old.load("f1")
+    old.close()
+    back_to_version_2(pg_server, pg_schema)
+    assert "past_records" not in tables(pg_server, pg_schema)
+
+    store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    assert "past_records" in tables(pg_server, pg_schema)
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(3,)]
+    flow = store.load("f1")
+    assert flow == before
+    assert (flow.parent_id, flow.run, flow.custom_status, flow.children) == (None, 1, None, ())
+    assert store.due(t, 10) == ["f1"]
+    store.claim("f1", "me", t)
+    store.commit("f1", "me", t, Write(children=(NewChild("kid", "demo", "null"),)))
+    store.commit("f1", "me", t, Write(continue_as_new='"again"'))
+    again = store.load("f1")
+    assert (again.run, again.children, again.records) == (2, ("kid",), ())
+    past = pg_server.execute(f'SELECT run, position, name FROM "{pg_schema}".past_records')
+    assert past == [(1, 0, "one")]
+    store.close()
+
+
+def test_a_finishing_child_announces_its_parents_wake_to_listening_workers(
+    postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
+) -> None:
+    import psycopg
+
+    from crux_gen.stores.postgres_schema import WAKE_CHANNEL
+
+    clock = FakeClock()
+    store = postgres_store_class(pg_server.url, schema=pg_schema, clock=clock)
+    t = clock.time()
+    store.start("p", "demo", "null", "me", t)
+    store.commit("p", "me", t, Write(children=(NewChild("kid", "demo", "null"),)))
+    store.commit("p", "me", t, Write(status="suspended", waiting_for="kid", wait_kind="child"))
+    with psycopg.connect(pg_server.url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {WAKE_CHANNEL}".encode())
+        store.claim("kid", "w", t)
+        store.commit("kid", "w", t + 1, Write(status="completed", result="1"))
+        heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert heard == ["p"]
+    assert store.load("p").wake_at == t + 1
     store.close()
 
 
@@ -373,13 +441,16 @@ def test_without_psycopg_the_postgres_store_says_to_install_the_postgres_extra(
 
 # -- statements name their flow (distribution by flow id) ---------------------------------
 
-TABLE = re.compile(r'(?<![\w.])(?:"?\w+"?\.)?"?(flows|records|signals)"?(?![\w.])', re.I)
+TABLE = re.compile(
+    r'(?<![\w.])(?:"?\w+"?\.)?"?(flows|records|past_records|signals)"?(?![\w.])', re.I
+)
 FILTER = {
     "flows": re.compile(r"(?<![\w])(?:\w+\.)?id\s*=", re.I),
     "records": re.compile(r"(?<![\w])(?:\w+\.)?flow_id\s*=", re.I),
+    "past_records": re.compile(r"(?<![\w])(?:\w+\.)?flow_id\s*=", re.I),
     "signals": re.compile(r"(?<![\w])(?:\w+\.)?flow_id\s*=", re.I),
 }
-KEY_COLUMN = {"flows": "id", "records": "flow_id", "signals": "flow_id"}
+KEY_COLUMN = {"flows": "id", "records": "flow_id", "past_records": "flow_id", "signals": "flow_id"}
 
 
 def touched(statement: str) -> set[str]:
@@ -419,6 +490,8 @@ def test_the_filter_check_itself() -> None:
 def test_every_statement_on_one_flow_filters_by_its_id(
     postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
 ) -> None:
+    from crux_gen.stores import postgres_schema as sql
+
     clock = FakeClock()
     store = postgres_store_class(pg_server.url, schema=pg_schema, clock=clock)
     registry = Registry()
@@ -467,6 +540,33 @@ def test_every_statement_on_one_flow_filters_by_its_id(
     clock.advance("2h")  # its wait's deadline passes
     assert resume(parked.flow_id, store=store, flows=[body]).status == "expired"
 
+    # Composition: children started, one finishing wakes its parent, a run
+    # continued as new, a cancel that reaches a descendant.
+    t = clock.time()
+    store.start("parent", "demo", "null", "me", t)
+    kids = (NewChild("kid-1", "demo", "1"), NewChild("kid-2", "demo", "2"))
+    store.commit("parent", "me", t, Write(children=kids, custom_status='"two"'))
+    store.commit("parent", "me", t, Write(continue_as_new='"again"'))
+    store.commit(
+        "parent",
+        "me",
+        t,
+        Write(
+            status="suspended",
+            waiting_for="kid-1",
+            wait_kind="child",
+            wait_children=("kid-1",),
+        ),
+    )
+    store.claim("kid-1", "me", t)
+    store.commit("kid-1", "me", t, Write(status="completed", result="1"))
+    store.claim("kid-2", "me", t)
+    store.commit("kid-2", "me", t, Write(children=(NewChild("grandkid", "demo", "3"),)))
+    assert store.load("parent").children == ("kid-1", "kid-2")
+    assert store.cancel("parent", "enough", t)
+    # A flow's children are found by parent_id: like the due scan, not one flow's.
+    scans += [s for s in seen if s in (sql.CHILDREN, sql.CHILD_ROWS)]
+
     mark = len(seen)
     store.list_flows(status="completed", limit=5)
     store.list_flows(name="sharded", before=clock.time())
@@ -477,7 +577,7 @@ def test_every_statement_on_one_flow_filters_by_its_id(
 
     assert scans, "the due scan and the listings went through the trace hook too"
     checked = [s for s in seen if s not in scans and touched(s)]
-    for table in ("flows", "records", "signals"):  # the hook saw all three tables used
+    for table in ("flows", "records", "past_records", "signals"):  # the hook saw them used
         assert any(table in touched(s) for s in checked), table
     offenders = {s: unfiltered(s) for s in checked if unfiltered(s)}
     assert offenders == {}, "\n\n".join(f"{t}: {s}" for s, t in offenders.items())

@@ -1255,7 +1255,7 @@ def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     assert again.load("f1").input == '{"x":1}'
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
@@ -1387,7 +1387,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Pat
     assert store.add_signal("old", "go", "2", 3.0, key="k") is not None
     assert store.add_signal("old", "go", "2", 3.0, key="k") is None
     version = store._conn().execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
 
 
 def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment(
@@ -1415,7 +1415,7 @@ def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     claimed = store.claim("old", "me", 2.0)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (p, f"s{p}", f'"{p}"') for p in range(n)
@@ -1423,6 +1423,56 @@ def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment
     store.commit("old", "me", 2.0, park("nap", "sleep"))
     assert store._conn().execute("SELECT count FROM segments").fetchall() == [(n,)]
     assert store.claim("old", "me", 3.0).records == claimed.records
+
+
+def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_parent(
+    tmp_path: Path,
+) -> None:
+    from crux_gen.records import NewChild
+    from crux_gen.stores.sqlite_schema import (
+        add_segments,
+        add_signal_keys_and_listing,
+        create_schema,
+    )
+
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    create_schema(conn)
+    add_signal_keys_and_listing(conn)
+    add_segments(conn)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        "INSERT INTO flows (id, name, status, input, created_at, updated_at, waiting_for, "
+        "wait_kind) VALUES ('old', 'demo', 'suspended', '{\"n\": 1}', 1.0, 2.0, 'go', 'suspend')"
+    )
+    conn.execute(
+        "INSERT INTO records (flow_id, position, kind, name, state, result, attempts) "
+        "VALUES ('old', 0, 'step', 'one', 'completed', '1', 1)"
+    )
+    conn.execute(
+        "INSERT INTO signals (flow_id, name, payload, state, created_at, key) "
+        "VALUES ('old', 'go', '2', 'pending', 3.0, 'k')"
+    )
+    conn.close()
+
+    store = SQLiteStore(path, clock=FakeClock())
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    old = store.load("old")
+    assert (old.status, old.input, old.created_at, old.updated_at) == (
+        "suspended", '{"n": 1}', 1.0, 2.0,
+    )  # fmt: skip
+    assert (old.parent_id, old.run, old.custom_status, old.children) == (None, 1, None, ())
+    assert [(r.name, r.result) for r in old.records] == [("one", "1")]
+    assert [(s.payload, s.key) for s in old.signals] == [("2", "k")]
+    assert store.due(10.0, 10) == ["old"]
+    claimed = store.claim("old", "me", 10.0)
+    assert (claimed.run, claimed.lease_owner) == (1, "me")
+    store.commit("old", "me", 10.0, Write(children=(NewChild("kid", "demo", "null"),)))
+    store.commit("old", "me", 10.0, Write(continue_as_new='"again"'))
+    again = store.load("old")
+    assert (again.run, again.children, again.records) == (2, ("kid",), ())
+    past = store._conn().execute("SELECT run, position, name FROM past_records").fetchall()
+    assert past == [(1, 0, "one")]
 
 
 @pytest.mark.parametrize(
