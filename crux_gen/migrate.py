@@ -90,8 +90,13 @@ class MigrationStore(Store, StoreAdmin, Protocol):
 # -- what a flow is, to compare two stores' copies ------------------------------------
 
 _LEASE = frozenset({"lease_owner", "lease_expires"})
+# ``children`` is read from the other flows' ``parent_id`` (each child's own row,
+# compared when that child is copied), so a parent copied before its children
+# would read back without them.
 _ROW_FIELDS = tuple(
-    f.name for f in attrs.fields(StoredFlow) if f.name not in {"records", "signals", *_LEASE}
+    f.name
+    for f in attrs.fields(StoredFlow)
+    if f.name not in {"records", "signals", "children", *_LEASE}
 )
 
 

@@ -338,6 +338,22 @@ def test_migrate_copies_every_flow_when_most_share_one_updated_at(store: Any, ta
     assert sorted(f.id for f in walk(target, 1000)) == sorted(made)
 
 
+def test_a_parent_copied_before_its_children_is_verified_and_keeps_them(
+    store: Any, target: Any
+) -> None:
+    from crux_gen.records import NewChild, Write
+
+    store.start("parent", "demo", "null", "me", 1.0)
+    store.commit("parent", "me", 1.0, Write(children=(NewChild("kid", "demo", '"in"'),)))
+    store.claim("kid", "w", 2.0)
+    store.commit("kid", "w", 2.0, Write(status="completed", result="1"))
+    store.commit("parent", "me", 3.0, Write(status="completed", result="2"))  # copied first
+    report = migrate(store, target)
+    assert report.copied == 2
+    assert target.load("parent").children == ("kid",)
+    assert target.load("kid").parent_id == "parent"
+
+
 def test_an_empty_source_copies_nothing(store: Any, target: Any) -> None:
     report = migrate(store, target)
     assert (report.copied, report.skipped, dict(report.by_status)) == (0, 0, {})
