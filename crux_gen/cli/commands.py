@@ -54,16 +54,30 @@ from .show import show_lines
     show_default=True,
     help="At most this many flows, most recently updated first.",
 )
+@click.option(
+    "--version",
+    "version",
+    metavar="NAME=N",
+    help="Only flows whose current run recorded Version(NAME) as N; NAME=0: those that did "
+    "not record it (they passed that point before the Version line existed, or have not "
+    "reached it yet).",
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects, for scripts.")
-def list_command(db: str, status: str | None, name: str | None, limit: int, as_json: bool) -> None:
+def list_command(
+    db: str, status: str | None, name: str | None, limit: int, version: str | None, as_json: bool
+) -> None:
     """List flows, most recently updated first.
 
     Columns: id (shortened to fit; any unique start of an id works in the other
     commands), flow name, status, what the flow waits for, when it wakes (a
     timer, a retry backoff or a deadline), and when it was last updated.
     """
+    wanted = None if version is None else version_option(version)
     with store_at(db) as store:
-        flows = store.list_flows(status=status, name=name, limit=limit)
+        if wanted is None:
+            flows = store.list_flows(status=status, name=name, limit=limit)
+        else:
+            flows = store.list_flows(status=status, name=name, limit=limit, version=wanted)
         now = store.clock.now()
     if as_json:
         click.echo(to_json([flow_summary(f) for f in flows], indent=2))
@@ -93,6 +107,16 @@ def list_command(db: str, status: str | None, name: str | None, limit: int, as_j
     for flow_id, exc in corrupt.items():
         short = flow_id if len(flow_id) <= 13 else flow_id[:12] + ELLIPSIS
         echo(cut(clean(f"corrupt: {short}: {corrupt_text(exc)}"), fit))
+
+
+def version_option(text: str) -> tuple[str, int]:
+    """``--version NAME=N`` as ``(NAME, N)``, else a ``CLIError`` naming the value."""
+    name, sep, number = text.rpartition("=")
+    if not sep or not name.strip() or not number.strip().isdigit():
+        raise CLIError(
+            f"--version {text!r} is not NAME=N (a Version name and a number, e.g. new-pricing=0)"
+        )
+    return name, int(number)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -132,8 +156,18 @@ def flow_summary(f: StoredFlow) -> dict[str, Any]:
         "updated_at": _iso(f.updated_at),
         "cancel_reason": f.cancel_reason,
         "error": None if error is None else f"{error.type}: {error.message}",
+        "custom_status": _custom_status(f),
+        "parent_id": f.parent_id,
+        "run": f.run,
         "corrupt": None if found is None else str(found),
     }
+
+
+def _custom_status(f: StoredFlow) -> Any:
+    try:
+        return decode_stored(f.custom_status, flow_id=f.id, position=None, column="custom_status")
+    except CorruptRecordError:
+        return None
 
 
 # -- show ------------------------------------------------------------------------------

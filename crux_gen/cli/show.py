@@ -57,6 +57,14 @@ def show_lines(
         lines.insert(3, f"{word} {at(info.wake_at)} ({relative(info.wake_at, now)})")
     if info.status == Status.RUNNING:
         lines.insert(3, lease_text(now, lease_owner, lease_expires))
+    if info.run > 1:
+        lines.insert(3, f"run      {info.run} (ContinueAsNew; earlier runs' histories are kept)")
+    if info.parent_id is not None:  # (crux-gen show takes these ids, or a start of them)
+        lines.append(f"parent   {clean(info.parent_id)}")
+    for i, child in enumerate(info.children):
+        lines.append(f"{'children' if i == 0 else '        '} {clean(child)}")
+    if info.custom_status is not None:
+        lines += value_lines("status", info.custom_status, "custom ", full=full, fit=fit, sep=" ")
     lines += value_lines("input", info.input, "", full=full, fit=fit, sep="    ")
     if info.status == Status.COMPLETED:
         lines += value_lines("value", info.value, "", full=full, fit=fit, sep="    ")
