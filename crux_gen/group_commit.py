@@ -19,14 +19,15 @@ every runner of that batch, and nothing of it was applied.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from .errors import CruxError, StoreError
+from .errors import CruxError, LeaseLostError, StoreError
 from .records import Commit, CommitOutcome, StoredFlow, StoredSignal, Write
-from .stores.base import ITEM_ERRORS
+from .stores.base import ITEM_ERRORS, lease_outcome
 
 if TYPE_CHECKING:
     from crux_gen.clock import Clock
@@ -34,15 +35,18 @@ if TYPE_CHECKING:
 
 __all__ = ["GroupCommit"]
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 class _Queued:
-    """One runner's write waiting in the queue."""
+    """One runner's item waiting in a group's queue."""
 
     __slots__ = ("done", "item", "lead", "outcome", "shared")
 
-    def __init__(self, item: Commit) -> None:
+    def __init__(self, item: object) -> None:
         self.item = item
-        self.outcome: CommitOutcome | BaseException | None = None
+        self.outcome: object = None
         self.shared = False  # the outcome is the whole batch's failure
         self.lead = False  # woken to lead the next batch rather than with an outcome
         # Held until the runner may go on: a bare lock is several times cheaper to
@@ -51,10 +55,62 @@ class _Queued:
         self.done.acquire()
 
 
+class _Group(Generic[T, R]):
+    """Leader/follower batching: the first caller while no batch is in progress
+    runs the queue (its own item among it) with *run*; callers meanwhile queue up,
+    and when the batch is done the first of them leads the next one."""
+
+    def __init__(self, run: Callable[[list[T]], Sequence[R | BaseException]]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._queue: list[_Queued] = []
+        self._busy = False
+        self.batches = 0
+        self.items = 0
+
+    def submit(self, item: T) -> R:
+        mine = _Queued(item)
+        with self._lock:
+            self._queue.append(mine)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            mine.done.acquire()
+            if not mine.lead:
+                return cast(R, _outcome(mine, led=False))
+        self._lead(mine)
+        return cast(R, _outcome(mine, led=True))
+
+    def _lead(self, mine: _Queued) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            outcomes: Sequence[object] = self._run([cast(T, queued.item) for queued in batch])
+        except BaseException as exc:  # nothing of the batch was applied
+            outcomes = [exc] * len(batch)
+            for queued in batch:
+                queued.shared = True
+        for queued, outcome in zip(batch, outcomes, strict=True):
+            queued.outcome = outcome
+        with self._lock:
+            self.batches += 1
+            self.items += len(batch)
+            if self._queue:  # queued while this batch ran: the first leads next
+                following = self._queue[0]
+                following.lead = True
+                following.done.release()
+            else:
+                self._busy = False
+        for queued in batch:
+            if queued is not mine:
+                queued.done.release()
+
+
 class GroupCommit:
     """*store* as the runners of one concurrent worker see it: ``commit`` calls
-    made at the same time from different threads share one transaction; every
-    other call goes straight to *store*.
+    made at the same time from different threads share one transaction, and so do
+    their lease checks when the store can read many leases at once
+    (``SQLiteStore.lease_rows``); every other call goes straight to *store*.
 
     >>> shared = GroupCommit(store)
     >>> shared.commit(flow_id, owner, now, write)   # from many threads at once
@@ -67,59 +123,55 @@ class GroupCommit:
         self.store = store
         self.clock: Clock = store.clock
         self.lease_ttl: timedelta = store.lease_ttl
-        self.batches = 0
-        self.writes = 0
-        self._lock = threading.Lock()
-        self._queue: list[_Queued] = []
-        self._busy = False  # a leader is writing a batch
+        self._commits: _Group[Commit, CommitOutcome] = _Group(self._write_batch)
+        rows = getattr(store, "lease_rows", None)
+        self._lease_rows: Callable[[list[str]], dict[str, tuple[Any, ...]]] | None = (
+            rows if callable(rows) else None
+        )
+        self._checks: _Group[tuple[str, str, float], CommitOutcome] = _Group(self._check_batch)
+
+    @property
+    def batches(self) -> int:
+        return self._commits.batches
+
+    @property
+    def writes(self) -> int:
+        return self._commits.items
 
     # -- group commit -------------------------------------------------------------
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         """``Store.commit``, in the next batch: returns once the write is durable."""
-        mine = _Queued(Commit(flow_id, owner, now, write))
-        with self._lock:
-            self._queue.append(mine)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            mine.done.acquire()
-            if not mine.lead:
-                return _outcome(mine, led=False)
-        self._write_batch(mine)
-        return _outcome(mine, led=True)
+        return self._commits.submit(Commit(flow_id, owner, now, write))
 
-    def _write_batch(self, mine: _Queued) -> None:
-        """Lead: write everything queued (*mine* among it), then hand over."""
-        with self._lock:
-            batch, self._queue = self._queue, []
-        try:
-            outcomes: Sequence[CommitOutcome | BaseException]
-            if len(batch) == 1:  # alone: the store's own commit (its one-statement hot path)
-                try:
-                    outcomes = [self.store.commit(*batch[0].item)]
-                except ITEM_ERRORS as exc:
-                    outcomes = [exc]
-            else:
-                outcomes = self.store.commit_many([queued.item for queued in batch])
-        except BaseException as exc:  # nothing of the batch was applied
-            outcomes = [exc] * len(batch)
-            for queued in batch:
-                queued.shared = True
-        for queued, outcome in zip(batch, outcomes, strict=True):
-            queued.outcome = outcome
-        with self._lock:
-            self.batches += 1
-            self.writes += len(batch)
-            if self._queue:  # queued while this batch was written: the first leads next
-                following = self._queue[0]
-                following.lead = True
-                following.done.release()
-            else:
-                self._busy = False
-        for queued in batch:
-            if queued is not mine:
-                queued.done.release()
+    def _write_batch(self, batch: list[Commit]) -> Sequence[CommitOutcome | BaseException]:
+        if len(batch) == 1:  # alone: the store's own commit (its one-statement hot path)
+            try:
+                return [self.store.commit(*batch[0])]
+            except ITEM_ERRORS as exc:
+                return [exc]
+        return self.store.commit_many(batch)
+
+    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        """``Store.check_lease``; checks made at the same time share one read when
+        the store offers ``lease_rows``."""
+        if self._lease_rows is None:
+            return self.store.check_lease(flow_id, owner, now)
+        return self._checks.submit((flow_id, owner, now))
+
+    def _check_batch(
+        self, batch: list[tuple[str, str, float]]
+    ) -> list[CommitOutcome | BaseException]:
+        assert self._lease_rows is not None
+        rows = self._lease_rows([flow_id for flow_id, _, _ in batch])
+        outcomes: list[CommitOutcome | BaseException] = []
+        for flow_id, owner, now in batch:
+            renew = functools.partial(self.store.renew, flow_id, owner, now)
+            try:
+                outcomes.append(lease_outcome(flow_id, owner, rows.get(flow_id), now, renew))
+            except LeaseLostError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     # -- the rest of the store, unchanged ------------------------------------------
 
@@ -138,9 +190,6 @@ class GroupCommit:
         self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
     ) -> list[StoredFlow]:
         return self.store.claim_due(now, limit, owner, exclude=exclude)
-
-    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
-        return self.store.check_lease(flow_id, owner, now)
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         return self.store.renew(flow_id, owner, now)
@@ -169,15 +218,13 @@ class GroupCommit:
         return f"GroupCommit({self.store!r})"
 
 
-def _outcome(queued: _Queued, *, led: bool) -> CommitOutcome:
-    """The outcome of *queued*'s write, or its error raised (*led*: this thread wrote
-    the batch)."""
+def _outcome(queued: _Queued, *, led: bool) -> object:
+    """The outcome of *queued*, or its error raised (*led*: this thread ran the batch)."""
     outcome = queued.outcome
-    if isinstance(outcome, CommitOutcome):
+    if not isinstance(outcome, BaseException):
         return outcome
-    assert outcome is not None
     if not queued.shared or led:
-        raise outcome  # the write's own refusal, or the leader's own error
+        raise outcome  # the item's own refusal, or the leader's own error
     # One failure for the whole batch: every other runner raises its own copy.
     if isinstance(outcome, Exception):
         try:

@@ -119,6 +119,9 @@ class SQLiteStore:
         self.busy_timeout = to_duration(busy_timeout, what="busy_timeout").total_seconds()
         self.clock: Clock = clock or SYSTEM_CLOCK
         self._local = threading.local()
+        self._shared: sqlite3.Connection | None = None  # see lease_rows
+        self._shared_pid = -1
+        self._shared_lock = threading.Lock()
         self._ttl = self.lease_ttl.total_seconds()
         self._conn()  # create or migrate the schema now, so errors show here
 
@@ -251,6 +254,10 @@ class SQLiteStore:
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
         self._local.conn = None
+        with self._shared_lock:
+            if self._shared is not None and self._shared_pid == os.getpid():
+                self._shared.close()
+            self._shared = None
 
     # -- reading -------------------------------------------------------------------
 
@@ -448,6 +455,29 @@ class SQLiteStore:
         rows = self._query(sql.LEASE_CHECK, (flow_id,))
         renew = lambda: self.renew(flow_id, owner, now)  # noqa: E731
         return lease_outcome(flow_id, owner, rows[0] if rows else None, now, renew)
+
+    def lease_rows(self, flow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """The ``(status, lease_owner, cancel_reason, lease_expires)`` of each flow in
+        *flow_ids* that exists, in one read, for the lease checks of a concurrent
+        worker's runners (``GroupCommit``).
+
+        Read on one connection this process's threads share (under a lock): each
+        commit by another connection empties a connection's page cache, so one
+        reader for all of them reads again once per batch, not once per thread.
+        """
+        with self._shared_lock:
+            conn = self._shared
+            if conn is None or self._shared_pid != _PID[0]:
+                conn = self._shared = self._open()
+                self._shared_pid = _PID[0]
+            try:
+                if len(flow_ids) == 1:
+                    found = conn.execute(sql.LEASE_ROW, (flow_ids[0],)).fetchall()
+                else:
+                    found = conn.execute(sql.LEASE_ROWS, (json.dumps(flow_ids),)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from exc
+        return {row[0]: tuple(row[1:]) for row in found}
 
     def release(self, flow_id: str, owner: str) -> None:
         try:

@@ -51,6 +51,11 @@ PUT_RECORD_FENCED = (
     "? = COALESCE((SELECT max(position) FROM records WHERE flow_id = ?), -1) + 1)"
 )
 LEASE_CHECK = "SELECT status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = ?"
+LEASE_ROW = "SELECT id, status, lease_owner, cancel_reason, lease_expires FROM flows WHERE id = ?"
+LEASE_ROWS = (
+    "SELECT id, status, lease_owner, cancel_reason, lease_expires FROM flows "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
 # Signals still pending when their flow finishes are kept, marked unused.
 UNUSED = "UPDATE signals SET state = 'unused' WHERE flow_id = ? AND state = 'pending'"
 WAIT_CLEARED = (

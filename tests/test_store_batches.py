@@ -273,3 +273,26 @@ def test_a_park_in_a_batch_writes_the_segment_and_claim_and_claim_due_read_it(
     assert sorted(by_id) == ["a", "b"]
     for flow_id, flow in by_id.items():
         assert lean(flow.records) == lean(store.load(flow_id).records)
+
+
+def test_sqlites_lease_rows_read_many_leases_as_check_lease_reads_one(
+    tmp_path: Any, clock: FakeClock
+) -> None:
+    """What a concurrent worker's lease checks read, on the one connection its
+    threads share: the same rows ``check_lease`` reads, seen after others' writes."""
+    from crux_gen.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "crux.db", clock=clock)
+    t = clock.time()
+    store.start("a", "demo", "null", "me", t)
+    store.start("b", "demo", "null", "me", t)
+    store.cancel("b", "stop", t)
+    rows = store.lease_rows(["a", "b", "missing"])
+    assert rows == {
+        "a": ("running", "me", None, t + ttl(store)),
+        "b": ("cancelled", "me", "stop", t + ttl(store)),
+    }
+    assert store.lease_rows(["a"]) == {"a": rows["a"]}
+    store.release("a", "me")  # by this thread's own connection
+    assert store.lease_rows(["a"])["a"][1] is None
+    store.close()

@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -368,7 +368,7 @@ def test_writes_queued_while_a_batch_is_written_share_the_next_one(clock: FakeCl
     rest = [threading.Thread(target=run, args=(i,)) for i in range(1, 6)]
     for thread in rest:
         thread.start()
-    wait_until(lambda: len(shared._queue) == 5, 10, "five writes queue behind it")
+    wait_until(lambda: len(shared._commits._queue) == 5, 10, "five writes queue behind it")
     store.hold_first_batch.set()
     for thread in [first, *rest]:
         thread.join(timeout=20)
@@ -402,7 +402,7 @@ def test_a_refused_write_fails_its_own_runner_and_the_rest_of_the_batch_commits(
     wait_until(lambda: store.batch_sizes == [1], 10, "a first batch")
     for thread in threads[1:]:
         thread.start()
-    wait_until(lambda: len(shared._queue) == 3, 10, "three writes queued")
+    wait_until(lambda: len(shared._commits._queue) == 3, 10, "three writes queued")
     store.hold_first_batch.set()
     for thread in threads:
         thread.join(timeout=20)
@@ -427,6 +427,55 @@ def test_a_write_alone_goes_out_at_once_and_a_refusal_is_its_own(clock: FakeCloc
     assert store.calls["commit"] == 2 and store.calls["commit_many"] == 0
     assert store.load("b").records == ()
     assert shared.commit("a", "me", t, Write((_rec(1, "z"),))).status == "running"  # not stuck
+
+
+def test_lease_checks_made_at_the_same_time_share_one_read(tmp_path: Any, clock: FakeClock) -> None:
+    """On a store with ``lease_rows`` (SQLite), checks queued while one is read are
+    answered by the next read, each with its own outcome: running, cancelled, or
+    ``LeaseLostError`` in the thread whose lease is gone."""
+    gate = threading.Event()
+
+    class Gated(SQLiteStore):
+        reads: ClassVar[list[list[str]]] = []
+
+        def lease_rows(self, flow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+            self.reads.append(list(flow_ids))
+            if len(self.reads) == 1:
+                assert gate.wait(timeout=20)
+            return super().lease_rows(flow_ids)
+
+    store = Gated(tmp_path / "crux.db", clock=clock)
+    t = clock.time()
+    for flow_id in ("first", "ok", "cancelled", "lost"):
+        store.start(flow_id, "demo", "null", "me", t)
+    store.cancel("cancelled", "stop", t)
+    store.release("lost", "me")
+    shared = GroupCommit(store)
+    results: dict[str, Any] = {}
+
+    def check(flow_id: str) -> None:
+        try:
+            results[flow_id] = shared.check_lease(flow_id, "me", t)
+        except Exception as exc:
+            results[flow_id] = exc
+
+    first = threading.Thread(target=check, args=("first",))
+    first.start()
+    wait_until(lambda: len(store.reads) == 1, 10, "the first check reads")
+    rest = [threading.Thread(target=check, args=(f,)) for f in ("ok", "cancelled", "lost")]
+    for thread in rest:
+        thread.start()
+    wait_until(lambda: len(shared._checks._queue) == 3, 10, "three checks queued")
+    gate.set()
+    for thread in [first, *rest]:
+        thread.join(timeout=20)
+    assert store.reads == [["first"], ["ok", "cancelled", "lost"]]
+    assert results["first"].status == results["ok"].status == "running"
+    assert (results["cancelled"].status, results["cancelled"].cancel_reason) == (
+        "cancelled",
+        "stop",
+    )
+    assert isinstance(results["lost"], LeaseLostError)
 
 
 def test_a_store_failure_fails_every_runner_of_its_batch_and_the_next_batch_is_written(
@@ -482,7 +531,7 @@ def test_a_store_failure_raises_in_every_thread_of_the_batch(clock: FakeClock) -
     wait_until(lambda: store.batch_sizes == [1], 10, "a first batch")
     for thread in threads[1:]:
         thread.start()
-    wait_until(lambda: len(shared._queue) == 3, 10, "three writes queued")
+    wait_until(lambda: len(shared._commits._queue) == 3, 10, "three writes queued")
     gate.set()
     for thread in threads:
         thread.join(timeout=20)
