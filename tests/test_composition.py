@@ -680,3 +680,23 @@ def test_the_harness_runs_every_command_and_fakes_steps_of_children_too() -> Non
     a.signal("approved", "fine")
     assert a.run().value == {"by": "approved", "value": "fine", "reminders": 1}
     assert a.steps_called == ["send-reminder-1"]
+
+
+def test_the_harness_runs_all_version_continue_as_new_and_custom_status() -> None:
+    @flow("c-harness-mix")
+    def mix(ctx: FlowContext) -> Any:
+        ctx.set_custom_status({"round": ctx.input})
+        parts = yield All([Step("left", lambda: 1), Step("right", lambda: 2)])
+        v = yield Version("mix", latest=3)
+        if ctx.input < 2:
+            yield ContinueAsNew(input=ctx.input + 1)
+        yield Sleep("until", until=datetime(2030, 1, 1, tzinfo=timezone.utc))
+        return [parts, v]
+
+    h = FlowHarness(mix, input=0, fakes={"right": 20})
+    r = h.run()
+    assert r.status == "suspended" and h.info.run == 3
+    assert h.custom_status == {"round": 2}
+    assert h.steps_called.count("left") == 3 and h.steps_called.count("right") == 3
+    h.advance(datetime(2030, 1, 2, tzinfo=timezone.utc) - h.now)
+    assert h.run().value == [[1, 20], 3]
