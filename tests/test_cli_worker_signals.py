@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,14 +206,27 @@ def test_worker_names_the_module_argument_for_a_flow_it_cannot_find(
     other = elsewhere.run(store=site.store).flow_id
     signal_flow(other, "go", None, store=site.store)
     worker = site.worker()
+    lines: list[str] = []
+    assert worker.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(worker.stderr or ()), daemon=True)
+    reader.start()
     try:
         site.wait_for_step("after done", worker)
-        deadline = time.monotonic() + 10
-        while site.info().status != "completed" and time.monotonic() < deadline:
+        # The worker takes due flows in a shuffled order: stop it only once it has
+        # tried the flow it cannot find (and finished the one it can).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            site.info().status == "completed" and any("'cli-elsewhere'" in x for x in lines)
+        ):
             time.sleep(0.02)
         worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
     finally:
-        _, err = stop(worker)
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    reader.join(timeout=10)
+    err = "".join(lines)
     assert worker.returncode == 0, err
     line = next(x for x in err.splitlines() if "'cli-elsewhere'" in x)
     assert "ERROR crux_gen.worker" in line
