@@ -702,3 +702,15 @@ def test_the_harness_runs_all_version_continue_as_new_and_custom_status() -> Non
     assert h.steps_called.count("left") == 3 and h.steps_called.count("right") == 3
     h.advance(datetime(2030, 1, 2, tzinfo=timezone.utc) - h.now)
     assert h.run().value == [[1, 20], 3]
+
+
+def test_flow_run_concurrency_must_be_a_positive_int(store: Any) -> None:
+    @flow("c-threads")
+    def threads(ctx: FlowContext) -> Any:
+        return (yield All([Step("a", lambda: 1), Step("b", lambda: 2)]))
+
+    with pytest.raises(InvalidValueError, match="Flow.run concurrency"):
+        threads.run(store=store, concurrency=0)
+    with pytest.raises(InvalidTypeError, match="Flow.run concurrency"):
+        threads.run(store=store, concurrency="2")  # type: ignore[arg-type]
+    assert threads.run(store=store, concurrency=1).value == [1, 2]  # one at a time

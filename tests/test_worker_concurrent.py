@@ -632,7 +632,9 @@ def test_a_cli_worker_with_concurrency_runs_flows_at_once(tmp_path: Path) -> Non
 
 def _runs(log: Path) -> list[tuple[int, str, str, str]]:
     """(pid, flow id, step, start|done) per line of the side-effect log."""
-    rows = []
+    rows: list[tuple[int, str, str, str]] = []
+    if not log.exists():
+        return rows
     for line in log.read_text().splitlines():
         pid, flow_id, step, what = line.split()
         rows.append((int(pid), flow_id, step, what))
@@ -701,3 +703,37 @@ def test_a_concurrent_worker_killed_at_random_moments_repeats_only_uncommitted_s
     assert repeated > 0, "no kill cut a step short: the test proves little"
     # Each kill cuts at most one step per flow in hand.
     assert repeated <= 16 * len(killed)
+
+
+def test_a_worker_killed_in_the_middle_of_an_all_reruns_only_the_unfinished_branch(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while one branch of an ``All`` hangs and the other three are done: the
+    next worker runs that branch again and none of the others."""
+    from tests.worker_procs import fan
+
+    db, log = tmp_path / "crux.db", tmp_path / "effects.log"
+    store = SQLiteStore(db, synchronous="NORMAL")
+    fid = queued(store, fan, {"log": str(log)})
+    doomed = _spawn_worker(db, "--lease-ttl", "1s", env={"CRUX_TEST_HANG": "c"})
+    try:
+        wait_until(
+            lambda: (
+                all((fid, n, "done") in {tuple(r[1:]) for r in _runs(log)} for n in ("a", "b", "d"))
+                and (fid, "c", "start") in {tuple(r[1:]) for r in _runs(log)}
+            ),
+            30,
+            "three branches done, the fourth hanging",
+        )
+        recorded = {r.name: r.state for r in store.load(fid).records}
+        assert recorded["a"] == recorded["b"] == recorded["d"] == "completed"
+        assert recorded["c"] == "waiting"
+    finally:
+        doomed.kill()
+        doomed.communicate(timeout=10)
+    worker = Worker(store, [fan])
+    wait_until(lambda: worker.run_once() == 1, 10, "the lease lapses and the flow is taken over")
+    info = get_flow(fid, store=store)
+    assert info.status == "completed" and info.value == ["a", "b", "c", "d", "after"]
+    starts = Counter((r[2]) for r in _runs(log) if r[1] == fid and r[3] == "start")
+    assert starts == Counter({"a": 1, "b": 1, "c": 2, "d": 1, "after": 1})

@@ -25,7 +25,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from crux_gen import FlowContext, Sleep, Step, Suspend, flow
+from crux_gen import All, FlowContext, Sleep, Step, Suspend, flow
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.worker import Worker
 
@@ -77,6 +77,17 @@ def many(ctx: FlowContext) -> Generator[Any, Any, list[str]]:
     return done
 
 
+@flow("wp-fan")
+def fan(ctx: FlowContext) -> Generator[Any, Any, list[str]]:
+    """An ``All`` of four steps logged as ``wp-chain``'s are (``CRUX_TEST_HANG`` may
+    name one that hangs), then one more step."""
+    log = ctx.input["log"]
+    names = ["a", "b", "c", "d"]
+    got = yield All([Step(n, lambda n=n: effect(log, ctx.flow_id, n)) for n in names])
+    got.append((yield Step("after", lambda: effect(log, ctx.flow_id, "after"))))
+    return got
+
+
 class _Emit(logging.Handler):
     """Print each flow the worker advanced as a JSON line."""
 
@@ -96,7 +107,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args(argv)
     store = SQLiteStore(args.db, synchronous="NORMAL", lease_ttl=args.lease_ttl)
-    worker = Worker(store, [chain, many], concurrency=args.concurrency)
+    worker = Worker(store, [chain, many, fan], concurrency=args.concurrency)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logger = logging.getLogger("crux_gen.worker")
     logger.setLevel(logging.INFO)
