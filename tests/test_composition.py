@@ -709,8 +709,8 @@ def test_flow_run_concurrency_must_be_a_positive_int(store: Any) -> None:
     def threads(ctx: FlowContext) -> Any:
         return (yield All([Step("a", lambda: 1), Step("b", lambda: 2)]))
 
-    with pytest.raises(InvalidValueError, match="Flow.run concurrency"):
+    with pytest.raises(InvalidValueError, match=r"Flow\.run concurrency"):
         threads.run(store=store, concurrency=0)
-    with pytest.raises(InvalidTypeError, match="Flow.run concurrency"):
+    with pytest.raises(InvalidTypeError, match=r"Flow\.run concurrency"):
         threads.run(store=store, concurrency="2")  # type: ignore[arg-type]
     assert threads.run(store=store, concurrency=1).value == [1, 2]  # one at a time
