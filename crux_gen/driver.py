@@ -292,24 +292,9 @@ class Driver:
                     and self.should_stop()
                 ):
                     raise self._pause()
-                if isinstance(decision, RunStep):
-                    self._step(decision)
-                elif isinstance(decision, AwaitSignal):
-                    self._signal(decision)
-                elif isinstance(decision, AwaitCondition):
-                    self._condition(decision)
-                elif isinstance(decision, AwaitTimer):
-                    self._timer(decision)
-                elif isinstance(decision, AwaitChild):
-                    self._child(decision)
-                elif isinstance(decision, AwaitAny):
-                    self._any(decision)
-                elif isinstance(decision, RunAll):
-                    self._all(decision)
-                elif isinstance(decision, RecordVersion):
-                    self._version(decision)
-                elif isinstance(decision, ContinueNew):
-                    self._continue_as_new(decision)
+                handle = _HANDLERS.get(decision.__class__)
+                if handle is not None:
+                    handle(self, decision)
                 elif isinstance(decision, Finished):
                     self._finish(decision.value)
                 else:
@@ -572,6 +557,16 @@ class Driver:
         )  # fmt: skip
         self.interp.resolve(latest)
 
+    def _refuse(self, position: int, kind: str, name: str, exc: Exception, now: float) -> None:
+        """A command whose own value cannot be stored (a child's input, ContinueAsNew's):
+        recorded as its failure and thrown at its ``yield`` (a replay throws the same)."""
+        self._records[position] = StoredRecord(
+            position, kind, name, FAILED, error=ErrorInfo.from_exception(exc).encode(),
+            attempts=1, started_at=now, finished_at=now,
+        )  # fmt: skip
+        self._commit(now)
+        self.interp.fail(exc)
+
     def _continue_as_new(self, d: ContinueNew) -> None:
         now = self._now()
         try:
@@ -579,13 +574,7 @@ class Driver:
                 d.command.input, what=f"the input of ContinueAsNew in flow {self.flow_id!r}"
             )
         except SerializationError as exc:
-            self._records[d.position] = StoredRecord(
-                d.position, "continue_as_new", d.command.name, FAILED,
-                error=ErrorInfo.from_exception(exc).encode(), attempts=1, started_at=now,
-                finished_at=now,
-            )  # fmt: skip
-            self._commit(now)
-            self.interp.fail(exc)
+            self._refuse(d.position, "continue_as_new", d.command.name, exc, now)
             return
         self._records[d.position] = StoredRecord(
             d.position, "continue_as_new", d.command.name, COMPLETED, result=text,
@@ -639,13 +628,7 @@ class Driver:
             try:
                 text = self._encode_input(command)
             except SerializationError as exc:
-                self._records[d.position] = StoredRecord(
-                    d.position, "child", command.name, FAILED,
-                    error=ErrorInfo.from_exception(exc).encode(), attempts=1,
-                    started_at=now, finished_at=now,
-                )  # fmt: skip
-                self._commit(now)
-                self.interp.fail(exc)
+                self._refuse(d.position, "child", command.name, exc, now)
                 return
             record = StoredRecord(
                 d.position, "child", command.name, WAITING,
@@ -684,13 +667,7 @@ class Driver:
                     try:
                         text = self._encode_input(branch)
                     except SerializationError as exc:
-                        self._records[d.position] = StoredRecord(
-                            d.position, "any", command.name, FAILED,
-                            error=ErrorInfo.from_exception(exc).encode(), attempts=1,
-                            started_at=now, finished_at=now,
-                        )  # fmt: skip
-                        self._commit(now)
-                        self.interp.fail(exc)
+                        self._refuse(d.position, "any", command.name, exc, now)
                         return
                     children[str(index)] = child_id
                     new.append(NewChild(child_id, branch.name, text))
@@ -995,3 +972,17 @@ class Driver:
             )  # fmt: skip
             commit(done)
             return done, None
+
+
+#: The driver's method for each live decision of the interpreter.
+_HANDLERS: dict[type, Callable[[Driver, Any], None]] = {
+    RunStep: Driver._step,
+    AwaitSignal: Driver._signal,
+    AwaitCondition: Driver._condition,
+    AwaitTimer: Driver._timer,
+    AwaitChild: Driver._child,
+    AwaitAny: Driver._any,
+    RunAll: Driver._all,
+    RecordVersion: Driver._version,
+    ContinueNew: Driver._continue_as_new,
+}

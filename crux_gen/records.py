@@ -144,6 +144,21 @@ class Write:
     custom_status: str | None = None
     continue_as_new: str | None = None
 
+    @property
+    def is_step(self) -> bool:
+        """One record and nothing else: a step's result, which stores write on their
+        hot path (one fenced statement)."""
+        return (
+            len(self.records) == 1
+            and self.status is None
+            and not self.signals
+            and self.continue_as_new is None
+            and self.custom_status is None
+            and not self.children
+            and not self.wait_signals
+            and not self.wait_children
+        )
+
 
 @attrs.frozen
 class CommitOutcome:

@@ -474,16 +474,7 @@ class PostgresStore:
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         records = write.records
-        if (
-            len(records) == 1
-            and write.status is None
-            and not write.signals
-            and write.continue_as_new is None
-            and write.custom_status is None
-            and not write.children
-            and not write.wait_signals
-            and not write.wait_children
-        ):
+        if write.is_step:
             # The hot path, a step's result: one fenced statement, one round trip.
             record = records[0]
             with self._connection() as conn:
@@ -508,16 +499,7 @@ class PostgresStore:
         with self._transaction() as conn:  # one transaction, one WAL flush
             for flow_id, owner, now, write in batch:
                 records = write.records
-                if (
-                    len(records) == 1
-                    and write.status is None
-                    and not write.signals
-                    and write.continue_as_new is None
-                    and write.custom_status is None
-                    and not write.children
-                    and not write.wait_signals
-                    and not write.wait_children
-                ):
+                if write.is_step:
                     record = records[0]
                     fenced = self._run(
                         conn,

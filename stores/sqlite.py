@@ -494,16 +494,7 @@ class SQLiteStore:
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         conn = self._conn()
         records = write.records
-        if (
-            len(records) == 1
-            and write.status is None
-            and not write.signals
-            and write.continue_as_new is None
-            and write.custom_status is None
-            and not write.children
-            and not write.wait_signals
-            and not write.wait_children
-        ):
+        if write.is_step:
             # The hot path, a step's result: one fenced statement, one commit.
             record = records[0]
             try:
@@ -529,16 +520,7 @@ class SQLiteStore:
         with self._write() as conn:  # one transaction, one fsync
             for flow_id, owner, now, write in batch:
                 records = write.records
-                if (
-                    len(records) == 1
-                    and write.status is None
-                    and not write.signals
-                    and write.continue_as_new is None
-                    and write.custom_status is None
-                    and not write.children
-                    and not write.wait_signals
-                    and not write.wait_children
-                ):
+                if write.is_step:
                     record = records[0]
                     fenced = conn.execute(
                         sql.PUT_RECORD_FENCED,

@@ -714,3 +714,33 @@ def test_flow_run_concurrency_must_be_a_positive_int(store: Any) -> None:
     with pytest.raises(InvalidTypeError, match=r"Flow\.run concurrency"):
         threads.run(store=store, concurrency="2")  # type: ignore[arg-type]
     assert threads.run(store=store, concurrency=1).value == [1, 2]  # one at a time
+
+
+def test_an_input_json_cannot_hold_fails_the_child_or_continue_as_new_at_its_yield(
+    store: Any,
+) -> None:
+    calls = Calls()
+    provision, _ = child_flows(calls)
+
+    @flow("c-bad-inputs")
+    def bad_inputs(ctx: FlowContext) -> Any:
+        caught = []
+        for command in (
+            Child(provision, input={"lock": threading.Lock()}),
+            AnyOf([Child(provision, input=threading.Lock()), Sleep("t", "1h")]),
+            ContinueAsNew(input=threading.Lock()),
+        ):
+            try:
+                yield command
+            except SerializationError:
+                caught.append(command.kind)
+        return caught
+
+    r = bad_inputs.run(store=store)
+    assert r.value == ["child", "any", "continue_as_new"]
+    info = get_flow(r.flow_id, store=store)
+    assert [(h.kind, h.state) for h in info.history] == [
+        ("child", "failed"), ("any", "failed"), ("continue_as_new", "failed"),
+    ]  # fmt: skip
+    assert info.children == () and info.run == 1
+    assert resume(r.flow_id, store=store).value == r.value  # the same on replay
