@@ -744,3 +744,81 @@ def test_an_input_json_cannot_hold_fails_the_child_or_continue_as_new_at_its_yie
     ]  # fmt: skip
     assert info.children == () and info.run == 1
     assert resume(r.flow_id, store=store).value == r.value  # the same on replay
+
+
+def test_all_with_children_and_steps_waits_for_every_child(store: Any) -> None:
+    calls = Calls()
+    provision, _ = child_flows(calls)
+
+    @flow("c-fan-children")
+    def fan(ctx: FlowContext) -> Any:
+        return (
+            yield All(
+                [
+                    Child(provision, input={"user": "quick"}),
+                    Step("local", lambda: calls("local", "here")),
+                    Child(provision, input={"user": "slow", "wait": True}),
+                ]
+            )
+        )
+
+    r = fan.run(store=store)
+    assert r.status == "suspended"  # one child waits for its signal
+    info = get_flow(r.flow_id, store=store)
+    assert len(info.children) == 2
+    waiting = [c for c in info.children if get_flow(c, store=store).status == "suspended"]
+    [slow] = waiting
+    assert store.due(store.clock.time(), 10) == []
+    signal_flow(slow, "ready", None, store=store)
+    assert resume(slow, store=store).value == "acct-slow"
+    assert store.due(store.clock.time(), 10) == [r.flow_id]
+    assert resume(r.flow_id, store=store).value == ["acct-quick", "here", "acct-slow"]
+    assert calls.counts == Counter({"create": 2, "local": 1})
+
+
+def test_a_child_that_wins_an_any_gives_its_value_and_losers_can_be_cancelled(
+    store: Any, clock: FakeClock
+) -> None:
+    calls = Calls()
+    provision, _ = child_flows(calls)
+
+    @flow("c-race-children")
+    def race(ctx: FlowContext) -> Any:
+        winner = yield AnyOf(
+            [
+                Child(provision, input={"user": "a", "wait": True}),
+                Child(provision, input={"user": "b", "wait": True}),
+                Sleep("too-late", "1d"),
+            ],
+            cancel_losers=True,
+        )
+        return [winner.index, winner.name, winner.value]
+
+    r = race.run(store=store)
+    assert r.status == "suspended"
+    by_user = {
+        get_flow(c, store=store).input["user"]: c for c in get_flow(r.flow_id, store=store).children
+    }
+    first, second = by_user["a"], by_user["b"]
+    signal_flow(second, "ready", None, store=store)
+    resume(second, store=store)
+    assert store.due(store.clock.time(), 10) == [r.flow_id]
+    done = resume(r.flow_id, store=store)
+    assert done.value == [1, "c-provision", "acct-b"]
+    loser = get_flow(first, store=store)
+    assert loser.status == "cancelled" and r.flow_id in (loser.cancel_reason or "")
+
+
+def test_a_failing_child_in_an_any_is_thrown_at_the_yield(store: Any) -> None:
+    calls = Calls()
+    provision, _ = child_flows(calls)
+
+    @flow("c-any-fail")
+    def risky(ctx: FlowContext) -> Any:
+        try:
+            yield AnyOf([Child(provision, input={"user": "x", "fail": True}), Suspend("skip")])
+        except ChildFlowError as exc:
+            return exc.status
+        return "no"
+
+    assert risky.run(store=store).value == "failed"
