@@ -822,3 +822,28 @@ def test_a_failing_child_in_an_any_is_thrown_at_the_yield(store: Any) -> None:
         return "no"
 
     assert risky.run(store=store).value == "failed"
+
+
+def test_a_concurrent_worker_runs_alls_and_children_of_many_flows(store: Any) -> None:
+    calls = Calls()
+    provision, onboard = child_flows(calls)
+
+    @flow("c-worker-mix")
+    def mix(ctx: FlowContext) -> Any:
+        parts = yield All([Step(f"p{i}", lambda i=i: calls(f"p{i}", i)) for i in range(3)])
+        made = yield Child(provision, input={"user": ctx.input})
+        return [sum(parts), made]
+
+    ids = [mix.run(store=store, input=f"u{n}", concurrency=2).flow_id for n in range(4)]
+    assert {get_flow(i, store=store).value[1] for i in ids} == {f"acct-u{n}" for n in range(4)}
+    waiting = [onboard.run(input={"user": f"w{n}", "wait": True}, store=store) for n in range(6)]
+    for r in waiting:
+        [child] = get_flow(r.flow_id, store=store).children
+        signal_flow(child, "ready", None, store=store)
+    worker = Worker(store, [provision, onboard, mix], concurrency=4)
+    worker.run_once()  # the children finish, which makes their parents due
+    worker.run_once()
+    assert {get_flow(r.flow_id, store=store).value for r in waiting} == {
+        f"hello acct-w{n}" for n in range(6)
+    }
+    assert calls.counts["create"] == 10 and calls.counts["welcome"] == 6
