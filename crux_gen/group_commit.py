@@ -15,6 +15,11 @@ wait: its write goes out at once, as a batch of one.
 A write the store refuses (a lost lease, a conflict) fails only its own runner;
 a failure of the store itself (``StoreError``: a full disk, a lost server) fails
 every runner of that batch, and nothing of it was applied.
+
+The check each runner makes before calling a step function (``check_lease``) is
+batched the same way on a store that can read many leases at once
+(``SQLiteStore.lease_rows``): one read answers every runner ready at that moment,
+each with its own outcome.
 """
 
 from __future__ import annotations
