@@ -235,3 +235,41 @@ def test_worker_names_the_module_argument_for_a_flow_it_cannot_find(
         "(this worker imported slowflows)"
     ) in line
     assert "flows=[" not in line  # the fix for Python callers does not apply here
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_worker_imports_its_module_exits_0(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A deploy may stop a worker that is still importing its flows: it exits 0 at
+    once, as it does later, with one line saying so (not 143 or a traceback)."""
+    (tmp_path / "slowimport.py").write_text(
+        "import pathlib, time\n"
+        "from crux_gen import Step, flow\n"
+        "pathlib.Path('importing').touch()\n"
+        "time.sleep(30)\n"
+        "@flow('never')\n"
+        "def never(ctx):\n"
+        "    yield Step('x', lambda: 1)\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "CRUX_DB"}
+    environ.update(PYTHONPATH=str(REPO))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "crux_gen", "worker", "slowimport", "--db", "crux.db"],
+        cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "importing").exists():
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the module never started importing"
+            time.sleep(0.01)
+        worker.send_signal(signum)
+        _, err = worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err
+    assert f"{signum.name} before the worker started: exiting" in err
+    assert "Traceback" not in err

@@ -608,6 +608,10 @@ def worker_command(
         )
     if not ttl:
         raise CLIError("--lease-ttl must be longer than 0s: a runner renews it while it runs")
+    # Until the worker runs, SIGINT or SIGTERM ends the process at once, with code 0
+    # as later (a deploy that stops a worker still importing its module, say).
+    signal.signal(signal.SIGINT, _stop_before_start)
+    signal.signal(signal.SIGTERM, _stop_before_start)
     import_module(module)
     if not default_registry.names():
         raise CLIError(f"{module} registers no @flow; give the module that defines your flows")
@@ -647,6 +651,13 @@ def worker_command(
             # kill, while it shuts down; it leaves ignored signals ignored).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_before_start(signum: int, frame: Any) -> None:
+    """SIGINT or SIGTERM before the worker started: nothing is in hand; exit 0."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"{signal.Signals(signum).name} before the worker started: exiting\n".encode())
+    raise SystemExit(0)
 
 
 class Stopper:
