@@ -10,6 +10,7 @@ In-process tests run on every store; the crash test runs real worker processes
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -350,6 +351,44 @@ def _rec(position: int, name: str) -> StoredRecord:
     return StoredRecord(position, "step", name, "completed", result="1", attempts=1)
 
 
+def behind_a_held_batch(
+    calls: list[Callable[[], Any]],
+    *,
+    first_held: Callable[[], bool],
+    queued: Callable[[], int],
+    release: Callable[[], None],
+) -> list[Any]:
+    """Run ``calls[0]`` in a thread until *first_held* (its batch is being written and
+    held), then the others in threads of their own until all of them are *queued*
+    behind it, then *release* the held batch; each call's value or exception."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    threads[0].start()
+    wait_until(first_held, 10, "the first call leads a batch of one")
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: queued() == len(calls) - 1, 10, "the others queue behind it")
+    release()
+    for thread in threads:
+        thread.join(timeout=20)
+    return results
+
+
+def commits(shared: GroupCommit, count: int, t: float) -> list[Callable[[], Any]]:
+    """One step commit for each of the flows f0, f1, …, through *shared*."""
+    return [
+        functools.partial(shared.commit, f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
+        for i in range(count)
+    ]
+
+
 def test_writes_queued_while_a_batch_is_written_share_the_next_one(clock: FakeClock) -> None:
     store = Counting(MemoryStore(clock=clock))
     store.hold_first_batch = threading.Event()
@@ -357,21 +396,12 @@ def test_writes_queued_while_a_batch_is_written_share_the_next_one(clock: FakeCl
     for i in range(6):
         store.start(f"f{i}", "demo", "null", "me", t)
     shared = GroupCommit(store)  # type: ignore[arg-type]
-    results: list[Any] = [None] * 6
-
-    def run(i: int) -> None:
-        results[i] = shared.commit(f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
-
-    first = threading.Thread(target=run, args=(0,))
-    first.start()
-    wait_until(lambda: store.batch_sizes == [1], 10, "the first write leads a batch of one")
-    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, 6)]
-    for thread in rest:
-        thread.start()
-    wait_until(lambda: len(shared._commits._queue) == 5, 10, "five writes queue behind it")
-    store.hold_first_batch.set()
-    for thread in [first, *rest]:
-        thread.join(timeout=20)
+    results = behind_a_held_batch(
+        commits(shared, 6, t),
+        first_held=lambda: store.batch_sizes == [1],
+        queued=lambda: len(shared._commits._queue),
+        release=store.hold_first_batch.set,
+    )
     assert store.batch_sizes == [1, 5]
     assert (shared.batches, shared.writes) == (2, 6)
     assert all(isinstance(r, CommitOutcome) and r.status == "running" for r in results)
@@ -389,23 +419,12 @@ def test_a_refused_write_fails_its_own_runner_and_the_rest_of_the_batch_commits(
     store.release("f2", "me")
     store.claim("f2", "thief", t)  # f2's runner lost its lease
     shared = GroupCommit(store)  # type: ignore[arg-type]
-    results: list[Any] = [None] * 4
-
-    def run(i: int) -> None:
-        try:
-            results[i] = shared.commit(f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    threads[0].start()
-    wait_until(lambda: store.batch_sizes == [1], 10, "a first batch")
-    for thread in threads[1:]:
-        thread.start()
-    wait_until(lambda: len(shared._commits._queue) == 3, 10, "three writes queued")
-    store.hold_first_batch.set()
-    for thread in threads:
-        thread.join(timeout=20)
+    results = behind_a_held_batch(
+        commits(shared, 4, t),
+        first_held=lambda: store.batch_sizes == [1],
+        queued=lambda: len(shared._commits._queue),
+        release=store.hold_first_batch.set,
+    )
     assert store.batch_sizes == [1, 3]
     assert isinstance(results[2], LeaseLostError)
     assert [r.status for i, r in enumerate(results) if i != 2] == ["running"] * 3
@@ -451,24 +470,14 @@ def test_lease_checks_made_at_the_same_time_share_one_read(tmp_path: Any, clock:
     store.cancel("cancelled", "stop", t)
     store.release("lost", "me")
     shared = GroupCommit(store)
-    results: dict[str, Any] = {}
-
-    def check(flow_id: str) -> None:
-        try:
-            results[flow_id] = shared.check_lease(flow_id, "me", t)
-        except Exception as exc:
-            results[flow_id] = exc
-
-    first = threading.Thread(target=check, args=("first",))
-    first.start()
-    wait_until(lambda: len(store.reads) == 1, 10, "the first check reads")
-    rest = [threading.Thread(target=check, args=(f,)) for f in ("ok", "cancelled", "lost")]
-    for thread in rest:
-        thread.start()
-    wait_until(lambda: len(shared._checks._queue) == 3, 10, "three checks queued")
-    gate.set()
-    for thread in [first, *rest]:
-        thread.join(timeout=20)
+    names = ["first", "ok", "cancelled", "lost"]
+    found = behind_a_held_batch(
+        [functools.partial(shared.check_lease, name, "me", t) for name in names],
+        first_held=lambda: len(store.reads) == 1,
+        queued=lambda: len(shared._checks._queue),
+        release=gate.set,
+    )
+    results = dict(zip(names, found, strict=True))
     assert store.reads == [["first"], ["ok", "cancelled", "lost"]]
     assert results["first"].status == results["ok"].status == "running"
     assert (results["cancelled"].status, results["cancelled"].cancel_reason) == (
@@ -518,23 +527,12 @@ def test_a_store_failure_raises_in_every_thread_of_the_batch(clock: FakeClock) -
     for i in range(4):
         store.start(f"f{i}", "demo", "null", "me", t)
     shared = GroupCommit(store)  # type: ignore[arg-type]
-    results: list[Any] = [None] * 4
-
-    def run(i: int) -> None:
-        try:
-            results[i] = shared.commit(f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    threads[0].start()
-    wait_until(lambda: store.batch_sizes == [1], 10, "a first batch")
-    for thread in threads[1:]:
-        thread.start()
-    wait_until(lambda: len(shared._commits._queue) == 3, 10, "three writes queued")
-    gate.set()
-    for thread in threads:
-        thread.join(timeout=20)
+    results = behind_a_held_batch(
+        commits(shared, 4, t),
+        first_held=lambda: store.batch_sizes == [1],
+        queued=lambda: len(shared._commits._queue),
+        release=gate.set,
+    )
     assert results[0].status == "running"
     errors = results[1:]
     assert all(isinstance(e, StoreError) and "disk is full" in str(e) for e in errors)
@@ -717,16 +715,21 @@ def test_a_worker_killed_in_the_middle_of_an_all_reruns_only_the_unfinished_bran
     fid = queued(store, fan, {"log": str(log)})
     doomed = _spawn_worker(db, "--lease-ttl", "1s", env={"CRUX_TEST_HANG": "c"})
     try:
+
+        def states() -> dict[str, str]:
+            return {r.name: r.state for r in store.load(fid).records}
+
+        # Three branches recorded (a step's "done" line comes before its record),
+        # the fourth hanging in its function.
         wait_until(
             lambda: (
-                all((fid, n, "done") in {tuple(r[1:]) for r in _runs(log)} for n in ("a", "b", "d"))
+                [states().get(n) for n in ("a", "b", "d")] == ["completed"] * 3
                 and (fid, "c", "start") in {tuple(r[1:]) for r in _runs(log)}
             ),
             30,
-            "three branches done, the fourth hanging",
+            "three branches recorded, the fourth hanging",
         )
-        recorded = {r.name: r.state for r in store.load(fid).records}
-        assert recorded["a"] == recorded["b"] == recorded["d"] == "completed"
+        recorded = states()
         assert recorded["c"] == "waiting"
     finally:
         doomed.kill()
