@@ -15,6 +15,7 @@ import resource
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -107,3 +108,35 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "loadavg": [round(x, 2) for x in load],
     }
+
+
+class Unavailable(Exception):
+    """A peer cannot be installed or started here (the reason is the message)."""
+
+
+def peer_venv(venv: Path, packages: Sequence[str], probe: str, out: Out) -> Path:
+    """The python of *venv* (a peer's own venv, kept between runs), creating it and
+    installing *packages* when ``python -c probe`` fails there; ``Unavailable`` with
+    the reason when that cannot be done (no network, say)."""
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+    def imports() -> bool:
+        return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+
+    if python.exists() and imports():
+        return python
+    out.line(f"creating {venv} and installing {' '.join(packages)} (once; reused afterwards)…")
+    for cmd in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
+    ):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Unavailable(f"`{' '.join(cmd)}` failed: {exc}") from exc
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            raise Unavailable(f"`{' '.join(cmd)}` exited {done.returncode}: {' | '.join(tail)}")
+    if not imports():
+        raise Unavailable(f"{' '.join(packages)} installed, but `{probe}` fails in {venv}")
+    return python

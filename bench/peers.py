@@ -22,14 +22,12 @@ If DBOS cannot be installed or started here, the script says so and exits 0.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from _common import Out, fresh, machine, median, parser, workdir
+from _common import Out, Unavailable, fresh, machine, median, parser, peer_venv, workdir
 from steps import ours
 
 from crux_gen.stores.sqlite import SQLiteStore
@@ -112,32 +110,9 @@ DBOS.destroy()
 """
 
 
-class Unavailable(Exception):
-    """DBOS cannot be installed or started here (the reason is the message)."""
-
-
 def venv_python(out: Out) -> Path:
     """The DBOS venv's python, creating the venv and installing dbos when needed."""
-    python = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    probe = [str(python), "-c", "import dbos"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    out.line(f"creating {VENV} and installing dbos (once; reused afterwards)…")
-    steps = [
-        [sys.executable, "-m", "venv", str(VENV)],
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "dbos"],
-    ]
-    for cmd in steps:
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise Unavailable(f"`{' '.join(cmd)}` failed: {exc}") from exc
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-            raise Unavailable(f"`{' '.join(cmd)}` exited {done.returncode}: {' | '.join(tail)}")
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        raise Unavailable("dbos installed but `import dbos` fails in its venv")
-    return python
+    return peer_venv(VENV, ["dbos"], "import dbos", out)
 
 
 class DBOSChild:

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from _common import Out, fresh, machine, median, parser, workdir
+from _common import Out, Unavailable, fresh, machine, median, parser, peer_venv, workdir
 from replay import build, timed_resume
 
 from crux_gen.stores.sqlite import SQLiteStore
@@ -111,32 +110,9 @@ for line in sys.stdin:
 """
 
 
-class Unavailable(Exception):
-    """LangGraph cannot be installed or started here (the reason)."""
-
-
 def venv_python(out: Out) -> Path:
     """The LangGraph venv's python, creating the venv and installing it when needed."""
-    python = VENV / "bin" / "python"
-    if python.exists() and _imports(python):
-        return python
-    out.line(f"creating {VENV} and installing {' '.join(PACKAGES)} …")
-    for cmd in (
-        [sys.executable, "-m", "venv", str(VENV)],
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PACKAGES],
-    ):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise Unavailable(f"`{' '.join(cmd[-3:])}` failed: {' / '.join(tail)}")
-    if not _imports(python):
-        raise Unavailable("langgraph installed but its SqliteSaver does not import in its venv")
-    return python
-
-
-def _imports(python: Path) -> bool:
-    probe = "import langgraph.graph, langgraph.checkpoint.sqlite"
-    return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
+    return peer_venv(VENV, PACKAGES, "import langgraph.graph, langgraph.checkpoint.sqlite", out)
 
 
 class Child:
