@@ -27,6 +27,7 @@ from .commands import (
     WaitUntil,
 )
 from .control import cancel_flow, delete_flow, get_flow, list_flows, signal_flow
+from .doctor import Problem, check_store
 from .durations import to_duration
 from .errors import (
     ChildFlowError,
@@ -94,6 +95,7 @@ __all__ = [
     "MissingDependencyError",
     "NonDeterminismError",
     "ParkingWarning",
+    "Problem",
     "RecordConflictError",
     "Registry",
     "Retry",
@@ -113,6 +115,7 @@ __all__ = [
     "Version",
     "WaitUntil",
     "cancel_flow",
+    "check_store",
     "default_registry",
     "delete_flow",
     "flow",

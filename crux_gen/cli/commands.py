@@ -1,5 +1,5 @@
 """The subcommands of ``crux-gen``, one function each: list, show, signal, cancel,
-retry, delete, prune, replay, worker and migrate."""
+retry, delete, prune, doctor, replay, worker and migrate."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from .. import codec
@@ -25,6 +26,7 @@ from ..clock import when
 from ..codec import ErrorInfo, decode_stored
 from ..commands import describe
 from ..control import cancel_flow, delete_flow, get_flow, signal_flow
+from ..doctor import check_store
 from ..durations import format_duration, to_duration
 from ..errors import CorruptRecordError, FlowNotFoundError, InvalidValueError
 from ..flow import default_registry
@@ -441,6 +443,42 @@ def count_finished(store: CLIStore, before: float) -> dict[str, int]:
             counts[status] += sum(1 for f in group if f.updated_at == last)
             bound = last
     return counts
+
+
+# -- doctor ----------------------------------------------------------------------------
+
+
+@click.command("doctor", short_help="List the unfinished flows that can never wake.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects, for scripts.")
+def doctor_command(db: str, as_json: bool) -> None:
+    """List every unfinished flow that can never wake, with the reason: one
+    waiting for a child flow that is gone, or that finished without making it
+    due; a timer with no wake time; an Any or All with nothing left that can
+    end; a running flow whose lease lapsed long ago and that no worker took.
+
+    A flow waiting for a signal is fine: the signal may still be sent. Exit
+    code 1 when any flow is listed, else 0.
+    """
+    with store_at(db) as store:
+        problems = check_store(store)
+    if as_json:
+        click.echo(to_json([attrs.asdict(p) for p in problems], indent=2))
+    else:
+        fit = width()
+        for problem in problems:
+            head = f"{problem.kind:<17} {problem.flow_id}  {problem.name}  {problem.status}"
+            for line in fold(clean(head), fit, 18):
+                echo(line)
+            for line in fold(" " * 18 + clean(problem.reason), fit, 18):
+                echo(line)
+        count = len(problems)
+        if count:
+            echo(f"{count} unfinished {'flow' if count == 1 else 'flows'} can never wake")
+        else:
+            echo("no stuck flow: every unfinished flow waits on something that can still happen")
+    if problems:
+        raise click.exceptions.Exit(1)
 
 
 # -- replay ----------------------------------------------------------------------------
@@ -880,6 +918,7 @@ COMMANDS = (
     retry_command,
     delete_command,
     prune_command,
+    doctor_command,
     replay_command,
     worker_command,
     migrate_command,
