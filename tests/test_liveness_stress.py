@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stress.liveness import Options, Report, run
+from tests.stress.liveness import Options, Report, check_steps, run
 
 #: What each run does; seeds fixed, so a failure names a run to repeat with
 #: ``python -m tests.stress.liveness --seed N``.
@@ -68,3 +68,26 @@ def test_every_flow_ends_with_prunes_of_waited_children_retries_in_all_and_share
     report = run(db_for(kind, tmp_path, request), tmp_path, KNOWN)
     assert report.failures == [], verdict(report)
     proves_something(report)
+
+
+def test_the_step_check_tells_a_cut_run_from_a_completed_step_run_again() -> None:
+    """The invariant has teeth: a step run again after a completed run is a failure
+    unless that run failed on purpose or was cut by a kill before the flow went on."""
+    rows = [
+        (1, "f", "g0-s0-first", "start"), (1, "f", "g0-s0-first", "done"),
+        (1, "f", "g0-s1-a", "start"),  # killed here: its record never committed
+        (2, "f", "g0-s1-a", "start"), (2, "f", "g0-s1-a", "done"),
+        (2, "f", "g0-s6-last", "start"), (2, "f", "g0-s6-last", "fail"),
+        (3, "f", "g0-s6-last", "start"), (3, "f", "g0-s6-last", "done"),
+    ]  # fmt: skip
+    clean = Report()
+    check_steps(rows, killed={1}, report=clean)
+    assert (clean.failures, clean.repeated_steps) == ([], 2)
+    rerun = Report()
+    check_steps([*rows, (3, "f", "g0-s1-a", "start")], killed={1}, report=rerun)
+    assert rerun.failures == [
+        "step 'g0-s1-a' of flow f ran again after a run by process 2 that ended 'done'"
+    ]
+    went_on = Report()  # killed, but after it had gone on to a later stage
+    check_steps([*rows, (1, "f", "g0-s4-x", "start")], killed={1}, report=went_on)
+    assert len(went_on.failures) == 1 and "went on to a later stage" in went_on.failures[0]
