@@ -551,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=None, help="a postgresql:// URL of an empty database")
     parser.add_argument("--shared-children", action="store_true", help="issue 18, item 2")
     parser.add_argument("--folder", default=None, help="keep the log, markers and db here")
+    parser.add_argument(
+        "--avoid-known",
+        action="store_true",
+        help="leave out the shapes of open defects (issue 18 items 5 and 6): prune only "
+        "flows finished 8s ago, retry no flow that failed inside an All",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     options = Options(
@@ -558,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=seed,
         max_parents=max(24, int(args.seconds * 3)),
         shared_children=args.shared_children,
+        prune_age=8.0 if args.avoid_known else 0.0,
+        retry_in_all=not args.avoid_known,
     )
     print(f"seed {seed}", flush=True)
     if args.folder is not None:
