@@ -28,6 +28,9 @@ from .errors import (
     ChildFlowError,
     FlowBusyError,
     FlowClosedError,
+    FlowIdTakenError,
+    FlowNameConflictError,
+    FlowNotFoundError,
     SerializationError,
     SignalValidationError,
 )
@@ -64,11 +67,19 @@ from .records import (
     StoredRecord,
     StoredSignal,
     Write,
+    all_header_result,
 )
 from .results import FlowResult
 from .status import FINISHED, Status
 
 UNRESOLVED_STATES = (WAITING, RETRYING)
+
+#: A store's refusals of a child a write would start (its id is taken): thrown at
+#: the parent's ``yield`` instead of failing the run (or looping on it).
+CHILD_REFUSALS = (FlowNameConflictError, FlowIdTakenError)
+
+#: The status a child that is gone from the store reads as (``Driver._load_child``).
+MISSING_CHILD = "deleted"
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -593,7 +604,7 @@ class Driver:
         runner may have it: then it is left to that one)."""
         from .runner import resume  # the runner imports this module
 
-        with contextlib.suppress(FlowBusyError, FlowClosedError):
+        with contextlib.suppress(FlowBusyError, FlowClosedError, FlowNotFoundError):
             resume(
                 child_id,
                 store=self.store,
@@ -620,6 +631,16 @@ class Driver:
         )  # fmt: skip
         return failed, None, error
 
+    def _load_child(self, child_id: str) -> StoredFlow:
+        """The child flow as stored; one that is gone (deleted by hand: ``prune`` and
+        ``delete`` keep a child while its parent is unfinished) reads as a child that
+        ended ``"deleted"``, which its parent's ``yield`` raises as a
+        ``ChildFlowError`` instead of waiting forever."""
+        try:
+            return self.store.load(child_id)
+        except FlowNotFoundError:
+            return StoredFlow(child_id, "?", MISSING_CHILD, "null", 0.0, self._now())
+
     def _child(self, d: AwaitChild) -> None:
         command, record = d.command, d.record
         if record is None:
@@ -635,11 +656,15 @@ class Driver:
                 result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
             )  # fmt: skip
             self._records[d.position] = record
-            self._commit(now, children=(NewChild(child_id, command.name, text),))
+            try:
+                self._commit(now, children=(NewChild(child_id, command.name, text),))
+            except CHILD_REFUSALS as exc:  # the id is taken: thrown at the yield
+                self._refuse(d.position, "child", command.name, exc, now)
+                return
         child_id = child_id_of(record)
         self._run_inline(command.flow, child_id)
-        child = self.store.load(child_id)
-        if child.status in FINISHED:
+        child = self._load_child(child_id)
+        if child.status in FINISHED or child.status == MISSING_CHILD:
             done, value, error = self._child_outcome(d.position, record, child)
             self._records[d.position] = done
             self._go_on()
@@ -679,7 +704,11 @@ class Driver:
             )  # fmt: skip
             if new:  # the children exist (and the record names them) before they run
                 self._records[d.position] = record
-                self._commit(now, children=tuple(new))
+                try:
+                    self._commit(now, children=tuple(new))
+                except CHILD_REFUSALS as exc:  # an id is taken: thrown at the yield
+                    self._refuse(d.position, "any", command.name, exc, now)
+                    return
                 d = AwaitAny(d.position, command, record)
         started = record.started_at if record.started_at is not None else self._now()
         state = codec.decode(record.result) if record.result else {}
@@ -717,8 +746,8 @@ class Driver:
                     if wake <= now:
                         at = wake
                 else:
-                    child = self.store.load(child_ids[index])
-                    if child.status in FINISHED:
+                    child = self._load_child(child_ids[index])
+                    if child.status in FINISHED or child.status == MISSING_CHILD:
                         finished[index] = child
                         at = child.updated_at
                 if at is not None and (best is None or (at, order, index) < best):
@@ -788,7 +817,12 @@ class Driver:
         first = d.position + 1
         if d.records is None:
             now = self._now()
-            records = [StoredRecord(d.position, "all", command.name, WAITING, started_at=now)]
+            records = [
+                StoredRecord(
+                    d.position, "all", command.name, WAITING,
+                    result=all_header_result(len(branches)), started_at=now,
+                )
+            ]  # fmt: skip
             new: list[NewChild] = []
             for offset, branch in enumerate(branches):
                 position = first + offset
@@ -815,7 +849,19 @@ class Driver:
                     )
             for record in records:
                 self._records[record.position] = record
-            self._commit(now, children=tuple(new))
+            while True:
+                try:
+                    self._commit(now, children=tuple(new))
+                    break
+                except CHILD_REFUSALS as exc:  # that branch fails; the others go on
+                    new = [c for c in new if c.flow_id != exc.flow_id]
+                    for index, record in enumerate(records):
+                        if record.kind == "child" and child_id_of(record) == exc.flow_id:
+                            records[index] = record._replace(
+                                state=FAILED, result=None, attempts=1, finished_at=now,
+                                error=ErrorInfo.from_exception(exc).encode(),
+                            )  # fmt: skip
+                            self._records[record.position] = records[index]
             header, *rest = records
         else:
             header, *rest = d.records
@@ -837,8 +883,8 @@ class Driver:
             if isinstance(branch, Child) and record.state == WAITING:
                 child_id = child_id_of(record)
                 self._run_inline(branch.flow, child_id)
-                child = self.store.load(child_id)
-                if child.status in FINISHED:
+                child = self._load_child(child_id)
+                if child.status in FINISHED or child.status == MISSING_CHILD:
                     done, _, error = self._child_outcome(position, record, child)
                     current[position] = done
                     self._records[position] = done
@@ -858,7 +904,7 @@ class Driver:
             )
         now = self._now()
         self._records[d.position] = header._replace(
-            state=COMPLETED, result="null", attempts=1, finished_at=now
+            state=COMPLETED, result=all_header_result(len(branches)), attempts=1, finished_at=now
         )
         self._go_on()
         for position in sorted(current):  # the first failure in list order is thrown
