@@ -209,9 +209,7 @@ class ConflictOnce:
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_a_record_conflict_of_one_flow_does_not_stop_the_pass(
-    store: Any, concurrency: int
-) -> None:
+def test_a_record_conflict_of_one_flow_does_not_stop_the_pass(store: Any, concurrency: int) -> None:
     calls = Calls()
 
     @flow("lv-conflicts")
@@ -460,3 +458,30 @@ def test_pg_the_first_operation_after_a_server_restart_succeeds(
         time.sleep(getattr(postgres_store_class, "IDLE_CHECK", 1.0) + 0.2)
         assert store.load("f1") == before  # no StoreError (AdminShutdown) first
         store.close()
+
+
+def test_a_child_deleted_by_hand_is_a_child_flow_error_at_the_yield(
+    store: Any, store_kind: str, tmp_path: Path
+) -> None:
+    @flow("lv-orphan")
+    def parent(ctx: FlowContext) -> Any:
+        try:
+            yield Child(waiting_child, flow_id="gone-child")
+        except ChildFlowError as exc:
+            return f"{exc.flow_id} {exc.status}"
+
+    r = parent.run(store=store)
+    assert r.status == "suspended"
+    # As someone with the database might: the child's row is gone, the parent waits.
+    if store_kind == "memory":
+        store._drop("gone-child")
+    elif store_kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "crux.db") as conn:
+            conn.execute("DELETE FROM flows WHERE id = 'gone-child'")
+    else:
+        from . import pg
+
+        pg.run_in(store, "DELETE FROM flows WHERE id = 'gone-child'")
+    assert resume(r.flow_id, store=store).value == "gone-child deleted"
