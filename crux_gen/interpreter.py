@@ -183,8 +183,9 @@ class Interpreter:
         self._throw: BaseException | None = None
         self._send: Any = None
         self._divergence: NonDeterminismError | None = None
-        # Every recorded result, decoded in one parse (several times cheaper than one
-        # json.loads per record on a long history).
+        # Every recorded result, decoded up front by json's C scanner (several times
+        # cheaper than one json.loads per record on a long history); a corrupt one is
+        # a CorruptRecordError naming its position.
         self._values = codec.decode_many([r.result for r in history], flow_id=flow_id)
 
     @property
