@@ -6,7 +6,6 @@ values, attrs classes and dataclasses dicts.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import sys
@@ -459,11 +458,12 @@ class ErrorInfo:
 
         >>> raise info.rebuild("charge-card")
 
-        An instance of the recorded class whenever that class can be imported
-        (importing the module the record names, if needed): built without
-        calling its ``__init__``, with its ``args`` and attributes restored, so an
-        ``except ThatClass:`` takes the same branch as on the first run. Only a
-        record naming something else than an importable ``Exception`` subclass
+        An instance of the recorded class whenever that class is there without
+        importing anything: a builtin, or a class of a module already imported
+        (the module of a registered flow, and every module it imports, is). It is
+        built without calling its ``__init__``, with its ``args`` and attributes
+        restored, so an ``except ThatClass:`` takes the same branch as on the
+        first run. **Reading a record never imports a module**: any other record
         gives :class:`StepFailedError` (with the recorded type, message and
         traceback) and a warning naming the class.
         """
@@ -472,49 +472,63 @@ class ErrorInfo:
             rebuilt = _instance(kind, self)
             if rebuilt is not None:
                 return rebuilt
-            why = "it cannot be rebuilt from what was recorded"
+            why = "cannot be rebuilt from what was recorded"
         warnings.warn(
             f"step {step!r} recorded a failure of class {self.type}, which {why}; the "
             f"replay raises StepFailedError instead, which an `except` naming "
-            f"{self.type.rsplit('.', 1)[-1]} does not catch. Make the class importable "
-            "under that name where flows resume",
+            f"{self.type.rsplit('.', 1)[-1]} does not catch. Import the module that "
+            "defines it in the module of your flows: a stored record never imports one",
             UserWarning,
             stacklevel=3,
         )
         return StepFailedError(step, self.type, self.message, self.traceback)
 
 
+#: The namespaces of the modules that define registered flows, by module name: a
+#: flow module run from a file (not in ``sys.modules``) still has its classes rebuilt.
+_flow_modules: dict[str, dict[str, Any]] = {}
+
+
+def remember_flow_module(fn: Callable[..., Any]) -> None:
+    """Let replay rebuild the exception classes of the module that defines the flow
+    body *fn* (``@flow`` calls it), also when that module is not in ``sys.modules``.
+
+    >>> remember_flow_module(onboarding_body)
+    """
+    module, namespace = getattr(fn, "__module__", None), getattr(fn, "__globals__", None)
+    if isinstance(module, str) and isinstance(namespace, dict):
+        _flow_modules[module] = namespace
+
+
 def _exception_class(name: str) -> tuple[type[Exception] | None, str]:
     """The ``Exception`` subclass that *name* (``module.qualname``) names, else
-    ``None`` and why. Only a module that *name* spells out is ever imported, and
-    only when no module already imported holds the class."""
+    ``None`` and why.
+
+    Nothing is imported and no code runs: the module must already be in
+    ``sys.modules`` (``builtins`` always is; so is every module a registered
+    flow's module imports, and that module itself) or be the module of a
+    registered flow (:func:`remember_flow_module`), and each name is read from a
+    ``__dict__``, so neither a module's ``__getattr__`` (a lazy import) nor a
+    metaclass is called.
+    """
     parts = name.split(".")
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         return None, "is not a module.qualname"
-    cuts = range(len(parts) - 1, 0, -1)  # the longest module name first
-    why = "cannot be imported here"
-    for importing in (False, True):
-        for cut in cuts:
-            module_name = ".".join(parts[:cut])
-            module = sys.modules.get(module_name)
-            if module is None and importing:
-                try:
-                    module = importlib.import_module(module_name)
-                except ImportError as exc:
-                    why = f"cannot be imported here ({exc})"
-                except Exception as exc:  # the module itself raised while importing
-                    return None, f"cannot be imported here ({type(exc).__name__}: {exc})"
-            if module is None:
-                continue
-            obj: Any = module
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr, None)
-            if obj is None:
-                continue
-            if isinstance(obj, type) and issubclass(obj, Exception):
-                return obj, ""
-            return None, "is not an Exception subclass"
-    return None, why
+    for cut in range(len(parts) - 1, 0, -1):  # the longest module name first
+        module_name = ".".join(parts[:cut])
+        module = sys.modules.get(module_name)
+        namespace: Any = (
+            vars(module) if isinstance(module, types.ModuleType) else _flow_modules.get(module_name)
+        )
+        obj: Any = namespace.get(parts[cut]) if isinstance(namespace, dict) else None
+        for attr in parts[cut + 1 :]:
+            obj = vars(obj).get(attr) if isinstance(obj, type) else None
+        if obj is None:
+            continue
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            return obj, ""
+        return None, "is not an Exception subclass"
+    return None, "is in no module imported here (a record never imports one)"
 
 
 _MISSING = object()

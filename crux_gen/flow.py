@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
+from .codec import remember_flow_module
 from .commands import Command, check_name
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 
@@ -210,6 +211,7 @@ def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R
             )
         made = Flow(name, fn)
         (registry or default_registry).add(made)
+        remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made
 
     return decorate

@@ -400,8 +400,9 @@ def rebuild_exception(record: StoredRecord, *, flow_id: str | None = None) -> Ba
 
     >>> gen.throw(rebuild_exception(record, flow_id=flow_id))
 
-    An instance of the recorded class whenever that class can be imported, made
-    without its ``__init__``, ``args`` and attributes restored (see
+    An instance of the recorded class whenever that class is there without
+    importing anything (a record never imports a module), made without its
+    ``__init__``, ``args`` and attributes restored (see
     :meth:`ErrorInfo.rebuild <crux_gen.codec.ErrorInfo.rebuild>`), so the flow's
     ``except`` takes the same branch as on the first run; :class:`StepFailedError`
     and a warning when it cannot be. An error column that is not an error record
