@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import attrs
 
 from .codec import remember_flow_module
-from .commands import Command, check_name
+from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:
@@ -225,8 +225,8 @@ def check_flow_id(value: object) -> str:
 
     ``InvalidTypeError`` (a ``TypeError``) for anything but a ``str`` (an int, bytes,
     ``None``); ``InvalidValueError`` (a ``ValueError``) for the empty string, or one
-    holding a lone surrogate, which no store can keep. Nothing is stored before
-    this check passes.
+    holding a character some store cannot keep (a NUL, a lone surrogate). Nothing
+    is stored before this check passes.
     """
     if not isinstance(value, str):
         raise InvalidTypeError(
@@ -234,11 +234,7 @@ def check_flow_id(value: object) -> str:
         )
     if not value:
         raise InvalidValueError("flow id", value, "is empty; give a non-empty str")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(
-                "flow id", value, "holds a lone surrogate, which no store can keep as text"
-            ) from None
+    problem = unstorable(value)
+    if problem is not None:
+        raise InvalidValueError("flow id", value, problem)
     return value
