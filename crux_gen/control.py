@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .commands import check_name
+from .commands import check_name, unstorable
 from .errors import InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
 from .records import StoredFlow
@@ -55,13 +55,9 @@ def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
     """
     check_flow_id(flow_id)
     text = str(reason)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(
-                "cancel reason", text, "holds a lone surrogate, which no store can keep as text"
-            ) from None
+    problem = unstorable(text)
+    if problem is not None:
+        raise InvalidValueError("cancel reason", text, problem)
     return store.cancel(flow_id, text, store.clock.time())
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from .commands import Command, check_name
+from .codec import remember_flow_module
+from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:
@@ -210,6 +211,7 @@ def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R
             )
         made = Flow(name, fn)
         (registry or default_registry).add(made)
+        remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made
 
     return decorate
@@ -223,8 +225,8 @@ def check_flow_id(value: object) -> str:
 
     ``InvalidTypeError`` (a ``TypeError``) for anything but a ``str`` (an int, bytes,
     ``None``); ``InvalidValueError`` (a ``ValueError``) for the empty string, or one
-    holding a lone surrogate, which no store can keep. Nothing is stored before
-    this check passes.
+    holding a character some store cannot keep (a NUL, a lone surrogate). Nothing
+    is stored before this check passes.
     """
     if not isinstance(value, str):
         raise InvalidTypeError(
@@ -232,11 +234,7 @@ def check_flow_id(value: object) -> str:
         )
     if not value:
         raise InvalidValueError("flow id", value, "is empty; give a non-empty str")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(
-                "flow id", value, "holds a lone surrogate, which no store can keep as text"
-            ) from None
+    problem = unstorable(value)
+    if problem is not None:
+        raise InvalidValueError("flow id", value, problem)
     return value
