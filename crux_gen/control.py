@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import codec
@@ -137,17 +138,20 @@ def list_flows(
     status: str | None = None,
     name: str | None = None,
     limit: int = 100,
-    before: datetime | None = None,
+    before: FlowSummary | datetime | None = None,
 ) -> list[FlowSummary]:
-    """Stored flows, newest update first, without their history.
+    """Stored flows, newest update first (ties by ``flow_id``, descending), without
+    their history.
 
     >>> page = list_flows(store=store, status="suspended", limit=50)
-    >>> more = list_flows(store=store, status="suspended", limit=50, before=page[-1].updated_at)
+    >>> more = list_flows(store=store, status="suspended", limit=50, before=page[-1])
 
-    *before* pages by keyset (the last summary's ``updated_at``): each page is one
-    index range, as fast at the 100,000th flow as at the first. Flows updated at
-    the very same instant as that last one are on neither side of it only if they
-    tie to the microsecond; pass a *limit* larger than such a burst when it matters.
+    *before* the last ``FlowSummary`` of a page gives the next page by keyset on
+    ``(updated_at, flow_id)``: each page is one index range, as fast at the
+    100,000th flow as at the first, and paging sees every flow exactly once, also
+    when many were updated at the same instant. *before* a datetime gives the
+    flows updated strictly earlier (to the microsecond, as ``updated_at`` shows
+    them), so ``before=page[-1].updated_at`` skips the others of that instant.
     """
     if status is not None:
         try:
@@ -159,17 +163,70 @@ def list_flows(
         raise InvalidTypeError("list_flows limit", limit, "must be an int")
     if limit < 1:
         raise InvalidValueError("list_flows limit", limit, "must be a positive int")
-    if before is not None and not isinstance(before, datetime):
-        raise InvalidTypeError("list_flows before", before, "must be a datetime")
-    if before is not None and before.tzinfo is None:
-        raise InvalidValueError("list_flows before", before, "must be timezone-aware (UTC)")
-    rows = store.list_flows(
-        status=status,
-        name=name,
-        limit=limit,
-        before=None if before is None else before.timestamp(),
-    )
+    return list_page(store, status=status, name=name, limit=limit, before=keyset(before))
+
+
+def list_page(
+    store: StoreAdmin,
+    *,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    before: float | tuple[float, str] | None,
+) -> list[FlowSummary]:
+    """``list_flows`` with *before* as the stores take it (see :func:`keyset`): the
+    dashboard's next-page link carries that exact keyset."""
+    rows = store.list_flows(status=status, name=name, limit=limit, before=before)
     return [summary_of(row) for row in rows]
+
+
+def keyset(before: object) -> float | tuple[float, str] | None:
+    """``list_flows``'s *before* as the stores take it: a ``FlowSummary`` as its exact
+    ``(updated_at, flow_id)``, a datetime as the first stored time that shows as it
+    or later (so "strictly older" holds to the microsecond a summary shows). A
+    ``FlowSummary`` made by hand carries no exact time: it counts as its datetime."""
+    if before is None:
+        return None
+    if isinstance(before, FlowSummary):
+        exact = before._updated_ts
+        if exact is None:  # made by hand: its shown time is all there is
+            return first_time_at(before.updated_at)
+        return (exact, before.flow_id)
+    if not isinstance(before, datetime):
+        raise InvalidTypeError(
+            "list_flows before", before, "must be a FlowSummary (the last of a page) or a datetime"
+        )
+    if before.tzinfo is None:
+        raise InvalidValueError("list_flows before", before, "must be timezone-aware (UTC)")
+    return first_time_at(before)
+
+
+def first_time_at(moment: datetime) -> float:
+    """The smallest float *t* with ``when(t) >= moment``: stored times below it show
+    (rounded to the microsecond) as earlier than *moment*, the others do not."""
+
+    def shown(ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    t = moment.timestamp()
+    while shown(t) < moment:  # only where floats are coarser than a microsecond
+        t = math.nextafter(t, math.inf)
+    # The boundary is within half a microsecond below; bisect over floats (``shown``
+    # never goes back as its argument grows).
+    low = t - 1e-6
+    if low == t or shown(low) >= moment:  # coarse floats: step one by one
+        while shown(nxt := math.nextafter(t, -math.inf)) >= moment:
+            t = nxt
+        return t
+    high = t  # shown(low) < moment <= shown(high)
+    while True:
+        mid = low + (high - low) / 2
+        if mid in (low, high):
+            return high
+        if shown(mid) >= moment:
+            high = mid
+        else:
+            low = mid
 
 
 def summary_of(row: StoredFlow) -> FlowSummary:
@@ -185,6 +242,7 @@ def summary_of(row: StoredFlow) -> FlowSummary:
         wake_at=when(row.wake_at),
         created_at=created,
         updated_at=updated,
+        _updated_ts=row.updated_at,
     )
 
 

@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -416,30 +415,18 @@ PAGE = 1000
 
 def count_finished(store: CLIStore, before: float) -> dict[str, int]:
     """Count the finished flows last updated before *before*, by status (what
-    ``store.prune(before)`` deletes), reading ``PAGE`` flows at a time."""
+    ``store.prune(before)`` deletes), reading ``PAGE`` flows at a time (keyset on
+    ``(updated_at, id)``: each flow once, also when many share an instant)."""
     counts: dict[str, int] = {}
     for status in sorted(str(s) for s in FINISHED):
         counts[status] = 0
-        bound = before
+        bound: float | tuple[float, str] = before
         while True:
             page = store.list_flows(status=status, limit=PAGE, before=bound)
+            counts[status] += len(page)
             if len(page) < PAGE:
-                counts[status] += len(page)
                 break
-            # The page may end inside a group of flows updated at the same instant:
-            # count the flows after it, then that whole group, and go on below it.
-            last = page[-1].updated_at
-            counts[status] += sum(1 for f in page if f.updated_at > last)
-            limit = PAGE
-            while True:
-                group = store.list_flows(
-                    status=status, limit=limit, before=math.nextafter(last, math.inf)
-                )
-                if len(group) < limit or group[-1].updated_at < last:
-                    break
-                limit *= 2
-            counts[status] += sum(1 for f in group if f.updated_at == last)
-            bound = last
+            bound = (page[-1].updated_at, page[-1].id)
     return counts
 
 
