@@ -161,4 +161,4 @@ def test_the_dashboard_pages_by_the_exact_keyset_inside_a_burst(
         before = pages.parse_before(link)
         assert len(seen) <= 3
     assert [len(p) for p in seen] == [50, 50, 20]
-    assert sum(seen, []) == sorted(ids, reverse=True)
+    assert [i for p in seen for i in p] == sorted(ids, reverse=True)

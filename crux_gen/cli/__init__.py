@@ -20,7 +20,9 @@ opened; ``commands`` has one function per subcommand, ``show`` the lines of
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +64,73 @@ class CLIError(click.ClickException):
     """A one-line error for the user; exit code 1."""
 
     exit_code = 1
+
+
+# -- numbers in options ----------------------------------------------------------------
+
+#: The largest count a store takes (a 64-bit integer): ``--limit``, ``--batch``.
+MAX_COUNT = 2**63 - 1
+
+_WHOLE = re.compile(r"[+-]?\d+")
+
+
+class Count(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A whole number from *low* to *high*, for every integer option: anything else
+    (a word, ``1.5``, a number past what a store or the OS takes) is a usage error
+    naming the option and the value, never an ``OverflowError`` from further in."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+            text = str(value)
+        else:
+            text = str(value).strip()
+            if not _WHOLE.fullmatch(text):
+                self.fail(f"{cut(text, 40)!r} is not a whole number", param, ctx)
+            if len(text.lstrip("+-").lstrip("0")) > len(str(self.high)):
+                number = self.high + 1 if not text.startswith("-") else self.low - 1
+            else:
+                number = int(text)
+        if number < self.low:
+            self.fail(f"{cut(text, 40)} is less than {self.low}", param, ctx)
+        if number > self.high:
+            self.fail(f"{cut(text, 40)} is too large (at most {self.high})", param, ctx)
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "N"
+
+
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A finite number of seconds from 0 to *high* (``nan`` and ``inf`` are refused)."""
+
+    name = "seconds"
+
+    def __init__(self, high: float) -> None:
+        self.high = high
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        text = str(value).strip()
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{cut(text, 40)!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or not 0 <= number <= self.high:
+            self.fail(
+                f"{cut(text, 40)} is not a number of seconds from 0 to {self.high:g}", param, ctx
+            )
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "SECONDS"
 
 
 # -- --db and the store ----------------------------------------------------------------

@@ -31,9 +31,22 @@ from ..migrate import DEFAULT_BATCH, MigrationReport, migrate
 from ..records import StoredFlow
 from ..replay import replay_check
 from ..status import FINISHED, Status
-from . import CLIError, CLIStore, db_option, find_flow, is_url, shown, store_at
+from . import (
+    MAX_COUNT,
+    CLIError,
+    CLIStore,
+    Count,
+    db_option,
+    find_flow,
+    is_url,
+    shown,
+    store_at,
+)
 from .format import ELLIPSIS, at, clean, cut, echo, fold, relative, table, to_json, width
 from .show import show_lines
+
+#: The most threads ``worker --concurrency`` starts.
+MAX_CONCURRENCY = 1024
 
 # -- list ------------------------------------------------------------------------------
 
@@ -48,7 +61,7 @@ from .show import show_lines
 @click.option("--flow", "name", metavar="NAME", help="Only flows of this name.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=Count(1, MAX_COUNT),
     default=50,
     show_default=True,
     help="At most this many flows, most recently updated first.",
@@ -550,12 +563,12 @@ class _CleanFormatter(logging.Formatter):
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=Count(1, MAX_CONCURRENCY),
     default=1,
     show_default=True,
     metavar="N",
-    help="How many flows to advance at the same time: step functions run in N threads "
-    "(a slow call holds up no other flow) and their writes share commits.",
+    help="How many flows to advance at the same time (1 to 1024): step functions run in N "
+    "threads (a slow call holds up no other flow) and their writes share commits.",
 )
 @click.option(
     "--log-level",
@@ -710,7 +723,7 @@ PROGRESS_EVERY = 5.0
 )
 @click.option(
     "--batch",
-    type=click.IntRange(min=1),
+    type=Count(1, MAX_COUNT),
     default=DEFAULT_BATCH,
     show_default=True,
     help="How many flows one listing of the source reads.",
