@@ -202,17 +202,46 @@ def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R
     check_name(name, what="flow name")
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
-        if not inspect.isgeneratorfunction(fn):
-            raise InvalidTypeError(
-                f"@flow({name!r}) function",
-                getattr(fn, "__qualname__", fn),
-                "is not a generator function; give one that yields commands",
-            )
+        check_flow_function(name, fn)
         made = Flow(name, fn)
         (registry or default_registry).add(made)
         return made
 
     return decorate
+
+
+#: What every refusal of a flow function says to give instead.
+FLOW_FUNCTION = "a generator function taking one argument, ctx (def f(ctx): ... yield Step(...))"
+
+
+def check_flow_function(name: str, fn: object) -> None:
+    """Refuse, at ``@flow``, a function the runner could not drive: not a generator
+    function (a plain ``def`` without ``yield``, an ``async def``, not callable), or
+    one that cannot be called with the one argument ``ctx`` (``def f()``, ``def f(ctx,
+    x)``). ``InvalidTypeError`` names the flow, the function and what to give."""
+    what = f"@flow({name!r}) function"
+    shown = getattr(fn, "__qualname__", None) or fn
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise InvalidTypeError(
+            what, shown, f"is an async def; crux_gen drives sync flows: give {FLOW_FUNCTION}"
+        )
+    if not inspect.isgeneratorfunction(fn):
+        kind = "a function without yield" if callable(fn) else f"of type {type(fn).__name__}"
+        raise InvalidTypeError(
+            what, shown, f"is {kind}, not a generator function; give {FLOW_FUNCTION}"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - a generator function has one
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise InvalidTypeError(
+            what,
+            shown,
+            f"takes {signature}, so it cannot be called with ctx alone; give {FLOW_FUNCTION}",
+        ) from None
 
 
 def check_flow_id(value: object) -> str:
