@@ -1,4 +1,7 @@
-"""Acting on stored flows without running them: signal, cancel, inspect."""
+"""Acting on stored flows without running them: signal, cancel, inspect.
+
+Each function's *store* is a store object, or a SQLite file's path or a
+``postgresql://`` URL opened for the call (:mod:`crux_gen.opening`)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from .codec import ErrorInfo
 from .commands import check_name
 from .errors import InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
+from .opening import StorePath, using
 from .records import StoredFlow
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
 from .status import Status
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def signal_flow(
-    flow_id: str, name: str, payload: Any, *, store: Store, key: str | None = None
+    flow_id: str, name: str, payload: Any, *, store: Store | StorePath, key: str | None = None
 ) -> bool:
     """Durably record signal *name* with *payload* for flow *flow_id*, from any process;
     ``True`` once stored.
@@ -42,10 +46,11 @@ def signal_flow(
     if key is not None:
         check_name(key, what="signal key")
     encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
-    return store.add_signal(flow_id, name, encoded, store.clock.time(), key=key) is not None
+    with using(store) as opened:
+        return opened.add_signal(flow_id, name, encoded, opened.clock.time(), key=key) is not None
 
 
-def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
+def cancel_flow(flow_id: str, reason: str, *, store: Store | StorePath) -> bool:
     """Cancel an unfinished flow; ``False`` (and nothing changed) if it had finished.
 
     >>> cancel_flow(flow_id, "account deleted", store=store)
@@ -63,10 +68,11 @@ def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
             raise InvalidValueError(
                 "cancel reason", text, "holds a lone surrogate, which no store can keep as text"
             ) from None
-    return store.cancel(flow_id, text, store.clock.time())
+    with using(store) as opened:
+        return bool(opened.cancel(flow_id, text, opened.clock.time()))
 
 
-def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
+def get_flow(flow_id: str, *, store: Store | StorePath) -> FlowInfo:
     """The stored state of a flow, its history and its signals, without running it.
 
     >>> get_flow(flow_id, store=store).history[0].result
@@ -76,7 +82,8 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
     ``CorruptRecordError`` naming the flow, the position and the column.
     """
     check_flow_id(flow_id)
-    stored = store.load(flow_id)
+    with using(store) as opened:
+        stored = opened.load(flow_id)
     fid = stored.id
 
     def decoded(text: str | None, position: int | None, column: str) -> Any:
@@ -134,7 +141,7 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
 
 def list_flows(
     *,
-    store: StoreAdmin,
+    store: StoreAdmin | StorePath,
     status: str | None = None,
     name: str | None = None,
     limit: int = 100,
@@ -163,7 +170,9 @@ def list_flows(
         raise InvalidTypeError("list_flows limit", limit, "must be an int")
     if limit < 1:
         raise InvalidValueError("list_flows limit", limit, "must be a positive int")
-    return list_page(store, status=status, name=name, limit=limit, before=keyset(before))
+    bound = keyset(before)
+    with using(store) as opened:
+        return list_page(opened, status=status, name=name, limit=limit, before=bound)
 
 
 def list_page(
@@ -246,7 +255,7 @@ def summary_of(row: StoredFlow) -> FlowSummary:
     )
 
 
-def delete_flow(flow_id: str, *, store: StoreAdmin) -> bool:
+def delete_flow(flow_id: str, *, store: StoreAdmin | StorePath) -> bool:
     """Delete a finished flow with its history and signals; ``True`` when deleted,
     ``False`` when no such flow is stored (deleting twice is harmless).
 
@@ -256,4 +265,5 @@ def delete_flow(flow_id: str, *, store: StoreAdmin) -> bool:
     An unfinished flow is a ``FlowStateError`` and stays as it is: cancel it first.
     """
     check_flow_id(flow_id)
-    return store.delete(flow_id)
+    with using(store) as opened:
+        return bool(opened.delete(flow_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import random as _random
 import threading
 import uuid as _uuid
@@ -112,7 +113,7 @@ class Flow(Generic[R]):
         self,
         *,
         input: Any = None,
-        store: Store,
+        store: Store | str | os.PathLike[str],
         flow_id: str | None = None,
         resume: str | None = None,
         concurrency: int | None = None,
@@ -123,6 +124,10 @@ class Flow(Generic[R]):
         >>> r = onboarding.run(input={"email": "user@example.com"}, store=SQLiteStore("crux.db"))
         >>> r.status, r.waiting_for
         ('suspended', 'email-verified')
+
+        *store* may also be a SQLite file's path (made if missing) or a
+        ``postgresql://`` URL: that store is opened for this call and closed after
+        (pass a store object to keep its connections between calls).
 
         *concurrency* is how many steps of one ``All`` run at the same time (threads;
         default 8). Child flows it starts run in this thread too, each until it
@@ -142,7 +147,7 @@ class _RunFlow(Protocol):
         self,
         flow: Flow[Any],
         *,
-        store: Store,
+        store: Store | str | os.PathLike[str],
         input: Any = None,
         flow_id: str | None = None,
         resume: str | None = None,

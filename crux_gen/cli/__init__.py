@@ -30,12 +30,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
 from .. import __version__
 from ..errors import CruxError, FlowNotFoundError, StoreError
+from ..opening import POSTGRES_EXTRA
+from ..opening import is_url as is_url
+from ..opening import shown as shown
 from ..records import StoredFlow
 from ..stores.base import Store, StoreAdmin
 from .format import ELLIPSIS, clean, cut, echo
@@ -52,12 +54,6 @@ MIN_PREFIX = 4
 
 #: The stores' own default.
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
-
-#: How a ``--db`` that is a PostgreSQL URL starts.
-URL_SCHEMES = ("postgresql://", "postgres://")
-
-#: What to install when PostgreSQL support is missing.
-POSTGRES_EXTRA = "pip install 'crux-gen[postgres]'"
 
 
 class CLIError(click.ClickException):
@@ -148,33 +144,6 @@ def db_option(fn: F) -> F:
         show_envvar=True,
         help="The store holding the flows: a SQLite file, or a postgresql:// URL.",
     )(fn)
-
-
-def is_url(db: str) -> bool:
-    """True when *db* is a PostgreSQL URL rather than a SQLite file's path."""
-    return db.strip().lower().startswith(URL_SCHEMES)
-
-
-def shown(db: str) -> str:
-    """*db* as messages print it: a URL's password (in it or in its query) as ``***``."""
-    if not is_url(db):
-        return db
-    try:
-        parts = urlsplit(db.strip())
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, host = netloc.rpartition("@")
-            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(k.lower() == "password" for k, _ in pairs):
-                query = urlencode(
-                    [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*/"
-                )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:  # a malformed URL: show none of it rather than a password
-        return db.strip().split("://", 1)[0] + "://…"
 
 
 def open_store(
