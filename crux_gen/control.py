@@ -16,7 +16,7 @@ from .commands import check_name
 from .errors import InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
 from .opening import StorePath, using
-from .records import StoredFlow
+from .records import COMPLETED, StoredFlow
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
 from .status import Status
 
@@ -137,6 +137,50 @@ def get_flow(flow_id: str, *, store: Store | StorePath) -> FlowInfo:
         children=stored.children,
         run=stored.run,
     )
+
+
+def consumed_in_this_run(info: FlowInfo) -> dict[int, int]:
+    """Position in the current run's history -> the id of the signal its wait
+    consumed (``crux-gen show``, the dashboard).
+
+    A signal row keeps the position of the wait that consumed it but not the run:
+    after ``ContinueAsNew`` a signal an earlier run consumed names a position the
+    current run may hold again. It is credited to the current record at that
+    position only when that record is a completed ``Suspend`` of the signal's name
+    holding its payload (or an ``Any`` that the signal won), begun no later than the
+    signal was consumed; of several, the last consumed.
+    """
+    if info.run == 1:
+        return {s.position: s.id for s in info.signals if s.position is not None}
+    at = {entry.position: entry for entry in info.history}
+    found: dict[int, SignalInfo] = {}
+    for sig in info.signals:
+        entry = at.get(sig.position) if sig.position is not None else None
+        if entry is None or entry.state != COMPLETED or not took(entry, sig):
+            continue
+        began, consumed = entry.started_at, sig.consumed_at
+        if began is not None and consumed is not None and consumed < began:
+            continue  # consumed before this run's record began: an earlier run's
+        best = found.get(entry.position)
+        if best is None or consumed_key(sig) > consumed_key(best):
+            found[entry.position] = sig
+    return {position: sig.id for position, sig in found.items()}
+
+
+def consumed_key(sig: SignalInfo) -> tuple[float, int]:
+    """Order signals by when they were consumed, then by id."""
+    return (sig.consumed_at.timestamp() if sig.consumed_at else -math.inf, sig.id)
+
+
+def took(entry: HistoryEntry, sig: SignalInfo) -> bool:
+    """Whether the completed wait *entry* holds what consuming *sig* records."""
+    if entry.kind == "suspend":
+        return bool(entry.name == sig.name and entry.result == sig.payload)
+    if entry.kind == "any" and isinstance(entry.result, dict):
+        return bool(
+            entry.result.get("name") == sig.name and entry.result.get("value") == sig.payload
+        )
+    return False
 
 
 def list_flows(
