@@ -9,6 +9,7 @@ semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +45,13 @@ from crux_gen.records import (
     all_header_result,
 )
 from crux_gen.status import FINISHED, Status, transition
+
+#: ``list_flows``'s *before*: ``None``, an ``updated_at`` (strictly older), or the
+#: keyset ``(updated_at, id)`` of the last flow of a page.
+Before = float | tuple[float, str] | None
+
+#: The largest ``LIMIT`` every store takes (a 64-bit integer); more is the same.
+MAX_LIMIT = 2**63 - 1
 
 
 @runtime_checkable
@@ -237,12 +245,14 @@ class StoreAdmin(Protocol):
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
-        """Flows without their history (nor ``children``), newest update first; with
-        *before*, only those updated strictly earlier (keyset paging: pass the last
-        row's ``updated_at``).
+        """Flows without their history (nor ``children``), newest update first (ties
+        by id, descending); with *before* a float, only those updated strictly
+        earlier; with *before* a keyset ``(updated_at, id)`` (the last row's: exact
+        paging, each flow seen once also when many share an ``updated_at``), only
+        those after it in that order.
 
         With *version* ``(name, n)``, only flows whose current run recorded the
         ``Version`` *name* completed with the value *n*; ``n=0`` means the flows
@@ -389,7 +399,7 @@ def listing_query(
     status: str | None,
     name: str | None,
     limit: int,
-    before: float | None,
+    before: Before,
     version: tuple[str, int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of ``list_flows`` (*mark* is the driver's placeholder):
@@ -398,14 +408,18 @@ def listing_query(
     ``records`` table holds no other run)."""
     where: list[str] = []
     params: list[Any] = []
-    for clause, value in (
-        (f"status = {mark}", status),
-        (f"name = {mark}", name),
-        (f"updated_at < {mark}", before),
-    ):
+    for clause, value in ((f"status = {mark}", status), (f"name = {mark}", name)):
         if value is not None:
             where.append(clause)
             params.append(value)
+    before = check_before(before)
+    if isinstance(before, tuple):
+        # (updated_at, id) < (u, i), spelled so that any index on updated_at bounds it.
+        where.append(f"updated_at <= {mark} AND (updated_at < {mark} OR id < {mark})")
+        params.extend([before[0], before[0], before[1]])
+    elif before is not None:
+        where.append(f"updated_at < {mark}")
+        params.append(before)
     version = check_version(version)
     if version is not None:
         found = (
@@ -422,7 +436,26 @@ def listing_query(
     if where:
         query += " WHERE " + " AND ".join(where)
     query += f" ORDER BY updated_at DESC, id DESC LIMIT {mark}"
-    return query, [*params, int(limit)]
+    return query, [*params, min(int(limit), MAX_LIMIT)]
+
+
+def check_before(before: Any) -> Before:
+    """``list_flows``'s *before* checked: ``None``, a finite number, or a pair
+    ``(number, id)``; else ``InvalidTypeError`` / ``InvalidValueError`` naming it."""
+    if before is None:
+        return None
+    moment = before[0] if isinstance(before, tuple) and len(before) == 2 else before
+    if isinstance(moment, bool) or not isinstance(moment, int | float):
+        raise InvalidTypeError(
+            "list_flows before", before, "is not an updated_at nor an (updated_at, id) pair"
+        )
+    if not math.isfinite(moment):
+        raise InvalidValueError("list_flows before", before, "is not a finite time")
+    if moment is before:
+        return float(moment)
+    if not isinstance(before[1], str):
+        raise InvalidTypeError("list_flows before", before, "has an id that is not a str")
+    return (float(moment), before[1])
 
 
 def lease_outcome(

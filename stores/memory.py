@@ -38,8 +38,10 @@ from crux_gen.status import FINISHED, Status, after_write, transition
 from .base import (
     ITEM_ERRORS,
     WAIT_ANY,
+    Before,
     any_names,
     awaited_names,
+    check_before,
     check_child,
     check_records,
     check_signal_allowed,
@@ -113,17 +115,20 @@ class MemoryStore:
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         version = check_version(version)
+        before = check_before(before)
+        if isinstance(before, float):
+            before = (before, "")  # strictly older: no id sorts below ""
         with self._lock:
             rows = [
                 row
                 for row in self._flows.values()
                 if (status is None or row["status"] == status)
                 and (name is None or row["name"] == name)
-                and (before is None or row["updated_at"] < before)
+                and (before is None or (row["updated_at"], row["id"]) < before)
                 and (version is None or version_matches(self._records[row["id"]], version))
             ]
             rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)

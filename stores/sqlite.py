@@ -57,6 +57,7 @@ from . import sqlite_schema as sql
 from .base import (
     ITEM_ERRORS,
     WAIT_ANY,
+    Before,
     any_names,
     awaited_names,
     check_child,
@@ -337,7 +338,7 @@ class SQLiteStore:
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         query, params = listing_query(

@@ -13,7 +13,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
 
-from . import CLIError, db_option, store_at
+from . import CLIError, Count, Seconds, db_option, store_at
 from .format import echo
 
 #: Hosts only this machine can reach: any other --host prints a warning.
@@ -50,7 +50,7 @@ class QuietHandler(WSGIRequestHandler):
     "--port",
     default=8765,
     show_default=True,
-    type=click.IntRange(0, 65535),
+    type=Count(0, 65535),
     help="The TCP port; 0 picks a free one (the printed address has it).",
 )
 @click.option(
@@ -76,8 +76,8 @@ class QuietHandler(WSGIRequestHandler):
     "--refresh",
     default=2.0,
     show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds between a page's reloads of its data (0: never).",
+    type=Seconds(86400),
+    help="Seconds between a page's reloads of its data (0: never; at most a day).",
 )
 def ui_command(
     db: str, port: int, host: str, allow_actions: bool, token: str | None, refresh: float

@@ -281,7 +281,7 @@ class Dashboard:
         problem = None
         if status is not None and status not in pages.STATUSES:
             problem = f"status {status!r} is none of {', '.join(pages.STATUSES)}"
-        before: datetime | None = None
+        before: datetime | tuple[float, str] | None = None
         if before_text is not None:
             try:
                 before = pages.parse_before(before_text)
@@ -296,7 +296,7 @@ class Dashboard:
             )
             filters = {k: v for k, v in (("status", status), ("name", name)) if v}
             if next_before is not None:
-                more = {**filters, "before": next_before.isoformat()}
+                more = {**filters, "before": next_before}
                 next_url = f"{request.base}/?{urlencode(more)}"
             if before is not None:
                 first_url = f"{request.base}/" + (f"?{urlencode(filters)}" if filters else "")
