@@ -27,16 +27,22 @@ import attrs
 import pytest
 
 from crux_gen import (
+    All,
+    Child,
     FakeClock,
     FlowContext,
     Retry,
+    Sleep,
     Step,
     Suspend,
+    WaitUntil,
     cancel_flow,
     flow,
     get_flow,
+    resume,
     signal_flow,
 )
+from crux_gen import Any as AnyOf
 from crux_gen.errors import InvalidValueError, StoreError
 from crux_gen.records import StoredFlow
 from crux_gen.stores.sqlite import SQLiteStore
@@ -731,6 +737,142 @@ def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeCloc
     )
     assert done.status == 303
     assert get_flow(s.suspended, store=store).status == "cancelled"
+
+
+# -- the signal form offers what the flow waits for (issue 18, item 16) -----------------
+
+
+@flow("ui-any")
+def any_wait(ctx: FlowContext) -> Any:
+    got = yield AnyOf([Suspend("shipped"), Sleep("give-up", "3d"), Suspend("cancelled-by-user")])
+    return got.name
+
+
+@flow("ui-kid")
+def kid(ctx: FlowContext) -> Any:
+    return (yield Suspend("kid-go"))
+
+
+@flow("ui-parent")
+def parent(ctx: FlowContext) -> Any:
+    return (yield Child(kid, input=1))
+
+
+@flow("ui-parent-all")
+def parent_all(ctx: FlowContext) -> Any:
+    return (yield All([Child(kid, input=1), Child(kid, input=2)]))
+
+
+@flow("ui-sleeps")
+def sleeps(ctx: FlowContext) -> Any:
+    yield Sleep("nap", "1h")
+
+
+@flow("ui-polls")
+def polls(ctx: FlowContext) -> Any:
+    return (yield WaitUntil("ready", lambda: False, every="1m"))
+
+
+@flow("ui-retries")
+def retries(ctx: FlowContext) -> Any:
+    return (yield Step("call-api", Flaky(5), retry=Retry(attempts=3, delay="1m")))
+
+
+def signal_names_offered(page: Page) -> list[str] | None:
+    """The names the signal form offers (``None``: no signal form on the page)."""
+    form = re.search(r'<form id="signal-form".*?</form>', page.text, re.S)
+    if form is None:
+        return None
+    select = re.search(r'<select name="name"[^>]*>(.*?)</select>', form.group(0), re.S)
+    assert select is not None, "the signal form's name is not a choice of names"
+    assert '<input name="name"' not in form.group(0)  # no free-text name
+    return [html.unescape(v) for v in re.findall(r'<option value="([^"]*)"', select.group(1))]
+
+
+def test_the_signal_form_offers_exactly_the_names_the_flow_waits_for(
+    store: Any, clock: FakeClock
+) -> None:
+    one = echo.run(store=store, input=1).flow_id
+    either = any_wait.run(store=store).flow_id
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    assert signal_names_offered(call(app, flow_path(one), cookie=cookie)) == ["reply"]
+    page = call(app, flow_path(either), cookie=cookie)
+    assert signal_names_offered(page) == ["shipped", "cancelled-by-user"]
+    assert "[&#34;shipped&#34;" not in section(page, "actions")  # never the JSON wait list
+    # The read-only dashboard offers no form at all.
+    assert signal_names_offered(call(make_app(store), flow_path(either))) is None
+
+
+def test_no_signal_form_for_a_flow_that_waits_on_no_signal(store: Any, clock: FakeClock) -> None:
+    waiting = {
+        "child": parent.run(store=store).flow_id,
+        "all": parent_all.run(store=store).flow_id,
+        "sleep": sleeps.run(store=store).flow_id,
+        "wait_until": polls.run(store=store).flow_id,
+        "retry": retries.run(store=store).flow_id,
+    }
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    for kind, flow_id in waiting.items():
+        assert store.load(flow_id).wait_kind == kind
+        page = call(app, flow_path(flow_id), cookie=cookie)
+        assert page.status == 200
+        assert signal_names_offered(page) is None, kind
+        assert '<form id="cancel-form"' in page.text  # cancelling stays possible
+        why = re.search(r'<p id="no-signal-form">(.*?)</p>', page.text, re.S)
+        assert why is not None and "takes no signal now" in why.group(1), kind  # and says why
+
+
+def test_a_signal_the_flow_does_not_wait_for_is_refused_with_400_and_not_stored(
+    store: Any, clock: FakeClock
+) -> None:
+    one = echo.run(store=store, input=1).flow_id
+    either = any_wait.run(store=store).flow_id
+    dad = parent.run(store=store).flow_id
+    child_id = store.load(dad).waiting_for
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+
+    def post(flow_id: str, name: str) -> Page:
+        page = call(app, flow_path(flow_id), cookie=cookie)
+        form = {"csrf": csrf_of(page), "action": "signal", "name": name, "payload": "1"}
+        return call(app, flow_path(flow_id), method="POST", cookie=cookie, form=form)
+
+    for flow_id, name in (
+        (one, "reply-typo"),
+        (either, '["shipped", "cancelled-by-user"]'),  # what the old form prefilled
+        (either, "give-up"),  # a Sleep branch's name is no signal
+        (dad, child_id),
+        (dad, "kid-go"),  # the child's wait, not the parent's
+    ):
+        refused = post(flow_id, name)
+        assert refused.status == 400, (flow_id, name)
+        assert repr(name) in html.unescape(refused.text)  # names the bad value
+        assert "nothing was sent" in refused.text
+        assert get_flow(flow_id, store=store).signals == ()
+    # The names it waits for are taken, and the flow takes them at its next run.
+    assert post(either, "cancelled-by-user").status == 303
+    assert resume(either, store=store, flows=[any_wait]).value == "cancelled-by-user"
+    assert post(one, "reply").status == 303
+    assert echo.run(store=store, resume=one).value == [1, 1]
+
+
+def test_a_signal_to_a_running_or_finished_flow_is_refused_and_not_stored(
+    store: Any, clock: FakeClock
+) -> None:
+    running = store.start("r-1", "ui-echo", "1", "someone", clock.time()).id
+    done = waits.run(store=store, input={"email": "a@example.com"}).flow_id
+    cancel_flow(done, "gone", store=store)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    for flow_id, status in ((running, 400), (done, 409)):
+        page = call(app, flow_path(flow_id), cookie=cookie)
+        assert signal_names_offered(page) is None
+        form = {"csrf": csrf_of(page), "action": "signal", "name": "reply", "payload": "1"}
+        refused = call(app, flow_path(flow_id), method="POST", cookie=cookie, form=form)
+        assert refused.status == status, flow_id
+        assert get_flow(flow_id, store=store).signals == ()
 
 
 # -- mounted under a prefix ------------------------------------------------------------

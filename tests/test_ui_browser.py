@@ -429,7 +429,8 @@ def test_actions_take_the_token(page: Any, tmp_path: Path) -> None:
         page.goto(urllib.parse.urljoin(url, f"?token={TOKEN}"))
         open_flow(page, suspended)
         form = page.locator("#signal-form")
-        form.locator('[name="name"]').fill("approve")
+        assert form.locator('select[name="name"] option').all_inner_texts() == ["approve"]
+        form.locator('[name="name"]').select_option("approve")
         form.locator('[name="payload"]').fill(json.dumps({"by": "eve"}))
         action = urllib.parse.urljoin(page.url, form.get_attribute("action") or "")
         fields = form.evaluate("f => Object.fromEntries(new FormData(f))")  # CSRF field too

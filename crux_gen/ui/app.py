@@ -335,6 +335,10 @@ class Dashboard:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
         consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
+        choice = pages.signal_choice(info.status.value, None, None)
+        if self.allow_actions and info.status == Status.SUSPENDED:
+            stored = self.store.load(flow_id)  # the wait's kind is on the stored row only
+            choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
         return self.render(
             request,
             "flow.html",
@@ -347,6 +351,7 @@ class Dashboard:
             notice=notice,
             authorized=self.allow_actions and self.authorized(request),
             csrf=self._csrf,
+            signal_choice=choice,
         )
 
     def static_file(self, request: Request, name: str) -> Response:
@@ -439,9 +444,24 @@ class Dashboard:
 
     def send_signal(self, flow_id: str, form: dict[str, str]) -> str:
         """``crux-gen signal``: the name, a JSON payload (empty: null) and an optional key."""
-        name = form.get("name", "").strip()
-        if not name:
+        name = form.get("name", "")
+        if not name.strip():
             raise ActionError(400, "give the signal's name")
+        stored = self.store.load(flow_id)
+        choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
+        if name not in choice.names:
+            if Status(stored.status) in FINISHED:
+                raise ActionError(409, f"signal {name!r}: {choice.why}; nothing was sent")
+            waits = (
+                "it waits for " + " or ".join(repr(n) for n in choice.names)
+                if choice.names
+                else f"it takes no signal now: {choice.why}"
+            )
+            raise ActionError(
+                400,
+                f"flow {flow_id!r} does not wait for a signal named {name!r} ({waits}); "
+                "nothing was sent",
+            )
         text = form.get("payload", "").strip()
         try:
             payload = json.loads(text) if text else None

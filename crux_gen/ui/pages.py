@@ -16,7 +16,7 @@ from ..commands import VALUE_KINDS, describe
 from ..control import list_flows
 from ..durations import approximate
 from ..results import FlowInfo, FlowSummary, HistoryEntry
-from ..status import Status
+from ..status import FINISHED, Status
 
 #: Flows per page of the flows table.
 PAGE_SIZE = 50
@@ -91,6 +91,57 @@ def parse_before(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment
+
+
+# -- the signal form -------------------------------------------------------------------
+
+#: What a suspended flow waits on, by ``wait_kind``, when that is no signal.
+NOT_A_SIGNAL = {
+    "child": "its child flow {waiting_for!r}",
+    "all": "its child flows (an All)",
+    "sleep": "a timer (Sleep {waiting_for!r})",
+    "retry": "the next try of step {waiting_for!r}",
+    "wait_until": "a condition it polls (WaitUntil {waiting_for!r})",
+}
+
+
+@attrs.frozen
+class SignalChoice:
+    """The signal names a flow waits for now (the form offers exactly these), and
+    when there are none, *why* (a phrase: "it waits for a timer (…)")."""
+
+    names: tuple[str, ...]
+    why: str = ""
+
+
+def signal_choice(status: str, wait_kind: str | None, waiting_for: str | None) -> SignalChoice:
+    """What the signal form may send to a flow with these stored fields: the name
+    of the ``Suspend`` it is parked on, the names of the ``Suspend`` branches of
+    the ``Any`` it is parked on, and nothing else. A signal of another name would
+    be stored and never consumed by this wait, so the dashboard offers none and
+    refuses one."""
+    if status in {s.value for s in FINISHED}:
+        return SignalChoice((), f"it is {status}: a finished flow takes no signal")
+    if status != Status.SUSPENDED.value or waiting_for is None:
+        return SignalChoice(
+            (),
+            f"it is {status} and parked on nothing yet (`crux-gen signal` sends a signal "
+            "ahead of the Suspend that takes it)",
+        )
+    if wait_kind == "suspend":
+        return SignalChoice((waiting_for,))
+    if wait_kind == "any":
+        try:
+            names = json.loads(waiting_for)
+        except ValueError:
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            if names:
+                return SignalChoice(tuple(dict.fromkeys(names)))
+            return SignalChoice((), "it waits in an Any with no Suspend branch")
+        return SignalChoice((), "its stored Any wait list is not a JSON list of names")
+    what = NOT_A_SIGNAL.get(wait_kind or "", "{waiting_for!r}")
+    return SignalChoice((), "it waits for " + what.format(waiting_for=waiting_for))
 
 
 # -- values as text --------------------------------------------------------------------
