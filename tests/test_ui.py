@@ -45,6 +45,7 @@ from crux_gen import (
 from crux_gen import Any as AnyOf
 from crux_gen.errors import InvalidValueError, StoreError
 from crux_gen.records import StoredFlow
+from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.ui import make_app
 
@@ -156,15 +157,18 @@ def call(
     cookie: str | None = None,
     headers: dict[str, str] | None = None,
     script_name: str = "",
+    query: str | None = None,
 ) -> Page:
-    """Call *app* as a WSGI server would for *path* (a URL path, with its query)."""
+    """Call *app* as a WSGI server would for *path* (a URL path, with its query; with
+    *query*, *path* is the raw ``PATH_INFO``, such as ``//evil.example/``)."""
     parts = urlsplit(path)
+    path_info = unquote_to_bytes(parts.path).decode("latin-1") if query is None else path
     body = urlencode(form).encode() if form is not None else b""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         # PEP 3333: the path's bytes, percent-decoded, as latin-1 text.
-        "PATH_INFO": unquote_to_bytes(parts.path).decode("latin-1"),
-        "QUERY_STRING": parts.query,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": parts.query if query is None else query,
         "SCRIPT_NAME": script_name,
         "CONTENT_LENGTH": str(len(body)),
         "CONTENT_TYPE": "application/x-www-form-urlencoded",
@@ -216,6 +220,7 @@ def log_in(app: App, script_name: str = "") -> str:
 
 
 def csrf_of(page: Page) -> str:
+    """The CSRF field of the page's forms (a page for a viewer without a session has none)."""
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found is not None
     return found.group(1)
@@ -634,8 +639,9 @@ def test_an_action_without_the_token_or_the_csrf_field_is_403_and_changes_nothin
     app = make_app(store, allow_actions=True, token=TOKEN)
     page = call(app, flow_path(s.suspended))
     assert 'id="actions-locked"' in page.text  # the forms show, and say they need the token
-    csrf = csrf_of(page)
+    assert 'name="csrf"' not in page.text  # and carry no CSRF value: no session has one
     cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(s.suspended), cookie=cookie))
     cancel = {"action": "cancel", "reason": "x"}
     attempts = [
         {"form": {**cancel, "csrf": csrf}},  # no token
@@ -727,7 +733,8 @@ def test_an_unknown_action_an_empty_name_and_a_huge_form_are_refused(store: Any)
 def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeClock) -> None:
     s = scene(store, clock)
     app = make_app(store, allow_actions=True, token=TOKEN)
-    csrf = csrf_of(call(app, flow_path(s.suspended)))
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    csrf = csrf_of(call(app, flow_path(s.suspended), headers=bearer))
     done = call(
         app,
         flow_path(s.suspended),
@@ -737,6 +744,118 @@ def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeCloc
     )
     assert done.status == 303
     assert get_flow(s.suspended, store=store).status == "cancelled"
+
+
+# -- per-session CSRF, no open redirect, no token in a logged URL (issue 18, item 17) ---
+
+
+def test_the_csrf_value_is_per_session_and_a_viewer_without_one_sees_none(
+    store: Any, clock: FakeClock
+) -> None:
+    s = scene(store, clock)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    ann, bob = log_in(app), log_in(app)
+    assert ann != bob  # each visit of the token's address is a session of its own
+    page_a = call(app, flow_path(s.suspended), cookie=ann)
+    page_b = call(app, flow_path(s.suspended), cookie=bob)
+    csrf_a, csrf_b = csrf_of(page_a), csrf_of(page_b)
+    assert csrf_a != csrf_b
+    assert csrf_a == csrf_of(call(app, flow_path(s.failed), cookie=ann))  # stable per session
+    anonymous = call(app, flow_path(s.suspended))
+    assert 'name="csrf"' not in anonymous.text
+    for page in (page_a, page_b, anonymous):
+        assert TOKEN not in page.text
+    # The token itself is in no cookie: a session cookie names the session only.
+    assert TOKEN not in ann and TOKEN not in bob
+    # Another session's CSRF value (as a page shown to it would leak) is refused.
+    cancel = {"action": "cancel", "reason": "x"}
+    crossed = call(
+        app, flow_path(s.suspended), method="POST", cookie=bob, form={**cancel, "csrf": csrf_a}
+    )
+    assert crossed.status == 403 and "nothing was changed" in crossed.text
+    # A made-up session with a real session's CSRF value is no session.
+    sid = ann.split("=", 1)[1].split(".")[0]
+    forged = call(
+        app,
+        flow_path(s.suspended),
+        method="POST",
+        cookie=f"crux_ui_session={sid}.{'0' * 64}",
+        form={**cancel, "csrf": csrf_a},
+    )
+    assert forged.status == 403
+    assert get_flow(s.suspended, store=store).status == "suspended"
+    done = call(
+        app, flow_path(s.suspended), method="POST", cookie=ann, form={**cancel, "csrf": csrf_a}
+    )
+    assert done.status == 303 and get_flow(s.suspended, store=store).status == "cancelled"
+    # Another app with another token knows none of these sessions.
+    other = make_app(store, allow_actions=True, token="another-token")
+    assert 'id="actions-locked"' in call(other, flow_path(s.failed), cookie=ann).text
+
+
+@pytest.mark.parametrize("script_name", ["", "/ops"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//evil.example/",
+        "//evil.example",
+        "///evil.example/x",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "https://evil.example",
+        "https://evil.example/flows/x",
+        "/flows/https://evil.example",
+        "javascript:alert(1)",
+    ],
+)
+def test_the_token_visit_never_redirects_off_the_dashboard(path: str, script_name: str) -> None:
+    app = make_app(MemoryStore(), allow_actions=True, token=TOKEN)
+    page = call(app, path, query=f"token={TOKEN}&done=x", script_name=script_name)
+    assert page.status == 303
+    location = page.headers["Location"]
+    assert location.startswith(script_name + "/"), location
+    rest = location[len(script_name) + 1 :]
+    assert not rest.startswith(("/", "\\")), location
+    # As a browser reads it (a backslash is a slash to it): a path on this host.
+    for seen in (location, location.replace("\\", "/")):
+        parts = urlsplit(seen)
+        assert (parts.scheme, parts.netloc) == ("", ""), location
+    assert "token" not in location and location.endswith("?done=x")
+    assert "Set-Cookie" in page.headers
+    # A wrong token on the same address is a 403 page, no redirect at all.
+    wrong = call(app, path, query="token=wrong", script_name=script_name)
+    assert wrong.status == 403 and "Location" not in wrong.headers
+
+
+def test_a_mount_point_that_starts_with_two_slashes_makes_no_off_site_link(store: Any) -> None:
+    r = echo.run(store=store, input=1)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    page = call(app, "/", query=f"token={TOKEN}", script_name="//evil.example")
+    assert urlsplit(page.headers["Location"]).netloc == ""
+    listing = call(app, "/", script_name="//evil.example")
+    for link in listing.links() + call(app, flow_path(r.flow_id), script_name="//x").links():
+        assert urlsplit(link).netloc == "" and not link.startswith("//"), link
+
+
+def test_a_post_with_the_token_in_its_url_is_refused_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    s = scene(store, clock)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(s.suspended), cookie=cookie))
+    form = {"action": "cancel", "reason": "x", "csrf": csrf}
+    for who in ({"cookie": cookie}, {}):
+        refused = call(
+            app, flow_path(s.suspended) + "?token=" + TOKEN, method="POST", form=form, **who
+        )  # type: ignore[arg-type]
+        assert refused.status == 400, who
+        assert "token" in refused.text and "nothing was changed" in refused.text
+        assert "Set-Cookie" not in refused.headers  # and it logs nobody in
+    # Even a wrong token in a POST's URL is refused the same way.
+    wrong = call(app, flow_path(s.suspended) + "?token=x", method="POST", form=form, cookie=cookie)
+    assert wrong.status == 400
+    assert get_flow(s.suspended, store=store).status == "suspended"
 
 
 # -- the signal form offers what the flow waits for (issue 18, item 16) -----------------
@@ -1016,6 +1135,36 @@ def test_crux_gen_ui_with_actions_prints_a_token_that_unlocks_them(tmp_path: Pat
     with sqlite3.connect(db) as conn:
         [(status,)] = conn.execute("SELECT status FROM flows WHERE id = ?", (s.failed,))
     assert status == "suspended"
+
+
+def test_crux_gen_ui_never_prints_or_logs_a_given_token(tmp_path: Path) -> None:
+    db, s = filled_db(tmp_path)
+    secret = "s3cret-token-value"
+    proc, first = start_ui(db, "--allow-actions", "--token", secret)
+    url = first.removeprefix("serving on ")
+    requests = [
+        # (method, path): a POST with the token in its URL, refused (400), and pages
+        # that fail (403, 404): the server logs the requests that fail.
+        ("POST", f"flows/{s.suspended}?token={secret}"),
+        ("POST", f"flows/{s.suspended}?a=1&%74oken={secret}"),
+        ("GET", f"?token={secret}x"),
+        ("GET", f"nothing/here?token={secret}"),
+        ("GET", f"flows/missing?done=1&TOKEN={secret}"),
+    ]
+    try:
+        for method, path in requests:
+            request = urllib.request.Request(url + path, data=b"" if method == "POST" else None)
+            try:
+                with urllib.request.urlopen(request, timeout=10):
+                    pass
+            except urllib.error.HTTPError as exc:
+                assert exc.code in (400, 403, 404), (path, exc.code)
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert "flows/missing" in err and '" 404 ' in err  # the log has the failed requests
+    assert secret not in first + out + err
+    assert get_flow(s.suspended, store=SQLiteStore(db)).status == "suspended"
 
 
 def test_crux_gen_ui_on_another_host_warns_and_stops_on_sigint(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import socketserver
 import sys
 import threading
 from typing import Any
+from urllib.parse import unquote_plus
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
@@ -33,14 +34,32 @@ class ThreadingServer6(ThreadingServer):
     address_family = socket.AF_INET6
 
 
+def without_token(requestline: str) -> str:
+    """*requestline* (``POST /flows/x?token=T HTTP/1.1``) with the value of every
+    ``token`` in its query (by its decoded name, any case) replaced by ``…``."""
+    method, space, rest = requestline.partition(" ")
+    target, space2, version = rest.rpartition(" ") if rest.count(" ") else (rest, "", "")
+    path, mark, query = target.partition("?")
+    if not mark:
+        return requestline
+    fields = []
+    for field in query.split("&"):
+        name, equals, _ = field.partition("=")
+        if unquote_plus(name).strip().lower() == "token":
+            field = f"{name}{equals}…"
+        fields.append(field)
+    return f"{method}{space}{path}?{'&'.join(fields)}{space2}{version}"
+
+
 class QuietHandler(WSGIRequestHandler):
     """Log only the requests that went wrong: a page refreshing every 2 s would
-    otherwise fill the terminal."""
+    otherwise fill the terminal. A token in a logged address shows as ``…``."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         text = str(int(code)) if isinstance(code, int) else str(code)
         if text.startswith(("1", "2", "3")):
             return
+        self.requestline = without_token(self.requestline)
         super().log_request(code, size)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -52,7 +53,8 @@ Headers = list[tuple[str, str]]
 
 #: The largest form body an action reads.
 MAX_BODY = 1 << 20
-#: The cookie that carries the access token once ``/?token=…`` was visited.
+#: The cookie of a session, set by a visit of ``/?token=…``: a random session id and
+#: its MAC (never the token itself; HttpOnly, SameSite=Strict).
 COOKIE = "crux_ui_session"
 
 #: Every response's security headers: no inline script or style, no framing, no
@@ -91,10 +93,13 @@ def make_app(
     >>> app = make_app(SQLiteStore("crux.db"))
 
     Read-only unless *allow_actions*: then the flow page has forms to signal,
-    cancel and retry a flow, and a POST must carry *token* (a cookie set by
-    visiting ``/?token=…``, or an ``Authorization: Bearer`` header) and the form's
-    CSRF field, else it gets 403 and changes nothing. Pages reload their data
-    every *refresh_seconds* (0: never).
+    cancel and retry a flow. A POST must come from a session (the cookie a visit
+    of ``/?token=…`` sets, a new session per visit) or carry *token* in an
+    ``Authorization: Bearer`` header, and carry the CSRF field of a page shown to
+    that same session, else it gets 403 and changes nothing; a POST with
+    ``?token=`` in its address is a 400. The signal form offers only the
+    signal names the flow waits for, and another name is a 400. Pages reload
+    their data every *refresh_seconds* (0: never).
     """
     if allow_actions and not (isinstance(token, str) and token):
         raise InvalidValueError(
@@ -114,9 +119,10 @@ class Request:
         self.environ = environ
         self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         self.path = wsgi_text(environ.get("PATH_INFO", "")) or "/"
-        prefix = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
-        #: The mount point, quoted for a URL: every link starts with it.
-        self.base = quote(prefix.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~")
+        prefix = str(environ.get("SCRIPT_NAME", "")).strip("/")
+        #: The mount point, quoted for a URL: every link starts with it. It is ``""``
+        #: or one ``/`` and a segment, never ``//host`` (a link to another site).
+        self.base = quote(("/" + prefix if prefix else "").encode("latin-1", "replace"), safe="/")
         self.query = {
             k: v[-1]
             for k, v in parse_qs(
@@ -180,9 +186,12 @@ class Dashboard:
         self.store = store
         self.allow_actions = allow_actions
         self.refresh = f"{refresh_seconds:g}"
-        key = (token or "").encode("utf-8")
-        self._session = hmac.new(key, b"crux-ui session", hashlib.sha256).hexdigest()
-        self._csrf = hmac.new(key, b"crux-ui csrf", hashlib.sha256).hexdigest()
+        # Sessions and CSRF values are MACs under a key derived from the token: any
+        # process serving the same token knows the same sessions, and another token
+        # none of them. No secret is kept on the server but the token.
+        self._key = hmac.new(
+            (token or secrets.token_hex(32)).encode("utf-8"), b"crux-ui key", hashlib.sha256
+        ).digest()
         self._token = token
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("crux_gen.ui", "templates"),
@@ -224,8 +233,16 @@ class Dashboard:
         if path.startswith("/static/"):
             return self.static_file(request, path[len("/static/") :])
         given = request.query.get("token")
-        if given is not None and self.allow_actions and request.method in ("GET", "HEAD"):
-            return self.log_in(request, given)
+        if given is not None and self.allow_actions:
+            if request.method in ("GET", "HEAD"):
+                return self.log_in(request, given)
+            return self.error_page(
+                request,
+                400,
+                "Bad request",
+                "a token goes in no POST's address (servers log addresses): open "
+                "…/?token=… once, then post the page's forms; nothing was changed",
+            )
         if path == "/":
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
@@ -331,6 +348,7 @@ class Dashboard:
             return self.error_page(request, 500, "This flow's stored data is corrupt", str(exc))
         except (InvalidTypeError, InvalidValueError) as exc:
             return self.error_page(request, 404, "No such flow", str(exc))
+        who = self.who(request) if self.allow_actions else None
         if notice is None and request.query.get("done") in DONE:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
@@ -349,8 +367,8 @@ class Dashboard:
             entry_facts=lambda entry: pages.entry_facts(entry, consumed_by, now),
             now=now,
             notice=notice,
-            authorized=self.allow_actions and self.authorized(request),
-            csrf=self._csrf,
+            authorized=who is not None,
+            csrf="" if who is None else self.csrf(who),
             signal_choice=choice,
         )
 
@@ -365,42 +383,63 @@ class Dashboard:
     # -- the token, and actions ----------------------------------------------------------
 
     def log_in(self, request: Request, given: str) -> Response:
-        """``?token=…`` (on any page): with the right token, set the session cookie and
-        go on to the same page without the token in its URL; else 403."""
+        """``?token=…`` (on any page): with the right token, start a session (a cookie
+        naming a new random session id, with its MAC) and go on to the same page
+        without the token in its address; else 403.
+
+        The redirect stays on this dashboard whatever the path: it is the mount
+        point, one ``/``, and the path quoted (``//host``, ``/\\host`` and
+        ``https:…`` become paths under the mount point)."""
         if self._token is None or not hmac.compare_digest(
-            given.encode("utf-8"), self._token.encode("utf-8")
+            given.encode("utf-8", "replace"), self._token.encode("utf-8")
         ):
             return self.error_page(request, 403, "Forbidden", "that is not the dashboard's token")
         rest = {k: v for k, v in request.query.items() if k != "token"}
-        target = (
-            request.base + quote(request.path, safe="/") + (f"?{urlencode(rest)}" if rest else "")
-        )
+        where = quote(request.path.encode("utf-8", "replace"), safe="/").lstrip("/")
+        target = f"{request.base}/{where}" + (f"?{urlencode(rest)}" if rest else "")
         secure = "; Secure" if request.environ.get("wsgi.url_scheme") == "https" else ""
+        session = secrets.token_hex(16)
         cookie = (
-            f"{COOKIE}={self._session}; Path={request.base or ''}/; HttpOnly; SameSite=Strict"
-            + secure
+            f"{COOKIE}={session}.{self.mac('session', session)}; Path={request.base}/; "
+            "HttpOnly; SameSite=Strict" + secure
         )
         return redirect(target, [("Set-Cookie", cookie)])
 
-    def authorized(self, request: Request) -> bool:
-        """True when *request* carries the access token (its cookie, or a bearer header)."""
+    def mac(self, purpose: str, value: str) -> str:
+        """The MAC of *value* for *purpose* (``session``, ``csrf``) under the app's key."""
+        message = f"{purpose}\0{value}".encode("utf-8", "replace")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def who(self, request: Request) -> str | None:
+        """Who *request* acts as: ``session:<id>`` for a valid session cookie,
+        ``bearer`` for the token in an ``Authorization: Bearer`` header, else ``None``."""
         if self._token is None:
-            return False
+            return None
+        cookie = request.cookie(COOKIE)
+        if cookie is not None:
+            session, _, mac = cookie.partition(".")
+            if session and hmac.compare_digest(
+                mac.encode("utf-8", "replace"), self.mac("session", session).encode("ascii")
+            ):
+                return f"session:{session}"
         header = str(request.environ.get("HTTP_AUTHORIZATION", ""))
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode("utf-8", "replace"), self._token.encode("utf-8")
         ):
-            return True
-        cookie = request.cookie(COOKIE)
-        return cookie is not None and hmac.compare_digest(
-            cookie.encode("utf-8", "replace"), self._session.encode("ascii")
-        )
+            return "bearer"
+        return None
+
+    def csrf(self, who: str) -> str:
+        """The CSRF field of the forms shown to *who*: one value per session, shown
+        only to it (a viewer without a session gets none)."""
+        return self.mac("csrf", who)
 
     def act(self, request: Request, flow_id: str) -> Response:
         """A POST from one of the flow page's forms: check the token and the CSRF field,
         then signal, cancel or retry the flow, as the CLI does."""
-        if not self.authorized(request):
+        who = self.who(request)
+        if who is None:
             return self.error_page(
                 request,
                 403,
@@ -412,7 +451,7 @@ class Dashboard:
         if form is None:
             return self.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
         if not hmac.compare_digest(
-            form.get("csrf", "").encode("utf-8", "replace"), self._csrf.encode("ascii")
+            form.get("csrf", "").encode("utf-8", "replace"), self.csrf(who).encode("ascii")
         ):
             return self.error_page(
                 request,
