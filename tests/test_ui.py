@@ -318,6 +318,37 @@ def test_a_bad_filter_is_a_400_page_that_says_why(store: Any) -> None:
     assert bad.status == 400 and "is not an ISO date" in bad.text
 
 
+def test_a_nul_character_in_any_input_is_a_clear_400_on_every_store(
+    store: Any, clock: FakeClock
+) -> None:
+    """Issue 18, item 15: no store can hold a NUL (PostgreSQL's text cannot), so no
+    flow name, flow id, signal key or cancel reason has one; the dashboard says so
+    naming the value, on every store alike, instead of a 503 from PostgreSQL."""
+    waiting = echo.run(store=store, input=1).flow_id
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    for query in ("name=%00", "name=ui-echo%00", "status=suspended&name=a%00b"):
+        page = call(app, "/?" + query)
+        assert page.status == 400, query
+        assert "NUL" in page.text and "\\x00" in html.unescape(page.text), query
+        assert row_ids(page) == []
+    missing = call(app, "/flows/a%00b")
+    assert missing.status == 404 and "NUL" in missing.text
+    cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(waiting), cookie=cookie))
+    for form in (
+        {"action": "signal", "name": "reply", "payload": "1", "key": "k\x00"},
+        {"action": "signal", "name": "reply\x00", "payload": "1"},
+        {"action": "cancel", "reason": "gone\x00"},
+    ):
+        page = call(
+            app, flow_path(waiting), method="POST", cookie=cookie, form={"csrf": csrf, **form}
+        )
+        assert page.status == 400, form
+        assert "NUL" in page.text and "nothing was" in page.text, form
+    info = get_flow(waiting, store=store)
+    assert (info.status, info.signals) == ("suspended", ())
+
+
 def test_sixty_flows_page_in_two_pages_newest_first_and_none_twice(
     store: Any, clock: FakeClock
 ) -> None:

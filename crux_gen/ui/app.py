@@ -296,6 +296,8 @@ class Dashboard:
         name = request.query.get("name", "").strip() or None
         before_text = request.query.get("before", "").strip() or None
         problem = None
+        if name is not None and "\0" in name:
+            problem = str(nul_error("name", name, "no flow has such a name"))
         if status is not None and status not in pages.STATUSES:
             problem = f"status {status!r} is none of {', '.join(pages.STATUSES)}"
         before: datetime | None = None
@@ -341,6 +343,7 @@ class Dashboard:
     ) -> Response:
         """One flow: input, status, timeline, history, signals (and the action forms)."""
         try:
+            check_no_nul("flow id", flow_id, "no flow has such an id")
             info = get_flow(flow_id, store=self.store)
         except FlowNotFoundError:
             return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
@@ -447,6 +450,9 @@ class Dashboard:
                 "actions need the dashboard's token: open the URL it printed at start "
                 "(…/?token=…) or send an Authorization: Bearer header; nothing was changed",
             )
+        if "\0" in flow_id:
+            why = str(nul_error("flow id", flow_id, "no flow has such an id; nothing was changed"))
+            return self.error_page(request, 404, "No such flow", why)
         form = request.form()
         if form is None:
             return self.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
@@ -486,6 +492,9 @@ class Dashboard:
         name = form.get("name", "")
         if not name.strip():
             raise ActionError(400, "give the signal's name")
+        key = form.get("key", "").strip() or None
+        check_no_nul("signal name", name, "nothing was sent")
+        check_no_nul("signal key", key or "", "nothing was sent")
         stored = self.store.load(flow_id)
         choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
         if name not in choice.names:
@@ -508,13 +517,13 @@ class Dashboard:
             raise ActionError(
                 400, f'the payload is not JSON ({exc}); e.g. {{"ok": true}}'
             ) from None
-        key = form.get("key", "").strip() or None
         sent = signal_flow(flow_id, name, payload, store=self.store, key=key)
         return "signal" if sent else "signal-kept"
 
     def cancel(self, flow_id: str, form: dict[str, str]) -> str:
         """``crux-gen cancel``: a finished flow is left as it is (409)."""
         reason = form.get("reason", "").strip() or "cancelled from the dashboard"
+        check_no_nul("cancel reason", reason, "nothing was changed")
         if not cancel_flow(flow_id, reason, store=self.store):
             status = self.store.load(flow_id).status
             raise ActionError(
@@ -540,6 +549,20 @@ class ActionError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def nul_error(what: str, value: str, then: str) -> InvalidValueError:
+    """The error for *value* holding a NUL character, which no store keeps (a
+    PostgreSQL text cannot): every store answers alike, before the store is asked."""
+    return InvalidValueError(
+        what, value, f"holds a NUL character (\\x00), which no store can keep; {then}"
+    )
+
+
+def check_no_nul(what: str, value: str, then: str) -> None:
+    """Raise ``nul_error`` if *value* holds a NUL character."""
+    if "\0" in value:
+        raise nul_error(what, value, then)
 
 
 def flow_url(base: str, flow_id: str) -> str:
