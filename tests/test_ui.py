@@ -29,6 +29,7 @@ import pytest
 from crux_gen import (
     All,
     Child,
+    ContinueAsNew,
     FakeClock,
     FlowContext,
     Retry,
@@ -775,6 +776,90 @@ def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeCloc
     )
     assert done.status == 303
     assert get_flow(s.suspended, store=store).status == "cancelled"
+
+
+# -- after ContinueAsNew, a signal is credited to the run that took it (issue 18, item 13)
+
+
+@flow("ui-ticks")
+def ticks(ctx: FlowContext) -> Any:
+    got = yield Suspend("tick")
+    if ctx.input < 2:
+        yield ContinueAsNew(input=ctx.input + 1)
+    last = yield AnyOf([Suspend("done"), Sleep("give-up", "1d")])
+    return [got, last.name]
+
+
+def history_facts(page: Page, position: int) -> str:
+    item = re.search(
+        rf'<li data-position="{position}" .*?<span class="facts">(.*?)</span>', page.text, re.S
+    )
+    assert item is not None, f"no history item #{position}"
+    return item.group(1)
+
+
+def taken_in(page: Page) -> dict[int, tuple[str, str]]:
+    """Signal id -> (where it was taken: this-run, an-earlier-run; its facts)."""
+    found = re.findall(
+        r'<li data-signal-id="(\d+)" data-state="consumed" data-taken-in="([\w-]+)">'
+        r'.*?<span class="facts">(.*?)</span>',
+        section(page, "signals"),
+        re.S,
+    )
+    return {int(i): (where, facts) for i, where, facts in found}
+
+
+def test_after_continue_as_new_a_signal_shows_the_run_that_took_it(
+    store: Any, clock: FakeClock
+) -> None:
+    flow_id = ticks.run(store=store, input=0).flow_id
+    app = make_app(store)
+    ids = []
+    for run in (1, 2):  # each run takes one "tick" at #0, then continues as new
+        signal_flow(flow_id, "tick", None, store=store)
+        clock.advance("1s")
+        assert ticks.run(store=store, resume=flow_id).status == "suspended"
+        ids.append(get_flow(flow_id, store=store).signals[-1].id)
+        page = call(app, flow_path(flow_id))
+        assert get_flow(flow_id, store=store).run == run + 1
+        assert '<dd id="run">' + str(run + 1) in page.text
+        # The new run's #0 waits: no signal of an earlier run is credited to it.
+        assert "took signal" not in history_facts(page, 0)
+        assert 'data-name="tick" data-state="waiting"' in page.text
+        shown = taken_in(page)
+        assert set(shown) == set(ids)
+        for signal_id in ids:
+            where, facts = shown[signal_id]
+            assert where == "an-earlier-run" and "an earlier run" in facts
+    # The third run takes its own tick at #0: that one, and only it, is this run's.
+    signal_flow(flow_id, "tick", "mine", store=store)
+    clock.advance("1s")
+    ticks.run(store=store, resume=flow_id)
+    info = get_flow(flow_id, store=store)
+    mine = info.signals[-1]
+    assert (mine.position, mine.payload, info.run) == (0, "mine", 3)
+    page = call(app, flow_path(flow_id))
+    facts = history_facts(page, 0)
+    assert f"took signal #{mine.id}" in facts and facts.count("took signal") == 1
+    shown = taken_in(page)
+    assert shown[mine.id][0] == "this-run" and "taken by #0" in shown[mine.id][1]
+    assert "earlier" not in shown[mine.id][1]
+    assert [shown[i][0] for i in ids] == ["an-earlier-run"] * 2
+    # An Any of this run takes a signal: credited to it too.
+    signal_flow(flow_id, "done", {"ok": True}, store=store)
+    assert ticks.run(store=store, resume=flow_id).value == ["mine", "done"]
+    done = get_flow(flow_id, store=store).signals[-1]
+    page = call(app, flow_path(flow_id))
+    assert f"took signal #{done.id}" in history_facts(page, 1)
+    assert taken_in(page)[done.id][0] == "this-run"
+    assert [taken_in(page)[i][0] for i in ids] == ["an-earlier-run"] * 2
+    # A run-1 flow's signals are all its own.
+    one = echo.run(store=store, input=1).flow_id
+    signal_flow(one, "reply", 2, store=store)
+    echo.run(store=store, resume=one)
+    page = call(app, flow_path(one))
+    assert [w for w, _ in taken_in(page).values()] == ["this-run"]
+    assert 'id="run"' not in page.text
 
 
 # -- per-session CSRF, no open redirect, no token in a logged URL (issue 18, item 17) ---

@@ -355,7 +355,7 @@ class Dashboard:
         if notice is None and request.query.get("done") in DONE:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
-        consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
+        consumed_by = pages.taken_in_this_run(info)
         choice = pages.signal_choice(info.status.value, None, None)
         if self.allow_actions and info.status == Status.SUSPENDED:
             stored = self.store.load(flow_id)  # the wait's kind is on the stored row only
@@ -368,6 +368,7 @@ class Dashboard:
             finished=Status(info.status) in FINISHED,
             timeline=pages.timeline(info, now),
             entry_facts=lambda entry: pages.entry_facts(entry, consumed_by, now),
+            this_run=set(consumed_by.values()),
             now=now,
             notice=notice,
             authorized=who is not None,
