@@ -10,6 +10,7 @@ import io
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -1275,10 +1276,16 @@ def test_crux_gen_ui_never_prints_or_logs_a_given_token(tmp_path: Path) -> None:
                     pass
             except urllib.error.HTTPError as exc:
                 assert exc.code in (400, 403, 404), (path, exc.code)
+        # A request line the server cannot parse is logged as it came.
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(f"GET /?token={secret} extra HTTP/1.1\r\n\r\n".encode())
+            assert b" 400 " in conn.recv(1000)
     finally:
         code, out, err = stop(proc)
     assert code == 0, err
     assert "flows/missing" in err and '" 404 ' in err  # the log has the failed requests
+    assert "Bad request syntax ('GET /?token=… extra" in err
     assert secret not in first + out + err
     assert get_flow(s.suspended, store=SQLiteStore(db)).status == "suspended"
 

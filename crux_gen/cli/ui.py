@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import socket
@@ -34,21 +35,21 @@ class ThreadingServer6(ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def without_token(requestline: str) -> str:
-    """*requestline* (``POST /flows/x?token=T HTTP/1.1``) with the value of every
-    ``token`` in its query (by its decoded name, any case) replaced by ``…``."""
-    method, space, rest = requestline.partition(" ")
-    target, space2, version = rest.rpartition(" ") if rest.count(" ") else (rest, "", "")
-    path, mark, query = target.partition("?")
-    if not mark:
-        return requestline
-    fields = []
-    for field in query.split("&"):
-        name, equals, _ = field.partition("=")
+#: A query field of an address: its separator, name and value.
+QUERY_FIELD = re.compile(r"([?&])([^=&#\s'\"]*)=([^&#\s'\"]*)")
+
+
+def without_token(text: str) -> str:
+    """*text* (a log line) with the value of every ``token`` query field of the
+    addresses in it (by its decoded name, any case) shown as ``…``."""
+
+    def redact(field: re.Match[str]) -> str:
+        mark, name, value = field.groups()
         if unquote_plus(name).strip().lower() == "token":
-            field = f"{name}{equals}…"
-        fields.append(field)
-    return f"{method}{space}{path}?{'&'.join(fields)}{space2}{version}"
+            value = "…"
+        return f"{mark}{name}={value}"
+
+    return QUERY_FIELD.sub(redact, text)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -59,8 +60,11 @@ class QuietHandler(WSGIRequestHandler):
         text = str(int(code)) if isinstance(code, int) else str(code)
         if text.startswith(("1", "2", "3")):
             return
-        self.requestline = without_token(self.requestline)
         super().log_request(code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Every line this handler logs (requests that failed, bad request lines)."""
+        super().log_message("%s", without_token(format % args))
 
 
 @click.command("ui", short_help="Serve the web dashboard of the flows.")
