@@ -16,8 +16,8 @@ import attrs
 from ..commands import VALUE_KINDS, describe
 from ..control import keyset, list_page
 from ..durations import approximate
-from ..results import FlowInfo, FlowSummary, HistoryEntry
-from ..status import Status
+from ..results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
+from ..status import FINISHED, Status
 
 #: Flows per page of the flows table.
 PAGE_SIZE = 50
@@ -88,6 +88,57 @@ def parse_before(text: str) -> datetime | tuple[float, str]:
     return moment_at
 
 
+# -- the signal form -------------------------------------------------------------------
+
+#: What a suspended flow waits on, by ``wait_kind``, when that is no signal.
+NOT_A_SIGNAL = {
+    "child": "its child flow {waiting_for!r}",
+    "all": "its child flows (an All)",
+    "sleep": "a timer (Sleep {waiting_for!r})",
+    "retry": "the next try of step {waiting_for!r}",
+    "wait_until": "a condition it polls (WaitUntil {waiting_for!r})",
+}
+
+
+@attrs.frozen
+class SignalChoice:
+    """The signal names a flow waits for now (the form offers exactly these), and
+    when there are none, *why* (a phrase: "it waits for a timer (…)")."""
+
+    names: tuple[str, ...]
+    why: str = ""
+
+
+def signal_choice(status: str, wait_kind: str | None, waiting_for: str | None) -> SignalChoice:
+    """What the signal form may send to a flow with these stored fields: the name
+    of the ``Suspend`` it is parked on, the names of the ``Suspend`` branches of
+    the ``Any`` it is parked on, and nothing else. A signal of another name would
+    be stored and never consumed by this wait, so the dashboard offers none and
+    refuses one."""
+    if status in {s.value for s in FINISHED}:
+        return SignalChoice((), f"it is {status}: a finished flow takes no signal")
+    if status != Status.SUSPENDED.value or waiting_for is None:
+        return SignalChoice(
+            (),
+            f"it is {status} and parked on nothing yet (`crux-gen signal` sends a signal "
+            "ahead of the Suspend that takes it)",
+        )
+    if wait_kind == "suspend":
+        return SignalChoice((waiting_for,))
+    if wait_kind == "any":
+        try:
+            names = json.loads(waiting_for)
+        except ValueError:
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            if names:
+                return SignalChoice(tuple(dict.fromkeys(names)))
+            return SignalChoice((), "it waits in an Any with no Suspend branch")
+        return SignalChoice((), "its stored Any wait list is not a JSON list of names")
+    what = NOT_A_SIGNAL.get(wait_kind or "", "{waiting_for!r}")
+    return SignalChoice((), "it waits for " + what.format(waiting_for=waiting_for))
+
+
 # -- values as text --------------------------------------------------------------------
 
 
@@ -149,6 +200,57 @@ def at(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# -- which run took a signal -----------------------------------------------------------
+
+
+def taken_in_this_run(info: FlowInfo) -> dict[int, int]:
+    """Position -> id of the signal that the current run's record at that position
+    took; a consumed signal not in it was taken by an earlier run.
+
+    A stored signal keeps the position that took it, not the run: after
+    ``ContinueAsNew`` the new run's records reuse positions 0, 1, …. Of the signals
+    taken at a position, the one this run took is the one its record there shows:
+    a completed ``Suspend`` of the signal's name whose result is its payload (or
+    an ``Any`` whose result names it and holds its payload), not taken before the
+    record started, and the last so taken (signals of one name are taken oldest
+    first). A run-1 flow has no earlier run: every position is its own.
+    """
+    taken = [s for s in info.signals if s.state == "consumed" and s.position is not None]
+    if info.run <= 1:
+        return {s.position: s.id for s in taken if s.position is not None}
+    records = {e.position: e for e in info.history}
+    found: dict[int, SignalInfo] = {}
+    for s in taken:
+        assert s.position is not None
+        entry = records.get(s.position)
+        if entry is None or not shows_signal(entry, s):
+            continue
+        if entry.started_at and s.consumed_at and s.consumed_at < entry.started_at:
+            continue
+        best = found.get(s.position)
+        if best is None or order(s) > order(best):
+            found[s.position] = s
+    return {position: s.id for position, s in found.items()}
+
+
+def shows_signal(entry: HistoryEntry, signal: SignalInfo) -> bool:
+    """Whether *entry*, completed, holds what taking *signal* records."""
+    if entry.state != "completed":
+        return False
+    if entry.kind == "suspend":
+        return bool(entry.name == signal.name and entry.result == signal.payload)
+    if entry.kind == "any" and isinstance(entry.result, dict):
+        return bool(
+            entry.result.get("name") == signal.name and entry.result.get("value") == signal.payload
+        )
+    return False
+
+
+def order(signal: SignalInfo) -> tuple[datetime, int]:
+    """When *signal* was taken, then its id (signals of a name go oldest first)."""
+    return (signal.consumed_at or signal.created_at, signal.id)
 
 
 # -- the timeline ----------------------------------------------------------------------
