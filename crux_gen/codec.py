@@ -21,7 +21,13 @@ from typing import Any, cast
 import attrs
 import cattrs
 
-from .errors import CorruptRecordError, SerializationError, StepFailedError, short_repr
+from .errors import (
+    CorruptRecordError,
+    CruxError,
+    SerializationError,
+    StepFailedError,
+    short_repr,
+)
 
 #: The deepest nesting of lists and dicts (and of attrs classes, dataclasses… as
 #: they are stored) a stored value may have: ``[[1]]`` is 2 deep. Deeper values
@@ -526,6 +532,10 @@ def _exception_class(name: str) -> tuple[type[Exception] | None, str]:
         if obj is None:
             continue
         if isinstance(obj, type) and issubclass(obj, Exception):
+            if obj.__module__.split(".")[0] == "crux_gen" and not issubclass(obj, CruxError):
+                # crux_gen's own control flow (the driver's Stop, say) is never thrown
+                # into a flow because a row names it.
+                return None, "is an internal class of crux_gen, not an error it raises"
             return obj, ""
         return None, "is not an Exception subclass"
     return None, "is in no module imported here (a record never imports one)"

@@ -109,7 +109,9 @@ class Stop(Exception):
 
 def child_id_of(record: StoredRecord) -> str:
     """The id of the child flow a ``Child`` record (waiting) names."""
-    found = codec.decode(record.result)
+    found = codec.decode_stored(
+        record.result, flow_id="?", position=record.position, column="result"
+    )
     return str(found["flow_id"])
 
 
@@ -415,6 +417,15 @@ class Driver:
         self._commit(now)
         self.interp.fail(exc)
 
+    def _payload(self, signal: StoredSignal) -> Any:
+        """A signal's payload, or ``CorruptRecordError`` naming the flow and signal."""
+        return codec.decode_stored(
+            signal.payload,
+            flow_id=self.flow_id,
+            position=None,
+            column=f"payload of signal {signal.id}",
+        )
+
     def _add_pending(self, signals: Iterable[StoredSignal]) -> None:
         for signal in signals:
             if signal.id not in self._seen:
@@ -441,7 +452,7 @@ class Driver:
                     self._reject(signal, "it arrived after the wait's deadline")
                     continue
                 try:
-                    value = codec.structure(codec.decode(signal.payload), command.schema)
+                    value = codec.structure(self._payload(signal), command.schema)
                 except Exception as exc:
                     reason = codec.structure_error_text(exc)
                     log.warning(
@@ -623,7 +634,10 @@ class Driver:
             done = record._replace(
                 state=COMPLETED, result=child.result, attempts=1, finished_at=now
             )
-            return done, codec.decode(child.result), None
+            value = codec.decode_stored(
+                child.result, flow_id=child.id, position=None, column="result"
+            )
+            return done, value, None
         error = ChildFlowError(child.id, child.status, child.error)
         failed = record._replace(
             state=FAILED, result=None, error=ErrorInfo.from_exception(error).encode(),
@@ -711,7 +725,13 @@ class Driver:
                     return
                 d = AwaitAny(d.position, command, record)
         started = record.started_at if record.started_at is not None else self._now()
-        state = codec.decode(record.result) if record.result else {}
+        state = (
+            codec.decode_stored(
+                record.result, flow_id=self.flow_id, position=record.position, column="result"
+            )
+            if record.result
+            else {}
+        )
         child_ids = {int(k): v for k, v in (state.get("children") or {}).items()}
         for index, child_id in child_ids.items():
             branch = branches[index]
@@ -730,9 +750,7 @@ class Driver:
                 if isinstance(branch, Suspend):
                     signal = self._peek_pending(branch.name)
                     while signal is not None:
-                        _, refused = structured(
-                            branch, codec.decode(signal.payload), flow_id=self.flow_id
-                        )
+                        _, refused = structured(branch, self._payload(signal), flow_id=self.flow_id)
                         if refused is None:
                             break
                         log.warning("%s", refused)
@@ -776,7 +794,7 @@ class Driver:
             if isinstance(branch, Suspend):
                 signal = self._next_pending(branch.name)
                 assert signal is not None
-                payload = codec.decode(signal.payload)
+                payload = self._payload(signal)
                 value, _ = structured(branch, payload, flow_id=self.flow_id)
                 result = {"index": index, "name": branch.name, "value": payload}
                 self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
@@ -914,7 +932,14 @@ class Driver:
                     errors.get(position) or rebuild_exception(record, flow_id=self.flow_id)
                 )
                 return
-        self.interp.resolve([codec.decode(current[p].result) for p in sorted(current)])
+        self.interp.resolve(
+            [
+                codec.decode_stored(
+                    current[p].result, flow_id=self.flow_id, position=p, column="result"
+                )
+                for p in sorted(current)
+            ]
+        )
 
     def _run_branches(
         self,

@@ -95,7 +95,7 @@ def check_store(store: object, what: str = "store") -> None:
     if isinstance(store, str | os.PathLike):
         return
     kind = type(store)
-    if not (hasattr(kind, "load") and hasattr(store, "clock")):
+    if not (hasattr(store, "load") and hasattr(store, "clock")):  # a wrapper too
         raise InvalidTypeError(what, store, f"is a {kind.__name__}, not a store; {WHAT_TO_PASS}")
 
 

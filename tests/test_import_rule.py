@@ -340,3 +340,19 @@ def test_crux_gen_worker_stays_alive_and_caught_classes_take_the_same_branch(
         "out of boom",
     ]
     assert f"{shop.evil}.Boom" in err  # the warning names the class it could not rebuild
+
+
+def test_a_record_naming_an_internal_class_of_crux_gen_is_a_step_failed_error() -> None:
+    import crux_gen.driver  # noqa: F401  (imported: only the rule keeps it out)
+    from crux_gen import StepFailedError
+    from crux_gen.codec import ErrorInfo
+
+    for name in ("crux_gen.driver.Stop", "crux_gen.driver.ParkingWarning"):
+        with pytest.warns(UserWarning, match="internal class of crux_gen"):
+            rebuilt = ErrorInfo(type=name, message="x", traceback="").rebuild("s")
+        assert isinstance(rebuilt, StepFailedError) and rebuilt.type == name
+    # crux_gen's own errors, which a flow may catch, are rebuilt as themselves.
+    from crux_gen import ChildFlowError
+
+    info = ErrorInfo(type="crux_gen.errors.ChildFlowError", message="m", traceback="", args=None)
+    assert isinstance(info.rebuild("s"), ChildFlowError)

@@ -485,3 +485,24 @@ def test_a_child_deleted_by_hand_is_a_child_flow_error_at_the_yield(
 
         pg.run_in(store, "DELETE FROM flows WHERE id = 'gone-child'")
     assert resume(r.flow_id, store=store).value == "gone-child deleted"
+
+
+def test_a_corrupt_signal_payload_is_rejected_naming_it_and_the_wait_goes_on(
+    store: Any, tmp_path: Path
+) -> None:
+    from .test_values import corrupt
+
+    @flow("lv-corrupt-signal")
+    def waits(ctx: FlowContext) -> Any:
+        return (yield Suspend("go"))
+
+    r = waits.run(store=store)
+    signal_flow(r.flow_id, "go", {"ok": 1}, store=store)
+    [signal] = get_flow(r.flow_id, store=store).signals
+    corrupt(store, tmp_path, r.flow_id, "signals", "payload", '{"ok": ', where="id", key=signal.id)
+    assert resume(r.flow_id, store=store).status == "suspended"
+    [rejected] = store.load(r.flow_id).signals
+    assert rejected.state == "rejected"
+    assert f"payload of signal {signal.id}" in (rejected.error or "")
+    signal_flow(r.flow_id, "go", {"ok": 2}, store=store)
+    assert resume(r.flow_id, store=store).value == {"ok": 2}
