@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from ..commands import describe
-from ..control import cancel_flow, get_flow, signal_flow
+from ..control import cancel_flow, consumed_in_this_run, get_flow, signal_flow
 from ..errors import (
     CorruptRecordError,
     CruxError,
@@ -355,7 +355,7 @@ class Dashboard:
         if notice is None and request.query.get("done") in DONE:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
-        consumed_by = pages.taken_in_this_run(info)
+        consumed_by = consumed_in_this_run(info)
         choice = pages.signal_choice(info.status.value, None, None)
         if self.allow_actions and info.status == Status.SUSPENDED:
             stored = self.store.load(flow_id)  # the wait's kind is on the stored row only

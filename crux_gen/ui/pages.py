@@ -16,7 +16,7 @@ import attrs
 from ..commands import VALUE_KINDS, describe
 from ..control import keyset, list_page
 from ..durations import approximate
-from ..results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
+from ..results import FlowInfo, FlowSummary, HistoryEntry
 from ..status import FINISHED, Status
 
 #: Flows per page of the flows table.
@@ -203,54 +203,6 @@ def at(moment: datetime | None) -> str:
 
 
 # -- which run took a signal -----------------------------------------------------------
-
-
-def taken_in_this_run(info: FlowInfo) -> dict[int, int]:
-    """Position -> id of the signal that the current run's record at that position
-    took; a consumed signal not in it was taken by an earlier run.
-
-    A stored signal keeps the position that took it, not the run: after
-    ``ContinueAsNew`` the new run's records reuse positions 0, 1, …. Of the signals
-    taken at a position, the one this run took is the one its record there shows:
-    a completed ``Suspend`` of the signal's name whose result is its payload (or
-    an ``Any`` whose result names it and holds its payload), not taken before the
-    record started, and the last so taken (signals of one name are taken oldest
-    first). A run-1 flow has no earlier run: every position is its own.
-    """
-    taken = [s for s in info.signals if s.state == "consumed" and s.position is not None]
-    if info.run <= 1:
-        return {s.position: s.id for s in taken if s.position is not None}
-    records = {e.position: e for e in info.history}
-    found: dict[int, SignalInfo] = {}
-    for s in taken:
-        assert s.position is not None
-        entry = records.get(s.position)
-        if entry is None or not shows_signal(entry, s):
-            continue
-        if entry.started_at and s.consumed_at and s.consumed_at < entry.started_at:
-            continue
-        best = found.get(s.position)
-        if best is None or order(s) > order(best):
-            found[s.position] = s
-    return {position: s.id for position, s in found.items()}
-
-
-def shows_signal(entry: HistoryEntry, signal: SignalInfo) -> bool:
-    """Whether *entry*, completed, holds what taking *signal* records."""
-    if entry.state != "completed":
-        return False
-    if entry.kind == "suspend":
-        return bool(entry.name == signal.name and entry.result == signal.payload)
-    if entry.kind == "any" and isinstance(entry.result, dict):
-        return bool(
-            entry.result.get("name") == signal.name and entry.result.get("value") == signal.payload
-        )
-    return False
-
-
-def order(signal: SignalInfo) -> tuple[datetime, int]:
-    """When *signal* was taken, then its id (signals of a name go oldest first)."""
-    return (signal.consumed_at or signal.created_at, signal.id)
 
 
 # -- the timeline ----------------------------------------------------------------------
