@@ -136,7 +136,8 @@ SOCKET_PATH_MAX = 103
 def short_tempdir() -> str:
     """The temporary folder, unless it is too long for the server's socket in it
     (``<dir>/crux-pg-XXXXXXXX/data/.s.PGSQL.5432``): then ``/tmp``. Under a long
-    ``TMPDIR`` pgserver cannot start at all ("Could not find a suitable socket path")."""
+    ``TMPDIR`` pgserver cannot start at all ("Could not find a suitable socket path");
+    ``tests/test_ui_browser.py`` gives it to Chromium, for its SingletonSocket."""
     base = tempfile.gettempdir()
     if len(os.fsencode(base)) + len("/crux-pg-XXXXXXXX/data/.s.PGSQL.5432") <= SOCKET_PATH_MAX:
         return base

@@ -47,6 +47,8 @@ from crux_gen import (
     signal_flow,
 )
 
+from .pg import short_tempdir
+
 CHROMIUM = "/usr/bin/chromium"
 UI_SOURCE = Path(__file__).resolve().parent.parent / "crux_gen" / "ui"
 REINSTALL = ".venv/bin/pip install --config-settings editable_mode=strict -e '.[test]'"
@@ -230,7 +232,14 @@ def browser() -> Iterator[Any]:
             unavailable(f"crux_gen/ui/ is there but not installed: {REINSTALL}")
         unavailable("crux_gen/ui/ is not there yet")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        # Chromium puts its SingletonSocket in TMPDIR: under a long one it aborts
+        # ("Socket path too long").
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox"],
+            env={**os.environ, "TMPDIR": short_tempdir()},
+        )
         yield browser
         browser.close()
 
