@@ -280,8 +280,10 @@ class Driver:
 
     def _guard(self) -> None:
         """Before any step function or condition is called: this runner still holds
-        the lease (else ``LeaseLostError``: it calls and writes nothing more) and
-        the flow is not cancelled (else the run stops here)."""
+        the lease (else ``LeaseLostError``: no call starts after a failed check, and
+        nothing more is written) and the flow is not cancelled (else the run stops
+        here). A runner frozen between this check and the call still makes that one
+        call when it wakes; its result is never recorded (the write is fenced)."""
         outcome = self.store.check_lease(self.flow_id, self.owner, self._now())
         if outcome.status in FINISHED:
             raise self._cancelled(outcome)

@@ -34,18 +34,7 @@ from crux_gen.errors import RecordConflictError
 from crux_gen.records import WAITING, NewChild, StoredRecord, Write
 from crux_gen.worker import Worker
 
-
-class Calls:
-    """How many times each side effect ran (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str, value: Any = None) -> Any:
-        with self._lock:
-            self.counts[name] += 1
-        return value
+from .test_composition import Calls
 
 
 @flow("lv-child")
