@@ -6,7 +6,6 @@ values, attrs classes and dataclasses dicts.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import sys
@@ -16,12 +15,19 @@ import uuid
 import warnings
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 import attrs
 import cattrs
 
-from .errors import CorruptRecordError, SerializationError, StepFailedError, short_repr
+from .errors import (
+    CorruptRecordError,
+    CruxError,
+    SerializationError,
+    StepFailedError,
+    short_repr,
+)
 
 #: The deepest nesting of lists and dicts (and of attrs classes, dataclasses… as
 #: they are stored) a stored value may have: ``[[1]]`` is 2 deep. Deeper values
@@ -53,7 +59,16 @@ converter.register_unstructure_hook_func(
     lambda t: isinstance(t, type) and issubclass(t, (set, frozenset)), _unstructure_set
 )
 
-_loads = json.loads
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (crux_gen never stores it)")
+
+
+# What every stored text is read with: json's C scanner, refusing the NaN and
+# Infinity that json accepts by default (encode refuses them: a row holding one
+# was written by something else).
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
+_loads: Callable[[str], Any] = _decoder.decode
 
 
 def _default(value: Any) -> Any:
@@ -69,7 +84,7 @@ _encoder = json.JSONEncoder(
     separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=_default
 )
 _dumps: Callable[[Any], str] = _encoder.encode
-_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 
 
 def _build_fast_dumps() -> Callable[[Any], str]:
@@ -205,26 +220,39 @@ def encode(value: Any, *, what: str) -> str:
 def decode_many(
     texts: list[str | None], *, flow_id: str | None = None, column: str = "result"
 ) -> list[Any]:
-    """Decode many JSON texts in one parse (a resume decodes its whole history so).
+    """Decode many JSON texts at C speed (a resume decodes its whole history so).
 
     >>> decode_many(['"a"', None, "[1]"], flow_id="7f3a")
     ['a', None, [1]]
 
     Text ``i`` is the record at position ``i`` of flow *flow_id*; when any is not
-    JSON, ``CorruptRecordError`` names the first such position and *column*.
+    one JSON value, ``CorruptRecordError`` names the first such position and
+    *column*. Each text is scanned on its own and must end where its value ends:
+    texts are never joined, so two corrupt rows (``[1`` and ``2],3``) cannot read
+    as values nobody recorded.
     """
     if not texts:
         return []
+    plain = cast("list[str]", texts)
+    if None in texts:
+        plain = ["null" if t is None else t for t in texts]
     try:
-        values = _loads("[" + ",".join("null" if t is None else t for t in texts) + "]")
+        # The C scanner once per text. (A text it cannot start on raises
+        # StopIteration, which ends the map early: the lengths then differ.)
+        scanned = list(map(_scan, plain, repeat(0)))
+        if len(scanned) == len(plain):
+            values, ends = zip(*scanned, strict=True)
+            if list(ends) == list(map(len, plain)):
+                return list(values)
     except (ValueError, RecursionError):
-        values = None
-    if values is None or len(values) != len(texts):  # a text held a comma, or broke the list
-        where = "(unknown)" if flow_id is None else flow_id
-        for position, text in enumerate(texts):
-            decode_stored(text, flow_id=where, position=position, column=column)
-        raise CorruptRecordError(where, None, column, "the history does not parse as a whole")
-    return values  # type: ignore[no-any-return]
+        pass
+    # Whitespace around a value (json's own reading accepts it), or a corrupt text:
+    # decode each, naming the first that is not JSON.
+    where = "(unknown)" if flow_id is None else flow_id
+    return [
+        decode_stored(text, flow_id=where, position=position, column=column)
+        for position, text in enumerate(texts)
+    ]
 
 
 def decode(text: str | None) -> Any:
@@ -436,11 +464,12 @@ class ErrorInfo:
 
         >>> raise info.rebuild("charge-card")
 
-        An instance of the recorded class whenever that class can be imported
-        (importing the module the record names, if needed): built without
-        calling its ``__init__``, with its ``args`` and attributes restored, so an
-        ``except ThatClass:`` takes the same branch as on the first run. Only a
-        record naming something else than an importable ``Exception`` subclass
+        An instance of the recorded class whenever that class is there without
+        importing anything: a builtin, or a class of a module already imported
+        (the module of a registered flow, and every module it imports, is). It is
+        built without calling its ``__init__``, with its ``args`` and attributes
+        restored, so an ``except ThatClass:`` takes the same branch as on the
+        first run. **Reading a record never imports a module**: any other record
         gives :class:`StepFailedError` (with the recorded type, message and
         traceback) and a warning naming the class.
         """
@@ -449,49 +478,67 @@ class ErrorInfo:
             rebuilt = _instance(kind, self)
             if rebuilt is not None:
                 return rebuilt
-            why = "it cannot be rebuilt from what was recorded"
+            why = "cannot be rebuilt from what was recorded"
         warnings.warn(
             f"step {step!r} recorded a failure of class {self.type}, which {why}; the "
             f"replay raises StepFailedError instead, which an `except` naming "
-            f"{self.type.rsplit('.', 1)[-1]} does not catch. Make the class importable "
-            "under that name where flows resume",
+            f"{self.type.rsplit('.', 1)[-1]} does not catch. Import the module that "
+            "defines it in the module of your flows: a stored record never imports one",
             UserWarning,
             stacklevel=3,
         )
         return StepFailedError(step, self.type, self.message, self.traceback)
 
 
+#: The namespaces of the modules that define registered flows, by module name: a
+#: flow module run from a file (not in ``sys.modules``) still has its classes rebuilt.
+_flow_modules: dict[str, dict[str, Any]] = {}
+
+
+def remember_flow_module(fn: Callable[..., Any]) -> None:
+    """Let replay rebuild the exception classes of the module that defines the flow
+    body *fn* (``@flow`` calls it), also when that module is not in ``sys.modules``.
+
+    >>> remember_flow_module(onboarding_body)
+    """
+    module, namespace = getattr(fn, "__module__", None), getattr(fn, "__globals__", None)
+    if isinstance(module, str) and isinstance(namespace, dict):
+        _flow_modules[module] = namespace
+
+
 def _exception_class(name: str) -> tuple[type[Exception] | None, str]:
     """The ``Exception`` subclass that *name* (``module.qualname``) names, else
-    ``None`` and why. Only a module that *name* spells out is ever imported, and
-    only when no module already imported holds the class."""
+    ``None`` and why.
+
+    Nothing is imported and no code runs: the module must already be in
+    ``sys.modules`` (``builtins`` always is; so is every module a registered
+    flow's module imports, and that module itself) or be the module of a
+    registered flow (:func:`remember_flow_module`), and each name is read from a
+    ``__dict__``, so neither a module's ``__getattr__`` (a lazy import) nor a
+    metaclass is called.
+    """
     parts = name.split(".")
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         return None, "is not a module.qualname"
-    cuts = range(len(parts) - 1, 0, -1)  # the longest module name first
-    why = "cannot be imported here"
-    for importing in (False, True):
-        for cut in cuts:
-            module_name = ".".join(parts[:cut])
-            module = sys.modules.get(module_name)
-            if module is None and importing:
-                try:
-                    module = importlib.import_module(module_name)
-                except ImportError as exc:
-                    why = f"cannot be imported here ({exc})"
-                except Exception as exc:  # the module itself raised while importing
-                    return None, f"cannot be imported here ({type(exc).__name__}: {exc})"
-            if module is None:
-                continue
-            obj: Any = module
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr, None)
-            if obj is None:
-                continue
-            if isinstance(obj, type) and issubclass(obj, Exception):
-                return obj, ""
-            return None, "is not an Exception subclass"
-    return None, why
+    for cut in range(len(parts) - 1, 0, -1):  # the longest module name first
+        module_name = ".".join(parts[:cut])
+        module = sys.modules.get(module_name)
+        namespace: Any = (
+            vars(module) if isinstance(module, types.ModuleType) else _flow_modules.get(module_name)
+        )
+        obj: Any = namespace.get(parts[cut]) if isinstance(namespace, dict) else None
+        for attr in parts[cut + 1 :]:
+            obj = vars(obj).get(attr) if isinstance(obj, type) else None
+        if obj is None:
+            continue
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            if obj.__module__.split(".")[0] == "crux_gen" and not issubclass(obj, CruxError):
+                # crux_gen's own control flow (the driver's Stop, say) is never thrown
+                # into a flow because a row names it.
+                return None, "is an internal class of crux_gen, not an error it raises"
+            return obj, ""
+        return None, "is not an Exception subclass"
+    return None, "is in no module imported here (a record never imports one)"
 
 
 _MISSING = object()

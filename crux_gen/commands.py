@@ -17,6 +17,25 @@ Backoff = Literal["exponential", "fixed", "linear"]
 _BACKOFFS = ("exponential", "fixed", "linear")
 
 
+def unstorable(text: str) -> str | None:
+    """Why some store cannot keep *text* as text, else ``None``.
+
+    >>> unstorable("send-welcome") is None
+    True
+
+    A NUL character (PostgreSQL refuses it in text) and a lone surrogate (not
+    UTF-8: no store can encode it); every other character is kept by every store.
+    """
+    if "\x00" in text:
+        return "holds a NUL character (\\x00), which PostgreSQL cannot keep in text"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds a lone surrogate, which no store can keep as text"
+    return None
+
+
 def check_name(value: object, *, what: str) -> str:
     """Return *value* if it can name a command, a flow or a signal, else raise.
 
@@ -24,19 +43,16 @@ def check_name(value: object, *, what: str) -> str:
     'send-welcome'
 
     ``InvalidTypeError`` for anything but a ``str``; ``InvalidValueError`` for a
-    blank string, or one holding a lone surrogate (which no store can keep).
+    blank string, or one holding a character some store cannot keep (a NUL, a lone
+    surrogate: see :func:`unstorable`).
     """
     if not isinstance(value, str):
         raise InvalidTypeError(what, value, "is not a str; give a non-empty string")
     if not value.strip():
         raise InvalidValueError(what, value, "is blank; give a non-empty string")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(
-                what, value, "holds a lone surrogate, which no store can keep as text"
-            ) from None
+    problem = unstorable(value)
+    if problem is not None:
+        raise InvalidValueError(what, value, problem)
     return value
 
 
@@ -167,7 +183,13 @@ class Step:
         # same order, as the fields declare, at half the cost of the generated one.
         if retry is not None:
             retry = _retry(retry)
-        if type(name) is not str or not name.isascii() or not name or name.isspace():
+        if (
+            type(name) is not str
+            or not name.isascii()
+            or not name
+            or name.isspace()
+            or "\x00" in name
+        ):
             check_name(name, what=f"{type(self).__name__} name")
         if not callable(fn):
             _callable(self, _STEP_FIELDS.fn, fn)

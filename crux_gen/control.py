@@ -1,17 +1,22 @@
-"""Acting on stored flows without running them: signal, cancel, inspect."""
+"""Acting on stored flows without running them: signal, cancel, inspect.
+
+Each function's *store* is a store object, or a SQLite file's path or a
+``postgresql://`` URL opened for the call (:mod:`crux_gen.opening`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .commands import check_name
+from .commands import check_name, unstorable
 from .errors import InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
-from .records import StoredFlow
+from .opening import StorePath, using
+from .records import COMPLETED, StoredFlow
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
 from .status import Status
 
@@ -20,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def signal_flow(
-    flow_id: str, name: str, payload: Any, *, store: Store, key: str | None = None
+    flow_id: str, name: str, payload: Any, *, store: Store | StorePath, key: str | None = None
 ) -> bool:
     """Durably record signal *name* with *payload* for flow *flow_id*, from any process;
     ``True`` once stored.
@@ -41,10 +46,11 @@ def signal_flow(
     if key is not None:
         check_name(key, what="signal key")
     encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
-    return store.add_signal(flow_id, name, encoded, store.clock.time(), key=key) is not None
+    with using(store) as opened:
+        return opened.add_signal(flow_id, name, encoded, opened.clock.time(), key=key) is not None
 
 
-def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
+def cancel_flow(flow_id: str, reason: str, *, store: Store | StorePath) -> bool:
     """Cancel an unfinished flow; ``False`` (and nothing changed) if it had finished.
 
     >>> cancel_flow(flow_id, "account deleted", store=store)
@@ -55,17 +61,14 @@ def cancel_flow(flow_id: str, reason: str, *, store: Store) -> bool:
     """
     check_flow_id(flow_id)
     text = str(reason)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(
-                "cancel reason", text, "holds a lone surrogate, which no store can keep as text"
-            ) from None
-    return store.cancel(flow_id, text, store.clock.time())
+    problem = unstorable(text)
+    if problem is not None:
+        raise InvalidValueError("cancel reason", text, problem)
+    with using(store) as opened:
+        return bool(opened.cancel(flow_id, text, opened.clock.time()))
 
 
-def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
+def get_flow(flow_id: str, *, store: Store | StorePath) -> FlowInfo:
     """The stored state of a flow, its history and its signals, without running it.
 
     >>> get_flow(flow_id, store=store).history[0].result
@@ -75,7 +78,8 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
     ``CorruptRecordError`` naming the flow, the position and the column.
     """
     check_flow_id(flow_id)
-    stored = store.load(flow_id)
+    with using(store) as opened:
+        stored = opened.load(flow_id)
     fid = stored.id
 
     def decoded(text: str | None, position: int | None, column: str) -> Any:
@@ -131,23 +135,70 @@ def get_flow(flow_id: str, *, store: Store) -> FlowInfo:
     )
 
 
+def consumed_in_this_run(info: FlowInfo) -> dict[int, int]:
+    """Position in the current run's history -> the id of the signal its wait
+    consumed (``crux-gen show``, the dashboard).
+
+    A signal row keeps the position of the wait that consumed it but not the run:
+    after ``ContinueAsNew`` a signal an earlier run consumed names a position the
+    current run may hold again. It is credited to the current record at that
+    position only when that record is a completed ``Suspend`` of the signal's name
+    holding its payload (or an ``Any`` that the signal won), begun no later than the
+    signal was consumed; of several, the last consumed.
+    """
+    if info.run == 1:
+        return {s.position: s.id for s in info.signals if s.position is not None}
+    at = {entry.position: entry for entry in info.history}
+    found: dict[int, SignalInfo] = {}
+    for sig in info.signals:
+        entry = at.get(sig.position) if sig.position is not None else None
+        if entry is None or entry.state != COMPLETED or not took(entry, sig):
+            continue
+        began, consumed = entry.started_at, sig.consumed_at
+        if began is not None and consumed is not None and consumed < began:
+            continue  # consumed before this run's record began: an earlier run's
+        best = found.get(entry.position)
+        if best is None or consumed_key(sig) > consumed_key(best):
+            found[entry.position] = sig
+    return {position: sig.id for position, sig in found.items()}
+
+
+def consumed_key(sig: SignalInfo) -> tuple[float, int]:
+    """Order signals by when they were consumed, then by id."""
+    return (sig.consumed_at.timestamp() if sig.consumed_at else -math.inf, sig.id)
+
+
+def took(entry: HistoryEntry, sig: SignalInfo) -> bool:
+    """Whether the completed wait *entry* holds what consuming *sig* records."""
+    if entry.kind == "suspend":
+        return bool(entry.name == sig.name and entry.result == sig.payload)
+    if entry.kind == "any" and isinstance(entry.result, dict):
+        return bool(
+            entry.result.get("name") == sig.name and entry.result.get("value") == sig.payload
+        )
+    return False
+
+
 def list_flows(
     *,
-    store: StoreAdmin,
+    store: StoreAdmin | StorePath,
     status: str | None = None,
     name: str | None = None,
     limit: int = 100,
-    before: datetime | None = None,
+    before: FlowSummary | datetime | None = None,
 ) -> list[FlowSummary]:
-    """Stored flows, newest update first, without their history.
+    """Stored flows, newest update first (ties by ``flow_id``, descending), without
+    their history.
 
     >>> page = list_flows(store=store, status="suspended", limit=50)
-    >>> more = list_flows(store=store, status="suspended", limit=50, before=page[-1].updated_at)
+    >>> more = list_flows(store=store, status="suspended", limit=50, before=page[-1])
 
-    *before* pages by keyset (the last summary's ``updated_at``): each page is one
-    index range, as fast at the 100,000th flow as at the first. Flows updated at
-    the very same instant as that last one are on neither side of it only if they
-    tie to the microsecond; pass a *limit* larger than such a burst when it matters.
+    *before* the last ``FlowSummary`` of a page gives the next page by keyset on
+    ``(updated_at, flow_id)``: each page is one index range, as fast at the
+    100,000th flow as at the first, and paging sees every flow exactly once, also
+    when many were updated at the same instant. *before* a datetime gives the
+    flows updated strictly earlier (to the microsecond, as ``updated_at`` shows
+    them), so ``before=page[-1].updated_at`` skips the others of that instant.
     """
     if status is not None:
         try:
@@ -159,17 +210,72 @@ def list_flows(
         raise InvalidTypeError("list_flows limit", limit, "must be an int")
     if limit < 1:
         raise InvalidValueError("list_flows limit", limit, "must be a positive int")
-    if before is not None and not isinstance(before, datetime):
-        raise InvalidTypeError("list_flows before", before, "must be a datetime")
-    if before is not None and before.tzinfo is None:
-        raise InvalidValueError("list_flows before", before, "must be timezone-aware (UTC)")
-    rows = store.list_flows(
-        status=status,
-        name=name,
-        limit=limit,
-        before=None if before is None else before.timestamp(),
-    )
+    bound = keyset(before)
+    with using(store) as opened:
+        return list_page(opened, status=status, name=name, limit=limit, before=bound)
+
+
+def list_page(
+    store: StoreAdmin,
+    *,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    before: float | tuple[float, str] | None,
+) -> list[FlowSummary]:
+    """``list_flows`` with *before* as the stores take it (see :func:`keyset`): the
+    dashboard's next-page link carries that exact keyset."""
+    rows = store.list_flows(status=status, name=name, limit=limit, before=before)
     return [summary_of(row) for row in rows]
+
+
+def keyset(before: object) -> float | tuple[float, str] | None:
+    """``list_flows``'s *before* as the stores take it: a ``FlowSummary`` as its exact
+    ``(updated_at, flow_id)``, a datetime as the first stored time that shows as it
+    or later (so "strictly older" holds to the microsecond a summary shows). A
+    ``FlowSummary`` made by hand carries no exact time: it counts as its datetime."""
+    if before is None:
+        return None
+    if isinstance(before, FlowSummary):
+        exact = before._updated_ts
+        if exact is None:  # made by hand: its shown time is all there is
+            return first_time_at(before.updated_at)
+        return (exact, before.flow_id)
+    if not isinstance(before, datetime):
+        raise InvalidTypeError(
+            "list_flows before", before, "must be a FlowSummary (the last of a page) or a datetime"
+        )
+    if before.tzinfo is None:
+        raise InvalidValueError("list_flows before", before, "must be timezone-aware (UTC)")
+    return first_time_at(before)
+
+
+def first_time_at(moment: datetime) -> float:
+    """The smallest float *t* with ``when(t) >= moment``: stored times below it show
+    (rounded to the microsecond) as earlier than *moment*, the others do not."""
+
+    def shown(ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    t = moment.timestamp()
+    while shown(t) < moment:  # only where floats are coarser than a microsecond
+        t = math.nextafter(t, math.inf)
+    # The boundary is within half a microsecond below; bisect over floats (``shown``
+    # never goes back as its argument grows).
+    low = t - 1e-6
+    if low == t or shown(low) >= moment:  # coarse floats: step one by one
+        while shown(nxt := math.nextafter(t, -math.inf)) >= moment:
+            t = nxt
+        return t
+    high = t  # shown(low) < moment <= shown(high)
+    while True:
+        mid = low + (high - low) / 2
+        if mid in (low, high):
+            return high
+        if shown(mid) >= moment:
+            high = mid
+        else:
+            low = mid
 
 
 def summary_of(row: StoredFlow) -> FlowSummary:
@@ -185,10 +291,11 @@ def summary_of(row: StoredFlow) -> FlowSummary:
         wake_at=when(row.wake_at),
         created_at=created,
         updated_at=updated,
+        _updated_ts=row.updated_at,
     )
 
 
-def delete_flow(flow_id: str, *, store: StoreAdmin) -> bool:
+def delete_flow(flow_id: str, *, store: StoreAdmin | StorePath) -> bool:
     """Delete a finished flow with its history and signals; ``True`` when deleted,
     ``False`` when no such flow is stored (deleting twice is harmless).
 
@@ -198,4 +305,5 @@ def delete_flow(flow_id: str, *, store: StoreAdmin) -> bool:
     An unfinished flow is a ``FlowStateError`` and stays as it is: cancel it first.
     """
     check_flow_id(flow_id)
-    return store.delete(flow_id)
+    with using(store) as opened:
+        return bool(opened.delete(flow_id))

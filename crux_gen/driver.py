@@ -28,6 +28,9 @@ from .errors import (
     ChildFlowError,
     FlowBusyError,
     FlowClosedError,
+    FlowIdTakenError,
+    FlowNameConflictError,
+    FlowNotFoundError,
     SerializationError,
     SignalValidationError,
 )
@@ -64,11 +67,19 @@ from .records import (
     StoredRecord,
     StoredSignal,
     Write,
+    all_header_result,
 )
 from .results import FlowResult
 from .status import FINISHED, Status
 
 UNRESOLVED_STATES = (WAITING, RETRYING)
+
+#: A store's refusals of a child a write would start (its id is taken): thrown at
+#: the parent's ``yield`` instead of failing the run (or looping on it).
+CHILD_REFUSALS = (FlowNameConflictError, FlowIdTakenError)
+
+#: The status a child that is gone from the store reads as (``Driver._load_child``).
+MISSING_CHILD = "deleted"
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -98,7 +109,9 @@ class Stop(Exception):
 
 def child_id_of(record: StoredRecord) -> str:
     """The id of the child flow a ``Child`` record (waiting) names."""
-    found = codec.decode(record.result)
+    found = codec.decode_stored(
+        record.result, flow_id="?", position=record.position, column="result"
+    )
     return str(found["flow_id"])
 
 
@@ -267,8 +280,10 @@ class Driver:
 
     def _guard(self) -> None:
         """Before any step function or condition is called: this runner still holds
-        the lease (else ``LeaseLostError``: it calls and writes nothing more) and
-        the flow is not cancelled (else the run stops here)."""
+        the lease (else ``LeaseLostError``: no call starts after a failed check, and
+        nothing more is written) and the flow is not cancelled (else the run stops
+        here). A runner frozen between this check and the call still makes that one
+        call when it wakes; its result is never recorded (the write is fenced)."""
         outcome = self.store.check_lease(self.flow_id, self.owner, self._now())
         if outcome.status in FINISHED:
             raise self._cancelled(outcome)
@@ -404,6 +419,15 @@ class Driver:
         self._commit(now)
         self.interp.fail(exc)
 
+    def _payload(self, signal: StoredSignal) -> Any:
+        """A signal's payload, or ``CorruptRecordError`` naming the flow and signal."""
+        return codec.decode_stored(
+            signal.payload,
+            flow_id=self.flow_id,
+            position=None,
+            column=f"payload of signal {signal.id}",
+        )
+
     def _add_pending(self, signals: Iterable[StoredSignal]) -> None:
         for signal in signals:
             if signal.id not in self._seen:
@@ -430,7 +454,7 @@ class Driver:
                     self._reject(signal, "it arrived after the wait's deadline")
                     continue
                 try:
-                    value = codec.structure(codec.decode(signal.payload), command.schema)
+                    value = codec.structure(self._payload(signal), command.schema)
                 except Exception as exc:
                     reason = codec.structure_error_text(exc)
                     log.warning(
@@ -593,7 +617,7 @@ class Driver:
         runner may have it: then it is left to that one)."""
         from .runner import resume  # the runner imports this module
 
-        with contextlib.suppress(FlowBusyError, FlowClosedError):
+        with contextlib.suppress(FlowBusyError, FlowClosedError, FlowNotFoundError):
             resume(
                 child_id,
                 store=self.store,
@@ -612,13 +636,26 @@ class Driver:
             done = record._replace(
                 state=COMPLETED, result=child.result, attempts=1, finished_at=now
             )
-            return done, codec.decode(child.result), None
+            value = codec.decode_stored(
+                child.result, flow_id=child.id, position=None, column="result"
+            )
+            return done, value, None
         error = ChildFlowError(child.id, child.status, child.error)
         failed = record._replace(
             state=FAILED, result=None, error=ErrorInfo.from_exception(error).encode(),
             attempts=1, finished_at=now,
         )  # fmt: skip
         return failed, None, error
+
+    def _load_child(self, child_id: str) -> StoredFlow:
+        """The child flow as stored; one that is gone (deleted by hand: ``prune`` and
+        ``delete`` keep a child while its parent is unfinished) reads as a child that
+        ended ``"deleted"``, which its parent's ``yield`` raises as a
+        ``ChildFlowError`` instead of waiting forever."""
+        try:
+            return self.store.load(child_id)
+        except FlowNotFoundError:
+            return StoredFlow(child_id, "?", MISSING_CHILD, "null", 0.0, self._now())
 
     def _child(self, d: AwaitChild) -> None:
         command, record = d.command, d.record
@@ -635,11 +672,15 @@ class Driver:
                 result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
             )  # fmt: skip
             self._records[d.position] = record
-            self._commit(now, children=(NewChild(child_id, command.name, text),))
+            try:
+                self._commit(now, children=(NewChild(child_id, command.name, text),))
+            except CHILD_REFUSALS as exc:  # the id is taken: thrown at the yield
+                self._refuse(d.position, "child", command.name, exc, now)
+                return
         child_id = child_id_of(record)
         self._run_inline(command.flow, child_id)
-        child = self.store.load(child_id)
-        if child.status in FINISHED:
+        child = self._load_child(child_id)
+        if child.status in FINISHED or child.status == MISSING_CHILD:
             done, value, error = self._child_outcome(d.position, record, child)
             self._records[d.position] = done
             self._go_on()
@@ -679,10 +720,20 @@ class Driver:
             )  # fmt: skip
             if new:  # the children exist (and the record names them) before they run
                 self._records[d.position] = record
-                self._commit(now, children=tuple(new))
+                try:
+                    self._commit(now, children=tuple(new))
+                except CHILD_REFUSALS as exc:  # an id is taken: thrown at the yield
+                    self._refuse(d.position, "any", command.name, exc, now)
+                    return
                 d = AwaitAny(d.position, command, record)
         started = record.started_at if record.started_at is not None else self._now()
-        state = codec.decode(record.result) if record.result else {}
+        state = (
+            codec.decode_stored(
+                record.result, flow_id=self.flow_id, position=record.position, column="result"
+            )
+            if record.result
+            else {}
+        )
         child_ids = {int(k): v for k, v in (state.get("children") or {}).items()}
         for index, child_id in child_ids.items():
             branch = branches[index]
@@ -701,9 +752,7 @@ class Driver:
                 if isinstance(branch, Suspend):
                     signal = self._peek_pending(branch.name)
                     while signal is not None:
-                        _, refused = structured(
-                            branch, codec.decode(signal.payload), flow_id=self.flow_id
-                        )
+                        _, refused = structured(branch, self._payload(signal), flow_id=self.flow_id)
                         if refused is None:
                             break
                         log.warning("%s", refused)
@@ -717,8 +766,8 @@ class Driver:
                     if wake <= now:
                         at = wake
                 else:
-                    child = self.store.load(child_ids[index])
-                    if child.status in FINISHED:
+                    child = self._load_child(child_ids[index])
+                    if child.status in FINISHED or child.status == MISSING_CHILD:
                         finished[index] = child
                         at = child.updated_at
                 if at is not None and (best is None or (at, order, index) < best):
@@ -747,7 +796,7 @@ class Driver:
             if isinstance(branch, Suspend):
                 signal = self._next_pending(branch.name)
                 assert signal is not None
-                payload = codec.decode(signal.payload)
+                payload = self._payload(signal)
                 value, _ = structured(branch, payload, flow_id=self.flow_id)
                 result = {"index": index, "name": branch.name, "value": payload}
                 self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
@@ -788,7 +837,12 @@ class Driver:
         first = d.position + 1
         if d.records is None:
             now = self._now()
-            records = [StoredRecord(d.position, "all", command.name, WAITING, started_at=now)]
+            records = [
+                StoredRecord(
+                    d.position, "all", command.name, WAITING,
+                    result=all_header_result(len(branches)), started_at=now,
+                )
+            ]  # fmt: skip
             new: list[NewChild] = []
             for offset, branch in enumerate(branches):
                 position = first + offset
@@ -815,7 +869,19 @@ class Driver:
                     )
             for record in records:
                 self._records[record.position] = record
-            self._commit(now, children=tuple(new))
+            while True:
+                try:
+                    self._commit(now, children=tuple(new))
+                    break
+                except CHILD_REFUSALS as exc:  # that branch fails; the others go on
+                    new = [c for c in new if c.flow_id != exc.flow_id]
+                    for index, record in enumerate(records):
+                        if record.kind == "child" and child_id_of(record) == exc.flow_id:
+                            records[index] = record._replace(
+                                state=FAILED, result=None, attempts=1, finished_at=now,
+                                error=ErrorInfo.from_exception(exc).encode(),
+                            )  # fmt: skip
+                            self._records[record.position] = records[index]
             header, *rest = records
         else:
             header, *rest = d.records
@@ -837,8 +903,8 @@ class Driver:
             if isinstance(branch, Child) and record.state == WAITING:
                 child_id = child_id_of(record)
                 self._run_inline(branch.flow, child_id)
-                child = self.store.load(child_id)
-                if child.status in FINISHED:
+                child = self._load_child(child_id)
+                if child.status in FINISHED or child.status == MISSING_CHILD:
                     done, _, error = self._child_outcome(position, record, child)
                     current[position] = done
                     self._records[position] = done
@@ -858,7 +924,7 @@ class Driver:
             )
         now = self._now()
         self._records[d.position] = header._replace(
-            state=COMPLETED, result="null", attempts=1, finished_at=now
+            state=COMPLETED, result=all_header_result(len(branches)), attempts=1, finished_at=now
         )
         self._go_on()
         for position in sorted(current):  # the first failure in list order is thrown
@@ -868,7 +934,14 @@ class Driver:
                     errors.get(position) or rebuild_exception(record, flow_id=self.flow_id)
                 )
                 return
-        self.interp.resolve([codec.decode(current[p].result) for p in sorted(current)])
+        self.interp.resolve(
+            [
+                codec.decode_stored(
+                    current[p].result, flow_id=self.flow_id, position=p, column="result"
+                )
+                for p in sorted(current)
+            ]
+        )
 
     def _run_branches(
         self,

@@ -149,6 +149,22 @@ class FlowNameConflictError(CruxError):
         )
 
 
+class FlowIdTakenError(CruxError):
+    """A ``Child``'s ``flow_id`` names a flow that is not this parent's child (a
+    top-level flow, or another parent's child): raised at the parent's ``yield``.
+    A child has one parent, the flow whose ``Child`` started it."""
+
+    def __init__(self, flow_id: str, parent_id: str | None, requested_by: str) -> None:
+        self.flow_id = flow_id
+        self.parent_id = parent_id
+        self.requested_by = requested_by
+        owner = "a top-level flow" if parent_id is None else f"a child of flow {parent_id!r}"
+        super().__init__(
+            f"flow id {flow_id!r} is taken: it is {owner}, not of flow {requested_by!r}; "
+            "a Child's flow_id must be new (or already this flow's child): give another id"
+        )
+
+
 class FlowNotRegisteredError(CruxError, LookupError):
     """No ``@flow`` with this name is registered in this process.
 

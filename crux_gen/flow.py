@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import random as _random
 import threading
 import uuid as _uuid
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from .commands import Command, check_name
+from .codec import remember_flow_module
+from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 
 if TYPE_CHECKING:
@@ -112,7 +114,7 @@ class Flow(Generic[R]):
         self,
         *,
         input: Any = None,
-        store: Store,
+        store: Store | str | os.PathLike[str],
         flow_id: str | None = None,
         resume: str | None = None,
         concurrency: int | None = None,
@@ -123,6 +125,10 @@ class Flow(Generic[R]):
         >>> r = onboarding.run(input={"email": "user@example.com"}, store=SQLiteStore("crux.db"))
         >>> r.status, r.waiting_for
         ('suspended', 'email-verified')
+
+        *store* may also be a SQLite file's path (made if missing) or a
+        ``postgresql://`` URL: that store is opened for this call and closed after
+        (pass a store object to keep its connections between calls).
 
         *concurrency* is how many steps of one ``All`` run at the same time (threads;
         default 8). Child flows it starts run in this thread too, each until it
@@ -142,7 +148,7 @@ class _RunFlow(Protocol):
         self,
         flow: Flow[Any],
         *,
-        store: Store,
+        store: Store | str | os.PathLike[str],
         input: Any = None,
         flow_id: str | None = None,
         resume: str | None = None,
@@ -202,17 +208,47 @@ def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R
     check_name(name, what="flow name")
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
-        if not inspect.isgeneratorfunction(fn):
-            raise InvalidTypeError(
-                f"@flow({name!r}) function",
-                getattr(fn, "__qualname__", fn),
-                "is not a generator function; give one that yields commands",
-            )
+        check_flow_function(name, fn)
         made = Flow(name, fn)
         (registry or default_registry).add(made)
+        remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made
 
     return decorate
+
+
+#: What every refusal of a flow function says to give instead.
+FLOW_FUNCTION = "a generator function taking one argument, ctx (def f(ctx): ... yield Step(...))"
+
+
+def check_flow_function(name: str, fn: object) -> None:
+    """Refuse, at ``@flow``, a function the runner could not drive: not a generator
+    function (a plain ``def`` without ``yield``, an ``async def``, not callable), or
+    one that cannot be called with the one argument ``ctx`` (``def f()``, ``def f(ctx,
+    x)``). ``InvalidTypeError`` names the flow, the function and what to give."""
+    what = f"@flow({name!r}) function"
+    shown = getattr(fn, "__qualname__", None) or fn
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise InvalidTypeError(
+            what, shown, f"is an async def; crux_gen drives sync flows: give {FLOW_FUNCTION}"
+        )
+    if not inspect.isgeneratorfunction(fn):
+        kind = "a function without yield" if callable(fn) else f"of type {type(fn).__name__}"
+        raise InvalidTypeError(
+            what, shown, f"is {kind}, not a generator function; give {FLOW_FUNCTION}"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - a generator function has one
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise InvalidTypeError(
+            what,
+            shown,
+            f"takes {signature}, so it cannot be called with ctx alone; give {FLOW_FUNCTION}",
+        ) from None
 
 
 def check_flow_id(value: object) -> str:
@@ -223,8 +259,8 @@ def check_flow_id(value: object) -> str:
 
     ``InvalidTypeError`` (a ``TypeError``) for anything but a ``str`` (an int, bytes,
     ``None``); ``InvalidValueError`` (a ``ValueError``) for the empty string, or one
-    holding a lone surrogate, which no store can keep. Nothing is stored before
-    this check passes.
+    holding a character some store cannot keep (a NUL, a lone surrogate). Nothing
+    is stored before this check passes.
     """
     if not isinstance(value, str):
         raise InvalidTypeError(
@@ -232,11 +268,7 @@ def check_flow_id(value: object) -> str:
         )
     if not value:
         raise InvalidValueError("flow id", value, "is empty; give a non-empty str")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(
-                "flow id", value, "holds a lone surrogate, which no store can keep as text"
-            ) from None
+    problem = unstorable(value)
+    if problem is not None:
+        raise InvalidValueError("flow id", value, problem)
     return value

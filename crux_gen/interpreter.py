@@ -183,8 +183,9 @@ class Interpreter:
         self._throw: BaseException | None = None
         self._send: Any = None
         self._divergence: NonDeterminismError | None = None
-        # Every recorded result, decoded in one parse (several times cheaper than one
-        # json.loads per record on a long history).
+        # Every recorded result, decoded up front by json's C scanner (several times
+        # cheaper than one json.loads per record on a long history); a corrupt one is
+        # a CorruptRecordError naming its position.
         self._values = codec.decode_many([r.result for r in history], flow_id=flow_id)
 
     @property
@@ -399,8 +400,9 @@ def rebuild_exception(record: StoredRecord, *, flow_id: str | None = None) -> Ba
 
     >>> gen.throw(rebuild_exception(record, flow_id=flow_id))
 
-    An instance of the recorded class whenever that class can be imported, made
-    without its ``__init__``, ``args`` and attributes restored (see
+    An instance of the recorded class whenever that class is there without
+    importing anything (a record never imports a module), made without its
+    ``__init__``, ``args`` and attributes restored (see
     :meth:`ErrorInfo.rebuild <crux_gen.codec.ErrorInfo.rebuild>`), so the flow's
     ``except`` takes the same branch as on the first run; :class:`StepFailedError`
     and a warning when it cannot be. An error column that is not an error record

@@ -177,3 +177,9 @@ class Commit(NamedTuple):
     owner: str
     now: float
     write: Write
+
+
+def all_header_result(branches: int) -> str:
+    """The result an ``All``'s header record holds: how many branch records follow
+    it (``retry_failed`` finds the branches of a failed ``All`` by it)."""
+    return f'{{"branches":{branches}}}'

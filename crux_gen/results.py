@@ -32,7 +32,7 @@ class FlowResult:
 class FlowSummary:
     """One row of ``list_flows``: a flow without its history. ``wake_at``,
     ``created_at`` and ``updated_at`` are aware UTC datetimes; pass the last
-    summary's ``updated_at`` as ``before=`` for the next page."""
+    summary itself as ``before=`` for the next page (exact keyset paging)."""
 
     flow_id: str
     name: str
@@ -41,6 +41,11 @@ class FlowSummary:
     wake_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: The stored ``updated_at`` to the last bit (``updated_at`` is rounded to the
+    #: microsecond): what ``before=summary`` pages by.
+    _updated_ts: float | None = attrs.field(
+        default=None, kw_only=True, eq=False, repr=False, alias="_updated_ts"
+    )
 
 
 @attrs.frozen

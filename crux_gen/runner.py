@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from .driver import INLINE_BACKOFF, Driver, ParkingWarning
 from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError, StoreError
 from .flow import RUNNER, Flow, check_flow_id, default_registry
 from .leases import LEASES
+from .opening import StorePath, check_store, using
 from .records import StoredFlow
 from .results import FlowResult
 
@@ -113,7 +115,7 @@ def _release(store: Store, flow_id: str, owner: str) -> None:
 def run_flow(
     flow: Flow[Any],
     *,
-    store: Store,
+    store: Store | StorePath,
     input: Any = None,
     flow_id: str | None = None,
     resume: str | None = None,
@@ -123,6 +125,17 @@ def run_flow(
     threads = ALL_CONCURRENCY
     if concurrency is not None:
         threads = check_concurrency(concurrency, "Flow.run concurrency")
+    if isinstance(store, str | os.PathLike):  # a path or URL: open it for this run
+        with using(store, create=resume is None, what="Flow.run store") as opened:
+            return run_flow(
+                flow,
+                store=opened,
+                input=input,
+                flow_id=flow_id,
+                resume=resume,
+                concurrency=concurrency,
+            )
+    check_store(store, "Flow.run store")
     owner = secrets.token_hex(8)
     now = store.clock.time()
     if resume is not None:
@@ -146,7 +159,7 @@ def run_flow(
 def resume(
     flow_id: str,
     *,
-    store: Store,
+    store: Store | StorePath,
     flows: Iterable[Flow[Any]] | None = None,
     should_stop: Callable[[], bool] | None = None,
     only_if_due: bool = False,
@@ -165,12 +178,18 @@ def resume(
     ``FlowBusyError``, or ``FlowClosedError`` once it has finished.
     """
     flow_id = check_flow_id(flow_id)
-    owner = secrets.token_hex(8)
-    now = store.clock.time()
-    stored = store.claim(flow_id, owner, now, only_if_due=only_if_due)
-    return run_claimed(
-        stored, owner, store=store, flows=flows, should_stop=should_stop, concurrency=concurrency
-    )
+    with using(store, what="resume store") as opened:
+        owner = secrets.token_hex(8)
+        now = opened.clock.time()
+        stored = opened.claim(flow_id, owner, now, only_if_due=only_if_due)
+        return run_claimed(
+            stored,
+            owner,
+            store=opened,
+            flows=flows,
+            should_stop=should_stop,
+            concurrency=concurrency,
+        )
 
 
 def run_claimed(

@@ -50,6 +50,7 @@ from .errors import (
     InvalidValueError,
     LeaseLostError,
     NonDeterminismError,
+    RecordConflictError,
     StoreError,
 )
 from .flow import Flow, default_registry
@@ -389,6 +390,14 @@ class Worker:
             return False
         except LeaseLostError as exc:
             log.warning("%s", exc, extra={"flow_id": flow_id})
+            return False
+        except RecordConflictError as exc:
+            # This flow's history, not the store: the others go on.
+            log.error(
+                "%s. Skipping this flow for %s", exc, format_duration(self.skip_for),
+                extra={"flow_id": flow_id},
+            )  # fmt: skip
+            self._skip(flow_id)
             return False
         except StoreError:
             # The store, not the flow: it stays due (its lease lapses if it could not be

@@ -9,6 +9,7 @@ semantics; ``tests/test_store_contract.py`` runs one suite against every store.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +21,7 @@ from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import (
     CruxError,
     FlowClosedError,
+    FlowIdTakenError,
     FlowNameConflictError,
     FlowStateError,
     InvalidTypeError,
@@ -32,14 +34,24 @@ from crux_gen.records import (
     COMPLETED,
     FAILED,
     UNRESOLVED,
+    WAITING,
     Commit,
     CommitOutcome,
+    NewChild,
     StoredFlow,
     StoredRecord,
     StoredSignal,
     Write,
+    all_header_result,
 )
 from crux_gen.status import FINISHED, Status, transition
+
+#: ``list_flows``'s *before*: ``None``, an ``updated_at`` (strictly older), or the
+#: keyset ``(updated_at, id)`` of the last flow of a page.
+Before = float | tuple[float, str] | None
+
+#: The largest ``LIMIT`` every store takes (a 64-bit integer); more is the same.
+MAX_LIMIT = 2**63 - 1
 
 
 @runtime_checkable
@@ -233,12 +245,14 @@ class StoreAdmin(Protocol):
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
-        """Flows without their history (nor ``children``), newest update first; with
-        *before*, only those updated strictly earlier (keyset paging: pass the last
-        row's ``updated_at``).
+        """Flows without their history (nor ``children``), newest update first (ties
+        by id, descending); with *before* a float, only those updated strictly
+        earlier; with *before* a keyset ``(updated_at, id)`` (the last row's: exact
+        paging, each flow seen once also when many share an ``updated_at``), only
+        those after it in that order.
 
         With *version* ``(name, n)``, only flows whose current run recorded the
         ``Version`` *name* completed with the value *n*; ``n=0`` means the flows
@@ -385,7 +399,7 @@ def listing_query(
     status: str | None,
     name: str | None,
     limit: int,
-    before: float | None,
+    before: Before,
     version: tuple[str, int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of ``list_flows`` (*mark* is the driver's placeholder):
@@ -394,14 +408,18 @@ def listing_query(
     ``records`` table holds no other run)."""
     where: list[str] = []
     params: list[Any] = []
-    for clause, value in (
-        (f"status = {mark}", status),
-        (f"name = {mark}", name),
-        (f"updated_at < {mark}", before),
-    ):
+    for clause, value in ((f"status = {mark}", status), (f"name = {mark}", name)):
         if value is not None:
             where.append(clause)
             params.append(value)
+    before = check_before(before)
+    if isinstance(before, tuple):
+        # (updated_at, id) < (u, i), spelled so that any index on updated_at bounds it.
+        where.append(f"updated_at <= {mark} AND (updated_at < {mark} OR id < {mark})")
+        params.extend([before[0], before[0], before[1]])
+    elif before is not None:
+        where.append(f"updated_at < {mark}")
+        params.append(before)
     version = check_version(version)
     if version is not None:
         found = (
@@ -418,7 +436,26 @@ def listing_query(
     if where:
         query += " WHERE " + " AND ".join(where)
     query += f" ORDER BY updated_at DESC, id DESC LIMIT {mark}"
-    return query, [*params, int(limit)]
+    return query, [*params, min(int(limit), MAX_LIMIT)]
+
+
+def check_before(before: Any) -> Before:
+    """``list_flows``'s *before* checked: ``None``, a finite number, or a pair
+    ``(number, id)``; else ``InvalidTypeError`` / ``InvalidValueError`` naming it."""
+    if before is None:
+        return None
+    moment = before[0] if isinstance(before, tuple) and len(before) == 2 else before
+    if isinstance(moment, bool) or not isinstance(moment, int | float):
+        raise InvalidTypeError(
+            "list_flows before", before, "is not an updated_at nor an (updated_at, id) pair"
+        )
+    if not math.isfinite(moment):
+        raise InvalidValueError("list_flows before", before, "is not a finite time")
+    if moment is before:
+        return float(moment)
+    if not isinstance(before[1], str):
+        raise InvalidTypeError("list_flows before", before, "has an id that is not a str")
+    return (float(moment), before[1])
 
 
 def lease_outcome(
@@ -443,7 +480,7 @@ def lease_outcome(
 
 #: The errors ``commit_many`` hands back for one item (nothing of it applied)
 #: instead of raising them over the whole batch.
-ITEM_ERRORS = (LeaseLostError, RecordConflictError, FlowNameConflictError)
+ITEM_ERRORS = (LeaseLostError, RecordConflictError, FlowNameConflictError, FlowIdTakenError)
 
 #: The record kind of a ``Version`` command (``list_flows(version=...)``).
 VERSION_KIND = "version"
@@ -477,13 +514,18 @@ def check_write(flow_id: str, write: Write) -> None:
             )
 
 
-def any_names(waiting_for: str | None) -> list[str]:
-    """The signal names a ``wait_kind="any"`` park waits for (none if unreadable)."""
+def any_names(waiting_for: str | None) -> list[str] | None:
+    """The signal names a ``wait_kind="any"`` park waits for; ``None`` when the list
+    is unreadable (a corrupt row): then any pending signal wakes the flow, whose
+    runner parks it again with a list it wrote, or reports what else is corrupt
+    (a corrupt row never strands its flow, nor fails the due query of others)."""
     try:
         names = json.loads(waiting_for or "")
-    except ValueError:
-        return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(names, list):
+        return None
+    return [n for n in names if isinstance(n, str)]
 
 
 def awaited_names(write: Write) -> list[str]:
@@ -529,20 +571,101 @@ def retry_status(flow_id: str, status: str) -> Status:
         raise FlowStateError(flow_id, status, "only a failed flow can be retried") from None
 
 
-def retry_from(records: tuple[StoredRecord, ...] | list[StoredRecord]) -> int:
-    """How many records a retried flow keeps: all of them up to the command whose
-    failure ended the flow.
+def retry_plan(
+    records: tuple[StoredRecord, ...] | list[StoredRecord],
+) -> tuple[int, tuple[StoredRecord, ...]]:
+    """What a retried flow keeps of *records*: ``(keep, reset)``. The records from
+    position *keep* on are dropped; each record of *reset* is written over the one
+    at its position.
 
-    That command is the last failed record when nothing but ``ctx.now()``-style
-    values was recorded after it (its exception propagated, perhaps through an
-    ``except`` block that re-raised or wrapped it). When a step or wait was
-    recorded after the last failure (the flow caught it and went on), or there is
-    no failed record, the body itself raised: every record is kept, and the next
-    run replays them all and runs the body again from where it raised.
+    The command whose failure ended the flow is the last record that is not a
+    ``ctx.now()``-style value (its exception propagated, perhaps through an
+    ``except`` block that re-raised or wrapped it):
+
+    - a failed record: it is dropped (with the values after it), and the next run
+      runs that command again;
+    - a branch of an ``All`` whose failure was thrown at its ``yield``: the ``All``
+      and its failed branches are reset to waiting and every other branch is kept,
+      so the next run runs only the failed branches again;
+    - anything else (the flow caught the failure and went on, or there is none):
+      the body itself raised; every record is kept, and the next run replays them
+      all and runs the body again from where it raised.
     """
-    for record in reversed(records):
-        if record.state == FAILED:
-            return record.position
-        if record.kind not in VALUE_KINDS:
-            break
-    return len(records)
+    last = len(records) - 1
+    while last >= 0 and records[last].kind in VALUE_KINDS:
+        last -= 1
+    if last < 0:
+        return len(records), ()
+    block = all_block(records, last)
+    if block is not None:
+        header, end = block
+        failed = [r for r in records[header + 1 : end + 1] if r.state == FAILED]
+        if not failed:
+            return len(records), ()
+        waiting = records[header]._replace(
+            state=WAITING, result=all_header_result(end - header), finished_at=None
+        )
+        reset = [
+            r._replace(state=WAITING, error=None, attempts=0, finished_at=None, wake_at=None)
+            for r in failed
+        ]
+        return end + 1, (waiting, *reset)
+    if records[last].state == FAILED:
+        return records[last].position, ()
+    return len(records), ()
+
+
+def all_block(records: Sequence[StoredRecord], index: int) -> tuple[int, int] | None:
+    """``(header, last)``, the indexes of the ``All`` whose branch record is at
+    *index*, or ``None`` when that record is no ``All``'s branch."""
+    header = index
+    while header >= 0 and records[header].kind in ("step", "child"):
+        header -= 1
+    if header < 0 or header == index or records[header].kind != "all":
+        return None
+    head = records[header]
+    try:
+        count = json.loads(head.result or "null")["branches"]
+    except (ValueError, TypeError, KeyError):
+        # Written before headers held their count: the branches are the records
+        # written with the header, in the same write (the same start time).
+        count = 0
+        while (
+            header + count + 1 < len(records)
+            and records[header + count + 1].kind in ("step", "child")
+            and records[header + count + 1].started_at == head.started_at
+        ):
+            count += 1
+    if not isinstance(count, int) or not header < index <= header + count < len(records):
+        return None
+    return header, header + count
+
+
+def check_child(parent_id: str, child: NewChild, found: tuple[str, str | None] | None) -> None:
+    """Refuse a child whose id is taken: by a flow of another name
+    (``FlowNameConflictError``), or by a flow that is not *parent_id*'s child
+    (``FlowIdTakenError``: a child has one parent, which its end wakes). *found*
+    is the stored flow's ``(name, parent_id)``, ``None`` when the id is new."""
+    if found is None:
+        return
+    name, parent = found
+    if name != child.name:
+        raise FlowNameConflictError(child.flow_id, name, child.name)
+    if parent != parent_id:
+        raise FlowIdTakenError(child.flow_id, parent, parent_id)
+
+
+def deletable(flow_id: str, status: str, parent: tuple[str, str] | None) -> None:
+    """Refuse to delete an unfinished flow, or a child whose parent is unfinished
+    (it may still wait for the child: *parent* is its ``(id, status)``)."""
+    if status not in FINISHED:
+        raise FlowStateError(
+            flow_id, status, "only a finished flow can be deleted; cancel it first"
+        )
+    if parent is not None and parent[1] not in FINISHED:
+        raise FlowStateError(
+            flow_id,
+            status,
+            f"its parent flow {parent[0]!r} is {parent[1]} and may still wait for it; "
+            "delete it once its parent has finished",
+        )

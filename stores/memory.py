@@ -20,7 +20,6 @@ from crux_gen.errors import (
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
-    FlowStateError,
     LeaseLostError,
     StoreError,
 )
@@ -39,16 +38,20 @@ from crux_gen.status import FINISHED, Status, after_write, transition
 from .base import (
     ITEM_ERRORS,
     WAIT_ANY,
+    Before,
     any_names,
     awaited_names,
+    check_before,
+    check_child,
     check_records,
     check_signal_allowed,
     check_version,
     check_write,
     child_cancel_reason,
+    deletable,
     flow_exists,
     new_flow,
-    retry_from,
+    retry_plan,
     retry_status,
     version_matches,
 )
@@ -112,17 +115,20 @@ class MemoryStore:
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         version = check_version(version)
+        before = check_before(before)
+        if isinstance(before, float):
+            before = (before, "")  # strictly older: no id sorts below ""
         with self._lock:
             rows = [
                 row
                 for row in self._flows.values()
                 if (status is None or row["status"] == status)
                 and (name is None or row["name"] == name)
-                and (before is None or row["updated_at"] < before)
+                and (before is None or (row["updated_at"], row["id"]) < before)
                 and (version is None or version_matches(self._records[row["id"]], version))
             ]
             rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
@@ -161,14 +167,17 @@ class MemoryStore:
         """A suspended flow's timer is due, or a signal it waits for is pending."""
         if row["wake_at"] is not None and row["wake_at"] <= now:
             return True
+        names: set[str] | None
         if row["wait_kind"] == "suspend":
             names = {row["waiting_for"]}
         elif row["wait_kind"] == WAIT_ANY:
-            names = set(any_names(row["waiting_for"]))
+            listed = any_names(row["waiting_for"])
+            names = None if listed is None else set(listed)  # unreadable: any name
         else:
             return False  # "child" and timers: by wake_at only
         return any(
-            s.state == PENDING and s.name in names for s in self._signals[row["id"]].values()
+            s.state == PENDING and (names is None or s.name in names)
+            for s in self._signals[row["id"]].values()
         )
 
     # -- leases ----------------------------------------------------------------
@@ -331,7 +340,7 @@ class MemoryStore:
             if r.position < len(records)
         }
         check_records(flow_id, touched, len(records), write.records)
-        self._check_children(write)
+        self._check_children(flow_id, write)
         cancelled = status in FINISHED
         new = None if cancelled else after_write(status, write.status)
         for record in write.records:
@@ -396,15 +405,14 @@ class MemoryStore:
             self._wake_parent(row["parent_id"], now)
         return CommitOutcome(new.value)
 
-    def _check_children(self, write: Write) -> None:
-        """``FlowNameConflictError`` for a child whose id is another flow name's."""
-        names: dict[str, str] = {}
+    def _check_children(self, flow_id: str, write: Write) -> None:
+        """Refuse a child whose id is taken (``check_child``)."""
+        new: dict[str, tuple[str, str | None]] = {}
         for child in write.children:
             row = self._flows.get(child.flow_id)
-            stored = row["name"] if row is not None else names.get(child.flow_id)
-            if stored is not None and stored != child.name:
-                raise FlowNameConflictError(child.flow_id, stored, child.name)
-            names[child.flow_id] = child.name
+            found = (row["name"], row["parent_id"]) if row is not None else new.get(child.flow_id)
+            check_child(flow_id, child, found)
+            new[child.flow_id] = (child.name, flow_id)
 
     def _wake_parent(self, parent_id: str | None, now: float) -> None:
         """A child finished: its suspended parent is due at once."""
@@ -491,9 +499,11 @@ class MemoryStore:
             row = self._row(flow_id)
             status = retry_status(flow_id, row["status"])
             records = self._records[flow_id]
-            keep = retry_from(records)
-            dropped = tuple(records[keep:])
+            keep, reset = retry_plan(records)
+            dropped = tuple(sorted([*reset[1:], *records[keep:]]))
             del records[keep:]
+            for record in reset:
+                records[record.position] = record
             row.update(
                 status=status.value,
                 result=None,
@@ -513,10 +523,7 @@ class MemoryStore:
             row = self._flows.get(flow_id)
             if row is None:
                 return False
-            if row["status"] not in FINISHED:
-                raise FlowStateError(
-                    flow_id, row["status"], "only a finished flow can be deleted; cancel it first"
-                )
+            deletable(flow_id, row["status"], self._parent(row))
             self._drop(flow_id)
             return True
 
@@ -525,11 +532,18 @@ class MemoryStore:
             gone = [
                 flow_id
                 for flow_id, row in self._flows.items()
-                if row["status"] in FINISHED and row["updated_at"] < finished_before
+                if row["status"] in FINISHED
+                and row["updated_at"] < finished_before
+                and (self._parent(row) or ("", Status.COMPLETED))[1] in FINISHED
             ]
             for flow_id in gone:
                 self._drop(flow_id)
             return len(gone)
+
+    def _parent(self, row: dict[str, Any]) -> tuple[str, str] | None:
+        """The ``(id, status)`` of *row*'s parent, if it has one still stored."""
+        parent = self._flows.get(row["parent_id"]) if row["parent_id"] is not None else None
+        return None if parent is None else (parent["id"], parent["status"])
 
     def _drop(self, flow_id: str) -> None:
         del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]

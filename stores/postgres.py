@@ -26,10 +26,11 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -53,7 +54,6 @@ from crux_gen.errors import (
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
-    FlowStateError,
     InvalidValueError,
     LeaseLostError,
     StoreError,
@@ -74,21 +74,29 @@ from . import segments
 from .base import (
     ITEM_ERRORS,
     WAIT_ANY,
+    Before,
     any_names,
     awaited_names,
+    check_child,
     check_records,
     check_signal_allowed,
     check_write,
     child_cancel_reason,
+    deletable,
     flow_exists,
     lease_outcome,
     listing_query,
     new_flow,
-    retry_from,
+    retry_plan,
     retry_status,
 )
 
 _RUNNING = CommitOutcome(Status.RUNNING.value)
+_T = TypeVar("_T")
+#: How many times a transaction the server aborted to break a deadlock (or a
+#: serialization conflict) is run; nothing of an aborted one was applied.
+_RETRIES = 5
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -168,6 +176,7 @@ class PostgresStore:
         self._pool_lock = threading.Lock()
         self._pool: ConnectionPool[Conn] | None = None
         self._pool_pid = -1
+        self._used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._listener: Conn | None = None
         self._listener_pid = -1
         self._migrate()
@@ -191,16 +200,29 @@ class PostgresStore:
                     timeout=self.connect_timeout,
                     reconnect_timeout=max(self.connect_timeout, 60.0),
                     name=f"crux_gen {self._where}",
+                    check=self._check_idle,
                 )
                 self._pool.open(wait=False)
                 self._pool_pid = pid
             return self._pool
 
+    #: A pooled connection idle this long (seconds) is pinged before it is handed
+    #: out: after a server restart the pool holds dead ones, and the first
+    #: operation must not fail on one. A connection in steady use is not pinged.
+    IDLE_CHECK = 1.0
+
+    def _check_idle(self, conn: Conn) -> None:
+        if time.monotonic() - self._used.get(conn, 0.0) > self.IDLE_CHECK:
+            ConnectionPool.check_connection(conn)  # raises on a dead one: the pool drops it
+
     @contextmanager
     def _connection(self) -> Iterator[Conn]:
         try:
             with self._pool_here().connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._used[conn] = time.monotonic()
         except psycopg.errors.IntegrityError as exc:
             raise StoreError(
                 f"{self._where} refused a write: {exc}; nothing of it was applied"
@@ -212,6 +234,24 @@ class PostgresStore:
     def _transaction(self) -> Iterator[Conn]:
         with self._connection() as conn, conn.transaction():
             yield conn
+
+    def _atomically(self, body: Callable[[Conn], _T]) -> _T:
+        """Run *body* in one transaction; again (a few times) when the server broke
+        a deadlock or a serialization conflict by aborting it, so no such error
+        escapes. Nothing of an aborted transaction was applied."""
+        for attempt in range(_RETRIES):
+            try:
+                with self._transaction() as conn:
+                    return body(conn)
+            except StoreError as exc:
+                if attempt + 1 < _RETRIES and isinstance(exc.__cause__, _TRANSIENT):
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lock_flows(self, conn: Conn, flow_ids: Sequence[str]) -> None:
+        """Lock *flow_ids* and their parents, by id (``sql.LOCK_FLOWS``)."""
+        self._run(conn, sql.LOCK_FLOWS, {"ids": list(flow_ids)})
 
     def _failure(self, exc: BaseException) -> StoreError:
         if isinstance(exc, PoolTimeout):
@@ -353,7 +393,7 @@ class PostgresStore:
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         query, params = listing_query(
@@ -451,6 +491,8 @@ class PostgresStore:
             return True
         if flow.wait_kind == WAIT_ANY:
             names = any_names(flow.waiting_for)
+            if names is None:  # unreadable: any pending signal wakes it
+                return self._run(conn, sql.HAS_ANY_PENDING, (flow.id,)).fetchone() is not None
             return self._run(conn, sql.HAS_PENDING_ANY, (flow.id, names)).fetchone() is not None
         return (
             flow.wait_kind == "suspend"
@@ -489,32 +531,44 @@ class PostgresStore:
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
         check_write(flow_id, write)
-        with self._transaction() as conn:
+
+        def apply(conn: Conn) -> CommitOutcome:
+            if write.status is not None or write.children:
+                self._lock_flows(conn, [flow_id])  # with its parent, which its end wakes
             return self._apply(conn, flow_id, owner, now, write)
+
+        return self._atomically(apply)
 
     def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
         for item in batch:
             check_write(item.flow_id, item.write)
+        return self._atomically(lambda conn: self._commit_many(conn, batch))
+
+    def _commit_many(self, conn: Conn, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        """``commit_many`` in the caller's transaction (one transaction, one WAL flush)."""
+        if len(batch) > 1:  # every row it may change, first, by id
+            self._lock_flows(conn, [item.flow_id for item in batch])
         outcomes: list[CommitOutcome | CruxError] = []
-        with self._transaction() as conn:  # one transaction, one WAL flush
-            for flow_id, owner, now, write in batch:
-                records = write.records
-                if write.is_step:
-                    record = records[0]
-                    fenced = self._run(
-                        conn,
-                        sql.PUT_RECORD_FENCED,
-                        (flow_id, owner, flow_id, *record, flow_id, record.position,
-                         record.position, flow_id),
-                    )  # fmt: skip
-                    if fenced.rowcount == 1:
-                        outcomes.append(_RUNNING)
-                        continue
-                try:
-                    with conn.transaction():  # a savepoint: a refused item leaves nothing
-                        outcomes.append(self._apply(conn, flow_id, owner, now, write))
-                except ITEM_ERRORS as exc:
-                    outcomes.append(exc)
+        for flow_id, owner, now, write in batch:
+            records = write.records
+            if write.is_step:
+                record = records[0]
+                fenced = self._run(
+                    conn,
+                    sql.PUT_RECORD_FENCED,
+                    (flow_id, owner, flow_id, *record, flow_id, record.position,
+                     record.position, flow_id),
+                )  # fmt: skip
+                if fenced.rowcount == 1:
+                    outcomes.append(_RUNNING)
+                    continue
+            if len(batch) == 1 and (write.status is not None or write.children):
+                self._lock_flows(conn, [flow_id])
+            try:
+                with conn.transaction():  # a savepoint: a refused item leaves nothing
+                    outcomes.append(self._apply(conn, flow_id, owner, now, write))
+            except ITEM_ERRORS as exc:
+                outcomes.append(exc)
         return outcomes
 
     def claim_due(
@@ -568,7 +622,7 @@ class PostgresStore:
         if records:
             self._check_records(conn, flow_id, records)
         if write.children:
-            self._check_children(conn, write)
+            self._check_children(conn, flow_id, write)
         new = None if finished else after_write(status, write.status)
         for record in records:
             self._run(conn, sql.PUT_RECORD, (flow_id, *record))
@@ -617,15 +671,13 @@ class PostgresStore:
             self._write_segment(conn, flow_id)
         return CommitOutcome(new.value)
 
-    def _check_children(self, conn: Conn, write: Write) -> None:
-        """``FlowNameConflictError`` for a child whose id is another flow name's."""
-        names: dict[str, str] = {}
+    def _check_children(self, conn: Conn, flow_id: str, write: Write) -> None:
+        """Refuse a child whose id is taken (``check_child``)."""
+        new: dict[str, tuple[str, str | None]] = {}
         for child in write.children:
             found = self._run(conn, sql.FLOW_NAME, (child.flow_id,)).fetchone()
-            stored = found[0] if found is not None else names.get(child.flow_id)
-            if stored is not None and stored != child.name:
-                raise FlowNameConflictError(child.flow_id, stored, child.name)
-            names[child.flow_id] = child.name
+            check_child(flow_id, child, (found[0], found[1]) if found else new.get(child.flow_id))
+            new[child.flow_id] = (child.name, flow_id)
 
     def _wake_parent(self, conn: Conn, flow_id: str, now: float) -> None:
         """*flow_id* finished: its suspended parent (if any) is due at once, and
@@ -657,31 +709,47 @@ class PostgresStore:
         return StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key)
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
-        with self._transaction() as conn:
-            row = self._row(conn, flow_id, sql.ROW_FOR_UPDATE)
-            if row[2] in FINISHED:
-                return False
-            self._run(conn, sql.CANCEL, (reason, now, flow_id))
-            self._run(conn, sql.UNUSED, (flow_id,))
-            inherited = child_cancel_reason(flow_id, reason)
-            seen = {flow_id}
-            level = [flow_id]
-            while level:  # children, their children, … (through finished ones too)
-                below = []
-                for parent in level:
-                    for child, status in self._run(conn, sql.CHILD_ROWS, (parent,)).fetchall():
-                        if child in seen:
-                            continue
-                        seen.add(child)
-                        below.append(child)
-                        if status in FINISHED:
-                            continue
-                        cancelled = self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child))
-                        if cancelled.rowcount == 1:
-                            self._run(conn, sql.UNUSED, (child,))
-                level = below
-            self._wake_parent(conn, flow_id, now)
-            return True
+        return self._atomically(lambda conn: self._cancel(conn, flow_id, reason, now))
+
+    def _cancel(self, conn: Conn, flow_id: str, reason: str, now: float) -> bool:
+        # The flow, its parent (which its end wakes) and its descendants are locked
+        # first, in one statement, by id (``sql.LOCK_FLOWS``): a child finishing at
+        # the same time locks the same rows in the same order.
+        tree = self._descendants(conn, [flow_id])
+        self._lock_flows(conn, [flow_id, *tree])
+        row = self._row(conn, flow_id)
+        if row[2] in FINISHED:
+            return False
+        more = [c for c in self._descendants(conn, [flow_id]) if c not in set(tree)]
+        if more:  # started between the read and the lock (rare): locked now too
+            self._lock_flows(conn, more)
+            tree += more
+        self._run(conn, sql.CANCEL, (reason, now, flow_id))
+        self._run(conn, sql.UNUSED, (flow_id,))
+        inherited = child_cancel_reason(flow_id, reason)
+        for child in tree:  # children, their children, … (through finished ones too)
+            cancelled = self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child))
+            if cancelled.rowcount == 1:
+                self._run(conn, sql.UNUSED, (child,))
+        self._wake_parent(conn, flow_id, now)
+        return True
+
+    def _descendants(self, conn: Conn, roots: list[str]) -> list[str]:
+        """The ids of *roots*' children, their children, … (each once, top down)."""
+        seen = set(roots)
+        found: list[str] = []
+        level = roots
+        while level:
+            below = [
+                child
+                for parent in level
+                for child, _ in self._run(conn, sql.CHILD_ROWS, (parent,)).fetchall()
+                if child not in seen
+            ]
+            seen.update(below)
+            found += below
+            level = below
+        return found
 
     # -- StoreAdmin ------------------------------------------------------------------
 
@@ -692,10 +760,13 @@ class PostgresStore:
             history = tuple(
                 map(StoredRecord._make, self._run(conn, sql.RECORDS, (flow_id,)).fetchall())
             )
-            keep = retry_from(history)
-            dropped = history[keep:]
+            keep, reset = retry_plan(history)
+            dropped = tuple(sorted([*reset[1:], *history[keep:]]))
             self._run(conn, sql.DROP_RECORDS_FROM, (flow_id, keep))
-            self._run(conn, sql.DROP_SEGMENT_PAST, (flow_id, keep))
+            for record in reset:
+                self._run(conn, sql.PUT_RECORD, (flow_id, *record))
+            first = min([keep, *(r.position for r in reset)])
+            self._run(conn, sql.DROP_SEGMENT_PAST, (flow_id, first))
             self._run(
                 conn,
                 sql.RETRY,
@@ -705,13 +776,10 @@ class PostgresStore:
 
     def delete(self, flow_id: str) -> bool:
         with self._transaction() as conn:
-            found = self._run(conn, sql.ROW_FOR_UPDATE, (flow_id,)).fetchone()
+            found = self._run(conn, sql.STATUS_AND_PARENT_FOR_UPDATE, (flow_id,)).fetchone()
             if found is None:
                 return False
-            if found[2] not in FINISHED:
-                raise FlowStateError(
-                    flow_id, found[2], "only a finished flow can be deleted; cancel it first"
-                )
+            deletable(flow_id, found[0], None if found[1] is None else (found[1], found[2]))
             self._delete(conn, flow_id)
             return True
 

@@ -19,7 +19,7 @@ import psycopg
 
 from crux_gen.records import StoredRecord, StoredSignal
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
@@ -66,6 +66,7 @@ PENDING_NAMED = (
 HAS_PENDING_ANY = (
     "SELECT 1 FROM signals WHERE flow_id = %s AND name = ANY(%s) AND state = 'pending' LIMIT 1"
 )
+HAS_ANY_PENDING = "SELECT 1 FROM signals WHERE flow_id = %s AND state = 'pending' LIMIT 1"
 HAS_PENDING = "SELECT 1 FROM signals WHERE flow_id = %s AND name = %s AND state = 'pending' LIMIT 1"
 INSERT_FLOW = (
     "INSERT INTO flows (id, name, status, input, created_at, updated_at, lease_owner, "
@@ -126,7 +127,20 @@ CANCEL = (
 # WHERE is checked again once a concurrent commit's row lock is released).
 CANCEL_UNFINISHED = CANCEL + " AND status NOT IN ('completed', 'failed', 'expired', 'cancelled')"
 SET_CUSTOM_STATUS = "UPDATE flows SET custom_status = %s WHERE id = %s"
-FLOW_NAME = "SELECT name FROM flows WHERE id = %s"
+FLOW_NAME = "SELECT name, parent_id FROM flows WHERE id = %s"
+# A flow's status, and its parent's id and status (``None``s without one).
+STATUS_AND_PARENT_FOR_UPDATE = (
+    "SELECT f.status, p.id, p.status FROM flows f LEFT JOIN flows p ON p.id = f.parent_id "
+    "WHERE f.id = %s FOR UPDATE OF f"
+)
+# Lock order: every transaction that changes more than one flow row locks them all
+# first, in one statement, by id; a flow's parent (which its end wakes) is locked
+# with it. Two transactions then never hold one row each and wait for the other's.
+LOCK_FLOWS = (
+    "SELECT id FROM flows WHERE id = ANY(ARRAY(SELECT unnest(%(ids)s::text[]) UNION "
+    "SELECT parent_id FROM flows WHERE id = ANY(%(ids)s) AND parent_id IS NOT NULL)) "
+    "ORDER BY id FOR UPDATE"
+)
 # Composition: a child flow, running and unclaimed (one stored already is left).
 INSERT_CHILD = (
     "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id) "
@@ -182,7 +196,7 @@ _DUE_FLOWS = """
   UNION
   SELECT f.id, f.updated_at AS t FROM signals s JOIN flows f ON f.id = s.flow_id
    WHERE s.state = 'pending' AND f.status = 'suspended' AND f.wait_kind = 'any'
-     AND CASE WHEN f.wait_kind = 'any' THEN f.waiting_for::jsonb ? s.name ELSE false END
+     AND any_wait_has(f.waiting_for, s.name)
      AND (f.lease_owner IS NULL OR f.lease_expires <= %(now)s)
      AND (f.wake_at IS NULL OR f.wake_at > %(now)s)
 """
@@ -239,9 +253,11 @@ SIGNAL_IDS_PAST = (
     "SELECT setval(pg_get_serial_sequence('signals', 'id'), "
     "GREATEST(%s, (SELECT last_value FROM signals_id_seq)))"
 )
+# Finished flows, but not a child whose parent is unfinished (it may still wait for it).
 PRUNE_BATCH = (
-    "SELECT id FROM flows WHERE status IN ('completed', 'failed', 'expired', 'cancelled') "
-    "AND updated_at < %s LIMIT %s"
+    "SELECT id FROM flows f WHERE status IN ('completed', 'failed', 'expired', 'cancelled') "
+    "AND updated_at < %s AND NOT EXISTS (SELECT 1 FROM flows p WHERE p.id = f.parent_id "
+    "AND p.status NOT IN ('completed', 'failed', 'expired', 'cancelled')) LIMIT %s"
 )
 
 
@@ -309,8 +325,29 @@ def _add_composition(conn: psycopg.Connection[tuple[object, ...]], schema: str) 
 
 
 #: Schema version -> the function that brings a database from the one before to it.
+def _add_any_wait_has(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 4: ``any_wait_has(waiting_for, name)``, whether an ``Any`` wait's
+    list of signal names holds *name*, for the due query. A list that is not a JSON
+    array (a corrupt row) holds every name: the flow wakes on any pending signal and
+    its runner parks it again with a list it wrote, or reports what is corrupt; a
+    cast in the query itself would fail the whole query, for every worker."""
+    conn.execute(
+        b"""CREATE OR REPLACE FUNCTION any_wait_has(waiting_for text, name text)
+        RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+        BEGIN
+          IF jsonb_typeof(waiting_for::jsonb) = 'array' THEN
+            RETURN waiting_for::jsonb ? name;
+          END IF;
+          RETURN true;
+        EXCEPTION WHEN others THEN
+          RETURN true;
+        END $$"""
+    )
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
     3: _add_composition,
+    4: _add_any_wait_has,
 }

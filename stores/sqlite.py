@@ -34,7 +34,6 @@ from crux_gen.errors import (
     FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
-    FlowStateError,
     InvalidTypeError,
     InvalidValueError,
     LeaseLostError,
@@ -58,17 +57,20 @@ from . import sqlite_schema as sql
 from .base import (
     ITEM_ERRORS,
     WAIT_ANY,
+    Before,
     any_names,
     awaited_names,
+    check_child,
     check_records,
     check_signal_allowed,
     check_write,
     child_cancel_reason,
+    deletable,
     flow_exists,
     lease_outcome,
     listing_query,
     new_flow,
-    retry_from,
+    retry_plan,
     retry_status,
 )
 
@@ -336,7 +338,7 @@ class SQLiteStore:
         status: str | None = None,
         name: str | None = None,
         limit: int = 100,
-        before: float | None = None,
+        before: Before = None,
         version: tuple[str, int] | None = None,
     ) -> list[StoredFlow]:
         query, params = listing_query(
@@ -430,8 +432,11 @@ class SQLiteStore:
         if flow.wake_at is not None and flow.wake_at <= now:
             return True
         if flow.wait_kind == WAIT_ANY:
-            names = json.dumps(any_names(flow.waiting_for))
-            return conn.execute(sql.ANY_PENDING, (flow.id, names)).fetchone() is not None
+            names = any_names(flow.waiting_for)
+            if names is None:  # unreadable: any pending signal wakes it
+                return conn.execute(sql.ANY_PENDING_AT_ALL, (flow.id,)).fetchone() is not None
+            found = conn.execute(sql.ANY_PENDING, (flow.id, json.dumps(names))).fetchone()
+            return found is not None
         return flow.wait_kind == "suspend" and (
             conn.execute(
                 "SELECT 1 FROM signals INDEXED BY signals_pending "
@@ -587,7 +592,7 @@ class SQLiteStore:
         if records:
             self._check_records(conn, flow_id, records)
         if write.children:
-            self._check_children(conn, write)
+            self._check_children(conn, flow_id, write)
         new = None if finished else after_write(status, write.status)
         if len(records) == 1:
             conn.execute(sql.PUT_RECORD, (flow_id, *records[0]))
@@ -644,15 +649,15 @@ class SQLiteStore:
         return CommitOutcome(new.value)
 
     @staticmethod
-    def _check_children(conn: sqlite3.Connection, write: Write) -> None:
-        """``FlowNameConflictError`` for a child whose id is another flow name's."""
-        names: dict[str, str] = {}
+    def _check_children(conn: sqlite3.Connection, flow_id: str, write: Write) -> None:
+        """Refuse a child whose id is taken (``check_child``)."""
+        new: dict[str, tuple[str, str | None]] = {}
         for child in write.children:
-            found = conn.execute("SELECT name FROM flows WHERE id = ?", (child.flow_id,)).fetchone()
-            stored = found[0] if found is not None else names.get(child.flow_id)
-            if stored is not None and stored != child.name:
-                raise FlowNameConflictError(child.flow_id, stored, child.name)
-            names[child.flow_id] = child.name
+            found = conn.execute(
+                "SELECT name, parent_id FROM flows WHERE id = ?", (child.flow_id,)
+            ).fetchone()
+            check_child(flow_id, child, tuple(found) if found else new.get(child.flow_id))
+            new[child.flow_id] = (child.name, flow_id)
 
     @staticmethod
     def _any_finished(conn: sqlite3.Connection, flow_ids: tuple[str, ...]) -> bool:
@@ -767,10 +772,13 @@ class SQLiteStore:
                 (flow_id,),
             ).fetchall()
             history = tuple(map(StoredRecord._make, records))
-            keep = retry_from(history)
-            dropped = history[keep:]
+            keep, reset = retry_plan(history)
+            dropped = tuple(sorted([*reset[1:], *history[keep:]]))
             conn.execute("DELETE FROM records WHERE flow_id = ? AND position >= ?", (flow_id, keep))
-            conn.execute("DELETE FROM segments WHERE flow_id = ? AND count > ?", (flow_id, keep))
+            if reset:
+                conn.executemany(sql.PUT_RECORD, [(flow_id, *r) for r in reset])
+            first = min([keep, *(r.position for r in reset)])
+            conn.execute("DELETE FROM segments WHERE flow_id = ? AND count > ?", (flow_id, first))
             conn.execute(
                 "UPDATE flows SET status = ?, result = NULL, error = NULL, waiting_for = ?, "
                 "wait_kind = 'retry', wake_at = ?, deadline = NULL, lease_owner = NULL, "
@@ -781,13 +789,10 @@ class SQLiteStore:
 
     def delete(self, flow_id: str) -> bool:
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM flows WHERE id = ?", (flow_id,)).fetchone()
+            row = conn.execute(sql.STATUS_AND_PARENT, (flow_id,)).fetchone()
             if row is None:
                 return False
-            if row[0] not in FINISHED:
-                raise FlowStateError(
-                    flow_id, row[0], "only a finished flow can be deleted; cancel it first"
-                )
+            deletable(flow_id, row[0], None if row[1] is None else (row[1], row[2]))
             conn.execute("DELETE FROM records WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM past_records WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM segments WHERE flow_id = ?", (flow_id,))
@@ -806,9 +811,10 @@ class SQLiteStore:
                 ids = [
                     row[0]
                     for row in conn.execute(
-                        f"SELECT id FROM flows WHERE status IN ({marks}) AND updated_at < ? "
-                        "LIMIT ?",
-                        (*finished, finished_before, batch),
+                        f"SELECT id FROM flows f WHERE status IN ({marks}) AND updated_at < ? "
+                        "AND NOT EXISTS (SELECT 1 FROM flows p WHERE p.id = f.parent_id "
+                        f"AND p.status NOT IN ({marks})) LIMIT ?",
+                        (*finished, finished_before, *finished, batch),
                     )
                 ]
                 if not ids:

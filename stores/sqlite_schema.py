@@ -80,6 +80,11 @@ INSERT_CHILD = (
 CHILDREN = (
     "SELECT id FROM flows INDEXED BY flows_by_parent WHERE parent_id = ? ORDER BY created_at, id"
 )
+# A flow's status, and its parent's id and status (``None``s without one).
+STATUS_AND_PARENT = (
+    "SELECT f.status, p.id, p.status FROM flows f LEFT JOIN flows p ON p.id = f.parent_id "
+    "WHERE f.id = ?"
+)
 CHILD_ROWS = "SELECT id, status FROM flows INDEXED BY flows_by_parent WHERE parent_id = ?"
 # A finished child makes its suspended parent due at once.
 WAKE_PARENT = (
@@ -144,12 +149,20 @@ SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS J
 UNION
 SELECT f.id, f.updated_at AS t FROM signals s INDEXED BY signals_pending CROSS JOIN flows f
  WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
-   AND f.wait_kind = 'any' AND s.name IN (SELECT value FROM json_each(
-       CASE WHEN json_valid(f.waiting_for) THEN f.waiting_for ELSE '[]' END))
+   AND f.wait_kind = 'any'
+   -- an unreadable list (a corrupt row) holds every name: base.any_names
+   AND CASE WHEN NOT json_valid(f.waiting_for) THEN 1
+            WHEN json_type(f.waiting_for) <> 'array' THEN 1
+            ELSE s.name IN (SELECT value FROM json_each(f.waiting_for)) END
    AND (f.lease_owner IS NULL OR f.lease_expires <= :now)
    AND (f.wake_at IS NULL OR f.wake_at > :now)
 """
-# claim(only_if_due) of an "any" wait: one of its names has a pending signal.
+# claim(only_if_due) of an "any" wait: one of its names has a pending signal (any
+# name, when the list is unreadable).
+ANY_PENDING_AT_ALL = (
+    "SELECT 1 FROM signals INDEXED BY signals_pending WHERE flow_id = ? AND state = 'pending' "
+    "LIMIT 1"
+)
 ANY_PENDING = (
     "SELECT 1 FROM signals INDEXED BY signals_pending WHERE flow_id = ? AND state = 'pending' "
     "AND name IN (SELECT value FROM json_each(?)) LIMIT 1"

@@ -129,6 +129,21 @@ class Server:
         self._stop()
 
 
+#: The longest path of a unix socket (``sun_path`` is 108 bytes on Linux, 104 on macOS).
+SOCKET_PATH_MAX = 103
+
+
+def short_tempdir() -> str:
+    """The temporary folder, unless it is too long for the server's socket in it
+    (``<dir>/crux-pg-XXXXXXXX/data/.s.PGSQL.5432``): then ``/tmp``. Under a long
+    ``TMPDIR`` pgserver cannot start at all ("Could not find a suitable socket path");
+    ``tests/test_ui_browser.py`` gives it to Chromium, for its SingletonSocket."""
+    base = tempfile.gettempdir()
+    if len(os.fsencode(base)) + len("/crux-pg-XXXXXXXX/data/.s.PGSQL.5432") <= SOCKET_PATH_MAX:
+        return base
+    return "/tmp" if os.access("/tmp", os.W_OK) else base
+
+
 def start_server() -> Server:
     """The server of ``CRUX_TEST_PG_URL``, or a new pgserver in a temporary directory."""
     url = os.environ.get(URL_ENV, "").strip()
@@ -137,9 +152,10 @@ def start_server() -> Server:
     psycopg()
     # platformdirs (through pgserver) warns when XDG_RUNTIME_DIR is unset; it reads
     # it once, when pgserver is imported.
+    base = short_tempdir()
     saved = os.environ.get("XDG_RUNTIME_DIR")
     if not saved:
-        runtime = Path(tempfile.gettempdir()) / f"crux-runtime-{os.getuid()}"
+        runtime = Path(base) / f"crux-runtime-{os.getuid()}"
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
@@ -149,7 +165,7 @@ def start_server() -> Server:
     finally:
         if not saved:
             del os.environ["XDG_RUNTIME_DIR"]
-    top = Path(tempfile.mkdtemp(prefix="crux-pg-"))
+    top = Path(tempfile.mkdtemp(prefix="crux-pg-", dir=base))
     try:
         server = pgserver.get_server(top / "data", cleanup_mode="delete")
     except Exception as e:

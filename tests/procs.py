@@ -13,7 +13,9 @@ flow's input), fsync'd, when it starts and when it is done::
 
 so a test counts exactly how many times each step ran, and in which process.
 ``CRUX_TEST_SLEEP`` (JSON, step name -> seconds) makes steps of this process
-sleep between the two lines.
+sleep between the two lines. ``CRUX_TEST_GATE`` (JSON, step name -> a path) holds
+a step of this process at its very entry, before its first line: it touches
+``<path>.entered`` and waits (30 s at most) for ``<path>.go``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ from crux_gen.stores.sqlite import SQLiteStore
 
 def effect(log: str, flow_id: str, step: str) -> dict[str, Any]:
     """The side effect of a step: a logged, fsync'd line before and after its work."""
+    gate = json.loads(os.environ.get("CRUX_TEST_GATE", "{}")).get(step)
+    if gate is not None:  # the runner has called the step; its work has not begun
+        Path(gate + ".entered").touch()
+        limit = time.monotonic() + 30
+        while not os.path.exists(gate + ".go") and time.monotonic() < limit:
+            time.sleep(0.005)
     pause = json.loads(os.environ.get("CRUX_TEST_SLEEP", "{}")).get(step, 0)
     _append(log, f"{time.time():.6f} {os.getpid()} {flow_id} {step} start\n")
     if pause:

@@ -76,6 +76,20 @@ def crux(*args: str, cwd: Path) -> tuple[int, str, str]:
     return done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8")
 
 
+def cells(table: str) -> list[dict[str, str]]:
+    """The rows of ``list``'s table, each cell under its header's name (a column starts
+    where its header does; no header holds two spaces)."""
+    header, *lines = table.rstrip("\n").split("\n")
+    names = header.split("  ")
+    names = [n.strip() for n in names if n.strip()]
+    starts = [header.index(n) for n in names]
+    ends = [*starts[1:], None]
+    return [
+        {n: line[a:b].strip() for n, a, b in zip(names, starts, ends, strict=True)}
+        for line in lines
+    ]
+
+
 def assert_inert(out: str) -> None:
     for char in RAW:
         assert char not in out, (char, out)
@@ -102,10 +116,20 @@ def test_list_and_show_escape_every_stored_string(tmp_path: Path, flows: dict[st
     code, table, err = crux("list", cwd=tmp_path)
     assert code == 0, err
     assert_inert(table)
-    assert "evil\\x1b]0;pwned\\x0" in table  # the name, escaped (and cut to fit)
-    assert "wait-\\x1b[2J\\r" in table  # the id
-    assert "wait\\u009b31m" in table  # waiting_for
     assert all(len(line) <= 80 for line in table.split("\n"))  # widths count escapes
+    # How wide each column is depends on the others (UPDATED reads "now", "4.2s ago"
+    # or "1m5s ago" as the wall clock goes): read the cells at the header's offsets.
+    rows = cells(table)
+    assert sorted(row["ID"][:7] for row in rows) == ["fail-\\u", "gone-\\u", "wait-\\x"]
+    waiting = next(row for row in rows if row["ID"].startswith("wait-\\x1b[2J"))  # escaped
+    assert waiting["WAITING FOR"] == "wait\\u009b31m"
+    name = "evil\\x1b]0;pwned\\x07flow"  # escaped, and cut to fit (at least 10 wide)
+    for row in rows:
+        assert row["FLOW"] == name or (
+            len(row["FLOW"]) >= 10
+            and row["FLOW"].endswith("…")
+            and name.startswith(row["FLOW"][:-1])
+        ), row
 
     for which in ("waiting", "failed", "cancelled"):
         prefix = flows[which][:5]  # "wait-", "fail-", "gone-": unique starts

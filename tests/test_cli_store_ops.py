@@ -20,7 +20,7 @@ from crux_gen import (
     signal_flow,
 )
 from crux_gen.records import COMPLETED, FAILED, StoredRecord
-from crux_gen.stores.base import retry_from
+from crux_gen.stores.base import retry_plan
 from crux_gen.stores.sqlite import SQLiteStore
 
 
@@ -117,16 +117,16 @@ def record(position: int, kind: str, state: str = COMPLETED) -> StoredRecord:
     return StoredRecord(position, kind, kind, state)
 
 
-def test_retry_from_finds_the_failure_that_ended_the_flow() -> None:
+def test_retry_plan_finds_the_failure_that_ended_the_flow() -> None:
     step, failed, now_value = "step", FAILED, "now"
     # The last record failed: drop it.
-    assert retry_from([record(0, step), record(1, step, failed)]) == 1
+    assert retry_plan([record(0, step), record(1, step, failed)])[0] == 1
     # Only ctx.now()-style values after it (an except block that logged the time): drop them too.
-    assert retry_from([record(0, step, failed), record(1, now_value)]) == 0
+    assert retry_plan([record(0, step, failed), record(1, now_value)])[0] == 0
     # The flow caught the failure and went on to another step: the body failed; keep all.
-    assert retry_from([record(0, step, failed), record(1, step)]) == 2
-    assert retry_from([record(0, step), record(1, now_value)]) == 2
-    assert retry_from([]) == 0
+    assert retry_plan([record(0, step, failed), record(1, step)])[0] == 2
+    assert retry_plan([record(0, step), record(1, now_value)])[0] == 2
+    assert retry_plan([])[0] == 0
 
 
 def test_prune_deletes_old_finished_flows_with_their_history_only(

@@ -25,15 +25,19 @@ from crux_gen.stores.sqlite import SQLiteStore
 from tests.test_cli import REPO, crux, entries, fits, load_module
 
 FLOWS = """
+import os
 import time
 
 from crux_gen import Step, Suspend, flow
 
 
-def work(log, name, seconds):
+def work(log, name, seconds, gate=None):
     with open(log, "a") as f:
         f.write(f"{name} start\\n")
-    time.sleep(seconds)
+    if gate is None:
+        time.sleep(seconds)
+    while gate is not None and not os.path.exists(gate):  # the test lets it finish
+        time.sleep(0.005)
     with open(log, "a") as f:
         f.write(f"{name} done\\n")
     return name
@@ -42,24 +46,30 @@ def work(log, name, seconds):
 @flow("cli-slow")
 def slow(ctx):
     yield Suspend("go")
-    yield Step("slow", lambda: work(ctx.input["log"], "slow", ctx.input["sleep"]))
+    inp = ctx.input
+    yield Step("slow", lambda: work(inp["log"], "slow", inp["sleep"], inp["gate"]))
     yield Step("after", lambda: work(ctx.input["log"], "after", 0))
     return "ok"
 """
 
 
 class Site:
-    """A directory with the flows module, one database and one due flow in it."""
+    """A directory with the flows module, one database and one due flow in it.
 
-    def __init__(self, root: Path, *, sleep: float) -> None:
+    Its ``slow`` step sleeps *sleep* seconds or, with ``gated=True``, runs until
+    :meth:`release` (so the test, not the machine's load, says when it ends)."""
+
+    def __init__(self, root: Path, *, sleep: float = 0, gated: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         (root / "slowflows.py").write_text(FLOWS)
         self.flows: ModuleType = load_module(root / "slowflows.py")
         self.log = root / "steps.log"
+        self.gate = root / "release-the-step"
         self.store = SQLiteStore(root / "crux.db")
         started = self.flows.slow.run(
-            input={"log": str(self.log), "sleep": sleep}, store=self.store
+            input={"log": str(self.log), "sleep": sleep, "gate": str(self.gate) if gated else None},
+            store=self.store,
         )
         self.flow_id: str = started.flow_id
         signal_flow(self.flow_id, "go", None, store=self.store)  # due now
@@ -75,6 +85,10 @@ class Site:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def release(self) -> None:
+        """Let a gated ``slow`` step finish."""
+        self.gate.touch()
 
     def steps(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
@@ -98,9 +112,25 @@ def sites(tmp_path: Path) -> Iterator[list[Site]]:
         site.store.close()
 
 
+def wait_for_line(worker: subprocess.Popen[str], text: str) -> None:
+    """Read the worker's stderr up to a line holding *text* (the lines read are kept
+    for :func:`stop`): a signal handler's log line says the signal was handled."""
+    assert worker.stderr is not None
+    seen = _read.setdefault(worker.pid, [])
+    while not any(text in line for line in seen):
+        line = worker.stderr.readline()
+        assert line, f"the worker exited without {text!r}: {''.join(seen)}"
+        seen.append(line)
+
+
+_read: dict[int, list[str]] = {}  # worker pid -> the stderr lines wait_for_line read
+
+
 def stop(worker: subprocess.Popen[str]) -> tuple[str, str]:
+    """Wait for *worker* to exit (killing it after 30 s): its stdout and whole stderr."""
     try:
-        return worker.communicate(timeout=30)
+        out, err = worker.communicate(timeout=30)
+        return out, "".join(_read.pop(worker.pid, [])) + err
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -109,19 +139,26 @@ def stop(worker: subprocess.Popen[str]) -> tuple[str, str]:
 
 @pytest.mark.timeout(180)
 def test_worker_exits_0_when_sigterm_arrives_twice(tmp_path: Path, sites: list[Site]) -> None:
-    # First while the step runs: the worker stops at the next command boundary and
-    # logs the second signal. Then, to catch the race that killed it, pairs that
-    # land while the worker shuts down, after the step, 10 to 50 ms apart.
+    # First both while the step runs (it ends only once they were handled): the
+    # worker stops at the next command boundary and logs the second signal. Then,
+    # to catch the race that killed it, pairs that land while the worker shuts
+    # down, after the step, 10 to 50 ms apart.
     for attempt, gap in enumerate([0.05, 0.01, 0.02, 0.03, 0.04, 0.05]):
-        site = Site(tmp_path / f"try-{attempt}", sleep=1.0)
+        site = Site(tmp_path / f"try-{attempt}", sleep=1.0, gated=attempt == 0)
         sites.append(site)
         worker = site.worker()
         try:
             site.wait_for_step("slow start" if attempt == 0 else "slow done", worker)
             worker.send_signal(signal.SIGTERM)
-            time.sleep(gap)
-            if worker.poll() is None:
+            if attempt == 0:  # both while the step still runs; then it may end
+                wait_for_line(worker, "SIGTERM: stopping at the next command boundary")
                 worker.send_signal(signal.SIGTERM)
+                wait_for_line(worker, "SIGTERM: already stopping")
+                site.release()
+            else:  # after the step, *gap* apart (a gap, not a wait: any gap is a pass)
+                time.sleep(gap)
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGTERM)
         finally:
             _, err = stop(worker)
         assert worker.returncode == 0, (attempt, gap, err)
@@ -146,13 +183,15 @@ def test_worker_exits_0_when_sigterm_arrives_twice(tmp_path: Path, sites: list[S
 def test_show_says_who_holds_a_running_flows_lease_and_when_none_does(
     tmp_path: Path, sites: list[Site]
 ) -> None:
-    site = Site(tmp_path / "held", sleep=1.5)
+    site = Site(tmp_path / "held", gated=True)
     sites.append(site)
     worker = site.worker("--lease-ttl", "1h30m", "--synchronous", "normal")
     try:
         site.wait_for_step("slow start", worker)
-        held = crux("show", site.flow_id, cwd=site.root)
+        held = crux("show", site.flow_id, cwd=site.root)  # while the step still runs
         worker.send_signal(signal.SIGTERM)
+        wait_for_line(worker, "SIGTERM: stopping at the next command boundary")
+        site.release()
     finally:
         _, err = stop(worker)
     assert worker.returncode == 0, err
@@ -172,7 +211,7 @@ def test_show_says_who_holds_a_running_flows_lease_and_when_none_does(
     assert "lease    released (its runner stopped between two commands)" in released.stdout
 
     # A crashed worker: its lease lapses after --lease-ttl.
-    crashed = Site(tmp_path / "crashed", sleep=30)
+    crashed = Site(tmp_path / "crashed", gated=True)  # never released
     sites.append(crashed)
     worker = crashed.worker("--lease-ttl", "1")
     try:

@@ -1,8 +1,9 @@
 """A caught step failure takes the same branch on replay as on the first run.
 
-Replay re-raises an instance of the recorded class whenever that class can be
-imported, rebuilt without calling ``__init__`` when that is what it takes; only a
-class that cannot be imported becomes ``StepFailedError``, with a warning.
+Replay re-raises an instance of the recorded class whenever that class is there
+without importing anything (a builtin, or a class of a module already imported),
+rebuilt without calling ``__init__`` when that is what it takes; any other class
+becomes ``StepFailedError``, with a warning (``tests/test_import_rule.py``).
 """
 
 from __future__ import annotations
@@ -226,19 +227,31 @@ def late_flow(name: str, module: str) -> Any:
     return body, seen
 
 
-def test_a_recorded_class_whose_module_is_not_imported_yet_is_imported_on_replay(
+def test_a_recorded_class_whose_module_is_already_imported_is_rebuilt(
     store: Any, error_module: str
 ) -> None:
     body, seen = late_flow("late-import", error_module)
-    r = body.run(store=store)
-    del sys.modules[error_module]  # as in a fresh worker process that never imported it
+    r = body.run(store=store)  # the step imported the module: it is in sys.modules
     signal_flow(r.flow_id, "go", None, store=store)
     assert resume(r.flow_id, store=store).status == "completed"
     replayed = seen[1]
-    assert type(replayed).__module__ == error_module
-    assert type(replayed).__qualname__ == "LateError"
-    assert isinstance(replayed, sys.modules[error_module].LateError)
+    assert type(replayed) is sys.modules[error_module].LateError
     assert (str(replayed), replayed.item) == ("no stock", "stock")  # type: ignore[attr-defined]
+
+
+def test_a_recorded_class_whose_module_is_not_imported_is_step_failed_error_and_not_imported(
+    store: Any, error_module: str
+) -> None:
+    body, seen = late_flow("late-not-imported", error_module)
+    r = body.run(store=store)
+    del sys.modules[error_module]  # as in a fresh worker process that never imported it
+    signal_flow(r.flow_id, "go", None, store=store)
+    with pytest.warns(UserWarning, match=f"{error_module}.LateError"):
+        assert resume(r.flow_id, store=store).status == "completed"
+    assert error_module not in sys.modules  # a record never imports a module
+    replayed = seen[1]
+    assert isinstance(replayed, StepFailedError)
+    assert (replayed.type, replayed.message) == (f"{error_module}.LateError", "no stock")
 
 
 def test_a_recorded_class_that_cannot_be_imported_is_step_failed_error_with_a_warning(

@@ -68,10 +68,20 @@ class Procs:
         self.started: list[subprocess.Popen[str]] = []
 
     def spawn(
-        self, *args: str, sleep: dict[str, float] | None = None, code: str | None = None
+        self,
+        *args: str,
+        sleep: dict[str, float] | None = None,
+        gate: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> subprocess.Popen[str]:
-        """``python -m tests.procs ARGS`` (or ``python -c CODE ARGS``) on this test's db."""
-        env = {**os.environ, "PYTHONPATH": str(REPO), "CRUX_TEST_SLEEP": json.dumps(sleep or {})}
+        """``python -m tests.procs ARGS`` (or ``python -c CODE ARGS``) on this test's db
+        (*sleep* and *gate*: ``CRUX_TEST_SLEEP`` and ``CRUX_TEST_GATE`` of procs.py)."""
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "CRUX_TEST_SLEEP": json.dumps(sleep or {}),
+            "CRUX_TEST_GATE": json.dumps(gate or {}),
+        }
         head = ["-c", code] if code is not None else ["-m", "tests.procs", args[0]]
         rest = args if code is not None else args[1:]
         proc = subprocess.Popen(
@@ -421,6 +431,47 @@ def test_a_runner_that_lost_its_lease_writes_nothing_more(procs: Procs) -> None:
         (False, "step-2", "start"), (False, "step-2", "done"),
         (False, "step-3", "start"), (False, "step-3", "done"),
         (True, "step-2", "done"),
+    ]  # fmt: skip
+
+
+def test_a_runner_frozen_between_its_lease_check_and_a_step_call_makes_that_call_only(
+    procs: Procs,
+) -> None:
+    """The README's lease rule, at its one window: a lease check and the call after
+    it are not one act. A is frozen there (its step called, none of the step's work
+    begun) past its 1 s lease; B takes the flow over and completes it. Woken, A makes
+    that one call, late: its result is never recorded, A calls nothing after it and
+    ends with ``LeaseLostError``, and no completed step ran twice but that one."""
+    flow_id = "window-1"
+    gate = str(procs.tmp / "step-2")
+    a = procs.spawn(
+        "start", "--log", procs.log, "--steps", "3", "--flow-id", flow_id, "--lease-ttl", "1s",
+        gate={"step-2": gate},
+    )  # fmt: skip
+    wait_for(lambda: os.path.exists(gate + ".entered"), "A to call step-2")
+    stop_outside_a_write(a, procs.db)  # its lease keeper is frozen too
+    Path(gate + ".go").touch()  # A goes on only once it is woken
+    store = SQLiteStore(procs.db, lease_ttl="1s")
+    wait_for(lambda: lease_expired(store, flow_id), "A's lease to expire", 5)
+
+    [b] = procs.run("resume", flow_id, "--lease-ttl", "1s")
+    assert b["outcome"] == "completed"
+    written_by_b = get_flow(flow_id, store=store)
+    assert [r["pid"] for r in b["value"]] == [a.pid, b["pid"], b["pid"]]
+
+    os.kill(a.pid, signal.SIGCONT)
+    [lost] = procs.finish(a)
+
+    assert lost["outcome"] == "lease-lost"
+    assert get_flow(flow_id, store=store) == written_by_b  # A wrote nothing
+    assert written_by_b.history[1].result == {"step": "step-2", "pid": b["pid"]}
+    # step-1 ran once (A), step-3 once (B); step-2 twice: B's, recorded, and A's
+    # late call, whose work began only after B had completed the flow.
+    assert [(pid == a.pid, step, phase) for pid, _, step, phase in procs.effects()] == [
+        (True, "step-1", "start"), (True, "step-1", "done"),
+        (False, "step-2", "start"), (False, "step-2", "done"),
+        (False, "step-3", "start"), (False, "step-3", "done"),
+        (True, "step-2", "start"), (True, "step-2", "done"),
     ]  # fmt: skip
 
 

@@ -1477,10 +1477,18 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
 
 @pytest.mark.parametrize(
     ("status", "name", "before"),
-    [(None, None, None), (None, None, 1.0), ("failed", None, 1.0), (None, "demo", 1.0)],
+    [
+        (None, None, None),
+        (None, None, 1.0),
+        ("failed", None, 1.0),
+        (None, "demo", 1.0),
+        (None, None, (1.0, "f7")),
+        ("failed", None, (1.0, "f7")),
+        (None, "demo", (1.0, "f7")),
+    ],
 )
 def test_a_listing_page_reads_one_index_range(
-    tmp_path: Path, status: str | None, name: str | None, before: float | None
+    tmp_path: Path, status: str | None, name: str | None, before: Any
 ) -> None:
     """Keyset paging: every page of list_flows is an index search (or an index
     scan stopped by LIMIT), never a scan of the table nor an OFFSET."""

@@ -10,6 +10,7 @@ import io
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,18 +28,26 @@ import attrs
 import pytest
 
 from crux_gen import (
+    All,
+    Child,
+    ContinueAsNew,
     FakeClock,
     FlowContext,
     Retry,
+    Sleep,
     Step,
     Suspend,
+    WaitUntil,
     cancel_flow,
     flow,
     get_flow,
+    resume,
     signal_flow,
 )
+from crux_gen import Any as AnyOf
 from crux_gen.errors import InvalidValueError, StoreError
 from crux_gen.records import StoredFlow
+from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.ui import make_app
 
@@ -150,15 +159,18 @@ def call(
     cookie: str | None = None,
     headers: dict[str, str] | None = None,
     script_name: str = "",
+    query: str | None = None,
 ) -> Page:
-    """Call *app* as a WSGI server would for *path* (a URL path, with its query)."""
+    """Call *app* as a WSGI server would for *path* (a URL path, with its query; with
+    *query*, *path* is the raw ``PATH_INFO``, such as ``//evil.example/``)."""
     parts = urlsplit(path)
+    path_info = unquote_to_bytes(parts.path).decode("latin-1") if query is None else path
     body = urlencode(form).encode() if form is not None else b""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         # PEP 3333: the path's bytes, percent-decoded, as latin-1 text.
-        "PATH_INFO": unquote_to_bytes(parts.path).decode("latin-1"),
-        "QUERY_STRING": parts.query,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": parts.query if query is None else query,
         "SCRIPT_NAME": script_name,
         "CONTENT_LENGTH": str(len(body)),
         "CONTENT_TYPE": "application/x-www-form-urlencoded",
@@ -210,6 +222,7 @@ def log_in(app: App, script_name: str = "") -> str:
 
 
 def csrf_of(page: Page) -> str:
+    """The CSRF field of the page's forms (a page for a viewer without a session has none)."""
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found is not None
     return found.group(1)
@@ -305,6 +318,37 @@ def test_a_bad_filter_is_a_400_page_that_says_why(store: Any) -> None:
     assert bad.status == 400 and "status &#39;sleeping&#39; is none of" in bad.text
     bad = call(app, "/?before=yesterday")
     assert bad.status == 400 and "is not an ISO date" in bad.text
+
+
+def test_a_nul_character_in_any_input_is_a_clear_400_on_every_store(
+    store: Any, clock: FakeClock
+) -> None:
+    """Issue 18, item 15: no store can hold a NUL (PostgreSQL's text cannot), so no
+    flow name, flow id, signal key or cancel reason has one; the dashboard says so
+    naming the value, on every store alike, instead of a 503 from PostgreSQL."""
+    waiting = echo.run(store=store, input=1).flow_id
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    for query in ("name=%00", "name=ui-echo%00", "status=suspended&name=a%00b"):
+        page = call(app, "/?" + query)
+        assert page.status == 400, query
+        assert "NUL" in page.text and "\\x00" in html.unescape(page.text), query
+        assert row_ids(page) == []
+    missing = call(app, "/flows/a%00b")
+    assert missing.status == 404 and "NUL" in missing.text
+    cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(waiting), cookie=cookie))
+    for form in (
+        {"action": "signal", "name": "reply", "payload": "1", "key": "k\x00"},
+        {"action": "signal", "name": "reply\x00", "payload": "1"},
+        {"action": "cancel", "reason": "gone\x00"},
+    ):
+        page = call(
+            app, flow_path(waiting), method="POST", cookie=cookie, form={"csrf": csrf, **form}
+        )
+        assert page.status == 400, form
+        assert "NUL" in page.text and "nothing was" in page.text, form
+    info = get_flow(waiting, store=store)
+    assert (info.status, info.signals) == ("suspended", ())
 
 
 def test_sixty_flows_page_in_two_pages_newest_first_and_none_twice(
@@ -628,8 +672,9 @@ def test_an_action_without_the_token_or_the_csrf_field_is_403_and_changes_nothin
     app = make_app(store, allow_actions=True, token=TOKEN)
     page = call(app, flow_path(s.suspended))
     assert 'id="actions-locked"' in page.text  # the forms show, and say they need the token
-    csrf = csrf_of(page)
+    assert 'name="csrf"' not in page.text  # and carry no CSRF value: no session has one
     cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(s.suspended), cookie=cookie))
     cancel = {"action": "cancel", "reason": "x"}
     attempts = [
         {"form": {**cancel, "csrf": csrf}},  # no token
@@ -721,7 +766,8 @@ def test_an_unknown_action_an_empty_name_and_a_huge_form_are_refused(store: Any)
 def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeClock) -> None:
     s = scene(store, clock)
     app = make_app(store, allow_actions=True, token=TOKEN)
-    csrf = csrf_of(call(app, flow_path(s.suspended)))
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    csrf = csrf_of(call(app, flow_path(s.suspended), headers=bearer))
     done = call(
         app,
         flow_path(s.suspended),
@@ -731,6 +777,338 @@ def test_a_bearer_header_with_the_csrf_field_may_act(store: Any, clock: FakeCloc
     )
     assert done.status == 303
     assert get_flow(s.suspended, store=store).status == "cancelled"
+
+
+# -- after ContinueAsNew, a signal is credited to the run that took it (issue 18, item 13)
+
+
+@flow("ui-ticks")
+def ticks(ctx: FlowContext) -> Any:
+    got = yield Suspend("tick")
+    if ctx.input < 2:
+        yield ContinueAsNew(input=ctx.input + 1)
+    last = yield AnyOf([Suspend("done"), Sleep("give-up", "1d")])
+    return [got, last.name]
+
+
+def history_facts(page: Page, position: int) -> str:
+    item = re.search(
+        rf'<li data-position="{position}" .*?<span class="facts">(.*?)</span>', page.text, re.S
+    )
+    assert item is not None, f"no history item #{position}"
+    return item.group(1)
+
+
+def taken_in(page: Page) -> dict[int, tuple[str, str]]:
+    """Signal id -> (where it was taken: this-run, an-earlier-run; its facts)."""
+    found = re.findall(
+        r'<li data-signal-id="(\d+)" data-state="consumed" data-taken-in="([\w-]+)">'
+        r'.*?<span class="facts">(.*?)</span>',
+        section(page, "signals"),
+        re.S,
+    )
+    return {int(i): (where, facts) for i, where, facts in found}
+
+
+def test_after_continue_as_new_a_signal_shows_the_run_that_took_it(
+    store: Any, clock: FakeClock
+) -> None:
+    flow_id = ticks.run(store=store, input=0).flow_id
+    app = make_app(store)
+    ids = []
+    for run in (1, 2):  # each run takes one "tick" at #0, then continues as new
+        signal_flow(flow_id, "tick", None, store=store)
+        clock.advance("1s")
+        assert ticks.run(store=store, resume=flow_id).status == "suspended"
+        ids.append(get_flow(flow_id, store=store).signals[-1].id)
+        page = call(app, flow_path(flow_id))
+        assert get_flow(flow_id, store=store).run == run + 1
+        assert '<dd id="run">' + str(run + 1) in page.text
+        # The new run's #0 waits: no signal of an earlier run is credited to it.
+        assert "took signal" not in history_facts(page, 0)
+        assert 'data-name="tick" data-state="waiting"' in page.text
+        shown = taken_in(page)
+        assert set(shown) == set(ids)
+        for signal_id in ids:
+            where, facts = shown[signal_id]
+            assert where == "an-earlier-run" and "an earlier run" in facts
+    # The third run takes its own tick at #0: that one, and only it, is this run's.
+    signal_flow(flow_id, "tick", "mine", store=store)
+    clock.advance("1s")
+    ticks.run(store=store, resume=flow_id)
+    info = get_flow(flow_id, store=store)
+    mine = info.signals[-1]
+    assert (mine.position, mine.payload, info.run) == (0, "mine", 3)
+    page = call(app, flow_path(flow_id))
+    facts = history_facts(page, 0)
+    assert f"took signal #{mine.id}" in facts and facts.count("took signal") == 1
+    shown = taken_in(page)
+    assert shown[mine.id][0] == "this-run" and "taken by #0" in shown[mine.id][1]
+    assert "earlier" not in shown[mine.id][1]
+    assert [shown[i][0] for i in ids] == ["an-earlier-run"] * 2
+    # An Any of this run takes a signal: credited to it too.
+    signal_flow(flow_id, "done", {"ok": True}, store=store)
+    assert ticks.run(store=store, resume=flow_id).value == ["mine", "done"]
+    done = get_flow(flow_id, store=store).signals[-1]
+    page = call(app, flow_path(flow_id))
+    assert f"took signal #{done.id}" in history_facts(page, 1)
+    assert taken_in(page)[done.id][0] == "this-run"
+    assert [taken_in(page)[i][0] for i in ids] == ["an-earlier-run"] * 2
+    # A run-1 flow's signals are all its own.
+    one = echo.run(store=store, input=1).flow_id
+    signal_flow(one, "reply", 2, store=store)
+    echo.run(store=store, resume=one)
+    page = call(app, flow_path(one))
+    assert [w for w, _ in taken_in(page).values()] == ["this-run"]
+    assert 'id="run"' not in page.text
+
+
+# -- per-session CSRF, no open redirect, no token in a logged URL (issue 18, item 17) ---
+
+
+def test_the_csrf_value_is_per_session_and_a_viewer_without_one_sees_none(
+    store: Any, clock: FakeClock
+) -> None:
+    s = scene(store, clock)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    ann, bob = log_in(app), log_in(app)
+    assert ann != bob  # each visit of the token's address is a session of its own
+    page_a = call(app, flow_path(s.suspended), cookie=ann)
+    page_b = call(app, flow_path(s.suspended), cookie=bob)
+    csrf_a, csrf_b = csrf_of(page_a), csrf_of(page_b)
+    assert csrf_a != csrf_b
+    assert csrf_a == csrf_of(call(app, flow_path(s.failed), cookie=ann))  # stable per session
+    anonymous = call(app, flow_path(s.suspended))
+    assert 'name="csrf"' not in anonymous.text
+    for page in (page_a, page_b, anonymous):
+        assert TOKEN not in page.text
+    # The token itself is in no cookie: a session cookie names the session only.
+    assert TOKEN not in ann and TOKEN not in bob
+    # Another session's CSRF value (as a page shown to it would leak) is refused.
+    cancel = {"action": "cancel", "reason": "x"}
+    crossed = call(
+        app, flow_path(s.suspended), method="POST", cookie=bob, form={**cancel, "csrf": csrf_a}
+    )
+    assert crossed.status == 403 and "nothing was changed" in crossed.text
+    # A made-up session with a real session's CSRF value is no session.
+    sid = ann.split("=", 1)[1].split(".")[0]
+    forged = call(
+        app,
+        flow_path(s.suspended),
+        method="POST",
+        cookie=f"crux_ui_session={sid}.{'0' * 64}",
+        form={**cancel, "csrf": csrf_a},
+    )
+    assert forged.status == 403
+    assert get_flow(s.suspended, store=store).status == "suspended"
+    done = call(
+        app, flow_path(s.suspended), method="POST", cookie=ann, form={**cancel, "csrf": csrf_a}
+    )
+    assert done.status == 303 and get_flow(s.suspended, store=store).status == "cancelled"
+    # Another app with another token knows none of these sessions.
+    other = make_app(store, allow_actions=True, token="another-token")
+    assert 'id="actions-locked"' in call(other, flow_path(s.failed), cookie=ann).text
+
+
+@pytest.mark.parametrize("script_name", ["", "/ops"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//evil.example/",
+        "//evil.example",
+        "///evil.example/x",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "https://evil.example",
+        "https://evil.example/flows/x",
+        "/flows/https://evil.example",
+        "javascript:alert(1)",
+    ],
+)
+def test_the_token_visit_never_redirects_off_the_dashboard(path: str, script_name: str) -> None:
+    app = make_app(MemoryStore(), allow_actions=True, token=TOKEN)
+    page = call(app, path, query=f"token={TOKEN}&done=x", script_name=script_name)
+    assert page.status == 303
+    location = page.headers["Location"]
+    assert location.startswith(script_name + "/"), location
+    rest = location[len(script_name) + 1 :]
+    assert not rest.startswith(("/", "\\")), location
+    # As a browser reads it (a backslash is a slash to it): a path on this host.
+    for seen in (location, location.replace("\\", "/")):
+        parts = urlsplit(seen)
+        assert (parts.scheme, parts.netloc) == ("", ""), location
+    assert "token" not in location and location.endswith("?done=x")
+    assert "Set-Cookie" in page.headers
+    # A wrong token on the same address is a 403 page, no redirect at all.
+    wrong = call(app, path, query="token=wrong", script_name=script_name)
+    assert wrong.status == 403 and "Location" not in wrong.headers
+
+
+def test_a_mount_point_that_starts_with_two_slashes_makes_no_off_site_link(store: Any) -> None:
+    r = echo.run(store=store, input=1)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    page = call(app, "/", query=f"token={TOKEN}", script_name="//evil.example")
+    assert urlsplit(page.headers["Location"]).netloc == ""
+    listing = call(app, "/", script_name="//evil.example")
+    for link in listing.links() + call(app, flow_path(r.flow_id), script_name="//x").links():
+        assert urlsplit(link).netloc == "" and not link.startswith("//"), link
+
+
+def test_a_post_with_the_token_in_its_url_is_refused_and_changes_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    s = scene(store, clock)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    csrf = csrf_of(call(app, flow_path(s.suspended), cookie=cookie))
+    form = {"action": "cancel", "reason": "x", "csrf": csrf}
+    for who in ({"cookie": cookie}, {}):
+        refused = call(
+            app, flow_path(s.suspended) + "?token=" + TOKEN, method="POST", form=form, **who
+        )  # type: ignore[arg-type]
+        assert refused.status == 400, who
+        assert "token" in refused.text and "nothing was changed" in refused.text
+        assert "Set-Cookie" not in refused.headers  # and it logs nobody in
+    # Even a wrong token in a POST's URL is refused the same way.
+    wrong = call(app, flow_path(s.suspended) + "?token=x", method="POST", form=form, cookie=cookie)
+    assert wrong.status == 400
+    assert get_flow(s.suspended, store=store).status == "suspended"
+
+
+# -- the signal form offers what the flow waits for (issue 18, item 16) -----------------
+
+
+@flow("ui-any")
+def any_wait(ctx: FlowContext) -> Any:
+    got = yield AnyOf([Suspend("shipped"), Sleep("give-up", "3d"), Suspend("cancelled-by-user")])
+    return got.name
+
+
+@flow("ui-kid")
+def kid(ctx: FlowContext) -> Any:
+    return (yield Suspend("kid-go"))
+
+
+@flow("ui-parent")
+def parent(ctx: FlowContext) -> Any:
+    return (yield Child(kid, input=1))
+
+
+@flow("ui-parent-all")
+def parent_all(ctx: FlowContext) -> Any:
+    return (yield All([Child(kid, input=1), Child(kid, input=2)]))
+
+
+@flow("ui-sleeps")
+def sleeps(ctx: FlowContext) -> Any:
+    yield Sleep("nap", "1h")
+
+
+@flow("ui-polls")
+def polls(ctx: FlowContext) -> Any:
+    return (yield WaitUntil("ready", lambda: False, every="1m"))
+
+
+@flow("ui-retries")
+def retries(ctx: FlowContext) -> Any:
+    return (yield Step("call-api", Flaky(5), retry=Retry(attempts=3, delay="1m")))
+
+
+def signal_names_offered(page: Page) -> list[str] | None:
+    """The names the signal form offers (``None``: no signal form on the page)."""
+    form = re.search(r'<form id="signal-form".*?</form>', page.text, re.S)
+    if form is None:
+        return None
+    select = re.search(r'<select name="name"[^>]*>(.*?)</select>', form.group(0), re.S)
+    assert select is not None, "the signal form's name is not a choice of names"
+    assert '<input name="name"' not in form.group(0)  # no free-text name
+    return [html.unescape(v) for v in re.findall(r'<option value="([^"]*)"', select.group(1))]
+
+
+def test_the_signal_form_offers_exactly_the_names_the_flow_waits_for(
+    store: Any, clock: FakeClock
+) -> None:
+    one = echo.run(store=store, input=1).flow_id
+    either = any_wait.run(store=store).flow_id
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    assert signal_names_offered(call(app, flow_path(one), cookie=cookie)) == ["reply"]
+    page = call(app, flow_path(either), cookie=cookie)
+    assert signal_names_offered(page) == ["shipped", "cancelled-by-user"]
+    assert "[&#34;shipped&#34;" not in section(page, "actions")  # never the JSON wait list
+    # The read-only dashboard offers no form at all.
+    assert signal_names_offered(call(make_app(store), flow_path(either))) is None
+
+
+def test_no_signal_form_for_a_flow_that_waits_on_no_signal(store: Any, clock: FakeClock) -> None:
+    waiting = {
+        "child": parent.run(store=store).flow_id,
+        "all": parent_all.run(store=store).flow_id,
+        "sleep": sleeps.run(store=store).flow_id,
+        "wait_until": polls.run(store=store).flow_id,
+        "retry": retries.run(store=store).flow_id,
+    }
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    for kind, flow_id in waiting.items():
+        assert store.load(flow_id).wait_kind == kind
+        page = call(app, flow_path(flow_id), cookie=cookie)
+        assert page.status == 200
+        assert signal_names_offered(page) is None, kind
+        assert '<form id="cancel-form"' in page.text  # cancelling stays possible
+        why = re.search(r'<p id="no-signal-form">(.*?)</p>', page.text, re.S)
+        assert why is not None and "takes no signal now" in why.group(1), kind  # and says why
+
+
+def test_a_signal_the_flow_does_not_wait_for_is_refused_with_400_and_not_stored(
+    store: Any, clock: FakeClock
+) -> None:
+    one = echo.run(store=store, input=1).flow_id
+    either = any_wait.run(store=store).flow_id
+    dad = parent.run(store=store).flow_id
+    child_id = store.load(dad).waiting_for
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+
+    def post(flow_id: str, name: str) -> Page:
+        page = call(app, flow_path(flow_id), cookie=cookie)
+        form = {"csrf": csrf_of(page), "action": "signal", "name": name, "payload": "1"}
+        return call(app, flow_path(flow_id), method="POST", cookie=cookie, form=form)
+
+    for flow_id, name in (
+        (one, "reply-typo"),
+        (either, '["shipped", "cancelled-by-user"]'),  # what the old form prefilled
+        (either, "give-up"),  # a Sleep branch's name is no signal
+        (dad, child_id),
+        (dad, "kid-go"),  # the child's wait, not the parent's
+    ):
+        refused = post(flow_id, name)
+        assert refused.status == 400, (flow_id, name)
+        assert repr(name) in html.unescape(refused.text)  # names the bad value
+        assert "nothing was sent" in refused.text
+        assert get_flow(flow_id, store=store).signals == ()
+    # The names it waits for are taken, and the flow takes them at its next run.
+    assert post(either, "cancelled-by-user").status == 303
+    assert resume(either, store=store, flows=[any_wait]).value == "cancelled-by-user"
+    assert post(one, "reply").status == 303
+    assert echo.run(store=store, resume=one).value == [1, 1]
+
+
+def test_a_signal_to_a_running_or_finished_flow_is_refused_and_not_stored(
+    store: Any, clock: FakeClock
+) -> None:
+    running = store.start("r-1", "ui-echo", "1", "someone", clock.time()).id
+    done = waits.run(store=store, input={"email": "a@example.com"}).flow_id
+    cancel_flow(done, "gone", store=store)
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    for flow_id, status in ((running, 400), (done, 409)):
+        page = call(app, flow_path(flow_id), cookie=cookie)
+        assert signal_names_offered(page) is None
+        form = {"csrf": csrf_of(page), "action": "signal", "name": "reply", "payload": "1"}
+        refused = call(app, flow_path(flow_id), method="POST", cookie=cookie, form=form)
+        assert refused.status == status, flow_id
+        assert get_flow(flow_id, store=store).signals == ()
 
 
 # -- mounted under a prefix ------------------------------------------------------------
@@ -874,6 +1252,42 @@ def test_crux_gen_ui_with_actions_prints_a_token_that_unlocks_them(tmp_path: Pat
     with sqlite3.connect(db) as conn:
         [(status,)] = conn.execute("SELECT status FROM flows WHERE id = ?", (s.failed,))
     assert status == "suspended"
+
+
+def test_crux_gen_ui_never_prints_or_logs_a_given_token(tmp_path: Path) -> None:
+    db, s = filled_db(tmp_path)
+    secret = "s3cret-token-value"
+    proc, first = start_ui(db, "--allow-actions", "--token", secret)
+    url = first.removeprefix("serving on ")
+    requests = [
+        # (method, path): a POST with the token in its URL, refused (400), and pages
+        # that fail (403, 404): the server logs the requests that fail.
+        ("POST", f"flows/{s.suspended}?token={secret}"),
+        ("POST", f"flows/{s.suspended}?a=1&%74oken={secret}"),
+        ("GET", f"?token={secret}x"),
+        ("GET", f"nothing/here?token={secret}"),
+        ("GET", f"flows/missing?done=1&TOKEN={secret}"),
+    ]
+    try:
+        for method, path in requests:
+            request = urllib.request.Request(url + path, data=b"" if method == "POST" else None)
+            try:
+                with urllib.request.urlopen(request, timeout=10):
+                    pass
+            except urllib.error.HTTPError as exc:
+                assert exc.code in (400, 403, 404), (path, exc.code)
+        # A request line the server cannot parse is logged as it came.
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(f"GET /?token={secret} extra HTTP/1.1\r\n\r\n".encode())
+            assert b" 400 " in conn.recv(1000)
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert "flows/missing" in err and '" 404 ' in err  # the log has the failed requests
+    assert "Bad request syntax ('GET /?token=… extra" in err
+    assert secret not in first + out + err
+    assert get_flow(s.suspended, store=SQLiteStore(db)).status == "suspended"
 
 
 def test_crux_gen_ui_on_another_host_warns_and_stops_on_sigint(tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ from crux_gen import (
     signal_flow,
 )
 
+from .pg import short_tempdir
+
 CHROMIUM = "/usr/bin/chromium"
 UI_SOURCE = Path(__file__).resolve().parent.parent / "crux_gen" / "ui"
 REINSTALL = ".venv/bin/pip install --config-settings editable_mode=strict -e '.[test]'"
@@ -230,7 +232,14 @@ def browser() -> Iterator[Any]:
             unavailable(f"crux_gen/ui/ is there but not installed: {REINSTALL}")
         unavailable("crux_gen/ui/ is not there yet")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        # Chromium puts its SingletonSocket in TMPDIR: under a long one it aborts
+        # ("Socket path too long").
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox"],
+            env={**os.environ, "TMPDIR": short_tempdir()},
+        )
         yield browser
         browser.close()
 
@@ -429,7 +438,8 @@ def test_actions_take_the_token(page: Any, tmp_path: Path) -> None:
         page.goto(urllib.parse.urljoin(url, f"?token={TOKEN}"))
         open_flow(page, suspended)
         form = page.locator("#signal-form")
-        form.locator('[name="name"]').fill("approve")
+        assert form.locator('select[name="name"] option').all_inner_texts() == ["approve"]
+        form.locator('[name="name"]').select_option("approve")
         form.locator('[name="payload"]').fill(json.dumps({"by": "eve"}))
         action = urllib.parse.urljoin(page.url, form.get_attribute("action") or "")
         fields = form.evaluate("f => Object.fromEntries(new FormData(f))")  # CSRF field too
@@ -448,3 +458,59 @@ def test_actions_take_the_token(page: Any, tmp_path: Path) -> None:
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 403
         assert len(get_flow(suspended, store=demo.store).signals) == before + 1
+
+
+def test_sessions_have_their_own_csrf_and_the_token_visit_stays_here(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Issue 18, item 17, as a browser sees it: the token's visit on a path that looks
+    like another host ends on this dashboard without the token in the address; the
+    session cookie is HttpOnly and SameSite=Strict; each session has its own CSRF
+    value, a viewer without one sees none, and one session's value does not act for
+    another."""
+    demo = build_store(tmp_path / "crux.db")
+    suspended = demo.ids["suspended"]
+    contexts = [browser.new_context() for _ in range(3)]
+    try:
+        ann, bob, nobody = (c.new_page() for c in contexts)
+        with serve(demo.path, "--refresh", str(STILL), "--allow-actions", "--token", TOKEN) as url:
+            origin = url.rstrip("/")
+            for look_alike in ("//evil.example/", "/\\evil.example/x", "/https://evil.example"):
+                ann.goto(f"{origin}{look_alike}?token={TOKEN}")
+                assert ann.url.startswith(url), ann.url
+                assert TOKEN not in ann.url
+                expect(ann.locator("#error-title")).to_have_count(1)  # this app's 404 page
+            [cookie] = contexts[0].cookies()
+            assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+            assert TOKEN not in cookie["value"]
+            assert ann.evaluate("document.cookie") == ""  # no script of the page reads it
+            bob.goto(f"{url}?token={TOKEN}")
+            assert bob.url == url
+            csrf = {}
+            for who, page in (("ann", ann), ("bob", bob), ("nobody", nobody)):
+                page.goto(f"{url}flows/{suspended}")
+                fields = page.locator('#signal-form input[name="csrf"]')
+                csrf[who] = fields.first.get_attribute("value") if fields.count() else None
+            assert csrf["ann"] and csrf["bob"] and csrf["ann"] != csrf["bob"]
+            assert csrf["nobody"] is None
+            expect(nobody.locator("#actions-locked")).to_have_count(1)
+            # Bob's CSRF value in Ann's form: refused, nothing stored.
+            before = len(get_flow(suspended, store=demo.store).signals)
+            form = ann.locator("#signal-form")
+            form.locator('[name="payload"]').fill(json.dumps({"by": "eve"}))
+            form.locator('input[name="csrf"]').evaluate("(e, v) => { e.value = v; }", csrf["bob"])
+            with ann.expect_navigation() as refused:
+                form.evaluate("f => f.requestSubmit()")
+            assert refused.value.status == 403
+            assert len(get_flow(suspended, store=demo.store).signals) == before
+            # Her own value acts.
+            ann.goto(f"{url}flows/{suspended}")
+            form.locator('[name="payload"]').fill(json.dumps({"by": "ann"}))
+            with ann.expect_navigation() as sent:
+                form.evaluate("f => f.requestSubmit()")
+            assert sent.value.status == 200
+            assert sent.value.url.endswith(f"flows/{suspended}?done=signal")
+            assert get_flow(suspended, store=demo.store).signals[-1].payload == {"by": "ann"}
+    finally:
+        for c in contexts:
+            c.close()

@@ -622,7 +622,7 @@ def test_a_cli_worker_with_concurrency_runs_flows_at_once(tmp_path: Path) -> Non
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 1, bad.stderr
-    assert "--concurrency" in bad.stderr and "0 is not in the range" in bad.stderr
+    assert "--concurrency" in bad.stderr and "0 is less than 1" in bad.stderr
 
 
 # -- crash test ----------------------------------------------------------------------

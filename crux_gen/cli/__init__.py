@@ -20,7 +20,9 @@ opened; ``commands`` has one function per subcommand, ``show`` the lines of
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +30,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
 from .. import __version__
 from ..errors import CruxError, FlowNotFoundError, StoreError
+from ..opening import POSTGRES_EXTRA
+from ..opening import is_url as is_url
+from ..opening import shown as shown
 from ..records import StoredFlow
 from ..stores.base import Store, StoreAdmin
 from .format import ELLIPSIS, clean, cut, echo
@@ -51,17 +55,78 @@ MIN_PREFIX = 4
 #: The stores' own default.
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
 
-#: How a ``--db`` that is a PostgreSQL URL starts.
-URL_SCHEMES = ("postgresql://", "postgres://")
-
-#: What to install when PostgreSQL support is missing.
-POSTGRES_EXTRA = "pip install 'crux-gen[postgres]'"
-
 
 class CLIError(click.ClickException):
     """A one-line error for the user; exit code 1."""
 
     exit_code = 1
+
+
+# -- numbers in options ----------------------------------------------------------------
+
+#: The largest count a store takes (a 64-bit integer): ``--limit``, ``--batch``.
+MAX_COUNT = 2**63 - 1
+
+_WHOLE = re.compile(r"[+-]?\d+")
+
+
+class Count(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A whole number from *low* to *high*, for every integer option: anything else
+    (a word, ``1.5``, a number past what a store or the OS takes) is a usage error
+    naming the option and the value, never an ``OverflowError`` from further in."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+            text = str(value)
+        else:
+            text = str(value).strip()
+            if not _WHOLE.fullmatch(text):
+                self.fail(f"{cut(text, 40)!r} is not a whole number", param, ctx)
+            if len(text.lstrip("+-").lstrip("0")) > len(str(self.high)):
+                number = self.high + 1 if not text.startswith("-") else self.low - 1
+            else:
+                number = int(text)
+        if number < self.low:
+            self.fail(f"{cut(text, 40)} is less than {self.low}", param, ctx)
+        if number > self.high:
+            self.fail(f"{cut(text, 40)} is too large (at most {self.high})", param, ctx)
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "N"
+
+
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A finite number of seconds from 0 to *high* (``nan`` and ``inf`` are refused)."""
+
+    name = "seconds"
+
+    def __init__(self, high: float) -> None:
+        self.high = high
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        text = str(value).strip()
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{cut(text, 40)!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or not 0 <= number <= self.high:
+            self.fail(
+                f"{cut(text, 40)} is not a number of seconds from 0 to {self.high:g}", param, ctx
+            )
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "SECONDS"
 
 
 # -- --db and the store ----------------------------------------------------------------
@@ -79,33 +144,6 @@ def db_option(fn: F) -> F:
         show_envvar=True,
         help="The store holding the flows: a SQLite file, or a postgresql:// URL.",
     )(fn)
-
-
-def is_url(db: str) -> bool:
-    """True when *db* is a PostgreSQL URL rather than a SQLite file's path."""
-    return db.strip().lower().startswith(URL_SCHEMES)
-
-
-def shown(db: str) -> str:
-    """*db* as messages print it: a URL's password (in it or in its query) as ``***``."""
-    if not is_url(db):
-        return db
-    try:
-        parts = urlsplit(db.strip())
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, host = netloc.rpartition("@")
-            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(k.lower() == "password" for k, _ in pairs):
-                query = urlencode(
-                    [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*/"
-                )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:  # a malformed URL: show none of it rather than a password
-        return db.strip().split("://", 1)[0] + "://…"
 
 
 def open_store(

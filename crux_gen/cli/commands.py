@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -34,9 +33,22 @@ from ..migrate import DEFAULT_BATCH, MigrationReport, migrate
 from ..records import StoredFlow
 from ..replay import replay_check
 from ..status import FINISHED, Status
-from . import CLIError, CLIStore, db_option, find_flow, is_url, shown, store_at
+from . import (
+    MAX_COUNT,
+    CLIError,
+    CLIStore,
+    Count,
+    db_option,
+    find_flow,
+    is_url,
+    shown,
+    store_at,
+)
 from .format import ELLIPSIS, at, clean, cut, echo, fold, relative, table, to_json, width
 from .show import show_lines
+
+#: The most threads ``worker --concurrency`` starts.
+MAX_CONCURRENCY = 1024
 
 # -- list ------------------------------------------------------------------------------
 
@@ -51,7 +63,7 @@ from .show import show_lines
 @click.option("--flow", "name", metavar="NAME", help="Only flows of this name.")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=Count(1, MAX_COUNT),
     default=50,
     show_default=True,
     help="At most this many flows, most recently updated first.",
@@ -418,30 +430,18 @@ PAGE = 1000
 
 def count_finished(store: CLIStore, before: float) -> dict[str, int]:
     """Count the finished flows last updated before *before*, by status (what
-    ``store.prune(before)`` deletes), reading ``PAGE`` flows at a time."""
+    ``store.prune(before)`` deletes), reading ``PAGE`` flows at a time (keyset on
+    ``(updated_at, id)``: each flow once, also when many share an instant)."""
     counts: dict[str, int] = {}
     for status in sorted(str(s) for s in FINISHED):
         counts[status] = 0
-        bound = before
+        bound: float | tuple[float, str] = before
         while True:
             page = store.list_flows(status=status, limit=PAGE, before=bound)
+            counts[status] += len(page)
             if len(page) < PAGE:
-                counts[status] += len(page)
                 break
-            # The page may end inside a group of flows updated at the same instant:
-            # count the flows after it, then that whole group, and go on below it.
-            last = page[-1].updated_at
-            counts[status] += sum(1 for f in page if f.updated_at > last)
-            limit = PAGE
-            while True:
-                group = store.list_flows(
-                    status=status, limit=limit, before=math.nextafter(last, math.inf)
-                )
-                if len(group) < limit or group[-1].updated_at < last:
-                    break
-                limit *= 2
-            counts[status] += sum(1 for f in group if f.updated_at == last)
-            bound = last
+            bound = (page[-1].updated_at, page[-1].id)
     return counts
 
 
@@ -601,12 +601,12 @@ class _CleanFormatter(logging.Formatter):
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=Count(1, MAX_CONCURRENCY),
     default=1,
     show_default=True,
     metavar="N",
-    help="How many flows to advance at the same time: step functions run in N threads "
-    "(a slow call holds up no other flow) and their writes share commits.",
+    help="How many flows to advance at the same time (1 to 1024): step functions run in N "
+    "threads (a slow call holds up no other flow) and their writes share commits.",
 )
 @click.option(
     "--log-level",
@@ -761,7 +761,7 @@ PROGRESS_EVERY = 5.0
 )
 @click.option(
     "--batch",
-    type=click.IntRange(min=1),
+    type=Count(1, MAX_COUNT),
     default=DEFAULT_BATCH,
     show_default=True,
     help="How many flows one listing of the source reads.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..commands import VALUE_KINDS, describe
+from ..control import consumed_in_this_run
 from ..results import FlowInfo, HistoryEntry, SignalInfo
 from ..status import Status
 from .format import (
@@ -72,7 +73,8 @@ def show_lines(
         lines.append(f"error    {error_text(info.error)}")
         lines += traceback_lines(info.error.traceback, "  ", full=full)
 
-    consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
+    consumed_by = consumed_in_this_run(info)
+    this_run = set(consumed_by.values())
     labels = [clean(describe(entry.kind, entry.name)) for entry in info.history]
     align = min(max(map(len, labels), default=0), 32)
     lines += ["", f"timeline ({len(info.history)} recorded)" if info.history else "timeline: empty"]
@@ -81,7 +83,8 @@ def show_lines(
     if info.signals:
         lines += ["", f"signals ({len(info.signals)})"]
         for sig in info.signals:
-            lines += signal_lines(sig, full=full, fit=fit)
+            earlier = info.run > 1 and sig.position is not None and sig.id not in this_run
+            lines += signal_lines(sig, full=full, fit=fit, earlier_run=earlier)
     return fold_all(lines, fit)
 
 
@@ -184,12 +187,16 @@ SIGNAL_STATES = {
 }
 
 
-def signal_lines(sig: SignalInfo, *, full: bool, fit: int) -> list[str]:
+def signal_lines(sig: SignalInfo, *, full: bool, fit: int, earlier_run: bool = False) -> list[str]:
     """Show one signal: id, name, state and when it was sent, then its idempotency
-    key, its payload and why it was rejected."""
+    key, its payload and why it was rejected. *earlier_run*: consumed by a run
+    before the current one (``ContinueAsNew``), whose positions the timeline
+    does not show."""
     state = SIGNAL_STATES.get(sig.state, clean(sig.state))
     if sig.position is not None:
-        state += f" by #{sig.position}"
+        state += (
+            f" in an earlier run, at #{sig.position}" if earlier_run else f" by #{sig.position}"
+        )
     name = clean(repr(sig.name))
     lines = fold(f"  #{sig.id:<3} {name}  {state}  sent {at(sig.created_at)}", fit, len(PAD))
     if sig.key is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import socket
@@ -9,11 +10,12 @@ import socketserver
 import sys
 import threading
 from typing import Any
+from urllib.parse import unquote_plus
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
 
-from . import CLIError, db_option, store_at
+from . import CLIError, Count, Seconds, db_option, store_at
 from .format import echo
 
 #: Hosts only this machine can reach: any other --host prints a warning.
@@ -33,15 +35,36 @@ class ThreadingServer6(ThreadingServer):
     address_family = socket.AF_INET6
 
 
+#: A query field of an address: its separator, name and value.
+QUERY_FIELD = re.compile(r"([?&])([^=&#\s'\"]*)=([^&#\s'\"]*)")
+
+
+def without_token(text: str) -> str:
+    """*text* (a log line) with the value of every ``token`` query field of the
+    addresses in it (by its decoded name, any case) shown as ``…``."""
+
+    def redact(field: re.Match[str]) -> str:
+        mark, name, value = field.groups()
+        if unquote_plus(name).strip().lower() == "token":
+            value = "…"
+        return f"{mark}{name}={value}"
+
+    return QUERY_FIELD.sub(redact, text)
+
+
 class QuietHandler(WSGIRequestHandler):
     """Log only the requests that went wrong: a page refreshing every 2 s would
-    otherwise fill the terminal."""
+    otherwise fill the terminal. A token in a logged address shows as ``…``."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         text = str(int(code)) if isinstance(code, int) else str(code)
         if text.startswith(("1", "2", "3")):
             return
         super().log_request(code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Every line this handler logs (requests that failed, bad request lines)."""
+        super().log_message("%s", without_token(format % args))
 
 
 @click.command("ui", short_help="Serve the web dashboard of the flows.")
@@ -50,7 +73,7 @@ class QuietHandler(WSGIRequestHandler):
     "--port",
     default=8765,
     show_default=True,
-    type=click.IntRange(0, 65535),
+    type=Count(0, 65535),
     help="The TCP port; 0 picks a free one (the printed address has it).",
 )
 @click.option(
@@ -76,8 +99,8 @@ class QuietHandler(WSGIRequestHandler):
     "--refresh",
     default=2.0,
     show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds between a page's reloads of its data (0: never).",
+    type=Seconds(86400),
+    help="Seconds between a page's reloads of its data (0: never; at most a day).",
 )
 def ui_command(
     db: str, port: int, host: str, allow_actions: bool, token: str | None, refresh: float

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -27,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from ..commands import describe
-from ..control import cancel_flow, get_flow, signal_flow
+from ..control import cancel_flow, consumed_in_this_run, get_flow, signal_flow
 from ..errors import (
     CorruptRecordError,
     CruxError,
@@ -52,7 +53,8 @@ Headers = list[tuple[str, str]]
 
 #: The largest form body an action reads.
 MAX_BODY = 1 << 20
-#: The cookie that carries the access token once ``/?token=…`` was visited.
+#: The cookie of a session, set by a visit of ``/?token=…``: a random session id and
+#: its MAC (never the token itself; HttpOnly, SameSite=Strict).
 COOKIE = "crux_ui_session"
 
 #: Every response's security headers: no inline script or style, no framing, no
@@ -91,10 +93,13 @@ def make_app(
     >>> app = make_app(SQLiteStore("crux.db"))
 
     Read-only unless *allow_actions*: then the flow page has forms to signal,
-    cancel and retry a flow, and a POST must carry *token* (a cookie set by
-    visiting ``/?token=…``, or an ``Authorization: Bearer`` header) and the form's
-    CSRF field, else it gets 403 and changes nothing. Pages reload their data
-    every *refresh_seconds* (0: never).
+    cancel and retry a flow. A POST must come from a session (the cookie a visit
+    of ``/?token=…`` sets, a new session per visit) or carry *token* in an
+    ``Authorization: Bearer`` header, and carry the CSRF field of a page shown to
+    that same session, else it gets 403 and changes nothing; a POST with
+    ``?token=`` in its address is a 400. The signal form offers only the
+    signal names the flow waits for, and another name is a 400. Pages reload
+    their data every *refresh_seconds* (0: never).
     """
     if allow_actions and not (isinstance(token, str) and token):
         raise InvalidValueError(
@@ -114,9 +119,10 @@ class Request:
         self.environ = environ
         self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         self.path = wsgi_text(environ.get("PATH_INFO", "")) or "/"
-        prefix = str(environ.get("SCRIPT_NAME", "")).rstrip("/")
-        #: The mount point, quoted for a URL: every link starts with it.
-        self.base = quote(prefix.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~")
+        prefix = str(environ.get("SCRIPT_NAME", "")).strip("/")
+        #: The mount point, quoted for a URL: every link starts with it. It is ``""``
+        #: or one ``/`` and a segment, never ``//host`` (a link to another site).
+        self.base = quote(("/" + prefix if prefix else "").encode("latin-1", "replace"), safe="/")
         self.query = {
             k: v[-1]
             for k, v in parse_qs(
@@ -180,9 +186,12 @@ class Dashboard:
         self.store = store
         self.allow_actions = allow_actions
         self.refresh = f"{refresh_seconds:g}"
-        key = (token or "").encode("utf-8")
-        self._session = hmac.new(key, b"crux-ui session", hashlib.sha256).hexdigest()
-        self._csrf = hmac.new(key, b"crux-ui csrf", hashlib.sha256).hexdigest()
+        # Sessions and CSRF values are MACs under a key derived from the token: any
+        # process serving the same token knows the same sessions, and another token
+        # none of them. No secret is kept on the server but the token.
+        self._key = hmac.new(
+            (token or secrets.token_hex(32)).encode("utf-8"), b"crux-ui key", hashlib.sha256
+        ).digest()
         self._token = token
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("crux_gen.ui", "templates"),
@@ -224,8 +233,16 @@ class Dashboard:
         if path.startswith("/static/"):
             return self.static_file(request, path[len("/static/") :])
         given = request.query.get("token")
-        if given is not None and self.allow_actions and request.method in ("GET", "HEAD"):
-            return self.log_in(request, given)
+        if given is not None and self.allow_actions:
+            if request.method in ("GET", "HEAD"):
+                return self.log_in(request, given)
+            return self.error_page(
+                request,
+                400,
+                "Bad request",
+                "a token goes in no POST's address (servers log addresses): open "
+                "…/?token=… once, then post the page's forms; nothing was changed",
+            )
         if path == "/":
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
@@ -279,9 +296,11 @@ class Dashboard:
         name = request.query.get("name", "").strip() or None
         before_text = request.query.get("before", "").strip() or None
         problem = None
+        if name is not None and "\0" in name:
+            problem = str(nul_error("name", name, "no flow has such a name"))
         if status is not None and status not in pages.STATUSES:
             problem = f"status {status!r} is none of {', '.join(pages.STATUSES)}"
-        before: datetime | None = None
+        before: datetime | tuple[float, str] | None = None
         if before_text is not None:
             try:
                 before = pages.parse_before(before_text)
@@ -296,7 +315,7 @@ class Dashboard:
             )
             filters = {k: v for k, v in (("status", status), ("name", name)) if v}
             if next_before is not None:
-                more = {**filters, "before": next_before.isoformat()}
+                more = {**filters, "before": next_before}
                 next_url = f"{request.base}/?{urlencode(more)}"
             if before is not None:
                 first_url = f"{request.base}/" + (f"?{urlencode(filters)}" if filters else "")
@@ -324,6 +343,7 @@ class Dashboard:
     ) -> Response:
         """One flow: input, status, timeline, history, signals (and the action forms)."""
         try:
+            check_no_nul("flow id", flow_id, "no flow has such an id")
             info = get_flow(flow_id, store=self.store)
         except FlowNotFoundError:
             return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
@@ -331,10 +351,15 @@ class Dashboard:
             return self.error_page(request, 500, "This flow's stored data is corrupt", str(exc))
         except (InvalidTypeError, InvalidValueError) as exc:
             return self.error_page(request, 404, "No such flow", str(exc))
+        who = self.who(request) if self.allow_actions else None
         if notice is None and request.query.get("done") in DONE:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
-        consumed_by = {s.position: s.id for s in info.signals if s.position is not None}
+        consumed_by = consumed_in_this_run(info)
+        choice = pages.signal_choice(info.status.value, None, None)
+        if self.allow_actions and info.status == Status.SUSPENDED:
+            stored = self.store.load(flow_id)  # the wait's kind is on the stored row only
+            choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
         return self.render(
             request,
             "flow.html",
@@ -343,10 +368,12 @@ class Dashboard:
             finished=Status(info.status) in FINISHED,
             timeline=pages.timeline(info, now),
             entry_facts=lambda entry: pages.entry_facts(entry, consumed_by, now),
+            this_run=set(consumed_by.values()),
             now=now,
             notice=notice,
-            authorized=self.allow_actions and self.authorized(request),
-            csrf=self._csrf,
+            authorized=who is not None,
+            csrf="" if who is None else self.csrf(who),
+            signal_choice=choice,
         )
 
     def static_file(self, request: Request, name: str) -> Response:
@@ -360,42 +387,63 @@ class Dashboard:
     # -- the token, and actions ----------------------------------------------------------
 
     def log_in(self, request: Request, given: str) -> Response:
-        """``?token=…`` (on any page): with the right token, set the session cookie and
-        go on to the same page without the token in its URL; else 403."""
+        """``?token=…`` (on any page): with the right token, start a session (a cookie
+        naming a new random session id, with its MAC) and go on to the same page
+        without the token in its address; else 403.
+
+        The redirect stays on this dashboard whatever the path: it is the mount
+        point, one ``/``, and the path quoted (``//host``, ``/\\host`` and
+        ``https:…`` become paths under the mount point)."""
         if self._token is None or not hmac.compare_digest(
-            given.encode("utf-8"), self._token.encode("utf-8")
+            given.encode("utf-8", "replace"), self._token.encode("utf-8")
         ):
             return self.error_page(request, 403, "Forbidden", "that is not the dashboard's token")
         rest = {k: v for k, v in request.query.items() if k != "token"}
-        target = (
-            request.base + quote(request.path, safe="/") + (f"?{urlencode(rest)}" if rest else "")
-        )
+        where = quote(request.path.encode("utf-8", "replace"), safe="/").lstrip("/")
+        target = f"{request.base}/{where}" + (f"?{urlencode(rest)}" if rest else "")
         secure = "; Secure" if request.environ.get("wsgi.url_scheme") == "https" else ""
+        session = secrets.token_hex(16)
         cookie = (
-            f"{COOKIE}={self._session}; Path={request.base or ''}/; HttpOnly; SameSite=Strict"
-            + secure
+            f"{COOKIE}={session}.{self.mac('session', session)}; Path={request.base}/; "
+            "HttpOnly; SameSite=Strict" + secure
         )
         return redirect(target, [("Set-Cookie", cookie)])
 
-    def authorized(self, request: Request) -> bool:
-        """True when *request* carries the access token (its cookie, or a bearer header)."""
+    def mac(self, purpose: str, value: str) -> str:
+        """The MAC of *value* for *purpose* (``session``, ``csrf``) under the app's key."""
+        message = f"{purpose}\0{value}".encode("utf-8", "replace")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def who(self, request: Request) -> str | None:
+        """Who *request* acts as: ``session:<id>`` for a valid session cookie,
+        ``bearer`` for the token in an ``Authorization: Bearer`` header, else ``None``."""
         if self._token is None:
-            return False
+            return None
+        cookie = request.cookie(COOKIE)
+        if cookie is not None:
+            session, _, mac = cookie.partition(".")
+            if session and hmac.compare_digest(
+                mac.encode("utf-8", "replace"), self.mac("session", session).encode("ascii")
+            ):
+                return f"session:{session}"
         header = str(request.environ.get("HTTP_AUTHORIZATION", ""))
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode("utf-8", "replace"), self._token.encode("utf-8")
         ):
-            return True
-        cookie = request.cookie(COOKIE)
-        return cookie is not None and hmac.compare_digest(
-            cookie.encode("utf-8", "replace"), self._session.encode("ascii")
-        )
+            return "bearer"
+        return None
+
+    def csrf(self, who: str) -> str:
+        """The CSRF field of the forms shown to *who*: one value per session, shown
+        only to it (a viewer without a session gets none)."""
+        return self.mac("csrf", who)
 
     def act(self, request: Request, flow_id: str) -> Response:
         """A POST from one of the flow page's forms: check the token and the CSRF field,
         then signal, cancel or retry the flow, as the CLI does."""
-        if not self.authorized(request):
+        who = self.who(request)
+        if who is None:
             return self.error_page(
                 request,
                 403,
@@ -403,11 +451,14 @@ class Dashboard:
                 "actions need the dashboard's token: open the URL it printed at start "
                 "(…/?token=…) or send an Authorization: Bearer header; nothing was changed",
             )
+        if "\0" in flow_id:
+            why = str(nul_error("flow id", flow_id, "no flow has such an id; nothing was changed"))
+            return self.error_page(request, 404, "No such flow", why)
         form = request.form()
         if form is None:
             return self.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
         if not hmac.compare_digest(
-            form.get("csrf", "").encode("utf-8", "replace"), self._csrf.encode("ascii")
+            form.get("csrf", "").encode("utf-8", "replace"), self.csrf(who).encode("ascii")
         ):
             return self.error_page(
                 request,
@@ -439,9 +490,27 @@ class Dashboard:
 
     def send_signal(self, flow_id: str, form: dict[str, str]) -> str:
         """``crux-gen signal``: the name, a JSON payload (empty: null) and an optional key."""
-        name = form.get("name", "").strip()
-        if not name:
+        name = form.get("name", "")
+        if not name.strip():
             raise ActionError(400, "give the signal's name")
+        key = form.get("key", "").strip() or None
+        check_no_nul("signal name", name, "nothing was sent")
+        check_no_nul("signal key", key or "", "nothing was sent")
+        stored = self.store.load(flow_id)
+        choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
+        if name not in choice.names:
+            if Status(stored.status) in FINISHED:
+                raise ActionError(409, f"signal {name!r}: {choice.why}; nothing was sent")
+            waits = (
+                "it waits for " + " or ".join(repr(n) for n in choice.names)
+                if choice.names
+                else f"it takes no signal now: {choice.why}"
+            )
+            raise ActionError(
+                400,
+                f"flow {flow_id!r} does not wait for a signal named {name!r} ({waits}); "
+                "nothing was sent",
+            )
         text = form.get("payload", "").strip()
         try:
             payload = json.loads(text) if text else None
@@ -449,13 +518,13 @@ class Dashboard:
             raise ActionError(
                 400, f'the payload is not JSON ({exc}); e.g. {{"ok": true}}'
             ) from None
-        key = form.get("key", "").strip() or None
         sent = signal_flow(flow_id, name, payload, store=self.store, key=key)
         return "signal" if sent else "signal-kept"
 
     def cancel(self, flow_id: str, form: dict[str, str]) -> str:
         """``crux-gen cancel``: a finished flow is left as it is (409)."""
         reason = form.get("reason", "").strip() or "cancelled from the dashboard"
+        check_no_nul("cancel reason", reason, "nothing was changed")
         if not cancel_flow(flow_id, reason, store=self.store):
             status = self.store.load(flow_id).status
             raise ActionError(
@@ -481,6 +550,20 @@ class ActionError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def nul_error(what: str, value: str, then: str) -> InvalidValueError:
+    """The error for *value* holding a NUL character, which no store keeps (a
+    PostgreSQL text cannot): every store answers alike, before the store is asked."""
+    return InvalidValueError(
+        what, value, f"holds a NUL character (\\x00), which no store can keep; {then}"
+    )
+
+
+def check_no_nul(what: str, value: str, then: str) -> None:
+    """Raise ``nul_error`` if *value* holds a NUL character."""
+    if "\0" in value:
+        raise nul_error(what, value, then)
 
 
 def flow_url(base: str, flow_id: str) -> str:

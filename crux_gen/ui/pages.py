@@ -6,17 +6,18 @@ ever marked safe."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
 
 from ..commands import VALUE_KINDS, describe
-from ..control import list_flows
+from ..control import keyset, list_page
 from ..durations import approximate
 from ..results import FlowInfo, FlowSummary, HistoryEntry
-from ..status import Status
+from ..status import FINISHED, Status
 
 #: Flows per page of the flows table.
 PAGE_SIZE = 50
@@ -26,8 +27,6 @@ SHORT = 200
 COUNT_CAP = 1000
 
 STATUSES = tuple(s.value for s in Status)
-
-ONE_US = timedelta(microseconds=1)
 
 
 # -- the flows page --------------------------------------------------------------------
@@ -56,41 +55,88 @@ def flows_page(
     *,
     status: str | None,
     name: str | None,
-    before: datetime | None,
+    before: datetime | tuple[float, str] | None,
     size: int = PAGE_SIZE,
-) -> tuple[list[FlowSummary], datetime | None]:
+) -> tuple[list[FlowSummary], str | None]:
     """One page of flows, newest update first, and the ``before`` of the next page
-    (``None`` on the last).
-
-    Summaries carry ``updated_at`` rounded to the microsecond, while stores compare
-    the exact float: the page is cut only between two flows at least 2 µs apart,
-    and the next page starts 1 µs above the first flow it holds, so no flow shows
-    on both pages and none is skipped (a page may hold a few flows more or less
-    than *size*; a burst of flows updated within 2 µs stays on one page).
-    """
-    limit = size + 1
-    while True:
-        rows = list_flows(store=store, status=status, name=name, limit=limit, before=before)
-        if len(rows) < limit:
-            return rows, None
-        cuts = [
-            i
-            for i in range(1, len(rows))
-            if rows[i - 1].updated_at - rows[i].updated_at >= 2 * ONE_US
-        ]
-        if cuts:
-            i = min(cuts, key=lambda i: (abs(i - size), i))
-            return rows[:i], rows[i].updated_at + ONE_US
-        limit *= 2
+    as the link's text (``None`` on the last): the exact keyset ``(updated_at,
+    flow_id)`` of the page's last flow, so each flow shows on exactly one page."""
+    bound = keyset(before) if isinstance(before, datetime) else before
+    rows = list_page(store, status=status, name=name, limit=size + 1, before=bound)
+    if len(rows) <= size:
+        return rows, None
+    last = keyset(rows[size - 1])
+    assert isinstance(last, tuple)
+    return rows[:size], f"{last[0]!r},{last[1]}"
 
 
-def parse_before(text: str) -> datetime:
-    """The ``before`` of a next-page link: an ISO datetime (UTC when it names no zone).
-    ``ValueError`` for anything else."""
-    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment
+def parse_before(text: str) -> datetime | tuple[float, str]:
+    """The ``before`` of a next-page link: ``<updated_at>,<flow id>`` (the exact
+    keyset :func:`flows_page` makes), or an ISO datetime (UTC when it names no
+    zone). ``ValueError`` for anything else."""
+    head, comma, flow_id = text.strip().partition(",")
+    if comma and flow_id:
+        try:
+            moment = float(head)
+        except ValueError:
+            moment = math.nan
+        if math.isfinite(moment):
+            return (moment, flow_id)
+    moment_at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment_at.tzinfo is None:
+        moment_at = moment_at.replace(tzinfo=timezone.utc)
+    return moment_at
+
+
+# -- the signal form -------------------------------------------------------------------
+
+#: What a suspended flow waits on, by ``wait_kind``, when that is no signal.
+NOT_A_SIGNAL = {
+    "child": "its child flow {waiting_for!r}",
+    "all": "its child flows (an All)",
+    "sleep": "a timer (Sleep {waiting_for!r})",
+    "retry": "the next try of step {waiting_for!r}",
+    "wait_until": "a condition it polls (WaitUntil {waiting_for!r})",
+}
+
+
+@attrs.frozen
+class SignalChoice:
+    """The signal names a flow waits for now (the form offers exactly these), and
+    when there are none, *why* (a phrase: "it waits for a timer (…)")."""
+
+    names: tuple[str, ...]
+    why: str = ""
+
+
+def signal_choice(status: str, wait_kind: str | None, waiting_for: str | None) -> SignalChoice:
+    """What the signal form may send to a flow with these stored fields: the name
+    of the ``Suspend`` it is parked on, the names of the ``Suspend`` branches of
+    the ``Any`` it is parked on, and nothing else. A signal of another name would
+    be stored and never consumed by this wait, so the dashboard offers none and
+    refuses one."""
+    if status in {s.value for s in FINISHED}:
+        return SignalChoice((), f"it is {status}: a finished flow takes no signal")
+    if status != Status.SUSPENDED.value or waiting_for is None:
+        return SignalChoice(
+            (),
+            f"it is {status} and parked on nothing yet (`crux-gen signal` sends a signal "
+            "ahead of the Suspend that takes it)",
+        )
+    if wait_kind == "suspend":
+        return SignalChoice((waiting_for,))
+    if wait_kind == "any":
+        try:
+            names = json.loads(waiting_for)
+        except ValueError:
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            if names:
+                return SignalChoice(tuple(dict.fromkeys(names)))
+            return SignalChoice((), "it waits in an Any with no Suspend branch")
+        return SignalChoice((), "its stored Any wait list is not a JSON list of names")
+    what = NOT_A_SIGNAL.get(wait_kind or "", "{waiting_for!r}")
+    return SignalChoice((), "it waits for " + what.format(waiting_for=waiting_for))
 
 
 # -- values as text --------------------------------------------------------------------
@@ -154,6 +200,9 @@ def at(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# -- which run took a signal -----------------------------------------------------------
 
 
 # -- the timeline ----------------------------------------------------------------------
