@@ -841,50 +841,23 @@ class Driver:
                 StoredRecord(
                     d.position, "all", command.name, WAITING,
                     result=all_header_result(len(branches)), started_at=now,
-                )
+                ),
+                *(
+                    StoredRecord(first + offset, branch.kind, branch.name, WAITING, started_at=now)
+                    for offset, branch in enumerate(branches)
+                ),
             ]  # fmt: skip
-            new: list[NewChild] = []
-            for offset, branch in enumerate(branches):
-                position = first + offset
-                if isinstance(branch, Child):
-                    child_id = branch.flow_id or secrets.token_hex(16)
-                    try:
-                        text = self._encode_input(branch)
-                    except SerializationError as exc:
-                        records.append(StoredRecord(
-                            position, "child", branch.name, FAILED,
-                            error=ErrorInfo.from_exception(exc).encode(), attempts=1,
-                            started_at=now, finished_at=now,
-                        ))  # fmt: skip
-                        continue
-                    new.append(NewChild(child_id, branch.name, text))
-                    records.append(StoredRecord(
-                        position, "child", branch.name, WAITING,
-                        result=codec.encode({"flow_id": child_id}, what="a child id"),
-                        started_at=now,
-                    ))  # fmt: skip
-                else:
-                    records.append(
-                        StoredRecord(position, "step", branch.name, WAITING, started_at=now)
-                    )
-            for record in records:
-                self._records[record.position] = record
-            while True:
-                try:
-                    self._commit(now, children=tuple(new))
-                    break
-                except CHILD_REFUSALS as exc:  # that branch fails; the others go on
-                    new = [c for c in new if c.flow_id != exc.flow_id]
-                    for index, record in enumerate(records):
-                        if record.kind == "child" and child_id_of(record) == exc.flow_id:
-                            records[index] = record._replace(
-                                state=FAILED, result=None, attempts=1, finished_at=now,
-                                error=ErrorInfo.from_exception(exc).encode(),
-                            )  # fmt: skip
-                            self._records[record.position] = records[index]
+            self._start_children(records, branches, first, now)
             header, *rest = records
         else:
             header, *rest = d.records
+            # A child branch reset by a retry (its child had failed) starts a new child.
+            unstarted = [
+                r for r in rest if r.kind == "child" and r.state == WAITING and r.result is None
+            ]
+            if unstarted:
+                self._start_children(unstarted, branches, first, self._now())
+                rest = [next((u for u in unstarted if u.position == r.position), r) for r in rest]
         current: dict[int, StoredRecord] = {r.position: r for r in rest}
         errors: dict[int, BaseException] = {}
         # Steps first, at the same time, each record committed as it finishes.
@@ -942,6 +915,54 @@ class Driver:
                 for p in sorted(current)
             ]
         )
+
+    def _start_children(
+        self, records: list[StoredRecord], branches: tuple[Any, ...], first: int, now: float
+    ) -> None:
+        """Write *records* (an ``All``'s, at positions from *first*) with a child flow
+        for each child branch record that has none yet, in one write: each gets a
+        fresh id (or its ``flow_id=``) in its result. A branch whose input cannot be
+        stored, or whose id the store refuses (taken), is recorded as failed instead;
+        the others go on. *records* is updated in place."""
+        new: list[NewChild] = []
+        for index, record in enumerate(records):
+            if record.kind != "child" or record.result is not None:
+                continue
+            branch = branches[record.position - first]
+            assert isinstance(branch, Child)
+            try:
+                text = self._encode_input(branch)
+            except SerializationError as exc:
+                records[index] = self._failed(record, exc, now)
+                continue
+            child_id = branch.flow_id or secrets.token_hex(16)
+            new.append(NewChild(child_id, branch.name, text))
+            records[index] = record._replace(
+                result=codec.encode({"flow_id": child_id}, what="a child id")
+            )
+        for record in records:
+            self._records[record.position] = record
+        while True:
+            try:
+                self._commit(now, children=tuple(new))
+                return
+            except CHILD_REFUSALS as exc:  # that branch fails; the others go on
+                new = [c for c in new if c.flow_id != exc.flow_id]
+                for index, record in enumerate(records):
+                    if (
+                        record.kind == "child"
+                        and record.state == WAITING
+                        and child_id_of(record) == exc.flow_id
+                    ):
+                        records[index] = self._failed(record, exc, now)
+                        self._records[record.position] = records[index]
+
+    @staticmethod
+    def _failed(record: StoredRecord, exc: Exception, now: float) -> StoredRecord:
+        return record._replace(
+            state=FAILED, result=None, attempts=1, finished_at=now,
+            error=ErrorInfo.from_exception(exc).encode(),
+        )  # fmt: skip
 
     def _run_branches(
         self,

@@ -495,3 +495,33 @@ def test_a_corrupt_signal_payload_is_rejected_naming_it_and_the_wait_goes_on(
     assert f"payload of signal {signal.id}" in (rejected.error or "")
     signal_flow(r.flow_id, "go", {"ok": 2}, store=store)
     assert resume(r.flow_id, store=store).value == {"ok": 2}
+
+
+def test_retry_of_an_all_whose_child_branch_failed_starts_that_child_again(store: Any) -> None:
+    calls = Calls()
+    broken = {"bad": True}
+
+    @flow("lv-all-child-leaf")
+    def leaf(ctx: FlowContext) -> Any:
+        def work() -> str:
+            calls("leaf")
+            if broken["bad"]:
+                raise ValueError("leaf down")
+            return f"leaf {ctx.input}"
+
+        return (yield Step("work", work))
+
+    @flow("lv-all-child-retry")
+    def fan(ctx: FlowContext) -> Any:
+        return (yield All([Step("ok", lambda: calls("ok", 1)), Child(leaf, input="x")]))
+
+    r = fan.run(store=store)
+    assert r.status == "failed" and r.error is not None and "ChildFlowError" in r.error.type
+    [first_child] = get_flow(r.flow_id, store=store).children
+    broken["bad"] = False
+    store.retry_failed(r.flow_id, store.clock.time())
+    assert resume(r.flow_id, store=store).value == [1, "leaf x"]
+    children = get_flow(r.flow_id, store=store).children
+    assert len(children) == 2 and first_child in children  # a new child; the old one kept
+    assert get_flow(first_child, store=store).status == "failed"
+    assert calls.counts == Counter({"ok": 1, "leaf": 2})

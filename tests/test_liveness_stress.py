@@ -20,9 +20,9 @@ from tests.stress.liveness import Options, Report, check_steps, run
 #: What each run does; seeds fixed, so a failure names a run to repeat with
 #: ``python -m tests.stress.liveness --seed N``.
 CLEAN = Options(seconds=8.0, seed=20261206, retry_in_all=False, prune_age=8.0)
-#: The same chaos with the shapes of open defects: prune of a child whose parent
-#: has not taken its end yet (issue 18, item 5), retry of a flow that failed inside
-#: an ``All`` (item 6), two parents sharing one child id (item 2).
+#: The same chaos with the shapes of the defects issue 18 fixed: prune of a child
+#: whose parent has not taken its end yet (item 5), retry of a flow that failed
+#: inside an ``All`` (item 6), two parents naming one child id (item 2).
 KNOWN = Options(seconds=5.0, seed=20261207, prune_age=0.0, shared_children=True, drain_seconds=10.0)
 
 
@@ -54,13 +54,6 @@ def test_every_flow_ends_under_signals_cancels_retries_prunes_and_kills(
     proves_something(report)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 18: item 5 (prune deletes a finished child its parent still waits "
-    "for: the parent's run raises FlowNotFoundError on every pass), item 6 (retry of "
-    "a flow that failed inside an All: KeyError in the driver, the worker skips it), "
-    "item 2 (a second parent of a shared child id is never woken)",
-)
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_every_flow_ends_with_prunes_of_waited_children_retries_in_all_and_shared_children(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest

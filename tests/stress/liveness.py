@@ -549,13 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the chaos lasts")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--db", default=None, help="a postgresql:// URL of an empty database")
-    parser.add_argument("--shared-children", action="store_true", help="issue 18, item 2")
+    parser.add_argument("--shared-children", action="store_true", help="also two parents naming one child id (issue 18, item 2)")
     parser.add_argument("--folder", default=None, help="keep the log, markers and db here")
     parser.add_argument(
         "--avoid-known",
         action="store_true",
-        help="leave out the shapes of open defects (issue 18 items 5 and 6): prune only "
-        "flows finished 8s ago, retry no flow that failed inside an All",
+        help="leave out the shapes issue 18 fixed (items 5 and 6), to tell them apart from a "
+        "new failure: prune only flows finished 8s ago, retry no flow that failed inside an All",
     )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
