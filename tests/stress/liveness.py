@@ -549,7 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the chaos lasts")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--db", default=None, help="a postgresql:// URL of an empty database")
-    parser.add_argument("--shared-children", action="store_true", help="also two parents naming one child id (issue 18, item 2)")
+    parser.add_argument(
+        "--shared-children",
+        action="store_true",
+        help="also two parents naming one child id (issue 18, item 2)",
+    )
     parser.add_argument("--folder", default=None, help="keep the log, markers and db here")
     parser.add_argument(
         "--avoid-known",
