@@ -219,7 +219,7 @@ def _any(store: CheckedStore, flow: StoredFlow) -> tuple[str, str] | None:
     except ValueError:
         names = None
     if not isinstance(names, list):
-        names = None  # the stores read an unreadable list as no signal name
+        names = None  # unreadable (a corrupt row): the stores wake it on any signal
     full = flow if flow.records else store.load(flow.id)
     found = _waiting_record(full, "any")
     children = found[1].get("children") if found is not None else None
@@ -227,13 +227,12 @@ def _any(store: CheckedStore, flow: StoredFlow) -> tuple[str, str] | None:
     problem = _children(store, flow, child_ids, wait="the Any's child flow")
     if problem is not None and (problem[0] != "child_of_another" or not names):
         return problem
-    if names or (child_ids and problem is None):
+    if names is None or names or (child_ids and problem is None):
         return None  # a signal may be sent, or a child of its own may end
-    what = "an unreadable signal list" if names is None else "no signal name"
     return (
         "nothing_left",
-        f"waits in an Any with every branch settled ({what}, no timer, no unfinished "
-        "child), yet it is not due",
+        "waits in an Any with every branch settled (no signal name, no timer, no "
+        "unfinished child), yet it is not due",
     )
 
 
@@ -242,7 +241,9 @@ def _all(store: CheckedStore, flow: StoredFlow) -> tuple[str, str] | None:
     found = _waiting_record(full, "all")
     child_ids: list[str] = []
     if found is not None:
-        for record in full.records[found[0] + 1 :]:
+        count = found[1].get("branches")  # recorded in the header (else: all that follow)
+        end = found[0] + 1 + count if isinstance(count, int) else None
+        for record in full.records[found[0] + 1 : end]:
             if record.kind == "child" and record.state == WAITING:
                 try:
                     child_ids.append(str(json.loads(record.result or "")["flow_id"]))

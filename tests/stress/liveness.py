@@ -78,8 +78,9 @@ class Options:
     #: Prune flows finished longer ago than this many seconds (and a little more);
     #: 0 also prunes children whose parent has not taken their end yet (item 5).
     prune_age: float = 0.0
-    #: Retry flows that failed inside an ``All`` (issue 18, item 6) too.
-    retry_in_all: bool = True
+    #: Retry flows that failed on a child branch of an ``All`` too (issue 18, item 6:
+    #: the retried branch loses its child id); a failed step branch is retried always.
+    retry_all_child: bool = True
     prunes: bool = True
     kills: bool = True
 
@@ -265,8 +266,8 @@ class Chaos:
 
     def retry_some(self) -> None:
         failed = self.store.list_flows(status="failed", limit=10_000)
-        if not self.options.retry_in_all:
-            failed = [f for f in failed if not failed_in_all(self.store, f.id)]
+        if not self.options.retry_all_child:
+            failed = [f for f in failed if not failed_on_all_child(self.store, f.id)]
         if not failed:
             return
         target = self.rng.choice(failed)
@@ -396,16 +397,20 @@ class Chaos:
         return any(s.state == "pending" and s.name == name for s in flow.signals)
 
 
-def failed_in_all(store: Any, flow_id: str) -> bool:
-    """Whether the last failed record of *flow_id* is a branch of an ``All`` (the
-    three records after an ``all`` record, in ``st-parent``)."""
+def failed_on_all_child(store: Any, flow_id: str) -> bool:
+    """Whether the last failed record of *flow_id* is a child branch of an ``All``
+    (one of the three records after an ``all`` record, in ``st-parent``)."""
     try:
         records = store.load(flow_id).records
     except FlowNotFoundError:
         return False
-    failed = [r.position for r in records if r.state == "failed"]
+    failed = [r for r in records if r.state == "failed"]
     fans = [r.position for r in records if r.kind == "all"]
-    return bool(failed) and any(q < failed[-1] <= q + 3 for q in fans)
+    return (
+        bool(failed)
+        and failed[-1].kind == "child"
+        and any(q < failed[-1].position <= q + 3 for q in fans)
+    )
 
 
 # -- the invariants ------------------------------------------------------------------
@@ -550,16 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--db", default=None, help="a postgresql:// URL of an empty database")
     parser.add_argument(
-        "--shared-children",
+        "--no-shared-children",
         action="store_true",
-        help="also two parents naming one child id (issue 18, item 2)",
+        help="no two parents naming one child id (the second gets FlowIdTakenError)",
     )
     parser.add_argument("--folder", default=None, help="keep the log, markers and db here")
     parser.add_argument(
         "--avoid-known",
         action="store_true",
-        help="leave out the shapes issue 18 fixed (items 5 and 6), to tell them apart from a "
-        "new failure: prune only flows finished 8s ago, retry no flow that failed inside an All",
+        help="retry no flow that failed inside an All (the shape of a defect issue 18 "
+        "fixed), to tell it apart from a new failure",
     )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
@@ -567,9 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         seed=seed,
         max_parents=max(24, int(args.seconds * 3)),
-        shared_children=args.shared_children,
-        prune_age=8.0 if args.avoid_known else 0.0,
-        retry_in_all=not args.avoid_known,
+        shared_children=not args.no_shared_children,
+        retry_all_child=not args.avoid_known,
     )
     print(f"seed {seed}", flush=True)
     if args.folder is not None:
