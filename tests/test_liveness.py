@@ -525,3 +525,30 @@ def test_retry_of_an_all_whose_child_branch_failed_starts_that_child_again(store
     assert len(children) == 2 and first_child in children  # a new child; the old one kept
     assert get_flow(first_child, store=store).status == "failed"
     assert calls.counts == Counter({"ok": 1, "leaf": 2})
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_corrupt_record_of_one_flow_is_reported_naming_it_and_the_others_run(
+    store: Any, tmp_path: Path, concurrency: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .test_values import corrupt
+
+    calls = Calls()
+
+    @flow("lv-corrupt-worker")
+    def two_steps(ctx: FlowContext) -> Any:
+        first = yield Step("one", lambda: calls("one", 1))
+        yield Suspend("go")
+        return first + (yield Step("two", lambda: calls("two", 2)))
+
+    ids = [two_steps.run(flow_id=f"cw-{i}", store=store).flow_id for i in range(3)]
+    corrupt(store, tmp_path, "cw-0", "records", "result", "[1", where="position", key=0)
+    for flow_id in ids:
+        signal_flow(flow_id, "go", None, store=store)
+    caplog.set_level("ERROR", logger="crux_gen")
+    Worker(store, [two_steps], concurrency=concurrency).run_once()
+    assert [get_flow(i, store=store).status for i in ids[1:]] == ["completed"] * 2
+    assert store.load("cw-0").status == "suspended"  # left as it was, nothing re-run
+    assert calls.counts == Counter({"one": 3, "two": 2})
+    [report] = [r for r in caplog.records if getattr(r, "flow_id", None) == "cw-0"]
+    assert "CorruptRecordError" in (report.exc_text or "") and "cw-0" in report.getMessage()
