@@ -24,6 +24,23 @@ from .clock import when
 from .codec import ErrorInfo
 from .commands import COMMAND_TYPES, AnyResult, Child, Sleep, Step, Suspend, describe
 from .durations import format_duration
+from .effects import (
+    DURABLE,
+    GO_ON,
+    Call,
+    Event,
+    Finish,
+    Fired,
+    NewRun,
+    Park,
+    Raised,
+    Record,
+    Resolve,
+    Returned,
+    Throw,
+    Timer,
+    View,
+)
 from .errors import (
     ChildFlowError,
     FlowBusyError,
@@ -35,19 +52,15 @@ from .errors import (
     SignalValidationError,
 )
 from .flow import Flow, FlowContext
+from .handlers import HANDLERS, INLINE_BACKOFF
 from .interpreter import (
     AwaitAny,
     AwaitChild,
-    AwaitCondition,
     AwaitSignal,
-    AwaitTimer,
-    ContinueNew,
     Failed,
     Finished,
     Interpreter,
-    RecordVersion,
     RunAll,
-    RunStep,
     rebuild_exception,
     structured,
 )
@@ -85,10 +98,6 @@ if TYPE_CHECKING:
     from crux_gen.stores.base import Store
 
 log = logging.getLogger("crux_gen")
-
-#: A retry backoff up to this long sleeps in the runner's thread; a longer one parks
-#: the flow (``status="suspended"``, ``wake_at`` set) so that no process is held.
-INLINE_BACKOFF = timedelta(seconds=2)
 
 
 _RUNNING = Status.RUNNING.value
@@ -347,77 +356,67 @@ class Driver:
             ) from None
         raise self._stop_with(Status.COMPLETED, result=result)
 
-    def _step(self, d: RunStep) -> None:
-        command, record = d.command, d.record
-        retry = command.retry
-        failures = record.attempts if record is not None else 0
-        now = self._now()
-        started = record.started_at if record is not None else now
-        if record is not None and record.wake_at is not None and record.wake_at > now:
-            raise self._park(command.name, "retry", record.wake_at)
+    def _handle(self, decision: Any) -> None:
+        """Carry out the effects of the decision's handler (``handlers.py``) until it
+        is settled: a call runs here (after the guard) and its outcome goes back to
+        the handler; each record is written when it says; a park or an end stops the
+        run (``Stop``)."""
+        handler = HANDLERS[decision.__class__]
+        record: StoredRecord | None = getattr(decision, "record", None)
+        event: Event = None
+        time = self.clock.time
         while True:
-            try:
-                value = self._call(command.fn)
-            except Stop:
-                raise
-            except Exception as exc:
-                failures += 1
-                now = self._now()
-                error = ErrorInfo.from_exception(exc).encode()
-                if retry is not None and retry.should_retry(exc, failures):
-                    wait = retry.delay_after(failures)
-                    wake = now + wait.total_seconds()
-                    self._records[d.position] = StoredRecord(
-                        d.position, "step", command.name, RETRYING, error=error,
-                        attempts=failures, started_at=started, wake_at=wake,
-                    )  # fmt: skip
-                    if wait > INLINE_BACKOFF:
-                        raise self._park(command.name, "retry", wake) from None
-                    self._commit(now)  # attempts survive a crash
-                    log.info(
-                        "flow %s: step %r failed (try %d of %d), retrying in %s",
-                        self.flow_id, command.name, failures, retry.attempts,
-                        format_duration(wait),
-                    )  # fmt: skip
-                    self.clock.sleep(wait.total_seconds())
-                    continue
-                self._fail_step(d.position, command.name, exc, error, failures, started, now)
+            now = time()
+            effects = handler(decision, View(self.flow_id, now, record), event)
+            event = None
+            for effect in effects:
+                if type(effect) is Record:
+                    record = effect.record
+                    self._records[record.position] = record
+                    if effect.write == DURABLE:
+                        self._commit(now)
+                    elif effect.write == GO_ON:
+                        self._go_on()
+                elif type(effect) is Call:
+                    try:
+                        event = Returned(self._call(effect.fn), effect)
+                    except Stop:
+                        raise
+                    except Exception as exc:
+                        event = Raised(exc, effect)
+                elif type(effect) is Resolve:
+                    self.interp.resolve(effect.value)
+                elif type(effect) is Throw:
+                    self.interp.fail(effect.exc)
+                elif type(effect) is Timer:
+                    assert record is not None
+                    self._retrying(decision.command, record, effect.at - now)
+                    event = Fired()
+                elif type(effect) is Park:
+                    raise self._park(
+                        effect.waiting_for, effect.kind, effect.wake_at, deadline=effect.deadline
+                    )
+                elif type(effect) is Finish:
+                    raise self._stop_with(
+                        effect.status, waiting_for=effect.waiting_for, wait_kind=effect.kind
+                    )
+                else:
+                    assert type(effect) is NewRun
+                    self._commit(now, continue_as_new=effect.input)
+                    result = FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name)
+                    raise Stop(result, continued=True)
+            if event is None:
                 return
-            what = f"the result of step {command.name!r} in flow {self.flow_id!r}"
-            now = self._now()
-            try:
-                encoded = codec.encode(value, what=what)
-            except SerializationError as exc:
-                # Recorded as the step's failure (not retried): a replay throws the
-                # same at this step without calling it, and a flow that catches it
-                # goes on with an unbroken history.
-                error = ErrorInfo.from_exception(exc).encode()
-                self._fail_step(d.position, command.name, exc, error, failures + 1, started, now)
-                return
-            self._records[d.position] = StoredRecord(
-                d.position, "step", command.name, COMPLETED, result=encoded,
-                attempts=failures + 1, started_at=started, finished_at=now,
-            )  # fmt: skip
-            self._commit(now)
-            self.interp.resolve(codec.decode(encoded))
-            return
 
-    def _fail_step(
-        self,
-        position: int,
-        name: str,
-        exc: Exception,
-        error: str,
-        attempts: int,
-        started: float | None,
-        now: float,
-    ) -> None:
-        self._records[position] = StoredRecord(
-            position, "step", name, FAILED, error=error,
-            attempts=attempts, started_at=started, finished_at=now,
+    def _retrying(self, command: Step, record: StoredRecord, wait: float) -> None:
+        """A short backoff: sleep it out here (the retrying record is written)."""
+        retry = command.retry
+        log.info(
+            "flow %s: step %r failed (try %d of %d), retrying in %s",
+            self.flow_id, command.name, record.attempts, retry.attempts if retry else 1,
+            format_duration(timedelta(seconds=wait)),
         )  # fmt: skip
-        self._commit(now)
-        self.interp.fail(exc)
+        self.clock.sleep(max(0.0, wait))
 
     def _payload(self, signal: StoredSignal) -> Any:
         """A signal's payload, or ``CorruptRecordError`` naming the flow and signal."""
@@ -502,84 +501,7 @@ class Driver:
     def _reject(self, signal: StoredSignal, reason: str) -> None:
         self._signal_updates.append(SignalUpdate(signal.id, REJECTED, error=reason))
 
-    def _condition(self, d: AwaitCondition) -> None:
-        command, record = d.command, d.record
-        now = self._now()
-        if record is None:
-            deadline = None if command.timeout is None else now + command.timeout.total_seconds()
-            record = StoredRecord(
-                d.position, "wait_until", command.name, WAITING, started_at=now, deadline=deadline
-            )
-        try:
-            value = self._call(command.condition)
-        except Stop:
-            raise
-        except Exception as exc:
-            self._fail_condition(record, exc, now)
-            return
-        if value:
-            what = f"the value of WaitUntil {command.name!r} in flow {self.flow_id!r}"
-            try:
-                encoded = codec.encode(value, what=what)
-            except SerializationError as exc:
-                self._fail_condition(record, exc, now)
-                return
-            self._records[d.position] = record._replace(
-                state=COMPLETED, result=encoded, attempts=record.attempts + 1, finished_at=now
-            )
-            self._go_on()
-            self.interp.resolve(codec.decode(encoded))
-            return
-        if record.deadline is not None and now >= record.deadline:
-            self._records[d.position] = record._replace(
-                state=EXPIRED, attempts=record.attempts + 1, finished_at=now
-            )
-            raise self._stop_with(Status.EXPIRED, waiting_for=command.name, wait_kind="wait_until")
-        wake = now + command.every.total_seconds()
-        if record.deadline is not None:
-            wake = min(wake, record.deadline)
-        self._records[d.position] = record._replace(attempts=record.attempts + 1, wake_at=wake)
-        raise self._park(command.name, "wait_until", wake, deadline=record.deadline)
-
-    def _fail_condition(self, record: StoredRecord, exc: Exception, now: float) -> None:
-        """A condition raised, or its value cannot be stored: recorded as the wait's
-        failure and thrown into the flow (a replay throws it without calling it)."""
-        self._records[record.position] = record._replace(
-            state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
-            attempts=record.attempts + 1, finished_at=now,
-        )  # fmt: skip
-        self._commit(now)
-        self.interp.fail(exc)
-
-    def _timer(self, d: AwaitTimer) -> None:
-        command, record = d.command, d.record
-        now = self._now()
-        if record is None:
-            record = StoredRecord(
-                d.position, "sleep", command.name, WAITING, started_at=now,
-                wake_at=command.wake_at(now),
-            )  # fmt: skip
-        assert record.wake_at is not None
-        if now >= record.wake_at:
-            self._records[d.position] = record._replace(
-                state=COMPLETED, result="null", attempts=1, finished_at=now
-            )
-            self._go_on()
-            self.interp.resolve(None)
-            return
-        self._records[d.position] = record
-        raise self._park(command.name, "sleep", record.wake_at)
-
     # -- composition ---------------------------------------------------------------
-
-    def _version(self, d: RecordVersion) -> None:
-        now = self._now()
-        latest = d.command.latest
-        self._records[d.position] = StoredRecord(
-            d.position, "version", d.command.name, COMPLETED, result=str(latest),
-            attempts=1, started_at=now, finished_at=now,
-        )  # fmt: skip
-        self.interp.resolve(latest)
 
     def _refuse(self, position: int, kind: str, name: str, exc: Exception, now: float) -> None:
         """A command whose own value cannot be stored (a child's input, ContinueAsNew's):
@@ -590,22 +512,6 @@ class Driver:
         )  # fmt: skip
         self._commit(now)
         self.interp.fail(exc)
-
-    def _continue_as_new(self, d: ContinueNew) -> None:
-        now = self._now()
-        try:
-            text = codec.encode(
-                d.command.input, what=f"the input of ContinueAsNew in flow {self.flow_id!r}"
-            )
-        except SerializationError as exc:
-            self._refuse(d.position, "continue_as_new", d.command.name, exc, now)
-            return
-        self._records[d.position] = StoredRecord(
-            d.position, "continue_as_new", d.command.name, COMPLETED, result=text,
-            attempts=1, started_at=now, finished_at=now,
-        )  # fmt: skip
-        self._commit(now, continue_as_new=text)
-        raise Stop(FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name), continued=True)
 
     def _encode_input(self, command: Child) -> str:
         return codec.encode(
@@ -1070,13 +976,9 @@ class Driver:
 
 #: The driver's method for each live decision of the interpreter.
 _HANDLERS: dict[type, Callable[[Driver, Any], None]] = {
-    RunStep: Driver._step,
+    **{kind: Driver._handle for kind in HANDLERS},
     AwaitSignal: Driver._signal,
-    AwaitCondition: Driver._condition,
-    AwaitTimer: Driver._timer,
     AwaitChild: Driver._child,
     AwaitAny: Driver._any,
     RunAll: Driver._all,
-    RecordVersion: Driver._version,
-    ContinueNew: Driver._continue_as_new,
 }

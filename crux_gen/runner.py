@@ -13,9 +13,10 @@ import attrs
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .driver import INLINE_BACKOFF, Driver, ParkingWarning
+from .driver import Driver, ParkingWarning
 from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError, StoreError
 from .flow import RUNNER, Flow, check_flow_id, default_registry
+from .handlers import INLINE_BACKOFF
 from .leases import LEASES
 from .opening import StorePath, check_store, using
 from .records import StoredFlow

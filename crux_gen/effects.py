@@ -1,0 +1,122 @@
+"""What the handlers (``handlers.py``) decide, as values: the effects a runner
+carries out, and the events it reports back.
+
+A handler never calls a step function, reads the clock or writes the store: it
+returns effects, and the runner does each one (``CORE.md``, "Handlers: decision
+in, effects out"). Immutable values compared by value, so a test of a handler is a
+list of effects in and out. Named tuples, as ``StoredRecord`` is, rather than frozen
+attrs classes: a live step makes five of them, and a frozen attrs class's
+``__init__`` (``object.__setattr__`` per field) cost a third more CPU per step on
+``MemoryStore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .records import StoredRecord
+from .status import Status
+
+#: When a record must be written (``Record.write``): before the flow's next command
+#: (a step's result, a failure thrown into the flow: a crash must not lose it), at
+#: once if the flow is parked and goes on past its wait (so the stored flow stops
+#: saying it waits), or with the run's next write.
+DURABLE = "durable"
+GO_ON = "go_on"
+BUFFERED = "buffered"
+
+
+class View(NamedTuple):
+    """What a handler may know besides its decision: the time (read once by the
+    runner) and the decision's record as the runner holds it now (``None`` before
+    the first one; state between calls lives in the last record a handler emitted)."""
+
+    flow_id: str
+    now: float
+    record: StoredRecord | None
+
+
+class Call(NamedTuple):
+    """Call *fn* (a step's function, a condition) after the runner's guard (the lease
+    is held, the flow is not cancelled): attempt *attempt*, the command begun at
+    *started*. The runner reports ``Returned`` or ``Raised``."""
+
+    position: int
+    fn: Callable[[], Any]
+    attempt: int
+    started: float
+
+
+class Record(NamedTuple):
+    """Keep *record* at its position in the run's next write (see *write*)."""
+
+    record: StoredRecord
+    write: str = BUFFERED
+
+
+class Resolve(NamedTuple):
+    """Send *value* into the flow at its ``yield``."""
+
+    value: Any
+
+
+class Throw(NamedTuple):
+    """Throw *exc* into the flow at its ``yield``."""
+
+    exc: BaseException
+
+
+class Timer(NamedTuple):
+    """Stay in hand until *at* (a short retry backoff), then ask the handler again
+    with ``Fired``."""
+
+    at: float
+
+
+class Park(NamedTuple):
+    """Suspend the flow: it waits for *waiting_for* (a ``kind`` wait) until
+    *wake_at*, with the wait's *deadline*."""
+
+    waiting_for: str
+    kind: str
+    wake_at: float | None
+    deadline: float | None = None
+
+
+class Finish(NamedTuple):
+    """End the flow with *status* (an expired wait: *waiting_for*, *kind*)."""
+
+    status: Status
+    waiting_for: str | None = None
+    kind: str | None = None
+
+
+class NewRun(NamedTuple):
+    """End this run; the next run of the same flow starts with *input* (JSON text)."""
+
+    input: str
+
+
+Effect = Call | Record | Resolve | Throw | Timer | Park | Finish | NewRun
+
+
+class Returned(NamedTuple):
+    """The function of *call* returned *value*."""
+
+    value: Any
+    call: Call
+
+
+class Raised(NamedTuple):
+    """The function of *call* raised *exc*."""
+
+    exc: Exception
+    call: Call
+
+
+class Fired(NamedTuple):
+    """The ``Timer`` ran out."""
+
+
+Event = Returned | Raised | Fired | None

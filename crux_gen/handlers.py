@@ -1,0 +1,213 @@
+"""Pure handlers: a live decision of the interpreter, what the runner knows now
+(``View``) and the event it reports (``Returned``, ``Raised``, ``Fired``, or none
+at first) in; the effects to carry out (``effects.py``) out.
+
+No store, no clock, no thread, no sleep and no exception used for control flow:
+every rule here has this one owner (the retry policy and its inline backoff, when
+a wait resolves, parks or expires), and its tests need neither store nor thread
+(``tests/test_handlers.py``). ``driver.py`` carries the effects out with today's
+IO (``CORE.md``, slice 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from . import codec
+from .codec import ErrorInfo
+from .commands import Retry
+from .effects import (
+    BUFFERED,
+    DURABLE,
+    GO_ON,
+    Call,
+    Effect,
+    Event,
+    Finish,
+    Fired,
+    NewRun,
+    Park,
+    Raised,
+    Record,
+    Resolve,
+    Returned,
+    Throw,
+    Timer,
+    View,
+)
+from .errors import SerializationError
+from .interpreter import AwaitCondition, AwaitTimer, ContinueNew, RecordVersion, RunStep
+from .records import COMPLETED, EXPIRED, FAILED, RETRYING, WAITING, StoredRecord
+from .status import Status
+
+#: A retry backoff up to this long keeps the flow in hand (``Timer``); a longer one
+#: parks it (``status="suspended"``, ``wake_at`` set) so that no process is held.
+INLINE_BACKOFF = timedelta(seconds=2)
+
+
+def retry_plan(retry: Retry | None, exc: BaseException, attempts: int, now: float) -> float | None:
+    """When the next try of a step whose try number *attempts* raised *exc* is due,
+    or ``None`` when it is not tried again (no ``Retry``, spent, or not retried on)."""
+    if retry is None or not retry.should_retry(exc, attempts):
+        return None
+    return now + retry.delay_after(attempts).total_seconds()
+
+
+def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
+    """A step: call its function (after a stored backoff ran out), then record its
+    value or its failure (retried by its ``Retry``, else thrown at the ``yield``)."""
+    command, record = d.command, view.record
+    if event is None or isinstance(event, Fired):
+        waiting = record is not None and record.wake_at is not None and record.wake_at > view.now
+        if event is None and waiting:  # parked for a backoff that has not run out
+            assert record is not None and record.wake_at is not None
+            return [Park(command.name, "retry", record.wake_at)]
+        attempts = record.attempts if record is not None else 0
+        started = view.now if record is None or record.started_at is None else record.started_at
+        return [Call(d.position, command.fn, attempts + 1, started)]
+    call = event.call
+    if isinstance(event, Raised):
+        exc = event.exc
+        error = ErrorInfo.from_exception(exc).encode()
+        wake = retry_plan(command.retry, exc, call.attempt, view.now)
+        if wake is None:
+            return _failed(d.position, "step", command.name, exc, error, call, view.now)
+        retrying = StoredRecord(
+            d.position, "step", command.name, RETRYING, error=error,
+            attempts=call.attempt, started_at=call.started, wake_at=wake,
+        )  # fmt: skip
+        if wake - view.now > INLINE_BACKOFF.total_seconds():
+            return [Record(retrying), Park(command.name, "retry", wake)]
+        return [Record(retrying, DURABLE), Timer(wake)]  # attempts survive a crash
+    assert isinstance(event, Returned)
+    what = f"the result of step {command.name!r} in flow {view.flow_id!r}"
+    try:
+        encoded = codec.encode(event.value, what=what)
+    except SerializationError as exc:
+        # Recorded as the step's failure (not retried): a replay throws the same at
+        # this step without calling it, and a flow that catches it goes on.
+        error = ErrorInfo.from_exception(exc).encode()
+        return _failed(d.position, "step", command.name, exc, error, call, view.now)
+    done = StoredRecord(
+        d.position, "step", command.name, COMPLETED, result=encoded,
+        attempts=call.attempt, started_at=call.started, finished_at=view.now,
+    )  # fmt: skip
+    return [Record(done, DURABLE), Resolve(codec.decode(encoded))]
+
+
+def _failed(
+    position: int, kind: str, name: str, exc: BaseException, error: str, call: Call, now: float
+) -> list[Effect]:
+    failed = StoredRecord(
+        position, kind, name, FAILED, error=error,
+        attempts=call.attempt, started_at=call.started, finished_at=now,
+    )  # fmt: skip
+    return [Record(failed, DURABLE), Throw(exc)]
+
+
+def await_condition(d: AwaitCondition, view: View, event: Event = None) -> list[Effect]:
+    """A ``WaitUntil``: check its condition; resolve with a truthy value, else park
+    until the next check (or expire once its deadline passed). A condition that
+    raises, or whose value cannot be stored, fails the wait at its ``yield``."""
+    command = d.command
+    record = view.record
+    if event is None:
+        attempts = record.attempts if record is not None else 0
+        return [Call(d.position, command.condition, attempts + 1, view.now)]
+    now = event.call.started if not isinstance(event, Fired) else view.now
+    if record is None:
+        deadline = None if command.timeout is None else now + command.timeout.total_seconds()
+        record = StoredRecord(
+            d.position, "wait_until", command.name, WAITING, started_at=now, deadline=deadline
+        )
+    checked = record.attempts + 1
+    if isinstance(event, Raised):
+        return _condition_failed(record, event.exc, checked, now)
+    assert isinstance(event, Returned)
+    if event.value:
+        what = f"the value of WaitUntil {command.name!r} in flow {view.flow_id!r}"
+        try:
+            encoded = codec.encode(event.value, what=what)
+        except SerializationError as exc:
+            return _condition_failed(record, exc, checked, now)
+        done = record._replace(state=COMPLETED, result=encoded, attempts=checked, finished_at=now)
+        return [Record(done, GO_ON), Resolve(codec.decode(encoded))]
+    if record.deadline is not None and now >= record.deadline:
+        expired = record._replace(state=EXPIRED, attempts=checked, finished_at=now)
+        return [Record(expired), Finish(Status.EXPIRED, command.name, "wait_until")]
+    wake = now + command.every.total_seconds()
+    if record.deadline is not None:
+        wake = min(wake, record.deadline)
+    waiting = record._replace(attempts=checked, wake_at=wake)
+    return [Record(waiting), Park(command.name, "wait_until", wake, record.deadline)]
+
+
+def _condition_failed(
+    record: StoredRecord, exc: BaseException, checked: int, now: float
+) -> list[Effect]:
+    """A condition raised, or its value cannot be stored: recorded as the wait's
+    failure and thrown into the flow (a replay throws it without calling it)."""
+    failed = record._replace(
+        state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
+        attempts=checked, finished_at=now,
+    )  # fmt: skip
+    return [Record(failed, DURABLE), Throw(exc)]
+
+
+def await_timer(d: AwaitTimer, view: View, event: Event = None) -> list[Effect]:
+    """A ``Sleep``: resolve once its wake time came, else park until then."""
+    command, record, now = d.command, view.record, view.now
+    if record is None:
+        record = StoredRecord(
+            d.position, "sleep", command.name, WAITING, started_at=now,
+            wake_at=command.wake_at(now),
+        )  # fmt: skip
+    assert record.wake_at is not None
+    if now >= record.wake_at:
+        done = record._replace(state=COMPLETED, result="null", attempts=1, finished_at=now)
+        return [Record(done, GO_ON), Resolve(None)]
+    return [Record(record), Park(command.name, "sleep", record.wake_at)]
+
+
+def record_version(d: RecordVersion, view: View, event: Event = None) -> list[Effect]:
+    """A ``Version`` reached for the first time: its ``latest``, recorded."""
+    latest = d.command.latest
+    record = StoredRecord(
+        d.position, "version", d.command.name, COMPLETED, result=str(latest),
+        attempts=1, started_at=view.now, finished_at=view.now,
+    )  # fmt: skip
+    return [Record(record, BUFFERED), Resolve(latest)]
+
+
+def continue_new(d: ContinueNew, view: View, event: Event = None) -> list[Effect]:
+    """``ContinueAsNew``: this run ends and the next starts with the command's input;
+    an input that cannot be stored fails the command at its ``yield``."""
+    now = view.now
+    try:
+        text = codec.encode(
+            d.command.input, what=f"the input of ContinueAsNew in flow {view.flow_id!r}"
+        )
+    except SerializationError as exc:
+        failed = StoredRecord(
+            d.position, "continue_as_new", d.command.name, FAILED,
+            error=ErrorInfo.from_exception(exc).encode(), attempts=1,
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+        return [Record(failed, DURABLE), Throw(exc)]
+    record = StoredRecord(
+        d.position, "continue_as_new", d.command.name, COMPLETED, result=text,
+        attempts=1, started_at=now, finished_at=now,
+    )  # fmt: skip
+    return [Record(record), NewRun(text)]
+
+
+#: The handler of each live decision that has one (the rest are still the driver's).
+HANDLERS: dict[type, Callable[[Any, View, Event], list[Effect]]] = {
+    RunStep: run_step,
+    AwaitCondition: await_condition,
+    AwaitTimer: await_timer,
+    RecordVersion: record_version,
+    ContinueNew: continue_new,
+}

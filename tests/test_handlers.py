@@ -1,0 +1,192 @@
+"""The handlers, alone: a decision, a view and an event in, effects out. No store,
+no clock, no thread (``crux_gen/handlers.py``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from crux_gen import ContinueAsNew, Retry, SerializationError, Sleep, Step, Version, WaitUntil
+from crux_gen.effects import (
+    BUFFERED,
+    DURABLE,
+    GO_ON,
+    Call,
+    Finish,
+    Fired,
+    NewRun,
+    Park,
+    Raised,
+    Record,
+    Resolve,
+    Returned,
+    Throw,
+    Timer,
+    View,
+)
+from crux_gen.handlers import (
+    INLINE_BACKOFF,
+    await_condition,
+    await_timer,
+    continue_new,
+    record_version,
+    retry_plan,
+    run_step,
+)
+from crux_gen.interpreter import AwaitCondition, AwaitTimer, ContinueNew, RecordVersion, RunStep
+from crux_gen.records import COMPLETED, EXPIRED, FAILED, RETRYING, WAITING, StoredRecord
+from crux_gen.status import Status
+
+T = 1_000.0
+
+
+def fn() -> int:
+    return 1
+
+
+def view(now: float = T, record: StoredRecord | None = None) -> View:
+    return View("f", now, record)
+
+
+def only(effects: list[Any], kind: type) -> Any:
+    [found] = [e for e in effects if isinstance(e, kind)]
+    return found
+
+
+# -- steps -------------------------------------------------------------------------------
+
+
+def test_a_new_step_is_a_call_of_its_function_as_attempt_1() -> None:
+    d = RunStep(3, Step("charge", fn), None)
+    assert run_step(d, view()) == [Call(3, fn, 1, T)]
+
+
+def test_a_returned_value_is_recorded_durably_then_resolved() -> None:
+    d = RunStep(3, Step("charge", fn), None)
+    call = Call(3, fn, 1, T)
+    effects = run_step(d, view(T + 2), Returned({"id": 7}, call))
+    record, resolve = effects
+    assert record == Record(
+        StoredRecord(3, "step", "charge", COMPLETED, result='{"id":7}', attempts=1,
+                     started_at=T, finished_at=T + 2),
+        DURABLE,
+    )  # fmt: skip
+    assert resolve == Resolve({"id": 7})
+
+
+def test_a_value_json_cannot_hold_fails_the_step_at_its_yield_without_a_retry() -> None:
+    d = RunStep(0, Step("s", fn, retry=Retry(attempts=5)), None)
+    effects = run_step(d, view(), Returned({1, object()}, Call(0, fn, 1, T)))
+    assert only(effects, Record).record.state == FAILED
+    assert isinstance(only(effects, Throw).exc, SerializationError)
+
+
+def test_an_error_without_retry_is_recorded_and_thrown() -> None:
+    boom = ValueError("no")
+    effects = run_step(RunStep(0, Step("s", fn), None), view(), Raised(boom, Call(0, fn, 1, T)))
+    record, throw = effects
+    assert (record.record.state, record.record.attempts, record.write) == (FAILED, 1, DURABLE)
+    assert "ValueError" in (record.record.error or "")
+    assert throw == Throw(boom)
+
+
+def test_a_short_backoff_keeps_the_flow_in_hand_and_the_next_try_follows_the_timer() -> None:
+    step = Step("s", fn, retry=Retry(attempts=3, backoff="fixed", delay="1s"))
+    d = RunStep(0, step, None)
+    effects = run_step(d, view(), Raised(ValueError("x"), Call(0, fn, 1, T)))
+    record, timer = effects
+    assert record.write == DURABLE  # attempts survive a crash
+    assert (record.record.state, record.record.attempts, record.record.wake_at) == (
+        RETRYING, 1, T + 1,
+    )  # fmt: skip
+    assert timer == Timer(T + 1)
+    # When the timer fires: attempt 2, begun when the first was.
+    assert run_step(d, view(T + 1, record.record), Fired()) == [Call(0, fn, 2, T)]
+
+
+def test_a_long_backoff_parks_the_flow_and_a_resume_before_it_parks_again() -> None:
+    delay = INLINE_BACKOFF.total_seconds() + 1
+    step = Step("s", fn, retry=Retry(attempts=3, backoff="fixed", delay=delay))
+    d = RunStep(0, step, None)
+    record, park = run_step(d, view(), Raised(ValueError("x"), Call(0, fn, 1, T)))
+    assert park == Park("s", "retry", T + delay)
+    assert record.write == BUFFERED  # written by the park
+    resumed = RunStep(0, step, record.record)
+    assert run_step(resumed, view(T + 1, record.record)) == [Park("s", "retry", T + delay)]
+    assert run_step(resumed, view(T + delay, record.record)) == [Call(0, fn, 2, T)]
+
+
+def test_spent_retries_throw_the_last_error() -> None:
+    step = Step("s", fn, retry=Retry(attempts=2, backoff="fixed", delay="1s"))
+    boom = KeyError("k")
+    effects = run_step(RunStep(0, step, None), view(), Raised(boom, Call(0, fn, 2, T)))
+    assert only(effects, Record).record.state == FAILED
+    assert only(effects, Throw) == Throw(boom)
+
+
+def test_retry_plan_is_the_one_retry_policy() -> None:
+    retry = Retry(attempts=3, backoff="exponential", delay="1s")
+    assert retry_plan(None, ValueError(), 1, T) is None
+    assert retry_plan(retry, ValueError(), 1, T) == T + 1
+    assert retry_plan(retry, ValueError(), 2, T) == T + 2
+    assert retry_plan(retry, ValueError(), 3, T) is None
+    only_keys = Retry(attempts=3, retry_on=(KeyError,))
+    assert retry_plan(only_keys, ValueError(), 1, T) is None
+
+
+# -- waits ---------------------------------------------------------------------------------
+
+
+def test_a_sleep_parks_until_its_wake_time_then_resolves() -> None:
+    d = AwaitTimer(1, Sleep("nap", "1h"), None)
+    record, park = await_timer(d, view())
+    assert park == Park("nap", "sleep", T + 3600)
+    assert (record.record.state, record.record.wake_at) == (WAITING, T + 3600)
+    later = AwaitTimer(1, d.command, record.record)
+    done, resolve = await_timer(later, view(T + 3600, record.record))
+    assert (done.record.state, done.write, resolve) == (COMPLETED, GO_ON, Resolve(None))
+
+
+def test_a_condition_checks_then_parks_until_the_next_check_or_expires() -> None:
+    wait = WaitUntil("ready", fn, every="1m", timeout="90s")
+    d = AwaitCondition(2, wait, None)
+    [call] = await_condition(d, view())
+    assert call == Call(2, fn, 1, T)
+    record, park = await_condition(d, view(T + 1), Returned(0, call))
+    assert park == Park("ready", "wait_until", T + 60, T + 90)
+    assert (record.record.attempts, record.record.deadline) == (1, T + 90)
+    later = AwaitCondition(2, wait, record.record)
+    [call] = await_condition(later, view(T + 90, record.record))
+    expired, finish = await_condition(later, view(T + 90, record.record), Returned(0, call))
+    assert expired.record.state == EXPIRED
+    assert finish == Finish(Status.EXPIRED, "ready", "wait_until")
+    [call] = await_condition(later, view(T + 60, record.record))
+    done, resolve = await_condition(later, view(T + 60, record.record), Returned("yes", call))
+    assert (done.record.state, done.record.result, resolve) == (COMPLETED, '"yes"', Resolve("yes"))
+
+
+def test_a_condition_that_raises_fails_the_wait_durably() -> None:
+    d = AwaitCondition(0, WaitUntil("w", fn), None)
+    boom = RuntimeError("down")
+    record, throw = await_condition(d, view(), Raised(boom, Call(0, fn, 1, T)))
+    assert (record.record.state, record.write, throw) == (FAILED, DURABLE, Throw(boom))
+
+
+# -- version, continue-as-new ----------------------------------------------------------------
+
+
+def test_a_version_records_its_latest_and_goes_on() -> None:
+    record, resolve = record_version(RecordVersion(4, Version("fee", latest=3)), view())
+    assert (record.record.result, record.write, resolve) == ("3", BUFFERED, Resolve(3))
+
+
+def test_continue_as_new_records_and_starts_the_next_run() -> None:
+    record, new = continue_new(ContinueNew(5, ContinueAsNew(input={"n": 2})), view())
+    assert (record.record.kind, new) == ("continue_as_new", NewRun('{"n":2}'))
+    when = datetime.now(timezone.utc)
+    bad = continue_new(ContinueNew(5, ContinueAsNew(input={"at": object(), "w": when})), view())
+    assert only(bad, Record).record.state == FAILED
+    with pytest.raises(SerializationError):
+        raise only(bad, Throw).exc
