@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from .durations import format_duration
 from .effects import (
     DURABLE,
     GO_ON,
+    Arrived,
     Call,
     Event,
     Finish,
@@ -37,6 +38,7 @@ from .effects import (
     Record,
     Resolve,
     Returned,
+    Take,
     Throw,
     Timer,
     View,
@@ -49,14 +51,12 @@ from .errors import (
     FlowNameConflictError,
     FlowNotFoundError,
     SerializationError,
-    SignalValidationError,
 )
 from .flow import Flow, FlowContext
 from .handlers import HANDLERS, INLINE_BACKOFF
 from .interpreter import (
     AwaitAny,
     AwaitChild,
-    AwaitSignal,
     Failed,
     Finished,
     Interpreter,
@@ -67,7 +67,6 @@ from .interpreter import (
 from .records import (
     COMPLETED,
     CONSUMED,
-    EXPIRED,
     FAILED,
     PENDING,
     REJECTED,
@@ -367,7 +366,7 @@ class Driver:
         time = self.clock.time
         while True:
             now = time()
-            effects = handler(decision, View(self.flow_id, now, record), event)
+            effects = handler(decision, View(self.flow_id, now, record, self._drain), event)
             event = None
             for effect in effects:
                 if type(effect) is Record:
@@ -392,14 +391,16 @@ class Driver:
                     assert record is not None
                     self._retrying(decision.command, record, effect.at - now)
                     event = Fired()
-                elif type(effect) is Park:
-                    raise self._park(
-                        effect.waiting_for, effect.kind, effect.wake_at, deadline=effect.deadline
-                    )
-                elif type(effect) is Finish:
-                    raise self._stop_with(
-                        effect.status, waiting_for=effect.waiting_for, wait_kind=effect.kind
-                    )
+                elif type(effect) is Take:
+                    self._signal_updates.append(effect.update)
+                    if effect.warning is not None:
+                        log.warning("%s", effect.warning)
+                elif type(effect) is Park or type(effect) is Finish:
+                    stop = self._settle(effect)
+                    if stop is not None:
+                        raise stop
+                    event = Arrived()  # signals it waits for arrived: nothing was written
+                    break
                 else:
                     assert type(effect) is NewRun
                     self._commit(now, continue_as_new=effect.input)
@@ -407,6 +408,26 @@ class Driver:
                     raise Stop(result, continued=True)
             if event is None:
                 return
+
+    def _settle(self, effect: Park | Finish) -> Stop | None:
+        """Write a park or an end; ``None`` when signals the write waits for arrived
+        (nothing was written; they are pending now)."""
+        if type(effect) is Park:
+            return self._end(
+                Status.SUSPENDED,
+                waiting_for=effect.waiting_for,
+                wait_kind=effect.kind,
+                wake_at=effect.wake_at,
+                deadline=effect.deadline,
+                wait_signal=effect.wait_signal,
+            )
+        assert type(effect) is Finish
+        return self._end(
+            effect.status,
+            waiting_for=effect.waiting_for,
+            wait_kind=effect.kind,
+            wait_signal=effect.wait_signal,
+        )
 
     def _retrying(self, command: Step, record: StoredRecord, wait: float) -> None:
         """A short backoff: sleep it out here (the retrying record is written)."""
@@ -438,65 +459,11 @@ class Driver:
         waiting = self._pending.get(name)
         return heapq.heappop(waiting)[1] if waiting else None
 
-    def _signal(self, d: AwaitSignal) -> None:
-        command, record = d.command, d.record
-        if record is None:
-            now = self._now()
-            deadline = None if command.timeout is None else now + command.timeout.total_seconds()
-            record = StoredRecord(
-                d.position, "suspend", command.name, WAITING, started_at=now, deadline=deadline
-            )
-        deadline = record.deadline
-        while True:
-            while (signal := self._next_pending(command.name)) is not None:
-                if deadline is not None and signal.created_at > deadline:
-                    self._reject(signal, "it arrived after the wait's deadline")
-                    continue
-                try:
-                    value = codec.structure(self._payload(signal), command.schema)
-                except Exception as exc:
-                    reason = codec.structure_error_text(exc)
-                    log.warning(
-                        "%s",
-                        SignalValidationError(self.flow_id, signal.name, command.schema, reason),
-                    )
-                    self._reject(signal, reason)
-                    continue
-                now = self._now()
-                self._records[d.position] = record._replace(
-                    state=COMPLETED, result=signal.payload, attempts=1, finished_at=now
-                )
-                self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
-                self._go_on()
-                self.interp.resolve(value)
-                return
-            # No signal in hand: park, or expire once the deadline passed; either
-            # write happens only if no signal arrived meanwhile (the store checks
-            # atomically), so a signal stored in time is never lost.
-            now = self._now()
-            if deadline is not None and now >= deadline:
-                self._records[d.position] = record._replace(state=EXPIRED, finished_at=now)
-                stop = self._end(
-                    Status.EXPIRED,
-                    waiting_for=command.name,
-                    wait_kind="suspend",
-                    wait_signal=command.name,
-                )
-            else:
-                if d.record is None:
-                    self._records[d.position] = record
-                else:  # parked here before: the stored record stands as it is
-                    self._records.pop(d.position, None)
-                stop = self._end(
-                    Status.SUSPENDED,
-                    waiting_for=command.name,
-                    wait_kind="suspend",
-                    wake_at=deadline,
-                    deadline=deadline,
-                    wait_signal=command.name,
-                )
-            if stop is not None:
-                raise stop
+    def _drain(self, name: str) -> Iterator[StoredSignal]:
+        """The pending signals named *name*, oldest first, each taken off the pending
+        list as it is drawn (a handler answers each with a ``Take``)."""
+        while (signal := self._next_pending(name)) is not None:
+            yield signal
 
     def _reject(self, signal: StoredSignal, reason: str) -> None:
         self._signal_updates.append(SignalUpdate(signal.id, REJECTED, error=reason))
@@ -977,7 +944,6 @@ class Driver:
 #: The driver's method for each live decision of the interpreter.
 _HANDLERS: dict[type, Callable[[Driver, Any], None]] = {
     **{kind: Driver._handle for kind in HANDLERS},
-    AwaitSignal: Driver._signal,
     AwaitChild: Driver._child,
     AwaitAny: Driver._any,
     RunAll: Driver._all,

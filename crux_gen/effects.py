@@ -12,11 +12,16 @@ attrs classes: a live step makes five of them, and a frozen attrs class's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .records import StoredRecord
+from .records import SignalUpdate, StoredRecord, StoredSignal
 from .status import Status
+
+
+def _no_signals(name: str) -> Iterable[StoredSignal]:
+    return ()
+
 
 #: When a record must be written (``Record.write``): before the flow's next command
 #: (a step's result, a failure thrown into the flow: a crash must not lose it), at
@@ -29,12 +34,15 @@ BUFFERED = "buffered"
 
 class View(NamedTuple):
     """What a handler may know besides its decision: the time (read once by the
-    runner) and the decision's record as the runner holds it now (``None`` before
-    the first one; state between calls lives in the last record a handler emitted)."""
+    runner), the decision's record as the runner holds it now (``None`` before the
+    first one; state between calls lives in the last record a handler emitted), and
+    the pending signals of a name, oldest first (drawn lazily: each signal a handler
+    draws it answers with a ``Take``)."""
 
     flow_id: str
     now: float
     record: StoredRecord | None
+    pending: Callable[[str], Iterable[StoredSignal]] = _no_signals
 
 
 class Call(NamedTuple):
@@ -76,20 +84,32 @@ class Timer(NamedTuple):
 
 class Park(NamedTuple):
     """Suspend the flow: it waits for *waiting_for* (a ``kind`` wait) until
-    *wake_at*, with the wait's *deadline*."""
+    *wake_at*, with the wait's *deadline*. With *wait_signal*, only if no signal of
+    that name arrived meanwhile (else the runner reports ``Arrived``)."""
 
     waiting_for: str
     kind: str
     wake_at: float | None
     deadline: float | None = None
+    wait_signal: str | None = None
 
 
 class Finish(NamedTuple):
-    """End the flow with *status* (an expired wait: *waiting_for*, *kind*)."""
+    """End the flow with *status* (an expired wait: *waiting_for*, *kind*; with
+    *wait_signal*, only if no signal of that name arrived meanwhile)."""
 
     status: Status
     waiting_for: str | None = None
     kind: str | None = None
+    wait_signal: str | None = None
+
+
+class Take(NamedTuple):
+    """Answer a pending signal: consumed at a position, or rejected with a reason
+    (*warning*, when given, is logged)."""
+
+    update: SignalUpdate
+    warning: Exception | None = None
 
 
 class NewRun(NamedTuple):
@@ -98,7 +118,7 @@ class NewRun(NamedTuple):
     input: str
 
 
-Effect = Call | Record | Resolve | Throw | Timer | Park | Finish | NewRun
+Effect = Call | Record | Resolve | Throw | Timer | Park | Finish | NewRun | Take
 
 
 class Returned(NamedTuple):
@@ -119,4 +139,9 @@ class Fired(NamedTuple):
     """The ``Timer`` ran out."""
 
 
-Event = Returned | Raised | Fired | None
+class Arrived(NamedTuple):
+    """A park or an expiry was not written: signals it waits for arrived (they are
+    pending now)."""
+
+
+Event = Returned | Raised | Fired | Arrived | None

@@ -26,20 +26,37 @@ from .effects import (
     Effect,
     Event,
     Finish,
-    Fired,
     NewRun,
     Park,
     Raised,
     Record,
     Resolve,
     Returned,
+    Take,
     Throw,
     Timer,
     View,
 )
-from .errors import SerializationError
-from .interpreter import AwaitCondition, AwaitTimer, ContinueNew, RecordVersion, RunStep
-from .records import COMPLETED, EXPIRED, FAILED, RETRYING, WAITING, StoredRecord
+from .errors import SerializationError, SignalValidationError
+from .interpreter import (
+    AwaitCondition,
+    AwaitSignal,
+    AwaitTimer,
+    ContinueNew,
+    RecordVersion,
+    RunStep,
+)
+from .records import (
+    COMPLETED,
+    CONSUMED,
+    EXPIRED,
+    FAILED,
+    REJECTED,
+    RETRYING,
+    WAITING,
+    SignalUpdate,
+    StoredRecord,
+)
 from .status import Status
 
 #: A retry backoff up to this long keeps the flow in hand (``Timer``); a longer one
@@ -59,7 +76,7 @@ def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
     """A step: call its function (after a stored backoff ran out), then record its
     value or its failure (retried by its ``Retry``, else thrown at the ``yield``)."""
     command, record = d.command, view.record
-    if event is None or isinstance(event, Fired):
+    if not isinstance(event, Returned | Raised):  # first, or after a Timer (Fired)
         waiting = record is not None and record.wake_at is not None and record.wake_at > view.now
         if event is None and waiting:  # parked for a backoff that has not run out
             assert record is not None and record.wake_at is not None
@@ -113,10 +130,10 @@ def await_condition(d: AwaitCondition, view: View, event: Event = None) -> list[
     raises, or whose value cannot be stored, fails the wait at its ``yield``."""
     command = d.command
     record = view.record
-    if event is None:
+    if not isinstance(event, Returned | Raised):
         attempts = record.attempts if record is not None else 0
         return [Call(d.position, command.condition, attempts + 1, view.now)]
-    now = event.call.started if not isinstance(event, Fired) else view.now
+    now = event.call.started
     if record is None:
         deadline = None if command.timeout is None else now + command.timeout.total_seconds()
         record = StoredRecord(
@@ -171,6 +188,53 @@ def await_timer(d: AwaitTimer, view: View, event: Event = None) -> list[Effect]:
     return [Record(record), Park(command.name, "sleep", record.wake_at)]
 
 
+def await_signal(d: AwaitSignal, view: View, event: Event = None) -> list[Effect]:
+    """A ``Suspend``: take the oldest pending signal of its name that arrived in time
+    and fits its schema (the others are rejected, with the reason); with none, park
+    until the deadline, or expire once it passed. The park or the expiry is written
+    only if no such signal arrived meanwhile (the store checks it in the same
+    write), so a signal stored in time is never lost."""
+    command, now = d.command, view.now
+    record = view.record
+    if record is None:
+        deadline = None if command.timeout is None else now + command.timeout.total_seconds()
+        record = StoredRecord(
+            d.position, "suspend", command.name, WAITING, started_at=now, deadline=deadline
+        )
+    deadline = record.deadline
+    effects: list[Effect] = []
+    for signal in view.pending(command.name):
+        if deadline is not None and signal.created_at > deadline:
+            late = SignalUpdate(signal.id, REJECTED, error="it arrived after the wait's deadline")
+            effects.append(Take(late))
+            continue
+        try:
+            payload = codec.decode_stored(
+                signal.payload,
+                flow_id=view.flow_id,
+                position=None,
+                column=f"payload of signal {signal.id}",
+            )
+            value = codec.structure(payload, command.schema)
+        except Exception as exc:
+            reason = codec.structure_error_text(exc)
+            refused = SignalValidationError(view.flow_id, signal.name, command.schema, reason)
+            effects.append(Take(SignalUpdate(signal.id, REJECTED, error=reason), refused))
+            continue
+        done = record._replace(state=COMPLETED, result=signal.payload, attempts=1, finished_at=now)
+        taken = SignalUpdate(signal.id, CONSUMED, position=d.position)
+        effects += [Take(taken), Record(done, GO_ON), Resolve(value)]
+        return effects
+    if deadline is not None and now >= deadline:
+        expired = record._replace(state=EXPIRED, finished_at=now)
+        finish = Finish(Status.EXPIRED, command.name, "suspend", command.name)
+        return [*effects, Record(expired), finish]
+    if d.record is None:  # parked here before: the stored record stands as it is
+        effects.append(Record(record))
+    park = Park(command.name, "suspend", deadline, deadline, command.name)
+    return [*effects, park]
+
+
 def record_version(d: RecordVersion, view: View, event: Event = None) -> list[Effect]:
     """A ``Version`` reached for the first time: its ``latest``, recorded."""
     latest = d.command.latest
@@ -206,6 +270,7 @@ def continue_new(d: ContinueNew, view: View, event: Event = None) -> list[Effect
 #: The handler of each live decision that has one (the rest are still the driver's).
 HANDLERS: dict[type, Callable[[Any, View, Event], list[Effect]]] = {
     RunStep: run_step,
+    AwaitSignal: await_signal,
     AwaitCondition: await_condition,
     AwaitTimer: await_timer,
     RecordVersion: record_version,

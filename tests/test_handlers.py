@@ -6,9 +6,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
 import pytest
 
-from crux_gen import ContinueAsNew, Retry, SerializationError, Sleep, Step, Version, WaitUntil
+from crux_gen import (
+    ContinueAsNew,
+    Retry,
+    SerializationError,
+    SignalValidationError,
+    Sleep,
+    Step,
+    Suspend,
+    Version,
+    WaitUntil,
+)
 from crux_gen.effects import (
     BUFFERED,
     DURABLE,
@@ -22,6 +33,7 @@ from crux_gen.effects import (
     Record,
     Resolve,
     Returned,
+    Take,
     Throw,
     Timer,
     View,
@@ -29,14 +41,33 @@ from crux_gen.effects import (
 from crux_gen.handlers import (
     INLINE_BACKOFF,
     await_condition,
+    await_signal,
     await_timer,
     continue_new,
     record_version,
     retry_plan,
     run_step,
 )
-from crux_gen.interpreter import AwaitCondition, AwaitTimer, ContinueNew, RecordVersion, RunStep
-from crux_gen.records import COMPLETED, EXPIRED, FAILED, RETRYING, WAITING, StoredRecord
+from crux_gen.interpreter import (
+    AwaitCondition,
+    AwaitSignal,
+    AwaitTimer,
+    ContinueNew,
+    RecordVersion,
+    RunStep,
+)
+from crux_gen.records import (
+    COMPLETED,
+    CONSUMED,
+    EXPIRED,
+    FAILED,
+    REJECTED,
+    RETRYING,
+    WAITING,
+    SignalUpdate,
+    StoredRecord,
+    StoredSignal,
+)
 from crux_gen.status import Status
 
 T = 1_000.0
@@ -190,3 +221,73 @@ def test_continue_as_new_records_and_starts_the_next_run() -> None:
     assert only(bad, Record).record.state == FAILED
     with pytest.raises(SerializationError):
         raise only(bad, Throw).exc
+
+
+# -- signals -----------------------------------------------------------------------------
+
+
+def signals(*items: StoredSignal) -> Any:
+    """A View's pending: the signals of a name, oldest first, drawn as read."""
+    drawn: list[int] = []
+
+    def pending(name: str) -> Any:
+        for signal in items:
+            if signal.name == name:
+                drawn.append(signal.id)
+                yield signal
+
+    pending.drawn = drawn  # type: ignore[attr-defined]
+    return pending
+
+
+def sig(id: int, payload: str, at: float = T, name: str = "approved") -> StoredSignal:
+    return StoredSignal(id, "f", name, payload, "pending", at)
+
+
+def test_a_pending_signal_is_taken_recorded_and_resolved() -> None:
+    d = AwaitSignal(2, Suspend("approved"), None)
+    take, record, resolve = await_signal(d, View("f", T, None, signals(sig(7, '{"by":"ada"}'))))
+    assert take == Take(SignalUpdate(7, CONSUMED, position=2))
+    assert (record.record.state, record.record.result, record.write) == (
+        COMPLETED, '{"by":"ada"}', GO_ON,
+    )  # fmt: skip
+    assert resolve == Resolve({"by": "ada"})
+
+
+def test_without_a_signal_the_wait_parks_until_its_deadline_asking_for_arrivals() -> None:
+    d = AwaitSignal(2, Suspend("approved", timeout="1h"), None)
+    record, park = await_signal(d, View("f", T, None, signals()))
+    assert (record.record.state, record.record.deadline) == (WAITING, T + 3600)
+    assert park == Park("approved", "suspend", T + 3600, T + 3600, "approved")
+    # Parked here before: the stored record stands; only the park is written again.
+    again = AwaitSignal(2, d.command, record.record)
+    assert await_signal(again, View("f", T + 5, record.record, signals())) == [park]
+
+
+def test_a_late_signal_is_rejected_and_an_expired_wait_ends_the_flow() -> None:
+    d = AwaitSignal(2, Suspend("approved", timeout="1h"), None)
+    record, _ = await_signal(d, View("f", T, None, signals()))
+    late = sig(8, "1", at=T + 3601)
+    effects = await_signal(
+        AwaitSignal(2, d.command, record.record), View("f", T + 3700, record.record, signals(late))
+    )
+    take, expired, finish = effects
+    assert take == Take(SignalUpdate(8, REJECTED, error="it arrived after the wait's deadline"))
+    assert expired.record.state == EXPIRED
+    assert finish == Finish(Status.EXPIRED, "approved", "suspend", "approved")
+
+
+def test_a_signal_that_fits_no_schema_is_rejected_with_a_warning_and_the_next_is_taken() -> None:
+    @attrs.frozen
+    class Approval:
+        by: str
+
+    d = AwaitSignal(0, Suspend("approved", schema=Approval), None)
+    pending = signals(sig(1, '{"who":"x"}'), sig(2, '{"by":"bo"}'), sig(3, '{"by":"cy"}'))
+    effects = await_signal(d, View("f", T, None, pending))
+    rejected, taken, _, resolve = effects
+    assert rejected.update.state == REJECTED and "by" in (rejected.update.error or "")
+    assert isinstance(rejected.warning, SignalValidationError)
+    assert taken == Take(SignalUpdate(2, CONSUMED, position=0))
+    assert resolve == Resolve(Approval("bo"))
+    assert pending.drawn == [1, 2]  # the third is left pending, never drawn
