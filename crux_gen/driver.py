@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
-import secrets
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +26,7 @@ from .durations import format_duration
 from .effects import (
     DURABLE,
     GO_ON,
+    Adopt,
     Arrived,
     Call,
     Event,
@@ -36,15 +36,17 @@ from .effects import (
     Park,
     Raised,
     Record,
+    Refused,
     Resolve,
     Returned,
+    Settled,
+    StartChild,
     Take,
     Throw,
     Timer,
     View,
 )
 from .errors import (
-    ChildFlowError,
     FlowBusyError,
     FlowClosedError,
     FlowIdTakenError,
@@ -53,10 +55,16 @@ from .errors import (
     SerializationError,
 )
 from .flow import Flow, FlowContext
-from .handlers import HANDLERS, INLINE_BACKOFF
+from .handlers import (
+    HANDLERS,
+    INLINE_BACKOFF,
+    MISSING_CHILD,
+    child_id_of,
+    child_outcome,
+    ended,
+)
 from .interpreter import (
     AwaitAny,
-    AwaitChild,
     Failed,
     Finished,
     Interpreter,
@@ -80,6 +88,7 @@ from .records import (
     StoredSignal,
     Write,
     all_header_result,
+    new_flow_id,
 )
 from .results import FlowResult
 from .status import FINISHED, Status
@@ -89,9 +98,6 @@ UNRESOLVED_STATES = (WAITING, RETRYING)
 #: A store's refusals of a child a write would start (its id is taken): thrown at
 #: the parent's ``yield`` instead of failing the run (or looping on it).
 CHILD_REFUSALS = (FlowNameConflictError, FlowIdTakenError)
-
-#: The status a child that is gone from the store reads as (``Driver._load_child``).
-MISSING_CHILD = "deleted"
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -113,14 +119,6 @@ class Stop(Exception):
     def __init__(self, result: FlowResult, *, continued: bool = False) -> None:
         self.result = result
         self.continued = continued
-
-
-def child_id_of(record: StoredRecord) -> str:
-    """The id of the child flow a ``Child`` record (waiting) names."""
-    found = codec.decode_stored(
-        record.result, flow_id="?", position=record.position, column="result"
-    )
-    return str(found["flow_id"])
 
 
 class Driver:
@@ -391,6 +389,17 @@ class Driver:
                     assert record is not None
                     self._retrying(decision.command, record, effect.at - now)
                     event = Fired()
+                elif type(effect) is StartChild:
+                    record = effect.record
+                    self._records[record.position] = record
+                    try:
+                        self._commit(now, children=(effect.child,))
+                    except CHILD_REFUSALS as exc:  # nothing was written
+                        event = Refused(exc)
+                        break
+                elif type(effect) is Adopt:
+                    self._run_inline(effect.flow, effect.flow_id)
+                    event = Settled(self._load_child(effect.flow_id))
                 elif type(effect) is Take:
                     self._signal_updates.append(effect.update)
                     if effect.warning is not None:
@@ -420,6 +429,7 @@ class Driver:
                 wake_at=effect.wake_at,
                 deadline=effect.deadline,
                 wait_signal=effect.wait_signal,
+                wait_children=effect.children,
             )
         assert type(effect) is Finish
         return self._end(
@@ -504,21 +514,7 @@ class Driver:
         self, position: int, record: StoredRecord, child: StoredFlow
     ) -> tuple[StoredRecord, Any, BaseException | None]:
         """The record of a finished child, and the value or error it gives the parent."""
-        now = self._now()
-        if child.status == Status.COMPLETED:
-            done = record._replace(
-                state=COMPLETED, result=child.result, attempts=1, finished_at=now
-            )
-            value = codec.decode_stored(
-                child.result, flow_id=child.id, position=None, column="result"
-            )
-            return done, value, None
-        error = ChildFlowError(child.id, child.status, child.error)
-        failed = record._replace(
-            state=FAILED, result=None, error=ErrorInfo.from_exception(error).encode(),
-            attempts=1, finished_at=now,
-        )  # fmt: skip
-        return failed, None, error
+        return child_outcome(record, child, self._now())
 
     def _load_child(self, child_id: str) -> StoredFlow:
         """The child flow as stored; one that is gone (deleted by hand: ``prune`` and
@@ -529,40 +525,6 @@ class Driver:
             return self.store.load(child_id)
         except FlowNotFoundError:
             return StoredFlow(child_id, "?", MISSING_CHILD, "null", 0.0, self._now())
-
-    def _child(self, d: AwaitChild) -> None:
-        command, record = d.command, d.record
-        if record is None:
-            now = self._now()
-            child_id = command.flow_id or secrets.token_hex(16)
-            try:
-                text = self._encode_input(command)
-            except SerializationError as exc:
-                self._refuse(d.position, "child", command.name, exc, now)
-                return
-            record = StoredRecord(
-                d.position, "child", command.name, WAITING,
-                result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
-            )  # fmt: skip
-            self._records[d.position] = record
-            try:
-                self._commit(now, children=(NewChild(child_id, command.name, text),))
-            except CHILD_REFUSALS as exc:  # the id is taken: thrown at the yield
-                self._refuse(d.position, "child", command.name, exc, now)
-                return
-        child_id = child_id_of(record)
-        self._run_inline(command.flow, child_id)
-        child = self._load_child(child_id)
-        if child.status in FINISHED or child.status == MISSING_CHILD:
-            done, value, error = self._child_outcome(d.position, record, child)
-            self._records[d.position] = done
-            self._go_on()
-            if error is not None:
-                self.interp.fail(error)
-            else:
-                self.interp.resolve(value)
-            return
-        raise self._park(child_id, "child", None, wait_children=(child_id,))
 
     def _peek_pending(self, name: str) -> StoredSignal | None:
         waiting = self._pending.get(name)
@@ -577,7 +539,7 @@ class Driver:
             new: list[NewChild] = []
             for index, branch in enumerate(branches):
                 if isinstance(branch, Child):
-                    child_id = branch.flow_id or secrets.token_hex(16)
+                    child_id = branch.flow_id or new_flow_id()
                     try:
                         text = self._encode_input(branch)
                     except SerializationError as exc:
@@ -640,7 +602,7 @@ class Driver:
                         at = wake
                 else:
                     child = self._load_child(child_ids[index])
-                    if child.status in FINISHED or child.status == MISSING_CHILD:
+                    if ended(child):
                         finished[index] = child
                         at = child.updated_at
                 if at is not None and (best is None or (at, order, index) < best):
@@ -750,7 +712,7 @@ class Driver:
                 child_id = child_id_of(record)
                 self._run_inline(branch.flow, child_id)
                 child = self._load_child(child_id)
-                if child.status in FINISHED or child.status == MISSING_CHILD:
+                if ended(child):
                     done, _, error = self._child_outcome(position, record, child)
                     current[position] = done
                     self._records[position] = done
@@ -808,7 +770,7 @@ class Driver:
             except SerializationError as exc:
                 records[index] = self._failed(record, exc, now)
                 continue
-            child_id = branch.flow_id or secrets.token_hex(16)
+            child_id = branch.flow_id or new_flow_id()
             new.append(NewChild(child_id, branch.name, text))
             records[index] = record._replace(
                 result=codec.encode({"flow_id": child_id}, what="a child id")
@@ -944,7 +906,6 @@ class Driver:
 #: The driver's method for each live decision of the interpreter.
 _HANDLERS: dict[type, Callable[[Driver, Any], None]] = {
     **{kind: Driver._handle for kind in HANDLERS},
-    AwaitChild: Driver._child,
     AwaitAny: Driver._any,
     RunAll: Driver._all,
 }

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .records import SignalUpdate, StoredRecord, StoredSignal
+from .records import NewChild, SignalUpdate, StoredFlow, StoredRecord, StoredSignal, new_flow_id
 from .status import Status
 
 
@@ -43,6 +43,7 @@ class View(NamedTuple):
     now: float
     record: StoredRecord | None
     pending: Callable[[str], Iterable[StoredSignal]] = _no_signals
+    new_id: Callable[[], str] = new_flow_id
 
 
 class Call(NamedTuple):
@@ -92,6 +93,7 @@ class Park(NamedTuple):
     wake_at: float | None
     deadline: float | None = None
     wait_signal: str | None = None
+    children: tuple[str, ...] = ()
 
 
 class Finish(NamedTuple):
@@ -118,7 +120,25 @@ class NewRun(NamedTuple):
     input: str
 
 
-Effect = Call | Record | Resolve | Throw | Timer | Park | Finish | NewRun | Take
+class StartChild(NamedTuple):
+    """Write *record* with the new child flow *child*, in one write, before the
+    child runs (the store may refuse its id: ``Refused``)."""
+
+    child: NewChild
+    record: StoredRecord
+
+
+class Adopt(NamedTuple):
+    """Run the child flow *flow_id* (a flow of *flow*) until it parks or ends, then
+    report it (``Settled``)."""
+
+    flow_id: str
+    flow: Any
+
+
+Effect = (
+    Call | Record | Resolve | Throw | Timer | Park | Finish | NewRun | Take | StartChild | Adopt
+)
 
 
 class Returned(NamedTuple):
@@ -144,4 +164,17 @@ class Arrived(NamedTuple):
     pending now)."""
 
 
-Event = Returned | Raised | Fired | Arrived | None
+class Refused(NamedTuple):
+    """The store refused a ``StartChild`` (its id is taken): nothing was written."""
+
+    exc: Exception
+
+
+class Settled(NamedTuple):
+    """The child flow as it stands after its run (``status`` ``"deleted"`` when it
+    is gone from the store)."""
+
+    child: StoredFlow
+
+
+Event = Returned | Raised | Fired | Arrived | Refused | Settled | None

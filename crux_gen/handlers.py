@@ -22,6 +22,7 @@ from .effects import (
     BUFFERED,
     DURABLE,
     GO_ON,
+    Adopt,
     Call,
     Effect,
     Event,
@@ -30,15 +31,19 @@ from .effects import (
     Park,
     Raised,
     Record,
+    Refused,
     Resolve,
     Returned,
+    Settled,
+    StartChild,
     Take,
     Throw,
     Timer,
     View,
 )
-from .errors import SerializationError, SignalValidationError
+from .errors import ChildFlowError, SerializationError, SignalValidationError
 from .interpreter import (
+    AwaitChild,
     AwaitCondition,
     AwaitSignal,
     AwaitTimer,
@@ -54,10 +59,12 @@ from .records import (
     REJECTED,
     RETRYING,
     WAITING,
+    NewChild,
     SignalUpdate,
+    StoredFlow,
     StoredRecord,
 )
-from .status import Status
+from .status import FINISHED, Status
 
 #: A retry backoff up to this long keeps the flow in hand (``Timer``); a longer one
 #: parks it (``status="suspended"``, ``wake_at`` set) so that no process is held.
@@ -235,6 +242,84 @@ def await_signal(d: AwaitSignal, view: View, event: Event = None) -> list[Effect
     return [*effects, park]
 
 
+#: The status a child that is gone from the store reads as (deleted by hand: ``prune``
+#: and ``delete`` keep a child while its parent is unfinished): its parent's
+#: ``yield`` raises ``ChildFlowError`` instead of waiting forever.
+MISSING_CHILD = "deleted"
+
+
+def child_id_of(record: StoredRecord) -> str:
+    """The id of the child flow a ``Child`` record (waiting) names."""
+    found = codec.decode_stored(
+        record.result, flow_id="?", position=record.position, column="result"
+    )
+    return str(found["flow_id"])
+
+
+def child_outcome(
+    record: StoredRecord, child: StoredFlow, now: float
+) -> tuple[StoredRecord, Any, BaseException | None]:
+    """The record of a finished (or missing) child, and the value or the
+    ``ChildFlowError`` it gives its parent."""
+    if child.status == Status.COMPLETED:
+        done = record._replace(state=COMPLETED, result=child.result, attempts=1, finished_at=now)
+        value = codec.decode_stored(child.result, flow_id=child.id, position=None, column="result")
+        return done, value, None
+    error = ChildFlowError(child.id, child.status, child.error)
+    failed = record._replace(
+        state=FAILED, result=None, error=ErrorInfo.from_exception(error).encode(),
+        attempts=1, finished_at=now,
+    )  # fmt: skip
+    return failed, None, error
+
+
+def ended(child: StoredFlow) -> bool:
+    """Whether a child's parent can take its outcome now."""
+    return child.status in FINISHED or child.status == MISSING_CHILD
+
+
+def refused(position: int, kind: str, name: str, exc: Exception, now: float) -> list[Effect]:
+    """A command whose own value cannot be stored (a child's input, ContinueAsNew's)
+    or whose child the store refused: recorded as its failure and thrown at its
+    ``yield`` (a replay throws the same)."""
+    failed = StoredRecord(
+        position, kind, name, FAILED, error=ErrorInfo.from_exception(exc).encode(),
+        attempts=1, started_at=now, finished_at=now,
+    )  # fmt: skip
+    return [Record(failed, DURABLE), Throw(exc)]
+
+
+def await_child(d: AwaitChild, view: View, event: Event = None) -> list[Effect]:
+    """A ``Child``: start the child flow (in the write that records it), run it,
+    and take its value or its failure once it ended, else park until it does (its
+    end makes the parent due)."""
+    command, record, now = d.command, view.record, view.now
+    if isinstance(event, Refused):  # its id is taken: thrown at the yield
+        return refused(d.position, "child", command.name, event.exc, now)
+    if record is None:
+        what = f"the input of child flow {command.name!r} of {view.flow_id!r}"
+        try:
+            text = codec.encode(command.input, what=what)
+        except SerializationError as exc:
+            return refused(d.position, "child", command.name, exc, now)
+        child_id = command.flow_id or view.new_id()
+        record = StoredRecord(
+            d.position, "child", command.name, WAITING,
+            result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
+        )  # fmt: skip
+        return [
+            StartChild(NewChild(child_id, command.name, text), record),
+            Adopt(child_id, command.flow),
+        ]
+    if not isinstance(event, Settled):
+        return [Adopt(child_id_of(record), command.flow)]
+    child = event.child
+    if not ended(child):
+        return [Park(child.id, "child", None, children=(child.id,))]
+    done, value, error = child_outcome(record, child, now)
+    return [Record(done, GO_ON), Resolve(value) if error is None else Throw(error)]
+
+
 def record_version(d: RecordVersion, view: View, event: Event = None) -> list[Effect]:
     """A ``Version`` reached for the first time: its ``latest``, recorded."""
     latest = d.command.latest
@@ -271,6 +356,7 @@ def continue_new(d: ContinueNew, view: View, event: Event = None) -> list[Effect
 HANDLERS: dict[type, Callable[[Any, View, Event], list[Effect]]] = {
     RunStep: run_step,
     AwaitSignal: await_signal,
+    AwaitChild: await_child,
     AwaitCondition: await_condition,
     AwaitTimer: await_timer,
     RecordVersion: record_version,

@@ -10,6 +10,7 @@ builds one per recorded command, and ``_make(row)`` is several times cheaper.
 
 from __future__ import annotations
 
+import secrets
 from typing import NamedTuple
 
 import attrs
@@ -183,3 +184,8 @@ def all_header_result(branches: int) -> str:
     """The result an ``All``'s header record holds: how many branch records follow
     it (``retry_failed`` finds the branches of a failed ``All`` by it)."""
     return f'{{"branches":{branches}}}'
+
+
+def new_flow_id() -> str:
+    """An unguessable flow id (128 random bits, hex): for a new flow and a child."""
+    return secrets.token_hex(16)

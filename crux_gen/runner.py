@@ -19,7 +19,7 @@ from .flow import RUNNER, Flow, check_flow_id, default_registry
 from .handlers import INLINE_BACKOFF
 from .leases import LEASES
 from .opening import StorePath, check_store, using
-from .records import StoredFlow
+from .records import StoredFlow, new_flow_id
 from .results import FlowResult
 
 if TYPE_CHECKING:
@@ -36,11 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("crux_gen")
-
-
-def new_flow_id() -> str:
-    """An unguessable flow id (128 random bits, hex)."""
-    return secrets.token_hex(16)
 
 
 def result_of(stored: StoredFlow) -> FlowResult:

@@ -10,7 +10,10 @@ import attrs
 import pytest
 
 from crux_gen import (
+    Child,
+    ChildFlowError,
     ContinueAsNew,
+    FlowIdTakenError,
     Retry,
     SerializationError,
     SignalValidationError,
@@ -19,11 +22,13 @@ from crux_gen import (
     Suspend,
     Version,
     WaitUntil,
+    flow,
 )
 from crux_gen.effects import (
     BUFFERED,
     DURABLE,
     GO_ON,
+    Adopt,
     Call,
     Finish,
     Fired,
@@ -31,15 +36,19 @@ from crux_gen.effects import (
     Park,
     Raised,
     Record,
+    Refused,
     Resolve,
     Returned,
+    Settled,
     Take,
     Throw,
     Timer,
     View,
 )
+from crux_gen.flow import Registry
 from crux_gen.handlers import (
     INLINE_BACKOFF,
+    await_child,
     await_condition,
     await_signal,
     await_timer,
@@ -49,6 +58,7 @@ from crux_gen.handlers import (
     run_step,
 )
 from crux_gen.interpreter import (
+    AwaitChild,
     AwaitCondition,
     AwaitSignal,
     AwaitTimer,
@@ -64,7 +74,9 @@ from crux_gen.records import (
     REJECTED,
     RETRYING,
     WAITING,
+    NewChild,
     SignalUpdate,
+    StoredFlow,
     StoredRecord,
     StoredSignal,
 )
@@ -291,3 +303,43 @@ def test_a_signal_that_fits_no_schema_is_rejected_with_a_warning_and_the_next_is
     assert taken == Take(SignalUpdate(2, CONSUMED, position=0))
     assert resolve == Resolve(Approval("bo"))
     assert pending.drawn == [1, 2]  # the third is left pending, never drawn
+
+
+# -- children ------------------------------------------------------------------------------
+
+
+@flow("h-leaf", registry=Registry())
+def leaf(ctx: Any) -> Any:
+    yield Step("x", fn)
+
+
+def test_a_child_is_started_in_the_write_that_records_it_then_run() -> None:
+    d = AwaitChild(1, Child(leaf, input={"n": 1}), None)
+    start, adopt = await_child(d, View("p", T, None, new_id=lambda: "c1"))
+    assert start.child == NewChild("c1", "h-leaf", '{"n":1}')
+    assert (start.record.state, start.record.result) == (WAITING, '{"flow_id":"c1"}')
+    assert adopt == Adopt("c1", leaf)
+
+
+def test_a_taken_child_id_is_thrown_at_the_yield() -> None:
+    d = AwaitChild(1, Child(leaf, flow_id="taken"), None)
+    taken = FlowIdTakenError("taken", "other", "p")
+    record, throw = await_child(d, View("p", T, None), Refused(taken))
+    assert (record.record.state, record.write, throw) == (FAILED, DURABLE, Throw(taken))
+
+
+def test_a_child_that_ended_gives_its_value_or_error_else_the_parent_parks() -> None:
+    waiting = StoredRecord(1, "child", "h-leaf", WAITING, result='{"flow_id":"c1"}', started_at=T)
+    d = AwaitChild(1, Child(leaf), waiting)
+    assert await_child(d, View("p", T, waiting)) == [Adopt("c1", leaf)]
+    running = StoredFlow("c1", "h-leaf", "suspended", "null", T, T)
+    assert await_child(d, View("p", T, waiting), Settled(running)) == [
+        Park("c1", "child", None, children=("c1",))
+    ]
+    done = attrs.evolve(running, status="completed", result="7")
+    record, resolve = await_child(d, View("p", T + 1, waiting), Settled(done))
+    assert (record.record.state, record.write, resolve) == (COMPLETED, GO_ON, Resolve(7))
+    gone = StoredFlow("c1", "?", "deleted", "null", 0.0, T)
+    record, throw = await_child(d, View("p", T + 1, waiting), Settled(gone))
+    assert isinstance(throw.exc, ChildFlowError) and throw.exc.status == "deleted"
+    assert record.record.state == FAILED
