@@ -57,11 +57,11 @@ from .errors import (
 from .flow import Flow, FlowContext
 from .handlers import (
     HANDLERS,
-    INLINE_BACKOFF,
     MISSING_CHILD,
     child_id_of,
     child_outcome,
     ended,
+    run_step,
 )
 from .interpreter import (
     AwaitAny,
@@ -69,6 +69,7 @@ from .interpreter import (
     Finished,
     Interpreter,
     RunAll,
+    RunStep,
     rebuild_exception,
     structured,
 )
@@ -851,56 +852,35 @@ class Driver:
         commit: Callable[[StoredRecord], None],
     ) -> tuple[StoredRecord, BaseException | None]:
         """One step of an ``All``, in a pool thread: its final record (completed,
-        failed, or retrying with a wake-up past the inline backoff) and its error."""
-        retry = command.retry
-        failures = record.attempts
-        now = self._now()
-        started = record.started_at if record.started_at is not None else now
-        if record.state == RETRYING and record.wake_at is not None and record.wake_at > now:
-            return record, None
+        failed, or retrying with a wake-up past the inline backoff) and its error.
+        The step's handler decides (its retry policy is ``handlers.run_step``'s);
+        every record it emits is committed at once (``commit``: a group commit)."""
+        decision = RunStep(position, command, record)
+        event: Event = None
         while True:
-            self._guard()
-            try:
-                value = command.fn()
-            except Exception as exc:
-                failures += 1
-                now = self._now()
-                error = ErrorInfo.from_exception(exc).encode()
-                if retry is not None and retry.should_retry(exc, failures):
-                    wait = retry.delay_after(failures)
-                    retrying = record._replace(
-                        state=RETRYING, error=error, attempts=failures, started_at=started,
-                        wake_at=now + wait.total_seconds(),
-                    )  # fmt: skip
-                    commit(retrying)
-                    if wait > INLINE_BACKOFF:
-                        return retrying, None
-                    self.clock.sleep(wait.total_seconds())
-                    continue
-                failed = record._replace(
-                    state=FAILED, error=error, attempts=failures, started_at=started,
-                    finished_at=now, wake_at=None,
-                )  # fmt: skip
-                commit(failed)
-                return failed, exc
-            now = self._now()
-            try:
-                encoded = codec.encode(
-                    value, what=f"the result of step {command.name!r} in flow {self.flow_id!r}"
-                )
-            except SerializationError as exc:
-                failed = record._replace(
-                    state=FAILED, error=ErrorInfo.from_exception(exc).encode(),
-                    attempts=failures + 1, started_at=started, finished_at=now, wake_at=None,
-                )  # fmt: skip
-                commit(failed)
-                return failed, exc
-            done = record._replace(
-                state=COMPLETED, result=encoded, error=None, attempts=failures + 1,
-                started_at=started, finished_at=now, wake_at=None,
-            )  # fmt: skip
-            commit(done)
-            return done, None
+            effects = run_step(decision, View(self.flow_id, self._now(), record), event)
+            event = None
+            for effect in effects:
+                if type(effect) is Record:
+                    record = effect.record
+                    commit(record)
+                elif type(effect) is Call:
+                    self._guard()
+                    try:
+                        event = Returned(effect.fn(), effect)
+                    except Exception as exc:
+                        event = Raised(exc, effect)
+                elif type(effect) is Timer:
+                    self.clock.sleep(max(0.0, effect.at - self._now()))
+                    event = Fired()
+                elif type(effect) is Throw:
+                    return record, effect.exc
+                elif type(effect) is Resolve:
+                    return record, None
+                else:
+                    assert type(effect) is Park  # a backoff past the inline one
+                    return record, None
+            assert event is not None
 
 
 #: The driver's method for each live decision of the interpreter.
