@@ -19,7 +19,6 @@ __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from ._version import __version__ as __version__
 from .clock import Clock, FakeClock, SystemClock
-from .codec import ErrorInfo
 from .commands import (
     All,
     Any,
@@ -41,6 +40,7 @@ from .errors import (
     ChildFlowError,
     CorruptRecordError,
     CruxError,
+    ErrorInfo,
     FlowBusyError,
     FlowClosedError,
     FlowIdTakenError,
