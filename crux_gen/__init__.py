@@ -6,12 +6,19 @@ each is executed once, recorded, and fed back on replay.
 """
 
 import logging as _logging
+import pkgutil as _pkgutil
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+# crux_gen.stores is the repository folder stores/, mapped by pyproject's package-dir
+# (no crux_gen/stores in the checkout). Run from the repository root (`python -m
+# pytest`), the checkout's crux_gen/ comes first on sys.path and shadows the installed
+# package: extending __path__ with every crux_gen/ on sys.path (the strict editable
+# install's link tree under build/ among them) finds crux_gen.stores there too.
+__path__ = _pkgutil.extend_path(__path__, __name__)
+
 from ._version import __version__ as __version__
 from .clock import Clock, FakeClock, SystemClock
-from .codec import ErrorInfo
 from .commands import (
     All,
     Any,
@@ -33,6 +40,7 @@ from .errors import (
     ChildFlowError,
     CorruptRecordError,
     CruxError,
+    ErrorInfo,
     FlowBusyError,
     FlowClosedError,
     FlowIdTakenError,

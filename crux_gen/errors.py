@@ -1,12 +1,18 @@
 """One exception tree: every error crux_gen raises derives from :class:`CruxError`.
 
 Each error keeps its data as attributes and builds its message from them.
+:class:`ErrorInfo` is a failure as stored, and raised again on replay.
 """
 
 from __future__ import annotations
 
 import reprlib
+import warnings
 from typing import Any
+
+import attrs
+
+from . import exception_data, jsontext
 
 
 class _SafeRepr(reprlib.Repr):
@@ -275,10 +281,8 @@ class ChildFlowError(CruxError):
         super().__init__(f"child flow {flow_id!r} ended {status}{detail}")
 
     @property
-    def error(self) -> Any:
+    def error(self) -> ErrorInfo | None:
         """The child's error (``crux_gen.ErrorInfo``), or ``None``."""
-        from .codec import ErrorInfo  # errors is imported by codec, not the reverse
-
         try:
             return ErrorInfo.decode(self.error_record, flow_id=self.flow_id)
         except CruxError:
@@ -336,3 +340,160 @@ class MissingDependencyError(CruxError, ImportError):
         super().__init__(
             f"{what} needs {missing}, which is not installed; pip install 'crux-gen[{extra}]'"
         )
+
+
+def _str_keyed(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+@attrs.frozen
+class ErrorInfo:
+    """A failure as stored: the exception's ``module.qualname``, message, traceback,
+    and what replay needs to raise it again: its ``args`` and the attributes it
+    carried that JSON can hold (``None`` where nothing was recorded).
+
+    >>> ErrorInfo.from_exception(KeyError("sku-1"))
+    ErrorInfo(type='builtins.KeyError', message="'sku-1'", traceback='...', args=('sku-1',), ...)
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    args: tuple[Any, ...] | None = attrs.field(default=None, hash=False)
+    attributes: dict[str, Any] | None = attrs.field(default=None, hash=False)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture *exc*: its type, message, formatted traceback, ``args`` (when JSON
+        can hold them) and attributes (each one JSON cannot hold kept as ``None``).
+
+        >>> info = ErrorInfo.from_exception(exc)
+        """
+        kind = type(exc)
+        args_ok, args = jsontext.plain(exc.args)
+        attributes: dict[str, Any] = {}
+        found: dict[str, Any] = {}
+        for name in exception_data.slot_names(kind):
+            try:
+                found[name] = getattr(exc, name)
+            except Exception:
+                continue
+        found.update(getattr(exc, "__dict__", {}))
+        for name, value in found.items():
+            if isinstance(name, str) and (not name.startswith("__") or name == "__notes__"):
+                ok, plain = jsontext.plain(value)
+                attributes[jsontext.safe_text(name)] = plain if ok else None
+        return cls(
+            type=jsontext.safe_text(f"{kind.__module__}.{kind.__qualname__}"),
+            message=jsontext.safe_text(exception_data.exception_text(exc)),
+            traceback=jsontext.safe_text(exception_data.traceback_text(exc)),
+            args=tuple(args) if args_ok else None,
+            attributes=attributes or None,
+        )
+
+    def encode(self) -> str:
+        """This error as JSON text, as stores keep it.
+
+        >>> ErrorInfo("builtins.ValueError", "bad").encode()
+        '{"type":"builtins.ValueError","message":"bad","traceback":""}'
+        """
+        data: dict[str, Any] = {
+            "type": jsontext.safe_text(self.type),
+            "message": jsontext.safe_text(self.message),
+            "traceback": jsontext.safe_text(self.traceback),
+        }
+        if self.args is not None:
+            data["args"] = list(self.args)
+        if self.attributes is not None:
+            data["attributes"] = self.attributes
+        try:
+            return jsontext.plain_dumps(data)
+        except (TypeError, ValueError, RecursionError):  # built by hand with odd values
+            data.pop("args", None)
+            data.pop("attributes", None)
+            return jsontext.plain_dumps(data)
+
+    @classmethod
+    def decode(
+        cls,
+        text: str | None,
+        *,
+        flow_id: str | None = None,
+        position: int | None = None,
+        column: str = "error",
+    ) -> ErrorInfo | None:
+        """Read back what :meth:`encode` wrote (``None`` stays ``None``), or raise
+        ``CorruptRecordError`` naming *flow_id*, *position* and *column*.
+
+        >>> ErrorInfo.decode(record.error, flow_id=flow_id, position=record.position)
+
+        Records written before ``args`` and ``attributes`` were kept read back
+        with both ``None``.
+        """
+        if text is None:
+            return None
+        where = "(unknown)" if flow_id is None else flow_id
+        try:
+            data = jsontext.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, the int digit limit
+            raise CorruptRecordError(where, position, column, jsontext.reason(exc)) from None
+        problem = None
+        if not isinstance(data, dict):
+            problem = f"a JSON {type(data).__name__}, not an object"
+        elif not isinstance(data.get("type"), str):
+            problem = "its type is not a string"
+        elif not all(isinstance(data.get(k, ""), str) for k in ("message", "traceback")):
+            problem = "its message or traceback is not a string"
+        elif not isinstance(data.get("args"), list | None):
+            problem = "its args are not a list"
+        elif data.get("attributes") is not None and not _str_keyed(data["attributes"]):
+            problem = "its attributes are not an object"
+        if problem is not None:
+            raise CorruptRecordError(where, position, column, f"{problem}: {short_repr(data)}")
+        args = data.get("args")
+        return cls(
+            type=data["type"],
+            message=data.get("message", ""),
+            traceback=data.get("traceback", ""),
+            args=None if args is None else tuple(args),
+            attributes=data.get("attributes"),
+        )
+
+    def rebuild(self, step: str = "?") -> BaseException:
+        """The recorded exception again, for replay to throw at the same ``yield``.
+
+        >>> raise info.rebuild("charge-card")
+
+        An instance of the recorded class whenever that class is there without
+        importing anything: a builtin, or a class of a module already imported
+        (the module of a registered flow, and every module it imports, is). It is
+        built without calling its ``__init__``, with its ``args`` and attributes
+        restored, so an ``except ThatClass:`` takes the same branch as on the
+        first run. **Reading a record never imports a module**: any other record
+        gives :class:`StepFailedError` (with the recorded type, message and
+        traceback) and a warning naming the class.
+        """
+        kind, why = exception_data.exception_class(self.type)
+        if (
+            kind is not None
+            and kind.__module__.split(".")[0] == "crux_gen"
+            and not issubclass(kind, CruxError)
+        ):
+            # crux_gen's own control flow (the driver's Stop, say) is never thrown into
+            # a flow because a row names it.
+            kind, why = None, "is an internal class of crux_gen, not an error it raises"
+        if kind is not None:
+            args = (self.message,) if self.args is None else self.args
+            rebuilt = exception_data.instance(kind, args, self.attributes)
+            if rebuilt is not None:
+                return rebuilt
+            why = "cannot be rebuilt from what was recorded"
+        warnings.warn(
+            f"step {step!r} recorded a failure of class {self.type}, which {why}; the "
+            f"replay raises StepFailedError instead, which an `except` naming "
+            f"{self.type.rsplit('.', 1)[-1]} does not catch. Import the module that "
+            "defines it in the module of your flows: a stored record never imports one",
+            UserWarning,
+            stacklevel=3,
+        )
+        return StepFailedError(step, self.type, self.message, self.traceback)

@@ -216,3 +216,32 @@ def test_an_unregistered_flow_error_carries_the_hint_of_where_it_was_raised() ->
     assert (swapped.name, swapped.flow_id) == ("onboarding", None)
     with pytest.raises(FlowNotRegisteredError, match="as MODULE"):
         REGISTRY.get("nothing-here", hint="pass the module that defines it as MODULE")
+
+
+def test_error_info_lives_in_errors_and_every_old_import_of_it_still_works() -> None:
+    # errors needs ErrorInfo (a ChildFlowError's .error) and codec needs errors: ErrorInfo
+    # lives in errors, on the leaves jsontext and exception_data, and codec re-exports it.
+    import ast
+    import importlib
+
+    import crux_gen
+    import crux_gen.codec
+    import crux_gen.errors
+
+    assert crux_gen.ErrorInfo is crux_gen.codec.ErrorInfo is crux_gen.errors.ErrorInfo
+    imported: dict[str, set[str]] = {}
+    for name in ("errors", "jsontext", "exception_data"):
+        module = importlib.import_module(f"crux_gen.{name}")
+        found = imported[name] = set()
+        for node in ast.walk(ast.parse(Path(str(module.__file__)).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
+                found |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("crux_gen"):
+                found.add(str(node.module))
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("crux_gen")}
+    assert imported == {
+        "errors": {"exception_data", "jsontext"},
+        "jsontext": set(),
+        "exception_data": set(),
+    }

@@ -12,9 +12,11 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,9 @@ import crux_gen.stores.memory
 import crux_gen.stores.sqlite
 
 REPO = Path(__file__).resolve().parent.parent
+# The source folder of each top package: stores/ is crux_gen.stores (pyproject's
+# [tool.setuptools.package-dir]); there is no crux_gen/stores in the checkout.
+PACKAGE_DIRS = {"crux_gen": REPO / "crux_gen", "crux_gen.stores": REPO / "stores"}
 REINSTALL = (
     "reinstall: .venv/bin/pip install --config-settings editable_mode=strict -e '.[test]' "
     "(strict editable mode links each file at install time; a new module or package "
@@ -70,14 +75,16 @@ def test_every_module_of_the_source_tree_is_installed_and_the_cli_runs(tmp_path:
     # A subpackage missing from pyproject's packages, or a module added since the
     # install, is missing from the installed package: users get ModuleNotFoundError.
     sources = {}
-    for folder, _, names in os.walk(REPO / "crux_gen", followlinks=True):
-        for name in names:
-            if name.endswith(".py") and name != "__main__.py":
-                path = Path(folder, name)
-                parts = path.relative_to(REPO).with_suffix("").parts
-                module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-                sources[module] = str(path.resolve())
-    assert {"crux_gen", "crux_gen.stores.sqlite", "crux_gen.cli"} <= set(sources)
+    for package, root in PACKAGE_DIRS.items():
+        for folder, _, names in os.walk(root):
+            for name in names:
+                if name.endswith(".py") and name != "__main__.py":
+                    path = Path(folder, name)
+                    parts = path.relative_to(root).with_suffix("").parts
+                    if parts[-1] == "__init__":
+                        parts = parts[:-1]
+                    sources[".".join((package, *parts))] = str(path.resolve())
+    assert {"crux_gen", "crux_gen.stores", "crux_gen.stores.sqlite", "crux_gen.cli"} <= set(sources)
     script = textwrap.dedent(
         """\
         import importlib, json, os, sys
@@ -97,6 +104,54 @@ def test_every_module_of_the_source_tree_is_installed_and_the_cli_runs(tmp_path:
     cli = _run([str(Path(sys.executable).with_name("crux-gen")), "--help"], cwd=tmp_path)
     assert cli.returncode == 0, f"{cli.stderr}\n{REINSTALL}"
     assert "Usage: crux-gen" in cli.stdout
+
+
+def test_a_checkout_of_crux_gen_first_on_sys_path_still_has_crux_gen_stores() -> None:
+    # `python -m pytest` from the repository root (the README's command) puts the
+    # checkout's crux_gen/ before the installed one; it has no stores/ in it.
+    script = (
+        "import os, crux_gen, crux_gen.stores.sqlite as s; "
+        "print(crux_gen.__file__); print(os.path.realpath(s.__file__))"
+    )
+    done = _run([sys.executable, "-c", script], cwd=REPO)
+    assert done.returncode == 0, f"{done.stderr}\n{REINSTALL}"
+    assert done.stdout.splitlines() == [
+        str(REPO / "crux_gen" / "__init__.py"),
+        str(REPO / "stores" / "sqlite.py"),
+    ]
+
+
+def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(
+    tmp_path: Path,
+) -> None:
+    # pip builds the wheel as it would for a user (build isolation, pyproject's
+    # build-system), from a copy of the sources, so that this checkout's build/ is
+    # left alone.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for name in ("crux_gen", "stores"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("crux_gen-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {
+        "crux_gen",
+        wheel.name.split("-py")[0] + ".dist-info",
+    }
+    stores = {
+        name.removeprefix("crux_gen/stores/")
+        for name in names
+        if name.startswith("crux_gen/stores/")
+    }
+    expected = {path.name for path in (REPO / "stores").iterdir() if path.suffix == ".py"}
+    assert stores == expected | {"py.typed"}
 
 
 @pytest.mark.parametrize("conftest", [False, True], ids=["entry-point", "conftest-too"])

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+import crux_gen
+
 from ..codec import ErrorInfo
 from ..durations import approximate
 
@@ -168,7 +170,10 @@ def traceback_lines(traceback: str, indent: str, *, full: bool = True) -> list[s
 
 
 _FRAME = re.compile(r'^  File "(?P<path>.*)", line \d+, in ')
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every folder crux_gen's modules are found in: a checkout's crux_gen/ run from the
+# repository root has no stores/ (crux_gen/__init__.py extends __path__ with the
+# installed link tree, which has it).
+_PACKAGES = [os.path.abspath(folder) for folder in crux_gen.__path__]
 
 
 def is_own_frame(path: str) -> bool:
@@ -180,7 +185,10 @@ def is_own_frame(path: str) -> bool:
         return False
     last = len(parts) - 1 - parts[::-1].index("crux_gen")
     inside = parts[last + 1 :]
-    return path.startswith(_PACKAGE + os.sep) or os.path.isfile(os.path.join(_PACKAGE, *inside))
+    return any(
+        path.startswith(package + os.sep) or os.path.isfile(os.path.join(package, *inside))
+        for package in _PACKAGES
+    )
 
 
 def hide_own_frames(lines: Sequence[str]) -> list[str]:
