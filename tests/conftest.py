@@ -18,9 +18,17 @@ from crux_gen import FakeClock
 from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 
-from . import pg
+from . import markers, pg
 
 STORES = ["memory", "sqlite", "postgres"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test ``postgres``, ``browser``, ``processes``, ``slow`` as it needs
+    (``tests/markers.py``), so ``-m "not slow"`` and the like select by them."""
+    for item in items:
+        for name in markers.markers_of(item):
+            item.add_marker(name)
 
 
 @pytest.fixture
