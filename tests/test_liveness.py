@@ -30,7 +30,7 @@ from crux_gen import (
     signal_flow,
 )
 from crux_gen.clock import FakeClock
-from crux_gen.errors import RecordConflictError
+from crux_gen.errors import FlowBusyError, RecordConflictError
 from crux_gen.records import WAITING, NewChild, StoredRecord, Write
 from crux_gen.worker import Worker
 
@@ -306,6 +306,35 @@ def test_an_unreadable_any_wait_list_stops_no_worker_and_its_flow_still_wakes(
     Worker(store, [either, plain]).run_once()
     assert get_flow("good", store=store).value == "plain done"
     assert get_flow("bad-any", store=store).value == "shipped"
+
+
+@pytest.mark.parametrize(
+    ("listed", "signal", "due"),
+    [
+        (None, "shipped", True),  # no list at all: unreadable, any pending signal wakes it
+        ('"shipped"', "other", True),  # not a list: the same
+        ('[1, "shipped"]', "1", False),  # only strings are names
+        ('[1, "shipped"]', "shipped", True),
+    ],
+)
+def test_the_due_scan_and_a_due_only_claim_agree_on_an_any_wait_list_as_stored(
+    store: Any, tmp_path: Path, listed: str | None, signal: str, due: bool
+) -> None:
+    from .test_values import corrupt
+
+    t = store.clock.time()
+    store.start("f", "demo", "null", "me", t)
+    park = Write(status="suspended", waiting_for='["shipped"]', wait_kind="any")
+    store.commit("f", "me", t, park)
+    corrupt(store, tmp_path, "f", "flows", "waiting_for", listed)  # type: ignore[arg-type]
+    store.add_signal("f", signal, "null", t)
+    assert store.due(t, 10) == (["f"] if due else [])
+    if due:
+        assert store.claim("f", "worker", t, only_if_due=True).lease_owner == "worker"
+    else:
+        with pytest.raises(FlowBusyError):
+            store.claim("f", "worker", t, only_if_due=True)
+        assert store.claim_due(t, 10, "worker") == []
 
 
 # -- PostgreSQL: one lock order; a child's end and its parent's wake are one fact --------------

@@ -1,0 +1,459 @@
+"""``SqlStore``: the one SQL core of ``SQLiteStore`` and ``PostgresStore``.
+
+Every method of the ``Store`` protocol is written here once, over the statements
+of the store's dialect (``sql_statements.Statements``) and a few connection
+hooks each store defines (``_run``, ``_write``, ``_atomically`` …: its
+connector). What differs stays in ``sqlite.py`` and ``postgres.py``: opening
+connections, migrations, and PostgreSQL's row-lock order (``_lock_flows``) and
+wake-ups (``_announce``). The hooks are methods of the store itself, so a test
+that wraps ``store._run`` sees every statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+from crux_gen.clock import Clock, when
+from crux_gen.errors import (
+    CruxError,
+    FlowBusyError,
+    FlowClosedError,
+    FlowNameConflictError,
+    FlowNotFoundError,
+    LeaseLostError,
+)
+from crux_gen.records import Commit, CommitOutcome, StoredFlow, StoredRecord, StoredSignal, Write
+from crux_gen.status import FINISHED, Status, after_write
+
+from . import segments
+from .base import (
+    ITEM_ERRORS,
+    RUNNING_OUTCOME,
+    awaited_names,
+    check_child,
+    check_records,
+    check_signal_allowed,
+    check_write,
+    child_cancel_reason,
+    lease_outcome,
+)
+from .sql_statements import LEASE, Statements
+
+_T = TypeVar("_T")
+#: A connection of the store's database driver.
+C = TypeVar("C")
+
+
+class SqlStore(Generic[C]):
+    """The ``Store`` protocol over SQL; a subclass names its ``_sql`` statements
+    and defines the connection hooks below."""
+
+    _sql: ClassVar[Statements]
+    clock: Clock
+    lease_ttl: timedelta
+    _ttl: float
+
+    # -- the connector: each store's own -----------------------------------------
+
+    def _run(self, conn: C, query: str, params: Any = ()) -> Any:
+        """Run one statement on *conn*; its cursor."""
+        raise NotImplementedError
+
+    def _run_many(self, conn: C, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters."""
+        for row in rows:
+            self._run(conn, query, row)
+
+    def _write(self) -> AbstractContextManager[C]:
+        """A connection in one write transaction, committed at the end."""
+        raise NotImplementedError
+
+    def _atomically(self, body: Callable[[C], _T]) -> _T:
+        """``body(conn)`` in one write transaction (run again where the database
+        aborted it to break a deadlock)."""
+        with self._write() as conn:
+            return body(conn)
+
+    def _snapshot(self) -> AbstractContextManager[C]:
+        """A connection reading one consistent state (``load``)."""
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[C]:
+        """A connection for a claim's history (only the lease holder writes it)."""
+        raise NotImplementedError
+
+    def _all(self, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """One read statement outside a transaction: its rows."""
+        raise NotImplementedError
+
+    def _execute(self, query: str, params: Any) -> int:
+        """One write statement in a transaction of its own: how many rows it changed."""
+        raise NotImplementedError
+
+    def _savepoint(self, conn: C) -> AbstractContextManager[object]:
+        """Nothing of the block stays when it raises."""
+        raise NotImplementedError
+
+    def _lock_flows(self, conn: C, flow_ids: Sequence[str]) -> None:
+        """Lock *flow_ids* and their parents, by id, before changing them."""
+
+    def _announce(self, conn: C, flow_id: str) -> None:
+        """Tell idle workers *flow_id* may be due (delivered at commit)."""
+
+    # -- reading -------------------------------------------------------------------
+
+    def _row(self, conn: C, flow_id: str, query: str | None = None) -> tuple[Any, ...]:
+        row = self._run(conn, query or self._sql.ROW, (flow_id,)).fetchone()
+        if row is None:
+            raise FlowNotFoundError(flow_id)
+        return tuple(row)
+
+    def _history(self, conn: C, row: tuple[Any, ...], *, lean: bool) -> StoredFlow:
+        """The flow of *row* with its records and signals: what a claim needs when
+        *lean*, else all of them and its children (``load``)."""
+        sql, flow_id = self._sql, row[0]
+        found = self._segment_history(conn, flow_id) if lean else None
+        if found is None:
+            query = sql.LEAN_RECORDS if lean else sql.RECORDS
+            found = tuple(map(StoredRecord._make, self._run(conn, query, (flow_id,)).fetchall()))
+        signals = self._run(conn, sql.PENDING_SIGNALS if lean else sql.SIGNALS, (flow_id,))
+        children: tuple[str, ...] = ()
+        if not lean:
+            children = tuple(r[0] for r in self._run(conn, sql.CHILDREN, (flow_id,)).fetchall())
+        return StoredFlow(  # type: ignore[misc]
+            *row,
+            records=found,
+            signals=tuple(map(StoredSignal._make, signals.fetchall())),
+            children=children,
+        )
+
+    def _segment_history(self, conn: C, flow_id: str) -> tuple[StoredRecord, ...] | None:
+        """A claim's history from the flow's segment and the records after it, or
+        ``None`` (no segment, or one that does not add up: read the rows)."""
+        segment = self._run(conn, self._sql.SEGMENT_READ, (flow_id,)).fetchone()
+        if segment is None or type(segment[0]) is not int or segment[0] < 1:
+            return None
+        tail = self._run(conn, self._sql.SEGMENT_TAIL, (flow_id, segment[0] - 1)).fetchall()
+        count, meta, results, crc = segment
+        return segments.history(count, meta, results, crc, list(map(StoredRecord._make, tail)))
+
+    def _write_segment(self, conn: C, flow_id: str) -> None:
+        """On a park: rewrite the flow's segment when its completed prefix grew
+        enough (``segments.rebuild_due``), in the park's transaction."""
+        sql = self._sql
+        covered, prefix = self._run(conn, sql.SEGMENT_PREFIX, {"flow": flow_id}).fetchone()
+        if prefix < covered:  # records dropped under it (never by this store): redo
+            self._run(conn, sql.DELETE_SEGMENT, (flow_id,))
+            covered = 0
+        if segments.rebuild_due(covered, prefix):
+            built = self._run(conn, sql.SEGMENT_BUILD, {"flow": flow_id, "stop": prefix})
+            count, meta, results = built.fetchone()
+            crc = segments.checksum(meta, results)
+            self._run(conn, sql.SEGMENT_PUT, (flow_id, count, meta, results, crc))
+
+    def load(self, flow_id: str) -> StoredFlow:
+        with self._snapshot() as conn:
+            return self._history(conn, self._row(conn, flow_id), lean=False)
+
+    # -- leases --------------------------------------------------------------------
+
+    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
+        expires = now + self._ttl
+        with self._write() as conn:
+            params = (flow_id, name, input, now, now, owner, expires)
+            if self._run(conn, self._sql.INSERT_FLOW, params).rowcount == 1:
+                return StoredFlow(
+                    flow_id, name, Status.RUNNING.value, input, now, now,
+                    lease_owner=owner, lease_expires=expires,
+                )  # fmt: skip
+            row = self._row(conn, flow_id, self._sql.ROW_LOCKED)
+            if row[1] != name:
+                raise FlowNameConflictError(flow_id, row[1], name)
+            row = self._claim(conn, row, owner, now)
+        return self._claimed([row])[0]
+
+    def claim(
+        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+    ) -> StoredFlow:
+        sql = self._sql
+        with self._write() as conn:
+            query = sql.ROW_SKIP_LOCKED if only_if_due else sql.ROW_LOCKED
+            found = self._run(conn, query, (flow_id,)).fetchone()
+            if found is None:
+                if only_if_due and self._run(conn, sql.EXISTS, (flow_id,)).fetchone():
+                    raise FlowBusyError(flow_id)  # another worker is claiming it right now
+                raise FlowNotFoundError(flow_id)
+            row = self._claim(conn, tuple(found), owner, now, only_if_due=only_if_due)
+        return self._claimed([row])[0]
+
+    def claim_due(
+        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+    ) -> list[StoredFlow]:
+        sql, as_list = self._sql, self._sql.dialect.as_list
+        params = {"now": now, "limit": int(limit), "exclude": as_list(list(exclude))}
+        rows: list[tuple[Any, ...]] = []
+        with self._write() as conn:
+            found = self._run(conn, sql.DUE_EXCLUDING, params).fetchall()
+            ids = list(dict.fromkeys(row[0] for row in found))  # unique, oldest first
+            if not ids:
+                return []
+            # Rows another worker is claiming right now are skipped, not waited for.
+            locked = {
+                row[0]: tuple(row)
+                for row in self._run(conn, sql.ROWS_SKIP_LOCKED, (as_list(ids),)).fetchall()
+            }
+            for flow_id in ids:
+                if flow_id not in locked:
+                    continue
+                try:
+                    rows.append(self._claim(conn, locked[flow_id], owner, now, only_if_due=True))
+                except (FlowBusyError, FlowClosedError):
+                    continue
+        return self._claimed(rows)
+
+    def _claimed(self, rows: list[tuple[Any, ...]]) -> list[StoredFlow]:
+        # Read after the claim's write transaction, so a long history never holds
+        # it: only the lease holder writes records, so nothing moves meanwhile.
+        if not rows:
+            return []
+        with self._reading() as conn:
+            return [self._history(conn, row, lean=True) for row in rows]
+
+    def _claim(
+        self, conn: C, row: tuple[Any, ...], owner: str, now: float, *, only_if_due: bool = False
+    ) -> tuple[Any, ...]:
+        """Take the lease of the (locked) *row*; the row with the new lease."""
+        flow = StoredFlow(*row)
+        if flow.status in FINISHED:
+            if only_if_due:
+                raise FlowClosedError(flow.id, flow.status)
+            return row
+        if flow.lease_owner not in (None, owner) and (flow.lease_expires or 0.0) > now:
+            raise FlowBusyError(flow.id, when(flow.lease_expires))
+        if (
+            only_if_due
+            and flow.status == Status.SUSPENDED
+            and self._run(conn, self._sql.WAKES, {"flow": flow.id, "now": now}).fetchone() is None
+        ):
+            raise FlowBusyError(flow.id)  # advanced by another worker since the due query
+        expires = now + self._ttl
+        self._run(conn, self._sql.TAKE_LEASE, (owner, expires, flow.id))
+        return (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
+
+    def renew(self, flow_id: str, owner: str, now: float) -> bool:
+        return self._execute(self._sql.RENEW, (now + self._ttl, flow_id, owner)) == 1
+
+    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        rows = self._all(self._sql.LEASE_CHECK, (flow_id,))
+        renew = lambda: self.renew(flow_id, owner, now)  # noqa: E731
+        return lease_outcome(flow_id, owner, rows[0] if rows else None, now, renew)
+
+    def release(self, flow_id: str, owner: str) -> None:
+        self._execute(self._sql.RELEASE, (flow_id, owner))
+
+    # -- writing -------------------------------------------------------------------
+
+    def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        if write.is_step:
+            # The hot path, a step's result: one fenced statement, one commit.
+            fenced = self._sql.fenced(flow_id, owner, write.records[0])
+            if self._execute(self._sql.PUT_RECORD_FENCED, fenced) == 1:
+                return RUNNING_OUTCOME
+            # Lost lease, cancelled, a suspended flow going on, or a conflict: the
+            # full transaction below sorts out which.
+        check_write(flow_id, write)
+
+        def apply(conn: C) -> CommitOutcome:
+            if write.status is not None or write.children:
+                self._lock_flows(conn, [flow_id])  # with its parent, which its end wakes
+            return self._apply(conn, flow_id, owner, now, write)
+
+        return self._atomically(apply)
+
+    def commit_many(self, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        for item in batch:
+            check_write(item.flow_id, item.write)
+        return self._atomically(lambda conn: self._commit_many(conn, batch))
+
+    def _commit_many(self, conn: C, batch: Sequence[Commit]) -> list[CommitOutcome | CruxError]:
+        """``commit_many`` in the caller's transaction (one transaction, one flush)."""
+        if len(batch) > 1:  # every row it may change, first, by id
+            self._lock_flows(conn, [item.flow_id for item in batch])
+        outcomes: list[CommitOutcome | CruxError] = []
+        for flow_id, owner, now, write in batch:
+            if write.is_step:
+                fenced = self._sql.fenced(flow_id, owner, write.records[0])
+                if self._run(conn, self._sql.PUT_RECORD_FENCED, fenced).rowcount == 1:
+                    outcomes.append(RUNNING_OUTCOME)
+                    continue
+            if len(batch) == 1 and (write.status is not None or write.children):
+                self._lock_flows(conn, [flow_id])
+            try:
+                with self._savepoint(conn):  # a refused item leaves nothing
+                    outcomes.append(self._apply(conn, flow_id, owner, now, write))
+            except ITEM_ERRORS as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        """``commit`` inside the caller's transaction: the lease and the refusals
+        first, then the records, signals and custom status."""
+        sql, records = self._sql, write.records
+        row = self._run(conn, sql.LEASE_CHECK_LOCKED, (flow_id,)).fetchone()
+        if row is None or row[1] != owner:
+            raise LeaseLostError(flow_id, owner)
+        status = row[0]
+        finished = status in FINISHED
+        awaited = awaited_names(write)
+        if awaited and not finished:
+            updated = {update.id for update in write.signals}
+            named = (flow_id, sql.dialect.as_list(awaited))
+            arrived = [
+                signal
+                for signal in self._run(conn, sql.PENDING_NAMED, named).fetchall()
+                if signal[0] not in updated
+            ]
+            if arrived:  # nothing applied: the runner takes one and writes again
+                return CommitOutcome(status, signals=tuple(map(StoredSignal._make, arrived)))
+        if records:
+            self._check_records(conn, flow_id, records)
+        if write.children:
+            self._check_children(conn, flow_id, write)
+        new = None if finished else after_write(status, write.status)
+        self._run_many(conn, sql.PUT_RECORD, [(flow_id, *r) for r in records])
+        self._run_many(
+            conn,
+            sql.SIGNAL_UPDATE,
+            [(s.state, s.error, s.position, now, flow_id, s.id) for s in write.signals],
+        )
+        if write.custom_status is not None:
+            self._run(conn, sql.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
+        if new is None:  # cancelled meanwhile: keep it, drop the lease
+            self._run(conn, sql.DROP_LEASE, (flow_id,))
+            return CommitOutcome(status, cancel_reason=row[2])
+        return self._move(conn, flow_id, now, write, status, new)
+
+    def _move(
+        self, conn: C, flow_id: str, now: float, write: Write, status: str, new: Status
+    ) -> CommitOutcome:
+        """The rest of ``_apply`` for a flow that goes on: children started, a new
+        run, a wait cleared, or a park or an end."""
+        sql = self._sql
+        for child in write.children:  # those stored already are left as they are
+            self._run(
+                conn, sql.INSERT_CHILD, (child.flow_id, child.name, child.input, now, now, flow_id)
+            )
+        if write.continue_as_new is not None:
+            run = self._run(conn, sql.CURRENT_RUN, (flow_id,)).fetchone()[0]
+            self._run(conn, sql.KEEP_PAST_RUN, {"run": run, "flow": flow_id})
+            self._run(conn, sql.DELETE_RECORDS, (flow_id,))
+            self._run(conn, sql.DELETE_SEGMENT, (flow_id,))
+            self._run(conn, sql.NEW_RUN, (write.continue_as_new, now, flow_id))
+            return RUNNING_OUTCOME
+        if write.status is None:
+            if new != status:  # a resumed flow goes on past its wait
+                self._run(conn, sql.WAIT_CLEARED, (new.value, now, flow_id))
+            return RUNNING_OUTCOME
+        wake_at = write.wake_at
+        if new == Status.SUSPENDED and write.wait_children:
+            children = (sql.dialect.as_list(list(dict.fromkeys(write.wait_children))),)
+            if self._run(conn, sql.ANY_FINISHED, children).fetchone() is not None:
+                wake_at = now if wake_at is None else min(wake_at, now)
+        self._run(
+            conn,
+            sql.PARK,
+            (
+                new.value, write.result, write.error, write.waiting_for,
+                write.wait_kind, wake_at, write.deadline, now, flow_id,
+            ),
+        )  # fmt: skip
+        if new in FINISHED:
+            self._run(conn, sql.UNUSED, (flow_id,))
+            self._wake_parent(conn, flow_id, now)
+        else:
+            self._write_segment(conn, flow_id)
+        return CommitOutcome(new.value)
+
+    def _check_children(self, conn: C, flow_id: str, write: Write) -> None:
+        """Refuse a child whose id is taken (``check_child``)."""
+        new: dict[str, tuple[str, str | None]] = {}
+        for child in write.children:
+            found = self._run(conn, self._sql.FLOW_NAME, (child.flow_id,)).fetchone()
+            check_child(flow_id, child, (found[0], found[1]) if found else new.get(child.flow_id))
+            new[child.flow_id] = (child.name, flow_id)
+
+    def _check_records(self, conn: C, flow_id: str, records: tuple[StoredRecord, ...]) -> None:
+        sql = self._sql
+        positions = sql.dialect.as_list(sorted({r.position for r in records}))
+        existing = dict(self._run(conn, sql.RECORD_STATES, (flow_id, positions)).fetchall())
+        last = self._run(conn, sql.LAST_POSITION, (flow_id,)).fetchone()[0]
+        check_records(flow_id, existing, 0 if last is None else last + 1, records)
+
+    def _wake_parent(self, conn: C, flow_id: str, now: float) -> None:
+        """*flow_id* finished: its suspended parent (if any) is due at once, and
+        workers listening are told."""
+        woken = self._run(conn, self._sql.WAKE_PARENT, {"now": now, "flow": flow_id}).fetchall()
+        if woken:
+            self._announce(conn, woken[0][0])
+
+    def add_signal(
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
+    ) -> StoredSignal | None:
+        sql = self._sql
+        with self._write() as conn:
+            row = self._run(conn, sql.SIGNAL_FLOW_ROW, (flow_id,)).fetchone()
+            if row is None:
+                raise FlowNotFoundError(flow_id)
+            if key is not None and self._run(conn, sql.SIGNAL_KEY_SEEN, (flow_id, key)).fetchone():
+                return None  # sent before with this key: nothing more is stored
+            check_signal_allowed(flow_id, row[0], row[1], row[2], now)
+            inserted = self._run(conn, sql.INSERT_SIGNAL, (flow_id, name, payload, now, key))
+            signal_id = int(inserted.fetchall()[0][0])
+            self._announce(conn, flow_id)
+        return StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key)
+
+    def cancel(self, flow_id: str, reason: str, now: float) -> bool:
+        return self._atomically(lambda conn: self._cancel(conn, flow_id, reason, now))
+
+    def _cancel(self, conn: C, flow_id: str, reason: str, now: float) -> bool:
+        # The flow, its parent (which its end wakes) and its descendants are locked
+        # first, in one statement, by id (``_lock_flows``): a child finishing at
+        # the same time locks the same rows in the same order.
+        sql = self._sql
+        tree = self._descendants(conn, [flow_id])
+        self._lock_flows(conn, [flow_id, *tree])
+        if self._row(conn, flow_id)[2] in FINISHED:
+            return False
+        if sql.dialect.locks:
+            more = [c for c in self._descendants(conn, [flow_id]) if c not in set(tree)]
+            if more:  # started between the read and the lock (rare): locked now too
+                self._lock_flows(conn, more)
+                tree += more
+        self._run(conn, sql.CANCEL, (reason, now, flow_id))
+        self._run(conn, sql.UNUSED, (flow_id,))
+        inherited = child_cancel_reason(flow_id, reason)
+        for child in tree:  # children, their children, … (through finished ones too)
+            if self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child)).rowcount == 1:
+                self._run(conn, sql.UNUSED, (child,))
+        self._wake_parent(conn, flow_id, now)
+        return True
+
+    def _descendants(self, conn: C, roots: list[str]) -> list[str]:
+        """The ids of *roots*' children, their children, … (each once, top down)."""
+        seen = set(roots)
+        found: list[str] = []
+        level = roots
+        while level:
+            below = [
+                child
+                for parent in level
+                for child, _ in self._run(conn, self._sql.CHILD_ROWS, (parent,)).fetchall()
+                if child not in seen
+            ]
+            seen.update(below)
+            found += below
+            level = below
+        return found

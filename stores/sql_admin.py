@@ -1,0 +1,119 @@
+"""``SqlAdmin``: the ``StoreAdmin`` protocol of the SQL stores, written once over
+``SqlStore``'s statements and connection hooks (listing, due, retry, delete,
+prune, ``put_flow``)."""
+
+from __future__ import annotations
+
+import attrs
+
+from crux_gen.errors import StoreError
+from crux_gen.records import StoredFlow, StoredRecord
+
+from .base import Before, deletable, flow_exists, listing_query, new_flow, retry_plan, retry_status
+from .sql import C, SqlStore
+from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
+
+
+class SqlAdmin(SqlStore[C]):
+    """``SqlStore`` with the operator's calls."""
+
+    #: The store in messages: ``flow_exists``'s *where*, and a phrase ("in …", "at …").
+    _where: str
+    _at: str
+
+    def _signal_ids_put(self, conn: C, last: int) -> None:
+        """``put_flow`` wrote signals with ids up to *last*: later ones go above."""
+
+    def list_flows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        before: Before = None,
+        version: tuple[str, int] | None = None,
+    ) -> list[StoredFlow]:
+        query, params = listing_query(
+            FLOW_COLUMNS,
+            self._sql.dialect.mark,
+            status=status,
+            name=name,
+            limit=limit,
+            before=before,
+            version=version,
+        )
+        return [StoredFlow(*row) for row in self._all(query, params)]
+
+    def count_flows(self) -> dict[str, int]:
+        """How many flows each status has (statuses with none are left out): one
+        scan of the ``flows_by_status`` index."""
+        return {status: int(n) for status, n in self._all(self._sql.COUNT)}
+
+    def due(self, now: float, limit: int) -> list[str]:
+        return [row[0] for row in self._all(self._sql.DUE, {"now": now, "limit": int(limit)})]
+
+    def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
+        sql = self._sql
+        with self._write() as conn:
+            status = retry_status(flow_id, self._row(conn, flow_id, sql.ROW_LOCKED)[2])
+            history = tuple(
+                map(StoredRecord._make, self._run(conn, sql.RECORDS, (flow_id,)).fetchall())
+            )
+            keep, reset = retry_plan(history)
+            dropped = tuple(sorted([*reset[1:], *history[keep:]]))
+            self._run(conn, sql.DROP_RECORDS_FROM, (flow_id, keep))
+            self._run_many(conn, sql.PUT_RECORD, [(flow_id, *r) for r in reset])
+            first = min([keep, *(r.position for r in reset)])
+            self._run(conn, sql.DROP_SEGMENT_PAST, (flow_id, first))
+            self._run(
+                conn,
+                sql.RETRY,
+                (status.value, dropped[0].name if dropped else None, now, now, flow_id),
+            )
+            return dropped
+
+    def delete(self, flow_id: str) -> bool:
+        with self._write() as conn:
+            found = self._run(conn, self._sql.STATUS_AND_PARENT, (flow_id,)).fetchone()
+            if found is None:
+                return False
+            deletable(flow_id, found[0], None if found[1] is None else (found[1], found[2]))
+            for query in self._sql.DELETE:
+                self._run(conn, query, (flow_id,))
+            return True
+
+    def prune(self, finished_before: float, *, batch: int = 500) -> int:
+        # In batches of *batch* flows, one transaction each, so runners writing
+        # meanwhile wait for one short transaction at most.
+        sql = self._sql
+        deleted = 0
+        while True:
+            with self._write() as conn:
+                found = self._run(conn, sql.PRUNE_BATCH, (finished_before, batch)).fetchall()
+                ids = sql.dialect.as_list([row[0] for row in found])
+                for query in sql.DELETE_MANY if found else ():
+                    self._run(conn, query, (ids,))
+            if not found:
+                return deleted
+            deleted += len(found)
+
+    def put_flow(self, flow: StoredFlow) -> None:
+        given, sql = new_flow(flow), self._sql
+        with self._write() as conn:
+            if self._run(conn, sql.EXISTS, (given.id,)).fetchone():
+                raise flow_exists(given.id, self._where)
+            ids = sorted(s.id for s in given.signals)
+            if ids:
+                taken = self._run(conn, sql.SIGNAL_IDS_TAKEN, (sql.dialect.as_list(ids),))
+                found = taken.fetchone()
+                if found is not None:
+                    raise StoreError(
+                        f"signal id {found[0]} of flow {given.id!r} is taken by a signal of "
+                        f"flow {found[1]!r} {self._at}; nothing was written"
+                    )
+            self._run(conn, sql.INSERT_WHOLE_FLOW, attrs.astuple(given, recurse=False)[:FLOW_WIDTH])
+            self._run(conn, sql.DELETE_SEGMENT, (given.id,))
+            self._run_many(conn, sql.PUT_RECORD, [(given.id, *r) for r in given.records])
+            self._run_many(conn, sql.INSERT_WHOLE_SIGNAL, [tuple(s) for s in sorted(given.signals)])
+            if ids:
+                self._signal_ids_put(conn, ids[-1])
