@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .commands import COMMAND_TYPES, AnyResult, Child, Sleep, Step, Suspend, describe
+from .commands import COMMAND_TYPES, Child, Step, describe
 from .durations import format_duration
 from .effects import (
     DURABLE,
@@ -29,6 +29,7 @@ from .effects import (
     Adopt,
     Arrived,
     Call,
+    CancelFlow,
     Event,
     Finish,
     Fired,
@@ -64,18 +65,15 @@ from .handlers import (
     run_step,
 )
 from .interpreter import (
-    AwaitAny,
     Failed,
     Finished,
     Interpreter,
     RunAll,
     RunStep,
     rebuild_exception,
-    structured,
 )
 from .records import (
     COMPLETED,
-    CONSUMED,
     FAILED,
     PENDING,
     REJECTED,
@@ -365,8 +363,10 @@ class Driver:
         time = self.clock.time
         while True:
             now = time()
-            effects = handler(decision, View(self.flow_id, now, record, self._drain), event)
+            view = View(self.flow_id, now, record, self._drain, peek=self._peek_pending)
+            effects = handler(decision, view, event)
             event = None
+            adopted: dict[str, StoredFlow] = {}
             for effect in effects:
                 if type(effect) is Record:
                     record = effect.record
@@ -394,13 +394,15 @@ class Driver:
                     record = effect.record
                     self._records[record.position] = record
                     try:
-                        self._commit(now, children=(effect.child,))
+                        self._commit(now, children=effect.children)
                     except CHILD_REFUSALS as exc:  # nothing was written
                         event = Refused(exc)
                         break
                 elif type(effect) is Adopt:
                     self._run_inline(effect.flow, effect.flow_id)
-                    event = Settled(self._load_child(effect.flow_id))
+                    adopted[effect.flow_id] = self._load_child(effect.flow_id)
+                elif type(effect) is CancelFlow:
+                    self.store.cancel(effect.flow_id, effect.reason, now)
                 elif type(effect) is Take:
                     self._signal_updates.append(effect.update)
                     if effect.warning is not None:
@@ -416,6 +418,8 @@ class Driver:
                     self._commit(now, continue_as_new=effect.input)
                     result = FlowResult(self.flow_id, Status.RUNNING, name=self.flow.name)
                     raise Stop(result, continued=True)
+            if adopted and event is None:
+                event = Settled(adopted)
             if event is None:
                 return
 
@@ -431,6 +435,7 @@ class Driver:
                 deadline=effect.deadline,
                 wait_signal=effect.wait_signal,
                 wait_children=effect.children,
+                wait_signals=effect.signals,
             )
         assert type(effect) is Finish
         return self._end(
@@ -530,142 +535,6 @@ class Driver:
     def _peek_pending(self, name: str) -> StoredSignal | None:
         waiting = self._pending.get(name)
         return waiting[0][1] if waiting else None
-
-    def _any(self, d: AwaitAny) -> None:
-        command, record = d.command, d.record
-        branches = command.commands
-        if record is None:
-            now = self._now()
-            children: dict[str, str] = {}
-            new: list[NewChild] = []
-            for index, branch in enumerate(branches):
-                if isinstance(branch, Child):
-                    child_id = branch.flow_id or new_flow_id()
-                    try:
-                        text = self._encode_input(branch)
-                    except SerializationError as exc:
-                        self._refuse(d.position, "any", command.name, exc, now)
-                        return
-                    children[str(index)] = child_id
-                    new.append(NewChild(child_id, branch.name, text))
-            timers = [b.wake_at(now) for b in branches if isinstance(b, Sleep)]
-            record = StoredRecord(
-                d.position, "any", command.name, WAITING,
-                result=codec.encode({"children": children}, what="child ids") if children else None,
-                started_at=now, wake_at=min(timers) if timers else None,
-            )  # fmt: skip
-            if new:  # the children exist (and the record names them) before they run
-                self._records[d.position] = record
-                try:
-                    self._commit(now, children=tuple(new))
-                except CHILD_REFUSALS as exc:  # an id is taken: thrown at the yield
-                    self._refuse(d.position, "any", command.name, exc, now)
-                    return
-                d = AwaitAny(d.position, command, record)
-        started = record.started_at if record.started_at is not None else self._now()
-        state = (
-            codec.decode_stored(
-                record.result, flow_id=self.flow_id, position=record.position, column="result"
-            )
-            if record.result
-            else {}
-        )
-        child_ids = {int(k): v for k, v in (state.get("children") or {}).items()}
-        for index, child_id in child_ids.items():
-            branch = branches[index]
-            assert isinstance(branch, Child)
-            self._run_inline(branch.flow, child_id)
-        names = [b.name for b in branches if isinstance(b, Suspend)]
-        while True:
-            now = self._now()
-            # The first event by the store's clock; among signals at the same time the
-            # first sent (by id), a signal before a timer or a child, then list order.
-            best: tuple[float, float, int] | None = None
-            finished: dict[int, StoredFlow] = {}
-            for index, branch in enumerate(branches):
-                at: float | None = None
-                order = float("inf")
-                if isinstance(branch, Suspend):
-                    signal = self._peek_pending(branch.name)
-                    while signal is not None:
-                        _, refused = structured(branch, self._payload(signal), flow_id=self.flow_id)
-                        if refused is None:
-                            break
-                        log.warning("%s", refused)
-                        self._next_pending(branch.name)
-                        self._reject(signal, str(getattr(refused, "reason", refused)))
-                        signal = self._peek_pending(branch.name)
-                    if signal is not None:
-                        at, order = signal.created_at, signal.id
-                elif isinstance(branch, Sleep):
-                    wake = branch.wake_at(started)
-                    if wake <= now:
-                        at = wake
-                else:
-                    child = self._load_child(child_ids[index])
-                    if ended(child):
-                        finished[index] = child
-                        at = child.updated_at
-                if at is not None and (best is None or (at, order, index) < best):
-                    best = (at, order, index)
-            if best is None:
-                waits = [b.wake_at(started) for b in branches if isinstance(b, Sleep)]
-                if d.record is None:
-                    self._records[d.position] = record
-                else:  # parked here before: the stored record stands as it is
-                    self._records.pop(d.position, None)
-                stop = self._end(
-                    Status.SUSPENDED,
-                    waiting_for=codec.encode(names, what="signal names"),
-                    wait_kind="any",
-                    wake_at=min(waits) if waits else None,
-                    wait_signals=tuple(names),
-                    wait_children=tuple(child_ids.values()),
-                )
-                if stop is not None:
-                    raise stop
-                continue  # signals arrived meanwhile: take the first
-            _, _, index = best
-            branch = branches[index]
-            now = self._now()
-            error: BaseException | None = None
-            if isinstance(branch, Suspend):
-                signal = self._next_pending(branch.name)
-                assert signal is not None
-                payload = self._payload(signal)
-                value, _ = structured(branch, payload, flow_id=self.flow_id)
-                result = {"index": index, "name": branch.name, "value": payload}
-                self._signal_updates.append(SignalUpdate(signal.id, CONSUMED, position=d.position))
-                done = record._replace(
-                    state=COMPLETED, result=codec.encode(result, what="an Any result"),
-                    attempts=1, finished_at=now,
-                )  # fmt: skip
-            elif isinstance(branch, Sleep):
-                value = None
-                result = {"index": index, "name": branch.name, "value": None}
-                done = record._replace(
-                    state=COMPLETED, result=codec.encode(result, what="an Any result"),
-                    attempts=1, finished_at=now,
-                )  # fmt: skip
-            else:
-                child = finished[index]
-                done, value, error = self._child_outcome(d.position, record, child)
-                if error is None:
-                    result = {"index": index, "name": branch.name, "value": value}
-                    done = done._replace(result=codec.encode(result, what="an Any result"))
-            self._records[d.position] = done
-            self._go_on()
-            if command.cancel_losers:
-                for other, child_id in child_ids.items():
-                    if other != index and other not in finished:
-                        self.store.cancel(
-                            child_id, f"it lost the Any of flow {self.flow_id!r}", now
-                        )
-            if error is not None:
-                self.interp.fail(error)
-            else:
-                self.interp.resolve(AnyResult(index, branch.name, value))
-            return
 
     def _all(self, d: RunAll) -> None:
         command = d.command
@@ -886,6 +755,5 @@ class Driver:
 #: The driver's method for each live decision of the interpreter.
 _HANDLERS: dict[type, Callable[[Driver, Any], None]] = {
     **{kind: Driver._handle for kind in HANDLERS},
-    AwaitAny: Driver._any,
     RunAll: Driver._all,
 }

@@ -43,6 +43,7 @@ class View(NamedTuple):
     now: float
     record: StoredRecord | None
     pending: Callable[[str], Iterable[StoredSignal]] = _no_signals
+    peek: Callable[[str], StoredSignal | None] = lambda name: None
     new_id: Callable[[], str] = new_flow_id
 
 
@@ -94,6 +95,7 @@ class Park(NamedTuple):
     deadline: float | None = None
     wait_signal: str | None = None
     children: tuple[str, ...] = ()
+    signals: tuple[str, ...] = ()
 
 
 class Finish(NamedTuple):
@@ -111,7 +113,7 @@ class Take(NamedTuple):
     (*warning*, when given, is logged)."""
 
     update: SignalUpdate
-    warning: Exception | None = None
+    warning: BaseException | None = None
 
 
 class NewRun(NamedTuple):
@@ -121,23 +123,42 @@ class NewRun(NamedTuple):
 
 
 class StartChild(NamedTuple):
-    """Write *record* with the new child flow *child*, in one write, before the
-    child runs (the store may refuse its id: ``Refused``)."""
+    """Write *record* with the new child flows *children*, in one write, before
+    they run (the store may refuse an id: ``Refused``)."""
 
-    child: NewChild
+    children: tuple[NewChild, ...]
     record: StoredRecord
 
 
 class Adopt(NamedTuple):
     """Run the child flow *flow_id* (a flow of *flow*) until it parks or ends, then
-    report it (``Settled``)."""
+    report it (``Settled``: every child adopted by one list of effects at once)."""
 
     flow_id: str
     flow: Any
 
 
+class CancelFlow(NamedTuple):
+    """Cancel the flow *flow_id* (an ``Any``'s losing child) with *reason*, once this
+    run's records before it are written."""
+
+    flow_id: str
+    reason: str
+
+
 Effect = (
-    Call | Record | Resolve | Throw | Timer | Park | Finish | NewRun | Take | StartChild | Adopt
+    Call
+    | Record
+    | Resolve
+    | Throw
+    | Timer
+    | Park
+    | Finish
+    | NewRun
+    | Take
+    | StartChild
+    | Adopt
+    | CancelFlow
 )
 
 
@@ -171,10 +192,10 @@ class Refused(NamedTuple):
 
 
 class Settled(NamedTuple):
-    """The child flow as it stands after its run (``status`` ``"deleted"`` when it
-    is gone from the store)."""
+    """The adopted child flows as they stand after their runs, by id (``status``
+    ``"deleted"`` for one gone from the store)."""
 
-    child: StoredFlow
+    children: dict[str, StoredFlow]
 
 
 Event = Returned | Raised | Fired | Arrived | Refused | Settled | None

@@ -17,13 +17,14 @@ from typing import Any
 
 from . import codec
 from .codec import ErrorInfo
-from .commands import Retry
+from .commands import AnyResult, Child, Retry, Sleep, Suspend
 from .effects import (
     BUFFERED,
     DURABLE,
     GO_ON,
     Adopt,
     Call,
+    CancelFlow,
     Effect,
     Event,
     Finish,
@@ -43,6 +44,7 @@ from .effects import (
 )
 from .errors import ChildFlowError, SerializationError, SignalValidationError
 from .interpreter import (
+    AwaitAny,
     AwaitChild,
     AwaitCondition,
     AwaitSignal,
@@ -50,6 +52,7 @@ from .interpreter import (
     ContinueNew,
     RecordVersion,
     RunStep,
+    structured,
 )
 from .records import (
     COMPLETED,
@@ -63,6 +66,7 @@ from .records import (
     SignalUpdate,
     StoredFlow,
     StoredRecord,
+    StoredSignal,
 )
 from .status import FINISHED, Status
 
@@ -308,16 +312,153 @@ def await_child(d: AwaitChild, view: View, event: Event = None) -> list[Effect]:
             result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
         )  # fmt: skip
         return [
-            StartChild(NewChild(child_id, command.name, text), record),
+            StartChild((NewChild(child_id, command.name, text),), record),
             Adopt(child_id, command.flow),
         ]
     if not isinstance(event, Settled):
         return [Adopt(child_id_of(record), command.flow)]
-    child = event.child
+    child = event.children[child_id_of(record)]
     if not ended(child):
         return [Park(child.id, "child", None, children=(child.id,))]
     done, value, error = child_outcome(record, child, now)
     return [Record(done, GO_ON), Resolve(value) if error is None else Throw(error)]
+
+
+def await_any(d: AwaitAny, view: View, event: Event = None) -> list[Effect]:
+    """An ``Any``: start its children (in the write that records it) and run them;
+    then the first event by the store's clock wins (among signals at one instant
+    the first sent, by id; a signal before a timer or a child; then list order)
+    and is recorded and given to the flow (a losing child is cancelled with
+    ``cancel_losers``); with none, park until a signal, the first timer or a child's
+    end. A signal that fits no schema is rejected, with the reason."""
+    command, now = d.command, view.now
+    branches = command.commands
+    if isinstance(event, Refused):  # an id is taken: thrown at the yield
+        return refused(d.position, "any", command.name, event.exc, now)
+    record = view.record
+    if record is None:
+        children: dict[str, str] = {}
+        new: list[NewChild] = []
+        adopt: list[Effect] = []
+        for index, branch in enumerate(branches):
+            if isinstance(branch, Child):
+                what = f"the input of child flow {branch.name!r} of {view.flow_id!r}"
+                try:
+                    text = codec.encode(branch.input, what=what)
+                except SerializationError as exc:
+                    return refused(d.position, "any", command.name, exc, now)
+                child_id = branch.flow_id or view.new_id()
+                children[str(index)] = child_id
+                new.append(NewChild(child_id, branch.name, text))
+                adopt.append(Adopt(child_id, branch.flow))
+        timers = [b.wake_at(now) for b in branches if isinstance(b, Sleep)]
+        record = StoredRecord(
+            d.position, "any", command.name, WAITING,
+            result=codec.encode({"children": children}, what="child ids") if children else None,
+            started_at=now, wake_at=min(timers) if timers else None,
+        )  # fmt: skip
+        if new:  # the children exist (and the record names them) before they run
+            return [StartChild(tuple(new), record), *adopt]
+    child_ids = _any_children(record, view.flow_id)
+    if child_ids and not isinstance(event, Settled):  # run them (again after arrivals)
+        flows = {i: b.flow for i, b in enumerate(branches) if isinstance(b, Child)}
+        return [Adopt(child_id, flows[index]) for index, child_id in child_ids.items()]
+    settled = event.children if isinstance(event, Settled) else {}
+    started = record.started_at if record.started_at is not None else now
+    effects: list[Effect] = []
+    best: tuple[float, float, int] | None = None
+    for index, branch in enumerate(branches):
+        at: float | None = None
+        order = float("inf")
+        if isinstance(branch, Suspend):
+            signal = view.peek(branch.name)
+            while signal is not None:
+                _, misfit = structured(branch, _payload(signal, view), flow_id=view.flow_id)
+                if misfit is None:
+                    break
+                next(iter(view.pending(branch.name)))  # drawn: rejected
+                reason = str(getattr(misfit, "reason", misfit))
+                effects.append(Take(SignalUpdate(signal.id, REJECTED, error=reason), misfit))
+                signal = view.peek(branch.name)
+            if signal is not None:
+                at, order = signal.created_at, signal.id
+        elif isinstance(branch, Sleep):
+            wake = branch.wake_at(started)
+            if wake <= now:
+                at = wake
+        else:
+            child = settled[child_ids[index]]
+            if ended(child):
+                at = child.updated_at
+        if at is not None and (best is None or (at, order, index) < best):
+            best = (at, order, index)
+    if best is None:
+        names = [b.name for b in branches if isinstance(b, Suspend)]
+        waits = [b.wake_at(started) for b in branches if isinstance(b, Sleep)]
+        if d.record is None and not child_ids:  # else the stored record stands
+            effects.append(Record(record))
+        park = Park(
+            codec.encode(names, what="signal names"), "any", min(waits) if waits else None,
+            children=tuple(child_ids.values()), signals=tuple(names),
+        )  # fmt: skip
+        return [*effects, park]
+    return [*effects, *_any_won(d, record, best[2], settled, child_ids, view)]
+
+
+def _payload(signal: StoredSignal, view: View) -> Any:
+    return codec.decode_stored(
+        signal.payload, flow_id=view.flow_id, position=None, column=f"payload of signal {signal.id}"
+    )
+
+
+def _any_children(record: StoredRecord, flow_id: str) -> dict[int, str]:
+    """An ``Any`` record's children: branch index -> child flow id."""
+    if not record.result:
+        return {}
+    state = codec.decode_stored(
+        record.result, flow_id=flow_id, position=record.position, column="result"
+    )
+    return {int(k): v for k, v in (state.get("children") or {}).items()}
+
+
+def _any_won(
+    d: AwaitAny,
+    record: StoredRecord,
+    index: int,
+    settled: dict[str, StoredFlow],
+    child_ids: dict[int, str],
+    view: View,
+) -> list[Effect]:
+    """Branch *index* of an ``Any`` won: the signal it takes, its record, the losing
+    children it cancels, and what the flow gets at its ``yield``."""
+    command, now = d.command, view.now
+    branch = command.commands[index]
+    effects: list[Effect] = []
+    error: BaseException | None = None
+    done = record._replace(state=COMPLETED, attempts=1, finished_at=now)
+    if isinstance(branch, Suspend):
+        signal = next(iter(view.pending(branch.name)))  # the one peeked: taken
+        payload = _payload(signal, view)
+        value, _ = structured(branch, payload, flow_id=view.flow_id)
+        effects.append(Take(SignalUpdate(signal.id, CONSUMED, position=d.position)))
+        result: dict[str, Any] = {"index": index, "name": branch.name, "value": payload}
+    elif isinstance(branch, Sleep):
+        value = None
+        result = {"index": index, "name": branch.name, "value": None}
+    else:
+        done, value, error = child_outcome(record, settled[child_ids[index]], now)
+        result = {"index": index, "name": branch.name, "value": value}
+    if error is None:
+        done = done._replace(result=codec.encode(result, what="an Any result"))
+    effects.append(Record(done, GO_ON))
+    if command.cancel_losers:
+        reason = f"it lost the Any of flow {view.flow_id!r}"
+        for other, child_id in child_ids.items():
+            if other != index and not ended(settled[child_id]):
+                effects.append(CancelFlow(child_id, reason))
+    if error is not None:
+        return [*effects, Throw(error)]
+    return [*effects, Resolve(AnyResult(index, branch.name, value))]
 
 
 def record_version(d: RecordVersion, view: View, event: Event = None) -> list[Effect]:
@@ -357,6 +498,7 @@ HANDLERS: dict[type, Callable[[Any, View, Event], list[Effect]]] = {
     RunStep: run_step,
     AwaitSignal: await_signal,
     AwaitChild: await_child,
+    AwaitAny: await_any,
     AwaitCondition: await_condition,
     AwaitTimer: await_timer,
     RecordVersion: record_version,

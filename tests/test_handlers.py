@@ -9,7 +9,9 @@ from typing import Any
 import attrs
 import pytest
 
+from crux_gen import Any as AnyOf
 from crux_gen import (
+    AnyResult,
     Child,
     ChildFlowError,
     ContinueAsNew,
@@ -30,6 +32,7 @@ from crux_gen.effects import (
     GO_ON,
     Adopt,
     Call,
+    CancelFlow,
     Finish,
     Fired,
     NewRun,
@@ -48,6 +51,7 @@ from crux_gen.effects import (
 from crux_gen.flow import Registry
 from crux_gen.handlers import (
     INLINE_BACKOFF,
+    await_any,
     await_child,
     await_condition,
     await_signal,
@@ -58,6 +62,7 @@ from crux_gen.handlers import (
     run_step,
 )
 from crux_gen.interpreter import (
+    AwaitAny,
     AwaitChild,
     AwaitCondition,
     AwaitSignal,
@@ -316,7 +321,7 @@ def leaf(ctx: Any) -> Any:
 def test_a_child_is_started_in_the_write_that_records_it_then_run() -> None:
     d = AwaitChild(1, Child(leaf, input={"n": 1}), None)
     start, adopt = await_child(d, View("p", T, None, new_id=lambda: "c1"))
-    assert start.child == NewChild("c1", "h-leaf", '{"n":1}')
+    assert start.children == (NewChild("c1", "h-leaf", '{"n":1}'),)
     assert (start.record.state, start.record.result) == (WAITING, '{"flow_id":"c1"}')
     assert adopt == Adopt("c1", leaf)
 
@@ -333,13 +338,73 @@ def test_a_child_that_ended_gives_its_value_or_error_else_the_parent_parks() -> 
     d = AwaitChild(1, Child(leaf), waiting)
     assert await_child(d, View("p", T, waiting)) == [Adopt("c1", leaf)]
     running = StoredFlow("c1", "h-leaf", "suspended", "null", T, T)
-    assert await_child(d, View("p", T, waiting), Settled(running)) == [
+    assert await_child(d, View("p", T, waiting), Settled({"c1": running})) == [
         Park("c1", "child", None, children=("c1",))
     ]
     done = attrs.evolve(running, status="completed", result="7")
-    record, resolve = await_child(d, View("p", T + 1, waiting), Settled(done))
+    record, resolve = await_child(d, View("p", T + 1, waiting), Settled({"c1": done}))
     assert (record.record.state, record.write, resolve) == (COMPLETED, GO_ON, Resolve(7))
     gone = StoredFlow("c1", "?", "deleted", "null", 0.0, T)
-    record, throw = await_child(d, View("p", T + 1, waiting), Settled(gone))
+    record, throw = await_child(d, View("p", T + 1, waiting), Settled({"c1": gone}))
     assert isinstance(throw.exc, ChildFlowError) and throw.exc.status == "deleted"
     assert record.record.state == FAILED
+
+
+# -- Any -------------------------------------------------------------------------------------
+
+
+def heap(*items: StoredSignal) -> tuple[Any, Any, list[int]]:
+    """``pending`` and ``peek`` over *items*, as the driver's heap gives them."""
+    left = list(items)
+    drawn: list[int] = []
+
+    def peek(name: str) -> StoredSignal | None:
+        return next((s for s in left if s.name == name), None)
+
+    def pending(name: str) -> Any:
+        while (signal := peek(name)) is not None:
+            left.remove(signal)
+            drawn.append(signal.id)
+            yield signal
+
+    return pending, peek, drawn
+
+
+def test_an_any_signal_and_timer_due_at_one_instant_the_signal_wins() -> None:
+    d = AwaitAny(0, AnyOf([Sleep("timeout", "1h"), Suspend("shipped")]), None)
+    started = StoredRecord(0, "any", d.command.name, WAITING, started_at=T, wake_at=T + 3600)
+    pending, peek, drawn = heap(sig(5, '"box"', at=T + 3600, name="shipped"))
+    effects = await_any(
+        AwaitAny(0, d.command, started), View("f", T + 3600, started, pending, peek=peek)
+    )
+    take, record, resolve = effects
+    assert take == Take(SignalUpdate(5, CONSUMED, position=0))
+    assert resolve == Resolve(AnyResult(1, "shipped", "box"))
+    assert record.write == GO_ON and drawn == [5]
+
+
+def test_an_any_without_an_event_parks_on_its_names_timer_and_children() -> None:
+    d = AwaitAny(0, AnyOf([Suspend("a"), Suspend("b"), Sleep("t", "1m")]), None)
+    pending, peek, drawn = heap(sig(1, '"x"', name="other"))
+    record, park = await_any(d, View("f", T, None, pending, peek=peek))
+    assert record.record.wake_at == T + 60
+    assert park == Park('["a","b"]', "any", T + 60, signals=("a", "b"))
+    assert drawn == []  # nothing drawn: a signal of another name stays pending
+
+
+def test_an_any_child_that_ended_first_wins_and_the_losers_are_cancelled() -> None:
+    command = AnyOf([Child(leaf, flow_id="c1"), Child(leaf, flow_id="c2")], cancel_losers=True)
+    d = AwaitAny(0, command, None)
+    start, *adopt = await_any(d, View("p", T, None))
+    assert [c.flow_id for c in start.children] == ["c1", "c2"]
+    assert adopt == [Adopt("c1", leaf), Adopt("c2", leaf)]
+    ended = StoredFlow("c2", "h-leaf", "completed", "null", T, T + 5, result="9")
+    running = StoredFlow("c1", "h-leaf", "suspended", "null", T, T + 1)
+    later = AwaitAny(0, command, start.record)
+    effects = await_any(
+        later, View("p", T + 6, start.record), Settled({"c1": running, "c2": ended})
+    )
+    record, cancel, resolve = effects
+    assert record.record.state == COMPLETED
+    assert cancel == CancelFlow("c1", "it lost the Any of flow 'p'")
+    assert resolve == Resolve(AnyResult(1, "h-leaf", 9))
