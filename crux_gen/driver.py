@@ -62,6 +62,7 @@ from .handlers import (
     child_id_of,
     child_outcome,
     ended,
+    new_child,
     run_step,
 )
 from .interpreter import (
@@ -87,7 +88,6 @@ from .records import (
     StoredSignal,
     Write,
     all_header_result,
-    new_flow_id,
 )
 from .results import FlowResult
 from .status import FINISHED, Status
@@ -496,11 +496,6 @@ class Driver:
         self._commit(now)
         self.interp.fail(exc)
 
-    def _encode_input(self, command: Child) -> str:
-        return codec.encode(
-            command.input, what=f"the input of child flow {command.name!r} of {self.flow_id!r}"
-        )
-
     def _run_inline(self, flow: Flow[Any], child_id: str) -> None:
         """Run a child flow in this thread until it suspends or finishes (another
         runner may have it: then it is left to that one)."""
@@ -636,14 +631,13 @@ class Driver:
             branch = branches[record.position - first]
             assert isinstance(branch, Child)
             try:
-                text = self._encode_input(branch)
+                fresh = new_child(branch, View(self.flow_id, now, record))
             except SerializationError as exc:
                 records[index] = self._failed(record, exc, now)
                 continue
-            child_id = branch.flow_id or new_flow_id()
-            new.append(NewChild(child_id, branch.name, text))
+            new.append(fresh)
             records[index] = record._replace(
-                result=codec.encode({"flow_id": child_id}, what="a child id")
+                result=codec.encode({"flow_id": fresh.flow_id}, what="a child id")
             )
         for record in records:
             self._records[record.position] = record

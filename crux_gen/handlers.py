@@ -293,6 +293,14 @@ def refused(position: int, kind: str, name: str, exc: Exception, now: float) -> 
     return [Record(failed, DURABLE), Throw(exc)]
 
 
+def new_child(command: Child, view: View) -> NewChild:
+    """The child flow a ``Child`` starts: its ``flow_id=`` or a new id, its name and
+    its input as JSON text (``SerializationError`` when the input cannot be stored)."""
+    what = f"the input of child flow {command.name!r} of {view.flow_id!r}"
+    text = codec.encode(command.input, what=what)
+    return NewChild(command.flow_id or view.new_id(), command.name, text)
+
+
 def await_child(d: AwaitChild, view: View, event: Event = None) -> list[Effect]:
     """A ``Child``: start the child flow (in the write that records it), run it,
     and take its value or its failure once it ended, else park until it does (its
@@ -301,20 +309,15 @@ def await_child(d: AwaitChild, view: View, event: Event = None) -> list[Effect]:
     if isinstance(event, Refused):  # its id is taken: thrown at the yield
         return refused(d.position, "child", command.name, event.exc, now)
     if record is None:
-        what = f"the input of child flow {command.name!r} of {view.flow_id!r}"
         try:
-            text = codec.encode(command.input, what=what)
+            fresh = new_child(command, view)
         except SerializationError as exc:
             return refused(d.position, "child", command.name, exc, now)
-        child_id = command.flow_id or view.new_id()
         record = StoredRecord(
             d.position, "child", command.name, WAITING,
-            result=codec.encode({"flow_id": child_id}, what="a child id"), started_at=now,
+            result=codec.encode({"flow_id": fresh.flow_id}, what="a child id"), started_at=now,
         )  # fmt: skip
-        return [
-            StartChild((NewChild(child_id, command.name, text),), record),
-            Adopt(child_id, command.flow),
-        ]
+        return [StartChild((fresh,), record), Adopt(fresh.flow_id, command.flow)]
     if not isinstance(event, Settled):
         return [Adopt(child_id_of(record), command.flow)]
     child = event.children[child_id_of(record)]
@@ -342,15 +345,13 @@ def await_any(d: AwaitAny, view: View, event: Event = None) -> list[Effect]:
         adopt: list[Effect] = []
         for index, branch in enumerate(branches):
             if isinstance(branch, Child):
-                what = f"the input of child flow {branch.name!r} of {view.flow_id!r}"
                 try:
-                    text = codec.encode(branch.input, what=what)
+                    fresh = new_child(branch, view)
                 except SerializationError as exc:
                     return refused(d.position, "any", command.name, exc, now)
-                child_id = branch.flow_id or view.new_id()
-                children[str(index)] = child_id
-                new.append(NewChild(child_id, branch.name, text))
-                adopt.append(Adopt(child_id, branch.flow))
+                children[str(index)] = fresh.flow_id
+                new.append(fresh)
+                adopt.append(Adopt(fresh.flow_id, branch.flow))
         timers = [b.wake_at(now) for b in branches if isinstance(b, Sleep)]
         record = StoredRecord(
             d.position, "any", command.name, WAITING,
