@@ -218,15 +218,23 @@ def test_a_record_conflict_of_one_flow_does_not_stop_the_pass(store: Any, concur
 # -- retry of a flow that failed inside an All ----------------------------------------------
 
 
-def test_retry_of_a_failed_all_branch_reruns_only_that_branch(store: Any) -> None:
-    calls = Calls()
-    broken = {"bad": True}
+def failing_while(broken: dict[str, bool], calls: Calls) -> Any:
+    """A step function counted as "flaky" that raises ValueError("down") while
+    ``broken["bad"]`` and returns "up" after."""
 
     def flaky() -> str:
         calls("flaky")
         if broken["bad"]:
             raise ValueError("down")
         return "up"
+
+    return flaky
+
+
+def test_retry_of_a_failed_all_branch_reruns_only_that_branch(store: Any) -> None:
+    calls = Calls()
+    broken = {"bad": True}
+    flaky = failing_while(broken, calls)
 
     @flow("lv-all-retry")
     def fan(ctx: FlowContext) -> Any:
@@ -257,12 +265,7 @@ def test_retry_of_a_failed_all_branch_reruns_only_that_branch(store: Any) -> Non
 def test_retry_of_an_all_whose_last_branch_failed(store: Any) -> None:
     calls = Calls()
     broken = {"bad": True}
-
-    def flaky() -> str:
-        calls("flaky")
-        if broken["bad"]:
-            raise ValueError("down")
-        return "up"
+    flaky = failing_while(broken, calls)
 
     @flow("lv-all-retry-last")
     def fan(ctx: FlowContext) -> Any:
