@@ -192,3 +192,28 @@ def test_the_approval_example_runs_its_story_in_separate_processes(tmp_path: Pat
     outbox = [json.loads(x) for x in (tmp_path / "approval-outbox.jsonl").read_text().splitlines()]
     kinds = [x["kind"] for x in outbox]
     assert kinds.count("order") == 1 and kinds.count("email") == 1 and "reminder" in kinds
+
+
+def test_retry_of_a_flow_failed_in_an_all_says_which_branches_run_again(tmp_path: Path) -> None:
+    from crux_gen import All, FlowContext, Step, flow, resume
+
+    broken = {"bad": True}
+
+    def flaky() -> str:
+        if broken["bad"]:
+            raise ValueError("down")
+        return "up"
+
+    @flow("cc-all-retry")
+    def fan(ctx: FlowContext) -> Any:
+        return (yield All([Step("ok", lambda: 1), Step("flaky", flaky)]))
+
+    db = tmp_path / "crux.db"
+    store = SQLiteStore(db)
+    r = fan.run(store=store)
+    assert r.status == "failed"
+    out = cli_out("retry", r.flow_id, "--db", str(db))
+    assert "reset 1 failed branch(es) of its All to run again: Step('flaky') at position 2" in out
+    assert "kept 2 records" in out and "dropped" not in out
+    broken["bad"] = False
+    assert resume(r.flow_id, store=store).value == [1, "up"]

@@ -333,10 +333,21 @@ def retry_command(flow_id: str, db: str) -> None:
                 f"flow {stored.id} ({stored.name}) is {stored.status}, not failed; "
                 "only a failed flow can be retried"
             )
-        dropped = store.retry_failed(stored.id, store.clock.now().timestamp())
-    kept = len(stored.records) - len(dropped)
+        changed = store.retry_failed(stored.id, store.clock.now().timestamp())
+        left = len(store.load(stored.id).records)
+    # A failed branch of an All is reset (its record stays, waiting); the rest is dropped.
+    reset = [r for r in changed if r.position < left]
+    dropped = [r for r in changed if r.position >= left]
+    kept = left - len(reset)
     echo(f"retried flow {stored.id} ({stored.name})")
-    if dropped:
+    if reset:
+        echo(
+            f"reset {len(reset)} failed branch(es) of its All to run again: "
+            + ", ".join(f"{describe(r.kind, r.name)} at position {r.position}" for r in reset)
+            + f"; kept {kept} records"
+        )
+        echo("it is due now: the next worker pass or resume runs those branches only")
+    elif dropped:
         first = dropped[0]
         echo(
             f"dropped the failed record at position {first.position}, "
