@@ -65,11 +65,15 @@ def _step(ctx: FlowContext, stage: int, label: str, fail: bool = False) -> Step:
     marker = None
     if fail:
         marker = os.path.join(given["marks"], f"{ctx.flow_id}-{name}")
-    return Step(name, partial(effect, given["log"], ctx.flow_id, name, marker))
+    # A child is logged under its id and its parent's: a child id named by two parents
+    # (``shared-N``) is free again once the first child is pruned, and the second
+    # parent then starts a new flow under it, whose steps run for the first time.
+    who = ctx.flow_id if "parent" not in given else f"{ctx.flow_id}<{given['parent']}"
+    return Step(name, partial(effect, given["log"], who, name, marker))
 
 
 def _leaf_input(ctx: FlowContext, **plan: Any) -> dict[str, Any]:
-    return {"log": ctx.input["log"], "marks": ctx.input["marks"], **plan}
+    return {"log": ctx.input["log"], "marks": ctx.input["marks"], "parent": ctx.flow_id, **plan}
 
 
 @flow("st-leaf")

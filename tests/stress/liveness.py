@@ -469,7 +469,7 @@ def check_signals(chaos: Chaos) -> None:
     for _, flow_id, name, _ in read_log(chaos.log):
         label = name.split("-", 2)[2]
         if label.startswith("got"):
-            consumers[int(label[3:])].add((flow_id, name))
+            consumers[int(label[3:])].add((flow_id.split("<")[0], name))  # a child: id<parent
     for sid, steps in consumers.items():
         if len(steps) > 1:
             report.failures.append(f"signal sid={sid} was used twice: {sorted(steps)}")
