@@ -84,3 +84,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
 def store_kind(store: Any, request: pytest.FixtureRequest) -> str:
     """Which of ``STORES`` this test's ``store`` is (for the few backend-specific lines)."""
     return str(request.node.callspec.params["store"])
+
+
+@pytest.fixture(params=STORES)
+def target(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
+    """The store flows are migrated to: another one than ``store``, even of the same kind."""
+    if request.param == "memory":
+        yield MemoryStore(clock=clock)
+        return
+    if request.param == "sqlite":
+        s: Any = SQLiteStore(tmp_path / "target.db", synchronous="NORMAL", clock=clock)
+        yield s
+        s.close()
+        return
+    cls = pg.store_class()
+    server = request.getfixturevalue("pg_server")
+    with pg.fresh_schema(server) as schema:  # not pg_schema: the source may have that one
+        s = cls(server.url, schema=schema, clock=clock)
+        yield s
+        s.close()

@@ -210,10 +210,16 @@ def error_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
 
 
 def late_flow(name: str, module: str) -> Any:
+    return raising_flow(name, lambda: importlib.import_module(module).LateError(item="stock"))
+
+
+def raising_flow(name: str, error: Callable[[], BaseException]) -> Any:
+    """A flow whose step raises *error()*; the flow catches it (kept in the list it
+    returns with the flow), then waits for the signal "go"."""
     seen: list[BaseException] = []
 
     def step() -> Any:
-        raise importlib.import_module(module).LateError(item="stock")
+        raise error()
 
     @flow(name)
     def body(ctx: FlowContext) -> Any:

@@ -28,11 +28,7 @@ import pytest
 
 from crux_gen import (
     ErrorInfo,
-    FlowContext,
-    Step,
     StepFailedError,
-    Suspend,
-    flow,
     get_flow,
     resume,
     signal_flow,
@@ -40,6 +36,8 @@ from crux_gen import (
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.worker import Worker
 from tests.test_cli import REPO, crux, load_module
+
+from .test_errors_replay import raising_flow
 
 #: What importing the module a hostile record names would do.
 EVIL = """
@@ -70,21 +68,10 @@ def foreign(module: str, text: str) -> Exception:
 
 
 def foreign_flow(name: str, module: str) -> tuple[Any, list[BaseException]]:
-    seen: list[BaseException] = []
-
-    def step() -> Any:
-        raise foreign(module, "out of boom")
-
-    @flow(name)
-    def body(ctx: FlowContext) -> Any:
-        try:
-            yield Step("call", step)
-        except Exception as exc:
-            seen.append(exc)
-        yield Suspend("go")
-        return "done"
-
-    return body, seen
+    flow_and_seen: tuple[Any, list[BaseException]] = raising_flow(
+        name, lambda: foreign(module, "out of boom")
+    )
+    return flow_and_seen
 
 
 @pytest.mark.parametrize("how", ["resume", "worker"])

@@ -8,8 +8,6 @@ to SQLite and SQLite to PostgreSQL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -30,11 +28,6 @@ from crux_gen import (
 from crux_gen.errors import CruxError, InvalidTypeError, InvalidValueError, StoreError
 from crux_gen.migrate import MigrationError, canonical, checksum, migrate, walk
 from crux_gen.records import StoredFlow, StoredRecord, StoredSignal
-from crux_gen.stores.memory import MemoryStore
-from crux_gen.stores.sqlite import SQLiteStore
-
-from . import pg
-from .conftest import STORES
 
 CALLS: dict[str, int] = {}
 
@@ -97,25 +90,6 @@ def populate(store: Any, clock: FakeClock) -> dict[str, str]:
     ids["running"] = "o-crashed"
     store.start("o-crashed", "migrate-order", '{"sku": "k"}', "dead-runner", now(store) - 3600)
     return ids
-
-
-@pytest.fixture(params=STORES)
-def target(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
-    """The store flows are migrated to: another one than ``store``, even of the same kind."""
-    if request.param == "memory":
-        yield MemoryStore(clock=clock)
-        return
-    if request.param == "sqlite":
-        s: Any = SQLiteStore(tmp_path / "target.db", synchronous="NORMAL", clock=clock)
-        yield s
-        s.close()
-        return
-    cls = pg.store_class()
-    server = request.getfixturevalue("pg_server")
-    with pg.fresh_schema(server) as schema:  # not pg_schema: the source may have that one
-        s = cls(server.url, schema=schema, clock=clock)
-        yield s
-        s.close()
 
 
 def everything(store: Any) -> dict[str, StoredFlow]:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,34 +39,12 @@ from crux_gen import (
 )
 from crux_gen.migrate import MigrationError, checksum, migrate
 from crux_gen.records import StoredFlow, StoredSignal
-from crux_gen.stores.memory import MemoryStore
-from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.worker import Worker
 
 from . import pg
-from .conftest import STORES
 from .test_migrate import populate
 
 # -- migrate: the read-back checksum ----------------------------------------------------
-
-
-@pytest.fixture(params=STORES)
-def target(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
-    """The store flows are migrated to (another one than ``store``)."""
-    if request.param == "memory":
-        yield MemoryStore(clock=clock)
-        return
-    if request.param == "sqlite":
-        s: Any = SQLiteStore(tmp_path / "target.db", synchronous="NORMAL", clock=clock)
-        yield s
-        s.close()
-        return
-    cls = pg.store_class()
-    server = request.getfixturevalue("pg_server")
-    with pg.fresh_schema(server) as schema:
-        s = cls(server.url, schema=schema, clock=clock)
-        yield s
-        s.close()
 
 
 def _other_result(f: StoredFlow) -> StoredFlow:
