@@ -12,7 +12,7 @@ attrs classes: a live step makes five of them, and a frozen attrs class's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .records import NewChild, SignalUpdate, StoredFlow, StoredRecord, StoredSignal, new_flow_id
@@ -37,7 +37,8 @@ class View(NamedTuple):
     runner), the decision's record as the runner holds it now (``None`` before the
     first one; state between calls lives in the last record a handler emitted), and
     the pending signals of a name, oldest first (drawn lazily: each signal a handler
-    draws it answers with a ``Take``)."""
+    draws it answers with a ``Take``). *records* are every record the decision has
+    emitted or was replayed with, by position (an ``All``'s header and branches)."""
 
     flow_id: str
     now: float
@@ -45,6 +46,7 @@ class View(NamedTuple):
     pending: Callable[[str], Iterable[StoredSignal]] = _no_signals
     peek: Callable[[str], StoredSignal | None] = lambda name: None
     new_id: Callable[[], str] = new_flow_id
+    records: Mapping[int, StoredRecord] = {}
 
 
 class Call(NamedTuple):
@@ -79,9 +81,10 @@ class Throw(NamedTuple):
 
 class Timer(NamedTuple):
     """Stay in hand until *at* (a short retry backoff), then ask the handler again
-    with ``Fired``."""
+    with ``Fired`` (of *position*: an ``All``'s branch; -1, the decision itself)."""
 
     at: float
+    position: int = -1
 
 
 class Park(NamedTuple):
@@ -177,7 +180,9 @@ class Raised(NamedTuple):
 
 
 class Fired(NamedTuple):
-    """The ``Timer`` ran out."""
+    """The ``Timer`` of *position* ran out."""
+
+    position: int = -1
 
 
 class Arrived(NamedTuple):
@@ -186,9 +191,11 @@ class Arrived(NamedTuple):
 
 
 class Refused(NamedTuple):
-    """The store refused a ``StartChild`` (its id is taken): nothing was written."""
+    """The store refused *start* (a ``StartChild``: the id ``exc.flow_id`` is
+    taken): nothing was written."""
 
     exc: Exception
+    start: StartChild | None = None
 
 
 class Settled(NamedTuple):
@@ -198,4 +205,9 @@ class Settled(NamedTuple):
     children: dict[str, StoredFlow]
 
 
-Event = Returned | Raised | Fired | Arrived | Refused | Settled | None
+class Quiet(NamedTuple):
+    """Nothing the decision asked for is outstanding any more (no call, timer or
+    adopted child): an ``All`` whose branches all stopped concludes."""
+
+
+Event = Returned | Raised | Fired | Arrived | Refused | Settled | Quiet | None

@@ -479,7 +479,7 @@ class ErrorInfo:
             and kind.__module__.split(".")[0] == "crux_gen"
             and not issubclass(kind, CruxError)
         ):
-            # crux_gen's own control flow (the driver's Stop, say) is never thrown into
+            # crux_gen's own control flow (the executor's classes, say) is never thrown into
             # a flow because a row names it.
             kind, why = None, "is an internal class of crux_gen, not an error it raises"
         if kind is not None:

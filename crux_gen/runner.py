@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import codec
-from .clock import when
-from .codec import ErrorInfo
-from .driver import Driver, ParkingWarning
-from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError, StoreError
+from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError
+from .executor import Executor, _release, result_of
 from .flow import RUNNER, Flow, check_flow_id, default_registry
+from .flowrun import ParkingWarning
 from .handlers import INLINE_BACKOFF
-from .leases import LEASES
 from .opening import StorePath, check_store, using
 from .records import StoredFlow, new_flow_id
 from .results import FlowResult
@@ -36,20 +34,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("crux_gen")
-
-
-def result_of(stored: StoredFlow) -> FlowResult:
-    """The ``FlowResult`` a stored flow stands at."""
-    return FlowResult(
-        stored.id,
-        stored.status,
-        value=codec.decode_stored(stored.result, flow_id=stored.id, position=None, column="result"),
-        error=ErrorInfo.decode(stored.error, flow_id=stored.id),
-        cancel_reason=stored.cancel_reason,
-        waiting_for=stored.waiting_for,
-        wake_at=when(stored.wake_at),
-        name=stored.name,
-    )
 
 
 #: How many steps of one ``All`` run at the same time when nobody said (``Flow.run``).
@@ -75,37 +59,9 @@ def _drive_claimed(
 ) -> FlowResult:
     if stored.lease_owner != owner:  # finished: nothing to run
         return result_of(stored)
-    LEASES.hold(store, stored.id, owner)
-    run: Driver | None = None
-    try:
-        while True:
-            run = Driver(flow, store, stored, owner, should_stop, concurrency=concurrency)
-            result = run.drive()
-            if not run.continued:
-                break
-            # ContinueAsNew: the next run of the same flow, still under this lease.
-            stored = store.claim(stored.id, owner, store.clock.time())
-            if stored.lease_owner != owner:  # cancelled meanwhile: nothing to run
-                return result_of(stored)
-        return result if result.name else attrs.evolve(result, name=flow.name)
-    finally:
-        LEASES.drop(stored.id, owner)
-        if run is None or not run.released:
-            # Neither parked nor finished (non-determinism, a lost lease, a cancel, an
-            # interrupt, a store error): drop the lease; the claim changed nothing else.
-            _release(store, stored.id, owner)
-
-
-def _release(store: Store, flow_id: str, owner: str) -> None:
-    """Drop a lease on the way out of a run that already failed or stopped: a
-    store error here is logged, never raised over the error in hand (the lease
-    then lapses by itself)."""
-    try:
-        store.release(flow_id, owner)
-    except StoreError:
-        log.warning(
-            "flow %s: could not release the lease of runner %s", flow_id, owner, exc_info=True
-        )
+    executor = Executor(store, concurrency=concurrency, should_stop=should_stop)
+    result = executor.drive(flow, stored, owner)
+    return result if result.name else attrs.evolve(result, name=flow.name)
 
 
 def run_flow(

@@ -330,11 +330,11 @@ def test_crux_gen_worker_stays_alive_and_caught_classes_take_the_same_branch(
 
 
 def test_a_record_naming_an_internal_class_of_crux_gen_is_a_step_failed_error() -> None:
-    import crux_gen.driver  # noqa: F401  (imported: only the rule keeps it out)
+    import crux_gen.executor  # noqa: F401  (imported: only the rule keeps it out)
     from crux_gen import StepFailedError
     from crux_gen.codec import ErrorInfo
 
-    for name in ("crux_gen.driver.Stop", "crux_gen.driver.ParkingWarning"):
+    for name in ("crux_gen.flowrun.ParkingWarning",):
         with pytest.warns(UserWarning, match="internal class of crux_gen"):
             rebuilt = ErrorInfo(type=name, message="x", traceback="").rebuild("s")
         assert isinstance(rebuilt, StepFailedError) and rebuilt.type == name

@@ -185,10 +185,16 @@ def is_own_frame(path: str) -> bool:
         return False
     last = len(parts) - 1 - parts[::-1].index("crux_gen")
     inside = parts[last + 1 :]
+    if inside in _FORMER_MODULES:
+        return True
     return any(
         path.startswith(package + os.sep) or os.path.isfile(os.path.join(package, *inside))
         for package in _PACKAGES
     )
+
+
+#: Modules of earlier versions of crux_gen, which tracebacks stored by them name.
+_FORMER_MODULES = (["driver.py"], ["group_commit.py"])
 
 
 def hide_own_frames(lines: Sequence[str]) -> list[str]:

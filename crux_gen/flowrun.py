@@ -1,0 +1,445 @@
+"""One run of one flow in an executor's hands, with no IO of its own.
+
+A :class:`FlowRun` holds the flow's interpreter and context, the decision in hand
+with the records it emitted, and the write it buffers. ``feed`` advances it with
+an event (a call's result, a timer, signals that arrived, children that settled)
+through the pure handlers (``handlers.py``) until it needs the executor: a write,
+a call after its guard, a timer, children to adopt. The executor (``executor.py``)
+does that IO and reports each outcome back (``settle``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from . import codec
+from .clock import Clock, when
+from .codec import ErrorInfo
+from .commands import COMMAND_TYPES, All, Step, describe
+from .durations import format_duration
+from .effects import (
+    DURABLE,
+    Adopt,
+    Arrived,
+    Call,
+    CancelFlow,
+    Effect,
+    Event,
+    Finish,
+    NewRun,
+    Park,
+    Quiet,
+    Record,
+    Refused,
+    Resolve,
+    StartChild,
+    Take,
+    Throw,
+    Timer,
+    View,
+)
+from .errors import SerializationError
+from .flow import Flow, FlowContext
+from .handlers import HANDLERS
+from .interpreter import Failed, Finished, Interpreter, RunAll
+from .records import (
+    COMPLETED,
+    PENDING,
+    CommitOutcome,
+    SignalUpdate,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
+from .results import FlowResult
+from .status import Status
+
+log = logging.getLogger("crux_gen")
+
+_RUNNING = Status.RUNNING.value
+
+
+class ParkingWarning(UserWarning):
+    """A flow yielded a command from a ``finally``/``with`` block while it was parked."""
+
+
+class FlowRun:
+    """One run of one flow by the holder of its lease (*owner*); *parent* is the
+    run that adopted it (its end settles the parent's wait)."""
+
+    def __init__(
+        self,
+        flow: Flow[Any],
+        stored: StoredFlow,
+        owner: str,
+        clock: Clock,
+        *,
+        parent: FlowRun | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.flow = flow
+        self.flow_id = stored.id
+        self.owner = owner
+        self.clock = clock
+        self.parent = parent
+        self.should_stop = should_stop
+        self.status = stored.status  # as stored: a claim changes no status
+        # The write in the making.
+        self.records: dict[int, StoredRecord] = {}
+        self.updates: list[SignalUpdate] = []
+        self.custom: str | None = None  # set since the last write (JSON text)
+        self.start: StartChild | None = None
+        self.end: dict[str, Any] | None = None  # a park's, an end's or a next run's fields
+        self.durable = False  # a record in it is a call's outcome (a step's result)
+        self._ahead = False  # the write in flight carries the records ahead of a park
+        # What the decision in hand asked for, carried out after the write.
+        self.calls: list[Call] = []
+        self.timers: dict[int, float] = {}  # position (-1: the decision) -> when
+        self.new_timers: list[int] = []
+        self.adopt: dict[str, Flow[Any]] = {}
+        self.cancels: list[CancelFlow] = []
+        self.in_flight = 0  # calls submitted, not answered
+        self.awaiting: set[str] = set()  # adopted children still running in the loop
+        self.adopted: list[str] = []  # every child of the last adoption, for ``Settled``
+        # How it ended.
+        self.result: FlowResult | None = None
+        self.released = False  # the store dropped the lease (parked, finished, cancelled)
+        self.paused = False  # stopped at a command boundary (``should_stop``)
+        self.continued: str | None = None  # ContinueAsNew: the next run's input
+        # The decision in hand and the records it emitted or was replayed with.
+        self.decision: Any = None
+        self._handler: Callable[[Any, View, Event], list[Effect]] | None = None
+        self.held: dict[int, StoredRecord] = {}
+        self._advancing = False  # the body runs (ctx.now() & co. record)
+        # Pending signals by name, each a heap by id (first in, first out).
+        self._pending: dict[str, list[tuple[int, StoredSignal]]] = {}
+        self._seen: set[int] = set()
+        self.add_pending(s for s in stored.signals if s.state == PENDING)
+        self.ctx = FlowContext(
+            input=codec.decode_stored(
+                stored.input, flow_id=stored.id, position=None, column="input"
+            ),
+            flow_id=stored.id,
+            name=stored.name,
+        )
+        self.interp = Interpreter(
+            flow.fn(self.ctx), stored.records, flow_id=stored.id, flow_name=stored.name
+        )
+        self.ctx._driver = self
+
+    # -- what the context asks ---------------------------------------------------
+
+    @property
+    def is_replaying(self) -> bool:
+        return self.interp.is_replaying
+
+    def set_custom_status(self, value: Any) -> None:
+        self.custom = codec.encode(value, what=f"the custom status of flow {self.flow_id!r}")
+
+    def value(self, kind: str, make: Callable[[], Any]) -> Any:
+        if not self._advancing:
+            # Called by a step's (or condition's) own function: the step's result is
+            # what gets recorded, so the value is fresh and takes no position.
+            return self.clock.now() if kind == "now" else make()
+        found, value = self.interp.recorded_value(kind)
+        if found:
+            return value
+        made = self.clock.now() if kind == "now" else make()  # ctx.now() reads the store's clock
+        now = self.clock.time()
+        self.records[value] = StoredRecord(
+            value, kind, kind, COMPLETED, result=codec.encode(made, what=f"ctx.{kind}()"),
+            attempts=1, started_at=now, finished_at=now,
+        )  # fmt: skip
+        return made
+
+    # -- advancing ---------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> bool:
+        """Whether the decision in hand waits for something asked of the executor."""
+        return bool(
+            self.calls or self.in_flight or self.timers or self.adopt or self.awaiting
+            or self.end is not None or self.start is not None
+        )  # fmt: skip
+
+    @property
+    def wants_round(self) -> bool:
+        """Whether the executor has IO to do for this run in its next round."""
+        if self.result is not None:
+            return False
+        return bool(
+            self.paused or self.end is not None or self.start is not None or self.calls
+            or self.adopt or self.cancels or self.new_timers or self.durable
+        )  # fmt: skip
+
+    def feed(self, event: Event) -> None:
+        """Advance with *event* (``None`` at first) until the run needs the executor."""
+        now = self.clock.time()
+        while self.result is None:
+            if self.decision is None:
+                if not self._next_decision():
+                    return
+                event = None
+            assert self._handler is not None
+            position = self.decision.position
+            view = View(
+                self.flow_id, now, self.held.get(position), self._drain, self._peek,
+                records=self.held,
+            )  # fmt: skip
+            quiet = type(event) is Quiet
+            self._apply(self._handler(self.decision, view, event), now)
+            event = None
+            if self.decision is None:
+                continue  # resolved: the body goes on
+            if self.outstanding:
+                return
+            if quiet:
+                raise RuntimeError(f"the handler of {self.decision!r} stalled")
+            event = Quiet()
+
+    def keep(self, event: Event) -> None:
+        """A call's result that came in after the run was cut short: only the
+        records it gives are kept (to be written); the flow does not go on."""
+        if self.decision is None or self._handler is None:
+            return
+        view = View(
+            self.flow_id, self.clock.time(), self.held.get(self.decision.position),
+            records=self.held,
+        )  # fmt: skip
+        for effect in self._handler(self.decision, view, event):
+            if type(effect) is Record:
+                record = effect.record
+                self.records[record.position] = self.held[record.position] = record
+
+    def _next_decision(self) -> bool:
+        """The body's next live decision into hand; ``False`` when the run ends
+        (finished, failed, or stopping at this command boundary)."""
+        self._advancing = True
+        try:
+            decision = self.interp.next_decision()
+        finally:
+            self._advancing = False
+        if isinstance(decision, Finished):
+            self._finished(decision.value)
+            return False
+        if isinstance(decision, Failed):
+            error = ErrorInfo.from_exception(decision.exception).encode()
+            self.end = {"status": Status.FAILED.value, "error": error}
+            return False
+        if self.should_stop is not None and self.should_stop():
+            self.paused = True
+            return False
+        self.decision = decision
+        self._handler = HANDLERS[decision.__class__]
+        if isinstance(decision, RunAll):
+            self.held = {r.position: r for r in decision.records or ()}
+        else:
+            record = getattr(decision, "record", None)
+            self.held = {} if record is None else {record.position: record}
+        return True
+
+    def _finished(self, value: Any) -> None:
+        try:
+            result = codec.encode(value, what=f"the return value of flow {self.flow_id!r}")
+        except SerializationError as exc:
+            error = ErrorInfo.from_exception(exc).encode()
+            self.end = {"status": Status.FAILED.value, "error": error}
+            return
+        self.end = {"status": Status.COMPLETED.value, "result": result}
+
+    def _apply(self, effects: list[Effect], now: float) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is Record:
+                record = effect.record  # type: ignore[union-attr]
+                self.records[record.position] = self.held[record.position] = record
+                if effect.write == DURABLE:  # type: ignore[union-attr]
+                    self.durable = True
+            elif kind is Call:
+                self.calls.append(effect)  # type: ignore[arg-type]
+            elif kind is Resolve:
+                self.interp.resolve(effect.value)  # type: ignore[union-attr]
+                self.decision = None
+            elif kind is Throw:
+                self.interp.fail(effect.exc)  # type: ignore[union-attr]
+                self.decision = None
+            elif kind is Take:
+                self.updates.append(effect.update)  # type: ignore[union-attr]
+                if effect.warning is not None:  # type: ignore[union-attr]
+                    log.warning("%s", effect.warning)  # type: ignore[union-attr]
+            elif kind is Timer:
+                self._timer(effect, now)  # type: ignore[arg-type]
+            elif kind is StartChild:
+                record = effect.record  # type: ignore[union-attr]
+                self.records[record.position] = self.held[record.position] = record
+                self.start = effect  # type: ignore[assignment]
+            elif kind is Adopt:
+                self.adopt[effect.flow_id] = effect.flow  # type: ignore[union-attr]
+            elif kind is CancelFlow:
+                self.cancels.append(effect)  # type: ignore[arg-type]
+            else:
+                self.end = _end_fields(effect)  # type: ignore[arg-type]
+
+    def _timer(self, timer: Timer, now: float) -> None:
+        """A short retry backoff: the run stays in hand until *timer* runs out."""
+        position = self.decision.position if timer.position < 0 else timer.position
+        command = self.decision.command
+        if isinstance(command, All):
+            command = command.commands[position - self.decision.position - 1]
+        assert isinstance(command, Step)
+        record = self.held[position]
+        retry = command.retry
+        log.info(
+            "flow %s: step %r failed (try %d of %d), retrying in %s",
+            self.flow_id, command.name, record.attempts, retry.attempts if retry else 1,
+            format_duration(timedelta(seconds=max(0.0, timer.at - now))),
+        )  # fmt: skip
+        self.timers[timer.position] = timer.at
+        self.new_timers.append(timer.position)
+
+    # -- the write and its outcome -------------------------------------------------
+
+    def write(self) -> Write | None:
+        """What this run writes in the executor's round, or ``None``: nothing."""
+        fields = self.end or {}
+        custom = self.custom
+        if len(self.records) > 1:  # in position order, as the store appends them
+            self.records = dict(sorted(self.records.items()))
+        if self.durable and (fields.get("wait_signal") or fields.get("wait_signals")):
+            # A park that signals may bounce (nothing written) must not hold back a
+            # step's result: a crash after the bounce would run the step again.
+            self._ahead = True
+            return Write(tuple(self.records.values()))
+        children = self.start.children if self.start is not None else ()
+        if fields or self.updates or custom is not None or children:
+            return Write(
+                records=tuple(self.records.values()),
+                signals=tuple(self.updates),
+                custom_status=custom,
+                children=children,
+                **fields,
+            )
+        if self.records:
+            return Write(tuple(self.records.values()))  # a step's commit, the hot path
+        return None
+
+    def settle(self, write: Write, outcome: CommitOutcome) -> Event:
+        """*write* was answered with *outcome*: the event it gives the run
+        (``Arrived``: nothing was written), or ``None``."""
+        if outcome.signals:  # a park or an expiry found signals it waits for
+            self.add_pending(outcome.signals)
+            self.end = None
+            return Arrived()
+        self.records.clear()
+        self.durable = False
+        if self._ahead:  # the records ahead of a park: the park is written next
+            self._ahead = False
+            if outcome.status != _RUNNING:
+                self.cancelled(outcome)
+            self.status = outcome.status
+            return None
+        self.updates.clear()
+        self.start = None
+        if write.custom_status is not None and self.custom is write.custom_status:
+            self.custom = None  # (a step on another thread may have set a newer one)
+        target = write.status or _RUNNING
+        if outcome.status != target:  # cancelled meanwhile; the store dropped the lease
+            self.cancelled(outcome)
+            return None
+        self.status = target
+        end, self.end = self.end, None
+        if end is None:
+            return None
+        if "continue_as_new" in end:
+            self.continued = end["continue_as_new"]
+            return None
+        self.released = True
+        self.result = FlowResult(
+            self.flow_id,
+            Status(target),
+            value=codec.decode(end.get("result")),
+            error=ErrorInfo.decode(end.get("error")),
+            waiting_for=end.get("waiting_for"),
+            wake_at=when(end.get("wake_at")),
+        )
+        return None
+
+    def refused(self, exc: Exception) -> Event:
+        """The store refused the children this write starts: nothing was written;
+        the calls and adoptions that were to follow it are dropped."""
+        start, self.start = self.start, None
+        self.calls.clear()
+        self.adopt.clear()
+        return Refused(exc, start)
+
+    def cancelled(self, outcome: CommitOutcome) -> None:
+        """The flow was cancelled meanwhile (the store dropped the lease)."""
+        self.released = True
+        self.calls.clear()
+        self.adopt.clear()
+        self.result = FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason)
+
+    def close(self) -> None:
+        """Close the body (its ``finally`` blocks run), warning of commands it yields."""
+        for command in self.interp.close():
+            what = (
+                describe(command.kind, command.name)
+                if isinstance(command, COMMAND_TYPES)
+                else f"{type(command).__name__} (not a command)"
+            )
+            warnings.warn(
+                f"flow {self.flow_id!r} ({self.flow.name}) yielded {what} while parking "
+                "(from a finally or with block); it was not run. Put side effects in steps, "
+                "compensation in except blocks",
+                ParkingWarning,
+                stacklevel=2,
+            )
+
+    # -- pending signals -----------------------------------------------------------
+
+    def add_pending(self, signals: Iterable[StoredSignal]) -> None:
+        for signal in signals:
+            if signal.id not in self._seen:
+                self._seen.add(signal.id)
+                heapq.heappush(self._pending.setdefault(signal.name, []), (signal.id, signal))
+
+    def _drain(self, name: str) -> Iterator[StoredSignal]:
+        """The pending signals named *name*, oldest first, each taken off the pending
+        list as it is drawn (a handler answers each with a ``Take``)."""
+        waiting = self._pending.get(name)
+        while waiting:
+            yield heapq.heappop(waiting)[1]
+
+    def _peek(self, name: str) -> StoredSignal | None:
+        waiting = self._pending.get(name)
+        return waiting[0][1] if waiting else None
+
+
+def _end_fields(effect: Park | Finish | NewRun) -> dict[str, Any]:
+    """The fields of the write that parks, ends or continues the flow."""
+    if type(effect) is Park:
+        return {
+            "status": Status.SUSPENDED.value,
+            "waiting_for": effect.waiting_for,
+            "wait_kind": effect.kind,
+            "wake_at": effect.wake_at,
+            "deadline": effect.deadline,
+            "wait_signal": effect.wait_signal,
+            "wait_children": effect.children,
+            "wait_signals": effect.signals,
+        }
+    if type(effect) is Finish:
+        return {
+            "status": effect.status.value,
+            "waiting_for": effect.waiting_for,
+            "wait_kind": effect.kind,
+            "wait_signal": effect.wait_signal,
+        }
+    assert type(effect) is NewRun
+    return {"continue_as_new": effect.input}
