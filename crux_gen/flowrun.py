@@ -313,9 +313,14 @@ class FlowRun:
             self.records = dict(sorted(self.records.items()))
         if self.durable and (fields.get("wait_signal") or fields.get("wait_signals")):
             # A park that signals may bounce (nothing written) must not hold back a
-            # step's result: a crash after the bounce would run the step again.
-            self._ahead = True
-            return Write(tuple(self.records.values()))
+            # step's result: a crash after the bounce would run the step again. The
+            # records before the wait go first; the wait's own go with the park.
+            assert self.decision is not None
+            wait = self.decision.position
+            ahead = tuple(r for p, r in self.records.items() if p < wait)
+            if ahead:
+                self._ahead = True
+                return Write(ahead)
         children = self.start.children if self.start is not None else ()
         if fields or self.updates or custom is not None or children:
             return Write(
@@ -336,14 +341,16 @@ class FlowRun:
             self.add_pending(outcome.signals)
             self.end = None
             return Arrived()
-        self.records.clear()
         self.durable = False
         if self._ahead:  # the records ahead of a park: the park is written next
             self._ahead = False
+            for record in write.records:
+                del self.records[record.position]
             if outcome.status != _RUNNING:
                 self.cancelled(outcome)
             self.status = outcome.status
             return None
+        self.records.clear()
         self.updates.clear()
         self.start = None
         if write.custom_status is not None and self.custom is write.custom_status:
