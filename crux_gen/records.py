@@ -171,7 +171,7 @@ class CommitOutcome:
 
 
 class Commit(NamedTuple):
-    """One flow's write in a group commit (``Store.commit_many``): the arguments
+    """One flow's write in a round's commit (``Store.commit_many``): the arguments
     of ``Store.commit``."""
 
     flow_id: str

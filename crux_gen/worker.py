@@ -15,12 +15,12 @@ that a flow is still due and claiming it is one atomic step, so each due flow is
 run by one worker, and a flow another worker just advanced is left alone.
 
 With ``concurrency=N`` (default 1) a worker advances up to N flows at the same
-time: step functions run in a pool of N threads, so a slow call in one flow holds
-up no other, and each flow still runs under its own lease, one step at a time.
-Due flows are claimed a batch at a time (one transaction, one read for their
-histories), and writes that become ready together from different flows share one
-transaction (:class:`~crux_gen.group_commit.GroupCommit`): one fsync for many
-steps, each step still durable before its flow's next command runs.
+time on one loop (``executor.py``): step functions run in a pool of N threads, so
+a slow call in one flow holds up no other, and each flow still runs under its own
+lease, one step at a time. Due flows are claimed a batch at a time (one
+transaction, one read for their histories), and the writes that became ready in
+one round of the loop, from every flow, share one transaction: one fsync for many
+steps, each step still durable before its flow's next call.
 
 Logging goes to the ``crux_gen.worker`` logger: one line per flow advanced (its
 id, name and new status; INFO, or WARNING when the flow failed), an ERROR line for
@@ -36,15 +36,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from .durations import Duration, format_duration, to_duration
 from .errors import (
-    FlowBusyError,
-    FlowClosedError,
-    FlowNotFoundError,
     FlowNotRegisteredError,
     InvalidTypeError,
     InvalidValueError,
@@ -53,11 +52,11 @@ from .errors import (
     RecordConflictError,
     StoreError,
 )
+from .executor import Executor, _release
 from .flow import Flow, default_registry
-from .group_commit import GroupCommit
 from .records import StoredFlow
 from .results import FlowResult
-from .runner import ALL_CONCURRENCY, resume, run_claimed
+from .runner import ALL_CONCURRENCY
 from .status import Status
 
 if TYPE_CHECKING:
@@ -126,9 +125,13 @@ class Worker:
         self.concurrency = concurrency
         # How many steps of one All run at once: the worker's threads, or the default.
         self._all_threads = concurrency if concurrency > 1 else ALL_CONCURRENCY
-        #: What the runners of a concurrent worker write through (None with concurrency=1).
-        self.group_commit: GroupCommit | None = GroupCommit(store) if concurrency > 1 else None
-        self._poll = 1.0  # how long a concurrent pass waits for a flow to finish at most
+        #: Transactions this worker wrote, and the writes they held (``writes /
+        #: batches``: how many writes, of its flows, shared one transaction).
+        self.batches = 0
+        self.writes = 0
+        self._advanced = 0  # flows advanced in the pass in progress
+        self._executor: Executor | None = None  # the pass in progress
+        self._poll = 1.0  # how long a pass waits for a result at most before claiming again
         self._pool: ThreadPoolExecutor | None = None
         self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
         self.not_registered_hint = not_registered_hint
@@ -150,12 +153,15 @@ class Worker:
         ``run_forever`` starts, that call returns at once.
         """
         self._stopping = True
-        self._wakeups.put(None)
+        self.wake()
 
     def wake(self) -> None:
         """Start ``run_forever``'s next pass now rather than after the poll interval
         (for example right after ``signal_flow`` in the same process)."""
         self._wakeups.put(None)
+        executor = self._executor
+        if executor is not None:  # a pass in progress claims now
+            executor.poke()
 
     # -- running -------------------------------------------------------------------
 
@@ -245,132 +251,104 @@ class Worker:
         return self._stopping
 
     def _run_pass(self) -> int:
-        return self._pass() if self.concurrency == 1 else self._concurrent_pass()
+        """One pass: claim due flows into free slots (one transaction a batch) and
+        run them on one executor until nothing is due and every flow in hand has
+        stopped; every flow at most once. A store error ends the pass once the
+        flows in hand stopped."""
+        self._advanced = 0
+        tried: set[str] = set()
+        if self.concurrency > 1 and self._pool is None:  # kept while run_forever runs
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-step")
+        executor = Executor(
+            self.store,
+            concurrency=self._all_threads,
+            should_stop=self._should_stop,
+            pool=self._pool,
+            on_end=self._ended,
+            tick=self._poll,
+            inline=self.concurrency == 1,
+        )
+        self._executor = executor
+        try:
+            while True:
+                claimed = self._top_up(executor, tried)
+                if executor.runs:
+                    executor.step()
+                elif not claimed:
+                    break  # nothing in hand, nothing more due
+        finally:
+            self._executor = None
+            executor.close()
+            self.batches += executor.batches
+            self.writes += executor.writes
+        if executor.failure is not None:
+            raise executor.failure
+        return self._advanced
+
+    def _top_up(self, executor: Executor, tried: set[str]) -> bool:
+        """Claim due flows into *executor*'s free slots (none once stopping or after
+        a store error); flows tried in this pass and skipped ones are left out.
+        Whether any was claimed."""
+        free = self.concurrency - len(executor.roots)
+        if free <= 0 or executor.failure is not None or self._stopping:
+            return False
+        now = self._now()
+        self._forget_skips(now)
+        with self._skip_lock:
+            exclude = tried | self._skipped.keys()
+        try:
+            claimed = self.store.claim_due(
+                now, min(free, self.batch), secrets.token_hex(8), exclude=exclude
+            )
+        except StoreError as exc:
+            executor.failure = exc
+            return False
+        for stored in claimed:
+            tried.add(stored.id)
+            owner = stored.lease_owner
+            assert owner is not None
+            try:
+                flow = next((f for f in self.flows if f.name == stored.name), None)
+                if flow is None:
+                    flow = default_registry.get(stored.name, flow_id=stored.id)
+                executor.take(flow, stored, owner)
+            except Exception as exc:
+                _release(self.store, stored.id, owner)
+                self._ended(stored, None, exc)
+        return bool(claimed)
 
     def _forget_skips(self, now: float) -> None:
         with self._skip_lock:
             self._skipped = {k: t for k, t in self._skipped.items() if t > now}
-
-    def _pass(self) -> int:
-        """One pass: query due flows a batch at a time, run each once."""
-        advanced = 0
-        tried: set[str] = set()
-        limit = self.batch
-        while not self._stopping:
-            now = self._now()
-            self._forget_skips(now)
-            due = list(dict.fromkeys(self.store.due(now, limit)))  # unique, oldest first
-            fresh = [i for i in due if i not in tried and i not in self._skipped]
-            # Workers sharing a store get the same oldest-first list: shuffled, they
-            # mostly pick different flows instead of queueing for the same lease.
-            self._random.shuffle(fresh)
-            for flow_id in fresh:
-                if self._stopping:
-                    break
-                tried.add(flow_id)
-                advanced += self._advance(flow_id)
-            if len(due) < limit:
-                break  # everything due was seen
-            # Flows still due after their run, and skipped ones, come back first:
-            # ask for that many more, and more again if nothing new came.
-            excluded = len(due) - len(fresh)
-            limit = limit + self.batch if not fresh else self.batch + excluded
-        return advanced
-
-    def _concurrent_pass(self) -> int:
-        """One pass with up to ``concurrency`` flows at once: claim as many due flows
-        as there are free threads (one transaction), run each on the pool, claim
-        again as they finish; every flow at most once. Ends when nothing is due
-        and every flow in hand has stopped."""
-        assert self.group_commit is not None
-        advanced = 0
-        tried: set[str] = set()
-        active: dict[Future[bool], str] = {}
-        failure: StoreError | None = None
-        if self._pool is None:  # kept while run_forever runs: its threads keep their connections
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-flow")
-        pool = self._pool
-        while True:
-            for future in [f for f in active if f.done()]:
-                del active[future]
-                try:
-                    advanced += future.result()
-                except StoreError as exc:  # the store is away: let the flows in hand stop
-                    failure = failure or exc
-            claimed: list[StoredFlow] = []
-            free = self.concurrency - len(active)
-            if free > 0 and failure is None and not self._stopping:
-                now = self._now()
-                self._forget_skips(now)
-                with self._skip_lock:
-                    exclude = tried | self._skipped.keys()
-                try:
-                    claimed = self.store.claim_due(
-                        now, min(free, self.batch), secrets.token_hex(8), exclude=exclude
-                    )
-                except StoreError as exc:
-                    failure = exc
-                for stored in claimed:
-                    tried.add(stored.id)
-                    future = pool.submit(self._advance_claimed, stored)
-                    future.add_done_callback(lambda _: self._wakeups.put(None))
-                    active[future] = stored.id
-            if not active:
-                break
-            # Until a flow in hand stops, a wake-up (a signal, NOTIFY, stop()) or a
-            # poll passes (flows may have become due by their timers).
-            self._wait(self._poll)
-        if failure is not None:
-            raise failure
-        return advanced
 
     def _close_pool(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def _advance_claimed(self, stored: StoredFlow) -> bool:
-        """Run a flow claimed by ``claim_due`` (in a pool thread, writing through the
-        group commit); True if it ran. Errors are logged, never raised, but a store's."""
-        shared = self.group_commit
-        owner = stored.lease_owner
-        assert shared is not None and owner is not None
-        return self._report(
-            stored.id,
-            lambda: run_claimed(
-                stored,
-                owner,
-                store=shared,
-                flows=self.flows,
-                should_stop=self._should_stop,
-                concurrency=self._all_threads,
-            ),
-        )
+    def _ended(
+        self, stored: StoredFlow, result: FlowResult | None, error: Exception | None
+    ) -> None:
+        """A flow this worker took stopped with *result*, or its run failed with
+        *error*: log it (and skip a flow it cannot run for ``skip_for``)."""
+        if error is None:
+            assert result is not None
+            self._advanced += 1
+            if not result.name:
+                result = attrs.evolve(result, name=stored.name)
+            fields = {"flow_id": stored.id, "flow_name": result.name, "status": str(result.status)}
+            level = logging.WARNING if result.status == Status.FAILED else logging.INFO
+            log.log(
+                level, "flow %s (%s): %s", stored.id, result.name, describe_result(result),
+                extra=fields,
+            )  # fmt: skip
+            return
+        self._report_error(stored.id, error)
 
-    def _advance(self, flow_id: str) -> bool:
-        """Run one due flow; True if it ran. Errors are logged, never raised."""
-        return self._report(
-            flow_id,
-            lambda: resume(
-                flow_id,
-                store=self.store,
-                flows=self.flows,
-                should_stop=self._should_stop,
-                only_if_due=True,
-                concurrency=self._all_threads,
-            ),
-        )
-
-    def _report(self, flow_id: str, run: Callable[[], FlowResult]) -> bool:
-        """Run a flow with *run* and log what became of it; True if it ran. Errors
-        are logged, never raised, except a ``StoreError``."""
-        try:
-            result = run()
-        except (FlowBusyError, FlowClosedError, FlowNotFoundError):
-            # Another worker has it or advanced it since the due query; or it was deleted.
-            log.debug("flow %s: taken by another runner since the due query; left alone", flow_id)
-            return False
-        except FlowNotRegisteredError as exc:
+    def _report_error(self, flow_id: str, exc: Exception) -> None:
+        """Log why a flow could not be run (and skip it for ``skip_for`` when the
+        cause is the flow's own: its code, its history)."""
+        if isinstance(exc, FlowNotRegisteredError):
             if self.not_registered_hint is not None:
                 exc = exc.with_hint(self.not_registered_hint)
             known = sorted({f.name for f in self.flows} | set(default_registry.names()))
@@ -379,43 +357,27 @@ class Worker:
                 exc, ", ".join(map(repr, known)) or "none", format_duration(self.skip_for),
                 extra={"flow_id": flow_id, "flow_name": exc.name},
             )  # fmt: skip
-            self._skip(flow_id)
-            return False
-        except NonDeterminismError as exc:
+        elif isinstance(exc, NonDeterminismError):
             log.error(
                 "%s. Skipping this flow for %s", exc, format_duration(self.skip_for),
                 extra={"flow_id": flow_id, "flow_name": exc.name},
             )  # fmt: skip
-            self._skip(flow_id)
-            return False
-        except LeaseLostError as exc:
+        elif isinstance(exc, LeaseLostError):
             log.warning("%s", exc, extra={"flow_id": flow_id})
-            return False
-        except RecordConflictError as exc:
+            return
+        elif isinstance(exc, RecordConflictError):
             # This flow's history, not the store: the others go on.
             log.error(
                 "%s. Skipping this flow for %s", exc, format_duration(self.skip_for),
                 extra={"flow_id": flow_id},
             )  # fmt: skip
-            self._skip(flow_id)
-            return False
-        except StoreError:
-            # The store, not the flow: it stays due (its lease lapses if it could not be
-            # released); the pass ends, and the next one, a poll later, tries again.
-            raise
-        except Exception:
-            log.exception(
+        else:
+            log.error(
                 "flow %s: the worker could not advance it; skipping it for %s",
                 flow_id, format_duration(self.skip_for), extra={"flow_id": flow_id},
+                exc_info=exc,
             )  # fmt: skip
-            self._skip(flow_id)
-            return False
-        fields = {"flow_id": flow_id, "flow_name": result.name, "status": str(result.status)}
-        level = logging.WARNING if result.status == Status.FAILED else logging.INFO
-        log.log(
-            level, "flow %s (%s): %s", flow_id, result.name, describe_result(result), extra=fields
-        )
-        return True
+        self._skip(flow_id)
 
     def _skip(self, flow_id: str) -> None:
         with self._skip_lock:

@@ -266,7 +266,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
     def lease_rows(self, flow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         """The ``(status, lease_owner, cancel_reason, lease_expires)`` of each flow in
         *flow_ids* that exists, in one read, for the lease checks of a concurrent
-        worker's runners (``GroupCommit``).
+        worker.
 
         Read on one connection this process's threads share (under a lock): each
         commit by another connection empties a connection's page cache, so one

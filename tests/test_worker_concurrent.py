@@ -1,5 +1,6 @@
 """The concurrent worker (``Worker(concurrency=N)``, ``crux-gen worker --concurrency N``)
-and its group commit: flows overlap, each step still runs once and is durable
+and its shared writes (one transaction per round of its loop): flows overlap, each
+step still runs once and is durable
 before its flow goes on, writes share transactions, a refused write fails alone,
 and a worker SIGKILLed at random moments loses nothing and repeats only steps
 whose records it had not committed.
@@ -10,7 +11,6 @@ In-process tests run on every store; the crash test runs real worker processes
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import random
@@ -20,9 +20,9 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -31,7 +31,6 @@ from crux_gen import (
     FlowContext,
     InvalidTypeError,
     InvalidValueError,
-    LeaseLostError,
     Registry,
     Retry,
     Sleep,
@@ -43,9 +42,7 @@ from crux_gen import (
     get_flow,
     signal_flow,
 )
-from crux_gen.clock import FakeClock
-from crux_gen.group_commit import GroupCommit
-from crux_gen.records import Commit, CommitOutcome, StoredRecord, Write
+from crux_gen.records import Commit
 from crux_gen.runner import new_flow_id
 from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
@@ -344,202 +341,139 @@ def test_due_flows_are_claimed_in_one_call_and_their_writes_grouped(store: Any) 
     # Per flow: the first step's record (the guard of the second step), then the
     # second's with the end: one write per live step.
     assert sum(counting.batch_sizes) == 8 * 2
-    assert worker.group_commit is not None
-    assert worker.group_commit.writes == 16
+    assert worker.writes == 16
     assert {get_flow(fid, store=store).status for fid in ids} == {"completed"}
 
 
-def _rec(position: int, name: str) -> StoredRecord:
-    return StoredRecord(position, "step", name, "completed", result="1", attempts=1)
+def test_results_that_come_in_while_a_round_is_written_share_the_next_one(store: Any) -> None:
+    """The executor writes the records that became ready in one round in one
+    transaction: results that come in while a round's write is held go out
+    together in the next one."""
+    go = threading.Event()
+    lock = threading.Lock()
+    returned: Counter[str] = Counter()
+
+    @flow("c-share", registry=Registry())
+    def share(ctx: FlowContext) -> Any:
+        def step() -> int:
+            if not ctx.input["first"]:
+                assert go.wait(timeout=20)
+            with lock:
+                returned[ctx.flow_id] += 1
+            return 1
+
+        return (yield Step("s", step))
+
+    ids = [queued(store, share, {"first": True})]
+    ids += [queued(store, share, {"first": False}) for _ in range(5)]
+    counting = Counting(store)
+    counting.hold_first_batch = threading.Event()
+    worker = Worker(counting, [share], concurrency=6)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    wait_until(lambda: counting.batch_sizes == [1], 10, "the first flow's write is held")
+    go.set()
+    wait_until(lambda: sum(returned.values()) == 6, 10, "the five others returned meanwhile")
+    time.sleep(0.2)  # (their results are queued right after their functions return)
+    counting.hold_first_batch.set()
+    runner.join(timeout=20)
+    assert counting.batch_sizes == [1, 5]
+    assert (worker.batches, worker.writes) == (2, 6)
+    assert counting.calls["commit"] == 1 and counting.calls["commit_many"] == 1
+    assert {get_flow(fid, store=store).status for fid in ids} == {"completed"}
 
 
-def behind_a_held_batch(
-    calls: list[Callable[[], Any]],
-    *,
-    first_held: Callable[[], bool],
-    queued: Callable[[], int],
-    release: Callable[[], None],
-) -> list[Any]:
-    """Run ``calls[0]`` in a thread until *first_held* (its batch is being written and
-    held), then the others in threads of their own until all of them are *queued*
-    behind it, then *release* the held batch; each call's value or exception."""
-    results: list[Any] = [None] * len(calls)
+def test_a_refused_write_fails_only_its_own_flow_and_the_others_complete(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    barrier = threading.Barrier(4, timeout=20)
+    victim: list[str] = []
 
-    def run(i: int) -> None:
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:
-            results[i] = exc
+    @flow("c-refused", registry=Registry())
+    def refused(ctx: FlowContext) -> Any:
+        def step() -> int:
+            if ctx.flow_id == victim[0]:  # another runner takes its lease meanwhile
+                store.release(ctx.flow_id, store.load(ctx.flow_id).lease_owner)
+                store.claim(ctx.flow_id, "thief", store.clock.time())
+            barrier.wait()
+            return 1
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    threads[0].start()
-    wait_until(first_held, 10, "the first call leads a batch of one")
-    for thread in threads[1:]:
-        thread.start()
-    wait_until(lambda: queued() == len(calls) - 1, 10, "the others queue behind it")
-    release()
-    for thread in threads:
-        thread.join(timeout=20)
-    return results
+        return (yield Step("s", step))
 
-
-def commits(shared: GroupCommit, count: int, t: float) -> list[Callable[[], Any]]:
-    """One step commit for each of the flows f0, f1, …, through *shared*."""
-    return [
-        functools.partial(shared.commit, f"f{i}", "me", t, Write((_rec(0, f"s{i}"),)))
-        for i in range(count)
+    ids = [queued(store, refused) for _ in range(4)]
+    victim.append(ids[2])
+    worker = Worker(store, [refused], concurrency=4)
+    with caplog.at_level(logging.WARNING, logger="crux_gen.worker"):
+        assert worker.run_once() == 3
+    assert [get_flow(i, store=store).status for i in ids] == ["completed"] * 2 + [
+        "running",
+        "completed",
     ]
+    assert store.load(ids[2]).records == ()  # nothing of the refused write
+    lost = [r for r in caplog.records if ids[2] in r.getMessage()]
+    assert len(lost) == 1 and "lease" in lost[0].getMessage()
 
 
-def test_writes_queued_while_a_batch_is_written_share_the_next_one(clock: FakeClock) -> None:
-    store = Counting(MemoryStore(clock=clock))
-    store.hold_first_batch = threading.Event()
-    t = clock.time()
-    for i in range(6):
-        store.start(f"f{i}", "demo", "null", "me", t)
-    shared = GroupCommit(store)  # type: ignore[arg-type]
-    results = behind_a_held_batch(
-        commits(shared, 6, t),
-        first_held=lambda: store.batch_sizes == [1],
-        queued=lambda: len(shared._commits._queue),
-        release=store.hold_first_batch.set,
-    )
-    assert store.batch_sizes == [1, 5]
-    assert (shared.batches, shared.writes) == (2, 6)
-    assert all(isinstance(r, CommitOutcome) and r.status == "running" for r in results)
-    assert [store.load(f"f{i}").records[0].name for i in range(6)] == [f"s{i}" for i in range(6)]
+def test_a_write_alone_goes_out_through_the_stores_own_commit(store: Any) -> None:
+    @flow("c-alone", registry=Registry())
+    def alone(ctx: FlowContext) -> Any:
+        yield Step("a", lambda: 1)
+        return (yield Step("b", lambda: 2))
+
+    fid = queued(store, alone)
+    counting = Counting(store)
+    assert Worker(counting, [alone], concurrency=4).run_once() == 1
+    assert counting.calls["commit_many"] == 0
+    assert counting.batch_sizes == [1, 1]  # step a's record (step b's guard); b's and the end
+    assert get_flow(fid, store=store).value == 2
 
 
-def test_a_refused_write_fails_its_own_runner_and_the_rest_of_the_batch_commits(
-    clock: FakeClock,
+def test_a_store_failure_of_a_round_writes_nothing_of_it_and_its_flows_stay_due(
+    store: Any,
 ) -> None:
-    store = Counting(MemoryStore(clock=clock))
-    store.hold_first_batch = threading.Event()
-    t = clock.time()
-    for i in range(4):
-        store.start(f"f{i}", "demo", "null", "me", t)
-    store.release("f2", "me")
-    store.claim("f2", "thief", t)  # f2's runner lost its lease
-    shared = GroupCommit(store)  # type: ignore[arg-type]
-    results = behind_a_held_batch(
-        commits(shared, 4, t),
-        first_held=lambda: store.batch_sizes == [1],
-        queued=lambda: len(shared._commits._queue),
-        release=store.hold_first_batch.set,
-    )
-    assert store.batch_sizes == [1, 3]
-    assert isinstance(results[2], LeaseLostError)
-    assert [r.status for i, r in enumerate(results) if i != 2] == ["running"] * 3
-    assert store.load("f2").records == ()
-    assert [len(store.load(f"f{i}").records) for i in (0, 1, 3)] == [1, 1, 1]
-
-
-def test_a_write_alone_goes_out_at_once_and_a_refusal_is_its_own(clock: FakeClock) -> None:
-    store = Counting(MemoryStore(clock=clock))
-    t = clock.time()
-    store.start("a", "demo", "null", "me", t)
-    store.start("b", "demo", "null", "me", t)
-    store.release("b", "me")
-    store.claim("b", "thief", t)
-    shared = GroupCommit(store)  # type: ignore[arg-type]
-    assert shared.commit("a", "me", t, Write((_rec(0, "x"),))).status == "running"
-    with pytest.raises(LeaseLostError):
-        shared.commit("b", "me", t, Write((_rec(0, "y"),)))
-    assert store.calls["commit"] == 2 and store.calls["commit_many"] == 0
-    assert store.load("b").records == ()
-    assert shared.commit("a", "me", t, Write((_rec(1, "z"),))).status == "running"  # not stuck
-
-
-def test_lease_checks_made_at_the_same_time_share_one_read(tmp_path: Any, clock: FakeClock) -> None:
-    """On a store with ``lease_rows`` (SQLite), checks queued while one is read are
-    answered by the next read, each with its own outcome: running, cancelled, or
-    ``LeaseLostError`` in the thread whose lease is gone."""
-    gate = threading.Event()
-
-    class Gated(SQLiteStore):
-        reads: ClassVar[list[list[str]]] = []
-
-        def lease_rows(self, flow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
-            self.reads.append(list(flow_ids))
-            if len(self.reads) == 1:
-                assert gate.wait(timeout=20)
-            return super().lease_rows(flow_ids)
-
-    store = Gated(tmp_path / "crux.db", clock=clock)
-    t = clock.time()
-    for flow_id in ("first", "ok", "cancelled", "lost"):
-        store.start(flow_id, "demo", "null", "me", t)
-    store.cancel("cancelled", "stop", t)
-    store.release("lost", "me")
-    shared = GroupCommit(store)
-    names = ["first", "ok", "cancelled", "lost"]
-    found = behind_a_held_batch(
-        [functools.partial(shared.check_lease, name, "me", t) for name in names],
-        first_held=lambda: len(store.reads) == 1,
-        queued=lambda: len(shared._checks._queue),
-        release=gate.set,
-    )
-    results = dict(zip(names, found, strict=True))
-    assert store.reads == [["first"], ["ok", "cancelled", "lost"]]
-    assert results["first"].status == results["ok"].status == "running"
-    assert (results["cancelled"].status, results["cancelled"].cancel_reason) == (
-        "cancelled",
-        "stop",
-    )
-    assert isinstance(results["lost"], LeaseLostError)
-
-
-def test_a_store_failure_fails_every_runner_of_its_batch_and_the_next_batch_is_written(
-    clock: FakeClock,
-) -> None:
-    class Failing(Counting):
-        def commit(self, *item: Any) -> Any:
-            if not self.batch_sizes:
-                self.batch_sizes.append(1)
-                raise StoreError("the disk is full; nothing of this write was applied")
-            return super().commit(*item)
-
-    store = Failing(MemoryStore(clock=clock))
-    t = clock.time()
-    store.start("a", "demo", "null", "me", t)
-    shared = GroupCommit(store)  # type: ignore[arg-type]
-    with pytest.raises(StoreError, match="disk is full"):
-        shared.commit("a", "me", t, Write((_rec(0, "x"),)))
-    assert store.load("a").records == ()
-    # The group commit is not left busy: the next write goes out.
-    assert shared.commit("a", "me", t, Write((_rec(0, "x"),))).status == "running"
-    assert [r.name for r in store.load("a").records] == ["x"]
-
-
-def test_a_store_failure_raises_in_every_thread_of_the_batch(clock: FakeClock) -> None:
-    gate = threading.Event()
+    barrier = threading.Barrier(3, timeout=20)
+    runs: Counter[str] = Counter()
+    lock = threading.Lock()
+    failed: list[str] = []
 
     class Failing(Counting):
-        def commit(self, *item: Any) -> Any:  # the first write, alone: held, then applied
-            self.batch_sizes.append(1)
-            assert gate.wait(timeout=20)
-            return self.store.commit(*item)
+        """The first write of the pass (one flow's, or a round's) fails."""
 
-        def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
-            self.batch_sizes.append(len(batch))
+        def _fail(self, ids: list[str]) -> None:
+            failed.extend(ids)
             raise StoreError("the disk is full; nothing of this write was applied")
 
-    store = Failing(MemoryStore(clock=clock))
-    t = clock.time()
-    for i in range(4):
-        store.start(f"f{i}", "demo", "null", "me", t)
-    shared = GroupCommit(store)  # type: ignore[arg-type]
-    results = behind_a_held_batch(
-        commits(shared, 4, t),
-        first_held=lambda: store.batch_sizes == [1],
-        queued=lambda: len(shared._commits._queue),
-        release=gate.set,
-    )
-    assert results[0].status == "running"
-    errors = results[1:]
-    assert all(isinstance(e, StoreError) and "disk is full" in str(e) for e in errors)
-    assert len({id(e) for e in errors}) == 3  # each thread raised its own
-    assert [len(store.load(f"f{i}").records) for i in range(4)] == [1, 0, 0, 0]
+        def commit(self, *item: Any) -> Any:
+            if not failed:
+                self._fail([item[0]])
+            return super().commit(*item)
+
+        def commit_many(self, batch: Sequence[Commit]) -> list[Any]:
+            if not failed:
+                self._fail([c.flow_id for c in batch])
+            return super().commit_many(batch)
+
+    @flow("c-full-disk", registry=Registry())
+    def full(ctx: FlowContext) -> Any:
+        def step() -> int:
+            with lock:
+                runs[ctx.flow_id] += 1
+            if runs[ctx.flow_id] == 1:
+                barrier.wait()  # the three results come in together
+            return 1
+
+        return (yield Step("s", step))
+
+    ids = [queued(store, full) for _ in range(3)]
+    worker = Worker(Failing(store), [full], concurrency=3)
+    with pytest.raises(StoreError, match="disk is full"):
+        worker.run_once()
+    assert failed and all(store.load(i).records == () for i in failed)
+    assert [store.load(i).lease_owner for i in ids] == [None] * 3  # due for the next pass
+    assert worker.run_once() == len(failed)
+    assert {get_flow(i, store=store).status for i in ids} == {"completed"}
+    # What the failed write held was not recorded: those steps ran again, no other.
+    assert runs == Counter({i: 2 if i in failed else 1 for i in ids})
 
 
 def test_a_store_error_in_a_concurrent_pass_ends_it_after_the_flows_in_hand(
@@ -575,7 +509,6 @@ def test_concurrency_must_be_a_positive_int() -> None:
         Worker(store, concurrency="8")  # type: ignore[arg-type]
     with pytest.raises(InvalidTypeError, match="Worker concurrency"):
         Worker(store, concurrency=True)
-    assert Worker(store).group_commit is None  # concurrency=1: writes go straight out
     assert "concurrency=4" in repr(Worker(store, concurrency=4))
 
 

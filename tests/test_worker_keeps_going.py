@@ -27,6 +27,7 @@ from crux_gen import (
     get_flow,
     signal_flow,
 )
+from crux_gen.records import StoredFlow
 from crux_gen.worker import Worker
 
 WORKER_LOG = "crux_gen.worker"
@@ -60,17 +61,18 @@ def signalled(
 
 
 class FlakyDueStore(MemoryStore):
-    """A store whose due query fails the first *failures* times (a disk error, say)."""
+    """A store whose claim of due flows (the worker's due query) fails the first
+    *failures* times (a disk error, say)."""
 
     def __init__(self, failures: int, **options: Any) -> None:
         super().__init__(**options)
         self.failures = failures
 
-    def due(self, *args: Any, **kwargs: Any) -> list[str]:
+    def claim_due(self, *args: Any, **kwargs: Any) -> list[StoredFlow]:
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("disk I/O error reading the due flows of crux.db")
-        return super().due(*args, **kwargs)
+        return super().claim_due(*args, **kwargs)
 
 
 def test_a_store_error_in_a_pass_is_logged_and_the_worker_backs_off_and_carries_on(
