@@ -40,8 +40,6 @@ PENDING: dict[str, str] = {
     "stores/memory.py:<module>": STORES,
     "stores/memory.py:MemoryStore": STORES,
     "stores/memory.py:MemoryStore._commit": STORES,
-    "crux_gen/commands.py:<module>": "split on this branch, next commits",
-    "crux_gen/control.py:get_flow": "split on this branch, next commits",
 }
 
 
