@@ -231,6 +231,12 @@ def test_a_target_not_measured_says_so_and_why(report: Any) -> None:
     skipped = {"skipped": True, "steps": 1000, "note": "LangGraph could not be installed"}
     (row,) = [r for r in issue_rows(report, {"peers_resume": skipped}) if "LangGraph" in r]
     assert "not measured (LangGraph could not be installed) | — |" in row
+    uncounted = {"xacts": {"note": "not counted: TimeoutError: still connected", "levels": []}}
+    (row,) = [r for r in issue_rows(report, {"postgres": uncounted}) if "transaction" in r]
+    assert "not measured (not counted: TimeoutError: still connected) | — |" in row
+    assert "_Server transactions not counted: TimeoutError" in "\n".join(
+        report.postgres_section(uncounted)
+    )
 
 
 def test_the_postgres_transaction_count_is_per_durable_step_less_the_baseline(
