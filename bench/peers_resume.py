@@ -26,7 +26,7 @@ replay the flow body from the start (that is what keeps a flow plain Python). If
 LangGraph cannot be installed or started, the script says why and exits 0 (the
 report then shows the row as not measured, with that note).
 
-    python bench/peers_resume.py [--quick] [--json] [--rounds N] [--steps 1000]
+    python bench/peers_resume.py [--quick] [--json] [--rounds N] [--steps 1000] [--no-install]
 """
 
 from __future__ import annotations
