@@ -39,7 +39,7 @@ from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.stores.sqlite_schema import SYNCHRONOUS_MODES
 
-TARGETS = {"FULL": 1.15, "NORMAL": 3.0}
+TARGETS = {"FULL": 1.2, "NORMAL": 3.0}  # ours µs/step over raw µs/commit (issue 19: FULL ≤ 1.2x)
 
 
 def small_result(i: int) -> dict[str, Any]:

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .commands import check_name, unstorable
 from .errors import InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
+from .names import check_name, unstorable
 from .opening import StorePath, using
-from .records import COMPLETED, StoredFlow
+from .records import COMPLETED, StoredFlow, StoredRecord, StoredSignal
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
 from .status import Status
 
@@ -79,59 +80,66 @@ def get_flow(flow_id: str, *, store: Store | StorePath) -> FlowInfo:
     """
     check_flow_id(flow_id)
     with using(store) as opened:
-        stored = opened.load(flow_id)
-    fid = stored.id
+        return info_of(opened.load(flow_id))
 
-    def decoded(text: str | None, position: int | None, column: str) -> Any:
-        return codec.decode_stored(text, flow_id=fid, position=position, column=column)
 
+def info_of(stored: StoredFlow) -> FlowInfo:
+    """The ``FlowInfo`` of a stored flow, every stored value decoded (a value that
+    cannot be is a ``CorruptRecordError`` naming the flow, position and column)."""
+    decoded = partial(codec.decode_stored, flow_id=stored.id)
     return FlowInfo(
         flow_id=stored.id,
         name=stored.name,
         status=stored.status,
-        input=decoded(stored.input, None, "input"),
-        value=decoded(stored.result, None, "result"),
-        error=ErrorInfo.decode(stored.error, flow_id=fid),
+        input=decoded(stored.input, position=None, column="input"),
+        value=decoded(stored.result, position=None, column="result"),
+        error=ErrorInfo.decode(stored.error, flow_id=stored.id),
         cancel_reason=stored.cancel_reason,
         waiting_for=stored.waiting_for,
         wake_at=when(stored.wake_at),
         deadline=when(stored.deadline),
         created_at=when(stored.created_at),
         updated_at=when(stored.updated_at),
-        history=tuple(
-            HistoryEntry(
-                position=r.position,
-                kind=r.kind,
-                name=r.name,
-                state=r.state,
-                attempts=r.attempts,
-                result=decoded(r.result, r.position, "result"),
-                error=ErrorInfo.decode(r.error, flow_id=fid, position=r.position),
-                started_at=when(r.started_at),
-                finished_at=when(r.finished_at),
-                wake_at=when(r.wake_at),
-                deadline=when(r.deadline),
-            )
-            for r in stored.records
-        ),
-        signals=tuple(
-            SignalInfo(
-                id=s.id,
-                name=s.name,
-                payload=decoded(s.payload, None, f"signal #{s.id} payload"),
-                state=s.state,
-                created_at=when(s.created_at) or datetime.min,
-                error=s.error,
-                consumed_at=when(s.consumed_at),
-                position=s.position,
-                key=s.key,
-            )
-            for s in stored.signals
-        ),
-        custom_status=decoded(stored.custom_status, None, "custom_status"),
+        history=tuple(entry_of(stored.id, r) for r in stored.records),
+        signals=tuple(signal_of(stored.id, s) for s in stored.signals),
+        custom_status=decoded(stored.custom_status, position=None, column="custom_status"),
         parent_id=stored.parent_id,
         children=stored.children,
         run=stored.run,
+    )
+
+
+def entry_of(flow_id: str, r: StoredRecord) -> HistoryEntry:
+    """The ``HistoryEntry`` of the stored record *r* of flow *flow_id*."""
+    return HistoryEntry(
+        position=r.position,
+        kind=r.kind,
+        name=r.name,
+        state=r.state,
+        attempts=r.attempts,
+        result=codec.decode_stored(r.result, flow_id=flow_id, position=r.position, column="result"),
+        error=ErrorInfo.decode(r.error, flow_id=flow_id, position=r.position),
+        started_at=when(r.started_at),
+        finished_at=when(r.finished_at),
+        wake_at=when(r.wake_at),
+        deadline=when(r.deadline),
+    )
+
+
+def signal_of(flow_id: str, s: StoredSignal) -> SignalInfo:
+    """The ``SignalInfo`` of the stored signal *s* of flow *flow_id*."""
+    return SignalInfo(
+        id=s.id,
+        name=s.name,
+        payload=codec.decode_stored(
+            s.payload, flow_id=flow_id, position=None, column=f"signal #{s.id} payload"
+        ),
+        state=s.state,
+        created_at=when(s.created_at) or datetime.min,
+        error=s.error,
+        consumed_at=when(s.consumed_at),
+        position=s.position,
+        key=s.key,
     )
 
 

@@ -439,7 +439,7 @@ def test_postgresql_flags_that_do_not_apply_are_one_line_errors(
 def test_a_long_migration_says_how_far_it_got_on_stderr(
     source: Source, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from crux_gen.cli import commands
+    from crux_gen.cli import migrate as commands
 
     monkeypatch.setattr(commands, "PROGRESS_EVERY", 0.0)
     target = source.root / "dst.db"

@@ -23,7 +23,8 @@ from crux_gen import (
     flow,
 )
 from crux_gen import _version as version_module
-from crux_gen.cli import commands, main
+from crux_gen.cli import control as commands  # prune's count, and its page size
+from crux_gen.cli import main
 from crux_gen.stores.sqlite import SQLiteStore
 from tests.test_cli import REPO, Scene, crux, crux_all, dump
 

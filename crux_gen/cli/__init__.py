@@ -13,8 +13,12 @@ stderr and exits with code 1; nothing is changed. Stored text is escaped before
 it reaches the terminal (:func:`crux_gen.cli.format.clean`).
 
 This module holds the group, the entry point, ``--db`` and how a store is
-opened; ``commands`` has one function per subcommand, ``show`` the lines of
-``crux-gen show``, ``format`` the escaping, widths and tables.
+opened, and the types of the options every subcommand shares. The subcommands
+live by what they do to flows, one function each: ``queries`` (list, show,
+doctor), ``control`` (signal, cancel, retry, delete, prune), ``deploy`` (replay,
+worker: they import the user's MODULE), ``migrate`` and ``ui``; ``commands``
+lists them all. ``show`` builds the lines of ``crux-gen show``, ``format`` the
+escaping, widths and tables.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import click
 
 from .. import __version__
-from ..errors import CruxError, FlowNotFoundError, StoreError
+from ..durations import to_duration
+from ..errors import CruxError, FlowNotFoundError, InvalidValueError, StoreError
 from ..opening import POSTGRES_EXTRA
 from ..opening import is_url as is_url
 from ..opening import shown as shown
@@ -62,7 +67,7 @@ class CLIError(click.ClickException):
     exit_code = 1
 
 
-# -- numbers in options ----------------------------------------------------------------
+# -- numbers and durations in options --------------------------------------------------
 
 #: The largest count a store takes (a 64-bit integer): ``--limit``, ``--batch``.
 MAX_COUNT = 2**63 - 1
@@ -127,6 +132,25 @@ class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic from click 
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
         return "SECONDS"
+
+
+_SECONDS = re.compile(r"\s*\d+(\.\d+)?\s*")
+
+
+def duration_option(value: str, option: str) -> timedelta:
+    """Read *value* of *option* as a duration: what the API takes (``"90"`` is
+    seconds, as ``90`` is) and what ``list`` and ``show`` print (``"1h30m"``); a
+    one-line error names both if it is not one."""
+    given: str | float = float(value) if _SECONDS.fullmatch(value) else value
+    try:
+        return to_duration(given, what=option)
+    except InvalidValueError as exc:
+        if not exc.problem.startswith("is not a duration"):  # too long
+            raise CLIError(f"{option} {value!r} {exc.problem}") from None
+        raise CLIError(
+            f"{option} {value!r} is not a duration "
+            '(try "500ms", "30s", "10m", "1h30m", "2d" or a number of seconds)'
+        ) from None
 
 
 # -- --db and the store ----------------------------------------------------------------
@@ -281,9 +305,8 @@ def cli() -> None:
 
 # The subcommands use the helpers above, so they are imported after them.
 from .commands import COMMANDS  # noqa: E402
-from .ui import ui_command  # noqa: E402
 
-for _command in (*COMMANDS, ui_command):
+for _command in COMMANDS:
     cli.add_command(_command)
 
 

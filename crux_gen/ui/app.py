@@ -1,4 +1,7 @@
-"""The dashboard's WSGI app: routes, the token and CSRF checks, and responses.
+"""The dashboard's WSGI app: its routes and pages. The request and response
+plumbing is in :mod:`~crux_gen.ui.wsgi`, the token, sessions and CSRF checks in
+:mod:`~crux_gen.ui.sessions`, what the forms do in :mod:`~crux_gen.ui.actions`,
+and what the pages show, computed from the store, in :mod:`~crux_gen.ui.pages`.
 
 Plain WSGI on the standard library, with Jinja2 (autoescape on) for the HTML.
 Every link is built from the request's ``SCRIPT_NAME``, so the app works mounted
@@ -13,22 +16,17 @@ under any prefix. Pages:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import secrets
 import sys
 import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import quote, urlencode
 
 from ..commands import describe
-from ..control import cancel_flow, consumed_in_this_run, get_flow, signal_flow
+from ..control import consumed_in_this_run, get_flow
 from ..errors import (
     CorruptRecordError,
     CruxError,
@@ -42,43 +40,16 @@ from ..errors import (
 )
 from ..status import FINISHED, Status
 from . import pages
+from .actions import DONE, ActionError, check_no_nul, nul_error, perform
+from .sessions import Sessions
+from .wsgi import SECURITY_HEADERS, Request, Response, StartResponse, redirect
 
 try:
     import jinja2
 except ImportError:  # pragma: no cover - the ui extra is part of the test extra
     raise MissingDependencyError("the dashboard (crux_gen.ui)", "ui", "Jinja2") from None
 
-StartResponse = Callable[..., Any]
-Headers = list[tuple[str, str]]
-
-#: The largest form body an action reads.
-MAX_BODY = 1 << 20
-#: The cookie of a session, set by a visit of ``/?token=…``: a random session id and
-#: its MAC (never the token itself; HttpOnly, SameSite=Strict).
-COOKIE = "crux_ui_session"
-
-#: Every response's security headers: no inline script or style, no framing, no
-#: referrer (a flow id in a URL stays on this host).
-SECURITY_HEADERS: Headers = [
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-]
-
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
-
-#: What a finished action says on the flow page it leads back to (``?done=…``).
-DONE = {
-    "signal": "Signal sent: the flow takes it at its next run.",
-    "signal-kept": "Not sent: this flow already has a signal with that key.",
-    "cancel": "Flow cancelled.",
-    "retry": "Flow retried: the next worker pass or resume runs it again.",
-}
 
 
 def make_app(
@@ -112,71 +83,6 @@ def make_app(
     )
 
 
-class Request:
-    """What a handler reads of one WSGI request."""
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self.environ = environ
-        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        self.path = wsgi_text(environ.get("PATH_INFO", "")) or "/"
-        prefix = str(environ.get("SCRIPT_NAME", "")).strip("/")
-        #: The mount point, quoted for a URL: every link starts with it. It is ``""``
-        #: or one ``/`` and a segment, never ``//host`` (a link to another site).
-        self.base = quote(("/" + prefix if prefix else "").encode("latin-1", "replace"), safe="/")
-        self.query = {
-            k: v[-1]
-            for k, v in parse_qs(
-                wsgi_text(environ.get("QUERY_STRING", "")), keep_blank_values=True
-            ).items()
-        }
-
-    def cookie(self, name: str) -> str | None:
-        """The value of cookie *name*, if the request sent one."""
-        jar = SimpleCookie()
-        try:
-            jar.load(str(self.environ.get("HTTP_COOKIE", "")))
-        except CookieError:
-            return None
-        morsel = jar.get(name)
-        return None if morsel is None else morsel.value
-
-    def form(self) -> dict[str, str] | None:
-        """The urlencoded body of a POST; ``None`` when it is larger than ``MAX_BODY``."""
-        try:
-            length = int(self.environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > MAX_BODY:
-            return None
-        body = self.environ["wsgi.input"].read(length) if length > 0 else b""
-        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[-1] for k, v in fields.items()}
-
-
-class Response:
-    """A status, headers and an HTML (or static) body."""
-
-    def __init__(
-        self,
-        status: int,
-        body: bytes = b"",
-        content_type: str = "text/html; charset=utf-8",
-        headers: Headers | None = None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.headers: Headers = [("Content-Type", content_type), *(headers or [])]
-
-
-def wsgi_text(value: Any) -> str:
-    """A WSGI environ string (bytes as latin-1, PEP 3333) as the UTF-8 text it holds."""
-    text = str(value)
-    try:
-        return text.encode("latin-1").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a server that already decoded it
-        return text
-
-
 class Dashboard:
     """The WSGI app ``make_app`` returns."""
 
@@ -186,13 +92,7 @@ class Dashboard:
         self.store = store
         self.allow_actions = allow_actions
         self.refresh = f"{refresh_seconds:g}"
-        # Sessions and CSRF values are MACs under a key derived from the token: any
-        # process serving the same token knows the same sessions, and another token
-        # none of them. No secret is kept on the server but the token.
-        self._key = hmac.new(
-            (token or secrets.token_hex(32)).encode("utf-8"), b"crux-ui key", hashlib.sha256
-        ).digest()
-        self._token = token
+        self.sessions = Sessions(token)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("crux_gen.ui", "templates"),
             autoescape=True,
@@ -351,7 +251,7 @@ class Dashboard:
             return self.error_page(request, 500, "This flow's stored data is corrupt", str(exc))
         except (InvalidTypeError, InvalidValueError) as exc:
             return self.error_page(request, 404, "No such flow", str(exc))
-        who = self.who(request) if self.allow_actions else None
+        who = self.sessions.who(request) if self.allow_actions else None
         if notice is None and request.query.get("done") in DONE:
             notice = ("ok", DONE[request.query["done"]])
         now = self.store.clock.now()
@@ -372,7 +272,7 @@ class Dashboard:
             now=now,
             notice=notice,
             authorized=who is not None,
-            csrf="" if who is None else self.csrf(who),
+            csrf="" if who is None else self.sessions.csrf(who),
             signal_choice=choice,
         )
 
@@ -387,62 +287,17 @@ class Dashboard:
     # -- the token, and actions ----------------------------------------------------------
 
     def log_in(self, request: Request, given: str) -> Response:
-        """``?token=…`` (on any page): with the right token, start a session (a cookie
-        naming a new random session id, with its MAC) and go on to the same page
-        without the token in its address; else 403.
-
-        The redirect stays on this dashboard whatever the path: it is the mount
-        point, one ``/``, and the path quoted (``//host``, ``/\\host`` and
-        ``https:…`` become paths under the mount point)."""
-        if self._token is None or not hmac.compare_digest(
-            given.encode("utf-8", "replace"), self._token.encode("utf-8")
-        ):
+        """``?token=…`` (on any page): with the right token, start a session and go on
+        to the same page without the token in its address (:meth:`Sessions.start`);
+        else 403."""
+        if not self.sessions.is_token(given):
             return self.error_page(request, 403, "Forbidden", "that is not the dashboard's token")
-        rest = {k: v for k, v in request.query.items() if k != "token"}
-        where = quote(request.path.encode("utf-8", "replace"), safe="/").lstrip("/")
-        target = f"{request.base}/{where}" + (f"?{urlencode(rest)}" if rest else "")
-        secure = "; Secure" if request.environ.get("wsgi.url_scheme") == "https" else ""
-        session = secrets.token_hex(16)
-        cookie = (
-            f"{COOKIE}={session}.{self.mac('session', session)}; Path={request.base}/; "
-            "HttpOnly; SameSite=Strict" + secure
-        )
-        return redirect(target, [("Set-Cookie", cookie)])
-
-    def mac(self, purpose: str, value: str) -> str:
-        """The MAC of *value* for *purpose* (``session``, ``csrf``) under the app's key."""
-        message = f"{purpose}\0{value}".encode("utf-8", "replace")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
-
-    def who(self, request: Request) -> str | None:
-        """Who *request* acts as: ``session:<id>`` for a valid session cookie,
-        ``bearer`` for the token in an ``Authorization: Bearer`` header, else ``None``."""
-        if self._token is None:
-            return None
-        cookie = request.cookie(COOKIE)
-        if cookie is not None:
-            session, _, mac = cookie.partition(".")
-            if session and hmac.compare_digest(
-                mac.encode("utf-8", "replace"), self.mac("session", session).encode("ascii")
-            ):
-                return f"session:{session}"
-        header = str(request.environ.get("HTTP_AUTHORIZATION", ""))
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode("utf-8", "replace"), self._token.encode("utf-8")
-        ):
-            return "bearer"
-        return None
-
-    def csrf(self, who: str) -> str:
-        """The CSRF field of the forms shown to *who*: one value per session, shown
-        only to it (a viewer without a session gets none)."""
-        return self.mac("csrf", who)
+        return self.sessions.start(request)
 
     def act(self, request: Request, flow_id: str) -> Response:
         """A POST from one of the flow page's forms: check the token and the CSRF field,
-        then signal, cancel or retry the flow, as the CLI does."""
-        who = self.who(request)
+        then signal, cancel or retry the flow (:mod:`crux_gen.ui.actions`)."""
+        who = self.sessions.who(request)
         if who is None:
             return self.error_page(
                 request,
@@ -457,25 +312,15 @@ class Dashboard:
         form = request.form()
         if form is None:
             return self.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
-        if not hmac.compare_digest(
-            form.get("csrf", "").encode("utf-8", "replace"), self.csrf(who).encode("ascii")
-        ):
+        if not self.sessions.csrf_ok(who, form.get("csrf", "")):
             return self.error_page(
                 request,
                 403,
                 "Forbidden",
                 "the form's CSRF token is missing or wrong (reload the page); nothing was changed",
             )
-        action = form.get("action", "")
         try:
-            if action == "signal":
-                done = self.send_signal(flow_id, form)
-            elif action == "cancel":
-                done = self.cancel(flow_id, form)
-            elif action == "retry":
-                done = self.retry(flow_id)
-            else:
-                return self.flow_page(request, flow_id, 400, ("error", f"no action {action!r}"))
+            done = perform(self.store, flow_id, form)
         except FlowNotFoundError:
             return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
         except ActionError as exc:
@@ -488,89 +333,7 @@ class Dashboard:
             return self.flow_page(request, flow_id, 400, ("error", str(exc)))
         return redirect(f"{flow_url(request.base, flow_id)}?done={done}")
 
-    def send_signal(self, flow_id: str, form: dict[str, str]) -> str:
-        """``crux-gen signal``: the name, a JSON payload (empty: null) and an optional key."""
-        name = form.get("name", "")
-        if not name.strip():
-            raise ActionError(400, "give the signal's name")
-        key = form.get("key", "").strip() or None
-        check_no_nul("signal name", name, "nothing was sent")
-        check_no_nul("signal key", key or "", "nothing was sent")
-        stored = self.store.load(flow_id)
-        choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
-        if name not in choice.names:
-            if Status(stored.status) in FINISHED:
-                raise ActionError(409, f"signal {name!r}: {choice.why}; nothing was sent")
-            waits = (
-                "it waits for " + " or ".join(repr(n) for n in choice.names)
-                if choice.names
-                else f"it takes no signal now: {choice.why}"
-            )
-            raise ActionError(
-                400,
-                f"flow {flow_id!r} does not wait for a signal named {name!r} ({waits}); "
-                "nothing was sent",
-            )
-        text = form.get("payload", "").strip()
-        try:
-            payload = json.loads(text) if text else None
-        except json.JSONDecodeError as exc:
-            raise ActionError(
-                400, f'the payload is not JSON ({exc}); e.g. {{"ok": true}}'
-            ) from None
-        sent = signal_flow(flow_id, name, payload, store=self.store, key=key)
-        return "signal" if sent else "signal-kept"
-
-    def cancel(self, flow_id: str, form: dict[str, str]) -> str:
-        """``crux-gen cancel``: a finished flow is left as it is (409)."""
-        reason = form.get("reason", "").strip() or "cancelled from the dashboard"
-        check_no_nul("cancel reason", reason, "nothing was changed")
-        if not cancel_flow(flow_id, reason, store=self.store):
-            status = self.store.load(flow_id).status
-            raise ActionError(
-                409, f"the flow is {status} already; only an unfinished flow can be cancelled"
-            )
-        return "cancel"
-
-    def retry(self, flow_id: str) -> str:
-        """``crux-gen retry``: only a failed flow (else 409)."""
-        stored = self.store.load(flow_id)
-        if stored.status != Status.FAILED:
-            raise ActionError(
-                409, f"the flow is {stored.status}, not failed; only a failed flow can be retried"
-            )
-        self.store.retry_failed(stored.id, self.store.clock.now().timestamp())
-        return "retry"
-
-
-class ActionError(Exception):
-    """An action refused before it changed anything: its status and message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def nul_error(what: str, value: str, then: str) -> InvalidValueError:
-    """The error for *value* holding a NUL character, which no store keeps (a
-    PostgreSQL text cannot): every store answers alike, before the store is asked."""
-    return InvalidValueError(
-        what, value, f"holds a NUL character (\\x00), which no store can keep; {then}"
-    )
-
-
-def check_no_nul(what: str, value: str, then: str) -> None:
-    """Raise ``nul_error`` if *value* holds a NUL character."""
-    if "\0" in value:
-        raise nul_error(what, value, then)
-
 
 def flow_url(base: str, flow_id: str) -> str:
     """The flow page's URL under the mount point *base*."""
     return f"{base}/flows/{quote(flow_id, safe='')}"
-
-
-def redirect(location: str, headers: Headers | None = None) -> Response:
-    """303 See Other to *location* (after a POST, or the token's visit)."""
-    return Response(303, b"", headers=[("Location", location), *(headers or [])])
