@@ -129,41 +129,77 @@ def await_any(d: AwaitAny, view: View, event: Event = None) -> list[Effect]:
     and is recorded and given to the flow (a losing child is cancelled with
     ``cancel_losers``); with none, park until a signal, the first timer or a child's
     end. A signal that fits no schema is rejected, with the reason."""
-    command, now = d.command, view.now
-    branches = command.commands
+    command = d.command
     if isinstance(event, Refused):  # an id is taken: thrown at the yield
-        return refused(d.position, "any", command.name, event.exc, now)
+        return refused(d.position, "any", command.name, event.exc, view.now)
     record = view.record
     if record is None:
-        children: dict[str, str] = {}
-        new: list[NewChild] = []
-        adopt: list[Effect] = []
-        for index, branch in enumerate(branches):
-            if isinstance(branch, Child):
-                try:
-                    fresh = new_child(branch, view)
-                except SerializationError as exc:
-                    return refused(d.position, "any", command.name, exc, now)
-                children[str(index)] = fresh.flow_id
-                new.append(fresh)
-                adopt.append(Adopt(fresh.flow_id, branch.flow))
-        timers = [b.wake_at(now) for b in branches if isinstance(b, Sleep)]
-        record = StoredRecord(
-            d.position, "any", command.name, WAITING,
-            result=codec.encode({"children": children}, what="child ids") if children else None,
-            started_at=now, wake_at=min(timers) if timers else None,
-        )  # fmt: skip
-        if new:  # the children exist (and the record names them) before they run
-            return [StartChild(tuple(new), record), *adopt]
+        begun = _any_begun(d, view)
+        if not isinstance(begun, StoredRecord):  # refused, or its children to start
+            return begun
+        record = begun
     child_ids = _any_children(record, view.flow_id)
     if child_ids and not isinstance(event, Settled):  # run them (again after arrivals)
-        flows = {i: b.flow for i, b in enumerate(branches) if isinstance(b, Child)}
+        flows = {i: b.flow for i, b in enumerate(command.commands) if isinstance(b, Child)}
         return [Adopt(child_id, flows[index]) for index, child_id in child_ids.items()]
     settled = event.children if isinstance(event, Settled) else {}
+    effects, best = _any_first(d, view, record, child_ids, settled)
+    if best is not None:
+        return [*effects, *_any_won(d, record, best, settled, child_ids, view)]
+    branches = command.commands
+    started = record.started_at if record.started_at is not None else view.now
+    names = [b.name for b in branches if isinstance(b, Suspend)]
+    waits = [b.wake_at(started) for b in branches if isinstance(b, Sleep)]
+    if d.record is None and not child_ids:  # else the stored record stands
+        effects.append(Record(record))
+    park = Park(
+        codec.encode(names, what="signal names"), "any", min(waits) if waits else None,
+        children=tuple(child_ids.values()), signals=tuple(names),
+    )  # fmt: skip
+    return [*effects, park]
+
+
+def _any_begun(d: AwaitAny, view: View) -> StoredRecord | list[Effect]:
+    """An ``Any`` reached for the first time: its record, or the effects that
+    start its children with it (or fail it: a child's input cannot be stored)."""
+    command, now = d.command, view.now
+    children: dict[str, str] = {}
+    new: list[NewChild] = []
+    adopt: list[Effect] = []
+    for index, branch in enumerate(command.commands):
+        if isinstance(branch, Child):
+            try:
+                fresh = new_child(branch, view)
+            except SerializationError as exc:
+                return refused(d.position, "any", command.name, exc, now)
+            children[str(index)] = fresh.flow_id
+            new.append(fresh)
+            adopt.append(Adopt(fresh.flow_id, branch.flow))
+    timers = [b.wake_at(now) for b in command.commands if isinstance(b, Sleep)]
+    record = StoredRecord(
+        d.position, "any", command.name, WAITING,
+        result=codec.encode({"children": children}, what="child ids") if children else None,
+        started_at=now, wake_at=min(timers) if timers else None,
+    )  # fmt: skip
+    if new:  # the children exist (and the record names them) before they run
+        return [StartChild(tuple(new), record), *adopt]
+    return record
+
+
+def _any_first(
+    d: AwaitAny,
+    view: View,
+    record: StoredRecord,
+    child_ids: dict[int, str],
+    settled: dict[str, StoredFlow],
+) -> tuple[list[Effect], int | None]:
+    """The branch of an ``Any`` that happened first (``None``: none yet), and the
+    rejections of the signals that fit no schema, drawn on the way."""
+    now = view.now
     started = record.started_at if record.started_at is not None else now
     effects: list[Effect] = []
     best: tuple[float, float, int] | None = None
-    for index, branch in enumerate(branches):
+    for index, branch in enumerate(d.command.commands):
         at: float | None = None
         order = float("inf")
         if isinstance(branch, Suspend):
@@ -188,17 +224,7 @@ def await_any(d: AwaitAny, view: View, event: Event = None) -> list[Effect]:
                 at = child.updated_at
         if at is not None and (best is None or (at, order, index) < best):
             best = (at, order, index)
-    if best is None:
-        names = [b.name for b in branches if isinstance(b, Suspend)]
-        waits = [b.wake_at(started) for b in branches if isinstance(b, Sleep)]
-        if d.record is None and not child_ids:  # else the stored record stands
-            effects.append(Record(record))
-        park = Park(
-            codec.encode(names, what="signal names"), "any", min(waits) if waits else None,
-            children=tuple(child_ids.values()), signals=tuple(names),
-        )  # fmt: skip
-        return [*effects, park]
-    return [*effects, *_any_won(d, record, best[2], settled, child_ids, view)]
+    return effects, None if best is None else best[2]
 
 
 def _payload(signal: StoredSignal, view: View) -> Any:

@@ -19,31 +19,23 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import queue
-import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from .clock import when
-from .codec import ErrorInfo
-from .effects import Call, Event, Fired, Raised, Returned, Settled
+from .calls import Calls, Crash
+from .effects import Call, Event, Fired
 from .errors import (
-    FlowBusyError,
-    FlowClosedError,
     FlowIdTakenError,
     FlowNameConflictError,
-    FlowNotFoundError,
     StoreError,
 )
 from .flow import Flow
 from .flowrun import FlowRun
-from .handlers import MISSING_CHILD
-from .leases import LEASES
+from .hand import Hand, OnEnd
 from .records import Commit, CommitOutcome, StoredFlow, Write
 from .results import FlowResult
-from .status import FINISHED, Status
+from .status import FINISHED
 from .stores.base import ITEM_ERRORS, check_write
 
 if TYPE_CHECKING:
@@ -55,22 +47,8 @@ log = logging.getLogger("crux_gen")
 #: the parent's ``yield`` instead of failing the run (or looping on it).
 CHILD_REFUSALS = (FlowNameConflictError, FlowIdTakenError)
 
-#: What a worker is told when a flow it took stops: its result, or the error that
-#: ended its run (the flow keeps its last durable state).
-OnEnd = Callable[[StoredFlow, "FlowResult | None", "Exception | None"], None]
 
-
-class _Crash:
-    """A step function on the pool raised a ``BaseException`` (an exit, an
-    interrupt): the loop raises it."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class Executor:
+class Executor(Hand):
     """Drive the flows in hand on *store*: up to *concurrency* step functions at a
     time on a pool (or *pool*, kept by the caller; with *inline*, a call alone runs
     on the loop's thread), one write per run per round, every write of a round in
@@ -95,7 +73,6 @@ class Executor:
         self.should_stop = should_stop
         self.on_end = on_end
         self.tick = tick  # the longest a wait for results lasts (a worker claims then)
-        self.inline = inline  # a call alone runs on the loop's thread (no more flows to come)
         self.runs: list[FlowRun] = []
         self.roots: dict[FlowRun, StoredFlow] = {}  # the flows taken (not adopted), as claimed
         #: A store error that ended runs of this executor (a worker raises it once
@@ -104,14 +81,9 @@ class Executor:
         #: Transactions written, and the writes they held (``writes / batches``).
         self.batches = 0
         self.writes = 0
-        self._results: queue.SimpleQueue[tuple[FlowRun | None, Event | _Crash]] = (
-            queue.SimpleQueue()
-        )
-        self._in_flight = 0
+        self.calls: Calls[FlowRun] = Calls(concurrency, pool=pool, inline=inline)
         self._timers: list[tuple[float, int, FlowRun, int]] = []
         self._order = itertools.count()
-        self._pool = pool
-        self._own_pool = pool is None
         self._crash: BaseException | None = None  # a step function's exit or interrupt
 
     # -- taking flows ------------------------------------------------------------
@@ -133,39 +105,9 @@ class Executor:
         assert top.result is not None
         return top.result
 
-    def take(self, flow: Flow[Any], stored: StoredFlow, owner: str) -> FlowRun:
-        """A flow *owner* claimed, into the loop (one of its roots)."""
-        run = self._take(flow, stored, owner, None)
-        self.roots[run] = stored
-        return run
-
     def close(self) -> None:
         """Let the pool go (when this executor made it), once its calls returned."""
-        pool, self._pool = self._pool, None
-        if pool is not None and self._own_pool:
-            pool.shutdown(wait=True)
-
-    def _take(
-        self, flow: Flow[Any], stored: StoredFlow, owner: str, parent: FlowRun | None
-    ) -> FlowRun:
-        """A claimed flow into the loop, advanced to its first need of IO."""
-        LEASES.hold(self.store, stored.id, owner)
-        run: FlowRun | None = None
-        try:
-            run = FlowRun(
-                flow, stored, owner, self.clock, parent=parent, should_stop=self.should_stop
-            )
-            self.runs.append(run)
-            run.feed(None)
-        except BaseException:  # (its replay diverged, a record is corrupt, ...)
-            if run is not None:
-                self.runs.remove(run)
-            LEASES.drop(stored.id, owner)
-            _release(self.store, stored.id, owner)
-            raise
-        return run
-
-    # -- the loop ----------------------------------------------------------------
+        self.calls.close()
 
     def step(self) -> None:
         """One round: the IO every run in hand asks for, or a wait for results or
@@ -197,35 +139,12 @@ class Executor:
     def _commit(
         self, writes: list[tuple[FlowRun, Write]], now: float
     ) -> list[CommitOutcome | Exception]:
-        """Every write of the round, in one transaction: each one's outcome or error
-        (a write no store may apply fails its own run only)."""
-        items: list[Commit] = []
-        outcomes: list[CommitOutcome | Exception | None] = []
-        for run, write in writes:
-            try:
-                check_write(run.flow_id, write)
-            except Exception as exc:
-                outcomes.append(exc)
-                continue
-            items.append(Commit(run.flow_id, run.owner, now, write))
-            outcomes.append(None)
-        if not items:
-            return [o for o in outcomes if o is not None]
+        if not writes:
+            return []
         self.batches += 1
-        self.writes += len(items)
-        answers: list[CommitOutcome | Exception]
-        try:
-            if len(items) == 1:  # alone: the store's own commit (its one-statement hot path)
-                try:
-                    answers = [self.store.commit(*items[0])]
-                except ITEM_ERRORS as exc:  # its own refusal, as commit_many gives it
-                    answers = [exc]
-            else:
-                answers = list(self.store.commit_many(items))
-        except StoreError as exc:  # nothing of the round was written
-            answers = [exc] * len(items)
-        found = iter(answers)
-        return [next(found) if o is None else o for o in outcomes]
+        self.writes += len(writes)
+        items = [Commit(run.flow_id, run.owner, now, write) for run, write in writes]
+        return commit_round(self.store, items)
 
     def _written(
         self, run: FlowRun, write: Write, outcome: CommitOutcome | Exception, now: float
@@ -271,31 +190,14 @@ class Executor:
         run.calls = []
 
     def _dispatch(self, calls: list[tuple[FlowRun, Call]]) -> None:
-        """Hand *calls* to the step functions: on this thread when it is the only
-        one (no handoff), else on the pool."""
         for run, _ in calls:
             run.in_flight += 1
-            self._in_flight += 1
-        if self.inline and len(calls) == 1 and self._in_flight == 1:
-            run, call = calls[0]
-            self._results.put((run, _call(call)))
-            return
-        if calls and self._pool is None:
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-step")
-        for run, call in calls:
-            assert self._pool is not None
-            self._pool.submit(self._call_on_pool, run, call)
-
-    def _call_on_pool(self, run: FlowRun, call: Call) -> None:
-        try:
-            self._results.put((run, _call(call)))
-        except BaseException as exc:  # an exit or an interrupt in the step: the loop raises it
-            self._results.put((run, _Crash(exc)))
+        self.calls.submit(calls)
 
     def _wait(self) -> None:
         """Nothing to write: take the results that are in (waiting for one while
-        calls run), else sleep until the first timer."""
-        if self._in_flight:
+        calls run, at most a tick), else sleep until the first timer."""
+        if self.calls.in_flight:
             timeout = self.tick
             if self._timers:
                 due = self._timers[0][0] - self.clock.time()
@@ -303,18 +205,9 @@ class Executor:
                     self._fire()
                     return
                 timeout = due if timeout is None else min(due, timeout)
-            try:
-                run, event = self._results.get(timeout=timeout)
-            except queue.Empty:
-                return
-            while True:  # every result that is in: one round for all
-                if run is None:  # poked: the caller has something to do
-                    return
+            for run, event in self.calls.results(timeout):  # one round for all of them
                 self._answer(run, event)
-                try:
-                    run, event = self._results.get_nowait()
-                except queue.Empty:
-                    return
+            return
         if self._timers:
             wait = self._timers[0][0] - self.clock.time()
             if wait > 0:
@@ -326,12 +219,11 @@ class Executor:
 
     def poke(self) -> None:
         """End the wait for results in progress, if any (from any thread)."""
-        self._results.put((None, None))
+        self.calls.poke()
 
-    def _answer(self, run: FlowRun, event: Event | _Crash) -> None:
+    def _answer(self, run: FlowRun, event: Event | Crash) -> None:
         run.in_flight -= 1
-        self._in_flight -= 1
-        if isinstance(event, _Crash):
+        if isinstance(event, Crash):
             self._crash = self._crash or event.exc
         elif self._crash is not None:
             run.keep(event)
@@ -349,9 +241,8 @@ class Executor:
         """A step function exited the process or was interrupted: the calls still
         running finish and their records are written (as a crash there would have
         left them), nothing more runs, and *crash* is raised."""
-        while self._in_flight:
-            run, event = self._results.get()
-            if run is not None:
+        while self.calls.in_flight:
+            for run, event in self.calls.results(None):
                 self._answer(run, event)
         for run in self.runs:
             if run.records:
@@ -359,152 +250,32 @@ class Executor:
                 self.store.commit(run.flow_id, run.owner, self.clock.time(), write)
         raise crash
 
-    # -- children ------------------------------------------------------------------
 
-    def _adopt(self, run: FlowRun) -> None:
-        """Run *run*'s new child flows in this loop until each parks or ends (one
-        another runner has is left to it); then *run* gets them as they stand."""
-        adopt, run.adopt = run.adopt, {}
-        run.adopted = list(adopt)
-        for child_id, flow in adopt.items():
-            owner = secrets.token_hex(8)
-            try:
-                stored = self.store.claim(child_id, owner, self.clock.time(), only_if_due=True)
-            except (FlowBusyError, FlowClosedError, FlowNotFoundError):
-                continue
-            if stored.lease_owner != owner:
-                continue
-            run.awaiting.add(child_id)
-            self._take(flow, stored, owner, run)
-        if not run.awaiting:
-            self._settle_children(run)
-
-    def _settle_children(self, run: FlowRun) -> None:
-        children = {child_id: self._load_child(child_id) for child_id in run.adopted}
-        run.adopted = []
-        run.feed(Settled(children))
-
-    def _load_child(self, child_id: str) -> StoredFlow:
-        """The child flow as stored; one that is gone (deleted by hand: ``prune`` and
-        ``delete`` keep a child while its parent is unfinished) reads as a child that
-        ended ``"deleted"``, which its parent's ``yield`` raises as a
-        ``ChildFlowError`` instead of waiting forever."""
+def commit_round(store: Store, items: list[Commit]) -> list[CommitOutcome | Exception]:
+    """Every write of a round in one transaction (one alone: the store's own
+    ``commit``, its one-statement hot path): each one's outcome or its refusal; a
+    write no store may apply fails alone, before anything is written; a failure of
+    the store fails them all, and nothing of them was written."""
+    answers: list[CommitOutcome | Exception | None] = []
+    valid: list[Commit] = []
+    for item in items:
         try:
-            return self.store.load(child_id)
-        except FlowNotFoundError:
-            return StoredFlow(child_id, "?", MISSING_CHILD, "null", 0.0, self.clock.time())
-
-    # -- ends ----------------------------------------------------------------------
-
-    def _next_run(self, run: FlowRun, now: float) -> None:
-        """ContinueAsNew was written: the next run of the flow, under the same lease."""
-        stored = self.store.claim(run.flow_id, run.owner, now)
-        if stored.lease_owner != run.owner:  # cancelled meanwhile: nothing to run
-            run.result = result_of(stored)
-            run.released = True
-            self._retire(run)
-            return
-        self.runs.remove(run)
-        LEASES.drop(run.flow_id, run.owner)
-        run.close()
-        following = self._take(run.flow, stored, run.owner, run.parent)
-        run.following = following
-        if run in self.roots:
-            self.roots[following] = self.roots.pop(run)
-
-    def _retire(self, run: FlowRun) -> None:
-        """*run* parked, ended or stopped: out of the loop, its lease dropped, its
-        body closed; its parent settles once its last adopted child is out."""
-        if run in self.runs:
-            self.runs.remove(run)
-        LEASES.drop(run.flow_id, run.owner)
-        if run.paused:
-            run.result = FlowResult(run.flow_id, Status(run.status), name=run.flow.name)
-        if not run.released:
-            _release(self.store, run.flow_id, run.owner)
-        run.close()  # finally blocks of the flow run now, after the write
-        parent = run.parent
-        if parent is not None and parent.result is None and parent in self.runs:
-            parent.awaiting.discard(run.flow_id)
-            if not parent.awaiting:
-                self._guarded(parent, self._settle_children, parent)
-        stored = self.roots.pop(run, None)
-        if stored is not None and self.on_end is not None:
-            assert run.result is not None
-            self.on_end(stored, run.result, None)
-
-    def _guarded(self, run: FlowRun, action: Callable[..., Any], *args: Any) -> None:
-        """Do *action*; an error of it ends *run*'s tree (raised without *on_end*)."""
-        try:
-            action(*args)
+            check_write(item.flow_id, item.write)
         except Exception as exc:
-            if self.on_end is None:
-                raise
-            self._fail(run, exc)
-
-    def _fail(self, run: FlowRun, exc: Exception) -> None:
-        """*exc* ended the run of *run*'s flow and of every flow adopted under it:
-        each lets go of its lease, keeping its last durable state."""
-        root = run
-        while root.parent is not None:
-            root = root.parent
-        tree = [r for r in self.runs if r is root or _under(r, root)]
-        self._abandon(tree)
-        stored = self.roots.pop(root, None)
-        if isinstance(exc, StoreError) and not isinstance(exc, ITEM_ERRORS):
-            self.failure = self.failure or exc  # the store, not the flow
-        elif stored is not None and self.on_end is not None:
-            self.on_end(stored, None, exc)
-
-    def _abandon(self, runs: list[FlowRun]) -> None:
-        """*runs* let go of their leases; what they wrote stands."""
-        for run in runs:
-            if run in self.runs:
-                self.runs.remove(run)
-            run.result = run.result or FlowResult(run.flow_id, Status(run.status))
-            LEASES.drop(run.flow_id, run.owner)
-            if not run.released:
-                _release(self.store, run.flow_id, run.owner)
-
-
-def _under(run: FlowRun, root: FlowRun) -> bool:
-    parent = run.parent
-    while parent is not None:
-        if parent is root:
-            return True
-        parent = parent.parent
-    return False
-
-
-def result_of(stored: StoredFlow) -> FlowResult:
-    """The ``FlowResult`` a stored flow stands at."""
-    return FlowResult(
-        stored.id,
-        stored.status,
-        value=codec.decode_stored(stored.result, flow_id=stored.id, position=None, column="result"),
-        error=ErrorInfo.decode(stored.error, flow_id=stored.id),
-        cancel_reason=stored.cancel_reason,
-        waiting_for=stored.waiting_for,
-        wake_at=when(stored.wake_at),
-        name=stored.name,
-    )
-
-
-def _call(call: Call) -> Event:
-    """Run a step's or condition's function: its value or its error."""
+            answers.append(exc)
+            continue
+        valid.append(item)
+        answers.append(None)
+    written: list[CommitOutcome | Exception] = []
     try:
-        return Returned(call.fn(), call)
-    except Exception as exc:
-        return Raised(exc, call)
-
-
-def _release(store: Store, flow_id: str, owner: str) -> None:
-    """Drop a lease on the way out of a run that already failed or stopped: a
-    store error here is logged, never raised over the error in hand (the lease
-    then lapses by itself)."""
-    try:
-        store.release(flow_id, owner)
-    except StoreError:
-        log.warning(
-            "flow %s: could not release the lease of runner %s", flow_id, owner, exc_info=True
-        )
+        if len(valid) == 1:
+            try:
+                written = [store.commit(*valid[0])]
+            except ITEM_ERRORS as exc:  # its own refusal, as commit_many gives it
+                written = [exc]
+        elif valid:
+            written = list(store.commit_many(valid))
+    except StoreError as exc:
+        written = [exc] * len(valid)
+    found = iter(written)
+    return [next(found) if a is None else a for a in answers]

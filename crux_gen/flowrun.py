@@ -118,10 +118,7 @@ class FlowRun:
         self._handler: Callable[[Any, View, Event], list[Effect]] | None = None
         self.held: dict[int, StoredRecord] = {}
         self._advancing = False  # the body runs (ctx.now() & co. record)
-        # Pending signals by name, each a heap by id (first in, first out).
-        self._pending: dict[str, list[tuple[int, StoredSignal]]] = {}
-        self._seen: set[int] = set()
-        self.add_pending(s for s in stored.signals if s.state == PENDING)
+        self.pending = Pending(s for s in stored.signals if s.state == PENDING)
         self.ctx = FlowContext(
             input=codec.decode_stored(
                 stored.input, flow_id=stored.id, position=None, column="input"
@@ -188,13 +185,8 @@ class FlowRun:
                     return
                 event = None
             assert self._handler is not None
-            position = self.decision.position
-            view = View(
-                self.flow_id, now, self.held.get(position), self._drain, self._peek,
-                records=self.held,
-            )  # fmt: skip
             quiet = type(event) is Quiet
-            self._apply(self._handler(self.decision, view, event), now)
+            self._apply(self._handler(self.decision, self._view(now), event), now)
             event = None
             if self.decision is None:
                 continue  # resolved: the body goes on
@@ -209,14 +201,15 @@ class FlowRun:
         records it gives are kept (to be written); the flow does not go on."""
         if self.decision is None or self._handler is None:
             return
-        view = View(
-            self.flow_id, self.clock.time(), self.held.get(self.decision.position),
-            records=self.held,
-        )  # fmt: skip
-        for effect in self._handler(self.decision, view, event):
+        for effect in self._handler(self.decision, self._view(self.clock.time()), event):
             if type(effect) is Record:
                 record = effect.record
                 self.records[record.position] = self.held[record.position] = record
+
+    def _view(self, now: float) -> View:
+        held, pending = self.held, self.pending
+        record = held.get(self.decision.position)
+        return View(self.flow_id, now, record, pending.drain, pending.peek, records=held)
 
     def _next_decision(self) -> bool:
         """The body's next live decision into hand; ``False`` when the run ends
@@ -227,7 +220,7 @@ class FlowRun:
         finally:
             self._advancing = False
         if isinstance(decision, Finished):
-            self._finished(decision.value)
+            self.end = _finished(decision.value, self.flow_id)
             return False
         if isinstance(decision, Failed):
             error = ErrorInfo.from_exception(decision.exception).encode()
@@ -244,15 +237,6 @@ class FlowRun:
             record = getattr(decision, "record", None)
             self.held = {} if record is None else {record.position: record}
         return True
-
-    def _finished(self, value: Any) -> None:
-        try:
-            result = codec.encode(value, what=f"the return value of flow {self.flow_id!r}")
-        except SerializationError as exc:
-            error = ErrorInfo.from_exception(exc).encode()
-            self.end = {"status": Status.FAILED.value, "error": error}
-            return
-        self.end = {"status": Status.COMPLETED.value, "result": result}
 
     def _apply(self, effects: list[Effect], now: float) -> None:
         for effect in effects:
@@ -289,18 +273,7 @@ class FlowRun:
 
     def _timer(self, timer: Timer, now: float) -> None:
         """A short retry backoff: the run stays in hand until *timer* runs out."""
-        position = self.decision.position if timer.position < 0 else timer.position
-        command = self.decision.command
-        if isinstance(command, All):
-            command = command.commands[position - self.decision.position - 1]
-        assert isinstance(command, Step)
-        record = self.held[position]
-        retry = command.retry
-        log.info(
-            "flow %s: step %r failed (try %d of %d), retrying in %s",
-            self.flow_id, command.name, record.attempts, retry.attempts if retry else 1,
-            format_duration(timedelta(seconds=max(0.0, timer.at - now))),
-        )  # fmt: skip
+        _log_retry(self, timer, now)
         self.timers[timer.position] = timer.at
         self.new_timers.append(timer.position)
 
@@ -339,7 +312,7 @@ class FlowRun:
         """*write* was answered with *outcome*: the event it gives the run
         (``Arrived``: nothing was written), or ``None``."""
         if outcome.signals:  # a park or an expiry found signals it waits for
-            self.add_pending(outcome.signals)
+            self.pending.add(outcome.signals)
             self.end = None
             return Arrived()
         self.durable = False
@@ -393,40 +366,75 @@ class FlowRun:
         self.adopt.clear()
         self.result = FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason)
 
-    def close(self) -> None:
-        """Close the body (its ``finally`` blocks run), warning of commands it yields."""
-        for command in self.interp.close():
-            what = (
-                describe(command.kind, command.name)
-                if isinstance(command, COMMAND_TYPES)
-                else f"{type(command).__name__} (not a command)"
-            )
-            warnings.warn(
-                f"flow {self.flow_id!r} ({self.flow.name}) yielded {what} while parking "
-                "(from a finally or with block); it was not run. Put side effects in steps, "
-                "compensation in except blocks",
-                ParkingWarning,
-                stacklevel=2,
-            )
 
-    # -- pending signals -----------------------------------------------------------
+class Pending:
+    """A run's pending signals by name, each a heap by id (first in, first out), so
+    a flow draining thousands of queued signals takes each in O(log n)."""
 
-    def add_pending(self, signals: Iterable[StoredSignal]) -> None:
+    def __init__(self, signals: Iterable[StoredSignal]) -> None:
+        self._by_name: dict[str, list[tuple[int, StoredSignal]]] = {}
+        self._seen: set[int] = set()
+        self.add(signals)
+
+    def add(self, signals: Iterable[StoredSignal]) -> None:
         for signal in signals:
             if signal.id not in self._seen:
                 self._seen.add(signal.id)
-                heapq.heappush(self._pending.setdefault(signal.name, []), (signal.id, signal))
+                heapq.heappush(self._by_name.setdefault(signal.name, []), (signal.id, signal))
 
-    def _drain(self, name: str) -> Iterator[StoredSignal]:
-        """The pending signals named *name*, oldest first, each taken off the pending
-        list as it is drawn (a handler answers each with a ``Take``)."""
-        waiting = self._pending.get(name)
+    def drain(self, name: str) -> Iterator[StoredSignal]:
+        """The pending signals named *name*, oldest first, each taken off the list
+        as it is drawn (a handler answers each with a ``Take``)."""
+        waiting = self._by_name.get(name)
         while waiting:
             yield heapq.heappop(waiting)[1]
 
-    def _peek(self, name: str) -> StoredSignal | None:
-        waiting = self._pending.get(name)
+    def peek(self, name: str) -> StoredSignal | None:
+        waiting = self._by_name.get(name)
         return waiting[0][1] if waiting else None
+
+
+def close_body(run: FlowRun) -> None:
+    """Close *run*'s body (its ``finally`` blocks run), warning of the commands it
+    yields meanwhile (they are not run)."""
+    for command in run.interp.close():
+        what = (
+            describe(command.kind, command.name)
+            if isinstance(command, COMMAND_TYPES)
+            else f"{type(command).__name__} (not a command)"
+        )
+        warnings.warn(
+            f"flow {run.flow_id!r} ({run.flow.name}) yielded {what} while parking "
+            "(from a finally or with block); it was not run. Put side effects in steps, "
+            "compensation in except blocks",
+            ParkingWarning,
+            stacklevel=3,
+        )
+
+
+def _log_retry(run: FlowRun, timer: Timer, now: float) -> None:
+    """A step of *run* failed and is tried again when *timer* runs out."""
+    decision = run.decision
+    position = decision.position if timer.position < 0 else timer.position
+    command = decision.command
+    if isinstance(command, All):
+        command = command.commands[position - decision.position - 1]
+    assert isinstance(command, Step)
+    retry = command.retry
+    log.info(
+        "flow %s: step %r failed (try %d of %d), retrying in %s",
+        run.flow_id, command.name, run.held[position].attempts, retry.attempts if retry else 1,
+        format_duration(timedelta(seconds=max(0.0, timer.at - now))),
+    )  # fmt: skip
+
+
+def _finished(value: Any, flow_id: str) -> dict[str, Any]:
+    """The fields of the write that ends a flow that returned *value*."""
+    try:
+        result = codec.encode(value, what=f"the return value of flow {flow_id!r}")
+    except SerializationError as exc:
+        return {"status": Status.FAILED.value, "error": ErrorInfo.from_exception(exc).encode()}
+    return {"status": Status.COMPLETED.value, "result": result}
 
 
 def _end_fields(effect: Park | Finish | NewRun) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import attrs
 
 from . import codec
 from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError
-from .executor import Executor, _release, result_of
+from .executor import Executor
 from .flow import RUNNER, Flow, check_flow_id, default_registry
 from .flowrun import ParkingWarning
+from .hand import _release, result_of
 from .handlers import INLINE_BACKOFF
 from .opening import StorePath, check_store, using
 from .records import StoredFlow, new_flow_id

@@ -52,8 +52,9 @@ from .errors import (
     RecordConflictError,
     StoreError,
 )
-from .executor import Executor, _release
+from .executor import Executor
 from .flow import Flow, default_registry
+from .hand import _release
 from .records import StoredFlow
 from .results import FlowResult
 from .runner import ALL_CONCURRENCY
