@@ -17,22 +17,21 @@ a failure of the store itself (``StoreError``: a full disk, a lost server) fails
 every runner of that batch, and nothing of it was applied.
 
 The check each runner makes before calling a step function (``check_lease``) is
-batched the same way on a store that can read many leases at once
-(``SQLiteStore.lease_rows``): one read answers every runner ready at that moment,
-each with its own outcome.
+batched the same way, through ``Store.check_leases``: one read answers every
+runner ready at that moment, each with its own outcome.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
-from .errors import CruxError, LeaseLostError, StoreError
-from .records import Commit, CommitOutcome, StoredFlow, StoredSignal, Write
-from .stores.base import ITEM_ERRORS, lease_outcome
+from .errors import CruxError, StoreError
+from .records import Commit, CommitOutcome, LeaseCheck, StoredFlow, StoredSignal, Write
+from .stores.caps import Caps, caps_of
+from .stores.rules import ITEM_ERRORS
 
 if TYPE_CHECKING:
     from crux_gen.clock import Clock
@@ -113,9 +112,9 @@ class _Group(Generic[T, R]):
 
 class GroupCommit:
     """*store* as the runners of one concurrent worker see it: ``commit`` calls
-    made at the same time from different threads share one transaction, and so do
-    their lease checks when the store can read many leases at once
-    (``SQLiteStore.lease_rows``); every other call goes straight to *store*.
+    made at the same time from different threads share one transaction, and their
+    ``check_lease`` calls one read (``Store.check_leases``); every other call goes
+    straight to *store*.
 
     >>> shared = GroupCommit(store)
     >>> shared.commit(flow_id, owner, now, write)   # from many threads at once
@@ -128,12 +127,9 @@ class GroupCommit:
         self.store = store
         self.clock: Clock = store.clock
         self.lease_ttl: timedelta = store.lease_ttl
+        self.caps: Caps = caps_of(store)
         self._commits: _Group[Commit, CommitOutcome] = _Group(self._write_batch)
-        rows = getattr(store, "lease_rows", None)
-        self._lease_rows: Callable[[list[str]], dict[str, tuple[Any, ...]]] | None = (
-            rows if callable(rows) else None
-        )
-        self._checks: _Group[tuple[str, str, float], CommitOutcome] = _Group(self._check_batch)
+        self._checks: _Group[LeaseCheck, CommitOutcome] = _Group(self.check_leases)
 
     @property
     def batches(self) -> int:
@@ -158,25 +154,12 @@ class GroupCommit:
         return self.store.commit_many(batch)
 
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
-        """``Store.check_lease``; checks made at the same time share one read when
-        the store offers ``lease_rows``."""
-        if self._lease_rows is None:
-            return self.store.check_lease(flow_id, owner, now)
-        return self._checks.submit((flow_id, owner, now))
+        """``Store.check_lease``, in the next batch of checks: checks made at the
+        same time share one read (``Store.check_leases``)."""
+        return self._checks.submit(LeaseCheck(flow_id, owner, now))
 
-    def _check_batch(
-        self, batch: list[tuple[str, str, float]]
-    ) -> list[CommitOutcome | BaseException]:
-        assert self._lease_rows is not None
-        rows = self._lease_rows([flow_id for flow_id, _, _ in batch])
-        outcomes: list[CommitOutcome | BaseException] = []
-        for flow_id, owner, now in batch:
-            renew = functools.partial(self.store.renew, flow_id, owner, now)
-            try:
-                outcomes.append(lease_outcome(flow_id, owner, rows.get(flow_id), now, renew))
-            except LeaseLostError as exc:
-                outcomes.append(exc)
-        return outcomes
+    def check_leases(self, batch: Sequence[LeaseCheck]) -> list[CommitOutcome | CruxError]:
+        return self.store.check_leases(batch)
 
     # -- the rest of the store, unchanged ------------------------------------------
 

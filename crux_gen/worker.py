@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from .durations import Duration, format_duration, to_duration
 from .errors import (
@@ -59,9 +59,8 @@ from .records import StoredFlow
 from .results import FlowResult
 from .runner import ALL_CONCURRENCY, resume, run_claimed
 from .status import Status
-
-if TYPE_CHECKING:
-    from crux_gen.stores.base import Store
+from .stores.base import Store
+from .stores.caps import Wakeups, caps_of, missing_members
 
 log = logging.getLogger("crux_gen.worker")
 
@@ -100,7 +99,7 @@ class Worker:
         skip_for: Duration = "5m",
         not_registered_hint: str | None = None,
     ) -> None:
-        if not callable(getattr(store, "due", None)):
+        if missing_members(store, Store):
             raise InvalidTypeError(
                 "Worker store", store, "is not a store; give SQLiteStore(path) or MemoryStore()"
             )
@@ -183,8 +182,8 @@ class Worker:
             describe_store(self.store), format_duration(every), self.concurrency, names,
         )  # fmt: skip
         listening = threading.Event()
-        listen = getattr(self.store, "wait_for_wake", None)
-        if callable(listen):  # PostgreSQL: a signal wakes this worker at once (NOTIFY)
+        if caps_of(self.store).wakeups:  # PostgreSQL: a signal wakes this worker at once (NOTIFY)
+            listen = cast(Wakeups, self.store).wait_for_wake
             listening.set()
             threading.Thread(
                 target=self._listen,
@@ -450,9 +449,8 @@ def _flows(flows: object) -> tuple[Flow[Any], ...]:
 
 def describe_store(store: Store) -> str:
     """A store for a log line: ``SQLiteStore('crux.db', lease_ttl 30s)``."""
-    path = getattr(store, "path", None)
-    where = f"{type(store).__name__}({path!r})" if path is not None else type(store).__name__
-    ttl = getattr(store, "lease_ttl", None)
+    where = caps_of(store).where
+    ttl = store.lease_ttl
     return f"{where}, lease_ttl {format_duration(ttl)}" if isinstance(ttl, timedelta) else where
 
 
