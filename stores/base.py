@@ -57,7 +57,6 @@ from .rules import (
     lease_is_live,
     lease_outcome,
     new_flow,
-    only,
     retry_plan,
     retry_status,
 )
@@ -90,7 +89,6 @@ __all__ = [
     "lease_outcome",
     "listing_query",
     "new_flow",
-    "only",
     "retry_plan",
     "retry_status",
     "version_matches",

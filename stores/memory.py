@@ -45,7 +45,6 @@ from .rules import (
     check_write,
     child_cancel_reason,
     lease_outcome,
-    only,
 )
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
@@ -137,22 +136,23 @@ class MemoryStore(MemoryAdmin):
         outcomes: list[CommitOutcome | CruxError] = []
         with self._lock:
             for flow_id, owner, now in batch:
-                row = self._flows.get(flow_id)
-                lease = None
-                if row is not None:
-                    lease = (
-                        row["status"], row["lease_owner"], row["cancel_reason"],
-                        row["lease_expires"],
-                    )  # fmt: skip
-                renew = functools.partial(self._renew, flow_id, owner, now)
                 try:
-                    outcomes.append(lease_outcome(flow_id, owner, lease, now, renew))
+                    outcomes.append(self._check_lease(flow_id, owner, now))
                 except ITEM_ERRORS as exc:
                     outcomes.append(exc)
         return outcomes
 
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
-        return only(self.check_leases([LeaseCheck(flow_id, owner, now)]))
+        with self._lock:  # check_leases of one flow, without building a batch
+            return self._check_lease(flow_id, owner, now)
+
+    def _check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        row = self._flows.get(flow_id)
+        lease = None
+        if row is not None:
+            lease = (row["status"], row["lease_owner"], row["cancel_reason"], row["lease_expires"])
+        renew = functools.partial(self._renew, flow_id, owner, now)
+        return lease_outcome(flow_id, owner, lease, now, renew)
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         with self._lock:

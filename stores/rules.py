@@ -17,7 +17,6 @@ import attrs
 from crux_gen.clock import when
 from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import (
-    CruxError,
     FlowClosedError,
     FlowIdTakenError,
     FlowNameConflictError,
@@ -75,15 +74,6 @@ def lease_outcome(
     if status == Status.RUNNING:
         return RUNNING_OUTCOME
     return CommitOutcome(status, cancel_reason=cancel_reason)
-
-
-def only(outcomes: Sequence[CommitOutcome | CruxError]) -> CommitOutcome:
-    """The outcome of a batch of one item (``check_lease`` over ``check_leases``),
-    its error raised."""
-    [outcome] = outcomes
-    if isinstance(outcome, CruxError):
-        raise outcome
-    return outcome
 
 
 def lease_is_live(flow: StoredFlow, now: float) -> bool:
