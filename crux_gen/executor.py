@@ -33,7 +33,7 @@ from .errors import (
 from .flow import Flow
 from .flowrun import FlowRun
 from .hand import Hand, OnEnd
-from .records import Commit, CommitOutcome, StoredFlow, Write
+from .records import Commit, CommitOutcome, LeaseCheck, StoredFlow, Write
 from .results import FlowResult
 from .status import FINISHED
 from .stores.base import ITEM_ERRORS, check_write
@@ -127,9 +127,12 @@ class Executor(Hand):
         written = {run for run, _ in writes}
         for (run, write), outcome in zip(writes, self._commit(writes, now), strict=True):
             self._guarded(run, self._written, run, write, outcome, now)
+        checks = [run for run in due if run not in written and run.calls]
+        for run, outcome in zip(checks, self._check(checks, now), strict=True):
+            self._guarded(run, self._checked, run, outcome, now)
         for run in due:
-            if run not in written:  # a call with nothing to write first: check the lease
-                self._guarded(run, self._checked if run.calls else self._after, run, now)
+            if run not in written and not run.calls:
+                self._guarded(run, self._after, run, now)
         calls: list[tuple[FlowRun, Call]] = []
         for run in due:
             if run in self.runs and run.result is None:
@@ -163,9 +166,22 @@ class Executor(Hand):
         run.cancels.clear()
         self._after(run, now)
 
-    def _checked(self, run: FlowRun, now: float) -> None:
-        """A call with nothing to write first: the lease is checked instead."""
-        outcome = self.store.check_lease(run.flow_id, run.owner, now)
+    def _check(self, runs: list[FlowRun], now: float) -> list[CommitOutcome | Exception]:
+        """The leases of *runs*, each about to call with nothing to write first, in
+        one read (one alone: ``Store.check_lease``)."""
+        if len(runs) == 1:
+            run = runs[0]
+            try:
+                return [self.store.check_lease(run.flow_id, run.owner, now)]
+            except ITEM_ERRORS as exc:
+                return [exc]
+        if not runs:
+            return []
+        return list(self.store.check_leases([LeaseCheck(r.flow_id, r.owner, now) for r in runs]))
+
+    def _checked(self, run: FlowRun, outcome: CommitOutcome | Exception, now: float) -> None:
+        if isinstance(outcome, Exception):
+            raise outcome
         if outcome.status in FINISHED:
             run.cancelled(outcome)
         self._after(run, now)

@@ -37,7 +37,9 @@ from .clock import when
 from .errors import CruxError, FlowNotFoundError, InvalidTypeError, InvalidValueError
 from .records import StoredFlow
 from .status import Status
-from .stores.base import Store, StoreAdmin, lease_is_live
+from .stores.base import Store, StoreAdmin
+from .stores.caps import missing_members
+from .stores.rules import lease_is_live
 
 __all__ = ["DEFAULT_BATCH", "MigrationError", "MigrationReport", "checksum", "migrate", "walk"]
 
@@ -178,6 +180,10 @@ def _leased(flows: list[StoredFlow], count: int) -> str:
 
 # -- migrate --------------------------------------------------------------------------
 
+#: The methods :func:`migrate` calls on both stores, checked in this order before
+#: anything is read (the first one missing is named).
+CALLS = ("list_flows", "load", "put_flow")
+
 
 def migrate(
     source: MigrationStore,
@@ -199,24 +205,53 @@ def migrate(
     ``StoreError`` from either store is raised as it comes (flows copied before it
     stay, and are skipped by the next run).
     """
+    _check_arguments(source, target, batch)
+    tally = _Tally(time.monotonic())
+    total = _count_unleased(source, batch)  # 1. nothing is copied while a runner holds one
+    seen: set[str] = set()
+    for row in walk(source, batch):  # 2. copy, read back, compare
+        if row.id in seen:  # moved up the listing meanwhile: copied already
+            continue
+        seen.add(row.id)
+        if progress is not None:
+            progress(len(seen), total)
+        try:
+            flow = source.load(row.id)
+        except FlowNotFoundError:  # deleted meanwhile (a prune)
+            continue
+        if lease_is_live(flow, source.clock.time()):
+            raise MigrationError(
+                f"a runner took flow {flow.id} ({flow.name}) during the migration "
+                f"(runner {flow.lease_owner}); stop every worker on the source and run "
+                f"migrate again: the {tally.copied + tally.skipped} flows done so far are "
+                "kept and will be skipped",
+                tally.report(),
+            )
+        _copy(flow, target, tally)
+    return tally.finish()
+
+
+def _check_arguments(source: object, target: object, batch: object) -> None:
+    """Refuse a *batch* that is not a positive int, or a store without ``CALLS``."""
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise InvalidTypeError("migrate batch", batch, "is not an int; give a number of flows")
     if batch < 1:
         raise InvalidValueError("migrate batch", batch, "must be at least 1")
     for role, store in (("source", source), ("target", target)):
-        needs = ("list_flows", "load", "put_flow")
-        missing = [m for m in needs if not callable(getattr(store, m, None))]
+        lacking = missing_members(store, MigrationStore)
+        missing = [m for m in CALLS if m in lacking]
         if missing:
             raise InvalidTypeError(
                 f"migrate {role}", store, f"is not a crux_gen store (it has no {missing[0]})"
             )
-    started = time.monotonic()
 
-    # 1. Nothing is copied while a runner holds a source flow.
+
+def _count_unleased(source: MigrationStore, batch: int) -> int:
+    """How many flows *source* holds; ``MigrationError`` when a runner holds a live
+    lease on any of them (by the source's clock)."""
     now = source.clock.time()
-    total = 0
+    total = leased_count = 0
     leased: list[StoredFlow] = []
-    leased_count = 0
     for row in walk(source, batch):
         total += 1
         if lease_is_live(row, now):
@@ -230,81 +265,81 @@ def migrate(
             "resuming flows) and run migrate again once the leases are released or lapse; "
             "nothing was copied"
         )
+    return total
 
-    # 2. Copy, read back, compare.
-    copied = skipped = records = signals = done = 0
-    by_status: dict[str, int] = {}
-    conflicts: list[StoredFlow] = []
-    conflict_count = 0
-    seen: set[str] = set()
 
-    def report() -> MigrationReport:
+def _copy(flow: StoredFlow, target: MigrationStore, tally: _Tally) -> None:
+    """Put *flow* into *target* and read it back, or find it there already (the
+    same: skipped; other content: a conflict, left as it is)."""
+    want = checksum(flow)
+    try:
+        there = target.load(flow.id)
+    except FlowNotFoundError:
+        target.put_flow(flow)
+        there = target.load(flow.id)
+        got = checksum(there)
+        counts = (len(there.records), len(there.signals))
+        if counts != (len(flow.records), len(flow.signals)) or got != want:
+            raise MigrationError(
+                f"flow {flow.id} ({flow.name}) reads back from the target other than it was "
+                f"copied ({len(flow.records)} records and {len(flow.signals)} signals "
+                f"copied, {counts[0]} and {counts[1]} read back; "
+                f"checksum {want[:12]} copied, {got[:12]} read back): the target store "
+                "does not keep what it is given; stop and check it",
+                tally.report(),
+            ) from None
+        tally.copied += 1
+    else:
+        if checksum(there) != want:
+            tally.conflict_count += 1
+            if len(tally.conflicts) < SHOWN:
+                tally.conflicts.append(flow)
+            return
+        tally.skipped += 1
+    tally.by_status[flow.status] = tally.by_status.get(flow.status, 0) + 1
+    tally.records += len(flow.records)
+    tally.signals += len(flow.signals)
+
+
+@attrs.define
+class _Tally:
+    """What :func:`migrate` has done so far."""
+
+    started: float
+    copied: int = 0
+    skipped: int = 0
+    records: int = 0
+    signals: int = 0
+    by_status: dict[str, int] = attrs.Factory(dict)
+    conflicts: list[StoredFlow] = attrs.Factory(list)
+    conflict_count: int = 0
+
+    def report(self) -> MigrationReport:
+        by_status = self.by_status
         ordered: dict[str, int] = {
             s.value: by_status[s.value] for s in Status if s.value in by_status
         }
         ordered.update((k, v) for k, v in sorted(by_status.items()) if k not in ordered)
         return MigrationReport(
-            copied, skipped, ordered, records, signals, time.monotonic() - started
+            self.copied,
+            self.skipped,
+            ordered,
+            self.records,
+            self.signals,
+            time.monotonic() - self.started,
         )
 
-    for row in walk(source, batch):
-        if row.id in seen:  # moved up the listing meanwhile: copied already
-            continue
-        seen.add(row.id)
-        done += 1
-        if progress is not None:
-            progress(done, total)
-        try:
-            flow = source.load(row.id)
-        except FlowNotFoundError:  # deleted meanwhile (a prune)
-            continue
-        if lease_is_live(flow, source.clock.time()):
+    def finish(self) -> MigrationReport:
+        """The report, or ``MigrationError`` naming the flows found with other content."""
+        result = self.report()
+        count = self.conflict_count
+        if count:
+            named = _named(self.conflicts, count - len(self.conflicts), lambda f: "")
             raise MigrationError(
-                f"a runner took flow {flow.id} ({flow.name}) during the migration "
-                f"(runner {flow.lease_owner}); stop every worker on the source and run "
-                f"migrate again: the {copied + skipped} flows done so far are kept and will "
-                "be skipped",
-                report(),
+                f"{count} flow{'s are' if count != 1 else ' is'} in the target "
+                f"already with other content: {named}; they were left as they are (the other "
+                f"{result.flows} flows were copied or there already): migrate into an empty "
+                "store, or delete those flows from the target",
+                result,
             )
-        want = checksum(flow)
-        try:
-            there = target.load(flow.id)
-        except FlowNotFoundError:
-            target.put_flow(flow)
-            there = target.load(flow.id)
-            got = checksum(there)
-            if (len(there.records), len(there.signals)) != (
-                len(flow.records),
-                len(flow.signals),
-            ) or got != want:
-                raise MigrationError(
-                    f"flow {flow.id} ({flow.name}) reads back from the target other than it was "
-                    f"copied ({len(flow.records)} records and {len(flow.signals)} signals "
-                    f"copied, {len(there.records)} and {len(there.signals)} read back; "
-                    f"checksum {want[:12]} copied, {got[:12]} read back): the target store "
-                    "does not keep what it is given; stop and check it",
-                    report(),
-                ) from None
-            copied += 1
-        else:
-            if checksum(there) != want:
-                conflict_count += 1
-                if len(conflicts) < SHOWN:
-                    conflicts.append(flow)
-                continue
-            skipped += 1
-        by_status[flow.status] = by_status.get(flow.status, 0) + 1
-        records += len(flow.records)
-        signals += len(flow.signals)
-
-    result = report()
-    if conflict_count:
-        named = _named(conflicts, conflict_count - len(conflicts), lambda f: "")
-        raise MigrationError(
-            f"{conflict_count} flow{'s are' if conflict_count != 1 else ' is'} in the target "
-            f"already with other content: {named}; they were left as they are (the other "
-            f"{result.flows} flows were copied or there already): migrate into an empty "
-            "store, or delete those flows from the target",
-            result,
-        )
-    return result
+        return result

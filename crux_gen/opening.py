@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidTypeError, InvalidValueError
+from .stores.caps import missing_members
 
 if TYPE_CHECKING:
+    from .clock import Clock
+    from .records import StoredFlow
     from .stores.base import Store
 
 #: A ``store=`` that names a store rather than being one.
@@ -90,12 +93,22 @@ def open_store(spec: str | os.PathLike[str], *, create: bool, what: str = "store
     return SQLiteStore(text)
 
 
+class StoreObject(Protocol):
+    """What :func:`check_store` asks of a ``store=`` object before taking it for a
+    store (a wrapper that forwards to one too); each call then uses the parts of
+    ``Store`` and ``StoreAdmin`` it needs."""
+
+    clock: Clock
+
+    def load(self, flow_id: str) -> StoredFlow: ...
+
+
 def check_store(store: object, what: str = "store") -> None:
     """Refuse, naming it, a ``store=`` that is neither a store nor a path or URL."""
     if isinstance(store, str | os.PathLike):
         return
     kind = type(store)
-    if not (hasattr(store, "load") and hasattr(store, "clock")):  # a wrapper too
+    if missing_members(store, StoreObject):
         raise InvalidTypeError(what, store, f"is a {kind.__name__}, not a store; {WHAT_TO_PASS}")
 
 

@@ -180,6 +180,15 @@ class Commit(NamedTuple):
     write: Write
 
 
+class LeaseCheck(NamedTuple):
+    """One runner's check before it calls a step function (``Store.check_leases``):
+    the arguments of ``Store.check_lease``."""
+
+    flow_id: str
+    owner: str
+    now: float
+
+
 def all_header_result(branches: int) -> str:
     """The result an ``All``'s header record holds: how many branch records follow
     it (``retry_failed`` finds the branches of a failed ``All`` by it)."""

@@ -81,7 +81,10 @@ class FlowHarness:
             raise InvalidTypeError(
                 "FlowHarness fakes", fakes, "is not a mapping; give a dict of step name -> fake"
             )
-        if store is not None and not callable(getattr(store, "claim", None)):
+        from crux_gen.stores.base import Store as StoreProtocol
+        from crux_gen.stores.caps import missing_members
+
+        if store is not None and missing_members(store, StoreProtocol):
             raise InvalidTypeError(
                 "FlowHarness store",
                 store,

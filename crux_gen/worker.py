@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import attrs
 
@@ -59,9 +59,8 @@ from .records import StoredFlow
 from .results import FlowResult
 from .runner import ALL_CONCURRENCY
 from .status import Status
-
-if TYPE_CHECKING:
-    from crux_gen.stores.base import Store
+from .stores.base import Store
+from .stores.caps import Wakeups, caps_of, missing_members
 
 log = logging.getLogger("crux_gen.worker")
 
@@ -100,7 +99,7 @@ class Worker:
         skip_for: Duration = "5m",
         not_registered_hint: str | None = None,
     ) -> None:
-        if not callable(getattr(store, "due", None)):
+        if missing_members(store, Store):
             raise InvalidTypeError(
                 "Worker store", store, "is not a store; give SQLiteStore(path) or MemoryStore()"
             )
@@ -190,8 +189,8 @@ class Worker:
             describe_store(self.store), format_duration(every), self.concurrency, names,
         )  # fmt: skip
         listening = threading.Event()
-        listen = getattr(self.store, "wait_for_wake", None)
-        if callable(listen):  # PostgreSQL: a signal wakes this worker at once (NOTIFY)
+        if caps_of(self.store).wakeups:  # PostgreSQL: a signal wakes this worker at once (NOTIFY)
+            listen = cast(Wakeups, self.store).wait_for_wake
             listening.set()
             threading.Thread(
                 target=self._listen,
@@ -344,41 +343,8 @@ class Worker:
                 extra=fields,
             )  # fmt: skip
             return
-        self._report_error(stored.id, error)
-
-    def _report_error(self, flow_id: str, exc: Exception) -> None:
-        """Log why a flow could not be run (and skip it for ``skip_for`` when the
-        cause is the flow's own: its code, its history)."""
-        if isinstance(exc, FlowNotRegisteredError):
-            if self.not_registered_hint is not None:
-                exc = exc.with_hint(self.not_registered_hint)
-            known = sorted({f.name for f in self.flows} | set(default_registry.names()))
-            log.error(
-                "%s (registered here: %s). Skipping this flow for %s",
-                exc, ", ".join(map(repr, known)) or "none", format_duration(self.skip_for),
-                extra={"flow_id": flow_id, "flow_name": exc.name},
-            )  # fmt: skip
-        elif isinstance(exc, NonDeterminismError):
-            log.error(
-                "%s. Skipping this flow for %s", exc, format_duration(self.skip_for),
-                extra={"flow_id": flow_id, "flow_name": exc.name},
-            )  # fmt: skip
-        elif isinstance(exc, LeaseLostError):
-            log.warning("%s", exc, extra={"flow_id": flow_id})
-            return
-        elif isinstance(exc, RecordConflictError):
-            # This flow's history, not the store: the others go on.
-            log.error(
-                "%s. Skipping this flow for %s", exc, format_duration(self.skip_for),
-                extra={"flow_id": flow_id},
-            )  # fmt: skip
-        else:
-            log.error(
-                "flow %s: the worker could not advance it; skipping it for %s",
-                flow_id, format_duration(self.skip_for), extra={"flow_id": flow_id},
-                exc_info=exc,
-            )  # fmt: skip
-        self._skip(flow_id)
+        if not_advanced(self, stored.id, error):
+            self._skip(stored.id)
 
     def _skip(self, flow_id: str) -> None:
         with self._skip_lock:
@@ -390,6 +356,41 @@ class Worker:
             f"Worker({self.store!r}, flows={names!r}, concurrency={self.concurrency}, "
             f"batch={self.batch})"
         )
+
+
+def not_advanced(worker: Worker, flow_id: str, exc: Exception) -> bool:
+    """Log why *worker* could not advance flow *flow_id* (*exc*); whether to skip
+    it for ``skip_for`` (the cause is the flow's own: its code, its history)."""
+    if isinstance(exc, FlowNotRegisteredError):
+        if worker.not_registered_hint is not None:
+            exc = exc.with_hint(worker.not_registered_hint)
+        known = sorted({f.name for f in worker.flows} | set(default_registry.names()))
+        log.error(
+            "%s (registered here: %s). Skipping this flow for %s",
+            exc, ", ".join(map(repr, known)) or "none", format_duration(worker.skip_for),
+            extra={"flow_id": flow_id, "flow_name": exc.name},
+        )  # fmt: skip
+    elif isinstance(exc, NonDeterminismError):
+        log.error(
+            "%s. Skipping this flow for %s", exc, format_duration(worker.skip_for),
+            extra={"flow_id": flow_id, "flow_name": exc.name},
+        )  # fmt: skip
+    elif isinstance(exc, LeaseLostError):
+        log.warning("%s", exc, extra={"flow_id": flow_id})
+        return False
+    elif isinstance(exc, RecordConflictError):
+        # This flow's history, not the store: the others go on.
+        log.error(
+            "%s. Skipping this flow for %s", exc, format_duration(worker.skip_for),
+            extra={"flow_id": flow_id},
+        )  # fmt: skip
+    else:
+        log.error(
+            "flow %s: the worker could not advance it; skipping it for %s",
+            flow_id, format_duration(worker.skip_for), extra={"flow_id": flow_id},
+            exc_info=exc,
+        )  # fmt: skip
+    return True
 
 
 def _flows(flows: object) -> tuple[Flow[Any], ...]:
@@ -413,9 +414,8 @@ def _flows(flows: object) -> tuple[Flow[Any], ...]:
 
 def describe_store(store: Store) -> str:
     """A store for a log line: ``SQLiteStore('crux.db', lease_ttl 30s)``."""
-    path = getattr(store, "path", None)
-    where = f"{type(store).__name__}({path!r})" if path is not None else type(store).__name__
-    ttl = getattr(store, "lease_ttl", None)
+    where = caps_of(store).where
+    ttl = store.lease_ttl
     return f"{where}, lease_ttl {format_duration(ttl)}" if isinstance(ttl, timedelta) else where
 
 

@@ -1,57 +1,98 @@
-"""The narrow protocol every store implements.
+"""The narrow protocols every store implements: ``Store`` (what the runner and the
+worker need) and ``StoreAdmin`` (what operators need), with ``Caps`` (what a store
+declares it can do beyond them).
 
 A store keeps flows, their history records and their signals, as JSON text it
 never interprets. Writes by a runner are fenced by its lease *owner* token.
 All times are UTC seconds since the epoch. ``crux_gen.stores.memory`` is the reference
 semantics; ``tests/test_store_contract.py`` runs one suite against every store.
+The rules every store applies alike are in ``stores/rules.py`` (writes, leases,
+signals, retry) and ``stores/listing.py`` (``list_flows``); they are importable
+from here too.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import attrs
-
-from crux_gen.clock import Clock, when
-from crux_gen.commands import VALUE_KINDS
-from crux_gen.errors import (
-    CruxError,
-    FlowClosedError,
-    FlowIdTakenError,
-    FlowNameConflictError,
-    FlowStateError,
-    InvalidTypeError,
-    InvalidValueError,
-    LeaseLostError,
-    RecordConflictError,
-    StoreError,
-)
+from crux_gen.clock import Clock
+from crux_gen.errors import CruxError
 from crux_gen.records import (
-    COMPLETED,
-    FAILED,
-    UNRESOLVED,
-    WAITING,
     Commit,
     CommitOutcome,
-    NewChild,
+    LeaseCheck,
     StoredFlow,
     StoredRecord,
     StoredSignal,
     Write,
-    all_header_result,
 )
-from crux_gen.status import FINISHED, Status, transition
 
-#: ``list_flows``'s *before*: ``None``, an ``updated_at`` (strictly older), or the
-#: keyset ``(updated_at, id)`` of the last flow of a page.
-Before = float | tuple[float, str] | None
+from .caps import Caps, caps_of
+from .listing import (
+    MAX_LIMIT,
+    VERSION_KIND,
+    Before,
+    check_before,
+    check_version,
+    listing_query,
+    version_matches,
+)
+from .rules import (
+    ITEM_ERRORS,
+    RUNNING_OUTCOME,
+    WAIT_ANY,
+    WAIT_CHILD,
+    all_block,
+    any_names,
+    awaited_names,
+    check_child,
+    check_records,
+    check_signal_allowed,
+    check_write,
+    child_cancel_reason,
+    deletable,
+    flow_exists,
+    lease_is_live,
+    lease_outcome,
+    new_flow,
+    retry_plan,
+    retry_status,
+)
 
-#: The largest ``LIMIT`` every store takes (a 64-bit integer); more is the same.
-MAX_LIMIT = 2**63 - 1
+__all__ = [
+    "ITEM_ERRORS",
+    "MAX_LIMIT",
+    "RUNNING_OUTCOME",
+    "VERSION_KIND",
+    "WAIT_ANY",
+    "WAIT_CHILD",
+    "Before",
+    "Caps",
+    "Store",
+    "StoreAdmin",
+    "all_block",
+    "any_names",
+    "awaited_names",
+    "caps_of",
+    "check_before",
+    "check_child",
+    "check_records",
+    "check_signal_allowed",
+    "check_version",
+    "check_write",
+    "child_cancel_reason",
+    "deletable",
+    "flow_exists",
+    "lease_is_live",
+    "lease_outcome",
+    "listing_query",
+    "new_flow",
+    "retry_plan",
+    "retry_status",
+    "version_matches",
+]
 
 
 @runtime_checkable
@@ -78,6 +119,9 @@ class Store(Protocol):
 
     clock: Clock
     lease_ttl: timedelta
+    #: What the store can do beyond this protocol (``stores/caps.py``); callers
+    #: read it through ``caps_of``, which describes a store without it too.
+    caps: Caps
 
     def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
         """Create the flow ``"running"`` and claimed by *owner*, or claim it if it
@@ -108,10 +152,21 @@ class Store(Protocol):
         """
         ...
 
+    def check_leases(self, batch: Sequence[LeaseCheck]) -> list[CommitOutcome | CruxError]:
+        """Before step functions run: for each ``(flow_id, owner, now)`` of *batch*,
+        in order, ``LeaseLostError`` unless *owner* holds the flow's lease (a lapsed
+        lease nobody took is renewed), else the flow's status and cancel reason
+        (``"cancelled"`` means: call nothing more). ``rules.lease_outcome`` decides.
+
+        One read for the whole batch (the checks of a concurrent worker's runners).
+        An item's ``LeaseLostError`` is returned in its place, as ``commit_many``
+        returns its item errors; a failure of the store itself (``StoreError``) is
+        raised. An empty batch reads nothing.
+        """
+        ...
+
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
-        """Before a step function runs: ``LeaseLostError`` unless *owner* holds the
-        lease (a lapsed lease nobody took is renewed), else the flow's status and
-        cancel reason (``"cancelled"`` means: call nothing more)."""
+        """``check_leases`` of one flow, its ``LeaseLostError`` raised."""
         ...
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
@@ -221,15 +276,6 @@ class Store(Protocol):
         commit). Nothing of that happens when *flow_id* was finished already."""
         ...
 
-    def due(self, now: float, limit: int) -> list[str]:
-        """Ids of flows a worker should run now, oldest wake-up first: suspended
-        flows whose timer is due or whose awaited signal is pending (``wait_kind``
-        ``"suspend"``: the signal named ``waiting_for``; ``"any"``: one of the
-        names of the JSON array ``waiting_for``), and running flows nobody holds
-        (a crashed runner's, once its lease lapsed). A flow waiting for children
-        (``"child"``) is due by its ``wake_at`` only, which a finishing child sets."""
-        ...
-
     def close(self) -> None:
         """Release what the store holds open in this thread."""
         ...
@@ -238,6 +284,19 @@ class Store(Protocol):
 @runtime_checkable
 class StoreAdmin(Protocol):
     """What operators need on top of :class:`Store`: listings, retry, prune."""
+
+    def due(self, now: float, limit: int) -> list[str]:
+        """Ids of flows a worker should run now, oldest wake-up first: suspended
+        flows whose timer is due or whose awaited signal is pending (``wait_kind``
+        ``"suspend"``: the signal named ``waiting_for``; ``"any"``: one of the
+        names of the JSON array ``waiting_for``), and running flows nobody holds
+        (a crashed runner's, once its lease lapsed). A flow waiting for children
+        (``"child"``) is due by its ``wake_at`` only, which a finishing child sets.
+
+        Read-only: what a worker claims is ``Store.claim_due``'s (one statement
+        finds and claims); this is for operators and tools.
+        """
+        ...
 
     def list_flows(
         self,
@@ -306,366 +365,3 @@ class StoreAdmin(Protocol):
         ids above every id put here.
         """
         ...
-
-
-def check_records(
-    flow_id: str, existing: dict[int, str], count: int, records: tuple[StoredRecord, ...]
-) -> None:
-    """Refuse a write whose records leave a gap or replace a resolved record.
-
-    *existing* maps the positions the write touches to their stored states (only
-    those that exist); *count* is how many records the flow has.
-    """
-    for record in records:
-        position = record.position
-        state = existing.get(position)
-        if state is None:
-            if position != count:
-                raise RecordConflictError(flow_id, position, count)
-            count += 1
-            existing[position] = record.state
-        elif state not in UNRESOLVED:
-            raise RecordConflictError(flow_id, position, count)
-        else:
-            existing[position] = record.state
-
-
-def new_flow(flow: StoredFlow) -> StoredFlow:
-    """Check a flow given to ``put_flow`` and return it with its lease cleared.
-
-    Its records must be at positions 0, 1, 2, … (else ``RecordConflictError``), and
-    its signals must be its own, with distinct ids and keys (else
-    ``InvalidValueError``); nothing is checked against what a store holds.
-    """
-    if not isinstance(flow, StoredFlow):
-        raise InvalidTypeError("put_flow flow", flow, "is not a StoredFlow (what load returns)")
-    check_records(flow.id, {}, 0, flow.records)
-    ids: set[int] = set()
-    keys: set[str] = set()
-    for signal in flow.signals:
-        if signal.flow_id != flow.id:
-            raise InvalidValueError(
-                f"put_flow signal {signal.id}", signal.flow_id, f"is not the flow {flow.id!r}"
-            )
-        if signal.id in ids:
-            raise InvalidValueError("put_flow signal id", signal.id, "is given twice")
-        if signal.key is not None and signal.key in keys:
-            raise InvalidValueError("put_flow signal key", signal.key, "is given twice")
-        ids.add(signal.id)
-        if signal.key is not None:
-            keys.add(signal.key)
-    return attrs.evolve(flow, lease_owner=None, lease_expires=None)
-
-
-def flow_exists(flow_id: str, where: str) -> StoreError:
-    """The error of ``put_flow`` for an id *where* (a store) holds already."""
-    return StoreError(
-        f"flow {flow_id!r} is stored in {where} already; put_flow writes new flows only "
-        "(nothing was written)"
-    )
-
-
-def check_version(version: Any) -> tuple[str, int] | None:
-    """``list_flows``'s *version* filter checked: ``None`` or ``(name, n)``, n >= 0."""
-    if version is None:
-        return None
-    if (
-        not isinstance(version, tuple)
-        or len(version) != 2
-        or not isinstance(version[0], str)
-        or not isinstance(version[1], int)
-        or isinstance(version[1], bool)
-    ):
-        raise InvalidTypeError("list_flows version", version, "is not a (name, int) pair")
-    if version[1] < 0:
-        raise InvalidValueError("list_flows version", version, "must have a number >= 0")
-    return version
-
-
-def version_matches(records: Sequence[StoredRecord], version: tuple[str, int]) -> bool:
-    """Whether a run's *records* pass ``list_flows``'s *version* filter (``MemoryStore``;
-    the SQL stores say the same in ``listing_query``)."""
-    name, number = version
-    mine = [r for r in records if r.kind == VERSION_KIND and r.name == name]
-    if number == 0:
-        return not mine
-    return any(r.state == COMPLETED and r.result == str(number) for r in mine)
-
-
-def listing_query(
-    columns: str,
-    mark: str,
-    *,
-    status: str | None,
-    name: str | None,
-    limit: int,
-    before: Before,
-    version: tuple[str, int] | None = None,
-) -> tuple[str, list[Any]]:
-    """The SQL and parameters of ``list_flows`` (*mark* is the driver's placeholder):
-    newest update first, filtered, keyset-paged by ``before`` (never an OFFSET).
-    *version* is matched against the records of each flow's current run (the
-    ``records`` table holds no other run)."""
-    where: list[str] = []
-    params: list[Any] = []
-    for clause, value in ((f"status = {mark}", status), (f"name = {mark}", name)):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    before = check_before(before)
-    if isinstance(before, tuple):
-        # (updated_at, id) < (u, i), spelled so that any index on updated_at bounds it.
-        where.append(f"updated_at <= {mark} AND (updated_at < {mark} OR id < {mark})")
-        params.extend([before[0], before[0], before[1]])
-    elif before is not None:
-        where.append(f"updated_at < {mark}")
-        params.append(before)
-    version = check_version(version)
-    if version is not None:
-        found = (
-            "SELECT 1 FROM records r WHERE r.flow_id = flows.id "
-            f"AND r.kind = '{VERSION_KIND}' AND r.name = {mark}"
-        )
-        if version[1] == 0:
-            where.append(f"NOT EXISTS ({found})")
-            params.append(version[0])
-        else:
-            where.append(f"EXISTS ({found} AND r.state = '{COMPLETED}' AND r.result = {mark})")
-            params.extend([version[0], str(version[1])])
-    query = f"SELECT {columns} FROM flows"
-    if where:
-        query += " WHERE " + " AND ".join(where)
-    query += f" ORDER BY updated_at DESC, id DESC LIMIT {mark}"
-    return query, [*params, min(int(limit), MAX_LIMIT)]
-
-
-def check_before(before: Any) -> Before:
-    """``list_flows``'s *before* checked: ``None``, a finite number, or a pair
-    ``(number, id)``; else ``InvalidTypeError`` / ``InvalidValueError`` naming it."""
-    if before is None:
-        return None
-    moment = before[0] if isinstance(before, tuple) and len(before) == 2 else before
-    if isinstance(moment, bool) or not isinstance(moment, int | float):
-        raise InvalidTypeError(
-            "list_flows before", before, "is not an updated_at nor an (updated_at, id) pair"
-        )
-    if not math.isfinite(moment):
-        raise InvalidValueError("list_flows before", before, "is not a finite time")
-    if moment is before:
-        return float(moment)
-    if not isinstance(before[1], str):
-        raise InvalidTypeError("list_flows before", before, "has an id that is not a str")
-    return (float(moment), before[1])
-
-
-def lease_outcome(
-    flow_id: str,
-    owner: str,
-    row: tuple[Any, ...] | None,
-    now: float,
-    renew: Callable[[], bool],
-) -> CommitOutcome:
-    """``check_lease`` from the flow's ``(status, lease_owner, cancel_reason,
-    lease_expires)`` *row*: ``LeaseLostError`` unless *owner* holds the lease (a
-    lapsed lease nobody took is renewed with *renew*), else status and reason."""
-    if row is None or row[1] != owner:
-        raise LeaseLostError(flow_id, owner)
-    status, _, cancel_reason, expires = row
-    if (expires or 0.0) <= now and not renew():
-        raise LeaseLostError(flow_id, owner)  # lapsed, and taken meanwhile
-    if status == Status.RUNNING:
-        return RUNNING_OUTCOME
-    return CommitOutcome(status, cancel_reason=cancel_reason)
-
-
-#: The errors ``commit_many`` hands back for one item (nothing of it applied)
-#: instead of raising them over the whole batch.
-ITEM_ERRORS = (LeaseLostError, RecordConflictError, FlowNameConflictError, FlowIdTakenError)
-
-#: The record kind of a ``Version`` command (``list_flows(version=...)``).
-VERSION_KIND = "version"
-
-#: Wait kinds the stores read: ``"any"`` keeps a JSON array of signal names in
-#: ``waiting_for`` (due when one is pending); ``"child"`` is due by ``wake_at`` only.
-WAIT_ANY = "any"
-WAIT_CHILD = "child"
-
-
-def check_write(flow_id: str, write: Write) -> None:
-    """Refuse a write no store may apply (``InvalidValueError``), before anything
-    of it (or of its batch) is: ``continue_as_new`` with a status, or a park on
-    ``wait_kind="any"`` whose ``waiting_for`` is not a JSON array of names."""
-    if write.continue_as_new is not None and write.status is not None:
-        raise InvalidValueError(
-            f"flow {flow_id!r} write continue_as_new",
-            write.status,
-            "comes with a status; continuing as new keeps the flow running (status=None)",
-        )
-    if write.wait_kind == WAIT_ANY and write.status == Status.SUSPENDED:
-        try:
-            names = json.loads(write.waiting_for or "")
-        except ValueError:
-            names = None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InvalidValueError(
-                f"flow {flow_id!r} write waiting_for",
-                write.waiting_for,
-                'must be a JSON array of signal names with wait_kind "any"',
-            )
-
-
-def any_names(waiting_for: str | None) -> list[str] | None:
-    """The signal names a ``wait_kind="any"`` park waits for; ``None`` when the list
-    is unreadable (a corrupt row): then any pending signal wakes the flow, whose
-    runner parks it again with a list it wrote, or reports what else is corrupt
-    (a corrupt row never strands its flow, nor fails the due query of others)."""
-    try:
-        names = json.loads(waiting_for or "")
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(names, list):
-        return None
-    return [n for n in names if isinstance(n, str)]
-
-
-def awaited_names(write: Write) -> list[str]:
-    """The signal names whose pending signals stop *write* (``wait_signal`` and
-    ``wait_signals``), in order, each once."""
-    names = [] if write.wait_signal is None else [write.wait_signal]
-    return list(dict.fromkeys([*names, *write.wait_signals]))
-
-
-def child_cancel_reason(flow_id: str, reason: str) -> str:
-    """The cancel reason of a descendant of *flow_id* cancelled with it."""
-    return f"its parent flow {flow_id!r} was cancelled: {reason}"
-
-
-#: What a commit that keeps the flow running answers (one object, no allocation).
-RUNNING_OUTCOME = CommitOutcome(Status.RUNNING.value)
-
-
-def lease_is_live(flow: StoredFlow, now: float) -> bool:
-    """True while someone holds the flow's lease."""
-    return flow.lease_owner is not None and (flow.lease_expires or 0.0) > now
-
-
-def check_signal_allowed(
-    flow_id: str, status: str, deadline: float | None, waiting_for: str | None, now: float
-) -> None:
-    """Refuse a signal for a finished flow, or one whose wait's deadline has passed."""
-    if status in FINISHED:
-        raise FlowClosedError(flow_id, status)
-    if status == Status.SUSPENDED and deadline is not None and deadline <= now:
-        expired_at = when(deadline)
-        assert expired_at is not None
-        raise FlowClosedError(
-            flow_id, "expired", f"its wait {waiting_for!r} timed out at {expired_at.isoformat()}"
-        )
-
-
-def retry_status(flow_id: str, status: str) -> Status:
-    """The status a retried flow takes; ``FlowStateError`` unless it is ``"failed"``."""
-    try:
-        return transition(status, "retry")
-    except ValueError:
-        raise FlowStateError(flow_id, status, "only a failed flow can be retried") from None
-
-
-def retry_plan(
-    records: tuple[StoredRecord, ...] | list[StoredRecord],
-) -> tuple[int, tuple[StoredRecord, ...]]:
-    """What a retried flow keeps of *records*: ``(keep, reset)``. The records from
-    position *keep* on are dropped; each record of *reset* is written over the one
-    at its position.
-
-    The command whose failure ended the flow is the last record that is not a
-    ``ctx.now()``-style value (its exception propagated, perhaps through an
-    ``except`` block that re-raised or wrapped it):
-
-    - a failed record: it is dropped (with the values after it), and the next run
-      runs that command again;
-    - a branch of an ``All`` whose failure was thrown at its ``yield``: the ``All``
-      and its failed branches are reset to waiting and every other branch is kept,
-      so the next run runs only the failed branches again;
-    - anything else (the flow caught the failure and went on, or there is none):
-      the body itself raised; every record is kept, and the next run replays them
-      all and runs the body again from where it raised.
-    """
-    last = len(records) - 1
-    while last >= 0 and records[last].kind in VALUE_KINDS:
-        last -= 1
-    if last < 0:
-        return len(records), ()
-    block = all_block(records, last)
-    if block is not None:
-        header, end = block
-        failed = [r for r in records[header + 1 : end + 1] if r.state == FAILED]
-        if not failed:
-            return len(records), ()
-        waiting = records[header]._replace(
-            state=WAITING, result=all_header_result(end - header), finished_at=None
-        )
-        reset = [
-            r._replace(state=WAITING, error=None, attempts=0, finished_at=None, wake_at=None)
-            for r in failed
-        ]
-        return end + 1, (waiting, *reset)
-    if records[last].state == FAILED:
-        return records[last].position, ()
-    return len(records), ()
-
-
-def all_block(records: Sequence[StoredRecord], index: int) -> tuple[int, int] | None:
-    """``(header, last)``, the indexes of the ``All`` whose branch record is at
-    *index*, or ``None`` when that record is no ``All``'s branch."""
-    header = index
-    while header >= 0 and records[header].kind in ("step", "child"):
-        header -= 1
-    if header < 0 or header == index or records[header].kind != "all":
-        return None
-    head = records[header]
-    try:
-        count = json.loads(head.result or "null")["branches"]
-    except (ValueError, TypeError, KeyError):
-        # Written before headers held their count: the branches are the records
-        # written with the header, in the same write (the same start time).
-        count = 0
-        while (
-            header + count + 1 < len(records)
-            and records[header + count + 1].kind in ("step", "child")
-            and records[header + count + 1].started_at == head.started_at
-        ):
-            count += 1
-    if not isinstance(count, int) or not header < index <= header + count < len(records):
-        return None
-    return header, header + count
-
-
-def check_child(parent_id: str, child: NewChild, found: tuple[str, str | None] | None) -> None:
-    """Refuse a child whose id is taken: by a flow of another name
-    (``FlowNameConflictError``), or by a flow that is not *parent_id*'s child
-    (``FlowIdTakenError``: a child has one parent, which its end wakes). *found*
-    is the stored flow's ``(name, parent_id)``, ``None`` when the id is new."""
-    if found is None:
-        return
-    name, parent = found
-    if name != child.name:
-        raise FlowNameConflictError(child.flow_id, name, child.name)
-    if parent != parent_id:
-        raise FlowIdTakenError(child.flow_id, parent, parent_id)
-
-
-def deletable(flow_id: str, status: str, parent: tuple[str, str] | None) -> None:
-    """Refuse to delete an unfinished flow, or a child whose parent is unfinished
-    (it may still wait for the child: *parent* is its ``(id, status)``)."""
-    if status not in FINISHED:
-        raise FlowStateError(
-            flow_id, status, "only a finished flow can be deleted; cancel it first"
-        )
-    if parent is not None and parent[1] not in FINISHED:
-        raise FlowStateError(
-            flow_id,
-            status,
-            f"its parent flow {parent[0]!r} is {parent[1]} and may still wait for it; "
-            "delete it once its parent has finished",
-        )

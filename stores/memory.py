@@ -1,13 +1,14 @@
 """``MemoryStore``: the reference semantics of the store protocol, in dicts under a lock.
 
-It keeps nothing on exit; use it in tests and in ``crux_gen.testing``.
+It keeps nothing on exit; use it in tests and in ``crux_gen.testing``. This module
+is the runner's side (``Store``: leases, commits, signals, cancel); the tables and
+the operator's side (``StoreAdmin``) are in ``stores/memory_admin.py``.
 """
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Collection, Sequence
-from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -19,166 +20,41 @@ from crux_gen.errors import (
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
-    FlowNotFoundError,
     LeaseLostError,
-    StoreError,
 )
 from crux_gen.records import (
     PENDING,
     UNUSED,
     Commit,
     CommitOutcome,
+    LeaseCheck,
     StoredFlow,
-    StoredRecord,
     StoredSignal,
     Write,
 )
 from crux_gen.status import FINISHED, Status, after_write, transition
 
-from .base import (
+from .memory_admin import MemoryAdmin
+from .rules import (
     ITEM_ERRORS,
-    WAIT_ANY,
-    Before,
-    any_names,
+    RUNNING_OUTCOME,
     awaited_names,
-    check_before,
     check_child,
     check_records,
     check_signal_allowed,
-    check_version,
     check_write,
     child_cancel_reason,
-    deletable,
-    flow_exists,
-    new_flow,
-    retry_plan,
-    retry_status,
-    version_matches,
+    lease_outcome,
 )
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
-_RUNNING = CommitOutcome(Status.RUNNING.value)
 
 
-class MemoryStore:
+class MemoryStore(MemoryAdmin):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
-        self.lease_ttl: timedelta = to_duration(lease_ttl, what="lease_ttl")
-        self.clock: Clock = clock or SYSTEM_CLOCK
-        self._lock = threading.RLock()
-        self._flows: dict[str, dict[str, Any]] = {}
-        self._records: dict[str, list[StoredRecord]] = {}
-        self._signals: dict[str, dict[int, StoredSignal]] = {}
-        #: Earlier runs' histories (``continue_as_new``): flow id -> run -> records.
-        self._past: dict[str, dict[int, list[StoredRecord]]] = {}
-        self._next_signal = 1
-
-    # -- reading ---------------------------------------------------------------
-
-    def _snapshot(
-        self, flow_id: str, *, history: bool = True, children: bool = False
-    ) -> StoredFlow:
-        row = self._flows[flow_id]
-        if not history:
-            return StoredFlow(**row)
-        return StoredFlow(
-            **row,
-            records=tuple(self._records[flow_id]),
-            signals=tuple(self._signals[flow_id].values()),
-            children=self._children(flow_id) if children else (),
-        )
-
-    def _children(self, flow_id: str) -> tuple[str, ...]:
-        """Ids of the flows *flow_id* started, oldest created first (then by id)."""
-        found = [
-            (row["created_at"], row["id"])
-            for row in self._flows.values()
-            if row["parent_id"] == flow_id
-        ]
-        return tuple(child for _, child in sorted(found))
-
-    def _row(self, flow_id: str) -> dict[str, Any]:
-        try:
-            return self._flows[flow_id]
-        except KeyError:
-            raise FlowNotFoundError(flow_id) from None
-
-    def load(self, flow_id: str) -> StoredFlow:
-        with self._lock:
-            self._row(flow_id)
-            return self._snapshot(flow_id, children=True)
-
-    def list_flows(
-        self,
-        *,
-        status: str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        before: Before = None,
-        version: tuple[str, int] | None = None,
-    ) -> list[StoredFlow]:
-        version = check_version(version)
-        before = check_before(before)
-        if isinstance(before, float):
-            before = (before, "")  # strictly older: no id sorts below ""
-        with self._lock:
-            rows = [
-                row
-                for row in self._flows.values()
-                if (status is None or row["status"] == status)
-                and (name is None or row["name"] == name)
-                and (before is None or (row["updated_at"], row["id"]) < before)
-                and (version is None or version_matches(self._records[row["id"]], version))
-            ]
-            rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
-            return [self._snapshot(r["id"], history=False) for r in rows[:limit]]
-
-    def count_flows(self) -> dict[str, int]:
-        """How many flows each status has (statuses with none are left out)."""
-        with self._lock:
-            counts: dict[str, int] = {}
-            for row in self._flows.values():
-                counts[row["status"]] = counts.get(row["status"], 0) + 1
-            return counts
-
-    def due(self, now: float, limit: int) -> list[str]:
-        with self._lock:
-            return self._due(now, limit)
-
-    def _due(self, now: float, limit: int | None) -> list[str]:
-        found: list[tuple[float, str]] = []
-        for row in self._flows.values():
-            if row["lease_owner"] is not None and row["lease_expires"] > now:
-                continue
-            status = row["status"]
-            if status == Status.RUNNING:
-                found.append((row["lease_expires"] or row["updated_at"], row["id"]))
-            elif status == Status.SUSPENDED and self._wakes(row, now):
-                # Ordered as the SQLite store orders them: by the timer when it is
-                # due, else (a pending signal) by the last update.
-                timer = row["wake_at"]
-                key = timer if timer is not None and timer <= now else row["updated_at"]
-                found.append((key, row["id"]))
-        found.sort()
-        return [flow_id for _, flow_id in found[:limit]]
-
-    def _wakes(self, row: dict[str, Any], now: float) -> bool:
-        """A suspended flow's timer is due, or a signal it waits for is pending."""
-        if row["wake_at"] is not None and row["wake_at"] <= now:
-            return True
-        names: set[str] | None
-        if row["wait_kind"] == "suspend":
-            names = {row["waiting_for"]}
-        elif row["wait_kind"] == WAIT_ANY:
-            listed = any_names(row["waiting_for"])
-            names = None if listed is None else set(listed)  # unreadable: any name
-        else:
-            return False  # "child" and timers: by wake_at only
-        return any(
-            s.state == PENDING and (names is None or s.name in names)
-            for s in self._signals[row["id"]].values()
-        )
+        super().__init__(to_duration(lease_ttl, what="lease_ttl"), clock or SYSTEM_CLOCK)
 
     # -- leases ----------------------------------------------------------------
 
@@ -256,22 +132,38 @@ class MemoryStore:
             claimed, signals=tuple(s for s in claimed.signals if s.state == PENDING)
         )
 
-    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+    def check_leases(self, batch: Sequence[LeaseCheck]) -> list[CommitOutcome | CruxError]:
+        outcomes: list[CommitOutcome | CruxError] = []
         with self._lock:
-            row = self._flows.get(flow_id)
-            if row is None or row["lease_owner"] != owner:
-                raise LeaseLostError(flow_id, owner)
-            if row["lease_expires"] <= now:  # lapsed, and nobody took it: take it again
-                row["lease_expires"] = now + self.lease_ttl.total_seconds()
-            return CommitOutcome(row["status"], cancel_reason=row["cancel_reason"])
+            for flow_id, owner, now in batch:
+                try:
+                    outcomes.append(self._check_lease(flow_id, owner, now))
+                except ITEM_ERRORS as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        with self._lock:  # check_leases of one flow, without building a batch
+            return self._check_lease(flow_id, owner, now)
+
+    def _check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        row = self._flows.get(flow_id)
+        lease = None
+        if row is not None:
+            lease = (row["status"], row["lease_owner"], row["cancel_reason"], row["lease_expires"])
+        renew = functools.partial(self._renew, flow_id, owner, now)
+        return lease_outcome(flow_id, owner, lease, now, renew)
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         with self._lock:
-            row = self._flows.get(flow_id)
-            if row is None or row["lease_owner"] != owner:
-                return False
-            row["lease_expires"] = now + self.lease_ttl.total_seconds()
-            return True
+            return self._renew(flow_id, owner, now)
+
+    def _renew(self, flow_id: str, owner: str, now: float) -> bool:
+        row = self._flows.get(flow_id)
+        if row is None or row["lease_owner"] != owner:
+            return False
+        row["lease_expires"] = now + self.lease_ttl.total_seconds()
+        return True
 
     def release(self, flow_id: str, owner: str) -> None:
         with self._lock:
@@ -318,21 +210,16 @@ class MemoryStore:
         return claimed
 
     def _commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        """``commit`` under the lock: the lease and the refusals first, then the
+        records, signals and custom status (``_move`` does the rest)."""
         row = self._flows.get(flow_id)
         if row is None or row["lease_owner"] != owner:
             raise LeaseLostError(flow_id, owner)
         status = row["status"]
         signals = self._signals[flow_id]
-        awaited = awaited_names(write)
-        if awaited and status not in FINISHED:
-            updated = {update.id for update in write.signals}
-            arrived = tuple(
-                s
-                for s in signals.values()
-                if s.state == PENDING and s.name in awaited and s.id not in updated
-            )
-            if arrived:
-                return CommitOutcome(status, signals=arrived)
+        arrived = self._arrived(flow_id, write) if status not in FINISHED else ()
+        if arrived:  # nothing applied: the runner takes one and writes again
+            return CommitOutcome(status, signals=arrived)
         records = self._records[flow_id]
         touched = {
             r.position: records[r.position].state
@@ -341,8 +228,7 @@ class MemoryStore:
         }
         check_records(flow_id, touched, len(records), write.records)
         self._check_children(flow_id, write)
-        cancelled = status in FINISHED
-        new = None if cancelled else after_write(status, write.status)
+        new = None if status in FINISHED else after_write(status, write.status)
         for record in write.records:
             if record.position < len(records):
                 records[record.position] = record
@@ -360,10 +246,31 @@ class MemoryStore:
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             row["lease_owner"] = row["lease_expires"] = None
             return CommitOutcome(status, cancel_reason=row["cancel_reason"])
+        return self._move(flow_id, row, now, write, new)
+
+    def _arrived(self, flow_id: str, write: Write) -> tuple[StoredSignal, ...]:
+        """The pending signals that stop *write* (those it waits for and does not
+        itself update)."""
+        awaited = awaited_names(write)
+        if not awaited:
+            return ()
+        updated = {update.id for update in write.signals}
+        return tuple(
+            s
+            for s in self._signals[flow_id].values()
+            if s.state == PENDING and s.name in awaited and s.id not in updated
+        )
+
+    def _move(
+        self, flow_id: str, row: dict[str, Any], now: float, write: Write, new: Status
+    ) -> CommitOutcome:
+        """The rest of ``_commit`` for a flow that goes on: children started, a new
+        run, a wait cleared, or a park or an end."""
         for child in write.children:
             if child.flow_id not in self._flows:
                 self._insert(child.flow_id, child.name, child.input, now, parent_id=flow_id)
         if write.continue_as_new is not None:
+            records = self._records[flow_id]
             self._past[flow_id][row["run"]] = list(records)
             records.clear()
             row.update(
@@ -374,15 +281,13 @@ class MemoryStore:
                 error=None,
                 updated_at=now,
             )
-            for field in WAIT_FIELDS:
-                row[field] = None
-            return _RUNNING
+            row.update(dict.fromkeys(WAIT_FIELDS))
+            return RUNNING_OUTCOME
         if write.status is None:
-            if status != new:  # a resumed flow goes on past its wait
+            if row["status"] != new:  # a resumed flow goes on past its wait
                 row.update(status=new.value, updated_at=now)
-                for field in WAIT_FIELDS:
-                    row[field] = None
-            return _RUNNING
+                row.update(dict.fromkeys(WAIT_FIELDS))
+            return RUNNING_OUTCOME
         wake_at = write.wake_at
         if new == Status.SUSPENDED and any(
             self._flows[c]["status"] in FINISHED for c in write.wait_children if c in self._flows
@@ -489,86 +394,6 @@ class MemoryStore:
             seen.update(level)
             found.extend(self._flows[i] for i in level)
         return found
-
-    def match_ids(self, prefix: str, limit: int) -> list[str]:
-        with self._lock:
-            return sorted(f for f in self._flows if f.startswith(prefix))[:limit]
-
-    def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
-        with self._lock:
-            row = self._row(flow_id)
-            status = retry_status(flow_id, row["status"])
-            records = self._records[flow_id]
-            keep, reset = retry_plan(records)
-            dropped = tuple(sorted([*reset[1:], *records[keep:]]))
-            del records[keep:]
-            for record in reset:
-                records[record.position] = record
-            row.update(
-                status=status.value,
-                result=None,
-                error=None,
-                waiting_for=dropped[0].name if dropped else None,
-                wait_kind="retry",
-                wake_at=now,
-                deadline=None,
-                lease_owner=None,
-                lease_expires=None,
-                updated_at=now,
-            )
-            return dropped
-
-    def delete(self, flow_id: str) -> bool:
-        with self._lock:
-            row = self._flows.get(flow_id)
-            if row is None:
-                return False
-            deletable(flow_id, row["status"], self._parent(row))
-            self._drop(flow_id)
-            return True
-
-    def prune(self, finished_before: float) -> int:
-        with self._lock:
-            gone = [
-                flow_id
-                for flow_id, row in self._flows.items()
-                if row["status"] in FINISHED
-                and row["updated_at"] < finished_before
-                and (self._parent(row) or ("", Status.COMPLETED))[1] in FINISHED
-            ]
-            for flow_id in gone:
-                self._drop(flow_id)
-            return len(gone)
-
-    def _parent(self, row: dict[str, Any]) -> tuple[str, str] | None:
-        """The ``(id, status)`` of *row*'s parent, if it has one still stored."""
-        parent = self._flows.get(row["parent_id"]) if row["parent_id"] is not None else None
-        return None if parent is None else (parent["id"], parent["status"])
-
-    def _drop(self, flow_id: str) -> None:
-        del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
-        self._past.pop(flow_id, None)
-
-    def put_flow(self, flow: StoredFlow) -> None:
-        given = new_flow(flow)
-        with self._lock:
-            if given.id in self._flows:
-                raise flow_exists(given.id, "this MemoryStore")
-            ids = {s.id for s in given.signals}
-            for flow_id, signals in self._signals.items():
-                taken = ids.intersection(signals)
-                if taken:
-                    raise StoreError(
-                        f"signal id {min(taken)} of flow {given.id!r} is taken by a signal of "
-                        f"flow {flow_id!r}; nothing was written"
-                    )
-            row = attrs.asdict(given, recurse=False)
-            del row["records"], row["signals"], row["children"]
-            self._flows[given.id] = row
-            self._records[given.id] = list(given.records)
-            self._past[given.id] = {}
-            self._signals[given.id] = {s.id: s for s in sorted(given.signals)}
-            self._next_signal = max(self._next_signal, max(ids, default=0) + 1)
 
     def close(self) -> None:
         """Nothing to release: a ``MemoryStore`` holds no files."""

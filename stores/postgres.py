@@ -53,6 +53,7 @@ from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import InvalidValueError, StoreError, StoreSchemaError
 
 from . import postgres_schema as sql
+from .caps import Caps
 from .sql_admin import SqlAdmin
 
 _T = TypeVar("_T")
@@ -134,6 +135,7 @@ class PostgresStore(SqlAdmin[Conn]):
         self.connect_timeout = to_duration(connect_timeout, what="connect_timeout").total_seconds()
         self.max_connections = max_connections
         self.clock: Clock = clock or DatabaseClock(self)
+        self.caps = Caps(where=type(self).__name__, wakeups=True, counts=True)
         #: Called with the text of every statement this store sends (tests, debugging).
         self.trace: Callable[[str], None] | None = None
         self._ttl = self.lease_ttl.total_seconds()

@@ -11,6 +11,7 @@ that wraps ``store._run`` sees every statement.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -25,11 +26,20 @@ from crux_gen.errors import (
     FlowNotFoundError,
     LeaseLostError,
 )
-from crux_gen.records import Commit, CommitOutcome, StoredFlow, StoredRecord, StoredSignal, Write
+from crux_gen.records import (
+    Commit,
+    CommitOutcome,
+    LeaseCheck,
+    StoredFlow,
+    StoredRecord,
+    StoredSignal,
+    Write,
+)
 from crux_gen.status import FINISHED, Status, after_write
 
 from . import segments
-from .base import (
+from .caps import Caps
+from .rules import (
     ITEM_ERRORS,
     RUNNING_OUTCOME,
     awaited_names,
@@ -54,6 +64,7 @@ class SqlStore(Generic[C]):
     _sql: ClassVar[Statements]
     clock: Clock
     lease_ttl: timedelta
+    caps: Caps
     _ttl: float
 
     # -- the connector: each store's own -----------------------------------------
@@ -247,9 +258,35 @@ class SqlStore(Generic[C]):
         return self._execute(self._sql.RENEW, (now + self._ttl, flow_id, owner)) == 1
 
     def check_lease(self, flow_id: str, owner: str, now: float) -> CommitOutcome:
+        # check_leases of one flow, read on this thread's own connection (a runner
+        # alone: the one that wrote its last step, whose page cache is current).
         rows = self._all(self._sql.LEASE_CHECK, (flow_id,))
-        renew = lambda: self.renew(flow_id, owner, now)  # noqa: E731
+        renew = functools.partial(self.renew, flow_id, owner, now)
         return lease_outcome(flow_id, owner, rows[0] if rows else None, now, renew)
+
+    def check_leases(self, batch: Sequence[LeaseCheck]) -> list[CommitOutcome | CruxError]:
+        if not batch:
+            return []
+        rows = self.lease_rows(list(dict.fromkeys(check.flow_id for check in batch)))
+        outcomes: list[CommitOutcome | CruxError] = []
+        for flow_id, owner, now in batch:
+            renew = functools.partial(self.renew, flow_id, owner, now)
+            try:
+                outcomes.append(lease_outcome(flow_id, owner, rows.get(flow_id), now, renew))
+            except ITEM_ERRORS as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def lease_rows(self, flow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """The ``(status, lease_owner, cancel_reason, lease_expires)`` of each flow
+        of *flow_ids* that exists, in one read (``check_leases``)."""
+        if not flow_ids:
+            return {}
+        if len(flow_ids) == 1:
+            found = self._all(self._sql.LEASE_ROW, (flow_ids[0],))
+        else:
+            found = self._all(self._sql.LEASE_ROWS, (self._sql.dialect.as_list(flow_ids),))
+        return {row[0]: tuple(row[1:]) for row in found}
 
     def release(self, flow_id: str, owner: str) -> None:
         self._execute(self._sql.RELEASE, (flow_id, owner))

@@ -9,7 +9,8 @@ import attrs
 from crux_gen.errors import StoreError
 from crux_gen.records import StoredFlow, StoredRecord
 
-from .base import Before, deletable, flow_exists, listing_query, new_flow, retry_plan, retry_status
+from .listing import Before, listing_query
+from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C, SqlStore
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 

@@ -39,6 +39,7 @@ from crux_gen.errors import (
 )
 
 from . import sqlite_schema as sql
+from .caps import Caps
 from .sql_admin import SqlAdmin
 
 # This process's id, kept current across forks (os.getpid() is a system call).
@@ -88,6 +89,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
         self.lease_ttl: timedelta = to_duration(lease_ttl, what="lease_ttl")
         self.busy_timeout = to_duration(busy_timeout, what="busy_timeout").total_seconds()
         self.clock: Clock = clock or SYSTEM_CLOCK
+        self.caps = Caps(where=f"{type(self).__name__}({self.path!r})", counts=True)
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows
         self._shared_pid = -1
@@ -266,12 +268,14 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
     def lease_rows(self, flow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         """The ``(status, lease_owner, cancel_reason, lease_expires)`` of each flow in
         *flow_ids* that exists, in one read, for the lease checks of a concurrent
-        worker.
+        worker (``check_leases``).
 
         Read on one connection this process's threads share (under a lock): each
         commit by another connection empties a connection's page cache, so one
         reader for all of them reads again once per batch, not once per thread.
         """
+        if not flow_ids:
+            return {}
         with self._shared_lock:
             conn = self._shared
             if conn is None or self._shared_pid != _PID[0]:

@@ -42,13 +42,15 @@ from crux_gen.records import (
     RETRYING,
     UNUSED,
     WAITING,
+    LeaseCheck,
     SignalUpdate,
     StoredFlow,
     StoredRecord,
     StoredSignal,
     Write,
 )
-from crux_gen.stores.base import Store, StoreAdmin
+from crux_gen.stores.base import Caps, Store, StoreAdmin, caps_of
+from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.stores.sqlite_schema import SCHEMA_VERSION
 
@@ -392,6 +394,162 @@ def test_check_lease_renews_a_lapsed_lease_nobody_took(store: Any, clock: FakeCl
     assert store.load("f1").lease_expires == later + ttl(store)
     with pytest.raises(FlowBusyError):
         store.claim("f1", "you", later + 1)
+
+
+# -- check_leases ----------------------------------------------------------------------
+
+
+def test_check_leases_gives_each_holder_its_flows_status_in_order(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("running", "demo", "null", "me", t)
+    suspended(store, "parked", t)
+    store.claim("parked", "you", t)
+    store.start("cancelled", "demo", "null", "me", t)
+    store.cancel("cancelled", "customer left", t + 1)
+    batch = [
+        LeaseCheck("parked", "you", t + 2),
+        LeaseCheck("running", "me", t + 2),
+        LeaseCheck("cancelled", "me", t + 2),
+    ]
+    before = {flow_id: store.load(flow_id) for flow_id in ("running", "parked", "cancelled")}
+    outcomes = store.check_leases(batch)
+    assert [(o.status, o.cancel_reason, o.signals) for o in outcomes] == [
+        ("suspended", None, ()),
+        ("running", None, ()),
+        ("cancelled", "customer left", ()),
+    ]
+    assert {f: store.load(f) for f in before} == before  # a check of a live lease writes nothing
+
+
+def test_check_leases_returns_a_lost_lease_in_its_place_and_raises_nothing(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("taken", "demo", "null", "me", t)
+    store.claim("taken", "you", t + ttl(store))  # lapsed and taken over
+    store.start("released", "demo", "null", "me", t)
+    store.release("released", "me")
+    finished(store, "done", "completed", t)  # its end released the lease
+    checks = [
+        LeaseCheck("taken", "me", t + ttl(store)),
+        LeaseCheck("released", "me", t),
+        LeaseCheck("done", "me", t),
+        LeaseCheck("nope", "me", t),
+    ]
+    before = {flow_id: store.load(flow_id) for flow_id in ("taken", "released", "done")}
+    outcomes = store.check_leases(checks)
+    assert all(isinstance(o, LeaseLostError) for o in outcomes), outcomes
+    assert [(o.flow_id, o.owner) for o in outcomes] == [(c.flow_id, c.owner) for c in checks]
+    assert {f: store.load(f) for f in before} == before
+
+
+def test_check_leases_of_a_mixed_batch_answers_each_item_on_its_own(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    store.start("a", "demo", "null", "me", t)
+    store.start("b", "demo", "null", "me", t)
+    store.cancel("b", "stop", t)
+    store.start("c", "demo", "null", "other", t)
+    later = t + 2 * ttl(store)  # every lease has lapsed; "c" is taken by "you" meanwhile
+    store.claim("c", "you", later)
+    batch = [
+        LeaseCheck("a", "me", later),
+        LeaseCheck("c", "me", later),
+        LeaseCheck("nope", "me", later),
+        LeaseCheck("b", "me", later),
+        LeaseCheck("a", "intruder", later),
+        LeaseCheck("c", "you", later),
+    ]
+    outcomes = store.check_leases(batch)
+    assert len(outcomes) == len(batch)
+    a, c_lost, nope, b, a_lost, c = outcomes
+    assert a.status == "running" and c.status == "running"
+    assert (b.status, b.cancel_reason) == ("cancelled", "stop")
+    for lost, check in ((c_lost, batch[1]), (nope, batch[2]), (a_lost, batch[4])):
+        assert isinstance(lost, LeaseLostError)
+        assert (lost.flow_id, lost.owner) == (check.flow_id, check.owner)
+    # "a" and "b" lapsed with nobody taking them: renewed for their holder.
+    assert store.load("a").lease_expires == later + ttl(store)
+    assert store.load("b").lease_expires == later + ttl(store)
+    assert store.load("c").lease_owner == "you"
+    with pytest.raises(FlowBusyError):
+        store.claim("a", "intruder", later + 1)
+
+
+def test_check_leases_agrees_with_check_lease_item_by_item(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    store.start("held", "demo", "null", "me", t)
+    store.start("gone", "demo", "null", "me", t)
+    store.release("gone", "me")
+    store.start("stopped", "demo", "null", "me", t)
+    store.cancel("stopped", "why", t)
+    checks = [LeaseCheck(f, "me", t + 1) for f in ("held", "gone", "stopped", "nope")]
+    one_by_one: list[Any] = []
+    for check in checks:
+        try:
+            one_by_one.append(store.check_lease(*check))
+        except LeaseLostError as exc:
+            one_by_one.append(exc)
+    together = store.check_leases(checks)
+    assert [type(o) for o in together] == [type(o) for o in one_by_one]
+    for mine, theirs in zip(together, one_by_one, strict=True):
+        if isinstance(mine, LeaseLostError):
+            assert str(mine) == str(theirs)
+        else:
+            assert mine == theirs
+
+
+def test_check_leases_of_an_empty_batch_is_empty(store: Any) -> None:
+    assert store.check_leases([]) == []
+
+
+def test_check_leases_reads_the_whole_batch_at_once_on_sql_stores(
+    store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read answers every check (a concurrent worker's runners): ``lease_rows``
+    once with every flow, and on PostgreSQL one statement."""
+    if isinstance(store, MemoryStore):
+        pytest.skip("MemoryStore reads no rows")
+    rows = store.lease_rows
+    t = clock.time()
+    for flow_id in ("a", "b", "c"):
+        store.start(flow_id, "demo", "null", "me", t)
+    reads: list[list[str]] = []
+    monkeypatch.setattr(store, "lease_rows", lambda ids: reads.append(list(ids)) or rows(ids))
+    statements: list[str] = []
+    if hasattr(store, "trace"):
+        store.trace = statements.append
+    checks = [LeaseCheck(f, "me", t + 1) for f in ("a", "b", "nope", "c", "a")]
+    outcomes = store.check_leases(checks)
+    assert [getattr(o, "status", None) for o in outcomes] == [
+        "running", "running", None, "running", "running"
+    ]  # fmt: skip
+    assert reads == [["a", "b", "nope", "c"]]
+    if hasattr(store, "trace"):
+        assert len(statements) == 1, statements
+
+
+# -- caps ------------------------------------------------------------------------------
+
+
+def test_every_store_declares_its_caps(store: Any, clock: FakeClock) -> None:
+    caps = store.caps
+    assert isinstance(caps, Caps)
+    assert caps_of(store) is caps
+    assert caps.where.startswith(type(store).__name__)
+    if isinstance(store, SQLiteStore):
+        assert caps.where == f"{type(store).__name__}({store.path!r})"
+    # Every crux_gen store counts in one query, and says so.
+    assert caps.counts is True
+    store.start("f1", "demo", "null", "me", clock.time())
+    assert store.count_flows() == {"running": 1}
+    # Only PostgreSQL announces wake-ups (NOTIFY); a store that says it does has
+    # wait_for_wake, and one that does not has none for a worker to find.
+    assert caps.wakeups is (type(store).__name__ == "PostgresStore")
+    assert callable(getattr(store, "wait_for_wake", None)) is caps.wakeups
 
 
 # -- renew and release ---------------------------------------------------------------

@@ -47,6 +47,7 @@ from crux_gen import (
 from crux_gen import Any as AnyOf
 from crux_gen.errors import InvalidValueError, StoreError
 from crux_gen.records import StoredFlow
+from crux_gen.stores.caps import Caps
 from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.ui import make_app
@@ -627,6 +628,7 @@ def test_a_store_that_fails_is_a_503_page_and_a_bug_a_500_without_its_traceback(
 ) -> None:
     class Down:
         clock = store.clock
+        caps = Caps(where="Down", counts=True)
 
         def count_flows(self) -> dict[str, int]:
             raise StoreError("database is locked")

@@ -18,12 +18,13 @@ from ..control import keyset, list_page
 from ..durations import approximate
 from ..results import FlowInfo, FlowSummary, HistoryEntry
 from ..status import FINISHED, Status
+from ..stores.caps import caps_of
 
 #: Flows per page of the flows table.
 PAGE_SIZE = 50
 #: How many characters of a value show before "show all".
 SHORT = 200
-#: The fallback count of a store without ``count_flows``: one indexed page per status.
+#: The count of a store that does not declare ``counts``: one indexed page per status.
 COUNT_CAP = 1000
 
 STATUSES = tuple(s.value for s in Status)
@@ -35,13 +36,12 @@ STATUSES = tuple(s.value for s in Status)
 def status_counts(store: Any) -> dict[str, str]:
     """Every status with how many flows have it, as text (``"0"`` included).
 
-    A store with ``count_flows()`` (all of crux_gen's) answers in one GROUP BY;
-    another store is asked for one page of at most ``COUNT_CAP`` flows per status,
-    and a full page shows as ``"1000+"``.
+    A store whose ``caps`` say it ``counts`` (all of crux_gen's) answers in one
+    GROUP BY (``count_flows()``); another store is asked for one page of at most
+    ``COUNT_CAP`` flows per status, and a full page shows as ``"1000+"``.
     """
-    count = getattr(store, "count_flows", None)
-    if callable(count):
-        found: dict[str, int] = count()
+    if caps_of(store).counts:
+        found: dict[str, int] = store.count_flows()
         return {s: str(found.get(s, 0)) for s in STATUSES}
     counts = {}
     for s in STATUSES:

@@ -1,0 +1,86 @@
+"""What a store declares it can do beyond the ``Store`` protocol (``Caps``), and the
+one check of an object against a protocol (``missing_members``).
+
+Callers read a store's ``caps`` instead of probing it for methods: a capability is
+stated by the store, once. A store of a user's own written before ``caps`` existed
+(or a wrapper that does not forward it) is described by :func:`caps_of` with no
+optional capability. This module is a leaf: it imports nothing of crux_gen's.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+
+@attrs.frozen
+class Caps:
+    """A store's own description of itself, for callers that adapt to it.
+
+    ``where`` is how log lines name the store (``SQLiteStore('crux.db')``);
+    ``wakeups`` says it is a :class:`Wakeups` (a worker may sleep in
+    ``wait_for_wake`` rather than poll: PostgreSQL's ``NOTIFY``); ``counts`` says it
+    is a :class:`Counts` (the dashboard counts flows in one query).
+    """
+
+    where: str
+    wakeups: bool = False
+    counts: bool = False
+
+
+class Wakeups(Protocol):
+    """A store with ``Caps.wakeups``."""
+
+    def wait_for_wake(self, timeout: float) -> bool:
+        """Block until the store announces that a flow may be due, or *timeout*
+        seconds pass; ``True`` when woken. A hint only: a missed one costs a poll."""
+        ...
+
+
+class Counts(Protocol):
+    """A store with ``Caps.counts``."""
+
+    def count_flows(self) -> dict[str, int]:
+        """How many flows each status has (statuses with none are left out)."""
+        ...
+
+
+def caps_of(store: object) -> Caps:
+    """*store*'s ``caps``; for an object without them (a user's own store or
+    wrapper), ``Caps(where=<its class name>)``: no optional capability."""
+    declared = getattr(store, "caps", None)
+    return declared if isinstance(declared, Caps) else Caps(where=type(store).__name__)
+
+
+#: Protocol members an object may lack and still conform: ``caps`` (``caps_of``
+#: describes a store without it).
+OPTIONAL = frozenset({"caps"})
+
+
+def missing_members(obj: object, protocol: type) -> list[str]:
+    """The members *protocol* (and the protocols it extends) declares that *obj*
+    lacks, in the order they are declared (a protocol's own before those of the
+    protocols it extends); ``[]`` when it has them all. A method must be callable;
+    a data member (``clock``) only present; one of ``OPTIONAL`` may be absent.
+
+    A member found through ``__getattr__`` counts (a wrapper that forwards to a
+    store is a store), on every Python version, which ``isinstance`` against a
+    ``runtime_checkable`` protocol does not promise (3.12 looks attributes up
+    statically); and the answer names what is missing.
+    """
+    declared: dict[str, bool] = {}  # name -> a method
+    for cls in protocol.__mro__:
+        if not getattr(cls, "_is_protocol", False) or cls is Protocol:
+            continue
+        for name in vars(cls).get("__annotations__", {}):
+            declared.setdefault(name, False)
+        for name, value in vars(cls).items():
+            if callable(value) and not name.startswith("_"):
+                declared.setdefault(name, True)
+    missing = []
+    for name, method in declared.items():
+        found = getattr(obj, name, None)
+        if name not in OPTIONAL and (found is None or (method and not callable(found))):
+            missing.append(name)
+    return missing
