@@ -142,10 +142,10 @@ def test_show_hides_crux_gens_own_frames_unless_full(wide: dict[str, Any]) -> No
     assert shown.returncode == full.returncode == 0, shown.stderr + full.stderr
     # (one frame since the executor calls step functions: "1 crux_gen frame hidden")
     assert re.search(r"\(\d+ crux_gen frames? hidden; --full shows (them|it)\)", shown.stdout)
-    assert "crux_gen/executor.py" not in shown.stdout  # where step functions are called
+    assert "crux_gen/calls.py" not in shown.stdout  # where step functions are called
     assert 'wideflows.py",line15,inexplode' in squeezed(shown.stdout)  # the flow's frames stay
     assert "in explode" in shown.stdout and "ValueError: the approval" in shown.stdout
-    assert "crux_gen/executor.py" in unwrapped(full.stdout)
+    assert "crux_gen/calls.py" in unwrapped(full.stdout)
     assert "hidden" not in full.stdout
 
 
