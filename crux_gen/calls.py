@@ -2,17 +2,20 @@
 
 The loop hands :class:`Calls` the calls its writes cleared; each one's result (a
 ``Returned`` or ``Raised`` event) comes back on one queue, which the loop reads
-when it has nothing to write. A call alone runs on the loop's own thread when the
-executor says so (``inline``: nothing else could run meanwhile, so a handoff buys
-nothing); the others run on a pool of threads (``CORE.md``: ``InlineSteps`` and
-``PoolSteps``, one class with both ways).
+when it has nothing to write. A call runs on a pool of threads fed by one queue
+(no future, lock or condition per call: a fast step's handoff costs a few
+microseconds), or, alone with none in flight when nothing else could run
+meanwhile (one flow, or a worker of concurrency 1), on the loop's own thread
+(``CORE.md``: ``InlineSteps`` and ``PoolSteps``, one class with both ways). A
+call of another flow never waits for a slow step: with concurrency N > 1 every
+call goes to the pool.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from .effects import Call, Event, Raised, Returned
@@ -21,8 +24,8 @@ K = TypeVar("K")
 
 
 class Crash:
-    """A step function raised a ``BaseException`` (an exit, an interrupt) on the
-    pool: the loop raises it."""
+    """A step function raised a ``BaseException`` (an exit, an interrupt): the loop
+    raises it once the calls in flight returned."""
 
     __slots__ = ("exc",)
 
@@ -31,38 +34,41 @@ class Crash:
 
 
 class Calls(Generic[K]):
-    """Run calls, each for a key (its flow's run), on *pool* (or a pool of
-    *threads*, made when first needed); with *inline*, a call alone with none in
-    flight runs on the calling thread."""
+    """Run calls, each for a key (its flow's run), on up to *threads* threads
+    (started when first needed); with *inline*, a call alone with none in flight
+    runs on the calling thread."""
 
-    def __init__(
-        self, threads: int, *, pool: ThreadPoolExecutor | None = None, inline: bool = True
-    ) -> None:
+    def __init__(self, threads: int, *, inline: bool = True) -> None:
         self.threads = threads
         self.inline = inline
         self.in_flight = 0
-        self._pool = pool
-        self._own_pool = pool is None
+        self._todo: queue.SimpleQueue[tuple[K, Call] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[K, Event | Crash] | None] = queue.SimpleQueue()
+        self._started: list[threading.Thread] = []
 
     def submit(self, calls: Sequence[tuple[K, Call]]) -> None:
         """Start *calls*; their results come back from :meth:`results`."""
         self.in_flight += len(calls)
         if self.inline and len(calls) == 1 and self.in_flight == 1:
             key, call = calls[0]
-            self._results.put((key, _call(call)))  # an exit or an interrupt: raised here
+            self._results.put((key, _run(call)))
             return
-        if calls and self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="crux-step")
         for key, call in calls:
-            assert self._pool is not None
-            self._pool.submit(self._on_pool, key, call)
+            if len(self._started) < min(self.threads, self.in_flight):
+                self._start_thread()
+            self._todo.put((key, call))
 
-    def _on_pool(self, key: K, call: Call) -> None:
-        try:
-            self._results.put((key, _call(call)))
-        except BaseException as exc:  # an exit or an interrupt in the step: the loop raises it
-            self._results.put((key, Crash(exc)))
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._serve, name=f"crux-step-{len(self._started)}", daemon=True
+        )
+        self._started.append(thread)
+        thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._todo.get()) is not None:
+            key, call = item
+            self._results.put((key, _run(call)))
 
     def results(self, timeout: float | None) -> list[tuple[K, Event | Crash]]:
         """The results that are in, waiting up to *timeout* seconds (``None``:
@@ -86,15 +92,19 @@ class Calls(Generic[K]):
         self._results.put(None)
 
     def close(self) -> None:
-        """Let the pool go (when this made it), once its calls returned."""
-        pool, self._pool = self._pool, None
-        if pool is not None and self._own_pool:
-            pool.shutdown(wait=True)
+        """Stop the threads once the calls given them returned."""
+        started, self._started = self._started, []
+        for _ in started:
+            self._todo.put(None)
+        for thread in started:
+            thread.join()
 
 
-def _call(call: Call) -> Event:
-    """Run a step's or condition's function: its value or its error."""
+def _run(call: Call) -> Event | Crash:
+    """Call *call*'s function: its value, its error, or a crash."""
     try:
         return Returned(call.fn(), call)
     except Exception as exc:
         return Raised(exc, call)
+    except BaseException as exc:  # an exit or an interrupt in the step
+        return Crash(exc)

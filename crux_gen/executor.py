@@ -20,7 +20,6 @@ import heapq
 import itertools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .calls import Calls, Crash
@@ -50,9 +49,8 @@ CHILD_REFUSALS = (FlowNameConflictError, FlowIdTakenError)
 
 class Executor(Hand):
     """Drive the flows in hand on *store*: up to *concurrency* step functions at a
-    time on a pool (or *pool*, kept by the caller; with *inline*, a call alone runs
-    on the loop's thread), one write per run per round, every write of a round in
-    one transaction. With *should_stop*, each run stops
+    time (through *calls*, when the caller keeps them: ``calls.py``), one write per
+    run per round, every write of a round in one transaction. With *should_stop*, each run stops
     at its next command boundary once it is true. Without *on_end*, a run's error
     is raised (``drive``); with it, the error ends that flow's tree only."""
 
@@ -62,10 +60,9 @@ class Executor(Hand):
         *,
         concurrency: int = 8,
         should_stop: Callable[[], bool] | None = None,
-        pool: ThreadPoolExecutor | None = None,
+        calls: Calls[FlowRun] | None = None,
         on_end: OnEnd | None = None,
         tick: float | None = None,
-        inline: bool = True,
     ) -> None:
         self.store = store
         self.clock = store.clock
@@ -81,7 +78,8 @@ class Executor(Hand):
         #: Transactions written, and the writes they held (``writes / batches``).
         self.batches = 0
         self.writes = 0
-        self.calls: Calls[FlowRun] = Calls(concurrency, pool=pool, inline=inline)
+        self._own_calls = calls is None
+        self.calls: Calls[FlowRun] = Calls(concurrency) if calls is None else calls
         self._timers: list[tuple[float, int, FlowRun, int]] = []
         self._order = itertools.count()
         self._crash: BaseException | None = None  # a step function's exit or interrupt
@@ -96,7 +94,7 @@ class Executor(Hand):
             while self.runs:
                 self.step()
         except BaseException:
-            self._abandon(list(self.runs))
+            self.let_go()
             raise
         finally:
             self.close()
@@ -105,9 +103,16 @@ class Executor(Hand):
         assert top.result is not None
         return top.result
 
+    def let_go(self) -> None:
+        """Every run in hand lets go of its lease (the caller was interrupted, or a
+        run failed); what they wrote stands."""
+        self._abandon(list(self.runs))
+
     def close(self) -> None:
-        """Let the pool go (when this executor made it), once its calls returned."""
-        self.calls.close()
+        """Stop the step functions' threads (when this executor started them), once
+        their calls returned."""
+        if self._own_calls:
+            self.calls.close()
 
     def step(self) -> None:
         """One round: the IO every run in hand asks for, or a wait for results or

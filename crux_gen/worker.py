@@ -36,12 +36,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, cast
 
 import attrs
 
+from .calls import Calls
 from .durations import Duration, format_duration, to_duration
 from .errors import (
     FlowNotRegisteredError,
@@ -132,7 +132,7 @@ class Worker:
         self._advanced = 0  # flows advanced in the pass in progress
         self._executor: Executor | None = None  # the pass in progress
         self._poll = 1.0  # how long a pass waits for a result at most before claiming again
-        self._pool: ThreadPoolExecutor | None = None
+        self._calls: Calls[Any] | None = None  # kept while run_forever runs
         self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
         self.not_registered_hint = not_registered_hint
         self._stopping = False
@@ -257,16 +257,15 @@ class Worker:
         flows in hand stopped."""
         self._advanced = 0
         tried: set[str] = set()
-        if self.concurrency > 1 and self._pool is None:  # kept while run_forever runs
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="crux-step")
+        if self._calls is None:  # kept while run_forever runs: its threads
+            self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
         executor = Executor(
             self.store,
             concurrency=self._all_threads,
             should_stop=self._should_stop,
-            pool=self._pool,
+            calls=self._calls,
             on_end=self._ended,
             tick=self._poll,
-            inline=self.concurrency == 1,
         )
         self._executor = executor
         try:
@@ -276,6 +275,9 @@ class Worker:
                     executor.step()
                 elif not claimed:
                     break  # nothing in hand, nothing more due
+        except BaseException:  # interrupted: the flows in hand let go of their leases
+            executor.let_go()
+            raise
         finally:
             self._executor = None
             executor.close()
@@ -322,9 +324,9 @@ class Worker:
             self._skipped = {k: t for k, t in self._skipped.items() if t > now}
 
     def _close_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        calls, self._calls = self._calls, None
+        if calls is not None:
+            calls.close()
 
     def _ended(
         self, stored: StoredFlow, result: FlowResult | None, error: Exception | None
