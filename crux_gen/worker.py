@@ -131,6 +131,7 @@ class Worker:
         self.writes = 0
         self._advanced = 0  # flows advanced in the pass in progress
         self._executor: Executor | None = None  # the pass in progress
+        self._claim_now = True  # claim at the next top-up (else once enough slots are free)
         self._poll = 1.0  # how long a pass waits for a result at most before claiming again
         self._calls: Calls[Any] | None = None  # kept while run_forever runs
         self.skip_for: timedelta = to_duration(skip_for, what="Worker skip_for")
@@ -161,6 +162,7 @@ class Worker:
         self._wakeups.put(None)
         executor = self._executor
         if executor is not None:  # a pass in progress claims now
+            self._claim_now = True
             executor.poke()
 
     # -- running -------------------------------------------------------------------
@@ -256,6 +258,7 @@ class Worker:
         stopped; every flow at most once. A store error ends the pass once the
         flows in hand stopped."""
         self._advanced = 0
+        self._claim_now = True
         tried: set[str] = set()
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
@@ -294,6 +297,9 @@ class Worker:
         free = self.concurrency - len(executor.roots)
         if free <= 0 or executor.failure is not None or self._stopping:
             return False
+        if not self._claim_now and executor.roots and free < max(1, self.concurrency // 4):
+            return False  # a claim per quarter of the slots freed, not per flow ended
+        self._claim_now = False
         now = self._now()
         self._forget_skips(now)
         with self._skip_lock:
@@ -305,6 +311,7 @@ class Worker:
         except StoreError as exc:
             executor.failure = exc
             return False
+        self._claim_now = len(claimed) == min(free, self.batch)  # (fewer: none more is due)
         for stored in claimed:
             tried.add(stored.id)
             owner = stored.lease_owner
