@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
@@ -70,20 +71,29 @@ class Calls(Generic[K]):
             key, call = item
             self._results.put((key, _run(call)))
 
-    def results(self, timeout: float | None) -> list[tuple[K, Event | Crash]]:
+    def results(self, timeout: float | None, gather: float = 0.0) -> list[tuple[K, Event | Crash]]:
         """The results that are in, waiting up to *timeout* seconds (``None``:
-        without end) for the first; none when the wait ran out or was poked."""
+        without end) for the first, then up to *gather* seconds more for the other
+        calls in flight (their records then share one write); none when the wait
+        ran out or was poked."""
         try:
             found = self._results.get(timeout=timeout)
         except queue.Empty:
             return []
         answers: list[tuple[K, Event | Crash]] = []
+        until = time.monotonic() + gather if gather > 0 else 0.0
         while found is not None:  # (None: poked, the caller has something to do)
             answers.append(found)
             try:
                 found = self._results.get_nowait()
             except queue.Empty:
-                break
+                left = until - time.monotonic()
+                if len(answers) >= self.in_flight or left <= 0:
+                    break
+                try:
+                    found = self._results.get(timeout=left)
+                except queue.Empty:
+                    break
         self.in_flight -= len(answers)
         return answers
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,11 @@ log = logging.getLogger("crux_gen")
 #: A store's refusals of a child a write would start (its id is taken): thrown at
 #: the parent's ``yield`` instead of failing the run (or looping on it).
 CHILD_REFUSALS = (FlowNameConflictError, FlowIdTakenError)
+
+
+#: The longest a round waits for the results of other calls in flight once one
+#: came in (half the last write's time, at most this): their records share a write.
+GATHER_MAX = 0.002
 
 
 class Executor(Hand):
@@ -83,6 +89,7 @@ class Executor(Hand):
         self._timers: list[tuple[float, int, FlowRun, int]] = []
         self._order = itertools.count()
         self._crash: BaseException | None = None  # a step function's exit or interrupt
+        self._write_time = 0.0  # what the last round's write took (seconds)
 
     # -- taking flows ------------------------------------------------------------
 
@@ -152,7 +159,11 @@ class Executor(Hand):
         self.batches += 1
         self.writes += len(writes)
         items = [Commit(run.flow_id, run.owner, now, write) for run, write in writes]
-        return commit_round(self.store, items)
+        begun = time.perf_counter()
+        try:
+            return commit_round(self.store, items)
+        finally:
+            self._write_time = time.perf_counter() - begun
 
     def _written(
         self, run: FlowRun, write: Write, outcome: CommitOutcome | Exception, now: float
@@ -226,7 +237,9 @@ class Executor(Hand):
                     self._fire()
                     return
                 timeout = due if timeout is None else min(due, timeout)
-            for run, event in self.calls.results(timeout):  # one round for all of them
+            # The others' results, for a part of what a write takes: one write for all.
+            gather = min(self._write_time / 2, GATHER_MAX)
+            for run, event in self.calls.results(timeout, gather):
                 self._answer(run, event)
             return
         if self._timers:
