@@ -18,6 +18,7 @@ from .effects import Settled
 from .errors import FlowBusyError, FlowClosedError, FlowNotFoundError, StoreError
 from .flow import Flow
 from .flowrun import FlowRun, close_body
+from .gcpause import paused_gc
 from .handlers import MISSING_CHILD
 from .leases import LEASES
 from .records import StoredFlow
@@ -61,11 +62,12 @@ class Hand:
         LEASES.hold(self.store, stored.id, owner)
         run: FlowRun | None = None
         try:
-            run = FlowRun(
-                flow, stored, owner, self.clock, parent=parent, should_stop=self.should_stop
-            )
-            self.runs.append(run)
-            run.feed(None)
+            with paused_gc(len(stored.records)):  # its replay
+                run = FlowRun(
+                    flow, stored, owner, self.clock, parent=parent, should_stop=self.should_stop
+                )
+                self.runs.append(run)
+                run.feed(None)
         except BaseException:  # (its replay diverged, a record is corrupt, ...)
             if run is not None:
                 self.runs.remove(run)

@@ -26,6 +26,7 @@ from crux_gen.errors import (
     FlowNotFoundError,
     LeaseLostError,
 )
+from crux_gen.gcpause import paused_gc
 from crux_gen.records import (
     Commit,
     CommitOutcome,
@@ -232,7 +233,7 @@ class SqlStore(Generic[C]):
             return []
         # A batch's histories in one read transaction (PostgreSQL: one, not three
         # per flow in autocommit); one flow's, statement by statement.
-        with self._snapshot() if len(rows) > 1 else self._reading() as conn:
+        with self._snapshot() if len(rows) > 1 else self._reading() as conn, paused_gc():
             return [self._history(conn, row, lean=True) for row in rows]
 
     def _claim(
