@@ -185,15 +185,16 @@ class Executor(Hand):
     def _check(self, runs: list[FlowRun], now: float) -> list[CommitOutcome | Exception]:
         """The leases of *runs*, each about to call with nothing to write first, in
         one read (one alone: ``Store.check_lease``)."""
-        if len(runs) == 1:
-            run = runs[0]
-            try:
-                return [self.store.check_lease(run.flow_id, run.owner, now)]
-            except ITEM_ERRORS as exc:
-                return [exc]
         if not runs:
             return []
-        return list(self.store.check_leases([LeaseCheck(r.flow_id, r.owner, now) for r in runs]))
+        try:
+            if len(runs) == 1:
+                run = runs[0]
+                return [self.store.check_lease(run.flow_id, run.owner, now)]
+            checks = [LeaseCheck(r.flow_id, r.owner, now) for r in runs]
+            return list(self.store.check_leases(checks))
+        except (StoreError, *ITEM_ERRORS) as exc:  # one's own refusal, or the store's failure
+            return [exc] * len(runs)
 
     def _checked(self, run: FlowRun, outcome: CommitOutcome | Exception, now: float) -> None:
         if isinstance(outcome, Exception):
