@@ -159,13 +159,18 @@ def run_claimed(
     if stored.lease_owner != owner:
         return result_of(stored)
     try:
-        flow = next((f for f in flows or () if f.name == stored.name), None)
-        if flow is None:
-            flow = default_registry.get(stored.name, flow_id=stored.id)
+        flow = find_flow(flows or (), stored)
     except BaseException:
         _release(store, stored.id, owner)
         raise
     return _drive_claimed(flow, store, stored, owner, should_stop, concurrency)
+
+
+def find_flow(flows: Iterable[Flow[Any]], stored: StoredFlow) -> Flow[Any]:
+    """The code of *stored*, by its name: among *flows*, else in the registry of
+    ``@flow`` (``FlowNotRegisteredError`` naming it)."""
+    found = next((f for f in flows if f.name == stored.name), None)
+    return found if found is not None else default_registry.get(stored.name, flow_id=stored.id)
 
 
 RUNNER[0] = run_flow

@@ -57,7 +57,7 @@ from .flow import Flow, default_registry
 from .hand import _release
 from .records import StoredFlow
 from .results import FlowResult
-from .runner import ALL_CONCURRENCY
+from .runner import ALL_CONCURRENCY, find_flow
 from .status import Status
 from .stores.base import Store
 from .stores.caps import Wakeups, caps_of, missing_members
@@ -314,16 +314,7 @@ class Worker:
         self._claim_now = len(claimed) == min(free, self.batch)  # (fewer: none more is due)
         for stored in claimed:
             tried.add(stored.id)
-            owner = stored.lease_owner
-            assert owner is not None
-            try:
-                flow = next((f for f in self.flows if f.name == stored.name), None)
-                if flow is None:
-                    flow = default_registry.get(stored.name, flow_id=stored.id)
-                executor.take(flow, stored, owner)
-            except Exception as exc:
-                _release(self.store, stored.id, owner)
-                self._ended(stored, None, exc)
+            _take(self, executor, stored)
         return bool(claimed)
 
     def _forget_skips(self, now: float) -> None:
@@ -365,6 +356,22 @@ class Worker:
             f"Worker({self.store!r}, flows={names!r}, concurrency={self.concurrency}, "
             f"batch={self.batch})"
         )
+
+
+def _take(worker: Worker, executor: Executor, stored: StoredFlow) -> None:
+    """A flow *worker* claimed, into *executor*; one it cannot run is reported."""
+    owner = stored.lease_owner
+    assert owner is not None
+    try:
+        flow = find_flow(worker.flows, stored)
+    except FlowNotRegisteredError as exc:
+        _release(worker.store, stored.id, owner)  # never taken: no run to let it go
+        worker._ended(stored, None, exc)
+        return
+    try:
+        executor.take(flow, stored, owner)  # (lets go of the lease when it fails)
+    except Exception as exc:
+        worker._ended(stored, None, exc)
 
 
 def not_advanced(worker: Worker, flow_id: str, exc: Exception) -> bool:
