@@ -29,6 +29,7 @@ from crux_gen.records import (
     Write,
 )
 
+from .browse import ErrorGroup
 from .caps import Caps, caps_of
 from .listing import (
     MAX_LIMIT,
@@ -321,6 +322,32 @@ class StoreAdmin(Protocol):
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
         """Ids that start with *prefix*, in order, at most *limit* (the CLI's short ids)."""
+        ...
+
+    def browse_flows(
+        self,
+        *,
+        limit: int = 100,
+        before: Before = None,
+        status: str | None = None,
+        name: str | None = None,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        top_level: bool = False,
+        error: tuple[str, str] | None = None,
+    ) -> list[StoredFlow]:
+        """``list_flows`` (same order, same keyset *before*) for the dashboard, with
+        more filters, all combined: ids starting with *id_prefix*; updated at or
+        after *since* and strictly before *until*; with *top_level*, only flows no
+        ``Child`` started; with *error* ``(type, message)``, only failed flows whose
+        stored error has exactly that type and message (``stores/browse.py``)."""
+        ...
+
+    def error_groups(self, *, limit: int = 100) -> list[ErrorGroup]:
+        """The failed flows grouped by their error's type and message, with how many
+        and the latest ``updated_at``, the most frequent first (then the latest); an
+        error that is not readable JSON counts under ``browse.UNREADABLE``."""
         ...
 
     def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:

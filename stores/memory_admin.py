@@ -20,6 +20,7 @@ from crux_gen.errors import FlowNotFoundError, StoreError
 from crux_gen.records import PENDING, StoredFlow, StoredRecord, StoredSignal
 from crux_gen.status import FINISHED, Status
 
+from .browse import MemoryBrowse
 from .caps import Caps
 from .listing import Before, check_before, check_version, version_matches
 from .rules import WAIT_ANY, any_names, deletable, flow_exists, new_flow, retry_plan, retry_status
@@ -108,7 +109,7 @@ class MemoryTables:
         )
 
 
-class MemoryAdmin(MemoryTables):
+class MemoryAdmin(MemoryTables, MemoryBrowse):
     """``MemoryTables`` with the operator's calls (``StoreAdmin``)."""
 
     def list_flows(

@@ -9,13 +9,14 @@ import attrs
 from crux_gen.errors import StoreError
 from crux_gen.records import StoredFlow, StoredRecord
 
+from .browse import SqlBrowse
 from .listing import Before, listing_query
 from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C, SqlStore
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 
 
-class SqlAdmin(SqlStore[C]):
+class SqlAdmin(SqlStore[C], SqlBrowse):
     """``SqlStore`` with the operator's calls."""
 
     #: The store in messages: ``flow_exists``'s *where*, and a phrase ("in …", "at …").
