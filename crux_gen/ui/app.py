@@ -19,11 +19,10 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from ..commands import describe
 from ..control import consumed_in_this_run, get_flow
@@ -39,7 +38,7 @@ from ..errors import (
     StoreError,
 )
 from ..status import FINISHED, Status
-from . import pages
+from . import bulk, flows, pages
 from .actions import DONE, ActionError, check_no_nul, nul_error, perform
 from .sessions import Sessions
 from .wsgi import SECURITY_HEADERS, Request, Response, StartResponse, redirect
@@ -154,6 +153,14 @@ class Dashboard:
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
             return self.flow_page(request, flow_id)
+        if path == "/errors":
+            if request.method not in ("GET", "HEAD"):
+                return self.not_allowed(request)
+            return self.errors_page(request)
+        if path == "/bulk":
+            if request.method == "POST" and self.allow_actions:
+                return bulk.bulk(self, request)
+            return self.not_allowed(request)
         if path == "/favicon.ico":  # browsers ask for it at the root: nothing, quietly
             return Response(204, headers=[("Cache-Control", "public, max-age=86400")])
         if path in ("/flows", "/flows/"):
@@ -192,47 +199,51 @@ class Dashboard:
 
     def flows_page(self, request: Request) -> Response:
         """Counts per status and one page of flows, filtered and keyset-paged."""
-        status = request.query.get("status", "").strip() or None
-        name = request.query.get("name", "").strip() or None
+        now = self.store.clock.now()
+        f, problem = flows.read_filters(request.query, now)
         before_text = request.query.get("before", "").strip() or None
-        problem = None
-        if name is not None and "\0" in name:
-            problem = str(nul_error("name", name, "no flow has such a name"))
-        if status is not None and status not in pages.STATUSES:
-            problem = f"status {status!r} is none of {', '.join(pages.STATUSES)}"
-        before: datetime | tuple[float, str] | None = None
-        if before_text is not None:
+        if before_text is not None and problem is None:
             try:
-                before = pages.parse_before(before_text)
+                pages.parse_before(before_text)
             except ValueError:
                 problem = f"before {before_text!r} is not an ISO date and time"
         counts = pages.status_counts(self.store)
         rows: list[Any] = []
         next_url = first_url = None
         if problem is None:
-            rows, next_before = pages.flows_page(
-                self.store, status=status, name=name, before=before
-            )
-            filters = {k: v for k, v in (("status", status), ("name", name)) if v}
-            if next_before is not None:
-                more = {**filters, "before": next_before}
-                next_url = f"{request.base}/?{urlencode(more)}"
-            if before is not None:
-                first_url = f"{request.base}/" + (f"?{urlencode(filters)}" if filters else "")
+            try:
+                rows, next_before = flows.page_of(self.store, f, before_text)
+            except (CruxError, ValueError) as exc:
+                if isinstance(exc, StoreError):
+                    raise
+                problem = str(exc)
+            else:
+                if next_before is not None:
+                    next_url = f"{request.base}/?{f.query(before=next_before)}"
+                if before_text is not None:
+                    first_url = f"{request.base}/" + (f"?{f.query()}" if f.any else "")
+        who = self.sessions.who(request) if self.allow_actions else None
         return self.render(
             request,
             "flows.html",
             200 if problem is None else 400,
             counts=counts,
             rows=rows,
-            status=status or "",
-            name=name or "",
+            f=f,
+            status=f.text["status"],
+            name=f.text["name"],
             statuses=pages.STATUSES,
             next_url=next_url,
             first_url=first_url,
             problem=problem,
-            now=self.store.clock.now(),
+            now=now,
+            csrf="" if who is None else self.sessions.csrf(who),
         )
+
+    def errors_page(self, request: Request) -> Response:
+        """The failed flows grouped by error type and message, each group a link to
+        the list of its flows."""
+        return self.render(request, "errors.html", groups=flows.groups_of(self.store))
 
     def flow_page(
         self,
