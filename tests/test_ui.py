@@ -479,7 +479,7 @@ def test_a_failed_flow_shows_the_error_with_its_traceback_and_marks_the_bar(
     assert "CardDeclined: card ending 4242 was declined" in error
     assert '<pre class="traceback">' in error and "decline" in error
     assert 'data-name="charge-card" data-state="failed"' in section(page, "timeline")
-    assert '<text class="mark" data-state="failed"' in section(page, "timeline")
+    assert '<span class="mark" data-state="failed">✗' in section(page, "timeline")
     failed_item = re.search(r'<li data-position="1" data-state="failed".*?</li>', page.text, re.S)
     assert failed_item is not None and '<pre class="error">' in failed_item.group(0)
 
@@ -620,7 +620,7 @@ def test_a_retried_step_shows_its_attempts_and_its_retrying_state(
         'data-name="call-api" data-state="completed" data-position="0" data-attempts="3"'
         in page.text
     )
-    assert re.search(r'<text class="mark" data-state="completed"[^>]*>\u00d73</text>', page.text)
+    assert re.search(r'<span class="mark" data-state="completed"[^>]*>\u00d73</span>', page.text)
 
 
 def test_a_store_that_fails_is_a_503_page_and_a_bug_a_500_without_its_traceback(

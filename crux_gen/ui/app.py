@@ -25,21 +25,17 @@ from typing import Any
 from urllib.parse import quote
 
 from ..commands import describe
-from ..control import consumed_in_this_run, get_flow
 from ..errors import (
-    CorruptRecordError,
     CruxError,
     FlowClosedError,
     FlowNotFoundError,
     FlowStateError,
-    InvalidTypeError,
     InvalidValueError,
     MissingDependencyError,
     StoreError,
 )
-from ..status import FINISHED, Status
-from . import bulk, flows, pages
-from .actions import DONE, ActionError, check_no_nul, nul_error, perform
+from . import bulk, flows, flowview, pages
+from .actions import ActionError, nul_error, perform
 from .sessions import Sessions
 from .wsgi import SECURITY_HEADERS, Request, Response, StartResponse, redirect
 
@@ -171,14 +167,17 @@ class Dashboard:
 
     def render(self, request: Request, template: str, code: int = 200, **context: Any) -> Response:
         """Render *template* with what every page needs."""
-        html = self.templates.get_template(template).render(
+        return Response(code, self.html(request, template, **context).encode("utf-8", "replace"))
+
+    def html(self, request: Request, template: str, **context: Any) -> str:
+        """The text of *template* (a page or a part of one) with what every page needs."""
+        return self.templates.get_template(template).render(
             base=request.base,
             refresh=self.refresh,
             allow_actions=self.allow_actions,
             flow_url=lambda flow_id: flow_url(request.base, flow_id),
             **context,
         )
-        return Response(code, html.encode("utf-8", "replace"))
 
     def error_page(self, request: Request, status: int, title: str, message: str) -> Response:
         """A page saying what went wrong, with a link back to the flows."""
@@ -252,40 +251,8 @@ class Dashboard:
         status: int = 200,
         notice: tuple[str, str] | None = None,
     ) -> Response:
-        """One flow: input, status, timeline, history, signals (and the action forms)."""
-        try:
-            check_no_nul("flow id", flow_id, "no flow has such an id")
-            info = get_flow(flow_id, store=self.store)
-        except FlowNotFoundError:
-            return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
-        except CorruptRecordError as exc:
-            return self.error_page(request, 500, "This flow's stored data is corrupt", str(exc))
-        except (InvalidTypeError, InvalidValueError) as exc:
-            return self.error_page(request, 404, "No such flow", str(exc))
-        who = self.sessions.who(request) if self.allow_actions else None
-        if notice is None and request.query.get("done") in DONE:
-            notice = ("ok", DONE[request.query["done"]])
-        now = self.store.clock.now()
-        consumed_by = consumed_in_this_run(info)
-        choice = pages.signal_choice(info.status.value, None, None)
-        if self.allow_actions and info.status == Status.SUSPENDED:
-            stored = self.store.load(flow_id)  # the wait's kind is on the stored row only
-            choice = pages.signal_choice(stored.status, stored.wait_kind, stored.waiting_for)
-        return self.render(
-            request,
-            "flow.html",
-            status,
-            info=info,
-            finished=Status(info.status) in FINISHED,
-            timeline=pages.timeline(info, now),
-            entry_facts=lambda entry: pages.entry_facts(entry, consumed_by, now),
-            this_run=set(consumed_by.values()),
-            now=now,
-            notice=notice,
-            authorized=who is not None,
-            csrf="" if who is None else self.sessions.csrf(who),
-            signal_choice=choice,
-        )
+        """One flow (:mod:`crux_gen.ui.flowview`)."""
+        return flowview.flow_page(self, request, flow_id, status, notice)
 
     def static_file(self, request: Request, name: str) -> Response:
         """The stylesheet or the script."""

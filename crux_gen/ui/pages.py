@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import attrs
 
-from ..commands import VALUE_KINDS, describe
+from ..cli.format import is_own_frame
+from ..commands import VALUE_KINDS
 from ..control import keyset, list_page
 from ..durations import approximate
-from ..results import FlowInfo, FlowSummary, HistoryEntry
+from ..results import FlowSummary, HistoryEntry
 from ..status import FINISHED, Status
 from ..stores.caps import caps_of
 
@@ -202,121 +204,7 @@ def at(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-# -- which run took a signal -----------------------------------------------------------
-
-
-# -- the timeline ----------------------------------------------------------------------
-
-#: Geometry of the timeline's SVG, in its own units (it scales to the page's width).
-LABEL_WIDTH = 220
-CHART_WIDTH = 640
-ROW = 22
-BAR = 14
-MIN_BAR = 3
-AXIS = 18
-#: Room right of the chart for a bar's marks (a cross when failed, the attempts when retried).
-MARKS = 48
-
-
-@attrs.frozen
-class Bar:
-    """One recorded command's bar: where it is drawn and what it says."""
-
-    position: int
-    name: str
-    label: str
-    state: str
-    x: float
-    y: float
-    width: float
-    attempts: int
-    title: str
-    retried: bool
-    text_y: float
-    mark_x: float
-
-
-@attrs.frozen
-class Timeline:
-    """The timeline's SVG: its size, one bar per recorded command, and the span shown."""
-
-    width: int
-    height: int
-    label_width: int
-    chart_end: int
-    bars: tuple[Bar, ...]
-    start: str
-    end: str
-    span: str
-
-
-def timeline(info: FlowInfo, now: datetime) -> Timeline:
-    """Lay out one bar per recorded command, on one row each, along the flow's time:
-    from its creation (or first command) to its last update (or *now* while a
-    command is still waiting or retrying). A bar's width is the time the command
-    took (``MIN_BAR`` for an instant one, such as ``ctx.now()``)."""
-    entries = info.history
-    spans: list[tuple[datetime, datetime]] = []
-    cursor = info.created_at or next((e.started_at for e in entries if e.started_at), now)
-    for entry in entries:
-        start = entry.started_at or cursor
-        end = entry.finished_at or (now if entry.state in ("waiting", "retrying") else start)
-        end = max(end, start)
-        spans.append((start, end))
-        cursor = end
-    first = min([s for s, _ in spans] + ([info.created_at] if info.created_at else []), default=now)
-    last = max([e for _, e in spans] + ([info.updated_at] if info.updated_at else []), default=now)
-    total = max((last - first).total_seconds(), 0.0)
-    scale = CHART_WIDTH / total if total > 0 else 0.0
-    bars = []
-    for row, (entry, (start, end)) in enumerate(zip(entries, spans, strict=True)):
-        x = LABEL_WIDTH + (start - first).total_seconds() * scale
-        width = max((end - start).total_seconds() * scale, MIN_BAR)
-        x = min(x, LABEL_WIDTH + CHART_WIDTH - MIN_BAR)
-        width = min(width, LABEL_WIDTH + CHART_WIDTH - x)
-        bars.append(
-            Bar(
-                position=entry.position,
-                name=entry.name,
-                label=label(entry),
-                state=entry.state,
-                x=round(x, 2),
-                y=AXIS + row * ROW + (ROW - BAR) / 2,
-                width=round(width, 2),
-                attempts=entry.attempts,
-                title=bar_title(entry, start, end),
-                retried=entry.attempts > 1,
-                text_y=AXIS + row * ROW + ROW / 2 + 4,
-                mark_x=round(x + width + 4, 2),
-            )
-        )
-    return Timeline(
-        width=LABEL_WIDTH + CHART_WIDTH + MARKS,
-        height=AXIS + max(len(entries), 1) * ROW,
-        label_width=LABEL_WIDTH,
-        chart_end=LABEL_WIDTH + CHART_WIDTH,
-        bars=tuple(bars),
-        start=at(first),
-        end=at(last),
-        span=took(total),
-    )
-
-
-def label(entry: HistoryEntry) -> str:
-    """``#2 Step('charge-card')``, cut to fit the timeline's label column."""
-    text = f"#{entry.position} {describe(entry.kind, entry.name)}"
-    return text if len(text) <= 34 else text[:33] + "…"
-
-
-def bar_title(entry: HistoryEntry, start: datetime, end: datetime) -> str:
-    """The bar's tooltip: what it is, its state, how long, how many attempts."""
-    facts = [describe(entry.kind, entry.name), entry.state]
-    if entry.kind not in VALUE_KINDS:
-        verb = "waited" if entry.kind in ("suspend", "sleep", "wait_until") else "took"
-        facts.append(f"{verb} {took((end - start).total_seconds())}")
-    if entry.attempts > 1:
-        facts.append(f"{entry.attempts} attempts")
-    return ", ".join(facts)
+# -- the history ----------------------------------------------------------------------
 
 
 def entry_facts(entry: HistoryEntry, consumed_by: dict[int, int], now: datetime) -> list[str]:
@@ -342,8 +230,45 @@ def entry_facts(entry: HistoryEntry, consumed_by: dict[int, int], now: datetime)
     return facts
 
 
+@attrs.frozen
+class Traceback:
+    """A traceback as the page shows it first: *text* without crux_gen's own frames,
+    each run of them one line saying how many; *hidden*: how many in all."""
+
+    text: str
+    hidden: int
+
+
+def traceback_view(traceback: str) -> Traceback:
+    """*traceback* with each run of crux_gen's own frames (a ``File "…"`` line and
+    the source lines under it, :func:`~crux_gen.cli.format.is_own_frame`) left out."""
+    shown: list[str] = []
+    hidden = run = 0
+    hiding = False
+    for line in traceback.rstrip("\n").split("\n"):
+        frame = FRAME.match(line)
+        if frame is not None:
+            hiding = is_own_frame(frame.group("path"))
+        elif hiding and not line.startswith("    "):
+            hiding = False
+        if hiding:
+            run += frame is not None
+            continue
+        if run:
+            shown.append(f"  ({run} crux_gen frame{'' if run == 1 else 's'} hidden)")
+            hidden, run = hidden + run, 0
+        shown.append(line)
+    if run:
+        shown.append(f"  ({run} crux_gen frame{'' if run == 1 else 's'} hidden)")
+        hidden += run
+    return Traceback("\n".join(shown), hidden)
+
+
+FRAME = re.compile(r'^  File "(?P<path>.*)", line \d+, in ')
+
 #: What the templates may call.
 FILTERS: dict[str, Callable[..., Any]] = {
+    "traceback_view": traceback_view,
     "value_text": value_text,
     "tojson_text": lambda value: json_text(value, indent=2),
     "plain_text": plain_text,
