@@ -198,6 +198,8 @@ def tail(dash: Dashboard, request: Request, stored: StoredFlow) -> Response:
         start = int(request.query.get("start", "0"))
     except ValueError:
         return json_response(400, {"error": "tail and start must be numbers"})
+    if request.query.get("head") == "1":  # a page of earlier records: its head and foot only
+        after = start = count
     if after < 0 or start < 0 or after < start or after > count or count - start > 2 * HISTORY_PAGE:
         return json_response(200, {"reload": True, "run": stored.run, "status": stored.status})
     try:

@@ -22,6 +22,9 @@ from ..results import HistoryEntry
 
 #: The width of a bar's track in its SVG's units.
 TRACK = 1000
+#: The longest label (an ``All`` of 20 branches names them all): cut there with "…",
+#: whole in the row's tooltip.
+LABEL = 80
 #: The narrowest bar (an instant command, such as ``ctx.now()``).
 MIN_BAR = 5
 
@@ -33,6 +36,7 @@ class Bar:
     position: int
     name: str
     label: str
+    whole: str
     state: str
     x: float
     width: float
@@ -93,7 +97,8 @@ def timeline(
             Bar(
                 position=entry.position,
                 name=entry.name,
-                label=f"#{entry.position} {describe(entry.kind, entry.name)}",
+                label=cut(f"#{entry.position} {describe(entry.kind, entry.name)}"),
+                whole=f"#{entry.position} {describe(entry.kind, entry.name)}",
                 state=entry.state,
                 x=x,
                 width=width,
@@ -112,6 +117,11 @@ def timeline(
         end=at(last),
         span=approximate(t1 - t0),
     )
+
+
+def cut(label: str) -> str:
+    """*label* at most ``LABEL`` characters long."""
+    return label if len(label) <= LABEL else label[: LABEL - 1] + "…"
 
 
 def at(moment: datetime) -> str:
