@@ -56,39 +56,25 @@ def bulk(dash: Dashboard, request: Request) -> Response:
     targets = targets[: flows.BULK_LIMIT]
     confirmed = form.get("confirm", "")
     changed = confirmed != "" and confirmed != str(len(targets))
-    if confirmed == "" or changed:
-        return dash.render(
-            request,
-            "bulk.html",
-            409 if changed else 200,
-            f=f,
-            action=action,
-            verb=ACTIONS[action][0],
-            which=ACTIONS[action][1],
-            targets=targets,
-            more=more,
-            changed=changed,
-            confirmed=confirmed,
-            csrf=dash.sessions.csrf(who),
-            outcomes=None,
-            reason=form.get("reason", "").strip() or "cancelled from the dashboard",
-        )
     reason = form.get("reason", "").strip() or "cancelled from the dashboard"
-    outcomes = [(flow.id, act(dash.store, action, flow.id, reason)) for flow in targets]
+    outcomes = None
+    if confirmed != "" and not changed:
+        outcomes = [(flow.id, act(dash.store, action, flow.id, reason)) for flow in targets]
     return dash.render(
         request,
         "bulk.html",
+        409 if changed else 200,
         f=f,
         action=action,
         verb=ACTIONS[action][0],
         which=ACTIONS[action][1],
         targets=targets,
         more=more,
-        changed=False,
+        changed=changed,
         confirmed=confirmed,
         csrf=dash.sessions.csrf(who),
         outcomes=outcomes,
-        done=sum(1 for _, (ok, _) in outcomes if ok),
+        done=sum(1 for _, (ok, _) in outcomes or () if ok),
         reason=reason,
     )
 

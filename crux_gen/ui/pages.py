@@ -16,9 +16,8 @@ import attrs
 
 from ..cli.format import is_own_frame
 from ..commands import VALUE_KINDS
-from ..control import keyset, list_page
 from ..durations import approximate
-from ..results import FlowSummary, HistoryEntry
+from ..results import HistoryEntry
 from ..status import FINISHED, Status
 from ..stores.caps import caps_of
 
@@ -50,26 +49,6 @@ def status_counts(store: Any) -> dict[str, str]:
         n = len(store.list_flows(status=s, limit=COUNT_CAP + 1))
         counts[s] = f"{COUNT_CAP}+" if n > COUNT_CAP else str(n)
     return counts
-
-
-def flows_page(
-    store: Any,
-    *,
-    status: str | None,
-    name: str | None,
-    before: datetime | tuple[float, str] | None,
-    size: int = PAGE_SIZE,
-) -> tuple[list[FlowSummary], str | None]:
-    """One page of flows, newest update first, and the ``before`` of the next page
-    as the link's text (``None`` on the last): the exact keyset ``(updated_at,
-    flow_id)`` of the page's last flow, so each flow shows on exactly one page."""
-    bound = keyset(before) if isinstance(before, datetime) else before
-    rows = list_page(store, status=status, name=name, limit=size + 1, before=bound)
-    if len(rows) <= size:
-        return rows, None
-    last = keyset(rows[size - 1])
-    assert isinstance(last, tuple)
-    return rows[:size], f"{last[0]!r},{last[1]}"
 
 
 def parse_before(text: str) -> datetime | tuple[float, str]:

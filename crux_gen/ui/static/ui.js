@@ -65,7 +65,7 @@
         JSON.stringify({ open: openKeys(), x: window.scrollX, y: window.scrollY })
       );
     } catch (e) { /* storage off: reload anyway */ }
-    location.replace(href || location.href);
+    if (href) { location.replace(href); } else { location.replace(location.href); }
   }
 
   // -- a flow page: only what changed ---------------------------------------------------
