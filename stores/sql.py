@@ -383,9 +383,12 @@ class SqlStore(Generic[C]):
         run, a wait cleared, or a park or an end."""
         sql = self._sql
         for child in write.children:  # those stored already are left as they are
-            self._run(
-                conn, sql.INSERT_CHILD, (child.flow_id, child.name, child.input, now, now, flow_id)
-            )
+            row = (child.flow_id, child.name, child.input, now, now, flow_id)
+            if self._run(conn, sql.INSERT_CHILD, row).fetchone() is None:
+                # Taken since ``_check_children`` looked (PostgreSQL: by a transaction
+                # that committed while this insert waited for it): look again.
+                found = self._run(conn, sql.FLOW_NAME, (child.flow_id,)).fetchone()
+                check_child(flow_id, child, (found[0], found[1]))
         if write.continue_as_new is not None:
             run = self._run(conn, sql.CURRENT_RUN, (flow_id,)).fetchone()[0]
             self._run(conn, sql.KEEP_PAST_RUN, {"run": run, "flow": flow_id})
