@@ -225,7 +225,8 @@ class Executor(Hand):
     def _dispatch(self, calls: list[tuple[FlowRun, Call]]) -> None:
         for run, _ in calls:
             run.in_flight += 1
-        self.calls.submit(calls)
+        for run, event in self.calls.submit(calls):  # run inline: in at once
+            self._answer(run, event)
 
     def _wait(self) -> None:
         """Nothing to write: take the results that are in (waiting for one while
