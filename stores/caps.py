@@ -21,12 +21,15 @@ class Caps:
     ``where`` is how log lines name the store (``SQLiteStore('crux.db')``);
     ``wakeups`` says it is a :class:`Wakeups` (a worker may sleep in
     ``wait_for_wake`` rather than poll: PostgreSQL's ``NOTIFY``); ``counts`` says it
-    is a :class:`Counts` (the dashboard counts flows in one query).
+    is a :class:`Counts` (the dashboard counts flows in one query); ``browses``
+    says it has ``browse_flows`` and ``error_groups`` (``StoreAdmin``: the
+    dashboard's id, time, top-level and error filters, and its errors page).
     """
 
     where: str
     wakeups: bool = False
     counts: bool = False
+    browses: bool = False
 
 
 class Wakeups(Protocol):

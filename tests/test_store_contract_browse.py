@@ -30,6 +30,7 @@ def ids(rows: list[Any]) -> list[str]:
 
 
 def test_browse_flows_filters_by_id_prefix_time_and_top_level(store: Any, clock: FakeClock) -> None:
+    assert store.caps.browses  # what the dashboard reads before it asks for these
     t = clock.time()
     store.start("order-1", "order", "null", "me", t + 1)
     store.commit("order-1", "me", t + 2, Write(children=(NewChild("order-1-pay", "pay", "null"),)))

@@ -265,3 +265,25 @@ def test_bulk_actions_need_actions_allowed_the_session_and_the_csrf_field(
     )
     assert bad.status == 400 and "nothing was changed" in bad.text
     assert all(get_flow(f, store=store).status == "failed" for f in made["one"] + made["two"])
+
+
+def test_a_store_without_browse_flows_filters_by_status_and_name_and_says_so_for_the_rest(
+    store: Any, clock: FakeClock
+) -> None:
+    class Plain:
+        """A store of a user's own: ``list_flows`` and ``load``, no ``caps``."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.clock = inner.clock
+
+        def list_flows(self, **kwargs: Any) -> Any:
+            return self.inner.list_flows(**kwargs)
+
+    made = fail_some(store, clock)
+    app = make_app(Plain(store))
+    assert sorted(row_ids(call(app, "/?status=failed"))) == made["one"] + made["two"]
+    refused = call(app, "/?q=a0-x")
+    assert refused.status == 400 and "Plain filters by status and name only" in refused.text
+    errors = call(app, "/errors")
+    assert errors.status == 400 and "Plain cannot group failed flows by error" in errors.text

@@ -242,7 +242,11 @@ class Dashboard:
     def errors_page(self, request: Request) -> Response:
         """The failed flows grouped by error type and message, each group a link to
         the list of its flows."""
-        return self.render(request, "errors.html", groups=flows.groups_of(self.store))
+        try:
+            groups = flows.groups_of(self.store)
+        except ValueError as exc:
+            return self.error_page(request, 400, "Not available", str(exc))
+        return self.render(request, "errors.html", groups=groups)
 
     def flow_page(
         self,

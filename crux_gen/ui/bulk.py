@@ -51,7 +51,10 @@ def bulk(dash: Dashboard, request: Request) -> Response:
     f, problem = flows.read_filters(form, now)
     if problem is not None:
         return dash.error_page(request, 400, "Bad filter", f"{problem}; nothing was changed")
-    targets = flows.bulk_targets(dash.store, f, action)
+    try:
+        targets = flows.bulk_targets(dash.store, f, action)
+    except ValueError as exc:
+        return dash.error_page(request, 400, "Not available", f"{exc}; nothing was changed")
     more = len(targets) > flows.BULK_LIMIT
     targets = targets[: flows.BULK_LIMIT]
     confirmed = form.get("confirm", "")

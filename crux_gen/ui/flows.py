@@ -20,6 +20,7 @@ from ..errors import CruxError
 from ..records import StoredFlow
 from ..status import FINISHED, Status
 from ..stores.browse import ErrorGroup, error_key
+from ..stores.caps import caps_of
 from .pages import PAGE_SIZE, STATUSES, Text, at, parse_before, plain_text, value_text
 
 #: The shortest id prefix searched as a prefix; a shorter text matches a whole id only.
@@ -180,14 +181,14 @@ def row_of(flow: StoredFlow) -> Row:
 def browse(
     store: Any, f: Filters, before: float | tuple[float, str] | None, limit: int
 ) -> list[StoredFlow]:
-    """One page of the stored flows the filters take: by ``browse_flows``, or, on a
-    store without it, by ``list_flows`` (status and name only: another filter is a
-    ``ValueError`` saying so)."""
-    if hasattr(store, "browse_flows"):
-        rows = store.browse_flows(limit=limit, before=before, **f.store_args())
-        return [r for r in rows if f.matches_id(r.id)]
+    """One page of the stored flows the filters take (but a short search's whole-id
+    rule, :meth:`Filters.matches_id`): by ``browse_flows``, or, on a store without
+    it, by ``list_flows`` (status and name only: another filter is a ``ValueError``
+    saying so)."""
+    if caps_of(store).browses:
+        return list(store.browse_flows(limit=limit, before=before, **f.store_args()))
     if f.search or f.since or f.until or f.top_level or f.error:
-        raise ValueError(f"{type(store).__name__} filters by status and name only")
+        raise ValueError(f"{caps_of(store).where} filters by status and name only")
     return list(store.list_flows(status=f.status, name=f.name, limit=limit, before=before))
 
 
@@ -198,7 +199,7 @@ def page_of(store: Any, f: Filters, before_text: str | None) -> tuple[list[Row],
         bound = parse_before(before_text)
         before = bound if isinstance(bound, tuple) else bound.timestamp()
     flows = browse(store, f, before, PAGE_SIZE + 1)
-    rows = [row_of(flow) for flow in flows[:PAGE_SIZE]]
+    rows = [row_of(flow) for flow in flows[:PAGE_SIZE] if f.matches_id(flow.id)]
     if len(flows) <= PAGE_SIZE:
         return rows, None
     last = flows[PAGE_SIZE - 1]
@@ -211,7 +212,7 @@ def every_flow(store: Any, f: Filters, limit: int = BULK_LIMIT + 1) -> Iterator[
     taken = 0
     while taken < limit:
         size = min(500, limit - taken)
-        page = store.browse_flows(limit=size, before=before, **f.store_args())
+        page = browse(store, f, before, size)
         for flow in page:
             if f.matches_id(flow.id):
                 taken += 1
@@ -243,7 +244,10 @@ class Group:
 
 
 def groups_of(store: Any) -> list[Group]:
-    """The failed flows' error groups, each with the query of its flows' list."""
+    """The failed flows' error groups, each with the query of its flows' list
+    (``ValueError`` for a store without ``error_groups``)."""
+    if not caps_of(store).browses:
+        raise ValueError(f"{caps_of(store).where} cannot group failed flows by error")
     found: list[ErrorGroup] = store.error_groups(limit=GROUPS)
     return [
         Group(
