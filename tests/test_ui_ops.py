@@ -287,3 +287,27 @@ def test_a_store_without_browse_flows_filters_by_status_and_name_and_says_so_for
     assert refused.status == 400 and "Plain filters by status and name only" in refused.text
     errors = call(app, "/errors")
     assert errors.status == 400 and "Plain cannot group failed flows by error" in errors.text
+
+
+def test_hostile_ids_and_errors_stay_text_on_the_errors_and_bulk_pages(store: Any) -> None:
+    hostile = f"{XSS[0]}-id"
+    pay.run(store=store, flow_id=hostile, input={"card": XSS[1]})
+    app = make_app(store, allow_actions=True, token=TOKEN)
+    cookie = log_in(app)
+    errors = call(app, "/errors", cookie=cookie)
+    assert XSS[1] not in errors.text and html.escape(XSS[1], quote=True) in errors.text
+    [link] = re.findall(r'<a class="group-link" href="([^"]*)">1</a>', errors.text)
+    listed = call(app, html.unescape(link), cookie=cookie)
+    assert row_ids(listed) == [html.escape(hostile, quote=True)]
+    form = {
+        "csrf": csrf_of(listed),
+        "action": "retry",
+        "error_type": f"{__name__}.CardDeclined",
+        "error_message": f"card {XSS[1]} was declined",
+    }
+    ask = call(app, "/bulk", method="POST", cookie=cookie, form=form)
+    assert 'data-count="1">retry 1 flow</button>' in ask.text
+    for page in (errors, listed, ask):
+        for text in (*XSS, hostile):
+            assert text not in page.text
+    assert bulk_form(ask)["error_message"] == f"card {XSS[1]} was declined"
