@@ -265,6 +265,7 @@ def test_the_refresh_answers_only_the_records_that_may_have_changed(
         RECORDS + 1,
     )
     assert 'data-status="completed"' in moved["head"]
+    assert moved["shown"].strip() == "20001 recorded, #19800 to #20000 shown"
     assert moved["size"] < 40_000
     assert tail(app, "?tail=20001&start=19800")["items"] == ""
     earlier = tail(app, "?tail=400&start=200&head=1")

@@ -222,6 +222,7 @@ def tail(dash: Dashboard, request: Request, stored: StoredFlow) -> Response:
             "t0": parts["timeline"].t0,
             "t1": parts["timeline"].t1,
             "span": render("flow_span.html"),
+            "shown": render("history_count.html"),
             "head": render("flow_head.html"),
             "foot": render("flow_foot.html"),
             "rows": render("timeline_rows.html", bars=new_bars),

@@ -123,9 +123,7 @@
       state.setAttribute("data-from", data.next);
       state.setAttribute("data-count", data.count);
       var count = document.getElementById("history-count");
-      if (count && state.getAttribute("data-start") === "0") {
-        count.textContent = data.count + " recorded";
-      }
+      if (count) { count.textContent = data.shown; }
     }
     state.setAttribute("data-status", data.status);
   }
