@@ -105,6 +105,12 @@ class SqlStore(Generic[C]):
         """One write statement in a transaction of its own: how many rows it changed."""
         raise NotImplementedError
 
+    def _put_fenced(self, conn: C | None, params: tuple[Any, ...]) -> bool:
+        """A step's fenced record, in *conn*'s transaction or its own: whether it went in."""
+        if conn is None:
+            return self._execute(self._sql.PUT_RECORD_FENCED, params) == 1
+        return bool(self._run(conn, self._sql.PUT_RECORD_FENCED, params).rowcount == 1)
+
     def _savepoint(self, conn: C) -> AbstractContextManager[object]:
         """Nothing of the block stays when it raises."""
         raise NotImplementedError
@@ -300,7 +306,7 @@ class SqlStore(Generic[C]):
         if write.is_step:
             # The hot path, a step's result: one fenced statement, one commit.
             fenced = self._sql.fenced(flow_id, owner, write.records[0])
-            if self._execute(self._sql.PUT_RECORD_FENCED, fenced) == 1:
+            if self._put_fenced(None, fenced):
                 return RUNNING_OUTCOME
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
@@ -326,7 +332,7 @@ class SqlStore(Generic[C]):
         for flow_id, owner, now, write in batch:
             if write.is_step:
                 fenced = self._sql.fenced(flow_id, owner, write.records[0])
-                if self._run(conn, self._sql.PUT_RECORD_FENCED, fenced).rowcount == 1:
+                if self._put_fenced(conn, fenced):
                     outcomes.append(RUNNING_OUTCOME)
                     continue
             if len(batch) == 1 and (write.status is not None or write.children):
@@ -483,17 +489,10 @@ class SqlStore(Generic[C]):
 
     def _descendants(self, conn: C, roots: list[str]) -> list[str]:
         """The ids of *roots*' children, their children, … (each once, top down)."""
-        seen = set(roots)
-        found: list[str] = []
-        level = roots
+        seen, found, level = set(roots), list[str](), roots
         while level:
-            below = [
-                child
-                for parent in level
-                for child, _ in self._run(conn, self._sql.CHILD_ROWS, (parent,)).fetchall()
-                if child not in seen
-            ]
-            seen.update(below)
-            found += below
-            level = below
+            rows = [self._run(conn, self._sql.CHILD_ROWS, (p,)).fetchall() for p in level]
+            level = [child for row in rows for child, _ in row if child not in seen]
+            seen.update(level)
+            found += level
         return found

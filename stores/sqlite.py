@@ -227,6 +227,20 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
         except sqlite3.Error as exc:
             raise self._failure(exc) from exc
 
+    def _put_fenced(self, conn: sqlite3.Connection | None, params: tuple[Any, ...]) -> bool:
+        """A step's fenced record; a gap (the schema's trigger aborted the statement,
+        and only it) is ``False`` like any record that does not fit: the write's full
+        transaction then says why."""
+        try:
+            cursor = (conn or self._conn()).execute(sql.STATEMENTS.PUT_RECORD_FENCED, params)
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.IntegrityError) and str(exc) == sql.GAP_ERROR:
+                return False
+            if conn is not None:
+                raise  # the transaction's own handler says what failed
+            raise self._failure(exc) from exc
+        return cursor.rowcount == 1
+
     def _run(self, conn: sqlite3.Connection, query: str, params: Any = ()) -> sqlite3.Cursor:
         return conn.execute(query, params)
 

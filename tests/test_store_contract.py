@@ -1413,7 +1413,7 @@ def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     assert again.load("f1").input == '{"x":1}'
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
@@ -1545,7 +1545,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Pat
     assert store.add_signal("old", "go", "2", 3.0, key="k") is not None
     assert store.add_signal("old", "go", "2", 3.0, key="k") is None
     version = store._conn().execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
 
 
 def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment(
@@ -1573,7 +1573,7 @@ def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     claimed = store.claim("old", "me", 2.0)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (p, f"s{p}", f'"{p}"') for p in range(n)
@@ -1614,7 +1614,7 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     old = store.load("old")
     assert (old.status, old.input, old.created_at, old.updated_at) == (
         "suspended", '{"n": 1}', 1.0, 2.0,
@@ -1631,6 +1631,41 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
     assert (again.run, again.children, again.records) == (2, ("kid",), ())
     past = store._conn().execute("SELECT run, position, name FROM past_records").fetchall()
     assert past == [(1, 0, "one")]
+
+
+
+def test_a_version_4_file_gets_the_gap_rule_in_its_schema_and_its_flows_go_on(
+    tmp_path: Path,
+) -> None:
+    from crux_gen.stores.sqlite_schema import MIGRATIONS
+
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(1, 5):
+        MIGRATIONS[version](conn)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO flows (id, name, status, input, created_at, updated_at) "
+        "VALUES ('old', 'demo', 'running', 'null', 1.0, 1.0)"
+    )
+    conn.execute(
+        "INSERT INTO records (flow_id, position, kind, name, state, result, attempts) "
+        "VALUES ('old', 0, 'step', 'one', 'completed', '1', 1)"
+    )
+    conn.close()
+
+    store = SQLiteStore(path, clock=FakeClock())
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    store.claim("old", "me", 2.0)
+    store.commit("old", "me", 2.0, Write(records=(rec(1),)))  # a step's commit: in
+    with pytest.raises(RecordConflictError):
+        store.commit("old", "me", 2.0, Write(records=(rec(3),)))  # a gap: refused
+    with pytest.raises(sqlite3.IntegrityError, match="gap"):  # whoever writes the file
+        store._conn().execute(
+            "INSERT INTO records (flow_id, position, kind, name, state, attempts) "
+            "VALUES ('old', 5, 'step', 'x', 'completed', 1)"
+        )
+    assert [r.position for r in store.load("old").records] == [0, 1]
 
 
 @pytest.mark.parametrize(
