@@ -435,6 +435,8 @@ def test_help_is_complete_for_every_command(tmp_path: Path) -> None:
     assert top.returncode == 0
     commands = [
         "list",
+        "count",
+        "start",
         "show",
         "signal",
         "cancel",

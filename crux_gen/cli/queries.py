@@ -16,17 +16,19 @@ from ..control import get_flow
 from ..doctor import check_store
 from ..errors import CorruptRecordError
 from ..records import StoredFlow
-from ..results import FlowSummary
+from ..results import FlowInfo, FlowSummary
 from ..status import Status
 from ..waits import Wait
 from . import (
     MAX_COUNT,
     Count,
     db_option,
+    duration_option,
     find_flow,
     store_at,
 )
 from .filters import PAGE, count_matching, cursor, filter_options, matching, read_filters
+from .follow import follow as follow_flow
 from .format import (
     ELLIPSIS,
     JsonList,
@@ -240,7 +242,20 @@ def _custom_status(f: StoredFlow) -> Any:
     help="Whole values, pretty-printed, and whole tracebacks (crux_gen's frames too).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
-def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Then print new records, signals and status changes as they land, until the flow "
+    "finishes (with --json: one JSON object per line).",
+)
+@click.option(
+    "--poll",
+    default="500ms",
+    show_default=True,
+    metavar="DURATION",
+    help="How often --follow reads the flow again.",
+)
+def show_command(flow_id: str, db: str, full: bool, as_json: bool, follow: bool, poll: str) -> None:
     """Show a flow: its input, status and timeline.
 
     A running flow shows which runner holds its lease and until when, or that
@@ -253,15 +268,31 @@ def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
     --full); then every signal sent to the flow, with its idempotency key if it
     has one: pending, consumed (by which command), rejected with the validation
     error, or unused (still pending when the flow finished).
+
+    With --follow, it goes on printing each record as it lands (and a record
+    again when it moves on: a wait that completed, a retry), each signal sent
+    and each change of status, until the flow finishes; Ctrl-C stops it.
     """
+    every = duration_option(poll, "--poll").total_seconds()
     with store_at(db) as store:
         stored = find_flow(store, flow_id)
         info = get_flow(stored.id, store=store)
         now = store.clock.now()
+        if follow:
+            if not as_json:
+                show_one(info, stored, now, full)
+            fit = width()
+            follow_flow(store, info, poll=every, full=full, fit=fit, as_json=as_json)
+            return
     if as_json:
         data = codec.converter.unstructure(info)
         click.echo(to_json({"id": info.flow_id, **data}, indent=2))
         return
+    show_one(info, stored, now, full)
+
+
+def show_one(info: FlowInfo, stored: StoredFlow, now: datetime, full: bool) -> None:
+    """Print ``show``'s lines of *info* (*stored* gives its lease)."""
     lines = show_lines(
         info,
         now,
