@@ -68,12 +68,17 @@ class Action:
     apply: Callable[[CLIStore, StoredFlow], str | None]
 
 
+def stderr() -> TextIO:
+    """Where the progress line goes: stderr (as it is when the command runs)."""
+    return sys.stderr
+
+
 class Progress:
     """``retried 1200 of 40000`` on stderr, redrawn in place while a bulk action
     runs, only when stderr is a terminal; cleared before each line of stdout."""
 
     def __init__(self, verb: str, total: int | None, stream: TextIO | None = None) -> None:
-        self.stream: TextIO = sys.stderr if stream is None else stream
+        self.stream: TextIO = stderr() if stream is None else stream
         self.live = self.stream.isatty()
         self.verb = verb
         self.total = total

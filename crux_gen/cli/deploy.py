@@ -43,7 +43,13 @@ MAX_CONCURRENCY = 1024
 @click.command("replay")
 @click.argument("module")
 @db_option
-def replay_command(module: str, db: str) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: the counts, and a list of the flows that diverge or are skipped.",
+)
+def replay_command(module: str, db: str, as_json: bool) -> None:
     """Check that deploying MODULE's flows breaks no flow in progress.
 
     Imports MODULE (the current directory is on the import path, as with
@@ -66,14 +72,17 @@ def replay_command(module: str, db: str) -> None:
         raise CLIError(f"{module} registers no @flow; give the module that defines your flows")
     fit = width()
     with store_at(db) as store:
-        tally = replay_unfinished(store, module, fit)
+        tally = replay_unfinished(store, module, fit, quiet=as_json)
     checked, problems, names = tally.checked, tally.problems, tally.names
+    if as_json:
+        counts = {"checked": checked, "ok": checked - problems, "diverge": problems}
+        click.echo(to_json({**counts, "skipped": tally.skipped, "flows": tally.found}))
     summary_line = (
         f"replayed {checked} unfinished flow{'s' if checked != 1 else ''} against {module}: "
         f"{checked - problems} ok, {problems} diverge{'s' if problems == 1 else ''}, "
         f"{tally.skipped} skipped"
     )
-    for line in fold(clean(summary_line), fit):
+    for line in () if as_json else fold(clean(summary_line), fit):
         echo(line)
     if names and names.isdisjoint(registered):
         stored_names = ", ".join(repr(n) for n in sorted(names)[:5])
@@ -95,9 +104,19 @@ class ReplayTally:
     problems: int = 0
     skipped: int = 0
     names: set[str] = attrs.field(factory=set)
+    #: Each flow reported (``replay --json``): id, name, kind and text.
+    found: list[dict[str, str]] = attrs.field(factory=list)
+
+    def report(self, kind: str, flow: StoredFlow, text: str, fit: int, quiet: bool) -> None:
+        """Note a flow that diverges or is skipped; print it unless *quiet*."""
+        self.found.append({"id": flow.id, "name": flow.name, "kind": kind, "text": text})
+        for line in () if quiet else replay_lines(kind, flow, text, fit):
+            echo(line)
 
 
-def replay_unfinished(store: CLIStore, module: str, fit: int) -> ReplayTally:
+def replay_unfinished(
+    store: CLIStore, module: str, fit: int, *, quiet: bool = False
+) -> ReplayTally:
     """Replay every unfinished flow of *store*, oldest first, against the code
     registered under its name, printing the report of each one that diverges or
     is skipped (*module*, where the code came from, is named in the report)."""
@@ -111,8 +130,7 @@ def replay_unfinished(store: CLIStore, module: str, fit: int) -> ReplayTally:
         tally.names.add(summary.name)
         if summary.name not in default_registry:
             tally.skipped += 1
-            for line in replay_lines("skipped", summary, f"(not in {module})", fit):
-                echo(line)
+            tally.report("skipped", summary, f"(not in {module})", fit, quiet)
             continue
         try:
             stored = store.load(summary.id)
@@ -122,8 +140,7 @@ def replay_unfinished(store: CLIStore, module: str, fit: int) -> ReplayTally:
         found = replay_check(stored, default_registry.get(stored.name).fn)
         if found is not None:
             tally.problems += 1
-            for line in replay_lines(found.kind, stored, found.text, fit):
-                echo(line)
+            tally.report(found.kind, stored, found.text, fit, quiet)
     return tally
 
 

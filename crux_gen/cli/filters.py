@@ -212,10 +212,12 @@ def version_option(text: str) -> tuple[str, int]:
 
 
 def matching(
-    store: CLIStore, filters: Filters, *, page: int = PAGE
+    store: CLIStore, filters: Filters, *, page: int | None = None
 ) -> Iterator[tuple[StoredFlow, FlowSummary]]:
-    """Every flow *filters* selects, newest update first, read *page* rows at a
-    time (exact keyset paging: each flow once): its row and its summary."""
+    """Every flow *filters* selects, newest update first, read *page* rows (at
+    most ``PAGE``) at a time (exact keyset paging: each flow once): its row and
+    its summary."""
+    page = PAGE if page is None else min(page, PAGE)
     bound = filters.before
     while True:
         rows = store.list_flows(

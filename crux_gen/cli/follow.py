@@ -16,11 +16,12 @@ from typing import Any
 import click
 
 from .. import codec
+from ..commands import describe
 from ..control import consumed_in_this_run, get_flow
 from ..errors import FlowNotFoundError
 from ..results import FlowInfo
 from . import CLIStore
-from .format import echo, error_lines, fold_all, to_json, value_lines
+from .format import clean, echo, error_lines, fold_all, to_json, value_lines
 from .show import entry_lines, signal_lines, status_text
 
 
@@ -93,7 +94,9 @@ def lines_of(
     if event == "record":
         [entry] = [e for e in info.history if e.position == item["position"]]
         consumed = consumed_in_this_run(info)
-        return entry_lines(entry, info, consumed, now, align=24, full=full, fit=fit)
+        labels = [clean(describe(e.kind, e.name)) for e in info.history]
+        align = min(max(map(len, labels), default=0), 32)  # as show aligns them
+        return entry_lines(entry, info, consumed, now, align=align, full=full, fit=fit)
     if event == "signal":
         [sig] = [s for s in info.signals if s.id == item["id"]]
         return signal_lines(sig, full=full, fit=fit)

@@ -84,7 +84,7 @@ def list_command(db: str, limit: int, as_json: bool, **given: Any) -> None:
         filters = read_filters(now, **given)
         out: JsonList | FlowTable = JsonList() if as_json else FlowTable(now)
         last: StoredFlow | None = None
-        for row, summary in matching(store, filters, page=min(limit, PAGE)):
+        for row, summary in matching(store, filters, page=limit):
             out.add(flow_summary(row, summary) if as_json else (row, summary))
             last = row
             if out.count == limit:
