@@ -47,17 +47,18 @@ class Calls(Generic[K]):
         self._results: queue.SimpleQueue[tuple[K, Event | Crash] | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
 
-    def submit(self, calls: Sequence[tuple[K, Call]]) -> None:
-        """Start *calls*; their results come back from :meth:`results`."""
-        self.in_flight += len(calls)
-        if self.inline and len(calls) == 1 and self.in_flight == 1:
+    def submit(self, calls: Sequence[tuple[K, Call]]) -> list[tuple[K, Event | Crash]]:
+        """Start *calls*; their results come back from :meth:`results`, but that of
+        a call run inline, which is returned (it has ended: nothing is in flight)."""
+        if self.inline and len(calls) == 1 and self.in_flight == 0:
             key, call = calls[0]
-            self._results.put((key, _run(call)))
-            return
+            return [(key, _run(call))]
+        self.in_flight += len(calls)
         for key, call in calls:
             if len(self._started) < min(self.threads, self.in_flight):
                 self._start_thread()
             self._todo.put((key, call))
+        return []
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
