@@ -27,6 +27,7 @@ from crux_gen.errors import (
     FlowNameConflictError,
     FlowNotFoundError,
     FlowStateError,
+    InvalidValueError,
     LeaseLostError,
     RecordConflictError,
     StoreError,
@@ -1247,6 +1248,81 @@ def test_list_flows_pages_by_keyset_before_an_update_time(store: Any, clock: Fak
     assert [f.id for f in store.list_flows(name="demo", limit=2, before=t + 3)] == ["f2", "f1"]
 
 
+def test_list_flows_bounds_the_update_time_since_inclusive_until_exclusive(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for n in range(6):
+        store.start(f"f{n}", "even" if n % 2 == 0 else "odd", "null", "me", t + n)
+    assert [f.id for f in store.list_flows(since=t + 2)] == ["f5", "f4", "f3", "f2"]
+    assert [f.id for f in store.list_flows(until=t + 2)] == ["f1", "f0"]
+    assert [f.id for f in store.list_flows(since=t + 1, until=t + 4)] == ["f3", "f2", "f1"]
+    assert [f.id for f in store.list_flows(name="even", since=t + 1, until=t + 5)] == [
+        "f4",
+        "f2",
+    ]
+    # with a keyset: the next page stays within the bounds
+    first = store.list_flows(since=t + 1, until=t + 5, limit=2)
+    assert [f.id for f in first] == ["f4", "f3"]
+    last = first[-1]
+    rest = store.list_flows(since=t + 1, until=t + 5, limit=2, before=(last.updated_at, last.id))
+    assert [f.id for f in rest] == ["f2", "f1"]
+    assert store.list_flows(since=t + 3, until=t + 3) == []
+
+
+def test_count_counts_what_list_flows_lists_without_a_limit(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    for n in range(5):
+        store.start(f"s{n}", "one" if n < 3 else "two", "null", "me", t + n)
+    finished(store, "done", "completed", t + 10)
+    finished(store, "bad", "failed", t + 11)
+    assert store.count() == 7
+    assert store.count(status="running") == 5
+    assert store.count(status="running", name="one") == 3
+    assert store.count(name="two") == 2
+    assert store.count(name="demo", status="failed") == 1
+    assert store.count(since=t + 2) == 5
+    assert store.count(since=t + 2, until=t + 10) == 3
+    assert store.count(status="expired") == 0
+    for filters in ({}, {"status": "running"}, {"since": t + 3.5}, {"name": "one", "until": t + 2}):
+        assert store.count(**filters) == len(store.list_flows(limit=1000, **filters))
+
+
+def test_wait_records_gives_each_flows_unresolved_records_in_one_read(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    waiting = rec(1, "approve", WAITING, kind="suspend", result=None, deadline=t + 99)
+    suspended(store, "w", t, park(records=(rec(0), waiting)))
+    backoff = rec(1, "charge", RETRYING, attempts=1, wake_at=t + 5)
+    suspended(store, "r", t, park("charge", "retry", records=(rec(0), backoff), wake_at=t + 5))
+    finished(store, "done", "completed", t)
+    found = store.wait_records(["w", "r", "done", "nobody", "w"])
+    assert found == {"w": (waiting,), "r": (backoff,)}
+    assert store.wait_records([]) == {}
+
+
+def test_prune_by_status_and_flow_name_combine_with_the_cutoff(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for n, status in enumerate(("completed", "failed", "failed", "cancelled")):
+        finished(store, f"old-{n}", status, t)
+    store.start("other", "other", "null", "me", t)
+    store.commit("other", "me", t, END["failed"])
+    finished(store, "new-failed", "failed", t + 50)
+    suspended(store, "waiting", t)
+    with pytest.raises(InvalidValueError, match="suspended"):
+        store.prune(status="suspended")
+    assert store.prune(t + 10, status="failed", name="demo") == 2
+    assert {f.id for f in store.list_flows()} == {
+        "old-0", "old-3", "other", "new-failed", "waiting"
+    }  # fmt: skip
+    assert store.prune(status="failed") == 2  # any time: "other" and "new-failed"
+    assert store.prune(name="demo") == 2  # every finished flow of "demo"
+    assert [f.id for f in store.list_flows()] == ["waiting"]
+
+
 def test_delete_removes_one_finished_flow_with_its_history_and_signals(
     store: Any, clock: FakeClock
 ) -> None:
@@ -1435,6 +1511,22 @@ def test_the_due_query_reads_indexes_not_the_whole_table(tmp_path: Path) -> None
     assert "flows_running" in details
     assert "signals_pending" in details
     assert "SCAN flows" not in details.replace("SCAN flows USING", "")
+
+
+def test_time_bounded_listings_and_counts_read_an_index_range(tmp_path: Path) -> None:
+    from crux_gen.stores.listing import count_query, listing_query
+
+    store = SQLiteStore(tmp_path / "crux.db")
+    for status in (None, "failed"):
+        bounds: dict[str, Any] = {"status": status, "name": None, "since": 1.0, "until": 2.0}
+        for query, params in (
+            listing_query("id", "?", limit=10, before=(1.5, "x"), **bounds),
+            count_query("?", **bounds),
+        ):
+            plan = store._conn().execute("EXPLAIN QUERY PLAN " + query, params).fetchall()
+            details = " | ".join(row[-1] for row in plan)
+            assert "USING" in details and "updated_at>?" in details.replace(" ", ""), details
+            assert "SCAN flows" not in details.replace("USING COVERING INDEX", "USING"), details
 
 
 def test_a_failed_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
