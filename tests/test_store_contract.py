@@ -1725,7 +1725,6 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
     assert past == [(1, 0, "one")]
 
 
-
 def test_a_version_4_file_gets_the_gap_rule_in_its_schema_and_its_flows_go_on(
     tmp_path: Path,
 ) -> None:
