@@ -14,12 +14,13 @@ from crux_gen.records import StoredFlow, StoredRecord
 
 from .listing import Before, check_prune, count_query, listing_query
 from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
-from .sql import C, SqlStore
+from .sql import C
+from .sql_cancel import SqlCancel
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 
 
-class SqlAdmin(SqlStore[C]):
-    """``SqlStore`` with the operator's calls."""
+class SqlAdmin(SqlCancel[C]):
+    """``SqlStore`` with ``cancel`` and the operator's calls."""
 
     #: The store in messages: ``flow_exists``'s *where*, and a phrase ("in …", "at …").
     _where: str

@@ -1478,6 +1478,44 @@ def test_sqlite_store_checks_the_synchronous_mode(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "b.db", synchronous="OFF")
 
 
+def test_sqlite_full_claims_commit_without_an_fsync_and_steps_with_one(tmp_path: Path) -> None:
+    # A lease lost to a power cut is harmless (its holder is gone too): a claim's
+    # commit on FULL runs with synchronous=NORMAL (no fsync of its own; the next
+    # fsync'd commit makes it durable, WAL commits being durable in order), and
+    # everything else, a step's record first, is fsync'd as before.
+    store = SQLiteStore(tmp_path / "full.db", clock=FakeClock())
+    conn = store._conn()
+    t = store.clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.release("f1", "me")
+    store.start("f2", "demo", "null", "me", t)
+    store.release("f2", "me")
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+
+    def synchronous_of(marker: str) -> list[int]:
+        """The synchronous level each statement containing *marker* ran under."""
+        level, found = 2, []
+        for statement in seen:
+            if statement.startswith("PRAGMA synchronous"):
+                level = {"NORMAL": 1, "FULL": 2}[statement.split("= ")[1]]
+            elif statement.startswith(marker):
+                found.append(level)
+        return found
+
+    store.claim("f1", "me", t)
+    assert [flow.id for flow in store.claim_due(t + 1, 10, "other")] == ["f2"]
+    with pytest.raises(FlowNotFoundError):
+        store.claim("nope", "me", t)
+    store.commit("f1", "me", t, Write(records=(rec(0),)))
+    conn.set_trace_callback(None)
+    assert synchronous_of("UPDATE flows SET lease_owner") == [1, 1]  # f1's claim, f2's
+    assert set(synchronous_of("INSERT INTO records")) == {2}  # the step: fsync'd
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # back to FULL
+    assert store.load("f1").records[0].position == 0
+    assert store.load("f2").lease_owner == "other"
+
+
 def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     tmp_path: Path,
 ) -> None:
