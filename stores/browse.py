@@ -22,7 +22,7 @@ from crux_gen.errors import InvalidTypeError, InvalidValueError
 from crux_gen.records import StoredFlow
 from crux_gen.status import Status
 
-from .listing import MAX_LIMIT, Before, check_before
+from .listing import MAX_LIMIT, Before, check_before, filters, in_range
 from .sql_statements import FLOW_COLUMNS
 
 #: The type of an error group whose stored error is not readable JSON.
@@ -119,13 +119,11 @@ def group_errors(rows: Iterable[tuple[str | None, int, float]], limit: int) -> l
 
 def row_matches(row: dict[str, Any], f: Browse) -> bool:
     """Whether a ``MemoryStore`` flow row passes the filters *f*."""
-    updated = row["updated_at"]
     return (
         (f.status is None or row["status"] == f.status)
         and (f.name is None or row["name"] == f.name)
         and (f.id_prefix is None or row["id"].startswith(f.id_prefix))
-        and (f.since is None or updated >= f.since)
-        and (f.until is None or updated < f.until)
+        and in_range(row["updated_at"], f.since, f.until)
         and (not f.top_level or row["parent_id"] is None)
         and (f.error is None or (row["status"] == "failed" and error_key(row["error"]) == f.error))
     )
@@ -135,21 +133,12 @@ def browse_query(
     columns: str, mark: str, f: Browse, limit: int, before: Before
 ) -> tuple[str, list[Any]]:
     """The SQL of ``browse_flows`` but its error filter (which the caller applies to
-    the rows, see :func:`error_key`): newest update first, keyset-paged."""
-    where: list[str] = []
-    params: list[Any] = []
+    the rows, see :func:`error_key`): ``list_flows``' filters (``listing.filters``)
+    and the dashboard's, newest update first, keyset-paged."""
     status = "failed" if f.error is not None else f.status
+    where, params = filters(mark, status=status, name=f.name, since=f.since, until=f.until)
     if f.error is not None and f.status not in (None, "failed"):
         where.append("1 = 0")  # only failed flows have an error to match
-    for clause, value in (
-        (f"status = {mark}", status),
-        (f"name = {mark}", f.name),
-        (f"updated_at >= {mark}", f.since),
-        (f"updated_at < {mark}", f.until),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
     if f.id_prefix is not None:
         where.append(f"substr(id, 1, {mark}) = {mark}")
         params.extend([len(f.id_prefix), f.id_prefix])

@@ -48,7 +48,6 @@ from .rules import (
     check_records,
     check_signal_allowed,
     check_write,
-    child_cancel_reason,
     lease_outcome,
 )
 from .sql_statements import LEASE, Statements
@@ -104,6 +103,10 @@ class SqlStore(Generic[C]):
     def _execute(self, query: str, params: Any) -> int:
         """One write statement in a transaction of its own: how many rows it changed."""
         raise NotImplementedError
+
+    def _lease_write(self) -> AbstractContextManager[C]:
+        """A transaction changing leases only (a claim): ``SQLiteStore`` spares its fsync."""
+        return self._write()
 
     def _put_fenced(self, conn: C | None, params: tuple[Any, ...]) -> bool:
         """A step's fenced record, in *conn*'s transaction or its own: whether it went in."""
@@ -197,7 +200,7 @@ class SqlStore(Generic[C]):
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
     ) -> StoredFlow:
         sql = self._sql
-        with self._write() as conn:
+        with self._lease_write() as conn:
             query = sql.ROW_SKIP_LOCKED if only_if_due else sql.ROW_LOCKED
             found = self._run(conn, query, (flow_id,)).fetchone()
             if found is None:
@@ -213,7 +216,7 @@ class SqlStore(Generic[C]):
         sql, as_list = self._sql, self._sql.dialect.as_list
         params = {"now": now, "limit": int(limit), "exclude": as_list(list(exclude))}
         rows: list[tuple[Any, ...]] = []
-        with self._write() as conn:
+        with self._lease_write() as conn:
             found = self._run(conn, sql.DUE_EXCLUDING, params).fetchall()
             ids = list(dict.fromkeys(row[0] for row in found))  # unique, oldest first
             if not ids:
@@ -460,39 +463,3 @@ class SqlStore(Generic[C]):
             signal_id = int(inserted.fetchall()[0][0])
             self._announce(conn, flow_id)
         return StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key)
-
-    def cancel(self, flow_id: str, reason: str, now: float) -> bool:
-        return self._atomically(lambda conn: self._cancel(conn, flow_id, reason, now))
-
-    def _cancel(self, conn: C, flow_id: str, reason: str, now: float) -> bool:
-        # The flow, its parent (which its end wakes) and its descendants are locked
-        # first, in one statement, by id (``_lock_flows``): a child finishing at
-        # the same time locks the same rows in the same order.
-        sql = self._sql
-        tree = self._descendants(conn, [flow_id])
-        self._lock_flows(conn, [flow_id, *tree])
-        if self._row(conn, flow_id)[2] in FINISHED:
-            return False
-        if sql.dialect.locks:
-            more = [c for c in self._descendants(conn, [flow_id]) if c not in set(tree)]
-            if more:  # started between the read and the lock (rare): locked now too
-                self._lock_flows(conn, more)
-                tree += more
-        self._run(conn, sql.CANCEL, (reason, now, flow_id))
-        self._run(conn, sql.UNUSED, (flow_id,))
-        inherited = child_cancel_reason(flow_id, reason)
-        for child in tree:  # children, their children, … (through finished ones too)
-            if self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child)).rowcount == 1:
-                self._run(conn, sql.UNUSED, (child,))
-        self._wake_parent(conn, flow_id, now)
-        return True
-
-    def _descendants(self, conn: C, roots: list[str]) -> list[str]:
-        """The ids of *roots*' children, their children, … (each once, top down)."""
-        seen, found, level = set(roots), list[str](), roots
-        while level:
-            rows = [self._run(conn, self._sql.CHILD_ROWS, (p,)).fetchall() for p in level]
-            level = [child for row in rows for child, _ in row if child not in seen]
-            seen.update(level)
-            found += level
-        return found

@@ -376,11 +376,11 @@ class Statements:
             f"DELETE FROM flows WHERE {d.is_in('id')}",
         )
         # Finished flows, but not a child whose parent is unfinished (it may still
-        # wait for it).
+        # wait for it); ``SqlAdmin.prune`` adds its filters and the ``LIMIT``.
         self.PRUNE_BATCH = (
-            f"SELECT id FROM flows f WHERE status IN {FINISHED_LIST} AND updated_at < {m} "
+            f"SELECT id FROM flows f WHERE status IN {FINISHED_LIST} "
             "AND NOT EXISTS (SELECT 1 FROM flows p WHERE p.id = f.parent_id "
-            f"AND p.status NOT IN {FINISHED_LIST}) LIMIT {m}"
+            f"AND p.status NOT IN {FINISHED_LIST})"
         )
         self.SIGNAL_IDS_TAKEN = (
             f"SELECT id, flow_id FROM signals WHERE {d.is_in('id')} ORDER BY id LIMIT 1"
@@ -393,3 +393,9 @@ class Statements:
             f"VALUES ({', '.join([m] * len(StoredSignal._fields))})"
         )
         self.COUNT = "SELECT status, COUNT(*) FROM flows GROUP BY status"
+        # The unresolved records of several flows (``list_flows``'s waits): each
+        # flow's by the records' primary key.
+        self.WAIT_RECORDS = (
+            f"SELECT flow_id, {RECORD_COLUMNS} FROM records WHERE {d.is_in('flow_id')} "
+            "AND state IN ('waiting', 'retrying') ORDER BY flow_id, position"
+        )

@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from crux_gen import Child, FakeClock, FlowContext, Step, Suspend, flow, get_flow
+from crux_gen import Any as AnyOf
+from crux_gen import Child, FakeClock, FlowContext, Sleep, Step, Suspend, flow, get_flow, list_flows
 from crux_gen.stores.memory import MemoryStore
 from crux_gen.stores.sqlite import SQLiteStore
 from crux_gen.ui import make_app
@@ -311,3 +312,16 @@ def test_hostile_ids_and_errors_stay_text_on_the_errors_and_bulk_pages(store: An
         for text in (*XSS, hostile):
             assert text not in page.text
     assert bulk_form(ask)["error_message"] == f"card {XSS[1]} was declined"
+
+
+@flow("ops-any")
+def any_wait(ctx: FlowContext) -> Any:
+    return (yield AnyOf([Suspend("yes"), Suspend("no"), Sleep("give-up", "3d")]))
+
+
+def test_the_waiting_column_says_what_an_any_waits_for_as_list_flows_does(store: Any) -> None:
+    flow_id = any_wait.run(store=store, flow_id="asks").flow_id
+    page = call(make_app(store), "/")
+    [summary] = list_flows(store=store)
+    assert summary.waiting_for is not None and "[" not in summary.waiting_for
+    assert cell(page, flow_id, "waiting") == summary.waiting_for

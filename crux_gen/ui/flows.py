@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import attrs
 
 from ..clock import when
+from ..control import summaries
 from ..durations import to_duration
 from ..errors import CruxError
 from ..records import StoredFlow
@@ -149,8 +150,9 @@ class Row:
     updated_ts: float
 
 
-def row_of(flow: StoredFlow) -> Row:
-    """The table's row of a stored flow (values that do not decode show as their text)."""
+def row_of(flow: StoredFlow, waiting_for: str | None) -> Row:
+    """The table's row of a stored flow (values that do not decode show as their
+    text), with *waiting_for* as ``FlowSummary.waiting_for`` says it."""
     error = kind = None
     if flow.error is not None:
         kind, message = error_key(flow.error)
@@ -171,7 +173,7 @@ def row_of(flow: StoredFlow) -> Row:
         custom_status=custom,
         error=error,
         error_type=kind,
-        waiting_for=flow.waiting_for,
+        waiting_for=waiting_for,
         wake_at=when(flow.wake_at),
         updated_at=updated,
         updated_ts=flow.updated_at,
@@ -199,7 +201,11 @@ def page_of(store: Any, f: Filters, before_text: str | None) -> tuple[list[Row],
         bound = parse_before(before_text)
         before = bound if isinstance(bound, tuple) else bound.timestamp()
     flows = browse(store, f, before, PAGE_SIZE + 1)
-    rows = [row_of(flow) for flow in flows[:PAGE_SIZE] if f.matches_id(flow.id)]
+    shown = [flow for flow in flows[:PAGE_SIZE] if f.matches_id(flow.id)]
+    waiting: dict[str, str | None] = {}
+    if caps_of(store).browses:  # list_flows' display of what each waits for
+        waiting = {s.flow_id: s.waiting_for for s in summaries(store, shown)}
+    rows = [row_of(flow, waiting.get(flow.id, flow.waiting_for)) for flow in shown]
     if len(flows) <= PAGE_SIZE:
         return rows, None
     last = flows[PAGE_SIZE - 1]
