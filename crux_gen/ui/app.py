@@ -7,10 +7,16 @@ Plain WSGI on the standard library, with Jinja2 (autoescape on) for the HTML.
 Every link is built from the request's ``SCRIPT_NAME``, so the app works mounted
 under any prefix. Pages:
 
-- ``GET /``: counts per status, and a page of flows, filtered by ``status`` and
-  ``name``, paged by ``before`` (keyset, never an OFFSET);
-- ``GET /flows/<id>``: one flow; with actions allowed, ``POST /flows/<id>`` with
-  ``action`` = ``signal``, ``cancel`` or ``retry``;
+- ``GET /``: counts per status, and a page of flows, filtered by ``status``,
+  ``name``, ``q`` (an id or id prefix), ``since``/``until``, ``top`` (top-level
+  only) and ``error_type``/``error_message``, paged by ``before`` (keyset, never
+  an OFFSET) (:mod:`~crux_gen.ui.flows`);
+- ``GET /errors``: the failed flows grouped by error type and message;
+- ``POST /bulk`` (actions allowed): retry or cancel the filtered set, after a
+  confirmation saying how many (:mod:`~crux_gen.ui.bulk`);
+- ``GET /flows/<id>``: one flow, a window of its history (``?start=N``), and
+  ``?tail=P`` its changes as JSON (:mod:`~crux_gen.ui.flowview`); with actions
+  allowed, ``POST /flows/<id>`` with ``action`` = ``signal``, ``cancel`` or ``retry``;
 - ``GET /static/<file>``: the stylesheet and the script that refreshes pages.
 """
 
