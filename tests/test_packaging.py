@@ -15,9 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,25 +123,42 @@ def test_a_checkout_of_crux_gen_first_on_sys_path_still_has_crux_gen_stores() ->
     ]
 
 
-def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(
-    tmp_path: Path,
-) -> None:
-    # pip builds the wheel as it would for a user (build isolation, pyproject's
-    # build-system), from a copy of the sources, so that this checkout's build/ is
-    # left alone.
-    src = tmp_path / "src"
+def tomllib_loads(text: str) -> dict[str, Any]:
+    """*text* read as TOML (Python 3.11's tomllib; skipped on 3.10, which has none)."""
+    tomllib = pytest.importorskip("tomllib")
+    loaded: dict[str, Any] = tomllib.loads(text)
+    return loaded
+
+
+def _sources(into: Path) -> Path:
+    """A copy of what a build reads (pyproject's files), so this checkout's build/ is
+    left alone."""
+    src = into / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
     for name in ("crux_gen", "stores"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds as it would for a user (build isolation, pyproject's
+    build-system), from a copy of the sources."""
+    out = tmp_path_factory.mktemp("wheel")
+    src = _sources(out)
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        cwd=out,
         timeout=300,
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = tmp_path.glob("crux_gen-*.whl")
+    (made,) = out.glob("crux_gen-*.whl")
+    return made
+
+
+def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {
         "crux_gen",
@@ -152,6 +171,65 @@ def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(
     }
     expected = {path.name for path in (REPO / "stores").iterdir() if path.suffix == ".py"}
     assert stores == expected | {"py.typed"}
+
+
+def test_the_wheel_says_mit_as_an_spdx_expression_and_carries_the_license(wheel: Path) -> None:
+    # PEP 639: License-Expression (not the deprecated License: field and table form,
+    # which setuptools stops building in 2027) and the file under .dist-info/licenses.
+    info = wheel.name.split("-py")[0] + ".dist-info"
+    archive = zipfile.ZipFile(wheel)
+    metadata = archive.read(f"{info}/METADATA").decode()
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: MIT" in headers, metadata[:2000]
+    assert "License-File: LICENSE" in headers, metadata[:2000]
+    assert not [h for h in headers if h.startswith("License:")], metadata[:2000]
+    license_text = archive.read(f"{info}/licenses/LICENSE").decode()
+    assert license_text == (REPO / "LICENSE").read_text()
+    assert license_text.startswith("MIT License")
+    assert "crux_gen contributors" in license_text
+
+
+def test_the_build_system_asks_for_a_setuptools_that_reads_spdx_licenses() -> None:
+    # setuptools < 77 refuses `license = "MIT"` (a string) and knows no license-files.
+    pyproject = tomllib_loads((REPO / "pyproject.toml").read_text())
+    (requirement,) = pyproject["build-system"]["requires"]
+    found = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", requirement)
+    assert found and int(found.group(1)) >= 77, requirement
+    assert pyproject["project"]["license"] == "MIT"
+    assert pyproject["project"]["license-files"] == ["LICENSE"]
+
+
+def test_the_sdist_carries_the_license(tmp_path: Path) -> None:
+    # The sdist the build backend makes (setuptools of the build-system's version,
+    # installed beside the test, not into this venv).
+    pyproject = tomllib_loads((REPO / "pyproject.toml").read_text())
+    backend = tmp_path / "backend"
+    got = _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(backend),
+         *pyproject["build-system"]["requires"]],
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    src = _sources(tmp_path)
+    out = tmp_path / "dist"
+    out.mkdir()
+    script = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": str(backend)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)],
+        cwd=src, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    sdist = out / done.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[-1] for name in archive.getnames()}
+        top = archive.getnames()[0].split("/")[0]
+        pkg_info = archive.extractfile(f"{top}/PKG-INFO")
+        assert pkg_info is not None
+        metadata = pkg_info.read().decode()
+    assert "LICENSE" in names, sorted(names)
+    assert "License-Expression: MIT" in metadata.split("\n\n", 1)[0].splitlines()
 
 
 @pytest.mark.parametrize("conftest", [False, True], ids=["entry-point", "conftest-too"])
