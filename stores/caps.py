@@ -21,12 +21,16 @@ class Caps:
     ``where`` is how log lines name the store (``SQLiteStore('crux.db')``);
     ``wakeups`` says it is a :class:`Wakeups` (a worker may sleep in
     ``wait_for_wake`` rather than poll: PostgreSQL's ``NOTIFY``); ``counts`` says it
-    is a :class:`Counts` (the dashboard counts flows in one query).
+    is a :class:`Counts` (the dashboard counts flows in one query); ``created``
+    says that opening it made it, empty (a SQLite path that named no file: a
+    worker on it warns, as a mistyped path would otherwise poll an empty file
+    forever).
     """
 
     where: str
     wakeups: bool = False
     counts: bool = False
+    created: bool = False
 
 
 class Wakeups(Protocol):
