@@ -351,6 +351,35 @@ def test_the_store_classes_and_errors_are_exported_from_crux_gen() -> None:
     )
 
 
+def test_the_store_classes_are_exported_from_crux_gen_stores_postgres_lazily(
+    tmp_path: Path,
+) -> None:
+    script = textwrap.dedent(
+        """\
+        import sys
+        sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+        sys.modules["psycopg_pool"] = None
+        from crux_gen.stores import MemoryStore, SQLiteStore
+        import crux_gen, crux_gen.stores
+        assert SQLiteStore is crux_gen.SQLiteStore and MemoryStore is crux_gen.MemoryStore
+        assert "crux_gen.stores.postgres" not in sys.modules
+        assert sorted(crux_gen.stores.__all__) == ["MemoryStore", "SQLiteStore"]
+        try:
+            from crux_gen.stores import PostgresStore
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    done = _run([sys.executable, "-c", script], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("MissingDependencyError"), done.stdout
+    assert "crux-gen[postgres]" in done.stdout, done.stdout
+    if importlib.util.find_spec("psycopg") is not None:
+        from crux_gen.stores import PostgresStore
+
+        assert PostgresStore is crux_gen.PostgresStore
+
+
 def test_ci_runs_the_readmes_test_command_exactly() -> None:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
