@@ -212,6 +212,13 @@ def test_the_sdist_carries_the_license(tmp_path: Path) -> None:
     )  # fmt: skip
     assert got.returncode == 0, got.stdout + got.stderr
     src = _sources(tmp_path)
+    shutil.copy(REPO / "MANIFEST.in", src / "MANIFEST.in")
+    for extra in SDIST_EXTRAS:
+        if (REPO / extra).is_dir():
+            shutil.copytree(REPO / extra, src / extra, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (src / extra).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / extra, src / extra)
     out = tmp_path / "dist"
     out.mkdir()
     script = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
@@ -230,6 +237,39 @@ def test_the_sdist_carries_the_license(tmp_path: Path) -> None:
         metadata = pkg_info.read().decode()
     assert "LICENSE" in names, sorted(names)
     assert "License-Expression: MIT" in metadata.split("\n\n", 1)[0].splitlines()
+    # What its tests need: every file git tracks (the tests, the examples and
+    # benchmarks they run, the docs and CI script they read), none left behind.
+    tracked = _tracked_files()
+    missing = sorted(name for name in tracked if name not in names)
+    assert not missing, f"not in the sdist (add them to MANIFEST.in): {missing}"
+
+
+#: What the sdist carries besides the packages (MANIFEST.in), copied for its build.
+SDIST_EXTRAS = ("tests", "examples", "bench", "docs", ".ci/run", ".gitignore", "CHANGELOG.md")
+
+
+def _tracked_files() -> list[str]:
+    """The files git tracks in this checkout (skipped where it is not one)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: no list of tracked files")
+    done = _run(["git", "ls-files"], cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return [name for name in done.stdout.splitlines() if (REPO / name).is_file()]
+
+
+def test_what_the_examples_write_is_git_ignored() -> None:
+    # The stores and outboxes the examples make where they run (their defaults,
+    # named in their source) must not show up in `git status` after a demo.
+    written = set()
+    for example in (REPO / "examples").glob("*.py"):
+        written |= set(re.findall(r'"([\w.-]+\.(?:db|jsonl))"', example.read_text()))
+    assert {"onboarding.db", "onboarding-outbox.jsonl", "signup.outbox.jsonl"} <= written
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in sorted(written):
+        for place in (name, f"examples/{name}"):
+            ignored = _run(["git", "check-ignore", "-q", place], cwd=REPO)
+            assert ignored.returncode == 0, f"{place} is not git-ignored"
 
 
 @pytest.mark.parametrize("conftest", [False, True], ids=["entry-point", "conftest-too"])
