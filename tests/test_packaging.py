@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -426,3 +427,24 @@ def test_ci_runs_the_readmes_test_command_exactly() -> None:
     command = next(b for b in blocks if "pytest" in b)
     ci = (REPO / ".ci" / "run").read_text()
     assert f'README_TESTS="{command}"' in ci
+
+
+def test_the_readmes_pgserver_route_runs_as_written() -> None:
+    # The README's "Trying it without a server" block (```python pgserver), run in a
+    # fresh folder: it starts a PostgreSQL of its own and stops it on exit.
+    from tests import pg
+
+    readme = (REPO / "README.md").read_text()
+    [block] = re.findall(r"```python pgserver\n(.*?)```", readme, flags=re.S)
+    code = textwrap.dedent(block)
+    pytest.importorskip("pgserver")
+    pg.store_class()
+    work = Path(tempfile.mkdtemp(prefix="crux-pgr-", dir=pg.short_tempdir()))
+    try:
+        done = _run([sys.executable, "-c", code], cwd=work, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout == "[]\n", done.stdout + done.stderr
+        assert (work / "pgdata" / "PG_VERSION").exists()
+        assert not (work / "pgdata" / "postmaster.pid").exists()  # stopped on exit
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
