@@ -246,7 +246,7 @@ def test_the_sdist_carries_the_license(tmp_path: Path) -> None:
 
 
 #: What the sdist carries besides the packages (MANIFEST.in), copied for its build.
-SDIST_EXTRAS = ("tests", "examples", "bench", "docs", ".ci/run", ".gitignore", "CHANGELOG.md")
+SDIST_EXTRAS = ("tests", "examples", "bench", "docs", ".ci", ".gitignore", "CHANGELOG.md")
 
 
 def _tracked_files() -> list[str]:
