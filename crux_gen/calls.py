@@ -51,17 +51,18 @@ class Calls(Generic[K]):
         # Read once: each call timed (for the DEBUG line per step attempt) or not.
         self._run = _timed if log.isEnabledFor(logging.DEBUG) else _run
 
-    def submit(self, calls: Sequence[tuple[K, Call]]) -> None:
-        """Start *calls*; their results come back from :meth:`results`."""
-        self.in_flight += len(calls)
-        if self.inline and len(calls) == 1 and self.in_flight == 1:
+    def submit(self, calls: Sequence[tuple[K, Call]]) -> list[tuple[K, Event | Crash]]:
+        """Start *calls*; their results come back from :meth:`results`, but that of
+        a call run inline, which is returned (it has ended: nothing is in flight)."""
+        if self.inline and len(calls) == 1 and self.in_flight == 0:
             key, call = calls[0]
-            self._results.put((key, self._run(call)))
-            return
+            return [(key, self._run(call))]
+        self.in_flight += len(calls)
         for key, call in calls:
             if len(self._started) < min(self.threads, self.in_flight):
                 self._start_thread()
             self._todo.put((key, call))
+        return []
 
     def _start_thread(self) -> None:
         thread = threading.Thread(

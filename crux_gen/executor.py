@@ -136,26 +136,30 @@ class Executor(Hand):
             write = run.write()
             if write is not None:
                 writes.append((run, write))
-        written = {run for run, _ in writes}
-        for (run, write), outcome in zip(writes, self._commit(writes, now), strict=True):
-            self._guarded(run, self._written, run, write, outcome, now)
-        checks = [run for run in due if run not in written and run.calls]
-        for run, outcome in zip(checks, self._check(checks, now), strict=True):
-            self._guarded(run, self._checked, run, outcome, now)
-        for run in due:
-            if run not in written and not run.calls:
-                self._guarded(run, self._after, run, now)
+        if writes:
+            for (run, write), outcome in zip(writes, self._commit(writes, now), strict=True):
+                self._guarded(run, self._written, run, write, outcome, now)
+        if len(writes) < len(due):  # (the hot path, every run writing, skips this)
+            self._unwritten(due, {run for run, _ in writes}, now)
         calls: list[tuple[FlowRun, Call]] = []
         for run in due:
             if run in self.runs and run.result is None:
                 self._guarded(run, self._cleared, run, now, calls)
         self._dispatch(calls)
 
+    def _unwritten(self, due: list[FlowRun], written: set[FlowRun], now: float) -> None:
+        """The runs of a round that had nothing to write: those about to call have
+        their leases checked (in one read), the others go on or retire."""
+        checks = [run for run in due if run not in written and run.calls]
+        for run, outcome in zip(checks, self._check(checks, now), strict=True):
+            self._guarded(run, self._checked, run, outcome, now)
+        for run in due:
+            if run not in written and not run.calls:
+                self._guarded(run, self._after, run, now)
+
     def _commit(
         self, writes: list[tuple[FlowRun, Write]], now: float
     ) -> list[CommitOutcome | Exception]:
-        if not writes:
-            return []
         self.batches += 1
         self.writes += len(writes)
         items = [Commit(run.flow_id, run.owner, now, write) for run, write in writes]
@@ -225,7 +229,8 @@ class Executor(Hand):
     def _dispatch(self, calls: list[tuple[FlowRun, Call]]) -> None:
         for run, _ in calls:
             run.in_flight += 1
-        self.calls.submit(calls)
+        for run, event in self.calls.submit(calls):  # run inline: in at once
+            self._answer(run, event)
 
     def _wait(self) -> None:
         """Nothing to write: take the results that are in (waiting for one while
@@ -291,6 +296,16 @@ def commit_round(store: Store, items: list[Commit]) -> list[CommitOutcome | Exce
     ``commit``, its one-statement hot path): each one's outcome or its refusal; a
     write no store may apply fails alone, before anything is written; a failure of
     the store fails them all, and nothing of them was written."""
+    if len(items) == 1:  # (the hot path: one flow in hand)
+        item = items[0]
+        try:
+            check_write(item.flow_id, item.write)
+        except Exception as exc:
+            return [exc]
+        try:
+            return [store.commit(*item)]
+        except (StoreError, *ITEM_ERRORS) as exc:
+            return [exc]
     answers: list[CommitOutcome | Exception | None] = []
     valid: list[Commit] = []
     for item in items:
@@ -310,7 +325,7 @@ def commit_round(store: Store, items: list[Commit]) -> list[CommitOutcome | Exce
                 written = [exc]
         elif valid:
             written = list(store.commit_many(valid))
-    except StoreError as exc:
+    except StoreError as exc:  # the store's failure: nothing of them was written
         written = [exc] * len(valid)
     found = iter(written)
     return [next(found) if a is None else a for a in answers]

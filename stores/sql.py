@@ -383,9 +383,9 @@ class SqlStore(Generic[C]):
         run, a wait cleared, or a park or an end."""
         sql = self._sql
         for child in write.children:  # those stored already are left as they are
-            self._run(
-                conn, sql.INSERT_CHILD, (child.flow_id, child.name, child.input, now, now, flow_id)
-            )
+            row = (child.flow_id, child.name, child.input, now, now, flow_id)
+            if self._run(conn, sql.INSERT_CHILD, row).fetchone() is None:  # taken since
+                check_child(flow_id, child, self._run(conn, sql.FLOW_NAME, row[:1]).fetchone())
         if write.continue_as_new is not None:
             run = self._run(conn, sql.CURRENT_RUN, (flow_id,)).fetchone()[0]
             self._run(conn, sql.KEEP_PAST_RUN, {"run": run, "flow": flow_id})

@@ -301,7 +301,8 @@ class Statements:
         # A child flow, running and unclaimed (one stored already is left).
         self.INSERT_CHILD = (
             "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id) "
-            f"VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}) ON CONFLICT (id) DO NOTHING"
+            f"VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}) ON CONFLICT (id) DO NOTHING "
+            "RETURNING id"
         )
         self.CHILDREN = (
             f"SELECT id FROM flows{by_parent} WHERE parent_id = {m} ORDER BY created_at, id"

@@ -238,14 +238,19 @@ def test_below_debug_no_attempt_is_logged_nor_timed(caplog: pytest.LogCaptureFix
     assert body.run(store=MemoryStore()).value == 1
     assert attempt_lines(caplog) == []
     calls: Calls[str] = Calls(1)
-    calls.submit([("k", Call(0, lambda: 5, 1, 0.0))])
-    [(_, quiet)] = calls.results(timeout=5)
+    [(_, quiet)] = calls.submit([("k", Call(0, lambda: 5, 1, 0.0))])  # run inline
     assert isinstance(quiet, Returned) and (quiet.value, quiet.took) == (5, None)
     caplog.set_level(logging.DEBUG, logger="crux_gen")
     timed_calls: Calls[str] = Calls(1)
-    timed_calls.submit([("k", Call(0, lambda: 6, 1, 0.0))])
-    [(_, timed)] = timed_calls.results(timeout=5)
+    [(_, timed)] = timed_calls.submit([("k", Call(0, lambda: 6, 1, 0.0))])
     assert isinstance(timed, Returned) and timed.value == 6 and isinstance(timed.took, float)
+    pooled: Calls[str] = Calls(2, inline=False)  # a worker's threads (concurrency > 1)
+    try:
+        assert pooled.submit([("k", Call(0, lambda: 7, 1, 0.0))]) == []
+        [(_, on_thread)] = pooled.results(timeout=5)
+    finally:
+        pooled.close()
+    assert isinstance(on_thread, Returned) and isinstance(on_thread.took, float)
 
 
 # -- crux-gen worker: the same, on stderr ---------------------------------------------------

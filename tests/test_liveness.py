@@ -417,6 +417,58 @@ def test_pg_a_child_ending_while_its_parent_parks_always_wakes_the_parent(
     assert store.due(now + 1, 10) == ["P"]
 
 
+def test_pg_two_parents_starting_one_child_id_at_once_leave_it_one_parent(
+    postgres_store_class: Any, pg_server: Any, pg_schema: str
+) -> None:
+    # Found by the liveness stress: the second parent checked the id before the first
+    # parent's insert committed, then its insert did nothing (the id was taken by then),
+    # and it parked on a child whose end wakes only the first parent.
+    from crux_gen.stores import postgres_schema as sql
+
+    store = pg_store(postgres_store_class, pg_server.url, pg_schema)
+    now = store.clock.time()
+    for parent in ("P1", "P2"):
+        store.start(parent, "lv-parent", "null", parent, now)
+    first_inserted, second_checked = threading.Event(), threading.Event()
+    errors: dict[str, BaseException] = {}
+
+    def start_child(parent: str) -> None:
+        if parent == "P2":
+            first_inserted.wait(5)
+        record = StoredRecord(
+            0, "child", "lv-child", WAITING, result='{"flow_id":"S"}', started_at=now
+        )
+        write = Write((record,), children=(NewChild("S", "lv-child", "null"),))
+        try:
+            store.commit(parent, parent, now, write)
+        except BaseException as exc:
+            errors[parent] = exc
+
+    first = threading.Thread(target=start_child, args=("P1",))
+    second = threading.Thread(target=start_child, args=("P2",))
+    # The first inserts the child, then waits (before its commit) until the second has
+    # looked the id up and found nothing; the second's insert then waits for the first.
+    pausing(
+        store,
+        {
+            first: (
+                sql.STATEMENTS.INSERT_CHILD,
+                lambda: (first_inserted.set(), second_checked.wait(5), time.sleep(0.3)),
+            ),
+            second: (sql.STATEMENTS.FLOW_NAME, second_checked.set),
+        },
+    )
+    first.start()
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert set(errors) == {"P2"}, errors
+    assert isinstance(errors["P2"], FlowIdTakenError)
+    assert store.load("S").parent_id == "P1"
+    assert store.load("P1").records[0].state == WAITING
+    assert store.load("P2").records == ()  # nothing of the refused write was applied
+
+
 def test_pg_cancelling_a_parent_while_its_child_finishes_never_deadlocks(
     postgres_store_class: Any, pg_server: Any, pg_schema: str
 ) -> None:
