@@ -33,7 +33,15 @@ from .commands import (
     Version,
     WaitUntil,
 )
-from .control import cancel_flow, delete_flow, get_flow, list_flows, signal_flow
+from .control import (
+    cancel_flow,
+    count_flows,
+    delete_flow,
+    get_flow,
+    iter_flows,
+    list_flows,
+    signal_flow,
+)
 from .doctor import Problem, check_store
 from .durations import to_duration
 from .errors import (
@@ -67,6 +75,7 @@ from .runner import ParkingWarning, resume
 from .status import Status
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
+from .waits import Wait
 
 # A library logs, an app decides where to: without logging configured, nothing
 # reaches stderr (no "last resort" lines, no "No handlers could be found").
@@ -123,13 +132,16 @@ __all__ = [
     "Suspend",
     "SystemClock",
     "Version",
+    "Wait",
     "WaitUntil",
     "cancel_flow",
     "check_store",
+    "count_flows",
     "default_registry",
     "delete_flow",
     "flow",
     "get_flow",
+    "iter_flows",
     "list_flows",
     "resume",
     "signal_flow",

@@ -6,6 +6,7 @@ Each function's *store* is a store object, or a SQLite file's path or a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -13,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .errors import InvalidTypeError, InvalidValueError
+from .errors import CorruptRecordError, InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
 from .names import check_name, unstorable
 from .opening import StorePath, using
 from .records import COMPLETED, StoredFlow, StoredRecord, StoredSignal
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
 from .status import Status
+from .waits import NEEDS_RECORDS, waiting_for, waits_of
 
 if TYPE_CHECKING:
     from .stores.base import Store, StoreAdmin
@@ -194,6 +196,8 @@ def list_flows(
     name: str | None = None,
     limit: int = 100,
     before: FlowSummary | datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[FlowSummary]:
     """Stored flows, newest update first (ties by ``flow_id``, descending), without
     their history.
@@ -207,20 +211,113 @@ def list_flows(
     when many were updated at the same instant. *before* a datetime gives the
     flows updated strictly earlier (to the microsecond, as ``updated_at`` shows
     them), so ``before=page[-1].updated_at`` skips the others of that instant.
+    *since* (inclusive) and *until* (exclusive) bound ``updated_at``:
+    ``since=now - timedelta(hours=1)`` is the last hour's.
     """
-    if status is not None:
-        try:
-            status = Status(status).value
-        except ValueError:
-            choices = ", ".join(s.value for s in Status)
-            raise InvalidValueError("list_flows status", status, f"is none of {choices}") from None
+    status = check_status(status)
     if not isinstance(limit, int) or isinstance(limit, bool):
         raise InvalidTypeError("list_flows limit", limit, "must be an int")
     if limit < 1:
         raise InvalidValueError("list_flows limit", limit, "must be a positive int")
     bound = keyset(before)
+    low, high = time_bound("since", since), time_bound("until", until)
     with using(store) as opened:
-        return list_page(opened, status=status, name=name, limit=limit, before=bound)
+        return list_page(
+            opened, status=status, name=name, limit=limit, before=bound, since=low, until=high
+        )
+
+
+def iter_flows(
+    *,
+    store: StoreAdmin | StorePath,
+    status: str | None = None,
+    name: str | None = None,
+    before: FlowSummary | datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page_size: int = 100,
+) -> Iterator[FlowSummary]:
+    """Every flow ``list_flows`` with these filters would list, newest update
+    first, read *page_size* at a time (exact keyset paging: each flow once), so
+    100,000 flows never sit in memory at once.
+
+    >>> failed = sum(1 for f in iter_flows(store=store, status="failed"))
+    """
+    first = list_flows(
+        store=store,
+        status=status,
+        name=name,
+        limit=page_size,
+        before=before,
+        since=since,
+        until=until,
+    )  # fmt: skip: checks every argument before the first flow is yielded
+    return _pages(store, first, check_status(status), name, page_size, since, until)
+
+
+def _pages(
+    store: StoreAdmin | StorePath,
+    page: list[FlowSummary],
+    status: str | None,
+    name: str | None,
+    size: int,
+    since: datetime | None,
+    until: datetime | None,
+) -> Iterator[FlowSummary]:
+    low, high = time_bound("since", since), time_bound("until", until)
+    yield from page
+    if len(page) < size:
+        return
+    with using(store) as opened:
+        while len(page) == size:
+            page = list_page(
+                opened, status=status, name=name, limit=size, before=keyset(page[-1]),
+                since=low, until=high,
+            )  # fmt: skip
+            yield from page
+
+
+def count_flows(
+    *,
+    store: StoreAdmin | StorePath,
+    status: str | None = None,
+    name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many flows ``list_flows`` with these filters would list, counted in the
+    store (no row is read out).
+
+    >>> count_flows(store=store, status="failed")
+    40
+    """
+    status = check_status(status)
+    low, high = time_bound("since", since), time_bound("until", until)
+    with using(store) as opened:
+        return int(opened.count(status=status, name=name, since=low, until=high))
+
+
+def check_status(status: str | None) -> str | None:
+    """A status filter as its bare value; an ``InvalidValueError`` naming the choices."""
+    if status is None:
+        return None
+    try:
+        return Status(status).value
+    except ValueError:
+        choices = ", ".join(s.value for s in Status)
+        raise InvalidValueError("list_flows status", status, f"is none of {choices}") from None
+
+
+def time_bound(what: str, moment: object) -> float | None:
+    """*since* / *until* as the stores take them: the first stored time that shows
+    as *moment* or later (see :func:`first_time_at`)."""
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        raise InvalidTypeError(f"list_flows {what}", moment, "must be a datetime")
+    if moment.tzinfo is None:
+        raise InvalidValueError(f"list_flows {what}", moment, "must be timezone-aware (UTC)")
+    return first_time_at(moment)
 
 
 def list_page(
@@ -230,11 +327,23 @@ def list_page(
     name: str | None,
     limit: int,
     before: float | tuple[float, str] | None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> list[FlowSummary]:
-    """``list_flows`` with *before* as the stores take it (see :func:`keyset`): the
-    dashboard's next-page link carries that exact keyset."""
-    rows = store.list_flows(status=status, name=name, limit=limit, before=before)
-    return [summary_of(row) for row in rows]
+    """``list_flows`` with *before*, *since* and *until* as the stores take them (see
+    :func:`keyset`): the dashboard's next-page link carries that exact keyset."""
+    rows = store.list_flows(
+        status=status, name=name, limit=limit, before=before, since=since, until=until
+    )
+    return summaries(store, rows)
+
+
+def summaries(store: StoreAdmin, rows: Sequence[StoredFlow]) -> list[FlowSummary]:
+    """The ``FlowSummary`` of each row, with its ``waits`` (one read of the
+    unresolved records of the rows that need them: an ``Any``, ``All``, ``Child``)."""
+    wanted = [r.id for r in rows if r.status == Status.SUSPENDED and r.wait_kind in NEEDS_RECORDS]
+    records = store.wait_records(wanted) if wanted else {}
+    return [summary_of(row, records.get(row.id, ())) for row in rows]
 
 
 def keyset(before: object) -> float | tuple[float, str] | None:
@@ -286,21 +395,40 @@ def first_time_at(moment: datetime) -> float:
             low = mid
 
 
-def summary_of(row: StoredFlow) -> FlowSummary:
-    """The ``FlowSummary`` of a stored flow row."""
+def summary_of(row: StoredFlow, records: Sequence[StoredRecord] = ()) -> FlowSummary:
+    """The ``FlowSummary`` of a stored flow row (*records*: its unresolved records,
+    for the ``waits`` of an ``Any``, ``All`` or ``Child``)."""
     created = when(row.created_at)
     updated = when(row.updated_at)
     assert created is not None and updated is not None
+    waits = waits_of(row, records)
     return FlowSummary(
         flow_id=row.id,
         name=row.name,
         status=row.status,
-        waiting_for=row.waiting_for,
+        waiting_for=waiting_for(row, waits),
         wake_at=when(row.wake_at),
         created_at=created,
         updated_at=updated,
+        waits=waits,
+        custom_status=lenient(lambda: codec.decode_stored(
+            row.custom_status, flow_id=row.id, position=None, column="custom_status"
+        )),
+        error=lenient(lambda: ErrorInfo.decode(row.error, flow_id=row.id)),
+        cancel_reason=row.cancel_reason,
+        parent_id=row.parent_id,
+        run=row.run,
         _updated_ts=row.updated_at,
-    )
+    )  # fmt: skip
+
+
+def lenient(read: Callable[[], Any]) -> Any:
+    """*read*'s value, or ``None`` when a stored value cannot be decoded (a list
+    goes on past a corrupt row; ``get_flow`` names it)."""
+    try:
+        return read()
+    except CorruptRecordError:
+        return None
 
 
 def delete_flow(flow_id: str, *, store: StoreAdmin | StorePath) -> bool:

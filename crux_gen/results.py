@@ -9,6 +9,7 @@ import attrs
 
 from .codec import ErrorInfo
 from .status import Status
+from .waits import Wait
 
 
 @attrs.frozen
@@ -32,7 +33,15 @@ class FlowResult:
 class FlowSummary:
     """One row of ``list_flows``: a flow without its history. ``wake_at``,
     ``created_at`` and ``updated_at`` are aware UTC datetimes; pass the last
-    summary itself as ``before=`` for the next page (exact keyset paging)."""
+    summary itself as ``before=`` for the next page (exact keyset paging).
+
+    ``waiting_for`` is a display string (``"approved | rejected"`` for an ``Any``,
+    ``"child <id>"`` for a ``Child``); ``waits`` is the structure behind it, a
+    tuple of :class:`~crux_gen.waits.Wait` (empty unless the flow is suspended).
+    ``custom_status`` is the last ``ctx.set_custom_status`` value, ``error`` a
+    failed flow's error, ``parent_id`` the flow that started it with ``Child``
+    (a stored value that cannot be decoded shows as ``None`` here; ``get_flow``
+    names it)."""
 
     flow_id: str
     name: str
@@ -41,6 +50,12 @@ class FlowSummary:
     wake_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    waits: tuple[Wait, ...] = ()
+    custom_status: Any = None
+    error: ErrorInfo | None = None
+    cancel_reason: str | None = None
+    parent_id: str | None = None
+    run: int = 1
     #: The stored ``updated_at`` to the last bit (``updated_at`` is rounded to the
     #: microsecond): what ``before=summary`` pages by.
     _updated_ts: float | None = attrs.field(

@@ -128,9 +128,13 @@ class FlowHarness:
         self.result = self._flow.run(input=self.input, store=self.store, flow_id=self.flow_id)
         return self.result
 
-    def signal(self, name: str, payload: Any = None) -> None:
-        """Send signal *name* (as ``signal_flow``); the next :meth:`run` takes it."""
-        signal_flow(self.flow_id, name, payload, store=self.store)
+    def signal(self, name: str, payload: Any = None, *, key: str | None = None) -> bool:
+        """Send signal *name* (as ``signal_flow``); the next :meth:`run` takes it.
+
+        With *key* (as ``signal_flow``'s), a second signal carrying the same key
+        stores nothing and ``False`` is returned: a webhook delivered twice.
+        """
+        return signal_flow(self.flow_id, name, payload, store=self.store, key=key)
 
     def advance(self, duration: Duration) -> datetime:
         """Move the fake clock forward (``"24h"``, seconds, a timedelta); the new time."""

@@ -306,17 +306,39 @@ class StoreAdmin(Protocol):
         limit: int = 100,
         before: Before = None,
         version: tuple[str, int] | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredFlow]:
         """Flows without their history (nor ``children``), newest update first (ties
         by id, descending); with *before* a float, only those updated strictly
         earlier; with *before* a keyset ``(updated_at, id)`` (the last row's: exact
         paging, each flow seen once also when many share an ``updated_at``), only
-        those after it in that order.
+        those after it in that order. *since* (inclusive) and *until* (exclusive)
+        bound ``updated_at``.
 
         With *version* ``(name, n)``, only flows whose current run recorded the
         ``Version`` *name* completed with the value *n*; ``n=0`` means the flows
         whose current run has no ``Version`` record of that name (the old branch).
         """
+        ...
+
+    def count(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """How many flows ``list_flows`` with these filters and no limit would list:
+        counted in the store (one ``COUNT(*)`` on the SQL stores), no row read out."""
+        ...
+
+    def wait_records(self, flow_ids: Sequence[str]) -> dict[str, tuple[StoredRecord, ...]]:
+        """The unresolved records (``waiting``, ``retrying``) of the current run of
+        each flow of *flow_ids*, by position: what an ``Any``, ``All`` or ``Child``
+        park waits on, for ``list_flows``'s ``waits``. One read for all of them; a
+        flow with none, or not stored, is left out."""
         ...
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
@@ -343,10 +365,18 @@ class StoreAdmin(Protocol):
         unfinished one."""
         ...
 
-    def prune(self, finished_before: float) -> int:
-        """Delete finished flows last updated before *finished_before*, with their
-        records (of every run) and signals; return how many flows were deleted.
-        Their children are left: each is pruned on its own once finished."""
+    def prune(
+        self,
+        finished_before: float | None = None,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+    ) -> int:
+        """Delete finished flows last updated before *finished_before* (``None``:
+        any time), of *status* (a finished one; ``None``: any finished) and flow
+        *name* when given, with their records (of every run) and signals; return
+        how many flows were deleted. A child whose parent is unfinished is kept;
+        children are left: each is pruned on its own once finished."""
         ...
 
     def put_flow(self, flow: StoredFlow) -> None:

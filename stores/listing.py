@@ -1,5 +1,6 @@
-"""The rules of ``StoreAdmin.list_flows``, shared by every store: its arguments
-checked, its SQL (the SQL stores), its *version* filter in Python (``MemoryStore``)."""
+"""The rules of ``StoreAdmin.list_flows`` and ``count``, shared by every store: their
+arguments checked, their SQL (the SQL stores), the *version* filter in Python
+(``MemoryStore``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from crux_gen.errors import InvalidTypeError, InvalidValueError
 from crux_gen.records import COMPLETED, StoredRecord
+from crux_gen.status import FINISHED
 
 #: ``list_flows``'s *before*: ``None``, an ``updated_at`` (strictly older), or the
 #: keyset ``(updated_at, id)`` of the last flow of a page.
@@ -57,17 +59,14 @@ def listing_query(
     limit: int,
     before: Before,
     version: tuple[str, int] | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of ``list_flows`` (*mark* is the driver's placeholder):
     newest update first, filtered, keyset-paged by ``before`` (never an OFFSET).
     *version* is matched against the records of each flow's current run (the
     ``records`` table holds no other run)."""
-    where: list[str] = []
-    params: list[Any] = []
-    for clause, value in ((f"status = {mark}", status), (f"name = {mark}", name)):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
+    where, params = filters(mark, status=status, name=name, since=since, until=until)
     before = check_before(before)
     if isinstance(before, tuple):
         # (updated_at, id) < (u, i), spelled so that any index on updated_at bounds it.
@@ -95,6 +94,63 @@ def listing_query(
     return query, [*params, min(int(limit), MAX_LIMIT)]
 
 
+def filters(
+    mark: str,
+    *,
+    status: str | None,
+    name: str | None,
+    since: float | None,
+    until: float | None,
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses and parameters of the filters ``list_flows`` and ``count``
+    share: *status*, *name*, and ``since <= updated_at < until`` (each bound on the
+    ``(status|name|…, updated_at)`` indexes)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        (f"status = {mark}", status),
+        (f"name = {mark}", name),
+        (f"updated_at >= {mark}", check_time("since", since)),
+        (f"updated_at < {mark}", check_time("until", until)),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return where, params
+
+
+def count_query(
+    mark: str,
+    *,
+    status: str | None,
+    name: str | None,
+    since: float | None,
+    until: float | None,
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of ``count``: one ``COUNT(*)`` over an index range."""
+    where, params = filters(mark, status=status, name=name, since=since, until=until)
+    query = "SELECT COUNT(*) FROM flows"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    return query, params
+
+
+def in_range(updated_at: float, since: float | None, until: float | None) -> bool:
+    """Whether *updated_at* passes ``since <= updated_at < until`` (``MemoryStore``)."""
+    return (since is None or updated_at >= since) and (until is None or updated_at < until)
+
+
+def check_time(what: str, moment: Any) -> float | None:
+    """``list_flows``'s *since* / *until* checked: ``None`` or a finite number."""
+    if moment is None:
+        return None
+    if isinstance(moment, bool) or not isinstance(moment, int | float):
+        raise InvalidTypeError(f"list_flows {what}", moment, "is not a time (seconds)")
+    if not math.isfinite(moment):
+        raise InvalidValueError(f"list_flows {what}", moment, "is not a finite time")
+    return float(moment)
+
+
 def check_before(before: Any) -> Before:
     """``list_flows``'s *before* checked: ``None``, a finite number, or a pair
     ``(number, id)``; else ``InvalidTypeError`` / ``InvalidValueError`` naming it."""
@@ -112,3 +168,13 @@ def check_before(before: Any) -> Before:
     if not isinstance(before[1], str):
         raise InvalidTypeError("list_flows before", before, "has an id that is not a str")
     return (float(moment), before[1])
+
+
+def check_prune(finished_before: Any, status: str | None) -> float | None:
+    """``prune``'s *finished_before* and *status* checked: a finite time or ``None``;
+    a finished status or ``None`` (an unfinished one is an ``InvalidValueError``,
+    nothing deleted)."""
+    if status is not None and status not in FINISHED:
+        finished = ", ".join(sorted(s.value for s in FINISHED))
+        raise InvalidValueError("prune status", status, f"is not a finished status ({finished})")
+    return check_time("finished_before", finished_before)

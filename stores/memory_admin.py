@@ -10,6 +10,7 @@ cancel), as ``SqlAdmin`` and ``SqlStore`` split the SQL stores.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +18,19 @@ import attrs
 
 from crux_gen.clock import Clock
 from crux_gen.errors import FlowNotFoundError, StoreError
-from crux_gen.records import PENDING, StoredFlow, StoredRecord, StoredSignal
+from crux_gen.records import PENDING, UNRESOLVED, StoredFlow, StoredRecord, StoredSignal
 from crux_gen.status import FINISHED, Status
 
 from .caps import Caps
-from .listing import Before, check_before, check_version, version_matches
+from .listing import (
+    Before,
+    check_before,
+    check_prune,
+    check_time,
+    check_version,
+    in_range,
+    version_matches,
+)
 from .rules import WAIT_ANY, any_names, deletable, flow_exists, new_flow, retry_plan, retry_status
 
 
@@ -119,6 +128,8 @@ class MemoryAdmin(MemoryTables):
         limit: int = 100,
         before: Before = None,
         version: tuple[str, int] | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredFlow]:
         version = check_version(version)
         before = check_before(before)
@@ -127,14 +138,46 @@ class MemoryAdmin(MemoryTables):
         with self._lock:
             rows = [
                 row
-                for row in self._flows.values()
-                if (status is None or row["status"] == status)
-                and (name is None or row["name"] == name)
-                and (before is None or (row["updated_at"], row["id"]) < before)
+                for row in self._matching(status, name, since, until)
+                if (before is None or (row["updated_at"], row["id"]) < before)
                 and (version is None or version_matches(self._records[row["id"]], version))
             ]
             rows.sort(key=lambda r: (r["updated_at"], r["id"]), reverse=True)
             return [self._snapshot(r["id"], history=False) for r in rows[:limit]]
+
+    def _matching(
+        self, status: str | None, name: str | None, since: float | None, until: float | None
+    ) -> list[dict[str, Any]]:
+        """The rows that pass the filters ``list_flows`` and ``count`` share."""
+        since, until = check_time("since", since), check_time("until", until)
+        return [
+            row
+            for row in self._flows.values()
+            if (status is None or row["status"] == status)
+            and (name is None or row["name"] == name)
+            and in_range(row["updated_at"], since, until)
+        ]
+
+    def count(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        with self._lock:
+            return len(self._matching(status, name, since, until))
+
+    def wait_records(self, flow_ids: Sequence[str]) -> dict[str, tuple[StoredRecord, ...]]:
+        found: dict[str, tuple[StoredRecord, ...]] = {}
+        with self._lock:
+            for flow_id in dict.fromkeys(flow_ids):
+                records = self._records.get(flow_id, ())
+                open_ = tuple(r for r in records if r.state in UNRESOLVED)
+                if open_:
+                    found[flow_id] = open_
+        return found
 
     def count_flows(self) -> dict[str, int]:
         """How many flows each status has (statuses with none are left out)."""
@@ -185,13 +228,22 @@ class MemoryAdmin(MemoryTables):
             self._drop(flow_id)
             return True
 
-    def prune(self, finished_before: float) -> int:
+    def prune(
+        self,
+        finished_before: float | None = None,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+    ) -> int:
+        before = check_prune(finished_before, status)
         with self._lock:
             gone = [
                 flow_id
                 for flow_id, row in self._flows.items()
                 if row["status"] in FINISHED
-                and row["updated_at"] < finished_before
+                and (before is None or row["updated_at"] < before)
+                and (status is None or row["status"] == status)
+                and (name is None or row["name"] == name)
                 and (self._parent(row) or ("", Status.COMPLETED))[1] in FINISHED
             ]
             for flow_id in gone:

@@ -48,7 +48,6 @@ from .rules import (
     check_records,
     check_signal_allowed,
     check_write,
-    child_cancel_reason,
     lease_outcome,
 )
 from .sql_statements import LEASE, Statements
@@ -104,6 +103,16 @@ class SqlStore(Generic[C]):
     def _execute(self, query: str, params: Any) -> int:
         """One write statement in a transaction of its own: how many rows it changed."""
         raise NotImplementedError
+
+    def _lease_write(self) -> AbstractContextManager[C]:
+        """A transaction changing leases only (a claim): ``SQLiteStore`` spares its fsync."""
+        return self._write()
+
+    def _put_fenced(self, conn: C | None, params: tuple[Any, ...]) -> bool:
+        """A step's fenced record, in *conn*'s transaction or its own: whether it went in."""
+        if conn is None:
+            return self._execute(self._sql.PUT_RECORD_FENCED, params) == 1
+        return bool(self._run(conn, self._sql.PUT_RECORD_FENCED, params).rowcount == 1)
 
     def _savepoint(self, conn: C) -> AbstractContextManager[object]:
         """Nothing of the block stays when it raises."""
@@ -191,7 +200,7 @@ class SqlStore(Generic[C]):
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
     ) -> StoredFlow:
         sql = self._sql
-        with self._write() as conn:
+        with self._lease_write() as conn:
             query = sql.ROW_SKIP_LOCKED if only_if_due else sql.ROW_LOCKED
             found = self._run(conn, query, (flow_id,)).fetchone()
             if found is None:
@@ -207,7 +216,7 @@ class SqlStore(Generic[C]):
         sql, as_list = self._sql, self._sql.dialect.as_list
         params = {"now": now, "limit": int(limit), "exclude": as_list(list(exclude))}
         rows: list[tuple[Any, ...]] = []
-        with self._write() as conn:
+        with self._lease_write() as conn:
             found = self._run(conn, sql.DUE_EXCLUDING, params).fetchall()
             ids = list(dict.fromkeys(row[0] for row in found))  # unique, oldest first
             if not ids:
@@ -300,7 +309,7 @@ class SqlStore(Generic[C]):
         if write.is_step:
             # The hot path, a step's result: one fenced statement, one commit.
             fenced = self._sql.fenced(flow_id, owner, write.records[0])
-            if self._execute(self._sql.PUT_RECORD_FENCED, fenced) == 1:
+            if self._put_fenced(None, fenced):
                 return RUNNING_OUTCOME
             # Lost lease, cancelled, a suspended flow going on, or a conflict: the
             # full transaction below sorts out which.
@@ -326,7 +335,7 @@ class SqlStore(Generic[C]):
         for flow_id, owner, now, write in batch:
             if write.is_step:
                 fenced = self._sql.fenced(flow_id, owner, write.records[0])
-                if self._run(conn, self._sql.PUT_RECORD_FENCED, fenced).rowcount == 1:
+                if self._put_fenced(conn, fenced):
                     outcomes.append(RUNNING_OUTCOME)
                     continue
             if len(batch) == 1 and (write.status is not None or write.children):
@@ -454,46 +463,3 @@ class SqlStore(Generic[C]):
             signal_id = int(inserted.fetchall()[0][0])
             self._announce(conn, flow_id)
         return StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key)
-
-    def cancel(self, flow_id: str, reason: str, now: float) -> bool:
-        return self._atomically(lambda conn: self._cancel(conn, flow_id, reason, now))
-
-    def _cancel(self, conn: C, flow_id: str, reason: str, now: float) -> bool:
-        # The flow, its parent (which its end wakes) and its descendants are locked
-        # first, in one statement, by id (``_lock_flows``): a child finishing at
-        # the same time locks the same rows in the same order.
-        sql = self._sql
-        tree = self._descendants(conn, [flow_id])
-        self._lock_flows(conn, [flow_id, *tree])
-        if self._row(conn, flow_id)[2] in FINISHED:
-            return False
-        if sql.dialect.locks:
-            more = [c for c in self._descendants(conn, [flow_id]) if c not in set(tree)]
-            if more:  # started between the read and the lock (rare): locked now too
-                self._lock_flows(conn, more)
-                tree += more
-        self._run(conn, sql.CANCEL, (reason, now, flow_id))
-        self._run(conn, sql.UNUSED, (flow_id,))
-        inherited = child_cancel_reason(flow_id, reason)
-        for child in tree:  # children, their children, … (through finished ones too)
-            if self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child)).rowcount == 1:
-                self._run(conn, sql.UNUSED, (child,))
-        self._wake_parent(conn, flow_id, now)
-        return True
-
-    def _descendants(self, conn: C, roots: list[str]) -> list[str]:
-        """The ids of *roots*' children, their children, … (each once, top down)."""
-        seen = set(roots)
-        found: list[str] = []
-        level = roots
-        while level:
-            below = [
-                child
-                for parent in level
-                for child, _ in self._run(conn, self._sql.CHILD_ROWS, (parent,)).fetchall()
-                if child not in seen
-            ]
-            seen.update(below)
-            found += below
-            level = below
-        return found

@@ -4,19 +4,23 @@ prune, ``put_flow``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import attrs
 
 from crux_gen.errors import StoreError
 from crux_gen.records import StoredFlow, StoredRecord
 
-from .listing import Before, listing_query
+from .listing import Before, check_prune, count_query, listing_query
 from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
-from .sql import C, SqlStore
+from .sql import C
+from .sql_cancel import SqlCancel
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 
 
-class SqlAdmin(SqlStore[C]):
-    """``SqlStore`` with the operator's calls."""
+class SqlAdmin(SqlCancel[C]):
+    """``SqlStore`` with ``cancel`` and the operator's calls."""
 
     #: The store in messages: ``flow_exists``'s *where*, and a phrase ("in …", "at …").
     _where: str
@@ -33,6 +37,8 @@ class SqlAdmin(SqlStore[C]):
         limit: int = 100,
         before: Before = None,
         version: tuple[str, int] | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredFlow]:
         query, params = listing_query(
             FLOW_COLUMNS,
@@ -42,8 +48,32 @@ class SqlAdmin(SqlStore[C]):
             limit=limit,
             before=before,
             version=version,
+            since=since,
+            until=until,
         )
         return [StoredFlow(*row) for row in self._all(query, params)]
+
+    def count(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        query, params = count_query(
+            self._sql.dialect.mark, status=status, name=name, since=since, until=until
+        )
+        return int(self._all(query, params)[0][0])
+
+    def wait_records(self, flow_ids: Sequence[str]) -> dict[str, tuple[StoredRecord, ...]]:
+        ids = list(dict.fromkeys(flow_ids))
+        if not ids:
+            return {}
+        found: dict[str, list[StoredRecord]] = {}
+        for row in self._all(self._sql.WAIT_RECORDS, (self._sql.dialect.as_list(ids),)):
+            found.setdefault(row[0], []).append(StoredRecord._make(row[1:]))
+        return {flow_id: tuple(records) for flow_id, records in found.items()}
 
     def count_flows(self) -> dict[str, int]:
         """How many flows each status has (statuses with none are left out): one
@@ -83,14 +113,33 @@ class SqlAdmin(SqlStore[C]):
                 self._run(conn, query, (flow_id,))
             return True
 
-    def prune(self, finished_before: float, *, batch: int = 500) -> int:
+    def prune(
+        self,
+        finished_before: float | None = None,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        batch: int = 500,
+    ) -> int:
         # In batches of *batch* flows, one transaction each, so runners writing
         # meanwhile wait for one short transaction at most.
-        sql = self._sql
+        before = check_prune(finished_before, status)
+        sql, m = self._sql, self._sql.dialect.mark
+        batch_query = sql.PRUNE_BATCH
+        params: list[Any] = []
+        for clause, value in (
+            (f"updated_at < {m}", before),
+            (f"status = {m}", status),
+            (f"name = {m}", name),
+        ):
+            if value is not None:
+                batch_query += f" AND {clause}"
+                params.append(value)
+        batch_query += f" LIMIT {m}"
         deleted = 0
         while True:
             with self._write() as conn:
-                found = self._run(conn, sql.PRUNE_BATCH, (finished_before, batch)).fetchall()
+                found = self._run(conn, batch_query, (*params, batch)).fetchall()
                 ids = sql.dialect.as_list([row[0] for row in found])
                 for query in sql.DELETE_MANY if found else ():
                     self._run(conn, query, (ids,))

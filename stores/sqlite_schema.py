@@ -13,7 +13,7 @@ from .sql_statements import FLOW_COLUMNS, Dialect, Statements
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -137,10 +137,29 @@ def add_composition(conn: sqlite3.Connection) -> None:
     )
 
 
+#: What the trigger ``records_in_order`` aborts a statement with (``GAP_ERROR``).
+GAP_ERROR = "crux_gen: a record at a gap"
+
+
+def add_record_order(conn: sqlite3.Connection) -> None:
+    """Version 5: the gap rule in the schema. A record goes at position 0 or after
+    the record before it; otherwise the statement is aborted (``GAP_ERROR``). A
+    step's fenced insert then reads no ``records`` row itself (SQLite copies the
+    rows of an ``INSERT … SELECT`` that reads its own table into a temporary table
+    first), and the store turns the abort into the write's refusal."""
+    conn.execute(
+        "CREATE TRIGGER records_in_order BEFORE INSERT ON records "
+        "WHEN NEW.position > 0 AND NOT EXISTS (SELECT 1 FROM records "
+        "WHERE flow_id = NEW.flow_id AND position = NEW.position - 1) "
+        f"BEGIN SELECT RAISE(ABORT, '{GAP_ERROR}'); END"
+    )
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
     2: add_signal_keys_and_listing,
     3: add_segments,
     4: add_composition,
+    5: add_record_order,
 }

@@ -207,7 +207,8 @@ def test_list_and_show_describe_the_flows(scene: Scene) -> None:
         (scene.failed, "cli-onboarding", "failed")
     ]
     assert objects[0]["error"] == "builtins.RuntimeError: LLM unavailable (503)"
-    assert len(by_env.stdout.splitlines()) == 4  # header, 2 flows, the "--limit" note
+    assert len(by_env.stdout.splitlines()) == 3  # header, 2 flows
+    assert by_env.stderr.startswith("next page: --before ")  # a full page: where the next starts
 
     out = shown_waiting.stdout
     assert f"flow     {scene.waiting}" in out
@@ -435,6 +436,8 @@ def test_help_is_complete_for_every_command(tmp_path: Path) -> None:
     assert top.returncode == 0
     commands = [
         "list",
+        "count",
+        "start",
         "show",
         "signal",
         "cancel",

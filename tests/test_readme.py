@@ -15,6 +15,7 @@ import functools
 import inspect
 import io
 import re
+import shlex
 import sys
 import types
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 
 import crux_gen
 from crux_gen import FakeClock, SQLiteStore
+from crux_gen.cli import main
 from crux_gen.testing import FlowHarness
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -159,3 +161,28 @@ def test_the_deploying_recipe_answers_a_second_click_with_409(
     late = sign_up("ada@example.com", "Ada").split("?", 1)[1]
     clock.advance("25h")
     assert call(app, late) == (410, "this link has expired")
+
+
+def test_the_many_flows_session_prints_what_the_readme_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = README.read_text()
+    section = text[text.index("### Many flows at once") :]
+    blocks = FENCE.findall(section)
+    (_, shop), (_, session) = blocks[0], blocks[1]
+    (tmp_path / "shop.py").write_text(shop)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRUX_DB", str(tmp_path / "shop.db"))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delitem(sys.modules, "shop", raising=False)
+    commands = re.split(r"^\$ crux-gen ", session, flags=re.MULTILINE)[1:]
+    assert len(commands) >= 10
+    try:
+        for command in commands:
+            line, *expected = command.splitlines()
+            with pytest.raises(SystemExit):
+                main(shlex.split(line))
+            out, err = capsys.readouterr()
+            assert (out + err).splitlines() == expected, line
+    finally:
+        sys.modules.pop("shop", None)

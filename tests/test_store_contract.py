@@ -27,6 +27,7 @@ from crux_gen.errors import (
     FlowNameConflictError,
     FlowNotFoundError,
     FlowStateError,
+    InvalidValueError,
     LeaseLostError,
     RecordConflictError,
     StoreError,
@@ -1247,6 +1248,81 @@ def test_list_flows_pages_by_keyset_before_an_update_time(store: Any, clock: Fak
     assert [f.id for f in store.list_flows(name="demo", limit=2, before=t + 3)] == ["f2", "f1"]
 
 
+def test_list_flows_bounds_the_update_time_since_inclusive_until_exclusive(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for n in range(6):
+        store.start(f"f{n}", "even" if n % 2 == 0 else "odd", "null", "me", t + n)
+    assert [f.id for f in store.list_flows(since=t + 2)] == ["f5", "f4", "f3", "f2"]
+    assert [f.id for f in store.list_flows(until=t + 2)] == ["f1", "f0"]
+    assert [f.id for f in store.list_flows(since=t + 1, until=t + 4)] == ["f3", "f2", "f1"]
+    assert [f.id for f in store.list_flows(name="even", since=t + 1, until=t + 5)] == [
+        "f4",
+        "f2",
+    ]
+    # with a keyset: the next page stays within the bounds
+    first = store.list_flows(since=t + 1, until=t + 5, limit=2)
+    assert [f.id for f in first] == ["f4", "f3"]
+    last = first[-1]
+    rest = store.list_flows(since=t + 1, until=t + 5, limit=2, before=(last.updated_at, last.id))
+    assert [f.id for f in rest] == ["f2", "f1"]
+    assert store.list_flows(since=t + 3, until=t + 3) == []
+
+
+def test_count_counts_what_list_flows_lists_without_a_limit(store: Any, clock: FakeClock) -> None:
+    t = clock.time()
+    for n in range(5):
+        store.start(f"s{n}", "one" if n < 3 else "two", "null", "me", t + n)
+    finished(store, "done", "completed", t + 10)
+    finished(store, "bad", "failed", t + 11)
+    assert store.count() == 7
+    assert store.count(status="running") == 5
+    assert store.count(status="running", name="one") == 3
+    assert store.count(name="two") == 2
+    assert store.count(name="demo", status="failed") == 1
+    assert store.count(since=t + 2) == 5
+    assert store.count(since=t + 2, until=t + 10) == 3
+    assert store.count(status="expired") == 0
+    for filters in ({}, {"status": "running"}, {"since": t + 3.5}, {"name": "one", "until": t + 2}):
+        assert store.count(**filters) == len(store.list_flows(limit=1000, **filters))
+
+
+def test_wait_records_gives_each_flows_unresolved_records_in_one_read(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    waiting = rec(1, "approve", WAITING, kind="suspend", result=None, deadline=t + 99)
+    suspended(store, "w", t, park(records=(rec(0), waiting)))
+    backoff = rec(1, "charge", RETRYING, attempts=1, wake_at=t + 5)
+    suspended(store, "r", t, park("charge", "retry", records=(rec(0), backoff), wake_at=t + 5))
+    finished(store, "done", "completed", t)
+    found = store.wait_records(["w", "r", "done", "nobody", "w"])
+    assert found == {"w": (waiting,), "r": (backoff,)}
+    assert store.wait_records([]) == {}
+
+
+def test_prune_by_status_and_flow_name_combine_with_the_cutoff(
+    store: Any, clock: FakeClock
+) -> None:
+    t = clock.time()
+    for n, status in enumerate(("completed", "failed", "failed", "cancelled")):
+        finished(store, f"old-{n}", status, t)
+    store.start("other", "other", "null", "me", t)
+    store.commit("other", "me", t, END["failed"])
+    finished(store, "new-failed", "failed", t + 50)
+    suspended(store, "waiting", t)
+    with pytest.raises(InvalidValueError, match="suspended"):
+        store.prune(status="suspended")
+    assert store.prune(t + 10, status="failed", name="demo") == 2
+    assert {f.id for f in store.list_flows()} == {
+        "old-0", "old-3", "other", "new-failed", "waiting"
+    }  # fmt: skip
+    assert store.prune(status="failed") == 2  # any time: "other" and "new-failed"
+    assert store.prune(name="demo") == 2  # every finished flow of "demo"
+    assert [f.id for f in store.list_flows()] == ["waiting"]
+
+
 def test_delete_removes_one_finished_flow_with_its_history_and_signals(
     store: Any, clock: FakeClock
 ) -> None:
@@ -1402,6 +1478,44 @@ def test_sqlite_store_checks_the_synchronous_mode(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "b.db", synchronous="OFF")
 
 
+def test_sqlite_full_claims_commit_without_an_fsync_and_steps_with_one(tmp_path: Path) -> None:
+    # A lease lost to a power cut is harmless (its holder is gone too): a claim's
+    # commit on FULL runs with synchronous=NORMAL (no fsync of its own; the next
+    # fsync'd commit makes it durable, WAL commits being durable in order), and
+    # everything else, a step's record first, is fsync'd as before.
+    store = SQLiteStore(tmp_path / "full.db", clock=FakeClock())
+    conn = store._conn()
+    t = store.clock.time()
+    store.start("f1", "demo", "null", "me", t)
+    store.release("f1", "me")
+    store.start("f2", "demo", "null", "me", t)
+    store.release("f2", "me")
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+
+    def synchronous_of(marker: str) -> list[int]:
+        """The synchronous level each statement containing *marker* ran under."""
+        level, found = 2, []
+        for statement in seen:
+            if statement.startswith("PRAGMA synchronous"):
+                level = {"NORMAL": 1, "FULL": 2}[statement.split("= ")[1]]
+            elif statement.startswith(marker):
+                found.append(level)
+        return found
+
+    store.claim("f1", "me", t)
+    assert [flow.id for flow in store.claim_due(t + 1, 10, "other")] == ["f2"]
+    with pytest.raises(FlowNotFoundError):
+        store.claim("nope", "me", t)
+    store.commit("f1", "me", t, Write(records=(rec(0),)))
+    conn.set_trace_callback(None)
+    assert synchronous_of("UPDATE flows SET lease_owner") == [1, 1]  # f1's claim, f2's
+    assert set(synchronous_of("INSERT INTO records")) == {2}  # the step: fsync'd
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # back to FULL
+    assert store.load("f1").records[0].position == 0
+    assert store.load("f2").lease_owner == "other"
+
+
 def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     tmp_path: Path,
 ) -> None:
@@ -1413,7 +1527,7 @@ def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     assert again.load("f1").input == '{"x":1}'
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
@@ -1435,6 +1549,22 @@ def test_the_due_query_reads_indexes_not_the_whole_table(tmp_path: Path) -> None
     assert "flows_running" in details
     assert "signals_pending" in details
     assert "SCAN flows" not in details.replace("SCAN flows USING", "")
+
+
+def test_time_bounded_listings_and_counts_read_an_index_range(tmp_path: Path) -> None:
+    from crux_gen.stores.listing import count_query, listing_query
+
+    store = SQLiteStore(tmp_path / "crux.db")
+    for status in (None, "failed"):
+        bounds: dict[str, Any] = {"status": status, "name": None, "since": 1.0, "until": 2.0}
+        for query, params in (
+            listing_query("id", "?", limit=10, before=(1.5, "x"), **bounds),
+            count_query("?", **bounds),
+        ):
+            plan = store._conn().execute("EXPLAIN QUERY PLAN " + query, params).fetchall()
+            details = " | ".join(row[-1] for row in plan)
+            assert "USING" in details and "updated_at>?" in details.replace(" ", ""), details
+            assert "SCAN flows" not in details.replace("USING COVERING INDEX", "USING"), details
 
 
 def test_a_failed_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
@@ -1545,7 +1675,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Pat
     assert store.add_signal("old", "go", "2", 3.0, key="k") is not None
     assert store.add_signal("old", "go", "2", 3.0, key="k") is None
     version = store._conn().execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
 
 
 def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment(
@@ -1573,7 +1703,7 @@ def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     claimed = store.claim("old", "me", 2.0)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (p, f"s{p}", f'"{p}"') for p in range(n)
@@ -1614,7 +1744,7 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     old = store.load("old")
     assert (old.status, old.input, old.created_at, old.updated_at) == (
         "suspended", '{"n": 1}', 1.0, 2.0,
@@ -1631,6 +1761,40 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
     assert (again.run, again.children, again.records) == (2, ("kid",), ())
     past = store._conn().execute("SELECT run, position, name FROM past_records").fetchall()
     assert past == [(1, 0, "one")]
+
+
+def test_a_version_4_file_gets_the_gap_rule_in_its_schema_and_its_flows_go_on(
+    tmp_path: Path,
+) -> None:
+    from crux_gen.stores.sqlite_schema import MIGRATIONS
+
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(1, 5):
+        MIGRATIONS[version](conn)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO flows (id, name, status, input, created_at, updated_at) "
+        "VALUES ('old', 'demo', 'running', 'null', 1.0, 1.0)"
+    )
+    conn.execute(
+        "INSERT INTO records (flow_id, position, kind, name, state, result, attempts) "
+        "VALUES ('old', 0, 'step', 'one', 'completed', '1', 1)"
+    )
+    conn.close()
+
+    store = SQLiteStore(path, clock=FakeClock())
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    store.claim("old", "me", 2.0)
+    store.commit("old", "me", 2.0, Write(records=(rec(1),)))  # a step's commit: in
+    with pytest.raises(RecordConflictError):
+        store.commit("old", "me", 2.0, Write(records=(rec(3),)))  # a gap: refused
+    with pytest.raises(sqlite3.IntegrityError, match="gap"):  # whoever writes the file
+        store._conn().execute(
+            "INSERT INTO records (flow_id, position, kind, name, state, attempts) "
+            "VALUES ('old', 5, 'step', 'x', 'completed', 1)"
+        )
+    assert [r.position for r in store.load("old").records] == [0, 1]
 
 
 @pytest.mark.parametrize(

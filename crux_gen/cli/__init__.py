@@ -260,7 +260,10 @@ def find_flow(store: CLIStore, flow_id: str) -> StoredFlow:
         return store.load(text)
     except FlowNotFoundError:
         if len(text) < MIN_PREFIX:
-            raise
+            raise CLIError(
+                f"no flow with id {text!r}, and a start of an id needs at least {MIN_PREFIX} "
+                "characters (crux-gen list shows the ids)"
+            ) from None
         matches = store.match_ids(text, 4)
         if len(matches) == 1:
             return store.load(matches[0])

@@ -1,10 +1,12 @@
 """Every subcommand of ``crux-gen``, one function each, gathered from the modules
 that hold them by what they do to flows:
 
-- :mod:`~crux_gen.cli.queries` reads and changes nothing: ``list``, ``show``, ``doctor``;
+- :mod:`~crux_gen.cli.queries` reads and changes nothing: ``list``, ``count``, ``show``,
+  ``doctor``;
 - :mod:`~crux_gen.cli.control` changes stored flows without running them:
   ``signal``, ``cancel``, ``retry``, ``delete``, ``prune``;
 - :mod:`~crux_gen.cli.deploy` imports the user's MODULE: ``replay``, ``worker``;
+- :mod:`~crux_gen.cli.start` creates a flow of the user's MODULE: ``start``;
 - :mod:`~crux_gen.cli.migrate` copies every flow to another store: ``migrate``;
 - :mod:`~crux_gen.cli.ui` serves the dashboard: ``ui``.
 
@@ -16,12 +18,15 @@ from __future__ import annotations
 from .control import cancel_command, delete_command, prune_command, retry_command, signal_command
 from .deploy import replay_command, worker_command
 from .migrate import migrate_command
-from .queries import doctor_command, list_command, show_command
+from .queries import count_command, doctor_command, list_command, show_command
+from .start import start_command
 from .ui import ui_command
 
 COMMANDS = (
     list_command,
+    count_command,
     show_command,
+    start_command,
     signal_command,
     cancel_command,
     retry_command,

@@ -32,7 +32,7 @@ from . import (
     shown,
     store_at,
 )
-from .format import clean, echo, fold, width
+from .format import clean, echo, fold, to_json, width
 
 #: The most threads ``worker --concurrency`` starts.
 MAX_CONCURRENCY = 1024
@@ -43,7 +43,13 @@ MAX_CONCURRENCY = 1024
 @click.command("replay")
 @click.argument("module")
 @db_option
-def replay_command(module: str, db: str) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: the counts, and a list of the flows that diverge or are skipped.",
+)
+def replay_command(module: str, db: str, as_json: bool) -> None:
     """Check that deploying MODULE's flows breaks no flow in progress.
 
     Imports MODULE (the current directory is on the import path, as with
@@ -66,14 +72,17 @@ def replay_command(module: str, db: str) -> None:
         raise CLIError(f"{module} registers no @flow; give the module that defines your flows")
     fit = width()
     with store_at(db) as store:
-        tally = replay_unfinished(store, module, fit)
+        tally = replay_unfinished(store, module, fit, quiet=as_json)
     checked, problems, names = tally.checked, tally.problems, tally.names
+    if as_json:
+        counts = {"checked": checked, "ok": checked - problems, "diverge": problems}
+        click.echo(to_json({**counts, "skipped": tally.skipped, "flows": tally.found}))
     summary_line = (
         f"replayed {checked} unfinished flow{'s' if checked != 1 else ''} against {module}: "
         f"{checked - problems} ok, {problems} diverge{'s' if problems == 1 else ''}, "
         f"{tally.skipped} skipped"
     )
-    for line in fold(clean(summary_line), fit):
+    for line in () if as_json else fold(clean(summary_line), fit):
         echo(line)
     if names and names.isdisjoint(registered):
         stored_names = ", ".join(repr(n) for n in sorted(names)[:5])
@@ -95,9 +104,19 @@ class ReplayTally:
     problems: int = 0
     skipped: int = 0
     names: set[str] = attrs.field(factory=set)
+    #: Each flow reported (``replay --json``): id, name, kind and text.
+    found: list[dict[str, str]] = attrs.field(factory=list)
+
+    def report(self, kind: str, flow: StoredFlow, text: str, fit: int, quiet: bool) -> None:
+        """Note a flow that diverges or is skipped; print it unless *quiet*."""
+        self.found.append({"id": flow.id, "name": flow.name, "kind": kind, "text": text})
+        for line in () if quiet else replay_lines(kind, flow, text, fit):
+            echo(line)
 
 
-def replay_unfinished(store: CLIStore, module: str, fit: int) -> ReplayTally:
+def replay_unfinished(
+    store: CLIStore, module: str, fit: int, *, quiet: bool = False
+) -> ReplayTally:
     """Replay every unfinished flow of *store*, oldest first, against the code
     registered under its name, printing the report of each one that diverges or
     is skipped (*module*, where the code came from, is named in the report)."""
@@ -111,8 +130,7 @@ def replay_unfinished(store: CLIStore, module: str, fit: int) -> ReplayTally:
         tally.names.add(summary.name)
         if summary.name not in default_registry:
             tally.skipped += 1
-            for line in replay_lines("skipped", summary, f"(not in {module})", fit):
-                echo(line)
+            tally.report("skipped", summary, f"(not in {module})", fit, quiet)
             continue
         try:
             stored = store.load(summary.id)
@@ -122,8 +140,7 @@ def replay_unfinished(store: CLIStore, module: str, fit: int) -> ReplayTally:
         found = replay_check(stored, default_registry.get(stored.name).fn)
         if found is not None:
             tally.problems += 1
-            for line in replay_lines(found.kind, stored, found.text, fit):
-                echo(line)
+            tally.report(found.kind, stored, found.text, fit, quiet)
     return tally
 
 
@@ -190,6 +207,13 @@ class _CleanFormatter(logging.Formatter):
     show_default=True,
     help="What the worker logs to stderr (debug: each step attempt and its outcome).",
 )
+@click.option("--once", is_flag=True, help="Run one pass over the flows due now, then exit.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='On exit, one JSON object on stdout: {"advanced": N} with --once.',
+)
 def worker_command(
     module: str,
     db: str,
@@ -198,6 +222,8 @@ def worker_command(
     synchronous: str,
     concurrency: int,
     log_level: str,
+    once: bool,
+    as_json: bool,
 ) -> None:
     """Run every due flow of MODULE until SIGINT or SIGTERM.
 
@@ -211,8 +237,13 @@ def worker_command(
     stderr (a mistyped --db would be polled, empty, forever); a PostgreSQL
     database (--db postgresql://...) must exist, and crux_gen's tables are made
     in it, so workers on many hosts can share it.
+
+    With --once it runs one pass (every flow due now, each advanced until it
+    parks or finishes), prints how many flows it advanced, and exits: for cron,
+    and for scripts and tests.
     """
     period, ttl = worker_durations(db, poll, lease_ttl)
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     # Until the worker runs, SIGINT or SIGTERM ends the process at once, with code 0
     # as later (a deploy that stops a worker still importing its module, say).
     signal.signal(signal.SIGINT, _stop_before_start)
@@ -232,18 +263,50 @@ def worker_command(
                 f"(this worker imported {module})"
             ),
         )
-        stopper = Stopper(worker, formatter, logging.getLogger("crux_gen.cli"))
-        signal.signal(signal.SIGINT, stopper)
-        signal.signal(signal.SIGTERM, stopper)
+        if once:
+            one_pass(worker, formatter, as_json, previous)
+            return
         echo(worker_banner(db, ttl, synchronous, concurrency), err=True)
-        try:
-            worker.run_forever(poll=period)
-        finally:
-            # From here on the worker is done: one more signal must not kill the
-            # process on its way out (Python restores the default handlers, which
-            # kill, while it shuts down; it leaves ignored signals ignored).
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        run_until_stopped(worker, formatter, period)
+        if as_json:
+            click.echo(to_json({"stopped": True, "batches": worker.batches}))
+
+
+def one_pass(
+    worker: Any, formatter: logging.Formatter, as_json: bool, previous: tuple[Any, Any]
+) -> None:
+    """``worker --once``: one pass, stopped by SIGINT or SIGTERM at the next command
+    boundary; then the signal handlers are what they were before the command."""
+    stop_on_signals(worker, formatter)
+    try:
+        advanced = worker.run_once()
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    if as_json:
+        click.echo(to_json({"advanced": advanced}))
+    else:
+        echo(f"advanced {advanced} flow{'s' if advanced != 1 else ''}")
+
+
+def stop_on_signals(worker: Any, formatter: logging.Formatter) -> None:
+    """From now on SIGINT and SIGTERM stop *worker* at its next command boundary."""
+    stopper = Stopper(worker, formatter, logging.getLogger("crux_gen.cli"))
+    signal.signal(signal.SIGINT, stopper)
+    signal.signal(signal.SIGTERM, stopper)
+
+
+def run_until_stopped(worker: Any, formatter: logging.Formatter, period: timedelta) -> None:
+    """Run *worker* until SIGINT or SIGTERM (:class:`Stopper`)."""
+    stop_on_signals(worker, formatter)
+    try:
+        worker.run_forever(poll=period)
+    finally:
+        # From here on the worker is done: one more signal must not kill the
+        # process on its way out (Python restores the default handlers, which
+        # kill, while it shuts down; it leaves ignored signals ignored).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def worker_durations(db: str, poll: str, lease_ttl: str) -> tuple[timedelta, timedelta]:

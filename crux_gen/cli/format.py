@@ -99,6 +99,15 @@ def table(
     (index -> narrowest width) give up characters, widest first, each cell cut with ``…``.
     Cells are escaped first, so widths count what the terminal shows."""
     rows = [[clean(cell) for cell in row] for row in rows]
+    widths = column_widths(headers, rows, fit, shrink)
+    return [row_line(row, widths) for row in [headers, *rows]]
+
+
+def column_widths(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], fit: int, shrink: dict[int, int]
+) -> list[int]:
+    """The widths :func:`table` gives its columns (*rows* escaped already); a list
+    printed page by page keeps those of its first page."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     total = sum(widths) + 2 * (len(widths) - 1)
     while total > fit:
@@ -108,11 +117,13 @@ def table(
         widest = max(candidates, key=lambda i: widths[i])
         widths[widest] -= 1
         total -= 1
-    lines = []
-    for row in [headers, *rows]:
-        cells = [cut(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append("  ".join(cells).rstrip())
-    return lines
+    return widths
+
+
+def row_line(row: Sequence[str], widths: Sequence[int]) -> str:
+    """One line of a table: each (escaped) cell cut to its column's width."""
+    cells = [cut(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
+    return "  ".join(cells).rstrip()
 
 
 _MARKERS = re.compile(r"^ *[\^~]+ *$")  # a traceback's ^^^^ under the code it points at
@@ -253,3 +264,21 @@ def value_lines(
         text = to_json(value, indent=2).split("\n")
         return [head + text[0], *(indent + "  " + line for line in text[1:])]
     return [head + cut(to_json(value), max(fit - len(head), 10))]
+
+
+class JsonList:
+    """A JSON list written one item at a time, as :func:`to_json` with ``indent=2``
+    would write the whole list: a stream of 100,000 flows is never held at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, item: Any) -> None:
+        """Write *item* (the list's ``[`` first)."""
+        body = "\n".join("  " + line for line in to_json(item, indent=2).split("\n"))
+        click.echo(("[\n" if self.count == 0 else ",\n") + body, nl=False)
+        self.count += 1
+
+    def close(self) -> None:
+        """End the list (``[]`` when empty)."""
+        click.echo("\n]" if self.count else "[]")

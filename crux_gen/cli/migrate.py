@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import attrs
 import click
 
 from ..durations import format_duration
@@ -21,7 +22,7 @@ from . import (
     shown,
     store_at,
 )
-from .format import clean, echo, fold, width
+from .format import clean, echo, fold, to_json, width
 
 #: How often ``migrate`` says how far it got, on stderr (seconds).
 PROGRESS_EVERY = 5.0
@@ -49,7 +50,8 @@ PROGRESS_EVERY = 5.0
     show_default=True,
     help="How many flows one listing of the source reads.",
 )
-def migrate_command(source: str, target: str, batch: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object.")
+def migrate_command(source: str, target: str, batch: int, as_json: bool) -> None:
     """Copy every flow, with its history, signals and status, from one store to
     another: from a SQLite file to PostgreSQL when you outgrow one machine.
 
@@ -87,6 +89,10 @@ def migrate_command(source: str, target: str, batch: int) -> None:
     finally:
         if report is None and fresh:
             drop_if_empty(target)
+    if as_json:
+        found = {"from": shown(source), "to": shown(target), "flows": report.flows}
+        click.echo(to_json({**found, **attrs.asdict(report)}))
+        return
     for line in migrate_lines(report, shown(source), shown(target)):
         for part in fold(clean(line), width()):
             echo(part)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -15,99 +16,159 @@ from ..control import get_flow
 from ..doctor import check_store
 from ..errors import CorruptRecordError
 from ..records import StoredFlow
+from ..results import FlowInfo, FlowSummary
 from ..status import Status
+from ..waits import Wait
 from . import (
     MAX_COUNT,
-    CLIError,
     Count,
     db_option,
+    duration_option,
     find_flow,
     store_at,
 )
-from .format import ELLIPSIS, clean, cut, echo, fold, relative, table, to_json, width
+from .filters import PAGE, count_matching, cursor, filter_options, matching, read_filters
+from .follow import follow as follow_flow
+from .format import (
+    ELLIPSIS,
+    JsonList,
+    clean,
+    column_widths,
+    cut,
+    echo,
+    fold,
+    relative,
+    row_line,
+    to_json,
+    width,
+)
 from .show import show_lines
 
-# -- list ------------------------------------------------------------------------------
+# -- list and count --------------------------------------------------------------------
+
+HEADERS = ["ID", "FLOW", "STATUS", "WAITING FOR", "WAKE AT", "UPDATED"]
+#: Columns that give up characters to fit the terminal, and their narrowest width:
+#: ids last, down to 12 and a "…" (a unique start is enough).
+SHRINK = {0: 13, 1: 10, 3: 11}
 
 
 @click.command("list")
 @db_option
-@click.option(
-    "--status",
-    type=click.Choice([s.value for s in Status]),
-    help="Only flows with this status.",
-)
-@click.option("--flow", "name", metavar="NAME", help="Only flows of this name.")
+@filter_options
 @click.option(
     "--limit",
     type=Count(1, MAX_COUNT),
     default=50,
     show_default=True,
-    help="At most this many flows, most recently updated first.",
-)
-@click.option(
-    "--version",
-    "version",
-    metavar="NAME=N",
-    help="Only flows whose current run recorded Version(NAME) as N; NAME=0: those that did "
-    "not record it (they passed that point before the Version line existed, or have not "
-    "reached it yet).",
+    help="At most this many flows, most recently updated first (read page by page).",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects, for scripts.")
-def list_command(
-    db: str, status: str | None, name: str | None, limit: int, version: str | None, as_json: bool
-) -> None:
+def list_command(db: str, limit: int, as_json: bool, **given: Any) -> None:
     """List flows, most recently updated first.
 
     Columns: id (shortened to fit; any unique start of an id works in the other
     commands), flow name, status, what the flow waits for, when it wakes (a
     timer, a retry backoff or a deadline), and when it was last updated.
+
+    When --limit flows were listed, the cursor of the next page is printed on
+    stderr as "next page: --before CURSOR". Flows are read from the store a page
+    at a time, so --limit 100000 streams.
+
+    \b
+    Examples:
+      crux-gen list --status failed --since 12h --error Timeout
+      crux-gen list --waiting-for email-verified --json
     """
-    wanted = None if version is None else version_option(version)
     with store_at(db) as store:
-        if wanted is None:
-            flows = store.list_flows(status=status, name=name, limit=limit)
-        else:
-            flows = store.list_flows(status=status, name=name, limit=limit, version=wanted)
         now = store.clock.now()
-    if as_json:
-        click.echo(to_json([flow_summary(f) for f in flows], indent=2))
-        return
-    if not flows:
-        echo("no flows" + (" match" if status or name else " yet"))
-        return
-    corrupt = {f.id: found for f in flows if (found := corruption(f)) is not None}
-    headers = ["ID", "FLOW", "STATUS", "WAITING FOR", "WAKE AT", "UPDATED"]
-    rows = [
-        [
-            f.id,
-            f.name,
-            f"{f.status}, corrupt" if f.id in corrupt else f.status,
-            f.waiting_for or "-",
-            relative(when(f.wake_at), now) if f.status == Status.SUSPENDED else "-",
-            relative(when(f.updated_at), now),
-        ]
-        for f in flows
-    ]
-    # Ids give up characters last, down to 12 and a "…" (a unique start is enough).
-    fit = width()
-    for line in table(headers, rows, fit, {0: 13, 1: 10, 3: 11}):
-        echo(line)
-    if len(flows) == limit:
-        echo(f"(the {limit} most recently updated; --limit N for more)")
-    for flow_id, exc in corrupt.items():
-        short = flow_id if len(flow_id) <= 13 else flow_id[:12] + ELLIPSIS
-        echo(cut(clean(f"corrupt: {short}: {corrupt_text(exc)}"), fit))
+        filters = read_filters(now, **given)
+        out: JsonList | FlowTable = JsonList() if as_json else FlowTable(now)
+        last: StoredFlow | None = None
+        for row, summary in matching(store, filters, page=limit):
+            out.add(flow_summary(row, summary) if as_json else (row, summary))
+            last = row
+            if out.count == limit:
+                break
+        out.close()
+    if not as_json and out.count == 0:
+        echo("no flows" + (" match" if filters.given else " yet"))
+    if out.count == limit and last is not None:
+        echo(f"next page: --before {cursor(last)}", err=True)
 
 
-def version_option(text: str) -> tuple[str, int]:
-    """``--version NAME=N`` as ``(NAME, N)``, else a ``CLIError`` naming the value."""
-    name, sep, number = text.rpartition("=")
-    if not sep or not name.strip() or not number.strip().isdigit():
-        raise CLIError(
-            f"--version {text!r} is not NAME=N (a Version name and a number, e.g. new-pricing=0)"
+class FlowTable:
+    """``list``'s table, printed a page at a time with the widths of its first page;
+    the rows that cannot be read back are named after it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.fit = width()
+        self.widths: list[int] | None = None
+        self.pending: list[list[str]] = []
+        self.corrupt: dict[str, CorruptRecordError] = {}
+        self.count = 0
+
+    def add(self, item: Any) -> None:
+        """Add one ``(row, summary)``; a page of them is printed at once."""
+        f, summary = item
+        found = corruption(f)
+        if found is not None:
+            self.corrupt[f.id] = found
+        self.pending.append(
+            [
+                f.id,
+                f.name,
+                f"{f.status}, corrupt" if found is not None else f.status,
+                summary.waiting_for or "-",
+                relative(when(f.wake_at), self.now) if f.status == Status.SUSPENDED else "-",
+                relative(when(f.updated_at), self.now),
+            ]
         )
-    return name, int(number)
+        self.count += 1
+        if len(self.pending) >= PAGE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Print the rows added since the last flush (the header before the first)."""
+        rows = [[clean(cell) for cell in row] for row in self.pending]
+        self.pending = []
+        if not rows:
+            return
+        if self.widths is None:
+            self.widths = column_widths(HEADERS, rows, self.fit, SHRINK)
+            echo(row_line(HEADERS, self.widths))
+        for row in rows:
+            echo(row_line(row, self.widths))
+
+    def close(self) -> None:
+        """Print what is left, then a line per row that cannot be read back."""
+        self.flush()
+        for flow_id, exc in self.corrupt.items():
+            short = flow_id if len(flow_id) <= 13 else flow_id[:12] + ELLIPSIS
+            echo(cut(clean(f"corrupt: {short}: {corrupt_text(exc)}"), self.fit))
+
+
+@click.command("count")
+@db_option
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help='{"count": N}, for scripts.')
+def count_command(db: str, as_json: bool, **given: Any) -> None:
+    """Count the flows list would list with the same filters (no limit).
+
+    Counted in the store when only --status, --flow, --since and --until are
+    given; with the other filters, by reading the flows a page at a time.
+
+    \b
+    Example:
+      crux-gen count --status failed --since 12h
+    """
+    with store_at(db) as store:
+        filters = read_filters(store.clock.now(), **given)
+        found = count_matching(store, filters)
+    if as_json:
+        click.echo(to_json({"count": found}))
+    else:
+        echo(str(found))
 
 
 def _iso(ts: float | None) -> str | None:
@@ -133,15 +194,17 @@ def corrupt_text(exc: CorruptRecordError) -> str:
     return f"stored {exc.column}{at_position} cannot be decoded ({exc.reason})"
 
 
-def flow_summary(f: StoredFlow) -> dict[str, Any]:
-    """Build one object of ``list --json``; ``corrupt`` says why a row cannot be read back."""
+def flow_summary(f: StoredFlow, summary: FlowSummary | None = None) -> dict[str, Any]:
+    """Build one object of ``list --json``; ``corrupt`` says why a row cannot be read
+    back. ``waits`` is the structure behind ``waiting_for`` (*summary*'s)."""
     found = corruption(f)
     error = None if found is not None else ErrorInfo.decode(f.error, flow_id=f.id)
     return {
         "id": f.id,
         "name": f.name,
         "status": f.status,
-        "waiting_for": f.waiting_for,
+        "waiting_for": summary.waiting_for if summary is not None else f.waiting_for,
+        "waits": [] if summary is None else [wait_json(w) for w in summary.waits],
         "wake_at": _iso(f.wake_at),
         "created_at": _iso(f.created_at),
         "updated_at": _iso(f.updated_at),
@@ -152,6 +215,12 @@ def flow_summary(f: StoredFlow) -> dict[str, Any]:
         "run": f.run,
         "corrupt": None if found is None else str(found),
     }
+
+
+def wait_json(wait: Wait) -> dict[str, Any]:
+    """One ``Wait`` of ``list --json``: its fields, the deadline in ISO 8601."""
+    deadline = None if wait.deadline is None else wait.deadline.isoformat()
+    return {"kind": wait.kind, "name": wait.name, "deadline": deadline, "child_id": wait.child_id}
 
 
 def _custom_status(f: StoredFlow) -> Any:
@@ -173,7 +242,20 @@ def _custom_status(f: StoredFlow) -> Any:
     help="Whole values, pretty-printed, and whole tracebacks (crux_gen's frames too).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
-def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Then print new records, signals and status changes as they land, until the flow "
+    "finishes (with --json: one JSON object per line).",
+)
+@click.option(
+    "--poll",
+    default="500ms",
+    show_default=True,
+    metavar="DURATION",
+    help="How often --follow reads the flow again.",
+)
+def show_command(flow_id: str, db: str, full: bool, as_json: bool, follow: bool, poll: str) -> None:
     """Show a flow: its input, status and timeline.
 
     A running flow shows which runner holds its lease and until when, or that
@@ -186,15 +268,31 @@ def show_command(flow_id: str, db: str, full: bool, as_json: bool) -> None:
     --full); then every signal sent to the flow, with its idempotency key if it
     has one: pending, consumed (by which command), rejected with the validation
     error, or unused (still pending when the flow finished).
+
+    With --follow, it goes on printing each record as it lands (and a record
+    again when it moves on: a wait that completed, a retry), each signal sent
+    and each change of status, until the flow finishes; Ctrl-C stops it.
     """
+    every = duration_option(poll, "--poll").total_seconds()
     with store_at(db) as store:
         stored = find_flow(store, flow_id)
         info = get_flow(stored.id, store=store)
         now = store.clock.now()
+        if follow:
+            if not as_json:
+                show_one(info, stored, now, full)
+            fit = width()
+            follow_flow(store, info, poll=every, full=full, fit=fit, as_json=as_json)
+            return
     if as_json:
         data = codec.converter.unstructure(info)
         click.echo(to_json({"id": info.flow_id, **data}, indent=2))
         return
+    show_one(info, stored, now, full)
+
+
+def show_one(info: FlowInfo, stored: StoredFlow, now: datetime, full: bool) -> None:
+    """Print ``show``'s lines of *info* (*stored* gives its lease)."""
     lines = show_lines(
         info,
         now,

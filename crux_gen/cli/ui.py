@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import click
 
 from . import CLIError, Count, Seconds, db_option, store_at
-from .format import echo
+from .format import echo, to_json
 
 #: Hosts only this machine can reach: any other --host prints a warning.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -102,8 +102,20 @@ class QuietHandler(WSGIRequestHandler):
     type=Seconds(86400),
     help="Seconds between a page's reloads of its data (0: never; at most a day).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the address as one JSON object ({"url": ..., "token": ...}) first.',
+)
 def ui_command(
-    db: str, port: int, host: str, allow_actions: bool, token: str | None, refresh: float
+    db: str,
+    port: int,
+    host: str,
+    allow_actions: bool,
+    token: str | None,
+    refresh: float,
+    as_json: bool,
 ) -> None:
     """Serve the dashboard of the flows in --db until SIGINT or SIGTERM.
 
@@ -138,18 +150,23 @@ def ui_command(
         server_class = ThreadingServer6 if ":" in host else ThreadingServer
         server = make_server(host, port, app, server_class=server_class, handler_class=QuietHandler)
         try:
-            serve(server, host, made, token)
+            serve(server, host, made, token, as_json=as_json)
         finally:
             server.server_close()
 
 
-def serve(server: WSGIServer, host: str, made: bool, token: str | None) -> None:
+def serve(
+    server: WSGIServer, host: str, made: bool, token: str | None, *, as_json: bool = False
+) -> None:
     """Print the address (and a made token), serve until SIGINT or SIGTERM."""
     port = server.server_address[1]
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
-    click.echo(f"serving on {url}")
-    if made:
+    if as_json:
+        click.echo(to_json({"url": url, "token": token if made else None}))
+    else:
+        click.echo(f"serving on {url}")
+    if made and not as_json:
         click.echo(f"actions allowed with the token {token}: open {url}?token={token}")
     sys.stdout.flush()
     if host not in LOOPBACK:

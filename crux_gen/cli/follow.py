@@ -1,0 +1,108 @@
+"""``crux-gen show ID --follow``: print a flow's new records, signals and status
+as they land, until it finishes.
+
+The store is read again every ``--poll``; what changed since the last read is
+printed as ``show`` prints it (a record that moved on, a waiting ``Suspend`` that
+completed, is printed again with its new state). With ``--json`` each change is
+one JSON object on its own line (JSON Lines): ``{"event": "flow", ...}`` first,
+then ``record``, ``signal`` and ``status`` events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from .. import codec
+from ..commands import describe
+from ..control import consumed_in_this_run, get_flow
+from ..errors import FlowNotFoundError
+from ..results import FlowInfo
+from . import CLIStore
+from .format import clean, echo, error_lines, fold_all, to_json, value_lines
+from .show import entry_lines, signal_lines, status_text
+
+
+def follow(
+    store: CLIStore, first: FlowInfo, *, poll: float, full: bool, fit: int, as_json: bool
+) -> None:
+    """Print the changes of the flow *first* shows until it finishes (or is deleted,
+    or Ctrl-C), reading it every *poll* seconds."""
+    last = first
+    if as_json:
+        click.echo(to_json({"event": "flow", **codec.converter.unstructure(first)}))
+    elif not first.status.finished:
+        echo(f"following flow {first.flow_id} until it finishes (Ctrl-C stops)")
+    try:
+        while not last.status.finished:
+            time.sleep(poll)
+            try:
+                info = get_flow(first.flow_id, store=store)
+            except FlowNotFoundError:
+                echo(f"flow {first.flow_id} was deleted", err=True)
+                return
+            for item in changes(last, info):
+                if as_json:
+                    click.echo(to_json(item))
+                else:
+                    for line in fold_all(lines_of(item, info, store, full=full, fit=fit), fit):
+                        echo(line)
+            last = info
+    except KeyboardInterrupt:
+        return
+
+
+def changes(old: FlowInfo, new: FlowInfo) -> list[dict[str, Any]]:
+    """What changed from *old* to *new*: records and signals new or changed, in
+    order, then the status (or what the flow waits for) when it changed."""
+    found: list[dict[str, Any]] = []
+    if new.run != old.run:
+        found.append({"event": "run", "run": new.run})
+        before = {}
+    else:
+        before = {entry.position: entry for entry in old.history}
+    for entry in new.history:
+        if before.get(entry.position) != entry:
+            found.append({"event": "record", **codec.converter.unstructure(entry)})
+    signals = {sig.id: sig for sig in old.signals}
+    for sig in new.signals:
+        if signals.get(sig.id) != sig:
+            found.append({"event": "signal", **codec.converter.unstructure(sig)})
+    if (new.status, new.waiting_for) != (old.status, old.waiting_for):
+        found.append(
+            {
+                "event": "status",
+                "status": new.status.value,
+                "waiting_for": new.waiting_for,
+                "value": codec.converter.unstructure(new.value),
+                "error": codec.converter.unstructure(new.error),
+            }
+        )
+    return found
+
+
+def lines_of(
+    item: dict[str, Any], info: FlowInfo, store: CLIStore, *, full: bool, fit: int
+) -> list[str]:
+    """``show``'s lines for one change of :func:`changes`."""
+    now = store.clock.now()
+    event = item["event"]
+    if event == "run":
+        return [f"run      {item['run']} began (ContinueAsNew)"]
+    if event == "record":
+        [entry] = [e for e in info.history if e.position == item["position"]]
+        consumed = consumed_in_this_run(info)
+        labels = [clean(describe(e.kind, e.name)) for e in info.history]
+        align = min(max(map(len, labels), default=0), 32)  # as show aligns them
+        return entry_lines(entry, info, consumed, now, align=align, full=full, fit=fit)
+    if event == "signal":
+        [sig] = [s for s in info.signals if s.id == item["id"]]
+        return signal_lines(sig, full=full, fit=fit)
+    lines = [f"status   {status_text(info, now)}"]
+    if info.status.value == "completed":
+        lines += value_lines("value", info.value, "", full=full, fit=fit, sep="    ")
+    if info.error is not None:
+        lines += error_lines(info.error, "", with_traceback=full, full=full)
+    return lines
