@@ -8,6 +8,7 @@ checkout's folders through the current directory or pytest's rootdir.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -448,3 +449,25 @@ def test_the_readmes_pgserver_route_runs_as_written() -> None:
         assert not (work / "pgdata" / "postmaster.pid").exists()  # stopped on exit
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_examples_install_and_run_the_way_the_readme_does() -> None:
+    # The README's Set-up line: a venv, the strict editable install, and the venv's
+    # python running the example. Each example's docstring says the same, so a
+    # reader starting from the example ends up with the same install.
+    readme = (REPO / "README.md").read_text()
+    [line] = [
+        line
+        for line in re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
+        if "examples/onboarding.py" in line
+    ]
+    install, run = line.split(" && .venv/bin/python ")
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+    assert run == "examples/onboarding.py"
+    for example in sorted((REPO / "examples").glob("*.py")):
+        doc = ast.get_docstring(ast.parse(example.read_text())) or ""
+        name = f"examples/{example.name}"
+        assert install in doc, f"{name} does not say the README's install: {install}"
+        assert f".venv/bin/python {name}" in doc, name
+        stray = re.findall(r"(?m)^\s*(?:pip install|python3? examples/).*$", doc)
+        assert not stray, f"{name} says another way: {stray}"
