@@ -14,6 +14,7 @@ from .codec import ErrorInfo
 from .commands import Retry
 from .effects import (
     DURABLE,
+    OUTCOMES,
     Call,
     Effect,
     Event,
@@ -49,7 +50,7 @@ def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
     """A step: call its function (after a stored backoff ran out), then record its
     value or its failure (retried by its ``Retry``, else thrown at the ``yield``)."""
     command, record = d.command, view.record
-    if not isinstance(event, Returned | Raised):  # first, or after a Timer (Fired)
+    if not isinstance(event, OUTCOMES):  # first, or after a Timer (Fired)
         waiting = record is not None and record.wake_at is not None and record.wake_at > view.now
         if event is None and waiting:  # parked for a backoff that has not run out
             assert record is not None and record.wake_at is not None

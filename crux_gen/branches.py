@@ -14,6 +14,7 @@ from .codec import ErrorInfo
 from .commands import AnyResult, Child, Sleep, Step, Suspend
 from .effects import (
     GO_ON,
+    OUTCOMES,
     Adopt,
     Call,
     CancelFlow,
@@ -22,11 +23,9 @@ from .effects import (
     Fired,
     Park,
     Quiet,
-    Raised,
     Record,
     Refused,
     Resolve,
-    Returned,
     Settled,
     StartChild,
     Take,
@@ -292,7 +291,7 @@ def run_all(d: RunAll, view: View, event: Event = None) -> list[Effect]:
     order, or the first failure in list order; or it parks until a branch's retry
     is due or a child ends. A child whose input cannot be stored, or whose id is
     taken, fails its branch only."""
-    if isinstance(event, Returned | Raised):
+    if isinstance(event, OUTCOMES):
         return _all_step(d, view, event.call.position, event)
     if isinstance(event, Fired):
         return _all_step(d, view, event.position, event)

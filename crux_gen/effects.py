@@ -214,3 +214,6 @@ class Quiet(NamedTuple):
 
 
 Event = Returned | Raised | Fired | Arrived | Refused | Settled | Quiet | None
+#: A call's outcomes, for ``isinstance`` (a tuple: a ``X | Y`` union is built again
+#: at each call, on a live step's path).
+OUTCOMES = (Returned, Raised)

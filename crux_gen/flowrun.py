@@ -119,6 +119,7 @@ class FlowRun:
         self.held: dict[int, StoredRecord] = {}
         self._advancing = False  # the body runs (ctx.now() & co. record)
         self.pending = Pending(s for s in stored.signals if s.state == PENDING)
+        self._drain, self._peek = self.pending.drain, self.pending.peek  # (each view's)
         self.ctx = FlowContext(
             input=codec.decode_stored(
                 stored.input, flow_id=stored.id, position=None, column="input"
@@ -207,9 +208,9 @@ class FlowRun:
                 self.records[record.position] = self.held[record.position] = record
 
     def _view(self, now: float) -> View:
-        held, pending = self.held, self.pending
+        held = self.held
         record = held.get(self.decision.position)
-        return View(self.flow_id, now, record, pending.drain, pending.peek, records=held)
+        return View(self.flow_id, now, record, self._drain, self._peek, records=held)
 
     def _next_decision(self) -> bool:
         """The body's next live decision into hand; ``False`` when the run ends

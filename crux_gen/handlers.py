@@ -31,6 +31,7 @@ from .effects import (
     BUFFERED,
     DURABLE,
     GO_ON,
+    OUTCOMES,
     Call,
     Effect,
     Event,
@@ -97,7 +98,7 @@ def await_condition(d: AwaitCondition, view: View, event: Event = None) -> list[
     raises, or whose value cannot be stored, fails the wait at its ``yield``."""
     command = d.command
     record = view.record
-    if not isinstance(event, Returned | Raised):
+    if not isinstance(event, OUTCOMES):
         attempts = record.attempts if record is not None else 0
         return [Call(d.position, command.condition, attempts + 1, view.now)]
     now = event.call.started
