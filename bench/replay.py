@@ -16,7 +16,8 @@ interleaved rounds:
   the history comes as one segment row and one range of the records after it).
 
 The store is opened with ``synchronous=NORMAL`` by default (``--mode FULL`` for the
-default; its two fsyncs per resume are a fixed cost, shown by N = 0).
+default; its fsync'd park is a fixed cost, shown by N = 0: the claim commits without
+an fsync of its own).
 
     python bench/replay.py [--quick] [--json] [--mode NORMAL|FULL] [--lengths 0,1000,100000]
 """

@@ -6,6 +6,7 @@ step of an ``All`` (``branches.py``).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from . import codec
@@ -29,6 +30,8 @@ from .effects import (
 from .errors import SerializationError
 from .interpreter import RunStep
 from .records import COMPLETED, FAILED, RETRYING, StoredRecord
+
+log = logging.getLogger("crux_gen")
 
 #: A retry backoff up to this long keeps the flow in hand (``Timer``); a longer one
 #: parks it (``status="suspended"``, ``wake_at`` set) so that no process is held.
@@ -60,6 +63,9 @@ def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
         exc = event.exc
         error = ErrorInfo.from_exception(exc).encode()
         wake = retry_plan(command.retry, exc, call.attempt, view.now)
+        if event.took is not None:  # the crux_gen logger logs DEBUG
+            outcome = "failed" if wake is None else "retry"
+            _log_attempt(view.flow_id, command.name, event, outcome, type(exc).__name__)
         if wake is None:
             return _failed(d.position, "step", command.name, exc, error, call, view.now)
         retrying = StoredRecord(
@@ -74,6 +80,8 @@ def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
     try:
         encoded = codec.encode(event.value, what=what)
     except SerializationError as exc:
+        if event.took is not None:
+            _log_attempt(view.flow_id, command.name, event, "failed", type(exc).__name__)
         # Recorded as the step's failure (not retried): a replay throws the same at
         # this step without calling it, and a flow that catches it goes on.
         error = ErrorInfo.from_exception(exc).encode()
@@ -82,7 +90,27 @@ def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
         d.position, "step", command.name, COMPLETED, result=encoded,
         attempts=call.attempt, started_at=call.started, finished_at=view.now,
     )  # fmt: skip
+    if event.took is not None:
+        _log_attempt(view.flow_id, command.name, event, "ok", None)
     return [Record(done, DURABLE), Resolve(codec.decode(encoded))]
+
+
+def _log_attempt(
+    flow_id: str, step: str, event: Returned | Raised, outcome: str, error: str | None
+) -> None:
+    """The DEBUG line of one step attempt: *outcome* is ``ok``, ``retry`` (it raised
+    *error*, a class name, and is tried again) or ``failed`` (the step's end)."""
+    took = event.took or 0.0
+    log.debug(
+        "flow %s: step %r attempt %d took %s: %s",
+        flow_id, step, event.call.attempt,
+        f"{took * 1000:.1f}ms" if took < 1 else f"{took:.2f}s",
+        outcome if error is None else f"{outcome} ({error})",
+        extra={
+            "flow_id": flow_id, "step": step, "attempt": event.call.attempt,
+            "duration": took, "outcome": outcome, "error": error,
+        },
+    )  # fmt: skip
 
 
 def _failed(

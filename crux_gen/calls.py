@@ -13,6 +13,7 @@ call goes to the pool.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Generic, TypeVar
 from .effects import Call, Event, Raised, Returned
 
 K = TypeVar("K")
+log = logging.getLogger("crux_gen")
 
 
 class Crash:
@@ -46,13 +48,15 @@ class Calls(Generic[K]):
         self._todo: queue.SimpleQueue[tuple[K, Call] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[K, Event | Crash] | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
+        # Read once: each call timed (for the DEBUG line per step attempt) or not.
+        self._run = _timed if log.isEnabledFor(logging.DEBUG) else _run
 
     def submit(self, calls: Sequence[tuple[K, Call]]) -> list[tuple[K, Event | Crash]]:
         """Start *calls*; their results come back from :meth:`results`, but that of
         a call run inline, which is returned (it has ended: nothing is in flight)."""
         if self.inline and len(calls) == 1 and self.in_flight == 0:
             key, call = calls[0]
-            return [(key, _run(call))]
+            return [(key, self._run(call))]
         self.in_flight += len(calls)
         for key, call in calls:
             if len(self._started) < min(self.threads, self.in_flight):
@@ -70,7 +74,7 @@ class Calls(Generic[K]):
     def _serve(self) -> None:
         while (item := self._todo.get()) is not None:
             key, call = item
-            self._results.put((key, _run(call)))
+            self._results.put((key, self._run(call)))
 
     def results(self, timeout: float | None, gather: float = 0.0) -> list[tuple[K, Event | Crash]]:
         """The results that are in, waiting up to *timeout* seconds (``None``:
@@ -119,3 +123,15 @@ def _run(call: Call) -> Event | Crash:
         return Raised(exc, call)
     except BaseException as exc:  # an exit or an interrupt in the step
         return Crash(exc)
+
+
+def _timed(call: Call) -> Event | Crash:
+    """:func:`_run`, with the seconds the call took in its event."""
+    started = time.perf_counter()
+    try:
+        value = call.fn()
+    except Exception as exc:
+        return Raised(exc, call, time.perf_counter() - started)
+    except BaseException as exc:
+        return Crash(exc)
+    return Returned(value, call, time.perf_counter() - started)

@@ -166,17 +166,20 @@ Effect = (
 
 
 class Returned(NamedTuple):
-    """The function of *call* returned *value*."""
+    """The function of *call* returned *value*, in *took* seconds (measured only
+    while the ``crux_gen`` logger logs DEBUG: ``calls.py``; else ``None``)."""
 
     value: Any
     call: Call
+    took: float | None = None
 
 
 class Raised(NamedTuple):
-    """The function of *call* raised *exc*."""
+    """The function of *call* raised *exc* (in *took* seconds, as ``Returned``)."""
 
     exc: Exception
     call: Call
+    took: float | None = None
 
 
 class Fired(NamedTuple):

@@ -7,6 +7,7 @@ import os
 import random as _random
 import threading
 import uuid as _uuid
+import warnings
 from collections.abc import Callable, Generator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -165,6 +166,19 @@ def _no_runner(flow: Flow[Any], **kwargs: Any) -> FlowResult:
 RUNNER: list[_RunFlow] = [_no_runner]
 
 
+class FlowReplacedWarning(UserWarning):
+    """A flow name was registered again for another function (``module.qualname``):
+    the later one replaces the earlier, and every stored flow of that name resumes
+    with it. The same function registered again (its module re-imported or
+    reloaded, a notebook cell run again) is not warned about."""
+
+
+def _function_name(fn: object) -> str:
+    """``module.qualname`` of *fn*, as the warning names it."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', None) or repr(fn)}"
+
+
 class Registry:
     """Flows by name. ``@flow`` registers into the default registry."""
 
@@ -173,9 +187,22 @@ class Registry:
         self._lock = threading.Lock()
 
     def add(self, flow: Flow[Any]) -> None:
-        """Register *flow* under its name, replacing an earlier flow of that name."""
+        """Register *flow* under its name, replacing an earlier flow of that name;
+        a ``FlowReplacedWarning`` names both functions when they differ."""
         with self._lock:
+            earlier = self._flows.get(flow.name)
             self._flows[flow.name] = flow
+        if earlier is not None:
+            before, now = _function_name(earlier.fn), _function_name(flow.fn)
+            if before != now:
+                warnings.warn(
+                    FlowReplacedWarning(
+                        f"flow name {flow.name!r} was registered for {before} and now for "
+                        f"{now}: the later replaces the earlier, and stored flows named "
+                        f"{flow.name!r} resume with it; give one of them another name"
+                    ),
+                    stacklevel=3,
+                )
 
     def get(self, name: str, *, flow_id: str | None = None, hint: str | None = None) -> Flow[Any]:
         """The flow registered as *name*; ``FlowNotRegisteredError`` naming it if none

@@ -10,6 +10,7 @@ calls, so a long-lived process passes one; a path suits scripts and a REPL.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +30,10 @@ StorePath = str | os.PathLike[str]
 #: How a PostgreSQL URL starts (``--db`` and ``store=``).
 URL_SCHEMES = ("postgresql://", "postgres://")
 
+#: Any URL (``scheme://…``): one of another scheme than ``URL_SCHEMES`` is refused,
+#: naming those, rather than taken for a SQLite file's path.
+_ANY_URL = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+
 #: What to install when PostgreSQL support is missing.
 POSTGRES_EXTRA = "pip install 'crux-gen[postgres]'"
 
@@ -44,9 +49,24 @@ def is_url(db: str) -> bool:
     return db.strip().lower().startswith(URL_SCHEMES)
 
 
+def unsupported_scheme(db: str) -> str | None:
+    """What is wrong with *db* when it is a URL of a scheme crux_gen has no store for
+    (``mysql://…``, ``sqlite:///…``), naming the ones it takes; else ``None``."""
+    found = _ANY_URL.match(db)
+    if found is None or is_url(db):
+        return None
+    scheme = found.group(1)
+    sqlite = scheme.lower().startswith("sqlite")
+    return (
+        f"is a {scheme}:// URL, which crux_gen has no store for: it takes "
+        f"{' or '.join(URL_SCHEMES)} URLs (PostgreSQL), or the path of a SQLite file"
+        + (" as it is (crux.db, /var/lib/app/crux.db), not a sqlite:// URL" if sqlite else "")
+    )
+
+
 def shown(db: str) -> str:
     """*db* as messages print it: a URL's password (in it or in its query) as ``***``."""
-    if not is_url(db):
+    if not _ANY_URL.match(db):
         return db
     try:
         parts = urlsplit(db.strip())
@@ -75,6 +95,9 @@ def open_store(spec: str | os.PathLike[str], *, create: bool, what: str = "store
     text = os.fspath(spec)
     if not isinstance(text, str):
         raise InvalidTypeError(what, spec, f"is a bytes path; {WHAT_TO_PASS}")
+    unsupported = unsupported_scheme(text)
+    if unsupported:
+        raise InvalidValueError(what, shown(text), unsupported)
     if is_url(text):
         from .stores.postgres import PostgresStore  # MissingDependencyError without psycopg
 

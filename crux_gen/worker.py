@@ -59,7 +59,7 @@ from .records import StoredFlow
 from .results import FlowResult
 from .runner import ALL_CONCURRENCY, find_flow
 from .status import Status
-from .stores.base import Store
+from .stores.base import Store, StoreAdmin
 from .stores.caps import Wakeups, caps_of, missing_members
 
 log = logging.getLogger("crux_gen.worker")
@@ -190,6 +190,7 @@ class Worker:
             "worker started on %s, polling every %s, concurrency %d; flows: %s",
             describe_store(self.store), format_duration(every), self.concurrency, names,
         )  # fmt: skip
+        _warn_if_new(self.store)
         listening = threading.Event()
         if caps_of(self.store).wakeups:  # PostgreSQL: a signal wakes this worker at once (NOTIFY)
             listen = cast(Wakeups, self.store).wait_for_wake
@@ -450,3 +451,15 @@ def describe_result(result: FlowResult) -> str:
     if status == Status.RUNNING:
         return "running (stopped at a command boundary; due for the next pass)"
     return str(status)
+
+
+def _warn_if_new(store: Store) -> None:
+    """Log a WARNING when opening *store* created it and it holds no flow: a worker
+    on a mistyped path would otherwise poll an empty file forever, silently."""
+    caps = caps_of(store)
+    if caps.created and not cast(StoreAdmin, store).list_flows(limit=1):
+        log.warning(
+            "%s named no file: opening it created a new, empty store; if that path is "
+            "mistyped, this worker polls an empty file forever",
+            caps.where,
+        )

@@ -1,7 +1,8 @@
 """Approval: a purchase request that fans out its checks, waits for a manager with
 reminders, and provisions what was bought in a child flow.
 
-    pip install -e . && python examples/approval.py
+    python3 -m venv .venv && .venv/bin/pip install --config-settings editable_mode=strict -e .
+    .venv/bin/python examples/approval.py
 
 runs the whole story on ``approval.db`` (``--db PATH``): the request's three checks
 run at the same time (``All``); the flow then waits for ``approved`` or
@@ -14,11 +15,11 @@ separate process, as a web app, a webhook handler and a worker would be.
 
 Drive it yourself::
 
-    python examples/approval.py start                     # prints the request's flow id
-    python examples/approval.py tick                      # a worker pass (a day on: a reminder)
-    python examples/approval.py decide FLOW_ID approved   # the manager's answer
-    python examples/approval.py deliver FLOW_ID           # the vendor's webhook, for the child
-    python examples/approval.py show FLOW_ID              # status, custom status and children
+    .venv/bin/python examples/approval.py start                    # prints the request's flow id
+    .venv/bin/python examples/approval.py tick                     # a worker pass (reminds daily)
+    .venv/bin/python examples/approval.py decide FLOW_ID approved  # the manager's answer
+    .venv/bin/python examples/approval.py deliver FLOW_ID          # the vendor's delivery (child)
+    .venv/bin/python examples/approval.py show FLOW_ID             # status, custom status, children
 
 A day is ``--day`` long (default ``"1d"``; the demo uses ``"2s"``).
 """

@@ -3,7 +3,8 @@ to verify their address, asks an LLM for a first-week plan and schedules check-i
 
 Run the whole story from the repository root, in one command::
 
-    pip install -e . && python examples/onboarding.py
+    python3 -m venv .venv && .venv/bin/pip install --config-settings editable_mode=strict -e .
+    .venv/bin/python examples/onboarding.py
 
 That starts the flow in this process (it suspends at ``email-verified``), signals
 it from a second process and resumes it from a third, as a web app, a webhook
@@ -13,9 +14,9 @@ appends to ``onboarding-outbox.jsonl`` (``--outbox PATH``).
 
 Or drive each stage yourself::
 
-    python examples/onboarding.py start                  # prints the flow id
-    python examples/onboarding.py signal FLOW_ID         # the "user clicked the link" webhook
-    python examples/onboarding.py resume FLOW_ID         # prints "completed" and the plan
+    .venv/bin/python examples/onboarding.py start           # prints the flow id
+    .venv/bin/python examples/onboarding.py signal FLOW_ID  # the "user clicked the link" webhook
+    .venv/bin/python examples/onboarding.py resume FLOW_ID  # prints "completed" and the plan
 
 The ``first-week-plan`` step calls an OpenAI-compatible chat completions API when
 ``OPENAI_API_KEY`` is set (``OPENAI_BASE_URL``, default https://api.openai.com/v1;

@@ -1,9 +1,10 @@
 """A sign-up web app on crux_gen: a WSGI app (stdlib ``wsgiref``, no framework) and
 a worker beside it.
 
-Run it from the repository root (after ``pip install -e .``)::
+Run it from the repository root (installed as the README says)::
 
-    python examples/webhook_app.py serve --db signup.db --port 8000
+    python3 -m venv .venv && .venv/bin/pip install --config-settings editable_mode=strict -e .
+    .venv/bin/python examples/webhook_app.py serve --db signup.db --port 8000
 
     curl -X POST localhost:8000/signup -d '{"email": "henri@example.com", "name": "Henri"}'
     # 201 {"flow_id": "7f3a…", "status": "suspended", "waiting_for": "email-verified", …}
@@ -29,12 +30,12 @@ verification is handled at once, and its poll (``--poll``, default ``1s``) expir
 flows whose link timed out. For more throughput, or to deploy the web tier and
 the workers separately, run ``serve --no-worker`` and any number of::
 
-    python examples/webhook_app.py worker --db signup.db
+    .venv/bin/python examples/webhook_app.py worker --db signup.db
 
 each of which stops cleanly (the step in hand finishes) on SIGINT or SIGTERM.
 Both processes need the flow's code, so both import this module.
 
-With no arguments, ``python examples/webhook_app.py`` is a self-contained demo:
+With no arguments, ``.venv/bin/python examples/webhook_app.py`` is a self-contained demo:
 it serves on a free port in a temporary directory, signs up, verifies, waits for
 the flow to complete, prints what happened, and exits.
 

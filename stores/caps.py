@@ -23,13 +23,17 @@ class Caps:
     ``wait_for_wake`` rather than poll: PostgreSQL's ``NOTIFY``); ``counts`` says it
     is a :class:`Counts` (the dashboard counts flows in one query); ``browses``
     says it has ``browse_flows`` and ``error_groups`` (``StoreAdmin``: the
-    dashboard's id, time, top-level and error filters, and its errors page).
+    dashboard's id, time, top-level and error filters, and its errors page);
+    ``created`` says that opening it made it, empty (a SQLite path that named no
+    file: a worker on it warns, as a mistyped path would otherwise poll an empty
+    file forever).
     """
 
     where: str
     wakeups: bool = False
     counts: bool = False
     browses: bool = False
+    created: bool = False
 
 
 class Wakeups(Protocol):

@@ -21,11 +21,16 @@
   its own and never touches its parent's connections). A server that cannot be
   reached within ``connect_timeout`` is a ``StoreError`` naming the host; the
   pool reconnects by itself, with backoff, when the server comes back.
+- The constructor connects once on its own, outside the pool (whose retries would
+  hide why a connection failed until ``connect_timeout`` ran out): a URL the
+  server refuses (no such database or user, a wrong password) is at once a
+  ``StoreError`` with the server's own message and the URL, its password masked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import threading
@@ -51,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 from crux_gen.clock import Clock
 from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import InvalidValueError, StoreError, StoreSchemaError
+from crux_gen.opening import shown
 
 from . import postgres_schema as sql
 from .caps import Caps
@@ -62,6 +68,9 @@ _T = TypeVar("_T")
 _RETRIES = 5
 _TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: What libpq prints when the server itself turned a connection away (no such
+#: database or role, a wrong password) or asked for a password the URL lacks.
+_SERVER_SAID = re.compile(r"(?:FATAL|fe_sendauth):\s+(.*?)\s*$")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -123,7 +132,9 @@ class PostgresStore(SqlAdmin[Conn]):
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise InvalidValueError(
-                "PostgresStore url", url, 'is not a "postgresql://user@host/database" URL'
+                "PostgresStore url",
+                shown(url) if isinstance(url, str) else url,
+                'is not a PostgreSQL URL: give "postgresql://user@host/database" (or postgres://…)',
             )
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
             raise InvalidValueError(
@@ -269,8 +280,45 @@ class PostgresStore(SqlAdmin[Conn]):
         [(now,)] = self._all(sql.SERVER_TIME)
         return float(now)
 
+    @contextmanager
+    def _own_connection(self) -> Iterator[Conn]:
+        """A connection of its own, not the pool's, closed after: the first one a
+        store makes, so that the server's refusal is the error (``_refused``)."""
+        try:
+            conn: Conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                options=f"-c search_path={self.schema}",
+                connect_timeout=max(1, math.ceil(self.connect_timeout)),
+            )
+        except psycopg.Error as exc:
+            raise self._refused(exc) from exc
+        try:
+            with conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise self._failure(exc) from exc
+
+    def _refused(self, exc: psycopg.Error) -> StoreError:
+        """The error of a first connection that failed: the server's own words when it
+        answered (``FATAL: database "x" does not exist``), else that it cannot be
+        reached."""
+        text = " ".join(str(exc).split())
+        answered = _SERVER_SAID.search(text)
+        if answered:
+            return StoreError(
+                f"PostgreSQL at {self._where} refused the connection: "
+                f"{answered.group(1)} (URL {shown(self.url)}); check the database, user and "
+                "password in the URL"
+            )
+        return StoreError(
+            f"cannot reach the PostgreSQL server at {self._where} (URL {shown(self.url)}): "
+            f"{text.removeprefix('connection failed: ')}; check that it is up and the URL is "
+            "right"
+        )
+
     def _migrate(self) -> None:
-        with self._write() as conn:
+        with self._own_connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crux_gen:{self.schema}",))
             conn.execute(
                 pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(self.schema))

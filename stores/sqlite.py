@@ -89,7 +89,15 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
         self.lease_ttl: timedelta = to_duration(lease_ttl, what="lease_ttl")
         self.busy_timeout = to_duration(busy_timeout, what="busy_timeout").total_seconds()
         self.clock: Clock = clock or SYSTEM_CLOCK
-        self.caps = Caps(where=f"{type(self).__name__}({self.path!r})", counts=True, browses=True)
+        # A path that names no file yet is a new, empty store (quiet here: Flow.run
+        # makes one; a Worker on it warns, see Caps.created).
+        created = self.path != ":memory:" and not os.path.exists(self.path)
+        self.caps = Caps(
+            where=f"{type(self).__name__}({self.path!r})",
+            counts=True,
+            browses=True,
+            created=created,
+        )
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows
         self._shared_pid = -1

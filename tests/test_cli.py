@@ -426,6 +426,7 @@ def test_worker_runs_due_flows_and_stops_cleanly_on_sigterm(scene: Scene) -> Non
             worker.communicate()
     assert worker.returncode == 0, err
     assert "Traceback" not in err
+    assert "new, empty store" not in err  # its crux.db was there (see test_errors_named.py)
     assert scene.info(scene.waiting).value["plan"] == "a plan for W"
     assert scene.info(scene.extra).status == "suspended"  # not due: left alone
 

@@ -8,6 +8,7 @@ checkout's folders through the current directory or pytest's rootdir.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -15,9 +16,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,25 +125,42 @@ def test_a_checkout_of_crux_gen_first_on_sys_path_still_has_crux_gen_stores() ->
     ]
 
 
-def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(
-    tmp_path: Path,
-) -> None:
-    # pip builds the wheel as it would for a user (build isolation, pyproject's
-    # build-system), from a copy of the sources, so that this checkout's build/ is
-    # left alone.
-    src = tmp_path / "src"
+def tomllib_loads(text: str) -> dict[str, Any]:
+    """*text* read as TOML (Python 3.11's tomllib; skipped on 3.10, which has none)."""
+    tomllib = pytest.importorskip("tomllib")
+    loaded: dict[str, Any] = tomllib.loads(text)
+    return loaded
+
+
+def _sources(into: Path) -> Path:
+    """A copy of what a build reads (pyproject's files), so this checkout's build/ is
+    left alone."""
+    src = into / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
     for name in ("crux_gen", "stores"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds as it would for a user (build isolation, pyproject's
+    build-system), from a copy of the sources."""
+    out = tmp_path_factory.mktemp("wheel")
+    src = _sources(out)
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        cwd=out,
         timeout=300,
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = tmp_path.glob("crux_gen-*.whl")
+    (made,) = out.glob("crux_gen-*.whl")
+    return made
+
+
+def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {
         "crux_gen",
@@ -152,6 +173,105 @@ def test_the_wheel_holds_stores_as_crux_gen_stores_and_no_top_level_stores(
     }
     expected = {path.name for path in (REPO / "stores").iterdir() if path.suffix == ".py"}
     assert stores == expected | {"py.typed"}
+
+
+def test_the_wheel_says_mit_as_an_spdx_expression_and_carries_the_license(wheel: Path) -> None:
+    # PEP 639: License-Expression (not the deprecated License: field and table form,
+    # which setuptools stops building in 2027) and the file under .dist-info/licenses.
+    info = wheel.name.split("-py")[0] + ".dist-info"
+    archive = zipfile.ZipFile(wheel)
+    metadata = archive.read(f"{info}/METADATA").decode()
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: MIT" in headers, metadata[:2000]
+    assert "License-File: LICENSE" in headers, metadata[:2000]
+    assert not [h for h in headers if h.startswith("License:")], metadata[:2000]
+    license_text = archive.read(f"{info}/licenses/LICENSE").decode()
+    assert license_text == (REPO / "LICENSE").read_text()
+    assert license_text.startswith("MIT License")
+    assert "crux_gen contributors" in license_text
+
+
+def test_the_build_system_asks_for_a_setuptools_that_reads_spdx_licenses() -> None:
+    # setuptools < 77 refuses `license = "MIT"` (a string) and knows no license-files.
+    pyproject = tomllib_loads((REPO / "pyproject.toml").read_text())
+    (requirement,) = pyproject["build-system"]["requires"]
+    found = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", requirement)
+    assert found and int(found.group(1)) >= 77, requirement
+    assert pyproject["project"]["license"] == "MIT"
+    assert pyproject["project"]["license-files"] == ["LICENSE"]
+
+
+def test_the_sdist_carries_the_license(tmp_path: Path) -> None:
+    # The sdist the build backend makes (setuptools of the build-system's version,
+    # installed beside the test, not into this venv).
+    pyproject = tomllib_loads((REPO / "pyproject.toml").read_text())
+    backend = tmp_path / "backend"
+    got = _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(backend),
+         *pyproject["build-system"]["requires"]],
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    src = _sources(tmp_path)
+    shutil.copy(REPO / "MANIFEST.in", src / "MANIFEST.in")
+    for extra in SDIST_EXTRAS:
+        if (REPO / extra).is_dir():
+            shutil.copytree(REPO / extra, src / extra, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (src / extra).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / extra, src / extra)
+    out = tmp_path / "dist"
+    out.mkdir()
+    script = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": str(backend)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)],
+        cwd=src, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    sdist = out / done.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[-1] for name in archive.getnames()}
+        top = archive.getnames()[0].split("/")[0]
+        pkg_info = archive.extractfile(f"{top}/PKG-INFO")
+        assert pkg_info is not None
+        metadata = pkg_info.read().decode()
+    assert "LICENSE" in names, sorted(names)
+    assert "License-Expression: MIT" in metadata.split("\n\n", 1)[0].splitlines()
+    # What its tests need: every file git tracks (the tests, the examples and
+    # benchmarks they run, the docs and CI script they read), none left behind.
+    tracked = _tracked_files()
+    missing = sorted(name for name in tracked if name not in names)
+    assert not missing, f"not in the sdist (add them to MANIFEST.in): {missing}"
+
+
+#: What the sdist carries besides the packages (MANIFEST.in), copied for its build.
+SDIST_EXTRAS = ("tests", "examples", "bench", "docs", ".ci", ".gitignore", "CHANGELOG.md")
+
+
+def _tracked_files() -> list[str]:
+    """The files git tracks in this checkout (skipped where it is not one)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: no list of tracked files")
+    done = _run(["git", "ls-files"], cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return [name for name in done.stdout.splitlines() if (REPO / name).is_file()]
+
+
+def test_what_the_examples_write_is_git_ignored() -> None:
+    # The stores and outboxes the examples make where they run (their defaults,
+    # named in their source) must not show up in `git status` after a demo.
+    written = set()
+    for example in (REPO / "examples").glob("*.py"):
+        written |= set(re.findall(r'"([\w.-]+\.(?:db|jsonl))"', example.read_text()))
+    assert {"onboarding.db", "onboarding-outbox.jsonl", "signup.outbox.jsonl"} <= written
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in sorted(written):
+        for place in (name, f"examples/{name}"):
+            ignored = _run(["git", "check-ignore", "-q", place], cwd=REPO)
+            assert ignored.returncode == 0, f"{place} is not git-ignored"
 
 
 @pytest.mark.parametrize("conftest", [False, True], ids=["entry-point", "conftest-too"])
@@ -273,9 +393,81 @@ def test_the_store_classes_and_errors_are_exported_from_crux_gen() -> None:
     )
 
 
+def test_the_store_classes_are_exported_from_crux_gen_stores_postgres_lazily(
+    tmp_path: Path,
+) -> None:
+    script = textwrap.dedent(
+        """\
+        import sys
+        sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+        sys.modules["psycopg_pool"] = None
+        from crux_gen.stores import MemoryStore, SQLiteStore
+        import crux_gen, crux_gen.stores
+        assert SQLiteStore is crux_gen.SQLiteStore and MemoryStore is crux_gen.MemoryStore
+        assert "crux_gen.stores.postgres" not in sys.modules
+        assert sorted(crux_gen.stores.__all__) == ["MemoryStore", "SQLiteStore"]
+        try:
+            from crux_gen.stores import PostgresStore
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    done = _run([sys.executable, "-c", script], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("MissingDependencyError"), done.stdout
+    assert "crux-gen[postgres]" in done.stdout, done.stdout
+    if importlib.util.find_spec("psycopg") is not None:
+        from crux_gen.stores import PostgresStore
+
+        assert PostgresStore is crux_gen.PostgresStore
+
+
 def test_ci_runs_the_readmes_test_command_exactly() -> None:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
     command = next(b for b in blocks if "pytest" in b)
     ci = (REPO / ".ci" / "run").read_text()
     assert f'README_TESTS="{command}"' in ci
+
+
+def test_the_readmes_pgserver_route_runs_as_written() -> None:
+    # The README's "Trying it without a server" block (```python pgserver), run in a
+    # fresh folder: it starts a PostgreSQL of its own and stops it on exit.
+    from tests import pg
+
+    readme = (REPO / "README.md").read_text()
+    [block] = re.findall(r"```python pgserver\n(.*?)```", readme, flags=re.S)
+    code = textwrap.dedent(block)
+    pytest.importorskip("pgserver")
+    pg.store_class()
+    work = Path(tempfile.mkdtemp(prefix="crux-pgr-", dir=pg.short_tempdir()))
+    try:
+        done = _run([sys.executable, "-c", code], cwd=work, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout == "[]\n", done.stdout + done.stderr
+        assert (work / "pgdata" / "PG_VERSION").exists()
+        assert not (work / "pgdata" / "postmaster.pid").exists()  # stopped on exit
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_examples_install_and_run_the_way_the_readme_does() -> None:
+    # The README's Set-up line: a venv, the strict editable install, and the venv's
+    # python running the example. Each example's docstring says the same, so a
+    # reader starting from the example ends up with the same install.
+    readme = (REPO / "README.md").read_text()
+    [line] = [
+        line
+        for line in re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
+        if "examples/onboarding.py" in line
+    ]
+    install, run = line.split(" && .venv/bin/python ")
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+    assert run == "examples/onboarding.py"
+    for example in sorted((REPO / "examples").glob("*.py")):
+        doc = ast.get_docstring(ast.parse(example.read_text())) or ""
+        name = f"examples/{example.name}"
+        assert install in doc, f"{name} does not say the README's install: {install}"
+        assert f".venv/bin/python {name}" in doc, name
+        stray = re.findall(r"(?m)^\s*(?:pip install|python3? examples/).*$", doc)
+        assert not stray, f"{name} says another way: {stray}"

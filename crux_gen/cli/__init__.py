@@ -40,7 +40,7 @@ import click
 from .. import __version__
 from ..durations import to_duration
 from ..errors import CruxError, FlowNotFoundError, InvalidValueError, StoreError
-from ..opening import POSTGRES_EXTRA
+from ..opening import POSTGRES_EXTRA, unsupported_scheme
 from ..opening import is_url as is_url
 from ..opening import shown as shown
 from ..records import StoredFlow
@@ -184,6 +184,8 @@ def open_store(
     path is an error, not a new empty file); a PostgreSQL database must exist, and
     crux_gen's tables are made in it on first connect.
     """
+    if unsupported := unsupported_scheme(db):
+        raise CLIError(f"--db {shown(db)!r} {unsupported}")
     if is_url(db):
         return open_postgres(db.strip(), lease_ttl)
     from crux_gen.stores.sqlite import SQLiteStore

@@ -202,10 +202,10 @@ class _CleanFormatter(logging.Formatter):
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
-    help="What the worker logs to stderr.",
+    help="What the worker logs to stderr (debug: each step attempt and its outcome).",
 )
 @click.option("--once", is_flag=True, help="Run one pass over the flows due now, then exit.")
 @click.option(
@@ -233,7 +233,8 @@ def worker_command(
     crashed runner's flow. On SIGINT (Ctrl-C) or SIGTERM the flow in hand stops
     at its next command boundary, its lease is released, and the worker exits
     with code 0; another SIGINT or SIGTERM meanwhile changes nothing (it is
-    logged). A SQLite file is created if it does not exist; a PostgreSQL
+    logged). A SQLite file is created if it does not exist, with a warning on
+    stderr (a mistyped --db would be polled, empty, forever); a PostgreSQL
     database (--db postgresql://...) must exist, and crux_gen's tables are made
     in it, so workers on many hosts can share it.
 
