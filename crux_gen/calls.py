@@ -25,6 +25,10 @@ from .effects import Call, Event, Raised, Returned
 K = TypeVar("K")
 log = logging.getLogger("crux_gen")
 
+#: How long the first result may take before calls still waiting for a thread get
+#: one of their own (seconds).
+GRACE = 0.001
+
 
 class Crash:
     """A step function raised a ``BaseException`` (an exit, an interrupt): the loop
@@ -58,11 +62,19 @@ class Calls(Generic[K]):
             key, call = calls[0]
             return [(key, self._run(call))]
         self.in_flight += len(calls)
-        for key, call in calls:
-            if len(self._started) < min(self.threads, self.in_flight):
-                self._start_thread()
-            self._todo.put((key, call))
+        if not self._started:
+            self._start_thread()
+        for item in calls:
+            self._todo.put(item)
         return []
+
+    def _grow(self) -> None:
+        """Calls wait with no thread free to take them: a thread for each (up to
+        *threads*). Threads start when calls wait, not when they are submitted: fast
+        calls keep one or two threads busy (each handoff to a sleeping thread costs
+        more than such a call), slow ones get a thread each after ``GRACE``."""
+        for _ in range(min(self._todo.qsize(), self.threads - len(self._started))):
+            self._start_thread()
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
@@ -82,7 +94,7 @@ class Calls(Generic[K]):
         calls in flight (their records then share one write); none when the wait
         ran out or was poked."""
         try:
-            found = self._results.get(timeout=timeout)
+            found = self._first(timeout)
         except queue.Empty:
             return []
         answers: list[tuple[K, Event | Crash]] = []
@@ -101,6 +113,18 @@ class Calls(Generic[K]):
                     break
         self.in_flight -= len(answers)
         return answers
+
+    def _first(self, timeout: float | None) -> tuple[K, Event | Crash] | None:
+        """The first result, waiting up to *timeout*; after ``GRACE`` with none,
+        calls still waiting for a thread get one (a call that waits for another
+        flow's call never waits for a thread held by the first)."""
+        if len(self._started) < self.threads and (timeout is None or timeout > GRACE):
+            try:
+                return self._results.get(timeout=GRACE)
+            except queue.Empty:
+                self._grow()
+            timeout = None if timeout is None else timeout - GRACE
+        return self._results.get(timeout=timeout)
 
     def poke(self) -> None:
         """End a wait for results in progress, if any (from any thread)."""
