@@ -42,8 +42,8 @@ class Crash:
 
 class Calls(Generic[K]):
     """Run calls, each for a key (its flow's run), on up to *threads* threads
-    (started when first needed); with *inline*, a call alone with none in flight
-    runs on the calling thread."""
+    (one at first, more when calls wait for one: ``_grow``); with *inline*, a call
+    alone with none in flight runs on the calling thread."""
 
     def __init__(self, threads: int, *, inline: bool = True) -> None:
         self.threads = threads
