@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from .errors import InvalidValueError
@@ -168,3 +168,32 @@ def approximate(seconds: float) -> str:
             small = rest // sub_size
             return f"{big}{unit}{small}{sub}" if small else f"{big}{unit}"
     return f"{whole}s"
+
+
+#: Plain seconds given as text (``"90"``), which ``to_duration`` takes as a number.
+SECONDS_TEXT = re.compile(r"\s*\d+(\.\d+)?\s*")
+
+
+def moment_of(text: str, now: datetime, *, what: str) -> datetime:
+    """*text* as a moment: an age before *now* (``"90m"``, ``"2d"``; plain digits are
+    seconds) or an ISO 8601 time (UTC when it names no zone; a trailing ``Z`` on every
+    Python); else ``InvalidValueError`` naming *what* (the CLI's ``--since`` and the
+    dashboard's ``since`` read it so).
+
+    >>> moment_of("1h", datetime(2026, 1, 1, 10, tzinfo=timezone.utc), what="since")
+    datetime.datetime(2026, 1, 1, 9, 0, tzinfo=datetime.timezone.utc)
+    """
+    value = text.strip()
+    try:
+        age = to_duration(float(value) if SECONDS_TEXT.fullmatch(value) else value, what=what)
+        return now - age
+    except (InvalidValueError, OverflowError):
+        pass
+    try:
+        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in "Zz" else value)
+    except ValueError:
+        raise InvalidValueError(
+            what, text, 'is neither an age ("1h", "2d", "90m") nor an ISO 8601 time '
+            '("2026-11-24T10:00:00Z")',
+        ) from None  # fmt: skip
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)

@@ -38,7 +38,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import click
 
 from .. import __version__
-from ..durations import to_duration
+from ..durations import SECONDS_TEXT, to_duration
 from ..errors import CruxError, FlowNotFoundError, InvalidValueError, StoreError
 from ..opening import POSTGRES_EXTRA, unsupported_scheme
 from ..opening import is_url as is_url
@@ -134,14 +134,11 @@ class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic from click 
         return "SECONDS"
 
 
-_SECONDS = re.compile(r"\s*\d+(\.\d+)?\s*")
-
-
 def duration_option(value: str, option: str) -> timedelta:
     """Read *value* of *option* as a duration: what the API takes (``"90"`` is
     seconds, as ``90`` is) and what ``list`` and ``show`` print (``"1h30m"``); a
     one-line error names both if it is not one."""
-    given: str | float = float(value) if _SECONDS.fullmatch(value) else value
+    given: str | float = float(value) if SECONDS_TEXT.fullmatch(value) else value
     try:
         return to_duration(given, what=option)
     except InvalidValueError as exc:

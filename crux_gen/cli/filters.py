@@ -13,20 +13,19 @@ import math
 import re
 import shlex
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import click
 
 from ..control import first_time_at, summaries
-from ..durations import to_duration
+from ..durations import moment_of
 from ..errors import InvalidValueError
 from ..records import StoredFlow
 from ..results import FlowSummary
 from ..status import Status
 from . import CLIError, CLIStore
-from .format import cut
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +35,6 @@ PAGE = 500
 #: ``--before``'s cursor: the exact ``updated_at`` of the last flow shown, a colon,
 #: its id (``next page: --before 1764990000.123456:7f3a…``).
 _CURSOR = re.compile(r"(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?):(.+)", re.DOTALL)
-_SECONDS = re.compile(r"\s*\d+(\.\d+)?\s*")
 
 
 @attrs.frozen
@@ -161,29 +159,15 @@ def read_filters(now: datetime, **given: Any) -> Filters:
 
 
 def moment_option(text: str | None, option: str, now: datetime) -> float | None:
-    """``--since`` / ``--until``: an age before *now* or an ISO 8601 time, as the
-    store time of its first microsecond (what ``list`` shows)."""
+    """``--since`` / ``--until``: an age before *now* or an ISO 8601 time
+    (``durations.moment_of``), as the store time of its first microsecond (what
+    ``list`` shows)."""
     if text is None:
         return None
-    value = text.strip()
-    age: str | float = float(value) if _SECONDS.fullmatch(value) else value
     try:
-        moment = now - to_duration(age, what=option)
-    except (InvalidValueError, OverflowError):
-        moment = iso_time(value, option)
-    return first_time_at(moment)
-
-
-def iso_time(text: str, option: str) -> datetime:
-    """*text* as an ISO 8601 time (a naive one is UTC); else a ``CLIError``."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CLIError(
-            f'{option} {cut(text, 60)!r} is neither an age ("1h", "2d", "90m") nor an '
-            'ISO 8601 time ("2026-11-24T10:00:00Z")'
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+        return first_time_at(moment_of(text, now, what=option))
+    except InvalidValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def before_option(text: str, now: datetime) -> float | tuple[float, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,8 +16,7 @@ import attrs
 
 from ..clock import when
 from ..control import summaries
-from ..durations import to_duration
-from ..errors import CruxError
+from ..durations import moment_of
 from ..records import StoredFlow
 from ..status import FINISHED, Status
 from ..stores.browse import ErrorGroup, error_key
@@ -93,7 +92,7 @@ def read_filters(query: dict[str, str], now: datetime) -> tuple[Filters, str | N
     times: dict[str, float | None] = {}
     for key in ("since", "until"):
         try:
-            times[key] = moment(text[key], now)
+            times[key] = moment(text[key], now, key)
         except ValueError as exc:
             problem, text[key], times[key] = str(exc), "", None
     error = None
@@ -112,25 +111,10 @@ def read_filters(query: dict[str, str], now: datetime) -> tuple[Filters, str | N
     ), problem
 
 
-def moment(text: str, now: datetime) -> float | None:
-    """A time filter's value: empty (``None``), an age (``1h``: an hour before *now*)
-    or an ISO 8601 date and time (UTC when it names no zone); else ``ValueError``
-    naming it."""
-    if not text:
-        return None
-    try:
-        return (now - to_duration(text)).timestamp()
-    except (CruxError, ValueError, TypeError):
-        pass
-    try:
-        moment_at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an age (30m, 1h, 2d) nor an ISO date and time (2026-01-01T10:00Z)"
-        ) from None
-    if moment_at.tzinfo is None:
-        moment_at = moment_at.replace(tzinfo=timezone.utc)
-    return moment_at.timestamp()
+def moment(text: str, now: datetime, what: str) -> float | None:
+    """A time filter's value: empty (``None``), else an age before *now* or an ISO
+    8601 time (``durations.moment_of``: ``InvalidValueError`` naming it)."""
+    return moment_of(text, now, what=what).timestamp() if text else None
 
 
 @attrs.frozen
