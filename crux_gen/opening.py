@@ -10,14 +10,14 @@ calls, so a long-lived process passes one; a path suits scripts and a REPL.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidTypeError, InvalidValueError
 from .stores.caps import missing_members
+from .urls import ANY_URL as _ANY_URL
+from .urls import shown as shown
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -30,9 +30,6 @@ StorePath = str | os.PathLike[str]
 #: How a PostgreSQL URL starts (``--db`` and ``store=``).
 URL_SCHEMES = ("postgresql://", "postgres://")
 
-#: Any URL (``scheme://…``): one of another scheme than ``URL_SCHEMES`` is refused,
-#: naming those, rather than taken for a SQLite file's path.
-_ANY_URL = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
 
 #: What to install when PostgreSQL support is missing.
 POSTGRES_EXTRA = "pip install 'crux-gen[postgres]'"
@@ -62,28 +59,6 @@ def unsupported_scheme(db: str) -> str | None:
         f"{' or '.join(URL_SCHEMES)} URLs (PostgreSQL), or the path of a SQLite file"
         + (" as it is (crux.db, /var/lib/app/crux.db), not a sqlite:// URL" if sqlite else "")
     )
-
-
-def shown(db: str) -> str:
-    """*db* as messages print it: a URL's password (in it or in its query) as ``***``."""
-    if not _ANY_URL.match(db):
-        return db
-    try:
-        parts = urlsplit(db.strip())
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, host = netloc.rpartition("@")
-            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(k.lower() == "password" for k, _ in pairs):
-                query = urlencode(
-                    [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*/"
-                )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:  # a malformed URL: show none of it rather than a password
-        return db.strip().split("://", 1)[0] + "://…"
 
 
 def open_store(spec: str | os.PathLike[str], *, create: bool, what: str = "store") -> Store:

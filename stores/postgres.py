@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 from crux_gen.clock import Clock
 from crux_gen.durations import Duration, format_duration, to_duration
 from crux_gen.errors import InvalidValueError, StoreError, StoreSchemaError
-from crux_gen.opening import shown
+from crux_gen.urls import shown
 
 from . import postgres_schema as sql
 from .caps import Caps

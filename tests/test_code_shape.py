@@ -112,3 +112,68 @@ def test_the_measure_finds_what_is_too_long(tmp_path: Path) -> None:
     assert sizes["crux_gen/m.py:Big"] == (401, CLASS_LIMIT)
     assert sizes["stores/s.py:Big"] == (401, STORE_CLASS_LIMIT)
     assert sizes["crux_gen/m.py:<module>"] == (470, MODULE_LIMIT)
+
+
+# -- no import circle ----------------------------------------------------------------------
+
+
+def module_name(rel: str) -> str:
+    """``crux_gen/ui/app.py`` -> ``crux_gen.ui.app``; ``stores/x.py`` -> ``crux_gen.stores.x``."""
+    parts = rel.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["crux_gen", *parts] if parts[0] == "stores" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the crux_gen modules it imports anywhere in its text (at the top, in a
+    function, under ``TYPE_CHECKING``: as ``core_shape.py`` counts them)."""
+    modules = {
+        module_name(p.relative_to(REPO).as_posix()): p
+        for tree in TREES
+        for p in sorted((REPO / tree).rglob("*.py"))
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                root = ".".join(base) if node.level else ""
+                start = ".".join(p for p in (root, node.module or "") if p)
+                submodules = [f"{start}.{alias.name}" for alias in node.names]
+                targets = [m for m in submodules if m in modules] or [start]
+            # (A submodule's import of its own package, the package's __init__ that
+            # gathers its commands, is not counted: as core_shape.py does.)
+            edges |= {t for t in targets if t in modules and not (name + ".").startswith(t + ".")}
+        graph[name] = edges
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The modules that import each other, directly or around a loop (each loop once)."""
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == start and min(path) == start:
+                    found.append(path)
+                elif nxt not in path and nxt > start:
+                    stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def test_no_two_modules_import_each_other() -> None:
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_finder_finds_a_loop_through_a_type_checking_import() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert circles(graph) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []

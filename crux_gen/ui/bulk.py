@@ -13,7 +13,7 @@ from . import flows
 from .wsgi import Request, Response
 
 if TYPE_CHECKING:
-    from .app import Dashboard
+    from .host import Host
 
 #: What each bulk action does, as the confirmation says it (verb, which flows).
 ACTIONS = {
@@ -22,7 +22,7 @@ ACTIONS = {
 }
 
 
-def bulk(dash: Dashboard, request: Request) -> Response:
+def bulk(dash: Host, request: Request) -> Response:
     """``POST /bulk``: confirm (no ``confirm`` field, or a count that no longer holds),
     or act on each flow the filters take now."""
     who = dash.sessions.who(request)

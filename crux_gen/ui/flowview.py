@@ -30,7 +30,7 @@ from .timeline import timeline
 from .wsgi import Request, Response
 
 if TYPE_CHECKING:
-    from .app import Dashboard
+    from .host import Host
 
 #: Records per window of the history.
 HISTORY_PAGE = 200
@@ -108,7 +108,7 @@ def light(r: StoredRecord) -> HistoryEntry:
     )
 
 
-def load(dash: Dashboard, request: Request, flow_id: str) -> StoredFlow | Response:
+def load(dash: Host, request: Request, flow_id: str) -> StoredFlow | Response:
     """The stored flow, or the error page saying why there is none."""
     try:
         check_no_nul("flow id", flow_id, "no flow has such an id")
@@ -120,7 +120,7 @@ def load(dash: Dashboard, request: Request, flow_id: str) -> StoredFlow | Respon
 
 
 def context(
-    dash: Dashboard, request: Request, stored: StoredFlow, start: int, tail: int | None
+    dash: Host, request: Request, stored: StoredFlow, start: int, tail: int | None
 ) -> dict[str, Any]:
     """What the page's parts show: the window of records from *start* (to the end
     of the history with *tail*, of which only the records from *tail* on are
@@ -160,7 +160,7 @@ def context(
 
 
 def flow_page(
-    dash: Dashboard,
+    dash: Host,
     request: Request,
     flow_id: str,
     status: int = 200,
@@ -188,7 +188,7 @@ def flow_page(
     return dash.render(request, "flow.html", status, notice=notice, **parts)
 
 
-def tail(dash: Dashboard, request: Request, stored: StoredFlow) -> Response:
+def tail(dash: Host, request: Request, stored: StoredFlow) -> Response:
     """``?tail=P&start=S``: JSON of the parts that may have changed and the records
     from *P* on (``{"reload": true}`` when the page should load anew: its records
     are gone, or too many arrived)."""
