@@ -11,7 +11,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -208,10 +208,12 @@ def is_own_frame(path: str) -> bool:
 _FORMER_MODULES = (["driver.py"], ["group_commit.py"])
 
 
-def hide_own_frames(lines: Sequence[str]) -> list[str]:
+def hide_own_frames(lines: Sequence[str], note: Callable[[int], str] | None = None) -> list[str]:
     """Replace each run of crux_gen's own frames in a traceback's *lines* (a
-    ``File "…", line N, in f`` line and the source lines below it) with one line:
-    ``  (2 crux_gen frames hidden; --full shows them)``."""
+    ``File "…", line N, in f`` line and the source lines below it) with one line,
+    *note* of the run's length: by default ``  (2 crux_gen frames hidden; --full
+    shows them)`` (the dashboard says its own)."""
+    note = note or _hidden_note
     shown: list[str] = []
     hidden = 0
     hiding = False
@@ -225,11 +227,11 @@ def hide_own_frames(lines: Sequence[str]) -> list[str]:
             hidden += frame is not None
             continue
         if hidden:
-            shown.append(_hidden_note(hidden))
+            shown.append(note(hidden))
             hidden = 0
         shown.append(line)
     if hidden:
-        shown.append(_hidden_note(hidden))
+        shown.append(note(hidden))
     return shown
 
 

@@ -42,6 +42,7 @@ from ..errors import (
 )
 from . import bulk, flows, flowview, pages
 from .actions import ActionError, nul_error, perform
+from .host import action_form, no_token
 from .sessions import Sessions
 from .wsgi import SECURITY_HEADERS, Request, Response, StartResponse, redirect
 
@@ -287,26 +288,13 @@ class Dashboard:
         then signal, cancel or retry the flow (:mod:`crux_gen.ui.actions`)."""
         who = self.sessions.who(request)
         if who is None:
-            return self.error_page(
-                request,
-                403,
-                "Forbidden",
-                "actions need the dashboard's token: open the URL it printed at start "
-                "(…/?token=…) or send an Authorization: Bearer header; nothing was changed",
-            )
+            return no_token(self, request)
         if "\0" in flow_id:
             why = str(nul_error("flow id", flow_id, "no flow has such an id; nothing was changed"))
             return self.error_page(request, 404, "No such flow", why)
-        form = request.form()
-        if form is None:
-            return self.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
-        if not self.sessions.csrf_ok(who, form.get("csrf", "")):
-            return self.error_page(
-                request,
-                403,
-                "Forbidden",
-                "the form's CSRF token is missing or wrong (reload the page); nothing was changed",
-            )
+        form = action_form(self, request, who)
+        if isinstance(form, Response):
+            return form
         try:
             done = perform(self.store, flow_id, form)
         except FlowNotFoundError:

@@ -5,15 +5,13 @@ with what happened to each."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..control import cancel_flow
 from ..errors import CruxError, FlowNotFoundError, FlowStateError, StoreError
 from . import flows
+from .host import Host, action_form, no_token
 from .wsgi import Request, Response
-
-if TYPE_CHECKING:
-    from .host import Host
 
 #: What each bulk action does, as the confirmation says it (verb, which flows).
 ACTIONS = {
@@ -27,23 +25,10 @@ def bulk(dash: Host, request: Request) -> Response:
     or act on each flow the filters take now."""
     who = dash.sessions.who(request)
     if who is None:
-        return dash.error_page(
-            request,
-            403,
-            "Forbidden",
-            "actions need the dashboard's token: open the URL it printed at start "
-            "(…/?token=…) or send an Authorization: Bearer header; nothing was changed",
-        )
-    form = request.form()
-    if form is None:
-        return dash.error_page(request, 413, "Too large", "the form is larger than 1 MiB")
-    if not dash.sessions.csrf_ok(who, form.get("csrf", "")):
-        return dash.error_page(
-            request,
-            403,
-            "Forbidden",
-            "the form's CSRF token is missing or wrong (reload the page); nothing was changed",
-        )
+        return no_token(dash, request)
+    form = action_form(dash, request, who)
+    if isinstance(form, Response):
+        return form
     action = form.get("action", "")
     if action not in ACTIONS:
         return dash.error_page(request, 400, "Bad request", f"no bulk action {action!r}")

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import attrs
 
-from ..cli.format import is_own_frame
+from ..cli.format import hide_own_frames
 from ..commands import VALUE_KINDS
 from ..durations import approximate
 from ..results import HistoryEntry
@@ -220,30 +219,16 @@ class Traceback:
 
 def traceback_view(traceback: str) -> Traceback:
     """*traceback* with each run of crux_gen's own frames (a ``File "…"`` line and
-    the source lines under it, :func:`~crux_gen.cli.format.is_own_frame`) left out."""
-    shown: list[str] = []
-    hidden = run = 0
-    hiding = False
-    for line in traceback.rstrip("\n").split("\n"):
-        frame = FRAME.match(line)
-        if frame is not None:
-            hiding = is_own_frame(frame.group("path"))
-        elif hiding and not line.startswith("    "):
-            hiding = False
-        if hiding:
-            run += frame is not None
-            continue
-        if run:
-            shown.append(f"  ({run} crux_gen frame{'' if run == 1 else 's'} hidden)")
-            hidden, run = hidden + run, 0
-        shown.append(line)
-    if run:
-        shown.append(f"  ({run} crux_gen frame{'' if run == 1 else 's'} hidden)")
-        hidden += run
-    return Traceback("\n".join(shown), hidden)
+    the source lines under it, :func:`~crux_gen.cli.format.hide_own_frames`) left out."""
+    runs: list[int] = []
 
+    def note(run: int) -> str:
+        runs.append(run)
+        return f"  ({run} crux_gen frame{'' if run == 1 else 's'} hidden)"
 
-FRAME = re.compile(r'^  File "(?P<path>.*)", line \d+, in ')
+    shown = hide_own_frames(traceback.rstrip("\n").split("\n"), note)
+    return Traceback("\n".join(shown), sum(runs))
+
 
 #: What the templates may call.
 FILTERS: dict[str, Callable[..., Any]] = {
