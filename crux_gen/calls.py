@@ -58,6 +58,8 @@ class Calls(Generic[K]):
     def submit(self, calls: Sequence[tuple[K, Call]]) -> list[tuple[K, Event | Crash]]:
         """Start *calls*; their results come back from :meth:`results`, but that of
         a call run inline, which is returned (it has ended: nothing is in flight)."""
+        if not calls:  # (a round that cleared none: no thread for it)
+            return []
         if self.inline and len(calls) == 1 and self.in_flight == 0:
             key, call = calls[0]
             return [(key, self._run(call))]

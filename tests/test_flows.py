@@ -862,3 +862,35 @@ def test_helpers_called_inside_a_step_take_no_place_in_history(store: Any) -> No
     assert done.status == "completed"
     assert len(stamps) == 1  # the step ran once; its result, not the helpers, was recorded
     assert [h.kind for h in get_flow(r.flow_id, store=store).history] == ["step", "suspend"]
+
+
+def test_a_run_that_calls_no_step_function_off_its_thread_starts_no_thread(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flow.run and resume of one flow run its steps on the caller's thread: a resume
+    that only replays and parks again (or runs one step at a time) starts no thread
+    (it started one per resume, joined at its end: half of a short resume's time)."""
+    from crux_gen import calls as calls_module
+
+    started: list[str] = []
+    real = calls_module.Calls._start_thread
+
+    def counting(self: Any) -> None:
+        started.append("thread")
+        real(self)
+
+    monkeypatch.setattr(calls_module.Calls, "_start_thread", counting)
+    ran: list[int] = []
+
+    @flow("no-thread-resume")
+    def f(ctx: FlowContext) -> Any:
+        for i in range(3):
+            yield Step(f"s{i}", lambda i=i: ran.append(i) or i)
+        return (yield Suspend("go"))
+
+    r = f.run(store=store)
+    assert r.status == "suspended"
+    for _ in range(3):
+        assert resume(r.flow_id, store=store).status == "suspended"
+    assert ran == [0, 1, 2]
+    assert started == []
