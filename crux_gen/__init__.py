@@ -70,8 +70,11 @@ from .errors import (
     StoreSchemaError,
 )
 from .flow import Flow, FlowContext, Registry, default_registry, flow
+from .handle import FlowHandle, FlowTimeoutError
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
+from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
+from .starts import Debounce, Exclusive
 from .status import Status
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
@@ -92,12 +95,15 @@ __all__ = [
     "ContinueAsNew",
     "CorruptRecordError",
     "CruxError",
+    "Debounce",
     "ErrorInfo",
+    "Exclusive",
     "FakeClock",
     "Flow",
     "FlowBusyError",
     "FlowClosedError",
     "FlowContext",
+    "FlowHandle",
     "FlowIdTakenError",
     "FlowInfo",
     "FlowNameConflictError",
@@ -106,6 +112,7 @@ __all__ = [
     "FlowResult",
     "FlowStateError",
     "FlowSummary",
+    "FlowTimeoutError",
     "HistoryEntry",
     "InvalidTypeError",
     "InvalidValueError",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import codec
@@ -18,9 +17,10 @@ from .errors import CorruptRecordError, InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
 from .names import check_name, unstorable
 from .opening import StorePath, using
-from .records import COMPLETED, StoredFlow, StoredRecord, StoredSignal
+from .records import COMPLETED, StoredFlow, StoredRecord
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
 from .status import Status
+from .views import info_of
 from .waits import NEEDS_RECORDS, waiting_for, waits_of
 
 if TYPE_CHECKING:
@@ -83,66 +83,6 @@ def get_flow(flow_id: str, *, store: Store | StorePath) -> FlowInfo:
     check_flow_id(flow_id)
     with using(store) as opened:
         return info_of(opened.load(flow_id))
-
-
-def info_of(stored: StoredFlow) -> FlowInfo:
-    """The ``FlowInfo`` of a stored flow, every stored value decoded (a value that
-    cannot be is a ``CorruptRecordError`` naming the flow, position and column)."""
-    decoded = partial(codec.decode_stored, flow_id=stored.id)
-    return FlowInfo(
-        flow_id=stored.id,
-        name=stored.name,
-        status=stored.status,
-        input=decoded(stored.input, position=None, column="input"),
-        value=decoded(stored.result, position=None, column="result"),
-        error=ErrorInfo.decode(stored.error, flow_id=stored.id),
-        cancel_reason=stored.cancel_reason,
-        waiting_for=stored.waiting_for,
-        wake_at=when(stored.wake_at),
-        deadline=when(stored.deadline),
-        created_at=when(stored.created_at),
-        updated_at=when(stored.updated_at),
-        history=tuple(entry_of(stored.id, r) for r in stored.records),
-        signals=tuple(signal_of(stored.id, s) for s in stored.signals),
-        custom_status=decoded(stored.custom_status, position=None, column="custom_status"),
-        parent_id=stored.parent_id,
-        children=stored.children,
-        run=stored.run,
-    )
-
-
-def entry_of(flow_id: str, r: StoredRecord) -> HistoryEntry:
-    """The ``HistoryEntry`` of the stored record *r* of flow *flow_id*."""
-    return HistoryEntry(
-        position=r.position,
-        kind=r.kind,
-        name=r.name,
-        state=r.state,
-        attempts=r.attempts,
-        result=codec.decode_stored(r.result, flow_id=flow_id, position=r.position, column="result"),
-        error=ErrorInfo.decode(r.error, flow_id=flow_id, position=r.position),
-        started_at=when(r.started_at),
-        finished_at=when(r.finished_at),
-        wake_at=when(r.wake_at),
-        deadline=when(r.deadline),
-    )
-
-
-def signal_of(flow_id: str, s: StoredSignal) -> SignalInfo:
-    """The ``SignalInfo`` of the stored signal *s* of flow *flow_id*."""
-    return SignalInfo(
-        id=s.id,
-        name=s.name,
-        payload=codec.decode_stored(
-            s.payload, flow_id=flow_id, position=None, column=f"signal #{s.id} payload"
-        ),
-        state=s.state,
-        created_at=when(s.created_at) or datetime.min,
-        error=s.error,
-        consumed_at=when(s.consumed_at),
-        position=s.position,
-        key=s.key,
-    )
 
 
 def consumed_in_this_run(info: FlowInfo) -> dict[int, int]:
@@ -418,6 +358,8 @@ def summary_of(row: StoredFlow, records: Sequence[StoredRecord] = ()) -> FlowSum
         cancel_reason=row.cancel_reason,
         parent_id=row.parent_id,
         run=row.run,
+        priority=row.priority,
+        blocked_by=row.blocked_by,
         _updated_ts=row.updated_at,
     )  # fmt: skip
 

@@ -17,10 +17,12 @@ import attrs
 from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
+from .starts import Debounce, Exclusive
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
 
+    from .handle import FlowHandle
     from .results import FlowResult
 
 R = TypeVar("R")
@@ -107,6 +109,10 @@ class Flow(Generic[R]):
 
     name: str
     fn: FlowBody[R] = attrs.field(repr=False)
+    #: Flow control (``@flow(..., exclusive=..., debounce=...)``): how starts of
+    #: this flow are let through.
+    exclusive: Exclusive | None = attrs.field(default=None, kw_only=True, repr=False)
+    debounce: Debounce | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __call__(self, ctx: FlowContext) -> Generator[Command, Any, R]:
         return self.fn(ctx)
@@ -142,6 +148,49 @@ class Flow(Generic[R]):
         return RUNNER[0](
             self, store=store, input=input, flow_id=flow_id, resume=resume, concurrency=concurrency
         )
+
+    def start(
+        self,
+        *,
+        input: Any = None,
+        store: Store | str | os.PathLike[str],
+        flow_id: str | None = None,
+        priority: int = 0,
+    ) -> FlowHandle:
+        """Create this flow ``"pending"`` (due now) without running it; a worker
+        runs it. Returns a ``FlowHandle`` (``.flow_id``, ``.info()``, ``.result()``).
+
+        >>> h = onboarding.start(input={"email": "user@example.com"}, store=store, priority=5)
+        >>> Worker(store=store).run_once()     # takes higher priority first
+
+        Idempotent by *flow_id*, as ``run``: an id stored already for this flow
+        creates nothing and returns its handle (another flow's name:
+        ``FlowNameConflictError``). *input* and *flow_id* are checked as ``run``
+        checks them; *priority* is an ``int`` (higher is taken first among due
+        flows; default 0), else ``InvalidTypeError`` / ``InvalidValueError``.
+        The flow's ``Exclusive`` and ``Debounce`` apply (see ``@flow``).
+        """
+        return STARTER[0](self, store=store, input=input, flow_id=flow_id, priority=priority)
+
+
+class _StartFlow(Protocol):
+    def __call__(
+        self,
+        flow: Flow[Any],
+        *,
+        store: Store | str | os.PathLike[str],
+        input: Any = None,
+        flow_id: str | None = None,
+        priority: int = 0,
+    ) -> FlowHandle: ...
+
+
+def _no_starter(flow: Flow[Any], **kwargs: Any) -> FlowHandle:
+    raise RuntimeError("crux_gen.starting is not imported")  # pragma: no cover - import crux_gen
+
+
+#: What ``Flow.start`` calls: ``crux_gen.starting`` puts its ``start_flow`` here.
+STARTER: list[_StartFlow] = [_no_starter]
 
 
 class _RunFlow(Protocol):
@@ -223,20 +272,38 @@ class Registry:
 default_registry = Registry()
 
 
-def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R]], Flow[R]]:
+def flow(
+    name: str,
+    *,
+    registry: Registry | None = None,
+    exclusive: Exclusive | None = None,
+    debounce: Debounce | None = None,
+) -> Callable[[FlowBody[R]], Flow[R]]:
     """Make a generator function ``fn(ctx)`` a registered :class:`Flow` named *name*.
 
     >>> @flow("onboarding")
     ... def onboarding(ctx):
     ...     yield Step("send-welcome", lambda: send_welcome(ctx.input["email"]))
 
-    Registering a name again replaces the earlier flow.
+    Registering a name again replaces the earlier flow. *exclusive* (an
+    ``Exclusive``) and *debounce* (a ``Debounce``) control how its starts are let
+    through (``Flow.start``, ``Flow.run``).
     """
     check_name(name, what="flow name")
+    for what, value, kind in (
+        ("exclusive", exclusive, Exclusive),
+        ("debounce", debounce, Debounce),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise InvalidTypeError(
+                f"@flow({name!r}) {what}",
+                value,
+                f"is not a {kind.__name__}; give {kind.__name__}(...)",
+            )
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         check_flow_function(name, fn)
-        made = Flow(name, fn)
+        made = Flow(name, fn, exclusive=exclusive, debounce=debounce)
         (registry or default_registry).add(made)
         remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made

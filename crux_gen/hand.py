@@ -11,9 +11,6 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from .clock import when
-from .codec import ErrorInfo
 from .effects import Settled
 from .errors import FlowBusyError, FlowClosedError, FlowNotFoundError, StoreError
 from .flow import Flow
@@ -25,6 +22,7 @@ from .records import StoredFlow
 from .results import FlowResult
 from .status import Status
 from .stores.base import ITEM_ERRORS
+from .views import result_of as result_of
 
 if TYPE_CHECKING:
     from crux_gen.clock import Clock
@@ -187,20 +185,6 @@ def load_child(store: Store, child_id: str, now: float) -> StoredFlow:
         return store.load(child_id)
     except FlowNotFoundError:
         return StoredFlow(child_id, "?", MISSING_CHILD, "null", 0.0, now)
-
-
-def result_of(stored: StoredFlow) -> FlowResult:
-    """The ``FlowResult`` a stored flow stands at."""
-    return FlowResult(
-        stored.id,
-        stored.status,
-        value=codec.decode_stored(stored.result, flow_id=stored.id, position=None, column="result"),
-        error=ErrorInfo.decode(stored.error, flow_id=stored.id),
-        cancel_reason=stored.cancel_reason,
-        waiting_for=stored.waiting_for,
-        wake_at=when(stored.wake_at),
-        name=stored.name,
-    )
 
 
 def _release(store: Store, flow_id: str, owner: str) -> None:

@@ -94,6 +94,16 @@ class StoredFlow:
     parent_id: str | None = None  # the flow that started this one with ``Child``
     run: int = 1  # 1, 2, …: ``ContinueAsNew`` starts the next run of the same id
     custom_status: str | None = None  # JSON text of ``ctx.set_custom_status``
+    priority: int = 0  # among due flows a worker takes higher first (``Flow.start``)
+    blocked_by: str | None = None  # what a due flow waits for (an exclusive holder, a limit)
+    #: ``Exclusive``: the JSON ``[name, key]`` of every flow started under it, and
+    #: of the one started, unfinished flow that holds it (``holds``: unique).
+    exclusive_key: str | None = None
+    holds: str | None = None
+    #: ``Debounce``: the JSON ``[name, key]`` of the pending flow later starts
+    #: replace (unique), and the latest time its due time may move to.
+    debounce_key: str | None = None
+    debounce_cap: float | None = None
     records: tuple[StoredRecord, ...] = ()  # of the current run
     signals: tuple[StoredSignal, ...] = ()
     children: tuple[str, ...] = ()  # ids of the flows it started (``load`` only), oldest first
@@ -198,3 +208,41 @@ def all_header_result(branches: int) -> str:
 def new_flow_id() -> str:
     """An unguessable flow id (128 random bits, hex): for a new flow and a child."""
     return secrets.token_hex(16)
+
+
+#: What ``Exclusive(on_conflict=...)`` does when its key is held.
+QUEUE, SKIP, CANCEL = "queue", "skip", "cancel"
+
+
+@attrs.frozen
+class NewPending:
+    """A flow to create ``"pending"`` (``Flow.start``), unclaimed, due at now +
+    *delay* seconds, with its *priority*.
+
+    *exclusive* (the JSON ``[name, key]`` of an ``Exclusive``): when a started,
+    unfinished flow holds that key, *on_conflict* decides (``QUEUE``: created
+    blocked by the holder; ``SKIP``: nothing created, the holder returned;
+    ``CANCEL``: the holder cancelled, reason ``"replaced by <id>"``).
+    *debounce* (the JSON ``[name, key]`` of a ``Debounce``): a pending, unclaimed
+    flow of that key takes this input and the new due time instead, never later
+    than *max_wait* seconds after the first of those starts (its ``debounce_cap``).
+    """
+
+    flow_id: str
+    name: str
+    input: str
+    priority: int = 0
+    delay: float = 0.0
+    exclusive: str | None = None
+    on_conflict: str = QUEUE
+    debounce: str | None = None
+    max_wait: float | None = None
+
+
+@attrs.frozen
+class Enqueued:
+    """What ``Store.enqueue`` did: the flow that stands for the start (the new one,
+    or the existing one it found), and whether it was created."""
+
+    flow: StoredFlow
+    created: bool

@@ -56,6 +56,11 @@ class FlowSummary:
     cancel_reason: str | None = None
     parent_id: str | None = None
     run: int = 1
+    #: Among due flows a worker takes higher ``priority`` first (``Flow.start``).
+    priority: int = 0
+    #: What a due flow waits for before it may run: an ``Exclusive`` holder's id,
+    #: a limit; ``None`` when nothing blocks it.
+    blocked_by: str | None = None
     #: The stored ``updated_at`` to the last bit (``updated_at`` is rounded to the
     #: microsecond): what ``before=summary`` pages by.
     _updated_ts: float | None = attrs.field(
@@ -119,3 +124,7 @@ class FlowInfo:
     parent_id: str | None = None  # the flow that started this one with Child
     children: tuple[str, ...] = ()  # ids of the flows it started with Child, oldest first
     run: int = 1  # 1, 2, …: ContinueAsNew starts the next run
+    priority: int = 0  # among due flows a worker takes higher first (Flow.start)
+    #: What a due flow waits for before it may run (an Exclusive holder's id, a
+    #: limit); None when nothing blocks it.
+    blocked_by: str | None = None

@@ -10,6 +10,7 @@ from .errors import FlowStateError
 class Status(str, enum.Enum):
     """A flow's status: a ``str`` enum that compares equal to its bare value."""
 
+    PENDING = "pending"  # created by ``Flow.start``, never run yet; due (or queued)
     RUNNING = "running"
     SUSPENDED = "suspended"
     COMPLETED = "completed"
@@ -37,6 +38,13 @@ FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.EXPIRED, Status.CA
 #: "complete", "fail", "expire" are the runner's ends of a run; "cancel" comes from
 #: ``cancel_flow``; "retry" from ``crux-gen retry``.
 TRANSITIONS: dict[tuple[Status, str], Status] = {
+    # A pending flow (``Flow.start``) moves on its first write, as a running one.
+    (Status.PENDING, "step"): Status.RUNNING,
+    (Status.PENDING, "park"): Status.SUSPENDED,
+    (Status.PENDING, "complete"): Status.COMPLETED,
+    (Status.PENDING, "fail"): Status.FAILED,
+    (Status.PENDING, "expire"): Status.EXPIRED,
+    (Status.PENDING, "cancel"): Status.CANCELLED,
     (Status.RUNNING, "step"): Status.RUNNING,
     (Status.SUSPENDED, "step"): Status.RUNNING,  # a resumed flow goes on past its wait
     (Status.RUNNING, "park"): Status.SUSPENDED,

@@ -22,7 +22,9 @@ from crux_gen.errors import CruxError
 from crux_gen.records import (
     Commit,
     CommitOutcome,
+    Enqueued,
     LeaseCheck,
+    NewPending,
     StoredFlow,
     StoredRecord,
     StoredSignal,
@@ -134,6 +136,31 @@ class Store(Protocol):
         """
         ...
 
+    def enqueue(self, new: NewPending, now: float) -> Enqueued:
+        """Create the flow *new* ``"pending"`` and unclaimed, due at *now* +
+        ``new.delay`` with ``new.priority`` (``Flow.start``), in one transaction;
+        nothing of it runs. A flow stored under ``new.flow_id`` already is
+        returned as it is (``created`` false); under another name it is a
+        ``FlowNameConflictError``.
+
+        ``new.exclusive``: the flow holding that key (``holds``; the one started,
+        unfinished flow of the key) decides by ``new.on_conflict``: ``"queue"``
+        creates the flow not due, ``blocked_by`` the holder's id (when the holder
+        finishes, by a commit or a cancel, the queued flow of the key with the
+        highest priority, then the oldest, holds the key and is due at once, in
+        the same transaction); ``"skip"`` creates nothing and returns the holder;
+        ``"cancel"`` cancels the holder (reason ``"replaced by <new id>"``) and the
+        new flow holds the key. With no holder the new flow holds it.
+
+        ``new.debounce``: a pending flow of that key nobody holds takes
+        ``new.input``, ``new.priority`` and the due time *now* + ``new.delay``
+        (never later than its first start + ``new.max_wait``) and is returned
+        (``created`` false); one claimed or gone on since lets go of the key and
+        a new flow is created. Racing starts of one key, from any process, leave
+        one holder and one pending debounced flow per key.
+        """
+        ...
+
     def claim(
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
     ) -> StoredFlow:
@@ -240,9 +267,10 @@ class Store(Protocol):
     def claim_due(
         self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
     ) -> list[StoredFlow]:
-        """Claim up to *limit* flows that are due at *now* (as ``due``, oldest
-        first, leaving out the ids in *exclude*) for *owner* in one transaction,
-        then load them as ``claim`` does (history and pending signals) in one read.
+        """Claim up to *limit* flows that are due at *now* (as ``due``: higher
+        priority first, then the earliest due, leaving out the ids in *exclude*)
+        for *owner* in one transaction, then load them as ``claim`` does (history
+        and pending signals) in one read.
 
         Each flow gets its own lease with the *owner* token; a flow another worker
         claimed or advanced since the due query is left out, never an error.
@@ -287,7 +315,9 @@ class StoreAdmin(Protocol):
     """What operators need on top of :class:`Store`: listings, retry, prune."""
 
     def due(self, now: float, limit: int) -> list[str]:
-        """Ids of flows a worker should run now, oldest wake-up first: suspended
+        """Ids of flows a worker should run now, higher ``priority`` first, then the
+        oldest wake-up: pending flows (``Flow.start``) whose due time came and
+        that nothing blocks (``blocked_by``), suspended
         flows whose timer is due or whose awaited signal is pending (``wait_kind``
         ``"suspend"``: the signal named ``waiting_for``; ``"any"``: one of the
         names of the JSON array ``waiting_for``), and running flows nobody holds

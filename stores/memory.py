@@ -34,7 +34,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write, transition
 
-from .memory_admin import MemoryAdmin
+from .memory_start import MemoryStart
 from .rules import (
     ITEM_ERRORS,
     RUNNING_OUTCOME,
@@ -50,7 +50,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryAdmin):
+class MemoryStore(MemoryStart):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
@@ -67,41 +67,6 @@ class MemoryStore(MemoryAdmin):
                 return self._claim(flow_id, owner, now)
             self._insert(flow_id, name, input, now, owner=owner)
             return self._snapshot(flow_id)
-
-    def _insert(
-        self,
-        flow_id: str,
-        name: str,
-        input: str,
-        now: float,
-        *,
-        owner: str | None = None,
-        parent_id: str | None = None,
-    ) -> None:
-        """A new flow ``"running"``: claimed by *owner*, or (a child) unclaimed."""
-        self._flows[flow_id] = {
-            "id": flow_id,
-            "name": name,
-            "status": Status.RUNNING.value,
-            "input": input,
-            "created_at": now,
-            "updated_at": now,
-            "result": None,
-            "error": None,
-            "cancel_reason": None,
-            "waiting_for": None,
-            "wait_kind": None,
-            "wake_at": None,
-            "deadline": None,
-            "lease_owner": owner,
-            "lease_expires": None if owner is None else now + self.lease_ttl.total_seconds(),
-            "parent_id": parent_id,
-            "run": 1,
-            "custom_status": None,
-        }
-        self._records[flow_id] = []
-        self._signals[flow_id] = {}
-        self._past[flow_id] = {}
 
     def claim(
         self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
@@ -123,7 +88,7 @@ class MemoryStore(MemoryAdmin):
             )
         if row["lease_owner"] not in (None, owner) and row["lease_expires"] > now:
             raise FlowBusyError(flow_id, when(row["lease_expires"]))
-        if only_if_due and row["status"] == Status.SUSPENDED and not self._wakes(row, now):
+        if only_if_due and not self._due_now(row, now):
             raise FlowBusyError(flow_id)  # advanced by another worker since the due query
         row["lease_owner"] = owner
         row["lease_expires"] = now + self.lease_ttl.total_seconds()
@@ -308,6 +273,7 @@ class MemoryStore(MemoryAdmin):
         if new in FINISHED:
             self._mark_unused(flow_id)
             self._wake_parent(row["parent_id"], now)
+            self._end_hold(row, now)
         return CommitOutcome(new.value)
 
     def _check_children(self, flow_id: str, write: Write) -> None:
@@ -379,6 +345,7 @@ class MemoryStore(MemoryAdmin):
             updated_at=now,
         )
         self._mark_unused(row["id"])
+        self._end_hold(row, now)
 
     def _descendants(self, flow_id: str) -> list[dict[str, Any]]:
         """Rows of *flow_id*'s children, their children, … (each once)."""

@@ -32,7 +32,16 @@ from .listing import (
     in_range,
     version_matches,
 )
-from .rules import WAIT_ANY, any_names, deletable, flow_exists, new_flow, retry_plan, retry_status
+from .rules import (
+    WAIT_ANY,
+    any_names,
+    deletable,
+    flow_exists,
+    new_flow,
+    pending_due,
+    retry_plan,
+    retry_status,
+)
 
 
 class MemoryTables:
@@ -84,21 +93,29 @@ class MemoryTables:
             return self._snapshot(flow_id, children=True)
 
     def _due(self, now: float, limit: int | None) -> list[str]:
-        found: list[tuple[float, str]] = []
+        found: list[tuple[int, float, str]] = []
         for row in self._flows.values():
             if row["lease_owner"] is not None and row["lease_expires"] > now:
                 continue
-            status = row["status"]
+            status, rank = row["status"], -row["priority"]
             if status == Status.RUNNING:
-                found.append((row["lease_expires"] or row["updated_at"], row["id"]))
+                found.append((rank, row["lease_expires"] or row["updated_at"], row["id"]))
+            elif status == Status.PENDING and pending_due(row, now):
+                found.append((rank, row["wake_at"], row["id"]))
             elif status == Status.SUSPENDED and self._wakes(row, now):
                 # Ordered as the SQLite store orders them: by the timer when it is
                 # due, else (a pending signal) by the last update.
                 timer = row["wake_at"]
                 key = timer if timer is not None and timer <= now else row["updated_at"]
-                found.append((key, row["id"]))
-        found.sort()
-        return [flow_id for _, flow_id in found[:limit]]
+                found.append((rank, key, row["id"]))
+        found.sort()  # higher priority first, then the earliest due
+        return [flow_id for _, _, flow_id in found[:limit]]
+
+    def _due_now(self, row: dict[str, Any], now: float) -> bool:
+        """Whether an unfinished, unheld flow is due: ``_due``'s rule for one flow."""
+        if row["status"] == Status.PENDING:
+            return pending_due(row, now)
+        return row["status"] != Status.SUSPENDED or self._wakes(row, now)
 
     def _wakes(self, row: dict[str, Any], now: float) -> bool:
         """A suspended flow's timer is due, or a signal it waits for is pending."""

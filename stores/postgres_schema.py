@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from .sql_statements import Dialect, Statements
+from .sql_statements import FLOW_CONTROL_INDEXES, Dialect, Statements
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -160,9 +160,22 @@ def _add_any_wait_has(conn: psycopg.Connection[tuple[object, ...]], schema: str)
     )
 
 
+def _add_flow_control(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 5: flow control, as SQLite's version 6 (``sqlite_schema.add_flow_control``):
+    ``priority``, ``blocked_by``, the exclusive and debounce keys and their indexes."""
+    conn.execute(
+        b"ALTER TABLE flows ADD COLUMN priority integer NOT NULL DEFAULT 0, "
+        b"ADD COLUMN blocked_by text, ADD COLUMN exclusive_key text, ADD COLUMN holds text, "
+        b"ADD COLUMN debounce_key text, ADD COLUMN debounce_cap double precision"
+    )
+    for ddl in FLOW_CONTROL_INDEXES:
+        conn.execute(ddl.encode())
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
     3: _add_composition,
     4: _add_any_wait_has,
+    5: _add_flow_control,
 }

@@ -76,6 +76,14 @@ def lease_outcome(
     return CommitOutcome(status, cancel_reason=cancel_reason)
 
 
+def pending_due(flow: StoredFlow | dict[str, Any], now: float) -> bool:
+    """Whether a ``"pending"`` flow (``Flow.start``) is due at *now*: its due time
+    came and nothing blocks it (an exclusive holder, a limit: ``blocked_by``). The
+    due scans' pending branch, for one flow (``claim(only_if_due=True)``)."""
+    row = flow if isinstance(flow, dict) else attrs.asdict(flow, recurse=False)
+    return row["blocked_by"] is None and row["wake_at"] is not None and row["wake_at"] <= now
+
+
 def lease_is_live(flow: StoredFlow, now: float) -> bool:
     """True while someone holds the flow's lease."""
     return flow.lease_owner is not None and (flow.lease_expires or 0.0) > now
@@ -153,6 +161,12 @@ def awaited_names(write: Write) -> list[str]:
 def child_cancel_reason(flow_id: str, reason: str) -> str:
     """The cancel reason of a descendant of *flow_id* cancelled with it."""
     return f"its parent flow {flow_id!r} was cancelled: {reason}"
+
+
+def replaced_reason(flow_id: str) -> str:
+    """The cancel reason of an ``Exclusive(on_conflict="cancel")`` holder that the
+    start of *flow_id* replaced."""
+    return f"replaced by {flow_id}"
 
 
 # -- signals, children, retry, delete ---------------------------------------------------

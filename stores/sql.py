@@ -49,6 +49,7 @@ from .rules import (
     check_signal_allowed,
     check_write,
     lease_outcome,
+    pending_due,
 )
 from .sql_statements import LEASE, Statements
 
@@ -123,6 +124,10 @@ class SqlStore(Generic[C]):
 
     def _announce(self, conn: C, flow_id: str) -> None:
         """Tell idle workers *flow_id* may be due (delivered at commit)."""
+
+    def _end_hold(self, conn: C, flow_id: str, now: float) -> None:
+        """*flow_id* finished: the exclusive key it held goes to the next queued
+        flow, due at once (``SqlStart``)."""
 
     # -- reading -------------------------------------------------------------------
 
@@ -256,9 +261,10 @@ class SqlStore(Generic[C]):
             return row
         if flow.lease_owner not in (None, owner) and (flow.lease_expires or 0.0) > now:
             raise FlowBusyError(flow.id, when(flow.lease_expires))
-        if (
-            only_if_due
-            and flow.status == Status.SUSPENDED
+        if only_if_due and (
+            not pending_due(flow, now)
+            if flow.status == Status.PENDING
+            else flow.status == Status.SUSPENDED
             and self._run(conn, self._sql.WAKES, {"flow": flow.id, "now": now}).fetchone() is None
         ):
             raise FlowBusyError(flow.id)  # advanced by another worker since the due query
@@ -422,6 +428,7 @@ class SqlStore(Generic[C]):
         if new in FINISHED:
             self._run(conn, sql.UNUSED, (flow_id,))
             self._wake_parent(conn, flow_id, now)
+            self._end_hold(conn, flow_id, now)
         else:
             self._write_segment(conn, flow_id)
         return CommitOutcome(new.value)

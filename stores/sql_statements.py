@@ -22,7 +22,8 @@ from crux_gen.status import FINISHED
 FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
     "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
-    "parent_id, run, custom_status"
+    "parent_id, run, custom_status, priority, blocked_by, exclusive_key, holds, "
+    "debounce_key, debounce_cap"
 )
 #: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
 FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
@@ -43,6 +44,20 @@ LEAN_RECORD_COLUMNS = (
 )
 #: The finished statuses as an SQL list (constants of this code, not values).
 FINISHED_LIST = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINISHED)) + ")"
+
+
+#: The indexes of flow control: SQLite's schema version 6, PostgreSQL's 5.
+FLOW_CONTROL_INDEXES = (
+    # The due scan's pending branch: due pending flows by due time (an index range).
+    "CREATE INDEX flows_pending ON flows (wake_at) "
+    "WHERE status = 'pending' AND blocked_by IS NULL AND wake_at IS NOT NULL",
+    # One started, unfinished flow per exclusive key; the queue behind it.
+    "CREATE UNIQUE INDEX flows_holding ON flows (holds) WHERE holds IS NOT NULL",
+    "CREATE INDEX flows_queued ON flows (exclusive_key, priority, created_at) "
+    "WHERE exclusive_key IS NOT NULL AND holds IS NULL AND status = 'pending'",
+    # One pending flow per debounce key.
+    "CREATE UNIQUE INDEX flows_debounced ON flows (debounce_key) WHERE debounce_key IS NOT NULL",
+)
 
 
 @attrs.frozen
@@ -120,22 +135,33 @@ def signal_wakes(d: Dialect) -> str:
 
 
 def due_flows(d: Dialect) -> str:
-    """Every due flow with the time it became due: a timer that came, a running
-    flow nobody holds, a pending signal a suspended flow waits for. Each branch
-    reads one partial index (the due scan never reads flows that are not due)."""
+    """Every due flow with its priority and the time it became due: a timer that
+    came, a running flow nobody holds, a pending signal a suspended flow waits
+    for, a pending flow (``Flow.start``) whose due time came and that nothing
+    blocks. Each branch reads one partial index (the due scan never reads flows
+    that are not due)."""
     now = d.named.format("now")
     return f"""
-SELECT id, wake_at AS t FROM flows{d.hint.format("flows_due")}
+SELECT id, priority, wake_at AS t FROM flows{d.hint.format("flows_due")}
  WHERE status = 'suspended' AND {timer_due(now)} AND {unheld(now)}
 UNION
-SELECT id, COALESCE(lease_expires, updated_at) AS t FROM flows{d.hint.format("flows_running")}
+SELECT id, priority, wake_at AS t FROM flows{d.hint.format("flows_pending")}
+ WHERE status = 'pending' AND blocked_by IS NULL AND {timer_due(now)} AND {unheld(now)}
+UNION
+SELECT id, priority, COALESCE(lease_expires, updated_at) AS t
+  FROM flows{d.hint.format("flows_running")}
  WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= {now})
 UNION
-SELECT f.id, f.updated_at AS t FROM signals s{d.hint.format("signals_pending")} CROSS JOIN flows f
+SELECT f.id, f.priority, f.updated_at AS t
+  FROM signals s{d.hint.format("signals_pending")} CROSS JOIN flows f
  WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
    AND {signal_wakes(d)} AND {unheld(now, "f.")}
    AND (f.wake_at IS NULL OR f.wake_at > {now})
 """
+
+
+#: The order a worker takes due flows in: higher priority first, then the earliest due.
+DUE_ORDER = "ORDER BY priority DESC, t, id"
 
 
 class Statements:
@@ -186,10 +212,10 @@ class Statements:
         # Due-ness, one rule for the scan and for one flow (claim(only_if_due)).
         self.DUE_FLOWS = due_flows(d)
         limit, exclude = d.named.format("limit"), d.named.format("exclude")
-        self.DUE = f"SELECT id, t FROM ({self.DUE_FLOWS}) due ORDER BY t, id LIMIT {limit}"
+        self.DUE = f"SELECT id, t FROM ({self.DUE_FLOWS}) due {DUE_ORDER} LIMIT {limit}"
         self.DUE_EXCLUDING = (
             f"SELECT id, t FROM ({self.DUE_FLOWS}) due "
-            f"WHERE {d.not_in_list.format(col='id', mark=exclude)} ORDER BY t, id LIMIT {limit}"
+            f"WHERE {d.not_in_list.format(col='id', mark=exclude)} {DUE_ORDER} LIMIT {limit}"
         )
         self.WAKES = (
             f"SELECT 1 FROM flows f WHERE f.id = {flow} AND ({timer_due(now, 'f.')} "

@@ -9,11 +9,11 @@ import sqlite3
 
 import sqlite_utils
 
-from .sql_statements import FLOW_COLUMNS, Dialect, Statements
+from .sql_statements import FLOW_COLUMNS, FLOW_CONTROL_INDEXES, Dialect, Statements
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -155,6 +155,25 @@ def add_record_order(conn: sqlite3.Connection) -> None:
     )
 
 
+def add_flow_control(conn: sqlite3.Connection) -> None:
+    """Version 6: flow control (``Flow.start``, ``Exclusive``, ``Debounce``). A flow
+    has a ``priority`` (due flows are taken higher first) and ``blocked_by`` (what a
+    due flow waits for); ``exclusive_key``/``holds`` and ``debounce_key``/
+    ``debounce_cap`` keep the exclusive and debounce keys, each unique where it
+    must be so that racing starts leave one flow per key. Existing flows have
+    priority 0 and none of these."""
+    for ddl in (
+        "ALTER TABLE flows ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE flows ADD COLUMN blocked_by TEXT",
+        "ALTER TABLE flows ADD COLUMN exclusive_key TEXT",
+        "ALTER TABLE flows ADD COLUMN holds TEXT",
+        "ALTER TABLE flows ADD COLUMN debounce_key TEXT",
+        "ALTER TABLE flows ADD COLUMN debounce_cap FLOAT",
+        *FLOW_CONTROL_INDEXES,
+    ):
+        conn.execute(ddl)
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -162,4 +181,5 @@ MIGRATIONS = {
     3: add_segments,
     4: add_composition,
     5: add_record_order,
+    6: add_flow_control,
 }

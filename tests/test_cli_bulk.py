@@ -236,7 +236,7 @@ def test_cancel_and_delete_all_touch_only_what_the_filters_select(
     err = refused(capsys, "cancel", "--all", "--db", str(db))
     assert "at least one filter" in err
     err = refused(capsys, "cancel", "--all", "--status", "failed", "--db", str(db))
-    assert "cancel takes running, suspended flows only" in err
+    assert "cancel takes pending, running, suspended flows only" in err
     out = ok(capsys, "cancel", "--all", "--waiting-for", "approved", "--db", str(db))
     assert sorted(line.split()[1] for line in out.splitlines()[:-1]) == sorted(fleet.waiting[:2])
     assert out.splitlines()[-1] == "2 cancelled"
@@ -356,7 +356,7 @@ def test_start_creates_a_due_flow_that_a_worker_pass_runs(
         ok(capsys, "start", "bulk-wait", "--module", MODULE, "--id", "order-7", "--json",
            "--input", "{}", "--db", str(db))
     )  # fmt: skip
-    assert made == {"id": "order-7", "name": "bulk-wait", "status": "running", "started": True,
+    assert made == {"id": "order-7", "name": "bulk-wait", "status": "pending", "started": True,
                     "priority": 0}  # fmt: skip
     assert json.loads(ok(capsys, "worker", MODULE, "--once", "--json", "--db", str(db))) == {
         "advanced": 2
@@ -376,10 +376,16 @@ def test_start_creates_a_due_flow_that_a_worker_pass_runs(
         capsys, "start", "bulk-pay", "--module", MODULE, "--input", "{oops", "--db", str(db)
     )
     err = refused(
-        capsys, "start", "bulk-pay", "--module", MODULE, "--priority", "5", "--db", str(db)
+        capsys, "start", "bulk-pay", "--module", MODULE, "--priority", "1e3", "--db", str(db)
     )
-    assert "keeps no priority" in err
+    assert "1e3" in err
     assert store.count() == 2  # nothing else was created
+    made = json.loads(
+        ok(capsys, "start", "bulk-pay", "--module", MODULE, "--priority", "5", "--json",
+           "--input", "{}", "--db", str(db))
+    )  # fmt: skip
+    assert (made["status"], made["priority"]) == ("pending", 5)
+    assert store.load(made["id"]).priority == 5
 
 
 def test_every_subcommand_takes_json() -> None:

@@ -86,6 +86,11 @@ def populate(store: Any, clock: FakeClock) -> dict[str, str]:
     signal_flow(ids["cancelled"], "approved", {"by": "late"}, store=store)
     assert cancel_flow(ids["cancelled"], "customer left", store=store)
 
+    # Started (Flow.start), never run, with a priority: copied pending, priority kept.
+    ids["pending"] = order.start(
+        input={"sku": "p"}, store=store, flow_id="o-pending", priority=7
+    ).flow_id
+
     # A runner that crashed an hour ago, between two steps: its lease has lapsed.
     ids["running"] = "o-crashed"
     store.start("o-crashed", "migrate-order", '{"sku": "k"}', "dead-runner", now(store) - 3600)
@@ -109,11 +114,13 @@ def test_every_flow_is_copied_with_its_history_signals_and_status_lease_cleared(
     report = migrate(
         store, target, batch=3, progress=lambda done, total: seen.append((done, total))
     )
-    assert (report.copied, report.skipped, report.flows) == (7, 0, 7)
+    assert (report.copied, report.skipped, report.flows) == (8, 0, 8)
     assert dict(report.by_status) == {
-        "running": 1, "suspended": 2, "completed": 1, "failed": 1, "expired": 1, "cancelled": 1,
+        "pending": 1, "running": 1, "suspended": 2, "completed": 1, "failed": 1, "expired": 1,
+        "cancelled": 1,
     }  # fmt: skip
     assert list(report.by_status) == [
+        "pending",
         "running",
         "suspended",
         "completed",
@@ -124,7 +131,7 @@ def test_every_flow_is_copied_with_its_history_signals_and_status_lease_cleared(
     assert report.records == sum(len(f.records) for f in before.values())
     assert report.signals == sum(len(f.signals) for f in before.values()) == 5
     assert report.seconds >= 0
-    assert seen == [(n, 7) for n in range(1, 8)]
+    assert seen == [(n, 8) for n in range(1, 9)]
 
     copied = everything(target)
     assert copied == {i: unleased(f) for i, f in before.items()}
@@ -134,6 +141,7 @@ def test_every_flow_is_copied_with_its_history_signals_and_status_lease_cleared(
     assert copied[ids["running"]].lease_owner is None
     keys = {s.key for s in copied[ids["suspended"]].signals}
     assert keys == {"note-1"}
+    assert (copied[ids["pending"]].status, copied[ids["pending"]].priority) == ("pending", 7)
 
 
 def test_flows_go_on_on_the_target_where_they_stopped(
@@ -154,8 +162,9 @@ def test_flows_go_on_on_the_target_where_they_stopped(
         ("note", "unused"),
         ("approved", "consumed"),
     ]
-    # The crashed runner's flow is due on the target (no lease) and runs.
-    assert ids["running"] in target.due(now(target), 10)
+    # The crashed runner's flow is due on the target (no lease) and runs; the
+    # started one is due there too, first by its priority.
+    assert target.due(now(target), 10)[:2] == [ids["pending"], ids["running"]]
     # The retrying step waits out its backoff on the target too.
     clock.advance("2h")
     assert ids["retrying"] in target.due(now(target), 10)
@@ -181,7 +190,7 @@ def test_a_live_lease_on_the_source_refuses_the_migration_and_nothing_is_copied(
     assert target.list_flows() == []
     # Once the lease lapses (by the source's clock), it goes.
     clock.advance(store.lease_ttl)
-    assert migrate(store, target).copied == 8
+    assert migrate(store, target).copied == 9
 
 
 def test_a_runner_taking_a_flow_during_the_migration_stops_it(
@@ -238,10 +247,10 @@ def test_a_second_run_skips_every_flow_and_an_interrupted_run_is_finished_by_the
         migrate(store, Falls(), batch=2)
     assert len(target.list_flows()) == 2
     finished = migrate(store, target, batch=2)
-    assert (finished.copied, finished.skipped, finished.flows) == (5, 2, 7)
+    assert (finished.copied, finished.skipped, finished.flows) == (6, 2, 8)
     again = migrate(store, target)
-    assert (again.copied, again.skipped) == (0, 7)
-    assert sum(again.by_status.values()) == 7
+    assert (again.copied, again.skipped) == (0, 8)
+    assert sum(again.by_status.values()) == 8
     assert everything(target) == {i: unleased(f) for i, f in everything(store).items()}
 
 
@@ -258,9 +267,9 @@ def test_a_flow_in_the_target_with_other_content_is_an_error_naming_it_and_left_
     assert f"1 flow is in the target already with other content: {ids['suspended']}" in text
     assert "(migrate-order)" in text and "left as they are" in text
     report = conflict.value.report
-    assert report is not None and (report.copied, report.skipped) == (6, 0)
+    assert report is not None and (report.copied, report.skipped) == (7, 0)
     assert target.load(ids["suspended"]) == other
-    assert len(target.list_flows()) == 7
+    assert len(target.list_flows()) == 8
 
 
 def test_a_target_that_does_not_keep_what_it_is_given_is_caught(

@@ -238,6 +238,7 @@ def test_counts_show_every_status_with_how_many_flows_have_it(store: Any, clock:
     page = call(make_app(store))
     assert page.status == 200
     assert counts(page) == {
+        "pending": "0",
         "running": "0",
         "suspended": "2",
         "completed": "1",

@@ -114,13 +114,18 @@ class FlowTable:
         found = corruption(f)
         if found is not None:
             self.corrupt[f.id] = found
+        status = f"{f.status}, corrupt" if found is not None else f.status
+        if f.priority:
+            status += f", priority {f.priority}"
+        waits = summary.waiting_for or (f"blocked by {f.blocked_by}" if f.blocked_by else "-")
+        timed = f.status in (Status.SUSPENDED, Status.PENDING) and f.wake_at is not None
         self.pending.append(
             [
                 f.id,
                 f.name,
-                f"{f.status}, corrupt" if found is not None else f.status,
-                summary.waiting_for or "-",
-                relative(when(f.wake_at), self.now) if f.status == Status.SUSPENDED else "-",
+                status,
+                waits,
+                relative(when(f.wake_at), self.now) if timed else "-",
                 relative(when(f.updated_at), self.now),
             ]
         )
@@ -213,6 +218,8 @@ def flow_summary(f: StoredFlow, summary: FlowSummary | None = None) -> dict[str,
         "custom_status": _custom_status(f),
         "parent_id": f.parent_id,
         "run": f.run,
+        "priority": f.priority,
+        "blocked_by": f.blocked_by,
         "corrupt": None if found is None else str(found),
     }
 

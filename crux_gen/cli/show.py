@@ -60,6 +60,7 @@ def show_lines(
         lines.insert(3, lease_text(now, lease_owner, lease_expires))
     if info.run > 1:
         lines.insert(3, f"run      {info.run} (ContinueAsNew; earlier runs' histories are kept)")
+    lines += start_lines(info, now, lines)
     if info.parent_id is not None:  # (crux-gen show takes these ids, or a start of them)
         lines.append(f"parent   {clean(info.parent_id)}")
     for i, child in enumerate(info.children):
@@ -185,6 +186,17 @@ SIGNAL_STATES = {
     "rejected": "rejected",
     "unused": "unused (still pending when the flow finished)",
 }
+
+
+def start_lines(info: FlowInfo, now: datetime, lines: list[str]) -> list[str]:
+    """A pending flow's due time (inserted into *lines*), and the lines of its
+    priority and of what blocks it, to append."""
+    if info.status == Status.PENDING and info.wake_at is not None and info.blocked_by is None:
+        lines.insert(3, f"due      {at(info.wake_at)} ({relative(info.wake_at, now)})")
+    more = [f"priority {info.priority}"] if info.priority else []
+    if info.blocked_by is not None:
+        more.append(f"blocked  by {clean(info.blocked_by)}")
+    return more
 
 
 def signal_lines(sig: SignalInfo, *, full: bool, fit: int, earlier_run: bool = False) -> list[str]:

@@ -19,11 +19,12 @@ import attrs
 
 from ..clock import when
 from ..commands import describe
-from ..control import consumed_in_this_run, info_of
+from ..control import consumed_in_this_run
 from ..errors import CorruptRecordError, FlowNotFoundError, InvalidTypeError, InvalidValueError
 from ..records import UNRESOLVED, StoredFlow, StoredRecord
 from ..results import FlowInfo, HistoryEntry
 from ..status import FINISHED, Status
+from ..views import info_of
 from . import pages
 from .actions import DONE, check_no_nul
 from .timeline import timeline
