@@ -104,6 +104,11 @@ class StoredFlow:
     #: replace (unique), and the latest time its due time may move to.
     debounce_key: str | None = None
     debounce_cap: float | None = None
+    #: ``Limit``: until when a flow blocked by a rate waits (``None``: a flow blocked
+    #: by a full concurrency limit waits for a slot to free), and the key due flows
+    #: are taken round-robin across (the first keyed limit's JSON ``[name, key]``).
+    blocked_until: float | None = None
+    fair_key: str | None = None
     records: tuple[StoredRecord, ...] = ()  # of the current run
     signals: tuple[StoredSignal, ...] = ()
     children: tuple[str, ...] = ()  # ids of the flows it started (``load`` only), oldest first
@@ -237,6 +242,7 @@ class NewPending:
     on_conflict: str = QUEUE
     debounce: str | None = None
     max_wait: float | None = None
+    fair_key: str | None = None
 
 
 @attrs.frozen

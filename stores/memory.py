@@ -22,6 +22,7 @@ from crux_gen.errors import (
     FlowNameConflictError,
     LeaseLostError,
 )
+from crux_gen.limits import Gate
 from crux_gen.records import (
     PENDING,
     UNUSED,
@@ -34,7 +35,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write, transition
 
-from .memory_start import MemoryStart
+from .memory_limits import MemoryLimits
 from .rules import (
     ITEM_ERRORS,
     RUNNING_OUTCOME,
@@ -50,7 +51,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryStart):
+class MemoryStore(MemoryLimits):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
@@ -76,7 +77,13 @@ class MemoryStore(MemoryStart):
             return self._claim(flow_id, owner, now, only_if_due=only_if_due)
 
     def _claim(
-        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+        self,
+        flow_id: str,
+        owner: str,
+        now: float,
+        *,
+        only_if_due: bool = False,
+        gate: Gate | None = None,
     ) -> StoredFlow:
         row = self._flows[flow_id]
         if row["status"] in FINISHED:
@@ -90,6 +97,7 @@ class MemoryStore(MemoryStart):
             raise FlowBusyError(flow_id, when(row["lease_expires"]))
         if only_if_due and not self._due_now(row, now):
             raise FlowBusyError(flow_id)  # advanced by another worker since the due query
+        self._gate(row, gate, now)
         row["lease_owner"] = owner
         row["lease_expires"] = now + self.lease_ttl.total_seconds()
         claimed = self._snapshot(flow_id)
@@ -158,7 +166,13 @@ class MemoryStore(MemoryStart):
         return outcomes
 
     def claim_due(
-        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        *,
+        exclude: Collection[str] = (),
+        gate: Gate | None = None,
     ) -> list[StoredFlow]:
         skip = frozenset(exclude)
         claimed: list[StoredFlow] = []
@@ -169,7 +183,7 @@ class MemoryStore(MemoryStart):
                 if flow_id in skip:
                     continue
                 try:
-                    claimed.append(self._claim(flow_id, owner, now, only_if_due=True))
+                    claimed.append(self._claim(flow_id, owner, now, only_if_due=True, gate=gate))
                 except (FlowBusyError, FlowClosedError):
                     continue
         return claimed
@@ -274,6 +288,7 @@ class MemoryStore(MemoryStart):
             self._mark_unused(flow_id)
             self._wake_parent(row["parent_id"], now)
             self._end_hold(row, now)
+        self._free_slots(flow_id, now)
         return CommitOutcome(new.value)
 
     def _check_children(self, flow_id: str, write: Write) -> None:
@@ -346,6 +361,7 @@ class MemoryStore(MemoryStart):
         )
         self._mark_unused(row["id"])
         self._end_hold(row, now)
+        self._free_slots(row["id"], now)
 
     def _descendants(self, flow_id: str) -> list[dict[str, Any]]:
         """Rows of *flow_id*'s children, their children, … (each once)."""

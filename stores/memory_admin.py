@@ -44,6 +44,23 @@ from .rules import (
 )
 
 
+UNFINISHED = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
+
+
+def take_turns(found: list[tuple[int, float, str, str]]) -> list[tuple[int, int, float, str]]:
+    """Due flows ``(-priority, due, id, fairness key)`` in the order a worker takes
+    them (``sql_statements.DUE_ORDER``): higher priority first, then round-robin
+    across fairness keys (each key's first flow, then each key's second, …), then
+    the earliest due."""
+    turns: dict[tuple[int, str], int] = {}
+    ordered: list[tuple[int, int, float, str]] = []
+    for rank, due, flow_id, fair in sorted(found, key=lambda f: (f[0], f[1], f[2])):
+        turn = turns[rank, fair] = turns.get((rank, fair), 0) + 1
+        ordered.append((rank, turn, due, flow_id))
+    ordered.sort()
+    return ordered
+
+
 class MemoryTables:
     """The flows of a ``MemoryStore``, in dicts under one lock, and their reads."""
 
@@ -93,23 +110,26 @@ class MemoryTables:
             return self._snapshot(flow_id, children=True)
 
     def _due(self, now: float, limit: int | None) -> list[str]:
-        found: list[tuple[int, float, str]] = []
+        found: list[tuple[int, float, str, str]] = []
         for row in self._flows.values():
             if row["lease_owner"] is not None and row["lease_expires"] > now:
                 continue
-            status, rank = row["status"], -row["priority"]
-            if status == Status.RUNNING:
-                found.append((rank, row["lease_expires"] or row["updated_at"], row["id"]))
+            status, rank, fair = row["status"], -row["priority"], row["fair_key"] or row["id"]
+            until = row["blocked_until"]
+            if row["blocked_by"] is not None:  # a limit or an exclusive holder blocks it
+                if until is not None and until <= now and status in UNFINISHED:
+                    found.append((rank, until, row["id"], fair))  # a rate's turn came
+            elif status == Status.RUNNING:
+                found.append((rank, row["lease_expires"] or row["updated_at"], row["id"], fair))
             elif status == Status.PENDING and pending_due(row, now):
-                found.append((rank, row["wake_at"], row["id"]))
+                found.append((rank, row["wake_at"], row["id"], fair))
             elif status == Status.SUSPENDED and self._wakes(row, now):
                 # Ordered as the SQLite store orders them: by the timer when it is
                 # due, else (a pending signal) by the last update.
                 timer = row["wake_at"]
                 key = timer if timer is not None and timer <= now else row["updated_at"]
-                found.append((rank, key, row["id"]))
-        found.sort()  # higher priority first, then the earliest due
-        return [flow_id for _, _, flow_id in found[:limit]]
+                found.append((rank, key, row["id"], fair))
+        return [flow_id for *_, flow_id in take_turns(found)[:limit]]
 
     def _due_now(self, row: dict[str, Any], now: float) -> bool:
         """Whether an unfinished, unheld flow is due: ``_due``'s rule for one flow."""

@@ -56,6 +56,8 @@ class MemoryStart(MemoryAdmin):
             "holds": None,
             "debounce_key": None,
             "debounce_cap": None,
+            "blocked_until": None,
+            "fair_key": None,
         }
         self._flows[flow_id].update(fields)
         self._records[flow_id] = []
@@ -73,7 +75,11 @@ class MemoryStart(MemoryAdmin):
                 if row["name"] != new.name:
                     raise FlowNameConflictError(new.flow_id, row["name"], new.name)
                 return Enqueued(self._snapshot(new.flow_id), False)
-            fields: dict[str, Any] = {"priority": new.priority, "wake_at": now + new.delay}
+            fields: dict[str, Any] = {
+                "priority": new.priority,
+                "wake_at": now + new.delay,
+                "fair_key": new.fair_key,
+            }
             if new.debounce is not None:
                 found = self._debounced(new, now)
                 if found is not None:

@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 import psycopg
 
+from .limit_schema import limit_ddl
 from .sql_statements import FLOW_CONTROL_INDEXES, Dialect, Statements
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -172,10 +173,22 @@ def _add_flow_control(conn: psycopg.Connection[tuple[object, ...]], schema: str)
         conn.execute(ddl.encode())
 
 
+def _reserved_6(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 6: kept for another branch of issue 21 (replaced at its merge)."""
+
+
+def _add_limits(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 7: global limits, as SQLite's version 8 (``sqlite_schema.add_limits``)."""
+    for ddl in limit_ddl("double precision"):
+        conn.execute(ddl.encode())
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
     3: _add_composition,
     4: _add_any_wait_has,
     5: _add_flow_control,
+    6: _reserved_6,
+    7: _add_limits,
 }

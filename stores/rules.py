@@ -81,7 +81,9 @@ def pending_due(flow: StoredFlow | dict[str, Any], now: float) -> bool:
     came and nothing blocks it (an exclusive holder, a limit: ``blocked_by``). The
     due scans' pending branch, for one flow (``claim(only_if_due=True)``)."""
     row = flow if isinstance(flow, dict) else attrs.asdict(flow, recurse=False)
-    return row["blocked_by"] is None and row["wake_at"] is not None and row["wake_at"] <= now
+    until = row["blocked_until"]  # a rate's turn: blocked until then
+    free = row["blocked_by"] is None or (until is not None and until <= now)
+    return free and row["wake_at"] is not None and row["wake_at"] <= now
 
 
 def lease_is_live(flow: StoredFlow, now: float) -> bool:

@@ -27,6 +27,7 @@ from crux_gen.errors import (
     LeaseLostError,
 )
 from crux_gen.gcpause import paused_gc
+from crux_gen.limits import Gate
 from crux_gen.records import (
     Commit,
     CommitOutcome,
@@ -125,6 +126,12 @@ class SqlStore(Generic[C]):
     def _announce(self, conn: C, flow_id: str) -> None:
         """Tell idle workers *flow_id* may be due (delivered at commit)."""
 
+    def _gate(self, conn: C, flow: StoredFlow, gate: Gate | None, now: float) -> None:
+        """Take *flow*'s limits before its claim, else block it (``SqlLimits``)."""
+
+    def _free_slots(self, conn: C, flow_id: str, now: float) -> None:
+        """*flow_id* parked or ended: its limits' slots go back (``SqlLimits``)."""
+
     def _end_hold(self, conn: C, flow_id: str, now: float) -> None:
         """*flow_id* finished: the exclusive key it held goes to the next queued
         flow, due at once (``SqlStart``)."""
@@ -216,7 +223,13 @@ class SqlStore(Generic[C]):
         return self._claimed([row])[0]
 
     def claim_due(
-        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        *,
+        exclude: Collection[str] = (),
+        gate: Gate | None = None,
     ) -> list[StoredFlow]:
         sql, as_list = self._sql, self._sql.dialect.as_list
         params = {"now": now, "limit": int(limit), "exclude": as_list(list(exclude))}
@@ -235,7 +248,7 @@ class SqlStore(Generic[C]):
                 if flow_id not in locked:
                     continue
                 try:
-                    rows.append(self._claim(conn, locked[flow_id], owner, now, only_if_due=True))
+                    rows.append(self._claim(conn, locked[flow_id], owner, now, gate=gate))
                 except (FlowBusyError, FlowClosedError):
                     continue
         return self._claimed(rows)
@@ -251,9 +264,19 @@ class SqlStore(Generic[C]):
             return [self._history(conn, row, lean=True) for row in rows]
 
     def _claim(
-        self, conn: C, row: tuple[Any, ...], owner: str, now: float, *, only_if_due: bool = False
+        self,
+        conn: C,
+        row: tuple[Any, ...],
+        owner: str,
+        now: float,
+        *,
+        only_if_due: bool = False,
+        gate: Gate | None = None,
     ) -> tuple[Any, ...]:
-        """Take the lease of the (locked) *row*; the row with the new lease."""
+        """Take the lease of the (locked) *row*; the row with the new lease. With
+        *gate* (a due flow of ``claim_due``), its limits first."""
+        if gate is not None:
+            only_if_due = True
         flow = StoredFlow(*row)
         if flow.status in FINISHED:
             if only_if_due:
@@ -268,6 +291,7 @@ class SqlStore(Generic[C]):
             and self._run(conn, self._sql.WAKES, {"flow": flow.id, "now": now}).fetchone() is None
         ):
             raise FlowBusyError(flow.id)  # advanced by another worker since the due query
+        self._gate(conn, flow, gate, now)
         expires = now + self._ttl
         self._run(conn, self._sql.TAKE_LEASE, (owner, expires, flow.id))
         return (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
@@ -431,6 +455,7 @@ class SqlStore(Generic[C]):
             self._end_hold(conn, flow_id, now)
         else:
             self._write_segment(conn, flow_id)
+        self._free_slots(conn, flow_id, now)
         return CommitOutcome(new.value)
 
     def _check_children(self, conn: C, flow_id: str, write: Write) -> None:

@@ -33,11 +33,13 @@ class SqlCancel(SqlStore[C]):
         self._run(conn, sql.CANCEL, (reason, now, flow_id))
         self._run(conn, sql.UNUSED, (flow_id,))
         self._end_hold(conn, flow_id, now)
+        self._free_slots(conn, flow_id, now)
         inherited = child_cancel_reason(flow_id, reason)
         for child in tree:  # children, their children, … (through finished ones too)
             if self._run(conn, sql.CANCEL_UNFINISHED, (inherited, now, child)).rowcount == 1:
                 self._run(conn, sql.UNUSED, (child,))
                 self._end_hold(conn, child, now)
+                self._free_slots(conn, child, now)
         self._wake_parent(conn, flow_id, now)
         return True
 

@@ -21,7 +21,7 @@ from crux_gen.status import Status
 
 from .rules import replaced_reason
 from .sql import C
-from .sql_cancel import SqlCancel
+from .sql_limits import SqlLimits
 from .sql_statements import FLOW_COLUMNS, Dialect
 
 #: How many times a start looks again after losing a race for its key.
@@ -35,8 +35,8 @@ class StartStatements:
         m = d.mark
         self.INSERT_PENDING = (
             "INSERT INTO flows (id, name, status, input, created_at, updated_at, wake_at, "
-            "priority, blocked_by, exclusive_key, holds, debounce_key, debounce_cap) "
-            f"VALUES ({', '.join([m] * 13)}) ON CONFLICT DO NOTHING"
+            "priority, blocked_by, exclusive_key, holds, debounce_key, debounce_cap, fair_key) "
+            f"VALUES ({', '.join([m] * 14)}) ON CONFLICT DO NOTHING"
         )
         self.HOLDER = f"SELECT {FLOW_COLUMNS} FROM flows WHERE holds = {m}" + d.lock()
         self.DEBOUNCED = f"SELECT {FLOW_COLUMNS} FROM flows WHERE debounce_key = {m}" + d.lock()
@@ -66,8 +66,8 @@ def statements(d: Dialect) -> StartStatements:
     return StartStatements(d)
 
 
-class SqlStart(SqlCancel[C]):
-    """``SqlCancel`` with ``enqueue`` and the end of an exclusive hold."""
+class SqlStart(SqlLimits[C]):
+    """``SqlLimits`` with ``enqueue`` and the end of an exclusive hold."""
 
     def enqueue(self, new: NewPending, now: float) -> Enqueued:
         found = self._atomically(lambda conn: self._enqueue(conn, new, now))
@@ -109,7 +109,7 @@ class SqlStart(SqlCancel[C]):
                         holds, blocked_by, due = None, held.id, None
             row = (
                 new.flow_id, new.name, Status.PENDING.value, new.input, now, now, due,
-                new.priority, blocked_by, exclusive, holds, new.debounce, cap,
+                new.priority, blocked_by, exclusive, holds, new.debounce, cap, new.fair_key,
             )  # fmt: skip
             if self._run(conn, sql.INSERT_PENDING, row).rowcount == 1:
                 if due is not None:

@@ -23,7 +23,7 @@ FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
     "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
     "parent_id, run, custom_status, priority, blocked_by, exclusive_key, holds, "
-    "debounce_key, debounce_cap"
+    "debounce_key, debounce_cap, blocked_until, fair_key"
 )
 #: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
 FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
@@ -44,6 +44,8 @@ LEAN_RECORD_COLUMNS = (
 )
 #: The finished statuses as an SQL list (constants of this code, not values).
 FINISHED_LIST = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINISHED)) + ")"
+#: The statuses a worker may run (a limit's blocked flows among them).
+UNFINISHED = "('pending', 'running', 'suspended')"
 
 
 #: The indexes of flow control: SQLite's schema version 6, PostgreSQL's 5.
@@ -135,33 +137,46 @@ def signal_wakes(d: Dialect) -> str:
 
 
 def due_flows(d: Dialect) -> str:
-    """Every due flow with its priority and the time it became due: a timer that
-    came, a running flow nobody holds, a pending signal a suspended flow waits
-    for, a pending flow (``Flow.start``) whose due time came and that nothing
-    blocks. Each branch reads one partial index (the due scan never reads flows
-    that are not due)."""
+    """Every due flow with its priority, the time it became due and its fairness
+    key: a timer that came, a running flow nobody holds, a pending signal a
+    suspended flow waits for, a pending flow (``Flow.start``) whose due time came,
+    a flow a rate limit held back whose turn came. A flow a limit or an exclusive
+    holder blocks (``blocked_by``) is none of these. Each branch reads one partial
+    index (the due scan never reads flows that are not due)."""
     now = d.named.format("now")
+    free = "blocked_by IS NULL"
     return f"""
-SELECT id, priority, wake_at AS t FROM flows{d.hint.format("flows_due")}
- WHERE status = 'suspended' AND {timer_due(now)} AND {unheld(now)}
+SELECT id, priority, wake_at AS t, fair_key FROM flows{d.hint.format("flows_due")}
+ WHERE status = 'suspended' AND {timer_due(now)} AND {unheld(now)} AND {free}
 UNION
-SELECT id, priority, wake_at AS t FROM flows{d.hint.format("flows_pending")}
+SELECT id, priority, wake_at AS t, fair_key FROM flows{d.hint.format("flows_pending")}
  WHERE status = 'pending' AND blocked_by IS NULL AND {timer_due(now)} AND {unheld(now)}
 UNION
-SELECT id, priority, COALESCE(lease_expires, updated_at) AS t
+SELECT id, priority, COALESCE(lease_expires, updated_at) AS t, fair_key
   FROM flows{d.hint.format("flows_running")}
- WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= {now})
+ WHERE status = 'running' AND (lease_expires IS NULL OR lease_expires <= {now}) AND {free}
 UNION
-SELECT f.id, f.priority, f.updated_at AS t
+SELECT f.id, f.priority, f.updated_at AS t, f.fair_key
   FROM signals s{d.hint.format("signals_pending")} CROSS JOIN flows f
  WHERE s.state = 'pending' AND f.id = s.flow_id AND f.status = 'suspended'
-   AND {signal_wakes(d)} AND {unheld(now, "f.")}
+   AND {signal_wakes(d)} AND {unheld(now, "f.")} AND f.blocked_by IS NULL
    AND (f.wake_at IS NULL OR f.wake_at > {now})
+UNION
+SELECT id, priority, blocked_until AS t, fair_key FROM flows{d.hint.format("flows_rate_wait")}
+ WHERE blocked_until IS NOT NULL AND blocked_until <= {now} AND {unheld(now)}
+   AND status IN {UNFINISHED}
 """
 
 
-#: The order a worker takes due flows in: higher priority first, then the earliest due.
-DUE_ORDER = "ORDER BY priority DESC, t, id"
+#: The order a worker takes due flows in: higher priority first, then round-robin
+#: across the key values of a keyed limit (``fair_key``: the first due flow of each
+#: key, then the second of each, …), then the earliest due.
+DUE_ORDER = "ORDER BY priority DESC, turn, t, id"
+#: ``DUE_FLOWS`` with each flow's turn among the due flows of its priority and key.
+TURNS = (
+    "SELECT id, priority, t, ROW_NUMBER() OVER "
+    "(PARTITION BY priority, COALESCE(fair_key, id) ORDER BY t, id) AS turn FROM ({}) due"
+)
 
 
 class Statements:
@@ -212,9 +227,10 @@ class Statements:
         # Due-ness, one rule for the scan and for one flow (claim(only_if_due)).
         self.DUE_FLOWS = due_flows(d)
         limit, exclude = d.named.format("limit"), d.named.format("exclude")
-        self.DUE = f"SELECT id, t FROM ({self.DUE_FLOWS}) due {DUE_ORDER} LIMIT {limit}"
+        turns = TURNS.format(self.DUE_FLOWS)
+        self.DUE = f"SELECT id, t FROM ({turns}) turns {DUE_ORDER} LIMIT {limit}"
         self.DUE_EXCLUDING = (
-            f"SELECT id, t FROM ({self.DUE_FLOWS}) due "
+            f"SELECT id, t FROM ({turns}) turns "
             f"WHERE {d.not_in_list.format(col='id', mark=exclude)} {DUE_ORDER} LIMIT {limit}"
         )
         self.WAKES = (

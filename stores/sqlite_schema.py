@@ -9,11 +9,12 @@ import sqlite3
 
 import sqlite_utils
 
+from .limit_schema import limit_ddl
 from .sql_statements import FLOW_COLUMNS, FLOW_CONTROL_INDEXES, Dialect, Statements
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -174,6 +175,19 @@ def add_flow_control(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def _reserved_7(conn: sqlite3.Connection) -> None:
+    """Version 7: kept for another branch of issue 21 (replaced at its merge)."""
+
+
+def add_limits(conn: sqlite3.Connection) -> None:
+    """Version 8: global limits (``Limit``): ``limit_state`` (a rate's GCRA time and
+    the lock of a limit's slots, per name and key), ``limit_slots`` (one row per
+    slot held, counted while its flow's lease is live), and on flows
+    ``blocked_until`` (a rate's turn) and ``fair_key`` (round-robin across keys)."""
+    for ddl in limit_ddl("FLOAT"):
+        conn.execute(ddl)
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -182,4 +196,6 @@ MIGRATIONS = {
     4: add_composition,
     5: add_record_order,
     6: add_flow_control,
+    7: _reserved_7,
+    8: add_limits,
 }

@@ -1,0 +1,131 @@
+"""``SqlLimits``: global limits on the SQL stores (``Limit``): slots and rate state
+in the store, taken in the claim's transaction and given back in the transaction
+of the commit that parks or ends the flow (or of its cancel).
+
+- ``limit_state`` (one row per limit name and key value): the GCRA's theoretical
+  arrival time ``tat``; its row is also the lock that orders the takers and the
+  givers of one limit's slots (``FOR UPDATE`` on PostgreSQL; SQLite's
+  ``BEGIN IMMEDIATE`` serialises every writer anyway), so a flow blocked while a
+  holder gives its slot back is always seen by that holder's release.
+- ``limit_slots`` (one row per slot held: limit, key, flow): a slot counts only
+  while its flow's lease is live, so a crashed worker's slots come back when its
+  leases expire, with no sweeper.
+
+A flow that finds a slot full is marked ``blocked_by`` (``limit NAME [key K]``)
+and leaves every due branch of the due scan; the release of a slot unblocks the
+next one of that limit and key (highest priority, then the longest blocked), in
+the releasing transaction. A flow a rate holds back is marked ``blocked_by``
+(``rate NAME [key K]``) with ``blocked_until`` its turn: the due scan's last
+branch takes it then (a wake time, not polling).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from crux_gen.errors import FlowBusyError
+from crux_gen.limits import Gate, SlotAsk, fair_key, label
+from crux_gen.records import StoredFlow
+
+from .sql import C
+from .sql_cancel import SqlCancel
+from .sql_statements import UNFINISHED, Dialect
+
+
+class LimitStatements:
+    """The statements of ``SqlLimits``, in one dialect."""
+
+    def __init__(self, d: Dialect) -> None:
+        m = d.mark
+        self.ENSURE = (
+            f"INSERT INTO limit_state (name, key, tat) VALUES ({m}, {m}, 0) ON CONFLICT DO NOTHING"
+        )
+        self.STATE = f"SELECT tat FROM limit_state WHERE name = {m} AND key = {m}" + d.lock()
+        self.SET_TAT = f"UPDATE limit_state SET tat = {m} WHERE name = {m} AND key = {m}"
+        self.HELD = (
+            "SELECT count(*) FROM limit_slots s JOIN flows f ON f.id = s.flow_id "
+            f"WHERE s.name = {m} AND s.key = {m} AND s.flow_id <> {m} "
+            f"AND f.lease_owner IS NOT NULL AND f.lease_expires > {m}"
+        )
+        self.TAKE = (
+            f"INSERT INTO limit_slots (name, key, flow_id) VALUES ({m}, {m}, {m}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.SLOTS_OF = f"SELECT name, key FROM limit_slots WHERE flow_id = {m}"
+        self.GIVE_BACK = f"DELETE FROM limit_slots WHERE flow_id = {m}"
+        self.BLOCK = (
+            f"UPDATE flows SET blocked_by = {m}, blocked_until = {m}, "
+            f"fair_key = COALESCE(fair_key, {m}) WHERE id = {m}"
+        )
+        self.UNBLOCK_ONE = (
+            "UPDATE flows SET blocked_by = NULL WHERE id = (SELECT id FROM flows "
+            f"WHERE blocked_by = {m} AND blocked_until IS NULL AND status IN {UNFINISHED} "
+            "ORDER BY priority DESC, updated_at, id LIMIT 1) RETURNING id"
+        )
+        self.CLEAR = f"UPDATE flows SET blocked_by = NULL, blocked_until = NULL WHERE id = {m}"
+
+
+@functools.cache
+def statements(d: Dialect) -> LimitStatements:
+    return LimitStatements(d)
+
+
+class SqlLimits(SqlCancel[C]):
+    """``SqlCancel`` with the slots and rates of limits."""
+
+    def _gate(self, conn: C, flow: StoredFlow, gate: Gate | None, now: float) -> None:
+        """Take *flow*'s slots and rate turns (*gate*'s asks for it) before its
+        claim; a flow that finds none is marked blocked and ``FlowBusyError``
+        raised (the claim skips it)."""
+        asks = () if gate is None else gate(flow.name, flow.input)
+        if not asks:
+            return
+        sql = statements(self._sql.dialect)
+        tats: dict[tuple[str, str], float] = {}
+        for ask in sorted(asks, key=lambda a: (a.name, a.key)):  # one lock order
+            self._run(conn, sql.ENSURE, (ask.name, ask.key))
+            tats[ask.name, ask.key] = self._run(conn, sql.STATE, (ask.name, ask.key)).fetchone()[0]
+        for ask in asks:
+            blocked = self._blocked(conn, flow.id, ask, tats[ask.name, ask.key], now)
+            if blocked is not None:
+                self._run(conn, sql.BLOCK, (*blocked, fair_key(asks), flow.id))
+                raise FlowBusyError(flow.id)
+        for ask in asks:
+            if ask.interval is not None:
+                tat = max(tats[ask.name, ask.key], now) + ask.interval
+                self._run(conn, sql.SET_TAT, (tat, ask.name, ask.key))
+            if ask.concurrency is not None:
+                self._run(conn, sql.TAKE, (ask.name, ask.key, flow.id))
+        if flow.blocked_by is not None or flow.blocked_until is not None:
+            self._run(conn, sql.CLEAR, (flow.id,))
+
+    def _blocked(
+        self, conn: C, flow_id: str, ask: SlotAsk, tat: float, now: float
+    ) -> tuple[str, float | None] | None:
+        """What blocks *ask* for *flow_id* (``blocked_by``, ``blocked_until``), or
+        ``None``: a full slot count, else a rate whose turn has not come."""
+        if ask.concurrency is not None:
+            params = (ask.name, ask.key, flow_id, now)
+            held = self._run(conn, statements(self._sql.dialect).HELD, params).fetchone()[0]
+            if held >= ask.concurrency:
+                return label(ask.name, ask.key), None
+        if ask.interval is not None:
+            turn = tat + ask.interval - ask.burst * ask.interval  # GCRA: the earliest start
+            if turn > now:
+                return label(ask.name, ask.key, rate=True), turn
+        return None
+
+    def _free_slots(self, conn: C, flow_id: str, now: float) -> None:
+        """*flow_id* parked or ended: its slots go back, and each unblocks the next
+        flow blocked by its limit and key, in this transaction."""
+        sql = statements(self._sql.dialect)
+        held: Sequence[Any] = self._run(conn, sql.SLOTS_OF, (flow_id,)).fetchall()
+        if not held:
+            return
+        self._run(conn, sql.GIVE_BACK, (flow_id,))
+        for name, key in sorted(held):
+            self._run(conn, sql.STATE, (name, key))  # the limit's lock
+            for (unblocked,) in self._run(conn, sql.UNBLOCK_ONE, (label(name, key),)).fetchall():
+                self._announce(conn, unblocked)
