@@ -71,6 +71,7 @@ from .errors import (
 )
 from .flow import Flow, FlowContext, Registry, default_registry, flow
 from .handle import FlowHandle, FlowTimeoutError
+from .limits import Limit, Rate
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
 from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
@@ -117,11 +118,13 @@ __all__ = [
     "InvalidTypeError",
     "InvalidValueError",
     "LeaseLostError",
+    "Limit",
     "MemoryStore",
     "MissingDependencyError",
     "NonDeterminismError",
     "ParkingWarning",
     "Problem",
+    "Rate",
     "RecordConflictError",
     "Registry",
     "Retry",

@@ -8,7 +8,7 @@ import random as _random
 import threading
 import uuid as _uuid
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -17,6 +17,7 @@ import attrs
 from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
+from .limits import Limit, check_limits
 from .starts import Debounce, Exclusive
 
 if TYPE_CHECKING:
@@ -113,6 +114,8 @@ class Flow(Generic[R]):
     #: this flow are let through.
     exclusive: Exclusive | None = attrs.field(default=None, kw_only=True, repr=False)
     debounce: Debounce | None = attrs.field(default=None, kw_only=True, repr=False)
+    #: ``@flow(..., limits=[...])``: the ``Limit``s a run of this flow holds a slot of.
+    limits: tuple[Limit, ...] = attrs.field(default=(), kw_only=True, repr=False)
 
     def __call__(self, ctx: FlowContext) -> Generator[Command, Any, R]:
         return self.fn(ctx)
@@ -278,6 +281,7 @@ def flow(
     registry: Registry | None = None,
     exclusive: Exclusive | None = None,
     debounce: Debounce | None = None,
+    limits: Sequence[Limit] | None = None,
 ) -> Callable[[FlowBody[R]], Flow[R]]:
     """Make a generator function ``fn(ctx)`` a registered :class:`Flow` named *name*.
 
@@ -287,9 +291,12 @@ def flow(
 
     Registering a name again replaces the earlier flow. *exclusive* (an
     ``Exclusive``) and *debounce* (a ``Debounce``) control how its starts are let
-    through (``Flow.start``, ``Flow.run``).
+    through (``Flow.start``, ``Flow.run``). *limits* (``Limit``s) bound how many
+    runs of it a worker takes at once and how often, across every worker on the
+    store; a second ``Limit`` of one name with other settings is a ``ValueError``.
     """
     check_name(name, what="flow name")
+    held = check_limits(limits, what=f"@flow({name!r})")
     for what, value, kind in (
         ("exclusive", exclusive, Exclusive),
         ("debounce", debounce, Debounce),
@@ -303,7 +310,7 @@ def flow(
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         check_flow_function(name, fn)
-        made = Flow(name, fn, exclusive=exclusive, debounce=debounce)
+        made = Flow(name, fn, exclusive=exclusive, debounce=debounce, limits=held)
         (registry or default_registry).add(made)
         remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made

@@ -18,8 +18,9 @@ from typing import Any
 
 import attrs
 
+from . import codec
 from .durations import Duration, to_duration
-from .errors import InvalidTypeError, InvalidValueError
+from .errors import FlowBusyError, InvalidTypeError, InvalidValueError
 
 __all__ = ["Gate", "Limit", "Rate", "SlotAsk", "asks_for", "check_limits", "fair_key", "label"]
 
@@ -127,7 +128,7 @@ class Limit:
         rate: Rate | str | None = None,
         key: KeyFn | None = None,
     ) -> None:
-        self.__attrs_init__(name, concurrency, to_rate(rate), key)  # type: ignore[attr-defined]
+        self.__attrs_init__(name, concurrency, to_rate(rate), key)
         if self.concurrency is None and self.rate is None:
             raise InvalidValueError(
                 f"Limit {name!r}", None, "has neither concurrency nor rate; give at least one"
@@ -170,11 +171,12 @@ def check_limits(limits: Iterable[object] | None, *, what: str) -> tuple[Limit, 
         return ()
     if isinstance(limits, (str, bytes, Limit)) or not isinstance(limits, Iterable):
         raise InvalidTypeError(f"{what} limits", limits, "is not a list; give [Limit(...), ...]")
-    found = tuple(limits)
+    found: list[Limit] = []
     with _KNOWN_LOCK:
-        for limit in found:
+        for limit in limits:
             if not isinstance(limit, Limit):
                 raise InvalidTypeError(f"{what} limits", limit, "is not a Limit")
+            found.append(limit)
             known = _KNOWN.setdefault(limit.name, limit)
             if known.settings != limit.settings:
                 raise InvalidValueError(
@@ -182,7 +184,7 @@ def check_limits(limits: Iterable[object] | None, *, what: str) -> tuple[Limit, 
                     limit,
                     f"has other settings than the Limit of that name registered before ({known!r})",
                 )
-    return found
+    return tuple(found)
 
 
 def _key_value(limit: Limit, input: Any) -> str:
@@ -198,18 +200,20 @@ def _key_value(limit: Limit, input: Any) -> str:
     return value
 
 
+def _ask(limit: Limit, key: str) -> SlotAsk:
+    rate = limit.rate
+    return SlotAsk(
+        limit.name,
+        key,
+        limit.concurrency,
+        None if rate is None else rate.interval,
+        1 if rate is None else rate.size,
+    )
+
+
 def asks_for(limits: Sequence[Limit], input: Any) -> tuple[SlotAsk, ...]:
     """The store's asks for *limits* and a flow's *input* (keys computed)."""
-    return tuple(
-        SlotAsk(
-            limit.name,
-            _key_value(limit, input),
-            limit.concurrency,
-            None if limit.rate is None else limit.rate.interval,
-            1 if limit.rate is None else limit.rate.size,
-        )
-        for limit in limits
-    )
+    return tuple(_ask(limit, _key_value(limit, input)) for limit in limits)
 
 
 def fair_key(asks: Sequence[SlotAsk]) -> str | None:
@@ -221,5 +225,30 @@ def fair_key(asks: Sequence[SlotAsk]) -> str | None:
     return None
 
 
+class Blocked(FlowBusyError):
+    """A due flow a limit held back at its claim (marked ``blocked_by``): the
+    claim looks for another due flow in its place."""
+
+
+#: How many times one ``claim_due`` looks again for due flows in place of blocked ones.
+ROUNDS = 4
+
 #: What a worker gives ``claim_due``: a flow's name and stored input -> its asks.
 Gate = Callable[[str, str], Sequence[SlotAsk]]
+
+
+def make_gate(limits_of: Callable[[str], Sequence[Limit]]) -> Gate:
+    """A worker's ``Gate``: the asks of a flow of a name (*limits_of* gives its
+    ``Limit``s) and stored input. A key function that fails on a stored input (a
+    start checks it first) counts that flow under the key ``"?"``."""
+
+    def gate(name: str, input: str) -> Sequence[SlotAsk]:
+        limits = limits_of(name)
+        if not limits:
+            return ()
+        try:
+            return asks_for(limits, codec.decode(input))
+        except Exception:
+            return tuple(_ask(limit, "" if limit.key is None else "?") for limit in limits)
+
+    return gate

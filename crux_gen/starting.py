@@ -10,6 +10,7 @@ import attrs
 from . import codec
 from .flow import STARTER, Flow, check_flow_id
 from .handle import FlowHandle
+from .limits import asks_for, fair_key
 from .opening import StorePath, using
 from .records import NewPending, new_flow_id
 from .starts import Debounce, Exclusive, check_priority, key_of
@@ -60,6 +61,8 @@ def start_flow(
 ) -> FlowHandle:
     """Create *flow* ``"pending"`` on *store*; see ``Flow.start``."""
     new = new_pending(flow, input, flow_id, priority, flow.exclusive, flow.debounce)
+    if flow.limits:  # its keys checked now; due flows are taken round-robin across them
+        new = attrs.evolve(new, fair_key=fair_key(asks_for(flow.limits, input)))
     with using(store, create=True, what="Flow.start store") as opened:
         found = opened.enqueue(new, opened.clock.time())
     return FlowHandle(found.flow.id, found.flow.name, store)

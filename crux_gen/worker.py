@@ -55,6 +55,7 @@ from .errors import (
 from .executor import Executor
 from .flow import Flow, default_registry
 from .hand import _release
+from .limits import Limit, make_gate
 from .records import StoredFlow
 from .results import FlowResult
 from .runner import ALL_CONCURRENCY, find_flow
@@ -142,6 +143,7 @@ class Worker:
         self._skipped: dict[str, float] = {}  # flow id -> store-clock time to try it again
         self._skip_lock = threading.Lock()
         self._random = random.Random()
+        self._gate = make_gate(lambda name: _limits_of(self.flows, name))
 
     # -- control, from any thread --------------------------------------------------
 
@@ -307,7 +309,7 @@ class Worker:
             exclude = tried | self._skipped.keys()
         try:
             claimed = self.store.claim_due(
-                now, min(free, self.batch), secrets.token_hex(8), exclude=exclude
+                now, min(free, self.batch), secrets.token_hex(8), exclude=exclude, gate=self._gate
             )
         except StoreError as exc:
             executor.failure = exc
@@ -373,6 +375,17 @@ def _take(worker: Worker, executor: Executor, stored: StoredFlow) -> None:
         executor.take(flow, stored, owner)  # (lets go of the lease when it fails)
     except Exception as exc:
         worker._ended(stored, None, exc)
+
+
+def _limits_of(flows: tuple[Flow[Any], ...], name: str) -> tuple[Limit, ...]:
+    """The ``Limit``s of the flow named *name* (none when it is unknown here)."""
+    found = next((f for f in flows if f.name == name), None)
+    if found is None:
+        try:
+            found = default_registry.get(name)
+        except FlowNotRegisteredError:
+            return ()
+    return found.limits
 
 
 def not_advanced(worker: Worker, flow_id: str, exc: Exception) -> bool:

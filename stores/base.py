@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from crux_gen.clock import Clock
 from crux_gen.errors import CruxError
+from crux_gen.limits import Gate
 from crux_gen.records import (
     Commit,
     CommitOutcome,
@@ -265,12 +266,28 @@ class Store(Protocol):
         ...
 
     def claim_due(
-        self, now: float, limit: int, owner: str, *, exclude: Collection[str] = ()
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        *,
+        exclude: Collection[str] = (),
+        gate: Gate | None = None,
     ) -> list[StoredFlow]:
         """Claim up to *limit* flows that are due at *now* (as ``due``: higher
-        priority first, then the earliest due, leaving out the ids in *exclude*)
-        for *owner* in one transaction, then load them as ``claim`` does (history
-        and pending signals) in one read.
+        priority first, then round-robin across the ``fair_key`` values of a keyed
+        limit, then the earliest due, leaving out the ids in *exclude*) for *owner*
+        in one transaction, then load them as ``claim`` does (history and pending
+        signals) in one read.
+
+        *gate* gives the ``SlotAsk``s of a flow's limits (by its name and stored
+        input): each flow takes them in the same transaction (a slot of a
+        concurrency limit, counted while its lease is live; a GCRA turn of a rate)
+        before its lease, else it is not claimed and is marked ``blocked_by`` the
+        limit (with ``blocked_until`` its turn for a rate) and leaves the due scan
+        until a slot frees or its turn comes. A commit that parks or ends a flow,
+        and its cancel, give its slots back and make the next flow blocked by each
+        due (highest priority, then the longest blocked), in that transaction.
 
         Each flow gets its own lease with the *owner* token; a flow another worker
         claimed or advanced since the due query is left out, never an error.

@@ -15,6 +15,9 @@ def limit_ddl(real: str) -> tuple[str, ...]:
         "CREATE TABLE limit_slots (name TEXT NOT NULL, key TEXT NOT NULL, flow_id TEXT NOT NULL, "
         "PRIMARY KEY (name, key, flow_id))",
         "CREATE INDEX limit_slots_by_flow ON limit_slots (flow_id)",
+        # Round-robin across the keys of a keyed limit: when each key was last served.
+        "CREATE TABLE fair_turns (fair_key TEXT PRIMARY KEY, served INTEGER NOT NULL)",
+        "CREATE INDEX fair_turns_served ON fair_turns (served)",
         # The flows a slot's release unblocks, and those a rate holds back.
         "CREATE INDEX flows_limit_blocked ON flows (blocked_by, priority, updated_at) "
         "WHERE blocked_by IS NOT NULL AND blocked_until IS NULL",

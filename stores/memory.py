@@ -22,7 +22,7 @@ from crux_gen.errors import (
     FlowNameConflictError,
     LeaseLostError,
 )
-from crux_gen.limits import Gate
+from crux_gen.limits import ROUNDS, Blocked, Gate
 from crux_gen.records import (
     PENDING,
     UNUSED,
@@ -174,18 +174,24 @@ class MemoryStore(MemoryLimits):
         exclude: Collection[str] = (),
         gate: Gate | None = None,
     ) -> list[StoredFlow]:
-        skip = frozenset(exclude)
+        skip = set(exclude)
         claimed: list[StoredFlow] = []
         with self._lock:
-            for flow_id in self._due(now, None):
-                if len(claimed) >= limit:
+            for _ in range(ROUNDS):  # as SqlLimits.claim_due: again when a limit blocked one
+                due = [i for i in self._due(now, None) if i not in skip][: limit - len(claimed)]
+                skip.update(due)
+                blocked = False
+                for flow_id in due:
+                    try:
+                        claimed.append(
+                            self._claim(flow_id, owner, now, only_if_due=True, gate=gate)
+                        )
+                    except Blocked:
+                        blocked = True
+                    except (FlowBusyError, FlowClosedError):
+                        continue
+                if not due or not blocked or len(claimed) >= limit:
                     break
-                if flow_id in skip:
-                    continue
-                try:
-                    claimed.append(self._claim(flow_id, owner, now, only_if_due=True, gate=gate))
-                except (FlowBusyError, FlowClosedError):
-                    continue
         return claimed
 
     def _commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:

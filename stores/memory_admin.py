@@ -43,20 +43,21 @@ from .rules import (
     retry_status,
 )
 
-
 UNFINISHED = (Status.PENDING, Status.RUNNING, Status.SUSPENDED)
 
 
-def take_turns(found: list[tuple[int, float, str, str]]) -> list[tuple[int, int, float, str]]:
+def take_turns(
+    found: list[tuple[int, float, str, str]], served: dict[str, int]
+) -> list[tuple[int, int, int, float, str]]:
     """Due flows ``(-priority, due, id, fairness key)`` in the order a worker takes
     them (``sql_statements.DUE_ORDER``): higher priority first, then round-robin
-    across fairness keys (each key's first flow, then each key's second, …), then
-    the earliest due."""
+    across fairness keys (each key's first flow, then each key's second, …; among
+    keys the one *served* longest ago first), then the earliest due."""
     turns: dict[tuple[int, str], int] = {}
-    ordered: list[tuple[int, int, float, str]] = []
+    ordered: list[tuple[int, int, int, float, str]] = []
     for rank, due, flow_id, fair in sorted(found, key=lambda f: (f[0], f[1], f[2])):
         turn = turns[rank, fair] = turns.get((rank, fair), 0) + 1
-        ordered.append((rank, turn, due, flow_id))
+        ordered.append((rank, turn, served.get(fair, 0), due, flow_id))
     ordered.sort()
     return ordered
 
@@ -75,6 +76,8 @@ class MemoryTables:
         #: Earlier runs' histories (``continue_as_new``): flow id -> run -> records.
         self._past: dict[str, dict[int, list[StoredRecord]]] = {}
         self._next_signal = 1
+        #: fairness key -> when it was last served (a counter; ``fair_turns``).
+        self._served: dict[str, int] = {}
 
     def _snapshot(
         self, flow_id: str, *, history: bool = True, children: bool = False
@@ -129,7 +132,7 @@ class MemoryTables:
                 timer = row["wake_at"]
                 key = timer if timer is not None and timer <= now else row["updated_at"]
                 found.append((rank, key, row["id"], fair))
-        return [flow_id for *_, flow_id in take_turns(found)[:limit]]
+        return [flow_id for *_, flow_id in take_turns(found, self._served)[:limit]]
 
     def _due_now(self, row: dict[str, Any], now: float) -> bool:
         """Whether an unfinished, unheld flow is due: ``_due``'s rule for one flow."""

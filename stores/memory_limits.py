@@ -8,8 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from crux_gen.clock import Clock
-from crux_gen.errors import FlowBusyError
-from crux_gen.limits import Gate, SlotAsk, fair_key, label
+from crux_gen.limits import Blocked, Gate, SlotAsk, fair_key, label
 from crux_gen.status import Status
 
 from .memory_start import MemoryStart
@@ -38,7 +37,7 @@ class MemoryLimits(MemoryStart):
             if blocked is not None:
                 row["blocked_by"], row["blocked_until"] = blocked
                 row["fair_key"] = row["fair_key"] or fair_key(asks)
-                raise FlowBusyError(row["id"])
+                raise Blocked(row["id"])
         for ask in asks:
             at = (ask.name, ask.key)
             if ask.interval is not None:
@@ -46,6 +45,9 @@ class MemoryLimits(MemoryStart):
             if ask.concurrency is not None:
                 self._slots.setdefault(at, set()).add(row["id"])
         row["blocked_by"] = row["blocked_until"] = None
+        served = row["fair_key"] or fair_key(asks)
+        if served is not None:  # its key goes to the back of the round
+            self._served[served] = max(self._served.values(), default=0) + 1
 
     def _blocked(self, flow_id: str, ask: SlotAsk, now: float) -> tuple[str, float | None] | None:
         at = (ask.name, ask.key)
@@ -75,7 +77,9 @@ class MemoryLimits(MemoryStart):
             blocked = [
                 r
                 for r in self._flows.values()
-                if r["blocked_by"] == text and r["blocked_until"] is None and r["status"] in UNFINISHED
+                if r["blocked_by"] == text
+                and r["blocked_until"] is None
+                and r["status"] in UNFINISHED
             ]
             if blocked:
                 first = min(blocked, key=lambda r: (-r["priority"], r["updated_at"], r["id"]))

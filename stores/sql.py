@@ -12,7 +12,7 @@ that wraps ``store._run`` sees every statement.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
@@ -221,37 +221,6 @@ class SqlStore(Generic[C]):
                 raise FlowNotFoundError(flow_id)
             row = self._claim(conn, tuple(found), owner, now, only_if_due=only_if_due)
         return self._claimed([row])[0]
-
-    def claim_due(
-        self,
-        now: float,
-        limit: int,
-        owner: str,
-        *,
-        exclude: Collection[str] = (),
-        gate: Gate | None = None,
-    ) -> list[StoredFlow]:
-        sql, as_list = self._sql, self._sql.dialect.as_list
-        params = {"now": now, "limit": int(limit), "exclude": as_list(list(exclude))}
-        rows: list[tuple[Any, ...]] = []
-        with self._lease_write() as conn:
-            found = self._run(conn, sql.DUE_EXCLUDING, params).fetchall()
-            ids = list(dict.fromkeys(row[0] for row in found))  # unique, oldest first
-            if not ids:
-                return []
-            # Rows another worker is claiming right now are skipped, not waited for.
-            locked = {
-                row[0]: tuple(row)
-                for row in self._run(conn, sql.ROWS_SKIP_LOCKED, (as_list(ids),)).fetchall()
-            }
-            for flow_id in ids:
-                if flow_id not in locked:
-                    continue
-                try:
-                    rows.append(self._claim(conn, locked[flow_id], owner, now, gate=gate))
-                except (FlowBusyError, FlowClosedError):
-                    continue
-        return self._claimed(rows)
 
     def _claimed(self, rows: list[tuple[Any, ...]]) -> list[StoredFlow]:
         # Read after the claim's write transaction, so a long history never holds

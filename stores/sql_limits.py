@@ -22,11 +22,11 @@ branch takes it then (a wake time, not polling).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from crux_gen.errors import FlowBusyError
-from crux_gen.limits import Gate, SlotAsk, fair_key, label
+from crux_gen.errors import FlowBusyError, FlowClosedError
+from crux_gen.limits import ROUNDS, Blocked, Gate, SlotAsk, fair_key, label
 from crux_gen.records import StoredFlow
 
 from .sql import C
@@ -64,6 +64,12 @@ class LimitStatements:
             f"WHERE blocked_by = {m} AND blocked_until IS NULL AND status IN {UNFINISHED} "
             "ORDER BY priority DESC, updated_at, id LIMIT 1) RETURNING id"
         )
+        self.SERVED = d.upsert(
+            "fair_turns",
+            "fair_key, served",
+            "fair_key",
+            f"SELECT {m}, COALESCE(max(served), 0) + 1 FROM fair_turns",
+        )
         self.CLEAR = f"UPDATE flows SET blocked_by = NULL, blocked_until = NULL WHERE id = {m}"
 
 
@@ -74,6 +80,45 @@ def statements(d: Dialect) -> LimitStatements:
 
 class SqlLimits(SqlCancel[C]):
     """``SqlCancel`` with the slots and rates of limits."""
+
+    def claim_due(
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        *,
+        exclude: Collection[str] = (),
+        gate: Gate | None = None,
+    ) -> list[StoredFlow]:
+        sql, as_list = self._sql, self._sql.dialect.as_list
+        rows: list[tuple[Any, ...]] = []
+        tried = list(exclude)
+        with self._lease_write() as conn:
+            for _ in range(ROUNDS):  # again only when a limit blocked one
+                params = {"now": now, "limit": int(limit) - len(rows), "exclude": as_list(tried)}
+                found = self._run(conn, sql.DUE_EXCLUDING, params).fetchall()
+                ids = list(dict.fromkeys(row[0] for row in found))  # unique, in order
+                if not ids:
+                    break
+                tried += ids
+                # Rows another worker is claiming right now are skipped, not waited for.
+                locked = {
+                    row[0]: tuple(row)
+                    for row in self._run(conn, sql.ROWS_SKIP_LOCKED, (as_list(ids),)).fetchall()
+                }
+                blocked = False
+                for flow_id in ids:
+                    if flow_id not in locked:
+                        continue
+                    try:
+                        rows.append(self._claim(conn, locked[flow_id], owner, now, gate=gate))
+                    except Blocked:
+                        blocked = True
+                    except (FlowBusyError, FlowClosedError):
+                        continue
+                if not blocked or len(rows) >= limit:
+                    break
+        return self._claimed(rows)
 
     def _gate(self, conn: C, flow: StoredFlow, gate: Gate | None, now: float) -> None:
         """Take *flow*'s slots and rate turns (*gate*'s asks for it) before its
@@ -91,7 +136,7 @@ class SqlLimits(SqlCancel[C]):
             blocked = self._blocked(conn, flow.id, ask, tats[ask.name, ask.key], now)
             if blocked is not None:
                 self._run(conn, sql.BLOCK, (*blocked, fair_key(asks), flow.id))
-                raise FlowBusyError(flow.id)
+                raise Blocked(flow.id)
         for ask in asks:
             if ask.interval is not None:
                 tat = max(tats[ask.name, ask.key], now) + ask.interval
@@ -100,6 +145,9 @@ class SqlLimits(SqlCancel[C]):
                 self._run(conn, sql.TAKE, (ask.name, ask.key, flow.id))
         if flow.blocked_by is not None or flow.blocked_until is not None:
             self._run(conn, sql.CLEAR, (flow.id,))
+        served = flow.fair_key or fair_key(asks)
+        if served is not None:  # its key goes to the back of the round
+            self._run(conn, sql.SERVED, (served,))
 
     def _blocked(
         self, conn: C, flow_id: str, ask: SlotAsk, tat: float, now: float

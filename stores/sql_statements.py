@@ -170,12 +170,16 @@ SELECT id, priority, blocked_until AS t, fair_key FROM flows{d.hint.format("flow
 
 #: The order a worker takes due flows in: higher priority first, then round-robin
 #: across the key values of a keyed limit (``fair_key``: the first due flow of each
-#: key, then the second of each, …), then the earliest due.
-DUE_ORDER = "ORDER BY priority DESC, turn, t, id"
-#: ``DUE_FLOWS`` with each flow's turn among the due flows of its priority and key.
+#: key, then the second of each, …; among keys, the one served longest ago
+#: first), then the earliest due.
+DUE_ORDER = "ORDER BY priority DESC, turn, served, t, id"
+#: ``DUE_FLOWS`` with each flow's turn among the due flows of its priority and key,
+#: and when its key was last served (``fair_turns``; 0: never).
 TURNS = (
-    "SELECT id, priority, t, ROW_NUMBER() OVER "
-    "(PARTITION BY priority, COALESCE(fair_key, id) ORDER BY t, id) AS turn FROM ({}) due"
+    "SELECT due.id, due.priority, due.t, ROW_NUMBER() OVER (PARTITION BY due.priority, "
+    "COALESCE(due.fair_key, due.id) ORDER BY due.t, due.id) AS turn, "
+    "COALESCE(ft.served, 0) AS served "
+    "FROM ({}) due LEFT JOIN fair_turns ft ON ft.fair_key = due.fair_key"
 )
 
 

@@ -1,0 +1,214 @@
+"""Global limits (``Limit``, ``Rate``): slots and rates in the store, taken at the
+claim and given back when the flow parks or ends; blocked flows show
+``blocked_by`` and come back when a slot frees or their rate turn comes; due
+flows of a keyed limit are taken round-robin across keys. Every test that
+touches a store runs on every store (``store`` fixture), on the store's fake
+clock, in process; tests/test_limits_procs.py has the cross-process ones."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from crux_gen import (
+    InvalidTypeError,
+    InvalidValueError,
+    Limit,
+    Rate,
+    Sleep,
+    Step,
+    Suspend,
+    flow,
+    get_flow,
+    signal_flow,
+)
+from crux_gen.limits import make_gate
+from crux_gen.records import Write
+from crux_gen.worker import Worker
+
+RAN: list[str] = []
+ONE = Limit("lim-one", concurrency=1)
+TWO = Limit("lim-two", concurrency=2)
+HOURLY = Limit("lim-hourly", rate=Rate(2, per="1h"))
+PER_CUSTOMER = Limit("lim-customer", concurrency=1, key=lambda input: input["customer"])
+
+
+@flow("lim-sleeper", limits=[ONE])
+def sleeper(ctx: Any) -> Any:
+    yield Step("before", lambda: RAN.append(f"before {ctx.input['n']}"))
+    yield Sleep("nap", "1h")
+    yield Step("after", lambda: RAN.append(f"after {ctx.input['n']}"))
+    return ctx.input["n"]
+
+
+@flow("lim-waiter", limits=[TWO])
+def waiter(ctx: Any) -> Any:
+    return (yield Suspend("go"))
+
+
+@flow("lim-rated", limits=[HOURLY])
+def rated(ctx: Any) -> Any:
+    return (yield Step("work", lambda: RAN.append(ctx.input["n"]) or ctx.input["n"]))
+
+
+@flow("lim-fair", limits=[PER_CUSTOMER])
+def fair(ctx: Any) -> Any:
+    tag = f"{ctx.input['customer']}{ctx.input['n']}"
+    return (yield Step("work", lambda: RAN.append(tag) or tag))
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    RAN.clear()
+
+
+def test_limit_and_rate_arguments_are_checked() -> None:
+    with pytest.raises(InvalidValueError, match="neither concurrency nor rate"):
+        Limit("lim-bad")
+    with pytest.raises(InvalidValueError, match="'5 per min'"):
+        Limit("lim-bad", rate="5 per min")
+    with pytest.raises(InvalidValueError, match="Limit concurrency 0"):
+        Limit("lim-bad", concurrency=0)
+    with pytest.raises(InvalidTypeError, match="Limit key"):
+        Limit("lim-bad", concurrency=1, key="customer")  # type: ignore[arg-type]
+    assert Limit("lim-r", rate="500/min").rate == Rate(500, per="1m")
+    assert Limit("lim-r2", rate="10/s").rate == Rate(10, per="1s")
+    assert Rate(500, per="1m").interval == pytest.approx(0.12)
+    assert Rate(500, per="1m", burst=5).size == 5
+
+
+def test_two_limits_of_one_name_with_other_settings_are_refused_at_registration() -> None:
+    with pytest.raises(ValueError, match="other settings"):
+
+        @flow("lim-clash", limits=[Limit("lim-one", concurrency=3)])
+        def clash(ctx: Any) -> Any:
+            yield Step("x", lambda: None)
+
+    @flow("lim-same", limits=[Limit("lim-one", concurrency=1)])  # the same settings: one budget
+    def same(ctx: Any) -> Any:
+        yield Step("x", lambda: None)
+
+    assert same.limits[0].name == "lim-one"
+
+
+def test_a_flow_that_waits_holds_no_slot(store: Any) -> None:
+    clock = store.clock
+    ids = [sleeper.start(input={"n": n}, store=store).flow_id for n in range(3)]
+    Worker(store, concurrency=4).run_once()
+    # concurrency=1, yet all three ran to their hour-long sleep: a sleeper holds nothing
+    assert sorted(RAN) == ["before 0", "before 1", "before 2"]
+    assert [get_flow(i, store=store).status for i in ids] == ["suspended"] * 3
+    assert [get_flow(i, store=store).blocked_by for i in ids] == [None] * 3
+    clock.advance(3600)
+    Worker(store, concurrency=4).run_once()
+    assert [get_flow(i, store=store).status for i in ids] == ["completed"] * 3
+
+
+def test_a_full_limit_blocks_the_next_flow_until_a_holder_parks(store: Any) -> None:
+    now = store.clock.time()
+    gate = make_gate(lambda name: waiter.limits)
+    ids = [waiter.start(input=n, store=store).flow_id for n in range(3)]
+    claimed = store.claim_due(now, 10, "w1", gate=gate)
+    assert len(claimed) == 2  # two slots; the third is not claimed
+    (left,) = set(ids) - {f.id for f in claimed}
+    info = get_flow(left, store=store)
+    assert (info.status, info.blocked_by) == ("pending", "limit lim-two")
+    assert store.due(now + 1, 10) == []  # blocked: out of the due scan, no busy polling
+    assert store.claim_due(now + 1, 10, "w2", gate=gate) == []
+    # One holder parks (a wait): its slot goes back and the blocked flow is due.
+    parked = Write(status="suspended", waiting_for="go", wait_kind="suspend")
+    store.commit(claimed[0].id, "w1", now + 2, parked)
+    assert get_flow(left, store=store).blocked_by is None
+    assert [f.id for f in store.claim_due(now + 3, 10, "w2", gate=gate)] == [left]
+    assert store.claim_due(now + 3, 10, "w3", gate=gate) == []  # two held again
+
+
+def test_a_crashed_holders_slot_comes_back_when_its_lease_expires(store: Any) -> None:
+    now = store.clock.time()
+    gate = make_gate(lambda name: waiter.limits)
+    ids = [waiter.start(input=n, store=store).flow_id for n in range(3)]
+    held = {f.id for f in store.claim_due(now, 10, "crashed", gate=gate)}
+    (left,) = set(ids) - held
+    assert store.claim_due(now + 1, 10, "w2", gate=gate) == []  # leases live: slots held
+    later = now + store.lease_ttl.total_seconds() + 1  # the crashed worker's leases lapsed
+    # Its flows are due again and take the two slots back (each counts only while
+    # its lease is live); the blocked one waits for a release, as before.
+    assert {f.id for f in store.claim_due(later, 10, "w2", gate=gate)} == held
+    parked = Write(status="suspended", waiting_for="go", wait_kind="suspend")
+    store.commit(sorted(held)[0], "w2", later + 1, parked)
+    assert [f.id for f in store.claim_due(later + 2, 10, "w3", gate=gate)] == [left]
+
+
+def test_a_cancelled_holder_gives_its_slot_back(store: Any) -> None:
+    from crux_gen import cancel_flow
+
+    now = store.clock.time()
+    gate = make_gate(lambda name: waiter.limits)
+    ids = [waiter.start(input=n, store=store).flow_id for n in range(3)]
+    held = [f.id for f in store.claim_due(now, 10, "w1", gate=gate)]
+    (left,) = set(ids) - set(held)
+    cancel_flow(held[0], "no longer needed", store=store)
+    assert [f.id for f in store.claim_due(store.clock.time(), 10, "w2", gate=gate)] == [left]
+
+
+def test_a_rate_lets_a_burst_through_then_one_per_interval(store: Any) -> None:
+    clock = store.clock
+    ids = [rated.start(input={"n": n}, store=store).flow_id for n in range(5)]
+    Worker(store).run_once()
+    assert len(RAN) == 2  # a burst of n=2 after an idle period
+    blocked = [
+        get_flow(i, store=store) for i in ids if get_flow(i, store=store).status == "pending"
+    ]
+    # the one tried since is blocked by the rate (the others were not tried yet)
+    assert "rate lim-hourly" in {b.blocked_by for b in blocked}
+    assert {b.blocked_by for b in blocked} <= {"rate lim-hourly", None}
+    Worker(store).run_once()
+    assert len(RAN) == 2  # nothing before its turn
+    for expected in (3, 4, 5):  # one every 30 minutes after the burst
+        clock.advance(1799)
+        Worker(store).run_once()
+        assert len(RAN) == expected - 1
+        clock.advance(1)
+        Worker(store).run_once()
+        assert len(RAN) == expected
+    # An hour of simulated time at most 2 + 2 starts: the rate held.
+    assert sorted(RAN) == [0, 1, 2, 3, 4]
+
+
+def test_due_flows_of_a_keyed_limit_are_taken_round_robin_across_keys(store: Any) -> None:
+    for n in range(20):
+        fair.start(input={"customer": "a", "n": n}, store=store)
+    for n in range(3):
+        fair.start(input={"customer": "b", "n": n}, store=store)
+    Worker(store).run_once()
+    assert len(RAN) == 23
+    # b's three are done within the first six, not after a's twenty
+    assert {"b0", "b1", "b2"} <= set(RAN[:6]), RAN
+
+
+def test_round_robin_in_one_claim_and_a_key_blocks_only_its_own(store: Any) -> None:
+    now = store.clock.time()
+    gate = make_gate(lambda name: fair.limits)
+    for customer, n in itertools.product("ab", range(3)):
+        fair.start(input={"customer": customer, "n": n}, store=store, flow_id=f"{customer}{n}")
+    claimed = [f.id for f in store.claim_due(now, 10, "w", gate=gate)]
+    assert sorted(claimed) == ["a0", "b0"]  # one slot per customer
+    assert get_flow("a1", store=store).blocked_by == "limit lim-customer key a"
+    assert get_flow("b2", store=store).blocked_by == "limit lim-customer key b"
+
+
+def test_a_signalled_flow_waiting_for_a_slot_is_blocked_not_polled(store: Any) -> None:
+    ids = [waiter.start(input=n, store=store).flow_id for n in range(3)]
+    Worker(store, concurrency=4).run_once()  # all three park on their Suspend
+    assert [get_flow(i, store=store).status for i in ids] == ["suspended"] * 3
+    now = store.clock.time()
+    gate = make_gate(lambda name: waiter.limits)
+    for i in ids:
+        signal_flow(i, "go", i, store=store)
+    first = [f.id for f in store.claim_due(now, 10, "w", gate=gate)]
+    assert len(first) == 2
+    (left,) = set(ids) - set(first)
+    assert get_flow(left, store=store).blocked_by == "limit lim-two"
+    assert store.due(now, 10) == []
