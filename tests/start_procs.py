@@ -35,6 +35,7 @@ FLOWS = {
 def main(where: str, kind: str, at: float, count: int, key: str) -> None:
     store = open_store(where, create=True, what="start_procs store")
     started = FLOWS[kind]
+    store.list_flows(limit=1)  # connected (and the schema checked) before the race
     while time.time() < at:
         time.sleep(0.001)
     ids = [
