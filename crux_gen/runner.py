@@ -20,6 +20,7 @@ from .handlers import INLINE_BACKOFF
 from .opening import StorePath, check_store, using
 from .records import StoredFlow, new_flow_id
 from .results import FlowResult
+from .starting import new_pending
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -103,10 +104,33 @@ def run_flow(
             if stored.lease_owner == owner:
                 _release(store, stored.id, owner)
             raise FlowNameConflictError(stored.id, stored.name, flow.name)
+    elif flow.exclusive is not None or flow.debounce is not None:
+        found = _controlled_start(flow, store, input, flow_id, owner, now)
+        if isinstance(found, FlowResult):
+            return found
+        stored = found
     else:
         encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
         stored = store.start(flow_id or new_flow_id(), flow.name, encoded, owner, now)
     return _drive_claimed(flow, store, stored, owner, concurrency=threads)
+
+
+def _controlled_start(
+    flow: Flow[Any], store: Store, input: Any, flow_id: str | None, owner: str, now: float
+) -> StoredFlow | FlowResult:
+    """``Flow.run`` of a flow with an ``Exclusive`` or a ``Debounce``: the start goes
+    through ``Store.enqueue`` (the rules race-free in the store), then the flow is
+    claimed to run here when it may start now: the new holder of its key, or the
+    flow of *flow_id* stored already (a resume). Otherwise the result of the flow
+    that stands for the start: a queued or debounced one (``"pending"``), or the
+    holder a ``"skip"`` found."""
+    new = new_pending(flow, input, flow_id, 0, flow.exclusive, flow.debounce)
+    found = store.enqueue(new, now)
+    mine = found.flow.id == new.flow_id
+    queued = flow.debounce is not None or found.flow.blocked_by is not None
+    if not mine or (found.created and queued):
+        return result_of(found.flow)
+    return store.claim(new.flow_id, owner, store.clock.time())
 
 
 def resume(

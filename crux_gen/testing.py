@@ -33,6 +33,7 @@ from .control import cancel_flow, get_flow, signal_flow
 from .durations import Duration
 from .errors import FlowNotFoundError, InvalidTypeError, InvalidValueError
 from .flow import Flow, FlowContext, check_flow_id
+from .handle import FlowHandle
 from .results import FlowInfo, FlowResult
 from .runner import new_flow_id
 from .status import Status
@@ -124,9 +125,38 @@ class FlowHarness:
     # -- driving -----------------------------------------------------------------
 
     def run(self) -> FlowResult:
-        """Start the flow (the first time) or resume it, until it suspends or finishes."""
+        """Start the flow (the first time) or resume it, until it suspends or finishes.
+
+        A flow with a ``Debounce`` is started ``"pending"``, due after its period
+        (as ``Flow.run`` does): ``run`` leaves it pending until the fake clock
+        reaches its due time (``advance``), then runs it."""
+        stored = self._stored()
+        if (
+            self.flow.debounce is not None
+            and stored is not None
+            and stored.status == Status.PENDING
+            and stored.wake_at is not None
+            and stored.wake_at > self.clock.now()
+        ):
+            self.result = FlowResult(stored.flow_id, stored.status, wake_at=stored.wake_at)
+            return self.result
         self.result = self._flow.run(input=self.input, store=self.store, flow_id=self.flow_id)
         return self.result
+
+    def start(self, input: Any = None, *, priority: int = 0) -> FlowHandle:
+        """Start the flow as ``Flow.start`` does, with *input* (its ``Exclusive`` and
+        ``Debounce`` apply): a debounced start while the flow is pending replaces its
+        input and moves its due time. The harness follows the flow the start
+        stands for (``flow_id``, ``input``); the next :meth:`run` runs it if due.
+        """
+        if self._stored() is None:
+            handle = self._flow.start(
+                input=input, store=self.store, flow_id=self.flow_id, priority=priority
+            )
+        else:
+            handle = self._flow.start(input=input, store=self.store, priority=priority)
+        self.flow_id, self.input = handle.flow_id, input
+        return handle
 
     def signal(self, name: str, payload: Any = None, *, key: str | None = None) -> bool:
         """Send signal *name* (as ``signal_flow``); the next :meth:`run` takes it.
@@ -231,7 +261,7 @@ class FlowHarness:
         def body(ctx: FlowContext) -> Generator[Command, Any, Any]:
             return self._body(flow, ctx)
 
-        return Flow(flow.name, body)
+        return Flow(flow.name, body, exclusive=flow.exclusive, debounce=flow.debounce)
 
     def _body(self, flow: Flow[Any], ctx: FlowContext) -> Generator[Command, Any, Any]:
         """The flow's own generator, with Step and WaitUntil functions swapped for
