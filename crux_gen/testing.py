@@ -31,9 +31,10 @@ from .commands import All, Child, Command, Step, WaitUntil
 from .commands import Any as AnyOf
 from .control import cancel_flow, get_flow, signal_flow
 from .durations import Duration
-from .errors import FlowNotFoundError, InvalidTypeError, InvalidValueError
+from .errors import FlowBusyError, FlowNotFoundError, InvalidTypeError, InvalidValueError
 from .flow import Flow, FlowContext, check_flow_id
 from .handle import FlowHandle
+from .limits import Blocked, make_gate
 from .results import FlowInfo, FlowResult
 from .runner import new_flow_id
 from .status import Status
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from crux_gen.stores.base import Store
 
 __all__ = ["FlowHarness"]
+
+#: The lease owner a harness takes a flow's limits under, before it runs it.
+HARNESS = "flow-harness"
 
 
 class FlowHarness:
@@ -140,8 +144,30 @@ class FlowHarness:
         ):
             self.result = FlowResult(stored.flow_id, stored.status, wake_at=stored.wake_at)
             return self.result
+        if self.flow.limits and not self._take_limits(stored):
+            info = self.info  # blocked: left as it is, info().blocked_by names the limit
+            self.result = FlowResult(info.flow_id, info.status, waiting_for=info.waiting_for)
+            return self.result
         self.result = self._flow.run(input=self.input, store=self.store, flow_id=self.flow_id)
         return self.result
+
+    def _take_limits(self, stored: FlowInfo | None) -> bool:
+        """Take the flow's ``Limit``s in the store as a worker's claim does (a slot,
+        a rate's turn); ``False`` when one blocks it. A flow not yet stored is
+        started ``"pending"`` first; one that is not due runs as ``run`` runs it."""
+        if stored is None:
+            self._flow.start(input=self.input, store=self.store, flow_id=self.flow_id)
+        elif stored.status.finished:
+            return True
+        gate = make_gate(lambda name: self.flow.limits)
+        try:
+            self.store.claim(self.flow_id, HARNESS, self.clock.time(), gate=gate)
+        except Blocked:
+            return False
+        except FlowBusyError:
+            return True  # not due: replayed as run replays it
+        self.store.release(self.flow_id, HARNESS)  # the slot stays: the run's lease holds it
+        return True
 
     def start(self, input: Any = None, *, priority: int = 0) -> FlowHandle:
         """Start the flow as ``Flow.start`` does, with *input* (its ``Exclusive`` and

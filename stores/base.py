@@ -163,7 +163,13 @@ class Store(Protocol):
         ...
 
     def claim(
-        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+        self,
+        flow_id: str,
+        owner: str,
+        now: float,
+        *,
+        only_if_due: bool = False,
+        gate: Gate | None = None,
     ) -> StoredFlow:
         """Take the lease and load the flow with its whole history and its pending
         signals (oldest first). Nothing but the lease changes: status and wait
@@ -178,6 +184,9 @@ class Store(Protocol):
         checking that the flow is still due (as ``due`` at *now*) and claiming it
         are one atomic step: a suspended flow that is not due raises
         ``FlowBusyError``, a finished one ``FlowClosedError``, and nothing changes.
+        With *gate* (implies *only_if_due*), the flow's limits are taken as
+        ``claim_due`` takes them; a flow they block is marked so and
+        ``crux_gen.limits.Blocked`` (a ``FlowBusyError``) raised.
         """
         ...
 

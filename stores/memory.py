@@ -70,11 +70,18 @@ class MemoryStore(MemoryLimits):
             return self._snapshot(flow_id)
 
     def claim(
-        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+        self,
+        flow_id: str,
+        owner: str,
+        now: float,
+        *,
+        only_if_due: bool = False,
+        gate: Gate | None = None,
     ) -> StoredFlow:
         with self._lock:
             self._row(flow_id)
-            return self._claim(flow_id, owner, now, only_if_due=only_if_due)
+            due = only_if_due or gate is not None
+            return self._claim(flow_id, owner, now, only_if_due=due, gate=gate)
 
     def _claim(
         self,

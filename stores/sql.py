@@ -27,7 +27,7 @@ from crux_gen.errors import (
     LeaseLostError,
 )
 from crux_gen.gcpause import paused_gc
-from crux_gen.limits import Gate
+from crux_gen.limits import Blocked, Gate
 from crux_gen.records import (
     Commit,
     CommitOutcome,
@@ -209,9 +209,15 @@ class SqlStore(Generic[C]):
         return self._claimed([row])[0]
 
     def claim(
-        self, flow_id: str, owner: str, now: float, *, only_if_due: bool = False
+        self,
+        flow_id: str,
+        owner: str,
+        now: float,
+        *,
+        only_if_due: bool = False,
+        gate: Gate | None = None,
     ) -> StoredFlow:
-        sql = self._sql
+        sql, blocked = self._sql, None
         with self._lease_write() as conn:
             query = sql.ROW_SKIP_LOCKED if only_if_due else sql.ROW_LOCKED
             found = self._run(conn, query, (flow_id,)).fetchone()
@@ -219,7 +225,14 @@ class SqlStore(Generic[C]):
                 if only_if_due and self._run(conn, sql.EXISTS, (flow_id,)).fetchone():
                     raise FlowBusyError(flow_id)  # another worker is claiming it right now
                 raise FlowNotFoundError(flow_id)
-            row = self._claim(conn, tuple(found), owner, now, only_if_due=only_if_due)
+            try:
+                row = self._claim(
+                    conn, tuple(found), owner, now, only_if_due=only_if_due, gate=gate
+                )
+            except Blocked as exc:
+                blocked = exc  # raised once the mark that it is blocked is committed
+        if gate is not None and blocked is not None:
+            raise blocked
         return self._claimed([row])[0]
 
     def _claimed(self, rows: list[tuple[Any, ...]]) -> list[StoredFlow]:

@@ -212,3 +212,26 @@ def test_a_signalled_flow_waiting_for_a_slot_is_blocked_not_polled(store: Any) -
     (left,) = set(ids) - set(first)
     assert get_flow(left, store=store).blocked_by == "limit lim-two"
     assert store.due(now, 10) == []
+
+
+def test_the_harness_honours_a_flows_limits(store: Any) -> None:
+    from crux_gen.testing import FlowHarness
+
+    first = FlowHarness(rated, input={"n": 1}, store=store)
+    second = FlowHarness(rated, input={"n": 2}, store=store)
+    third = FlowHarness(rated, input={"n": 3}, store=store)
+    assert first.run().status == "completed" and second.run().status == "completed"
+    assert third.run().status == "pending"  # a burst of 2 an hour: its turn has not come
+    assert third.info.blocked_by == "rate lim-hourly" and third.steps_called == []
+    third.advance("30m")
+    assert third.run().status == "completed" and third.steps_called == ["work"]
+
+
+def test_the_harness_takes_a_slot_only_while_its_flow_runs(store: Any) -> None:
+    from crux_gen.testing import FlowHarness
+
+    harnesses = [FlowHarness(sleeper, input={"n": n}, store=store) for n in range(3)]
+    for h in harnesses:  # each runs to its sleep and lets go of the one slot
+        assert h.run().status == "suspended"
+    harnesses[0].advance("1h")
+    assert [h.run().status for h in harnesses] == ["completed"] * 3
