@@ -44,6 +44,7 @@ from crux_gen.records import (
     UNUSED,
     WAITING,
     LeaseCheck,
+    NewPending,
     SignalUpdate,
     StoredFlow,
     StoredRecord,
@@ -2096,3 +2097,73 @@ def test_a_flow_put_under_the_id_of_a_deleted_one_never_reads_its_segment(
     )  # fmt: skip
     store.put_flow(put)
     assert claimed_records(store, "f1", t) == lean(put.records)
+
+
+# -- global limits (Limit): slots and rates in the store ---------------------------
+
+
+def limited(store: Store, gate_limits: tuple[Any, ...], *names: str, t: float = 1.0) -> Any:
+    """Pending flows *names* (due at *t*) and a gate giving each *gate_limits*."""
+    from crux_gen.limits import fair_key, make_gate
+
+    gate = make_gate(lambda _: gate_limits)
+    for name in names:
+        fair = fair_key(gate("demo", json.dumps(name)))
+        store.enqueue(NewPending(name, "demo", json.dumps(name), fair_key=fair), t)
+    return gate
+
+
+def test_a_concurrency_limit_is_held_from_the_claim_until_the_flow_parks(store: Store) -> None:
+    from crux_gen.limits import Limit
+
+    gate = limited(store, (Limit("c-two", concurrency=2),), "f1", "f2", "f3")
+    assert [f.id for f in store.claim_due(2.0, 10, "w1", gate=gate)] == ["f1", "f2"]
+    flow = store.load("f3")
+    assert (flow.status, flow.blocked_by, flow.blocked_until) == ("pending", "limit c-two", None)
+    assert store.due(3.0, 10) == []
+    store.commit("f1", "w1", 4.0, Write(status="suspended", waiting_for="go", wait_kind="suspend"))
+    assert store.load("f3").blocked_by is None  # the park gave the slot to the next blocked
+    assert [f.id for f in store.claim_due(5.0, 10, "w2", gate=gate)] == ["f3"]
+    store.commit("f2", "w1", 6.0, END["completed"])  # an end gives its slot back too
+    store.commit("f3", "w2", 6.0, END["completed"])
+    assert [f.id for f in store.claim_due(7.0, 10, "w2", gate=gate)] == []  # f1 not due
+
+
+def test_a_slot_counts_only_while_its_holders_lease_is_live(store: Store) -> None:
+    from crux_gen.limits import Limit
+
+    gate = limited(store, (Limit("c-one", concurrency=1),), "f1", "f2")
+    assert [f.id for f in store.claim_due(2.0, 10, "w1", gate=gate)] == ["f1"]
+    store.enqueue(NewPending("f3", "demo", '"f3"'), 2.5)
+    late = 2.0 + store.lease_ttl.total_seconds() + 1  # w1 died: its lease lapsed
+    taken = [f.id for f in store.claim_due(late, 10, "w2", gate=gate)]
+    assert taken == ["f3"]  # the lapsed lease's slot is free again; f1, due after it, waits
+    assert store.load("f1").blocked_by == store.load("f2").blocked_by == "limit c-one"
+
+
+def test_a_rate_is_a_gcra_budget_in_the_store(store: Store) -> None:
+    from crux_gen.limits import Limit, Rate
+
+    gate = limited(store, (Limit("c-rate", rate=Rate(2, per="10s")),), "f1", "f2", "f3", "f4")
+    assert [f.id for f in store.claim_due(1.0, 10, "w", gate=gate)] == ["f1", "f2"]  # a burst
+    assert store.load("f3").blocked_by == "rate c-rate"
+    assert store.load("f3").blocked_until == pytest.approx(6.0)  # its turn: 5 s later
+    assert store.due(5.9, 10) == []
+    assert [f.id for f in store.claim_due(6.0, 10, "w", gate=gate)] == ["f3"]
+    assert store.load("f3").blocked_by is None
+    assert store.claim_due(6.0, 10, "w", gate=gate) == []
+    assert [f.id for f in store.claim_due(11.0, 10, "w", gate=gate)] == ["f4"]
+
+
+def test_due_flows_of_a_keyed_limit_are_claimed_round_robin(store: Store) -> None:
+    from crux_gen.limits import Limit
+
+    limit = Limit("c-key", concurrency=10, key=lambda input: input[0])
+    gate = limited(store, (limit,), "a1", "a2", "a3", "a4", "b1", "b2")
+    claimed = [f.id for f in store.claim_due(2.0, 4, "w", gate=gate)]
+    assert claimed == ["a1", "b1", "a2", "b2"]  # each key's first, then each key's second
+    for flow_id in claimed:
+        store.commit(flow_id, "w", 3.0, END["completed"])
+    store.enqueue(NewPending("b3", "demo", '"b3"', fair_key='["c-key", "b"]'), 3.0)
+    # b was served last: a's next comes first, then b's
+    assert [f.id for f in store.claim_due(4.0, 2, "w", gate=gate)] == ["a3", "b3"]
