@@ -2134,10 +2134,10 @@ def test_a_slot_counts_only_while_its_holders_lease_is_live(store: Store) -> Non
 
     gate = limited(store, (Limit("c-one", concurrency=1),), "f1", "f2")
     assert [f.id for f in store.claim_due(2.0, 10, "w1", gate=gate)] == ["f1"]
-    store.enqueue(NewPending("f3", "demo", '"f3"'), 2.5)
+    store.enqueue(NewPending("f3", "demo", '"f3"', priority=1), 2.5)  # taken before f1
     late = 2.0 + store.lease_ttl.total_seconds() + 1  # w1 died: its lease lapsed
     taken = [f.id for f in store.claim_due(late, 10, "w2", gate=gate)]
-    assert taken == ["f3"]  # the lapsed lease's slot is free again; f1, due after it, waits
+    assert taken == ["f3"]  # the lapsed lease's slot is free again; f1 waits
     assert store.load("f1").blocked_by == store.load("f2").blocked_by == "limit c-one"
 
 
