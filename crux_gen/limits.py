@@ -21,6 +21,7 @@ import attrs
 from . import codec
 from .durations import Duration, to_duration
 from .errors import FlowBusyError, InvalidTypeError, InvalidValueError
+from .records import StoredFlow
 
 __all__ = ["Gate", "Limit", "Rate", "SlotAsk", "asks_for", "check_limits", "fair_key", "label"]
 
@@ -157,6 +158,14 @@ def label(name: str, key: str, *, rate: bool = False) -> str:
     """What ``blocked_by`` shows for a flow waiting for limit *name* (and *key*)."""
     text = f"{'rate' if rate else 'limit'} {name}"
     return f"{text} key {key}" if key else text
+
+
+def unblocked(flow: StoredFlow) -> StoredFlow:
+    """*flow* without a limit's block (``crux-gen migrate``: the target holds no
+    slot, so a blocked flow arrives due); any other block is kept."""
+    if flow.blocked_by is None or not flow.blocked_by.startswith(("limit ", "rate ")):
+        return flow
+    return attrs.evolve(flow, blocked_by=None, blocked_until=None)
 
 
 #: name -> the first Limit registered under it (``check_limits``).

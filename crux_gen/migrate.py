@@ -17,6 +17,11 @@ the target's workers; the source is left as it was.
 - A flow already in the target with the same checksum is skipped, so running it
   again after an interruption finishes the job; one with other content is an
   error naming it (after every other flow was copied), never overwritten.
+- Limits (``Limit``) start afresh on the target: no slot is copied (it refuses
+  to start while a lease is live, and a slot counts only under a live lease),
+  nor a rate's state (the target's budget starts full: at most one burst more);
+  a flow a limit blocked arrives due (``blocked_by`` cleared), its limit taken
+  again by the target's workers.
 - The source is read in pages of *batch* flows through ``list_flows`` (keyset on
   ``updated_at``, every flow once even when many share one ``updated_at``), one
   flow's history at a time: memory stays flat however many flows there are.
@@ -35,6 +40,7 @@ import attrs
 
 from .clock import when
 from .errors import CruxError, FlowNotFoundError, InvalidTypeError, InvalidValueError
+from .limits import unblocked
 from .records import StoredFlow
 from .status import Status
 from .stores.base import Store, StoreAdmin
@@ -271,6 +277,7 @@ def _count_unleased(source: MigrationStore, batch: int) -> int:
 def _copy(flow: StoredFlow, target: MigrationStore, tally: _Tally) -> None:
     """Put *flow* into *target* and read it back, or find it there already (the
     same: skipped; other content: a conflict, left as it is)."""
+    flow = unblocked(flow)
     want = checksum(flow)
     try:
         there = target.load(flow.id)

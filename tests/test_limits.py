@@ -235,3 +235,22 @@ def test_the_harness_takes_a_slot_only_while_its_flow_runs(store: Any) -> None:
         assert h.run().status == "suspended"
     harnesses[0].advance("1h")
     assert [h.run().status for h in harnesses] == ["completed"] * 3
+
+
+def test_migrate_copies_a_blocked_flow_due_and_no_slot(tmp_path: Any) -> None:
+    from crux_gen import FakeClock, SQLiteStore
+    from crux_gen.migrate import migrate
+    from crux_gen.stores.memory import MemoryStore
+
+    clock = FakeClock()
+    source = MemoryStore(clock=clock)
+    gate = make_gate(lambda name: waiter.limits)
+    ids = [waiter.start(input=n, store=source).flow_id for n in range(3)]
+    held = [f.id for f in source.claim_due(clock.time(), 10, "w", gate=gate)]
+    (blocked,) = set(ids) - set(held)
+    assert source.load(blocked).blocked_by == "limit lim-two"
+    clock.advance(60)  # the workers stopped: their leases lapsed
+    target = SQLiteStore(tmp_path / "to.db", clock=clock)
+    assert migrate(source, target).flows == 3
+    assert target.load(blocked).blocked_by is None  # no slot there: it arrives due
+    assert len(target.claim_due(clock.time(), 10, "w3", gate=gate)) == 2  # two slots

@@ -148,12 +148,14 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
 
 
 def back_to_version_2(pg_server: pg.Server, schema: str) -> None:
-    """Undo versions 5 (flow control), 4 and 3 (composition) in *schema*, keeping its
-    flows."""
+    """Undo versions 7 (limits), 5 (flow control), 4 and 3 (composition) in *schema*,
+    keeping its flows."""
+    for table in ("limit_state", "limit_slots", "fair_turns"):
+        pg_server.execute(f'DROP TABLE "{schema}".{table}')
     pg_server.execute(
         f'ALTER TABLE "{schema}".flows DROP COLUMN priority, DROP COLUMN blocked_by, '
         "DROP COLUMN exclusive_key, DROP COLUMN holds, DROP COLUMN debounce_key, "
-        "DROP COLUMN debounce_cap"
+        "DROP COLUMN debounce_cap, DROP COLUMN blocked_until, DROP COLUMN fair_key"
     )
     pg_server.execute(f'DROP FUNCTION "{schema}".any_wait_has')
     pg_server.execute(f'DROP TABLE "{schema}".past_records')
@@ -192,7 +194,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "segments" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(5,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(7,)]
     claimed = store.claim("f1", "me", t)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (r.position, r.name, r.result) for r in done
@@ -224,7 +226,7 @@ def test_a_version_2_schema_is_migrated_and_its_flows_become_run_1_without_a_par
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "past_records" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(5,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(7,)]
     flow = store.load("f1")
     assert flow == before
     assert (flow.parent_id, flow.run, flow.custom_status, flow.children) == (None, 1, None, ())
