@@ -154,6 +154,30 @@ class SlotAsk:
     burst: int
 
 
+@attrs.frozen
+class LimitUsage:
+    """One limit (and key) in use: ``crux-gen limits``. *label* as ``blocked_by``
+    shows it; *held*: slots held now (under live leases); *blocked*: unfinished
+    flows blocked by it."""
+
+    label: str
+    held: int
+    blocked: int
+
+
+def usage(
+    held: Iterable[tuple[str, str, int]], blocked: Iterable[tuple[str, int]]
+) -> list[LimitUsage]:
+    """``LimitUsage`` rows from slots held per (name, key) and blocked flows per
+    ``blocked_by``, sorted by label."""
+    found: dict[str, list[int]] = {}
+    for name, key, count in held:
+        found.setdefault(label(name, key), [0, 0])[0] += count
+    for text, count in blocked:
+        found.setdefault(text, [0, 0])[1] += count
+    return [LimitUsage(text, *counts) for text, counts in sorted(found.items())]
+
+
 def label(name: str, key: str, *, rate: bool = False) -> str:
     """What ``blocked_by`` shows for a flow waiting for limit *name* (and *key*)."""
     text = f"{'rate' if rate else 'limit'} {name}"

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from crux_gen.clock import Clock
-from crux_gen.limits import Blocked, Gate, SlotAsk, fair_key, label
+from crux_gen.limits import Blocked, Gate, LimitUsage, SlotAsk, fair_key, label, usage
 from crux_gen.status import Status
 
 from .memory_start import MemoryStart
@@ -25,6 +25,22 @@ class MemoryLimits(MemoryStart):
         self._slots: dict[tuple[str, str], set[str]] = {}
         #: (limit name, key) -> the GCRA's theoretical arrival time.
         self._tats: dict[tuple[str, str], float] = {}
+
+    def limit_usage(self, now: float) -> list[LimitUsage]:
+        """Every limit (and key) with a slot held or a flow blocked, at *now*."""
+        with self._lock:
+            held = []
+            for (name, key), holders in self._slots.items():
+                rows = [self._flows.get(h) for h in holders]
+                live = [r for r in rows if r and r["lease_owner"] and r["lease_expires"] > now]
+                if live:
+                    held.append((name, key, len(live)))
+            blocked: dict[str, int] = {}
+            for r in self._flows.values():
+                text = r["blocked_by"]
+                if text and text.startswith(("limit ", "rate ")) and r["status"] in UNFINISHED:
+                    blocked[text] = blocked.get(text, 0) + 1
+            return usage(held, blocked.items())
 
     def _gate(self, row: dict[str, Any], gate: Gate | None, now: float) -> None:
         """Take *row*'s slots and rate turns before its claim, else mark it

@@ -26,7 +26,16 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from crux_gen.errors import FlowBusyError, FlowClosedError
-from crux_gen.limits import ROUNDS, Blocked, Gate, SlotAsk, fair_key, label
+from crux_gen.limits import (
+    ROUNDS,
+    Blocked,
+    Gate,
+    LimitUsage,
+    SlotAsk,
+    fair_key,
+    label,
+    usage,
+)
 from crux_gen.records import StoredFlow
 
 from .sql import C
@@ -69,6 +78,15 @@ class LimitStatements:
             "fair_key, served",
             "fair_key",
             f"SELECT {m}, COALESCE(max(served), 0) + 1 FROM fair_turns",
+        )
+        self.HELD_ALL = (
+            "SELECT s.name, s.key, count(*) FROM limit_slots s JOIN flows f ON f.id = s.flow_id "
+            f"WHERE f.lease_owner IS NOT NULL AND f.lease_expires > {m} GROUP BY s.name, s.key"
+        )
+        self.BLOCKED_ALL = (
+            "SELECT blocked_by, count(*) FROM flows WHERE blocked_by IS NOT NULL "
+            "AND (substr(blocked_by, 1, 6) = 'limit ' OR substr(blocked_by, 1, 5) = 'rate ') "
+            f"AND status IN {UNFINISHED} GROUP BY blocked_by"
         )
         self.CLEAR = f"UPDATE flows SET blocked_by = NULL, blocked_until = NULL WHERE id = {m}"
 
@@ -119,6 +137,12 @@ class SqlLimits(SqlCancel[C]):
                 if not blocked or len(rows) >= limit:
                     break
         return self._claimed(rows)
+
+    def limit_usage(self, now: float) -> list[LimitUsage]:
+        """Every limit (and key) with a slot held or a flow blocked, at *now*."""
+        sql = statements(self._sql.dialect)
+        held = [(name, key, int(n)) for name, key, n in self._all(sql.HELD_ALL, (now,))]
+        return usage(held, [(text, int(n)) for text, n in self._all(sql.BLOCKED_ALL, ())])
 
     def _gate(self, conn: C, flow: StoredFlow, gate: Gate | None, now: float) -> None:
         """Take *flow*'s slots and rate turns (*gate*'s asks for it) before its

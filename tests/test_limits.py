@@ -254,3 +254,37 @@ def test_migrate_copies_a_blocked_flow_due_and_no_slot(tmp_path: Any) -> None:
     assert migrate(source, target).flows == 3
     assert target.load(blocked).blocked_by is None  # no slot there: it arrives due
     assert len(target.claim_due(clock.time(), 10, "w3", gate=gate)) == 2  # two slots
+
+
+def test_crux_gen_limits_and_list_show_the_limits_in_use(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from crux_gen import SQLiteStore
+
+    from .test_cli_bulk import ok
+
+    db = tmp_path / "crux.db"
+    store = SQLiteStore(db)
+    gate = make_gate(lambda name: waiter.limits)
+    ids = [waiter.start(input=n, store=store).flow_id for n in range(3)]
+    store.claim_due(store.clock.time(), 10, "w", gate=gate)
+    out = ok(capsys, "limits", "--db", str(db))
+    assert out.splitlines() == [
+        "LIMIT           HELD  BLOCKED",
+        "limit lim-two      2        1",
+    ]
+    assert json.loads(ok(capsys, "limits", "--db", str(db), "--json")) == [
+        {"label": "limit lim-two", "held": 2, "blocked": 1}
+    ]
+    blocked = [i for i in ids if store.load(i).blocked_by]
+    assert "blocked by limit" in ok(capsys, "list", "--db", str(db))  # (cut to fit)
+    assert "limit lim-two" in ok(capsys, "show", blocked[0], "--db", str(db))
+    store.close()
+    empty = tmp_path / "empty.db"
+    SQLiteStore(empty).close()
+    assert (
+        ok(capsys, "limits", "--db", str(empty))
+        == "no limit in use: no slot held, no flow blocked\n"
+    )

@@ -2167,3 +2167,17 @@ def test_due_flows_of_a_keyed_limit_are_claimed_round_robin(store: Store) -> Non
     store.enqueue(NewPending("b3", "demo", '"b3"', fair_key='["c-key", "b"]'), 3.0)
     # b was served last: a's next comes first, then b's
     assert [f.id for f in store.claim_due(4.0, 2, "w", gate=gate)] == ["a3", "b3"]
+
+
+def test_limit_usage_counts_slots_held_under_live_leases_and_blocked_flows(store: Any) -> None:
+    from crux_gen.limits import Limit, LimitUsage
+
+    gate = limited(store, (Limit("c-use", concurrency=1, key=lambda i: i[0]),), "a1", "a2", "b1")
+    assert store.limit_usage(1.5) == []
+    store.claim_due(2.0, 10, "w", gate=gate)
+    assert store.limit_usage(2.0) == [
+        LimitUsage("limit c-use key a", held=1, blocked=1),
+        LimitUsage("limit c-use key b", held=1, blocked=0),
+    ]
+    late = 3.0 + store.lease_ttl.total_seconds()
+    assert store.limit_usage(late) == [LimitUsage("limit c-use key a", held=0, blocked=1)]

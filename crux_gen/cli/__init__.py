@@ -40,6 +40,7 @@ import click
 from .. import __version__
 from ..durations import SECONDS_TEXT, to_duration
 from ..errors import CruxError, FlowNotFoundError, InvalidValueError, StoreError
+from ..limits import LimitUsage
 from ..opening import POSTGRES_EXTRA, unsupported_scheme
 from ..opening import is_url as is_url
 from ..opening import shown as shown
@@ -52,6 +53,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class CLIStore(Store, StoreAdmin, Protocol):
     """What the subcommands use of a store: ``SQLiteStore`` or ``PostgresStore``."""
+
+    def limit_usage(self, now: float) -> list[LimitUsage]:
+        """The limits in use (``crux-gen limits``)."""
+        ...
 
 
 #: Ids shorter than this are never treated as prefixes of longer ids.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .control import cancel_command, delete_command, prune_command, retry_command, signal_command
 from .deploy import replay_command, worker_command
+from .limits import limits_command
 from .migrate import migrate_command
 from .queries import count_command, doctor_command, list_command, show_command
 from .start import start_command
@@ -33,6 +34,7 @@ COMMANDS = (
     delete_command,
     prune_command,
     doctor_command,
+    limits_command,
     replay_command,
     worker_command,
     migrate_command,
