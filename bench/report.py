@@ -39,6 +39,7 @@ SCRIPTS = [
     "peers_resume",
     "memory",
     "concurrency",
+    "flow_control",
 ]
 TIMEOUT = 3 * 3600
 
@@ -136,6 +137,7 @@ DEFAULTS: dict[str, float] = {
     "replay": 3.0,  # replay.py: µs per recorded step at 1k, 10k, 100k
     "pg_step": 1.3,  # postgres.py: a step over a raw psycopg INSERT + commit
     "pg_xact": 10.0,  # postgres.py: durable steps per server transaction at concurrency 32
+    "limit": 1.10,  # flow_control.py: a durable step under a limit over one without
 }
 ISSUE = "#19"
 
@@ -154,6 +156,7 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
         dbos_target(docs.get("peers", {})),
         memory_target(docs.get("memory", {})),
         pg_scale_target(docs.get("postgres", {})),
+        limit_target(docs.get("flow_control", {})),
     ]
     return [
         "## Targets",
@@ -729,6 +732,56 @@ def peers_resume_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def limit_target(doc: dict[str, Any]) -> list[Any]:
+    goal = doc.get("target_ratio", DEFAULTS["limit"])
+    what = (
+        f"a global limit on SQLite FULL: a durable step of a limited flow (20 steps) ≤ "
+        f"{goal:g}x one without"
+    )
+    m = doc.get("steps_20")
+    if not m:
+        return ["#21", what, unmeasured(doc), "—"]
+    got = (
+        f"{m['ratio']:.3f}x (+{m['added_us_per_step']:.0f} µs a step: "
+        f"{m['limited_us_per_step']:.0f} vs {m['free_us_per_step']:.0f} µs)"
+    )
+    return ["#21", what, got, verdict(m["meets_target"])]
+
+
+def flow_control_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Global limits — `bench/flow_control.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    out += [
+        "Flows started pending, then one `Worker(store, concurrency=1).run_once()` runs "
+        "them all on SQLite FULL, with no limit and with `Limit(concurrency=1000)` on the "
+        f"flow (never full: the bookkeeping only); {doc['rounds']} rounds interleaved, "
+        "medians. Then 4 worker processes (each `Worker(concurrency=4)`) on one-step "
+        "5 ms flows, with no limit and under `Limit(concurrency=8)`.",
+        "",
+        *table(
+            ["steps a flow", "no limit µs/step", "limit µs/step", "added µs", "ratio"],
+            [
+                [
+                    n,
+                    doc[f"steps_{n}"]["free_us_per_step"],
+                    doc[f"steps_{n}"]["limited_us_per_step"],
+                    doc[f"steps_{n}"]["added_us_per_step"],
+                    fmt(doc[f"steps_{n}"]["ratio"], ".3f"),
+                ]
+                for n in (20, 1)
+                if f"steps_{n}" in doc
+            ],
+        ),
+    ]
+    if pr := doc.get("processes"):
+        out += table(
+            ["flows", "no limit flows/s", "concurrency=8 flows/s"],
+            [[pr["flows"], pr["free_flows_per_second"], pr["limit8_flows_per_second"]]],
+        )
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     out = [f"## `bench/{name}.py`", ""]
     if (skip := not_run(doc)) is not None:
@@ -876,6 +929,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += postgres_section(docs["postgres"])
     if "peers_resume" in docs:
         lines += peers_resume_section(docs["peers_resume"])
+    if "flow_control" in docs:
+        lines += flow_control_section(docs["flow_control"])
     for name in ("due_scan", "listing"):
         if name in docs:
             lines += generic_section(name, docs[name])
