@@ -1,6 +1,7 @@
 """Flows under limits and a worker entry point for the subprocesses of
 ``test_limits_procs.py``: ``python -m tests.limit_procs DB SECONDS [LEASE_TTL]``
-runs passes of a ``Worker`` (concurrency 4) on the SQLite file *DB* until no
+runs passes of a ``Worker`` (concurrency 4) on the store at *DB* (a SQLite file or
+a PostgreSQL URL) until no
 flow of these is unfinished, or *SECONDS* passed.
 
 Every step appends ``<time> <pid> <flow id> start|done <tag>`` to the log
@@ -64,14 +65,23 @@ def held(ctx: Any) -> Any:
     return (yield Step("work", fn))
 
 
-def unfinished(store: SQLiteStore) -> int:
+def open_at(where: str, lease_ttl: str = "30s") -> Any:
+    """The store at *where*: a PostgreSQL URL or a SQLite path."""
+    if where.startswith("postgres"):
+        from crux_gen.stores.postgres import PostgresStore
+
+        return PostgresStore(where, lease_ttl=lease_ttl)
+    return SQLiteStore(Path(where), lease_ttl=lease_ttl)
+
+
+def unfinished(store: Any) -> int:
     counts = store.count_flows()
     return sum(counts.get(s, 0) for s in ("pending", "running", "suspended"))
 
 
 def main(argv: list[str]) -> int:
     db, seconds = argv[0], float(argv[1])
-    store = SQLiteStore(Path(db), lease_ttl=argv[2] if len(argv) > 2 else "30s")
+    store = open_at(db, argv[2] if len(argv) > 2 else "30s")
     worker = Worker(store, [capped, fair, held], concurrency=4)
     until = time.monotonic() + seconds
     while time.monotonic() < until and unfinished(store):

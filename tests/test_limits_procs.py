@@ -1,23 +1,28 @@
 """Limits across processes: 4 real worker processes (``tests/limit_procs.py``) on
-one SQLite file. A limit is global: never more than N flows of it run at once
-(sampled from the store while they run, and read back from the steps' logs),
-its rate holds within one burst, a SIGKILLed worker's slot comes back when its
-lease expires, and a keyed limit serves its keys round-robin."""
+one SQLite file (and on PostgreSQL for the first test). A limit is global: never
+more than N flows of it run at once (sampled from the store while they run, and
+read back from the steps' logs), its rate holds within one burst, a SIGKILLed
+worker's slot comes back when its lease expires, and a keyed limit serves its keys
+round-robin."""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from crux_gen import get_flow
+from crux_gen.opening import open_store
 from crux_gen.stores.sqlite import SQLiteStore
 
-from .limit_procs import capped, fair, held
+from .limit_procs import capped, fair, held, open_at
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,28 +50,32 @@ def most_at_once(log: Path) -> int:
     return most
 
 
-def held_slots(db: Path, name: str) -> int:
-    """Slots of limit *name* held right now (live leases), read as a store reads them."""
-    conn = sqlite3.connect(db, timeout=5)
-    try:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM limit_slots s JOIN flows f ON f.id = s.flow_id "
-            "WHERE s.name = ? AND f.lease_owner IS NOT NULL AND f.lease_expires > ?",
-            (name, time.time()),
-        ).fetchone()
-        return int(count)
-    finally:
-        conn.close()
+def held_slots(store: Any, name: str) -> int:
+    """Slots of limit *name* held right now (under live leases), read from the store."""
+    return sum(u.held for u in store.limit_usage(time.time()) if u.label == f"limit {name}")
 
 
-def test_four_processes_never_run_more_than_the_limit_and_keep_its_rate(tmp_path: Path) -> None:
-    db, log = tmp_path / "crux.db", tmp_path / "log"
-    store = SQLiteStore(db)
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store every process opens: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        spec = str(tmp_path / "crux.db")
+    else:
+        spec = request.getfixturevalue("pg_database")
+    open_store(spec, create=True).close()
+    yield spec
+
+
+def test_four_processes_never_run_more_than_the_limit_and_keep_its_rate(
+    where: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    store = open_at(where)
     ids = [capped.start(input={"log": str(log)}, store=store).flow_id for _ in range(200)]
-    procs = workers(db, 4, 60)
+    procs = workers(where, 4, 90)
     samples = []
     while any(p.poll() is None for p in procs):
-        samples.append(held_slots(db, "lp-capped"))
+        samples.append(held_slots(store, "lp-capped"))
         time.sleep(0.005)
     assert [p.returncode for p in procs] == [0] * 4
     assert {store.load(i).status for i in ids} == {"completed"}
@@ -96,7 +105,7 @@ def test_a_sigkilled_workers_slot_comes_back_when_its_lease_expires(tmp_path: Pa
     while get_flow(second, store=store).blocked_by is None and time.monotonic() < limit:
         time.sleep(0.02)
     assert get_flow(second, store=store).blocked_by == "limit lp-one"
-    assert held_slots(db, "lp-one") == 1
+    assert held_slots(store, "lp-one") == 1
     doomed.send_signal(signal.SIGKILL)  # holding the one slot of lp-one, mid-step
     doomed.wait()
     gate.touch()
