@@ -288,3 +288,19 @@ def test_crux_gen_limits_and_list_show_the_limits_in_use(
         ok(capsys, "limits", "--db", str(empty))
         == "no limit in use: no slot held, no flow blocked\n"
     )
+
+
+def test_the_dashboard_lists_the_limits_in_use_escaped(store: Any) -> None:
+    from crux_gen.ui import make_app
+
+    from .test_ui import call
+
+    assert 'id="limits"' not in call(make_app(store)).text  # none in use: no section
+    odd = Limit("<b>odd</b>", concurrency=1)
+    gate = make_gate(lambda name: (odd,))
+    for n in range(2):
+        waiter.start(input=n, store=store)
+    store.claim_due(store.clock.time(), 10, "w", gate=gate)
+    page = call(make_app(store)).text
+    row = '<tr class="limit"><td>limit &lt;b&gt;odd&lt;/b&gt;</td><td>1</td><td>1</td></tr>'
+    assert 'id="limits"' in page and row in page

@@ -234,6 +234,7 @@ class Dashboard:
             "flows.html",
             200 if problem is None else 400,
             counts=counts,
+            limits=pages.limits_in_use(self.store),
             rows=rows,
             f=f,
             status=f.text["status"],

@@ -50,6 +50,13 @@ def status_counts(store: Any) -> dict[str, str]:
     return counts
 
 
+def limits_in_use(store: Any) -> list[Any]:
+    """The limits in use (``crux-gen limits``): slots held, flows blocked; none for a
+    store that keeps no limits."""
+    usage = getattr(store, "limit_usage", None)
+    return [] if usage is None else list(usage(store.clock.time()))
+
+
 def parse_before(text: str) -> datetime | tuple[float, str]:
     """The ``before`` of a next-page link: ``<updated_at>,<flow id>`` (the exact
     keyset :func:`flows_page` makes), or an ISO datetime (UTC when it names no
