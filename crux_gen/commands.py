@@ -15,6 +15,7 @@ import attrs
 
 from .durations import to_duration, to_optional_duration
 from .errors import InvalidTypeError, InvalidValueError
+from .limits import Limit, check_limits
 from .names import check_name as check_name
 from .names import unstorable as unstorable
 from .retry import Backoff as Backoff
@@ -66,11 +67,19 @@ class Step:
     name: str = attrs.field(validator=_valid_name)
     fn: Callable[[], typing.Any] = attrs.field(validator=_callable, repr=False)
     retry: Retry | None = attrs.field(default=None, kw_only=True, converter=_retry)
+    #: ``Step(..., limits=[...])``: the ``Limit``s whose slot the step function holds
+    #: while it runs (each attempt takes one again).
+    limits: tuple[Limit, ...] = attrs.field(default=(), kw_only=True, repr=False)
 
     kind = "step"
 
     def __init__(
-        self, name: str, fn: Callable[[], typing.Any], *, retry: Retry | None = None
+        self,
+        name: str,
+        fn: Callable[[], typing.Any],
+        *,
+        retry: Retry | None = None,
+        limits: Iterable[Limit] | None = None,
     ) -> None:
         # Written by hand (attrs keeps a class's own __init__), because a replay
         # builds one Step per recorded step: the same conversion and checks, in the
@@ -90,6 +99,7 @@ class Step:
         _set_step_name(self, name)
         _set_step_fn(self, fn)
         _set_step_retry(self, retry)
+        _set_step_limits(self, check_limits(limits, what=f"Step({name!r})") if limits else ())
 
 
 _STEP_FIELDS = attrs.fields(Step)
@@ -98,6 +108,7 @@ _STEP_FIELDS = attrs.fields(Step)
 _set_step_name = Step.__dict__["name"].__set__
 _set_step_fn = Step.__dict__["fn"].__set__
 _set_step_retry = Step.__dict__["retry"].__set__
+_set_step_limits = Step.__dict__["limits"].__set__
 
 
 @attrs.frozen

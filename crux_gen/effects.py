@@ -58,6 +58,7 @@ class Call(NamedTuple):
     fn: Callable[[], Any]
     attempt: int
     started: float
+    limits: tuple[Any, ...] = ()  # a step's ``Limit``s: a slot of each while fn runs
 
 
 class Record(NamedTuple):

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import steplimits
 from .calls import Calls, Crash
 from .effects import Call, Event, Fired
 from .errors import (
@@ -177,6 +178,8 @@ class Executor(Hand):
             return
         if isinstance(outcome, Exception):
             raise outcome
+        if run.step_parts:  # the attempts this write stored give their slots back
+            steplimits.give_back(self.store, run, write, now)
         event = run.settle(write, outcome)
         if event is not None:
             run.feed(event)
@@ -223,6 +226,11 @@ class Executor(Hand):
         run.new_timers.clear()
         if run.adopt:
             self._adopt(run)
+        limited = [call for call in run.calls if call.limits]
+        if limited and not steplimits.take(self.store, run, limited, now):
+            run.calls, run.paused, run.released = [], True, True  # parked, blocked
+            self._retire(run)
+            return
         calls += [(run, call) for call in run.calls]
         run.calls = []
 

@@ -105,6 +105,7 @@ class FlowRun:
         self.adopt: dict[str, Flow[Any]] = {}
         self.cancels: list[CancelFlow] = []
         self.in_flight = 0  # calls submitted, not answered
+        self.step_parts: set[str] = set()  # steps holding a limit's slot (``steplimits``)
         self.awaiting: set[str] = set()  # adopted children still running in the loop
         self.adopted: list[str] = []  # every child of the last adoption, for ``Settled``
         # How it ended.

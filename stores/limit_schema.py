@@ -12,8 +12,9 @@ def limit_ddl(real: str) -> tuple[str, ...]:
         "ALTER TABLE flows ADD COLUMN fair_key TEXT",
         f"CREATE TABLE limit_state (name TEXT NOT NULL, key TEXT NOT NULL, tat {real} NOT NULL, "
         "PRIMARY KEY (name, key))",
+        # part: '' for the flow's own slot, 'step N' for the step at position N.
         "CREATE TABLE limit_slots (name TEXT NOT NULL, key TEXT NOT NULL, flow_id TEXT NOT NULL, "
-        "PRIMARY KEY (name, key, flow_id))",
+        "part TEXT NOT NULL, PRIMARY KEY (name, key, flow_id, part))",
         "CREATE INDEX limit_slots_by_flow ON limit_slots (flow_id)",
         # Round-robin across the keys of a keyed limit: when each key was last served.
         "CREATE TABLE fair_turns (fair_key TEXT PRIMARY KEY, served INTEGER NOT NULL)",

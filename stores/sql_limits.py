@@ -25,7 +25,7 @@ import functools
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from crux_gen.errors import FlowBusyError, FlowClosedError
+from crux_gen.errors import FlowBusyError, FlowClosedError, LeaseLostError
 from crux_gen.limits import (
     ROUNDS,
     Blocked,
@@ -55,15 +55,21 @@ class LimitStatements:
         self.SET_TAT = f"UPDATE limit_state SET tat = {m} WHERE name = {m} AND key = {m}"
         self.HELD = (
             "SELECT count(*) FROM limit_slots s JOIN flows f ON f.id = s.flow_id "
-            f"WHERE s.name = {m} AND s.key = {m} AND s.flow_id <> {m} "
+            f"WHERE s.name = {m} AND s.key = {m} AND NOT (s.flow_id = {m} AND s.part = {m}) "
             f"AND f.lease_owner IS NOT NULL AND f.lease_expires > {m}"
         )
         self.TAKE = (
-            f"INSERT INTO limit_slots (name, key, flow_id) VALUES ({m}, {m}, {m}) "
+            f"INSERT INTO limit_slots (name, key, flow_id, part) VALUES ({m}, {m}, {m}, {m}) "
             "ON CONFLICT DO NOTHING"
         )
-        self.SLOTS_OF = f"SELECT name, key FROM limit_slots WHERE flow_id = {m}"
+        self.SLOTS_OF = f"SELECT DISTINCT name, key FROM limit_slots WHERE flow_id = {m}"
         self.GIVE_BACK = f"DELETE FROM limit_slots WHERE flow_id = {m}"
+        self.PART_SLOTS = (
+            f"SELECT DISTINCT name, key FROM limit_slots WHERE flow_id = {m} AND part = {m}"
+        )
+        self.GIVE_BACK_PART = f"DELETE FROM limit_slots WHERE flow_id = {m} AND part = {m}"
+        self.LEASED = f"SELECT lease_owner, lease_expires FROM flows WHERE id = {m}" + d.lock()
+        self.DROP = f"UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = {m}"
         self.BLOCK = (
             f"UPDATE flows SET blocked_by = {m}, blocked_until = {m}, "
             f"fair_key = COALESCE(fair_key, {m}) WHERE id = {m}"
@@ -146,40 +152,90 @@ class SqlLimits(SqlCancel[C]):
 
     def _gate(self, conn: C, flow: StoredFlow, gate: Gate | None, now: float) -> None:
         """Take *flow*'s slots and rate turns (*gate*'s asks for it) before its
-        claim; a flow that finds none is marked blocked and ``FlowBusyError``
-        raised (the claim skips it)."""
+        claim; a flow that finds none is marked blocked and ``Blocked`` raised
+        (the claim skips it)."""
         asks = () if gate is None else gate(flow.name, flow.input)
         if not asks:
             return
         sql = statements(self._sql.dialect)
-        tats: dict[tuple[str, str], float] = {}
-        for ask in sorted(asks, key=lambda a: (a.name, a.key)):  # one lock order
-            self._run(conn, sql.ENSURE, (ask.name, ask.key))
-            tats[ask.name, ask.key] = self._run(conn, sql.STATE, (ask.name, ask.key)).fetchone()[0]
-        for ask in asks:
-            blocked = self._blocked(conn, flow.id, ask, tats[ask.name, ask.key], now)
-            if blocked is not None:
-                self._run(conn, sql.BLOCK, (*blocked, fair_key(asks), flow.id))
-                raise Blocked(flow.id)
-        for ask in asks:
-            if ask.interval is not None:
-                tat = max(tats[ask.name, ask.key], now) + ask.interval
-                self._run(conn, sql.SET_TAT, (tat, ask.name, ask.key))
-            if ask.concurrency is not None:
-                self._run(conn, sql.TAKE, (ask.name, ask.key, flow.id))
+        blocked = self._take(conn, flow.id, [("", a) for a in asks], now)
+        if blocked is not None:
+            self._run(conn, sql.BLOCK, (*blocked, fair_key(asks), flow.id))
+            raise Blocked(flow.id)
         if flow.blocked_by is not None or flow.blocked_until is not None:
             self._run(conn, sql.CLEAR, (flow.id,))
         served = flow.fair_key or fair_key(asks)
         if served is not None:  # its key goes to the back of the round
             self._run(conn, sql.SERVED, (served,))
 
+    def _take(
+        self, conn: C, flow_id: str, asks: Sequence[tuple[str, SlotAsk]], now: float
+    ) -> tuple[str, float | None] | None:
+        """Take every ask (a part, ``""`` or ``"step N"``, and its ``SlotAsk``) for
+        *flow_id*, all or none: ``None`` when taken, else what blocks."""
+        sql = statements(self._sql.dialect)
+        tats: dict[tuple[str, str], float] = {}
+        for name, key in sorted({(a.name, a.key) for _, a in asks}):  # one lock order
+            self._run(conn, sql.ENSURE, (name, key))
+            tats[name, key] = self._run(conn, sql.STATE, (name, key)).fetchone()[0]
+        for part, ask in asks:
+            blocked = self._blocked(conn, flow_id, part, ask, tats[ask.name, ask.key], now)
+            if blocked is not None:
+                return blocked
+        for part, ask in asks:
+            if ask.interval is not None:
+                tat = tats[ask.name, ask.key] = max(tats[ask.name, ask.key], now) + ask.interval
+                self._run(conn, sql.SET_TAT, (tat, ask.name, ask.key))
+            if ask.concurrency is not None:
+                self._run(conn, sql.TAKE, (ask.name, ask.key, flow_id, part))
+        return None
+
+    def take_step(
+        self, flow_id: str, owner: str, asks: Sequence[tuple[str, SlotAsk]], now: float
+    ) -> bool:
+        """Before step functions run (``Step(..., limits=[...])``): take their slots
+        (all or none) for the lease holder *owner*. ``False``: one is full (or a
+        rate's turn has not come) and, in the same transaction, the flow is marked
+        blocked by it, gives back every slot it holds and lets go of its lease: it
+        waits holding nothing, due again when a slot frees (or at the rate's turn),
+        and its next run reaches the step again. ``LeaseLostError`` when *owner*
+        does not hold the lease."""
+        sql = statements(self._sql.dialect)
+
+        def take(conn: C) -> bool:
+            leased = self._run(conn, sql.LEASED, (flow_id,)).fetchone()
+            if leased is None or leased[0] != owner or (leased[1] or 0.0) <= now:
+                raise LeaseLostError(flow_id, owner)
+            blocked = self._take(conn, flow_id, asks, now)
+            if blocked is None:
+                return True
+            self._run(conn, sql.BLOCK, (*blocked, fair_key([a for _, a in asks]), flow_id))
+            self._free_slots(conn, flow_id, now)
+            self._run(conn, sql.DROP, (flow_id,))
+            return False
+
+        return self._atomically(take)
+
+    def give_back_step(self, flow_id: str, part: str, now: float) -> None:
+        """The step at *part* (``"step N"``) returned and its outcome is stored: its
+        slots go back, each unblocking the next flow blocked by its limit and key."""
+        sql = statements(self._sql.dialect)
+
+        def give(conn: C) -> None:
+            held = self._run(conn, sql.PART_SLOTS, (flow_id, part)).fetchall()
+            if held:
+                self._run(conn, sql.GIVE_BACK_PART, (flow_id, part))
+                self._unblock(conn, held)
+
+        self._atomically(give)
+
     def _blocked(
-        self, conn: C, flow_id: str, ask: SlotAsk, tat: float, now: float
+        self, conn: C, flow_id: str, part: str, ask: SlotAsk, tat: float, now: float
     ) -> tuple[str, float | None] | None:
         """What blocks *ask* for *flow_id* (``blocked_by``, ``blocked_until``), or
         ``None``: a full slot count, else a rate whose turn has not come."""
         if ask.concurrency is not None:
-            params = (ask.name, ask.key, flow_id, now)
+            params = (ask.name, ask.key, flow_id, part, now)
             held = self._run(conn, statements(self._sql.dialect).HELD, params).fetchone()[0]
             if held >= ask.concurrency:
                 return label(ask.name, ask.key), None
@@ -197,6 +253,11 @@ class SqlLimits(SqlCancel[C]):
         if not held:
             return
         self._run(conn, sql.GIVE_BACK, (flow_id,))
+        self._unblock(conn, held)
+
+    def _unblock(self, conn: C, held: Sequence[Any]) -> None:
+        """Slots of (name, key) in *held* came back: the next flow blocked by each is due."""
+        sql = statements(self._sql.dialect)
         for name, key in sorted(held):
             self._run(conn, sql.STATE, (name, key))  # the limit's lock
             for (unblocked,) in self._run(conn, sql.UNBLOCK_ONE, (label(name, key),)).fetchall():

@@ -304,3 +304,55 @@ def test_the_dashboard_lists_the_limits_in_use_escaped(store: Any) -> None:
     page = call(make_app(store)).text
     row = '<tr class="limit"><td>limit &lt;b&gt;odd&lt;/b&gt;</td><td>1</td><td>1</td></tr>'
     assert 'id="limits"' in page and row in page
+
+
+API = Limit("lim-api", concurrency=1)
+CALLS: list[str] = []
+
+
+@flow("lim-steps")
+def steps(ctx: Any) -> Any:
+    yield Step("free", lambda: CALLS.append(f"free {ctx.input}"))
+    got = yield Step("api", lambda: CALLS.append(f"api {ctx.input}") or ctx.input, limits=[API])
+    yield Sleep("after", "1h")
+    return got
+
+
+def test_a_step_limit_holds_a_slot_only_while_the_step_runs(store: Any) -> None:
+    CALLS.clear()
+    ids = [steps.start(input=n, store=store).flow_id for n in range(3)]
+    worker = Worker(store, concurrency=4)
+    worker.run_once()  # all three run at once; one takes the api slot, two park blocked
+    assert len([c for c in CALLS if c.startswith("api")]) == 1
+    blocked = [i for i in ids if get_flow(i, store=store).blocked_by == "limit lim-api"]
+    assert len(blocked) == 1  # the slot's release made one of the two due again
+    worker.run_once()
+    worker.run_once()
+    # each slot went back once its step's outcome was stored: every flow got past it
+    assert sorted(c for c in CALLS if c.startswith("api")) == ["api 0", "api 1", "api 2"]
+    assert [get_flow(i, store=store).status for i in ids] == ["suspended"] * 3
+    assert store.limit_usage(store.clock.time()) == []
+
+
+def test_a_step_that_finds_its_slot_full_parks_its_flow_holding_nothing(store: Any) -> None:
+    CALLS.clear()
+    first, second = (steps.start(input=n, store=store).flow_id for n in range(2))
+    now = store.clock.time()
+    # Another process holds the api slot: a flow of its own, claimed and mid-step.
+    holder = waiter.start(input="x", store=store).flow_id
+    store.claim(holder, "other", now)
+    from crux_gen.limits import asks_for
+
+    assert store.take_step(holder, "other", [("step 0", a) for a in asks_for([API], "x")], now)
+    Worker(store, concurrency=4).run_once()
+    assert sorted(CALLS) == ["free 0", "free 1"]  # neither called the limited step
+    for flow_id in (first, second):
+        info = get_flow(flow_id, store=store)
+        assert info.blocked_by == "limit lim-api"
+        assert store.load(flow_id).lease_owner is None  # it holds nothing
+    assert store.due(now, 10) == []  # no polling while the slot is held
+    store.give_back_step(holder, "step 0", now)  # the holder's step returned
+    Worker(store, concurrency=4).run_once()
+    assert sorted(c for c in CALLS if c.startswith("api")) == ["api 0", "api 1"]
+    assert [get_flow(i, store=store).status for i in (first, second)] == ["suspended"] * 2
+    assert CALLS.count("free 0") == 1 and CALLS.count("free 1") == 1  # replayed, not rerun
