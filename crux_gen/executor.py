@@ -136,6 +136,8 @@ class Executor(Hand):
         for run in due:
             write = run.write()
             if write is not None:
+                if run.step_parts:
+                    write = steplimits.with_give_back(run, write)
                 writes.append((run, write))
         if writes:
             for (run, write), outcome in zip(writes, self._commit(writes, now), strict=True):
@@ -178,8 +180,8 @@ class Executor(Hand):
             return
         if isinstance(outcome, Exception):
             raise outcome
-        if run.step_parts:  # the attempts this write stored give their slots back
-            steplimits.give_back(self.store, run, write, now)
+        if write.free_slots:  # the slots of the step attempts this write stored
+            steplimits.given_back(run, write)
         event = run.settle(write, outcome)
         if event is not None:
             run.feed(event)

@@ -159,6 +159,9 @@ class Write:
     wait_children: tuple[str, ...] = ()
     custom_status: str | None = None
     continue_as_new: str | None = None
+    #: Slots of limited steps (``"step N"``) whose attempt this write stores: given
+    #: back in its transaction.
+    free_slots: tuple[str, ...] = ()
 
     @property
     def is_step(self) -> bool:
@@ -173,6 +176,7 @@ class Write:
             and not self.children
             and not self.wait_signals
             and not self.wait_children
+            and not self.free_slots
         )
 
 

@@ -1,17 +1,20 @@
 """Limits on steps (``Step(..., limits=[...])``), for the executor: a step's slots
-are taken in the store just before its function is called and given back once
-the outcome of that attempt is stored, so a slot is held only while the function
-runs (each retry takes one again). A step that finds a slot full parks its flow
+are taken in the store just before its function is called and given back in the
+transaction that stores the outcome of that attempt, so a slot is held only while
+the function runs (each retry takes one again). A step that finds a slot full parks its flow
 holding nothing: the store marks the flow blocked, gives back its slots and its
 lease in one transaction, and the flow is due again when a slot frees; its next
 run replays up to the step and asks again.
 
-This costs two transactions per limited step (none for a step without limits).
+This costs one transaction per limited step (the take; the give-back goes with
+the write of the attempt's outcome), none for a step without limits.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from .effects import Call
 from .errors import CruxError
@@ -44,11 +47,15 @@ def take(store: Any, run: FlowRun, calls: list[Call], now: float) -> bool:
     return True
 
 
-def give_back(store: Any, run: FlowRun, write: Write, now: float) -> None:
-    """The attempts whose outcome *write* stored give their slots back."""
-    held = run.step_parts
-    for record in write.records:
-        name = part(record.position)
-        if name in held:
-            held.discard(name)
-            store.give_back_step(run.flow_id, name, now)
+def with_give_back(run: FlowRun, write: Write) -> Write:
+    """*write*, giving back (in its own transaction) the slots of the limited steps
+    whose attempt it stores (``Write.free_slots``)."""
+    parts = tuple(
+        name for name in (part(r.position) for r in write.records) if name in run.step_parts
+    )
+    return attrs.evolve(write, free_slots=parts) if parts else write
+
+
+def given_back(run: FlowRun, write: Write) -> None:
+    """*write* was stored: the slots it gave back are no longer *run*'s."""
+    run.step_parts.difference_update(write.free_slots)

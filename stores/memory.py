@@ -235,6 +235,8 @@ class MemoryStore(MemoryLimits):
             )  # fmt: skip
         if write.custom_status is not None:
             row["custom_status"] = write.custom_status
+        for part in write.free_slots:
+            self._give_back(flow_id, now, part)
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             row["lease_owner"] = row["lease_expires"] = None
             return CommitOutcome(status, cancel_reason=row["cancel_reason"])

@@ -132,6 +132,9 @@ class SqlStore(Generic[C]):
     def _free_slots(self, conn: C, flow_id: str, now: float) -> None:
         """*flow_id* parked or ended: its limits' slots go back (``SqlLimits``)."""
 
+    def _give_back_part(self, conn: C, flow_id: str, part: str) -> None:
+        """A limited step's attempt is stored: its slots go back (``SqlLimits``)."""
+
     def _end_hold(self, conn: C, flow_id: str, now: float) -> None:
         """*flow_id* finished: the exclusive key it held goes to the next queued
         flow, due at once (``SqlStart``)."""
@@ -392,6 +395,8 @@ class SqlStore(Generic[C]):
         )
         if write.custom_status is not None:
             self._run(conn, sql.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
+        for part in write.free_slots:
+            self._give_back_part(conn, flow_id, part)
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             self._run(conn, sql.DROP_LEASE, (flow_id,))
             return CommitOutcome(status, cancel_reason=row[2])

@@ -217,17 +217,17 @@ class SqlLimits(SqlCancel[C]):
         return self._atomically(take)
 
     def give_back_step(self, flow_id: str, part: str, now: float) -> None:
-        """The step at *part* (``"step N"``) returned and its outcome is stored: its
-        slots go back, each unblocking the next flow blocked by its limit and key."""
+        """The step at *part* (``"step N"``) returned: its slots go back, each
+        unblocking the next flow blocked by its limit and key. (A worker gives them
+        back in the transaction that stores the attempt: ``Write.free_slots``.)"""
+        self._atomically(lambda conn: self._give_back_part(conn, flow_id, part))
+
+    def _give_back_part(self, conn: C, flow_id: str, part: str) -> None:
         sql = statements(self._sql.dialect)
-
-        def give(conn: C) -> None:
-            held = self._run(conn, sql.PART_SLOTS, (flow_id, part)).fetchall()
-            if held:
-                self._run(conn, sql.GIVE_BACK_PART, (flow_id, part))
-                self._unblock(conn, held)
-
-        self._atomically(give)
+        held = self._run(conn, sql.PART_SLOTS, (flow_id, part)).fetchall()
+        if held:
+            self._run(conn, sql.GIVE_BACK_PART, (flow_id, part))
+            self._unblock(conn, held)
 
     def _blocked(
         self, conn: C, flow_id: str, part: str, ask: SlotAsk, tat: float, now: float

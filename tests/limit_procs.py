@@ -25,7 +25,8 @@ from crux_gen.worker import Worker
 CAPPED = Limit("lp-capped", concurrency=3, rate=Rate(100, per="1s", burst=5))
 PER_CUSTOMER = Limit("lp-customer", concurrency=2, key=lambda input: input["customer"])
 ONE = Limit("lp-one", concurrency=1)
-NAMES = ("lp-capped", "lp-fair", "lp-held")
+STEP = Limit("lp-step", concurrency=2)
+NAMES = ("lp-capped", "lp-fair", "lp-held", "lp-stepped")
 
 
 def work(log: str, flow_id: str, tag: str, seconds: float, hold: bool = False) -> str:
@@ -74,6 +75,14 @@ def open_at(where: str, lease_ttl: str = "30s") -> Any:
     return SQLiteStore(Path(where), lease_ttl=lease_ttl)
 
 
+@flow("lp-stepped")
+def stepped(ctx: Any) -> Any:
+    log, flow_id = ctx.input["log"], ctx.flow_id
+    yield Step("free", functools.partial(time.sleep, 0.002))
+    fn = functools.partial(work, log, flow_id, "stepped", 0.01)
+    return (yield Step("limited", fn, limits=[STEP]))
+
+
 def unfinished(store: Any) -> int:
     counts = store.count_flows()
     return sum(counts.get(s, 0) for s in ("pending", "running", "suspended"))
@@ -82,7 +91,7 @@ def unfinished(store: Any) -> int:
 def main(argv: list[str]) -> int:
     db, seconds = argv[0], float(argv[1])
     store = open_at(db, argv[2] if len(argv) > 2 else "30s")
-    worker = Worker(store, [capped, fair, held], concurrency=4)
+    worker = Worker(store, [capped, fair, held, stepped], concurrency=4)
     until = time.monotonic() + seconds
     while time.monotonic() < until and unfinished(store):
         if worker.run_once() == 0:

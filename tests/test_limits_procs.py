@@ -22,7 +22,7 @@ from crux_gen import get_flow
 from crux_gen.opening import open_store
 from crux_gen.stores.sqlite import SQLiteStore
 
-from .limit_procs import capped, fair, held, open_at
+from .limit_procs import capped, fair, held, open_at, stepped
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,3 +141,19 @@ def test_a_keyed_limit_serves_a_small_customer_long_before_a_big_ones_backlog(
     # round-robin: the 10 small ones end among the first ~2 x 10 (+ what was in hand)
     assert last_small < 40, done[: last_small + 1]
     assert most_at_once(log) <= 4  # 2 per customer
+
+
+def test_a_step_limit_holds_across_four_processes(tmp_path: Path) -> None:
+    db, log = tmp_path / "crux.db", tmp_path / "log"
+    store = open_at(str(db))
+    ids = [stepped.start(input={"log": str(log)}, store=store).flow_id for _ in range(60)]
+    procs = workers(db, 4, 90)
+    samples = []
+    while any(p.poll() is None for p in procs):
+        samples.append(held_slots(store, "lp-step"))
+        time.sleep(0.005)
+    assert [p.returncode for p in procs] == [0] * 4
+    assert {store.load(i).status for i in ids} == {"completed"}
+    assert max(samples) <= 2 and most_at_once(log) <= 2  # concurrency=2 on the step
+    done = [f for _, _, f, what, _ in lines(log) if what == "done"]
+    assert sorted(done) == sorted(ids)  # each limited step ran once
