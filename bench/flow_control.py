@@ -1,15 +1,14 @@
 """What a global limit (``Limit``) costs, on SQLite ``synchronous=FULL``.
 
-1. *µs per durable step*, side by side: flows of 20 steps (and flows of 1 step,
-   the worst case: the limit's work at the claim and at the end falls on one
-   step) started pending, then ``Worker(store, concurrency=1).run_once()`` runs
-   them all, timed, with no limit and with ``@flow(limits=[Limit(...,
-   concurrency=1000)])`` (never full: what is measured is the bookkeeping, a slot
-   taken in the claim's transaction and given back in the end's). The two
-   alternate within each round (the order flips every round); medians of µs per
-   step and of the per-round ratio. Target: a limit adds ≤ 10% to a durable step.
-   (Step limits, ``Step(..., limits=[...])``, are not built yet: this is the
-   flow limit's cost spread over its steps.)
+1. *µs per durable step*, side by side: flows of 20 steps started pending, then
+   ``Worker(store, concurrency=1).run_once()`` runs them all, timed, three ways:
+   no limit; every step under ``Step(..., limits=[Limit(..., concurrency=1000)])``
+   (never full: what is measured is the bookkeeping, the slot's take in a
+   transaction of its own and its give-back in the step's commit: the target, a
+   step limit adds ≤ 10% to a durable step); the flow under ``@flow(limits=[...])``
+   (a slot taken in the claim's transaction and given back in the end's). The
+   three alternate within each round (the order turns every round); medians of µs
+   per step and of the per-round ratios.
 2. *throughput of 4 worker processes*: 200 one-step flows (each step sleeps 5 ms),
    4 processes each running ``Worker(concurrency=4)`` passes until none is left,
    with no limit and under ``Limit(concurrency=8)``: flows/s of each.
@@ -35,6 +34,7 @@ TARGET = 1.10  # a limited durable step over an unlimited one
 WIDE = Limit("bench-wide", concurrency=1000)
 EIGHT = Limit("bench-eight", concurrency=8)
 SLEEP = 0.005
+STEPS = 20  # steps a flow
 
 
 def _steps(ctx: Any) -> Any:
@@ -44,8 +44,14 @@ def _steps(ctx: Any) -> Any:
         yield Step("sleep", lambda: time.sleep(SLEEP))
 
 
+def _limited_steps(ctx: Any) -> Any:
+    for i in range(ctx.input["steps"]):
+        yield Step(f"s{i}", lambda: {"ok": True}, limits=[WIDE])
+
+
 free = flow("bench-free")(_steps)
 limited = flow("bench-limited", limits=[WIDE])(_steps)
+step_limited = flow("bench-step-limited")(_limited_steps)
 free_proc = flow("bench-free-proc")(_steps)
 eight_proc = flow("bench-eight-proc", limits=[EIGHT])(_steps)
 
@@ -105,30 +111,29 @@ def main() -> None:
     flows = 10 if args.quick else 50
     doc: dict[str, Any] = {"machine": machine(), "rounds": rounds, "target_ratio": TARGET}
     with workdir(args.dir, "crux-bench-fc-") as d:
-        for steps in (20, 1):
-            pairs = []
-            for r in range(rounds):
-                order = [(free, "free"), (limited, "limited")]
-                got = {
-                    k: per_step(d / f"{k}.db", f, flows, steps)
-                    for f, k in order[:: 1 - 2 * (r % 2)]
-                }
-                pairs.append((got["free"], got["limited"]))
-                out.line(
-                    f"{steps} steps, round {r + 1}: free {got['free']:.0f} µs, "
-                    f"limited {got['limited']:.0f} µs"
-                )
-            free_us = median([a for a, _ in pairs])
-            lim_us = median([b for _, b in pairs])
-            ratio = median([b / a for a, b in pairs])
-            doc[f"steps_{steps}"] = {
+        kinds = [(free, "free"), (step_limited, "step"), (limited, "flow")]
+        samples: dict[str, list[float]] = {k: [] for _, k in kinds}
+        for r in range(rounds):
+            order = kinds[r % 3 :] + kinds[: r % 3]
+            got = {k: per_step(d / f"{k}.db", f, flows, STEPS) for f, k in order}
+            for k, v in got.items():
+                samples[k].append(v)
+            out.line(
+                f"round {r + 1}: free {got['free']:.0f} µs, step limit {got['step']:.0f} µs, "
+                f"flow limit {got['flow']:.0f} µs a step"
+            )
+        free_us = median(samples["free"])
+        for k in ("step", "flow"):
+            ratio = median([b / a for a, b in zip(samples["free"], samples[k], strict=True)])
+            lim_us = median(samples[k])
+            doc[f"{k}_limit"] = {
                 "free_us_per_step": free_us,
                 "limited_us_per_step": lim_us,
                 "added_us_per_step": lim_us - free_us,
                 "ratio": ratio,
                 "meets_target": ratio <= TARGET,
             }
-            out.line(f"{steps} steps a flow: +{lim_us - free_us:.0f} µs a step ({ratio:.3f}x)")
+            out.line(f"{k} limit: +{lim_us - free_us:.0f} µs a step ({ratio:.3f}x)")
         n = 40 if args.quick else 200
         doc["processes"] = {
             "flows": n,

@@ -735,10 +735,10 @@ def peers_resume_section(doc: dict[str, Any]) -> list[str]:
 def limit_target(doc: dict[str, Any]) -> list[Any]:
     goal = doc.get("target_ratio", DEFAULTS["limit"])
     what = (
-        f"a global limit on SQLite FULL: a durable step of a limited flow (20 steps) ≤ "
+        f"a step limit on SQLite FULL: a durable step under `Step(..., limits=[...])` ≤ "
         f"{goal:g}x one without"
     )
-    m = doc.get("steps_20")
+    m = doc.get("step_limit")
     if not m:
         return ["#21", what, unmeasured(doc), "—"]
     got = (
@@ -753,24 +753,25 @@ def flow_control_section(doc: dict[str, Any]) -> list[str]:
     if (skip := not_run(doc)) is not None:
         return out + skip
     out += [
-        "Flows started pending, then one `Worker(store, concurrency=1).run_once()` runs "
-        "them all on SQLite FULL, with no limit and with `Limit(concurrency=1000)` on the "
-        f"flow (never full: the bookkeeping only); {doc['rounds']} rounds interleaved, "
-        "medians. Then 4 worker processes (each `Worker(concurrency=4)`) on one-step "
-        "5 ms flows, with no limit and under `Limit(concurrency=8)`.",
+        "Flows of 20 steps started pending, then one `Worker(store, concurrency=1)"
+        ".run_once()` runs them all on SQLite FULL: with no limit, with "
+        "`Limit(concurrency=1000)` on every step, and on the flow (never full: the "
+        f"bookkeeping only); {doc['rounds']} rounds interleaved, medians. Then 4 worker "
+        "processes (each `Worker(concurrency=4)`) on one-step 5 ms flows, with no limit "
+        "and under `Limit(concurrency=8)`.",
         "",
         *table(
-            ["steps a flow", "no limit µs/step", "limit µs/step", "added µs", "ratio"],
+            ["limit on", "no limit µs/step", "limit µs/step", "added µs", "ratio"],
             [
                 [
-                    n,
-                    doc[f"steps_{n}"]["free_us_per_step"],
-                    doc[f"steps_{n}"]["limited_us_per_step"],
-                    doc[f"steps_{n}"]["added_us_per_step"],
-                    fmt(doc[f"steps_{n}"]["ratio"], ".3f"),
+                    k,
+                    doc[f"{k}_limit"]["free_us_per_step"],
+                    doc[f"{k}_limit"]["limited_us_per_step"],
+                    doc[f"{k}_limit"]["added_us_per_step"],
+                    fmt(doc[f"{k}_limit"]["ratio"], ".3f"),
                 ]
-                for n in (20, 1)
-                if f"steps_{n}" in doc
+                for k in ("step", "flow")
+                if f"{k}_limit" in doc
             ],
         ),
     ]

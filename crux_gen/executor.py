@@ -136,8 +136,8 @@ class Executor(Hand):
         for run in due:
             write = run.write()
             if write is not None:
-                if run.step_parts:
-                    write = steplimits.with_give_back(run, write)
+                if run.step_parts or any(call.limits for call in run.calls):
+                    write = steplimits.prepared(run, write)
                 writes.append((run, write))
         if writes:
             for (run, write), outcome in zip(writes, self._commit(writes, now), strict=True):
@@ -180,8 +180,12 @@ class Executor(Hand):
             return
         if isinstance(outcome, Exception):
             raise outcome
-        if write.free_slots:  # the slots of the step attempts this write stored
-            steplimits.given_back(run, write)
+        if write.free_slots or write.take_slots:  # a limited step's slots
+            steplimits.settled(run, write, outcome.blocked)
+            if outcome.blocked:  # parked, holding nothing, until a slot frees
+                run.calls, run.paused, run.released = [], True, True
+                self._retire(run)
+                return
         event = run.settle(write, outcome)
         if event is not None:
             run.feed(event)
@@ -228,7 +232,9 @@ class Executor(Hand):
         run.new_timers.clear()
         if run.adopt:
             self._adopt(run)
-        limited = [call for call in run.calls if call.limits]
+        limited = [
+            c for c in run.calls if c.limits and steplimits.part(c.position) not in run.step_parts
+        ]
         if limited and not steplimits.take(self.store, run, limited, now):
             run.calls, run.paused, run.released = [], True, True  # parked, blocked
             self._retire(run)

@@ -11,7 +11,7 @@ builds one per recorded command, and ``_make(row)`` is several times cheaper.
 from __future__ import annotations
 
 import secrets
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -162,6 +162,9 @@ class Write:
     #: Slots of limited steps (``"step N"``) whose attempt this write stores: given
     #: back in its transaction.
     free_slots: tuple[str, ...] = ()
+    #: Slots the limited steps of the flow's next calls take (``(part, SlotAsk)``),
+    #: all or none, in its transaction; none free: ``CommitOutcome.blocked``.
+    take_slots: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_step(self) -> bool:
@@ -177,6 +180,7 @@ class Write:
             and not self.wait_signals
             and not self.wait_children
             and not self.free_slots
+            and not self.take_slots
         )
 
 
@@ -187,6 +191,9 @@ class CommitOutcome:
     status: str
     signals: tuple[StoredSignal, ...] = ()
     cancel_reason: str | None = None
+    #: ``Write.take_slots`` found a slot full: the write was applied, then the flow
+    #: was marked blocked and let go of its slots and its lease.
+    blocked: bool = False
 
 
 class Commit(NamedTuple):

@@ -240,7 +240,10 @@ class MemoryStore(MemoryLimits):
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             row["lease_owner"] = row["lease_expires"] = None
             return CommitOutcome(status, cancel_reason=row["cancel_reason"])
-        return self._move(flow_id, row, now, write, new)
+        moved = self._move(flow_id, row, now, write, new)
+        if write.take_slots and not self._took(row, write.take_slots, now):
+            return attrs.evolve(moved, blocked=True)
+        return moved
 
     def _arrived(self, flow_id: str, write: Write) -> tuple[StoredSignal, ...]:
         """The pending signals that stop *write* (those it waits for and does not

@@ -105,14 +105,19 @@ class MemoryLimits(MemoryStart):
             row = self._flows.get(flow_id)
             if row is None or row["lease_owner"] != owner or row["lease_expires"] <= now:
                 raise LeaseLostError(flow_id, owner)
-            blocked = self._take(flow_id, asks, now)
-            if blocked is None:
-                return True
-            row["blocked_by"], row["blocked_until"] = blocked
-            row["fair_key"] = row["fair_key"] or fair_key([a for _, a in asks])
-            self._free_slots(flow_id, now)
-            row["lease_owner"] = row["lease_expires"] = None
-            return False
+            return self._took(row, asks, now)
+
+    def _took(self, row: dict[str, Any], asks: Sequence[tuple[str, Any]], now: float) -> bool:
+        """Take *asks* for *row*'s lease holder; else mark it blocked, give back its
+        slots and drop its lease (``SqlLimits._took``)."""
+        blocked = self._take(row["id"], asks, now)
+        if blocked is None:
+            return True
+        row["blocked_by"], row["blocked_until"] = blocked
+        row["fair_key"] = row["fair_key"] or fair_key([a for _, a in asks])
+        self._free_slots(row["id"], now)
+        row["lease_owner"] = row["lease_expires"] = None
+        return False
 
     def give_back_step(self, flow_id: str, part: str, now: float) -> None:
         with self._lock:

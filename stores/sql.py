@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
+import attrs
+
 from crux_gen.clock import Clock, when
 from crux_gen.errors import (
     CruxError,
@@ -131,6 +133,10 @@ class SqlStore(Generic[C]):
 
     def _free_slots(self, conn: C, flow_id: str, now: float) -> None:
         """*flow_id* parked or ended: its limits' slots go back (``SqlLimits``)."""
+
+    def _took(self, conn: C, flow_id: str, asks: Sequence[tuple[str, Any]], now: float) -> bool:
+        """A write's ``take_slots``, else the flow blocked and let go (``SqlLimits``)."""
+        raise NotImplementedError  # pragma: no cover - SqlLimits
 
     def _give_back_part(self, conn: C, flow_id: str, part: str) -> None:
         """A limited step's attempt is stored: its slots go back (``SqlLimits``)."""
@@ -400,7 +406,10 @@ class SqlStore(Generic[C]):
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             self._run(conn, sql.DROP_LEASE, (flow_id,))
             return CommitOutcome(status, cancel_reason=row[2])
-        return self._move(conn, flow_id, now, write, status, new)
+        moved = self._move(conn, flow_id, now, write, status, new)
+        if write.take_slots and not self._took(conn, flow_id, write.take_slots, now):
+            return attrs.evolve(moved, blocked=True)
+        return moved
 
     def _move(
         self, conn: C, flow_id: str, now: float, write: Write, status: str, new: Status

@@ -206,15 +206,21 @@ class SqlLimits(SqlCancel[C]):
             leased = self._run(conn, sql.LEASED, (flow_id,)).fetchone()
             if leased is None or leased[0] != owner or (leased[1] or 0.0) <= now:
                 raise LeaseLostError(flow_id, owner)
-            blocked = self._take(conn, flow_id, asks, now)
-            if blocked is None:
-                return True
-            self._run(conn, sql.BLOCK, (*blocked, fair_key([a for _, a in asks]), flow_id))
-            self._free_slots(conn, flow_id, now)
-            self._run(conn, sql.DROP, (flow_id,))
-            return False
+            return self._took(conn, flow_id, asks, now)
 
         return self._atomically(take)
+
+    def _took(self, conn: C, flow_id: str, asks: Sequence[tuple[str, Any]], now: float) -> bool:
+        """Take *asks* for the lease holder of *flow_id*; else mark it blocked, give
+        back every slot it holds and drop its lease (``take_step``)."""
+        sql = statements(self._sql.dialect)
+        blocked = self._take(conn, flow_id, asks, now)
+        if blocked is None:
+            return True
+        self._run(conn, sql.BLOCK, (*blocked, fair_key([a for _, a in asks]), flow_id))
+        self._free_slots(conn, flow_id, now)
+        self._run(conn, sql.DROP, (flow_id,))
+        return False
 
     def give_back_step(self, flow_id: str, part: str, now: float) -> None:
         """The step at *part* (``"step N"``) returned: its slots go back, each
