@@ -113,9 +113,9 @@ class MemoryLimits(MemoryStart):
         blocked = self._take(row["id"], asks, now)
         if blocked is None:
             return True
+        self._free_slots(row["id"], now)  # (before its mark: it unblocks others)
         row["blocked_by"], row["blocked_until"] = blocked
         row["fair_key"] = row["fair_key"] or fair_key([a for _, a in asks])
-        self._free_slots(row["id"], now)
         row["lease_owner"] = row["lease_expires"] = None
         return False
 

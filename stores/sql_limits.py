@@ -217,8 +217,8 @@ class SqlLimits(SqlCancel[C]):
         blocked = self._take(conn, flow_id, asks, now)
         if blocked is None:
             return True
+        self._free_slots(conn, flow_id, now)  # (before its mark: it unblocks others)
         self._run(conn, sql.BLOCK, (*blocked, fair_key([a for _, a in asks]), flow_id))
-        self._free_slots(conn, flow_id, now)
         self._run(conn, sql.DROP, (flow_id,))
         return False
 

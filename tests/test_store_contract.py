@@ -2181,3 +2181,25 @@ def test_limit_usage_counts_slots_held_under_live_leases_and_blocked_flows(store
     ]
     late = 3.0 + store.lease_ttl.total_seconds()
     assert store.limit_usage(late) == [LimitUsage("limit c-use key a", held=0, blocked=1)]
+
+
+def test_a_steps_slot_is_taken_with_a_write_and_given_back_with_the_next(store: Store) -> None:
+    from crux_gen.limits import Limit, asks_for
+
+    limited(store, (), "f1", "f2")
+    store.claim("f1", "w1", 2.0)
+    store.claim("f2", "w2", 2.0)
+    [ask] = asks_for([Limit("c-step", concurrency=1)], None)
+    took = store.commit("f1", "w1", 3.0, Write((rec(0, "a"),), take_slots=(("step 1", ask),)))
+    assert not took.blocked and store.load("f1").lease_owner == "w1"
+    # f2's step finds the slot full: its write is stored, then it lets go of everything
+    full = store.commit("f2", "w2", 3.0, Write((rec(0, "a"),), take_slots=(("step 1", ask),)))
+    assert full.blocked
+    f2 = store.load("f2")
+    assert (len(f2.records), f2.blocked_by, f2.lease_owner) == (1, "limit c-step", None)
+    assert store.due(3.5, 10) == []
+    assert store.take_step("f1", "w1", [("step 1", ask)], 3.5) is True  # its own: held
+    # f1's step returned: its outcome's write gives the slot back, and f2 is due
+    store.commit("f1", "w1", 4.0, Write((rec(1, "b"),), free_slots=("step 1",)))
+    assert store.load("f2").blocked_by is None and store.due(4.0, 10) == ["f2"]
+    assert store.limit_usage(4.0) == []
