@@ -72,6 +72,7 @@ from .errors import (
 from .flow import Flow, FlowContext, Registry, default_registry, flow
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
+from .schedules import Schedule
 from .status import Status
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
@@ -119,6 +120,7 @@ __all__ = [
     "Registry",
     "Retry",
     "SQLiteStore",
+    "Schedule",
     "SerializationError",
     "SignalInfo",
     "SignalValidationError",

@@ -17,6 +17,7 @@ import attrs
 from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
+from .schedules import Schedule
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -107,6 +108,8 @@ class Flow(Generic[R]):
 
     name: str
     fn: FlowBody[R] = attrs.field(repr=False)
+    #: When the flow starts by itself (``@flow(..., schedule=Schedule(...))``).
+    schedule: Schedule | None = attrs.field(default=None, kw_only=True)
 
     def __call__(self, ctx: FlowContext) -> Generator[Command, Any, R]:
         return self.fn(ctx)
@@ -223,20 +226,27 @@ class Registry:
 default_registry = Registry()
 
 
-def flow(name: str, *, registry: Registry | None = None) -> Callable[[FlowBody[R]], Flow[R]]:
+def flow(
+    name: str, *, registry: Registry | None = None, schedule: Schedule | None = None
+) -> Callable[[FlowBody[R]], Flow[R]]:
     """Make a generator function ``fn(ctx)`` a registered :class:`Flow` named *name*.
 
     >>> @flow("onboarding")
     ... def onboarding(ctx):
     ...     yield Step("send-welcome", lambda: send_welcome(ctx.input["email"]))
 
-    Registering a name again replaces the earlier flow.
+    Registering a name again replaces the earlier flow. With *schedule*, every
+    worker that registers the flow starts it at each tick (``crux_gen.schedules``).
     """
     check_name(name, what="flow name")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise InvalidTypeError(
+            f"flow {name!r} schedule", schedule, "is not a Schedule; give Schedule('0 2 * * *')"
+        )
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         check_flow_function(name, fn)
-        made = Flow(name, fn)
+        made = Flow(name, fn, schedule=schedule)
         (registry or default_registry).add(made)
         remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made

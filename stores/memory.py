@@ -35,6 +35,7 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, Status, after_write, transition
 
 from .memory_admin import MemoryAdmin
+from .memory_schedules import MemorySchedules
 from .rules import (
     ITEM_ERRORS,
     RUNNING_OUTCOME,
@@ -50,7 +51,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryAdmin):
+class MemoryStore(MemoryAdmin, MemorySchedules):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:

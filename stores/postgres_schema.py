@@ -20,7 +20,7 @@ import psycopg
 
 from .sql_statements import Dialect, Statements
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -160,9 +160,26 @@ def _add_any_wait_has(conn: psycopg.Connection[tuple[object, ...]], schema: str)
     )
 
 
+def _reserved_v5(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 5: reserved for issue 21's flow control (branch fc-start), which
+    replaces this no-op at merge; a database at 4 passes through it to 6."""
+
+
+def _add_schedules(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 6: the state of cron schedules, one row per name
+    (``stores/sql_schedules.py``): what every worker firing it shares."""
+    conn.execute(
+        b"CREATE TABLE schedules (name text PRIMARY KEY, cron text NOT NULL, "
+        b"tz text NOT NULL, paused integer NOT NULL DEFAULT 0, "
+        b"last_tick double precision, last_flow text, next_tick double precision NOT NULL)"
+    )
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
     3: _add_composition,
     4: _add_any_wait_has,
+    5: _reserved_v5,
+    6: _add_schedules,
 }

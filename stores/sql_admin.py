@@ -17,11 +17,12 @@ from .listing import Before, check_prune, count_query, listing_query
 from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C
 from .sql_cancel import SqlCancel
+from .sql_schedules import SqlSchedules
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 
 
-class SqlAdmin(SqlCancel[C], SqlBrowse):
-    """``SqlStore`` with ``cancel`` and the operator's calls."""
+class SqlAdmin(SqlCancel[C], SqlSchedules[C], SqlBrowse):
+    """``SqlStore`` with ``cancel``, the schedules table and the operator's calls."""
 
     #: The store in messages: ``flow_exists``'s *where*, and a phrase ("in …", "at …").
     _where: str

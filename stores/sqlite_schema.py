@@ -13,7 +13,7 @@ from .sql_statements import FLOW_COLUMNS, Dialect, Statements
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -155,6 +155,21 @@ def add_record_order(conn: sqlite3.Connection) -> None:
     )
 
 
+def _reserved_v6(conn: sqlite3.Connection) -> None:
+    """Version 6: reserved for issue 21's flow control (branch fc-start), which
+    replaces this no-op at merge; a database at 5 passes through it to 7."""
+
+
+def add_schedules(conn: sqlite3.Connection) -> None:
+    """Version 7: the state of cron schedules, one row per name
+    (``stores/sql_schedules.py``): what every worker firing it shares."""
+    conn.execute(
+        "CREATE TABLE schedules (name TEXT PRIMARY KEY, cron TEXT NOT NULL, "
+        "tz TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0, last_tick FLOAT, "
+        "last_flow TEXT, next_tick FLOAT NOT NULL)"
+    )
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -162,4 +177,6 @@ MIGRATIONS = {
     3: add_segments,
     4: add_composition,
     5: add_record_order,
+    6: _reserved_v6,
+    7: add_schedules,
 }
