@@ -299,6 +299,11 @@ def _start_flow(store: Store, name: str, flow_id: str, scheduled_for: str, now: 
     ``"pending"``) here; until then it is stored ``"running"`` and held by no
     runner, which a worker takes as due (as ``crux-gen start`` does).
     """
+    try:
+        store.load(flow_id)
+        return 0  # fired already (the usual case of a second worker: no write)
+    except FlowNotFoundError:
+        pass
     encoded = codec.encode({"scheduled_for": scheduled_for}, what=f"the input of {flow_id!r}")
     owner = secrets.token_hex(8)
     try:
@@ -308,9 +313,12 @@ def _start_flow(store: Store, name: str, flow_id: str, scheduled_for: str, now: 
     except FlowNameConflictError as exc:  # the id is another flow's: never overwritten
         log.error("schedule %s: %s", name, exc, extra={"flow_name": name})
         return 0
-    if stored.lease_owner == owner:
-        store.release(flow_id, owner)
-    return int(stored.created_at == now and not stored.records and stored.run == 1)
+    if stored.lease_owner != owner:  # finished meanwhile: returned unclaimed
+        return 0
+    store.release(flow_id, owner)
+    # Made by this call, or by another worker between the load and the start (then
+    # both count it: a count only; the store holds one flow).
+    return int(stored.created_at == now and not stored.records)
 
 
 def _stored(store: ScheduleStore, name: str) -> StoredSchedule:
