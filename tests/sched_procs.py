@@ -49,7 +49,9 @@ def note(log: str, tick: str) -> str:
 
 
 def main(db: str, clock_file: str, log: str, stop: str) -> None:
-    @flow("minutely", schedule=Schedule("* * * * *", catchup="1h", overlap="allow"), registry=Registry())
+    every_minute = Schedule("* * * * *", catchup="1h", overlap="allow")
+
+    @flow("minutely", schedule=every_minute, registry=Registry())
     def minutely(ctx: Any) -> Any:
         tick = ctx.input["scheduled_for"]
         return (yield Step("note", lambda: note(log, tick)))

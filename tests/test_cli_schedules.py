@@ -164,5 +164,6 @@ def test_a_worker_started_from_a_shell_stores_and_fires_its_modules_schedule(
     [row] = json.loads(crux("schedules", "--json").stdout)
     assert row["last_tick"] is not None
     [listed] = json.loads(crux("list", "--json").stdout)
-    assert (listed["id"], listed["status"]) == (f"sched:every-minute:{row['last_tick']}", "completed")
+    fired = f"sched:every-minute:{row['last_tick']}"
+    assert (listed["id"], listed["status"]) == (fired, "completed")
     assert tick_id(SQLiteStore(db).get_schedule("every-minute").last_tick) == row["last_tick"]

@@ -40,7 +40,7 @@ def test_three_worker_processes_fire_twenty_ticks_as_twenty_flows_each_run_once(
     set_time(clock_file, START)
     SQLiteStore(db).close()  # made once, before the workers race to open it
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "tests.sched_procs", str(db), str(clock_file), str(log), str(stop)]
+    args = [sys.executable, "-m", "tests.sched_procs", *map(str, (db, clock_file, log, stop))]
     procs = [
         subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
         for _ in range(3)
