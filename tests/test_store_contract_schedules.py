@@ -4,8 +4,12 @@ of ``tests/conftest.py``) answers alike, through the protocol only."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+from crux_gen import FakeClock, MemoryStore, SQLiteStore
+from crux_gen.migrate import migrate
 from crux_gen.records import StoredSchedule
 from crux_gen.stores.caps import caps_of
 
@@ -83,3 +87,34 @@ def test_schedule_names_and_values_are_kept_as_given(store: Any) -> None:
     assert store.get_schedule(name).name == name
     assert store.advance_schedule(name, 1.5, 2.5, 1.5, "sched:%s:'x'")
     assert store.get_schedule(name).last_flow == "sched:%s:'x'"
+
+
+def test_migrate_copies_every_schedule_with_its_state(store: Any, clock: FakeClock) -> None:
+    store.register_schedule("a", "0 2 * * *", "Europe/Paris", 100.0)
+    store.advance_schedule("a", 100.0, 200.0, 100.0, "sched:a:x")
+    store.register_schedule("b", "*/5 * * * *", "UTC", 300.0)
+    store.pause_schedule("b", True)
+    target = MemoryStore(clock=clock)
+    report = migrate(store, target)
+    assert report.schedules == 2
+    assert target.list_schedules() == store.list_schedules()
+    assert target.get_schedule("b").paused is True
+
+
+def test_a_version_5_sqlite_file_gets_the_schedules_table_and_keeps_its_flows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v5.db"
+    made = SQLiteStore(path, clock=FakeClock())
+    made.start("f1", "demo", "null", "me", 1.0)
+    made.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE schedules")
+    conn.execute("PRAGMA user_version = 5")
+    conn.close()
+
+    store = SQLiteStore(path, clock=FakeClock())
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 7
+    assert store.load("f1").name == "demo"
+    assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0
+    store.close()
