@@ -73,6 +73,7 @@ from .flow import Flow, FlowContext, Registry, default_registry, flow
 from .handle import FlowHandle, FlowTimeoutError
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
+from .schedules import Schedule
 from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
 from .starts import Debounce, Exclusive
 from .status import Status
@@ -126,6 +127,7 @@ __all__ = [
     "Registry",
     "Retry",
     "SQLiteStore",
+    "Schedule",
     "SerializationError",
     "SignalInfo",
     "SignalValidationError",

@@ -17,6 +17,7 @@ import attrs
 from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
+from .schedules import Schedule
 from .starts import Debounce, Exclusive
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ class Flow(Generic[R]):
 
     name: str
     fn: FlowBody[R] = attrs.field(repr=False)
+    #: When the flow starts by itself (``@flow(..., schedule=Schedule(...))``).
+    schedule: Schedule | None = attrs.field(default=None, kw_only=True)
     #: Flow control (``@flow(..., exclusive=..., debounce=...)``): how starts of
     #: this flow are let through.
     exclusive: Exclusive | None = attrs.field(default=None, kw_only=True, repr=False)
@@ -276,6 +279,7 @@ def flow(
     name: str,
     *,
     registry: Registry | None = None,
+    schedule: Schedule | None = None,
     exclusive: Exclusive | None = None,
     debounce: Debounce | None = None,
 ) -> Callable[[FlowBody[R]], Flow[R]]:
@@ -285,11 +289,16 @@ def flow(
     ... def onboarding(ctx):
     ...     yield Step("send-welcome", lambda: send_welcome(ctx.input["email"]))
 
-    Registering a name again replaces the earlier flow. *exclusive* (an
-    ``Exclusive``) and *debounce* (a ``Debounce``) control how its starts are let
-    through (``Flow.start``, ``Flow.run``).
+    Registering a name again replaces the earlier flow. With *schedule*, every
+    worker that registers the flow starts it at each tick (``crux_gen.schedules``).
+    *exclusive* (an ``Exclusive``) and *debounce* (a ``Debounce``) control how its
+    starts are let through (``Flow.start``, ``Flow.run``).
     """
     check_name(name, what="flow name")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise InvalidTypeError(
+            f"flow {name!r} schedule", schedule, "is not a Schedule; give Schedule('0 2 * * *')"
+        )
     for what, value, kind in (
         ("exclusive", exclusive, Exclusive),
         ("debounce", debounce, Debounce),
@@ -303,7 +312,7 @@ def flow(
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         check_flow_function(name, fn)
-        made = Flow(name, fn, exclusive=exclusive, debounce=debounce)
+        made = Flow(name, fn, schedule=schedule, exclusive=exclusive, debounce=debounce)
         (registry or default_registry).add(made)
         remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made

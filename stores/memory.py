@@ -34,6 +34,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write, transition
 
+from .memory_schedules import MemorySchedules
 from .memory_start import MemoryStart
 from .rules import (
     ITEM_ERRORS,
@@ -50,7 +51,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryStart):
+class MemoryStore(MemoryStart, MemorySchedules):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:

@@ -20,7 +20,7 @@ import psycopg
 
 from .sql_statements import FLOW_CONTROL_INDEXES, Dialect, Statements
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -172,10 +172,21 @@ def _add_flow_control(conn: psycopg.Connection[tuple[object, ...]], schema: str)
         conn.execute(ddl.encode())
 
 
+def _add_schedules(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 6: the state of cron schedules, one row per name
+    (``stores/sql_schedules.py``): what every worker firing it shares."""
+    conn.execute(
+        b"CREATE TABLE schedules (name text PRIMARY KEY, cron text NOT NULL, "
+        b"tz text NOT NULL, paused integer NOT NULL DEFAULT 0, "
+        b"last_tick double precision, last_flow text, next_tick double precision NOT NULL)"
+    )
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
     3: _add_composition,
     4: _add_any_wait_has,
     5: _add_flow_control,
+    6: _add_schedules,
 }

@@ -13,7 +13,7 @@ from .sql_statements import FLOW_COLUMNS, FLOW_CONTROL_INDEXES, Dialect, Stateme
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -174,6 +174,16 @@ def add_flow_control(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def add_schedules(conn: sqlite3.Connection) -> None:
+    """Version 7: the state of cron schedules, one row per name
+    (``stores/sql_schedules.py``): what every worker firing it shares."""
+    conn.execute(
+        "CREATE TABLE schedules (name TEXT PRIMARY KEY, cron TEXT NOT NULL, "
+        "tz TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0, last_tick FLOAT, "
+        "last_flow TEXT, next_tick FLOAT NOT NULL)"
+    )
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -182,4 +192,5 @@ MIGRATIONS = {
     4: add_composition,
     5: add_record_order,
     6: add_flow_control,
+    7: add_schedules,
 }
