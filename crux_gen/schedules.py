@@ -29,8 +29,9 @@ The rules (API.md, "Schedules"):
   ``max(catchup, ON_TIME)`` old; older ones are skipped, with one log line.
 - ``overlap="skip"``: a tick while the flow of the last fired tick is unfinished
   is skipped and logged (a catch-up of several ticks so fires the first only);
-  ``"allow"`` fires every tick. ``"queue"`` (wait, as ``Exclusive(on_conflict=
-  "queue")``) is refused until Exclusive is part of crux_gen (see ``OVERLAPS``).
+  ``"allow"`` fires every tick. ``"queue"`` fires every tick, but each tick's
+  flow waits, as ``Exclusive(on_conflict="queue")`` does, until the scheduled
+  run before it has finished (one exclusive key per schedule: ``QUEUE_KEY``).
 - A paused schedule fires nothing; resuming it starts from the next tick after
   the resume (the ticks of the pause are not caught up).
 """
@@ -38,9 +39,9 @@ The rules (API.md, "Schedules"):
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -52,14 +53,12 @@ from cronsim import CronSim, CronSimError
 from . import codec
 from .durations import format_duration, to_duration
 from .errors import (
-    FlowBusyError,
-    FlowIdTakenError,
     FlowNameConflictError,
     FlowNotFoundError,
     InvalidTypeError,
     InvalidValueError,
 )
-from .records import StoredSchedule
+from .records import NewPending, StoredSchedule
 from .status import FINISHED
 from .stores.caps import caps_of
 
@@ -88,15 +87,8 @@ log = logging.getLogger("crux_gen.schedules")
 
 #: How long a tick stays on time whatever ``catchup`` says: a cron names minutes.
 ON_TIME = timedelta(minutes=1)
-#: ``overlap`` values. TODO(issue 21, fc-start): ``"queue"`` waits as
-#: ``Exclusive(on_conflict="queue")`` does; until Exclusive lands, ``Schedule``
-#: refuses it (``_QUEUE_LATER``) rather than pretend. At merge: accept it here and
-#: pass the exclusive key in ``_start_flow``, the one place that creates a flow.
-OVERLAPS = ("skip", "allow")
-_QUEUE_LATER = (
-    "is not available in this version: it waits as Exclusive(on_conflict='queue'), "
-    "which is not part of crux_gen yet; use 'skip' or 'allow'"
-)
+#: ``overlap`` values: ``"queue"`` waits as ``Exclusive(on_conflict="queue")`` does.
+OVERLAPS = ("skip", "allow", "queue")
 #: The most ticks one ``backfill`` starts (a wider range: an error saying so).
 MAX_BACKFILL = 10_000
 _UTC = timezone.utc
@@ -137,10 +129,8 @@ def _valid_zone(instance: object, attribute: object, value: Any) -> None:
 
 
 def _valid_overlap(instance: object, attribute: object, value: Any) -> None:
-    if value == "queue":
-        raise InvalidValueError("Schedule overlap", value, _QUEUE_LATER)
     if value not in OVERLAPS:
-        raise InvalidValueError("Schedule overlap", value, "must be 'skip' or 'allow'")
+        raise InvalidValueError("Schedule overlap", value, "must be 'skip', 'allow' or 'queue'")
 
 
 def _catchup(value: object) -> timedelta:
@@ -157,7 +147,8 @@ class Schedule:
 
     *catchup* is how old a missed tick may be and still fire (a duration; default
     ``"0s"``: only on-time ticks); *overlap* is ``"skip"`` (default: no tick while
-    the previous scheduled run is unfinished) or ``"allow"``. Bad values raise
+    the previous scheduled run is unfinished), ``"allow"`` or ``"queue"`` (each
+    tick's flow waits for the previous scheduled run to finish). Bad values raise
     ``InvalidValueError`` / ``InvalidTypeError`` naming them, here.
     """
 
@@ -259,7 +250,8 @@ def _fire(store: ScheduleStore, name: str, schedule: Schedule, now: float) -> in
             )  # fmt: skip
             continue
         flow_id = flow_id_of(name, tick)
-        created += _start_flow(store, name, flow_id, tick_id(tick), now)
+        queue = schedule.overlap == "queue"
+        created += _start_flow(store, name, flow_id, tick_id(tick), now, queue=queue)
         last_tick, last_flow = tick, flow_id
     upcoming = schedule.first_tick(math.floor(now) + 1)
     fired = last_tick if last_tick != row.last_tick else None
@@ -290,14 +282,22 @@ def _unfinished(store: Store, flow_id: str | None) -> bool:
         return False
 
 
-def _start_flow(store: Store, name: str, flow_id: str, scheduled_for: str, now: float) -> int:
-    """Create the flow *flow_id* of *name* due and unheld, insert-or-ignore: 1 when
-    this call created it, 0 when it was there already.
+def queue_key(name: str) -> str:
+    """The exclusive key of schedule *name*'s ``overlap="queue"``: its flows wait
+    for each other, and for no flow started otherwise (a user's ``Exclusive`` key
+    is ``[name]`` or ``[name, "<str>"]``, never this)."""
+    return json.dumps([name, None])
 
-    The one place a schedule creates a flow. TODO(issue 21, fc-start): once
-    ``Flow.start`` is on main, create it with ``Flow.start`` (status
-    ``"pending"``) here; until then it is stored ``"running"`` and held by no
-    runner, which a worker takes as due (as ``crux-gen start`` does).
+
+def _start_flow(
+    store: Store, name: str, flow_id: str, scheduled_for: str, now: float, *, queue: bool = False
+) -> int:
+    """Create the flow *flow_id* of *name* ``"pending"`` and due (``Store.enqueue``,
+    as ``Flow.start``), insert-or-ignore: 1 when this call created it, 0 when it was
+    there already. With *queue* (``overlap="queue"``) it waits, as an ``Exclusive``
+    queue does, behind the schedule's unfinished flow.
+
+    The one place a schedule creates a flow.
     """
     try:
         store.load(flow_id)
@@ -305,20 +305,14 @@ def _start_flow(store: Store, name: str, flow_id: str, scheduled_for: str, now: 
     except FlowNotFoundError:
         pass
     encoded = codec.encode({"scheduled_for": scheduled_for}, what=f"the input of {flow_id!r}")
-    owner = secrets.token_hex(8)
+    new = NewPending(flow_id, name, encoded, exclusive=queue_key(name) if queue else None)
     try:
-        stored = store.start(flow_id, name, encoded, owner, now)
-    except (FlowBusyError, FlowIdTakenError):  # a runner holds it: fired already
-        return 0
+        found = store.enqueue(new, now)
     except FlowNameConflictError as exc:  # the id is another flow's: never overwritten
         log.error("schedule %s: %s", name, exc, extra={"flow_name": name})
         return 0
-    if stored.lease_owner != owner:  # finished meanwhile: returned unclaimed
-        return 0
-    store.release(flow_id, owner)
-    # Made by this call, or by another worker between the load and the start (then
-    # both count it: a count only; the store holds one flow).
-    return int(stored.created_at == now and not stored.records)
+    # Made by this call (another worker between the load and the enqueue: not).
+    return int(found.created)
 
 
 def _stored(store: ScheduleStore, name: str) -> StoredSchedule:

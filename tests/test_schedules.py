@@ -93,9 +93,9 @@ def test_a_schedule_of_the_wrong_type_is_a_type_error() -> None:
         flow("x", schedule="0 2 * * *", registry=Registry())  # type: ignore[arg-type]
 
 
-def test_overlap_queue_is_refused_until_exclusive_exists_rather_than_pretended() -> None:
-    with pytest.raises(InvalidValueError, match="Exclusive"):
-        Schedule("0 2 * * *", overlap="queue")
+def test_another_overlap_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidValueError, match=r"'wait'.*'skip', 'allow' or 'queue'"):
+        Schedule("0 2 * * *", overlap="wait")
 
 
 def test_a_schedule_reads_its_durations_and_defaults() -> None:
@@ -301,6 +301,34 @@ def test_overlap_skip_skips_ticks_while_the_previous_run_is_unfinished(
         "sched:waits:2026-01-01T01:00:00Z",
         "sched:waits:2026-01-01T04:00:00Z",
     ]
+
+
+def test_overlap_queue_fires_every_tick_and_each_waits_for_the_run_before_it(
+    local_store: Any, clock: FakeClock
+) -> None:
+    clock.advance(at(2026, 1, 1, 0, 30) - clock.now())
+
+    queue_hourly = Schedule("0 * * * *", catchup="1h", overlap="queue")
+
+    @flow("queued", schedule=queue_hourly, registry=Registry())
+    def queued(ctx: Any) -> Any:
+        return (yield Suspend("done"))
+
+    worker = Worker(local_store, [queued])
+    for _ in range(3):  # 00:30, 01:30, 02:30: 01:00 runs and waits; 02:00 queues behind it
+        worker.run_once()
+        clock.advance("1h")
+    first, second = "sched:queued:2026-01-01T01:00:00Z", "sched:queued:2026-01-01T02:00:00Z"
+    rows = {f.id: (f.status, f.blocked_by) for f in local_store.list_flows(name="queued")}
+    assert rows == {first: ("suspended", None), second: ("pending", first)}
+    signal_flow(first, "done", 1, store=local_store)
+    worker.run_once()  # 03:30: the first finishes, the second starts, 03:00 queues behind it
+    rows = {f.id: (f.status, f.blocked_by) for f in local_store.list_flows(name="queued")}
+    assert rows == {
+        first: ("completed", None),
+        second: ("suspended", None),
+        "sched:queued:2026-01-01T03:00:00Z": ("pending", second),
+    }
 
 
 def test_overlap_allow_fires_every_tick_while_runs_wait(local_store: Any, clock: FakeClock) -> None:
