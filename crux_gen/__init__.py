@@ -74,6 +74,7 @@ from .handle import FlowHandle, FlowTimeoutError
 from .limits import Limit, Rate
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
+from .schedules import Schedule
 from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
 from .starts import Debounce, Exclusive
 from .status import Status
@@ -129,6 +130,7 @@ __all__ = [
     "Registry",
     "Retry",
     "SQLiteStore",
+    "Schedule",
     "SerializationError",
     "SignalInfo",
     "SignalValidationError",

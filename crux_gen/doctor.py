@@ -23,6 +23,10 @@ kind stays unfinished forever; :func:`check_store` lists each one as a
 ``unknown_wait``
     suspended with no wait a store knows (or a signal wait naming no signal) and
     no wake time;
+``queued_behind_nothing``
+    pending (``Exclusive(on_conflict="queue")``) behind a flow that is gone, has
+    finished, or does not hold the key (its end lets only the next flow of its own
+    key through), so nothing will let it start; or pending with no due time;
 ``lease_lapsed``
     running, its lease lapsed more than :data:`LAPSED_TTLS` lease times ago, and
     no worker has taken it since (a worker running with the flow's name
@@ -70,7 +74,8 @@ TIMER_NAMES = {"sleep": "Sleep", "retry": "retry backoff", "wait_until": "WaitUn
 class Problem:
     """An unfinished flow that can never wake: *kind* is a short machine name
     (``"child_gone"``, ``"child_finished"``, ``"child_of_another"``,
-    ``"nothing_left"``, ``"no_wake_time"``, ``"unknown_wait"``, ``"lease_lapsed"``),
+    ``"nothing_left"``, ``"no_wake_time"``, ``"unknown_wait"``,
+    ``"queued_behind_nothing"``, ``"lease_lapsed"``),
     *reason* says why in words."""
 
     flow_id: str
@@ -90,7 +95,7 @@ def check_store(store: CheckedStore) -> list[Problem]:
     ttl = store.lease_ttl.total_seconds()
     unfinished = [
         flow
-        for status in (Status.SUSPENDED, Status.RUNNING)
+        for status in (Status.PENDING, Status.SUSPENDED, Status.RUNNING)
         for flow in store.list_flows(status=status.value, limit=2**62)
     ]
     problems: list[Problem] = []
@@ -115,7 +120,7 @@ def _wait_of(flow: StoredFlow) -> tuple[Any, ...]:
     """What a change of would mean the flow moved: status, run, wait and lease."""
     return (
         flow.status, flow.run, flow.updated_at, flow.wait_kind, flow.waiting_for,
-        flow.wake_at, flow.lease_owner, flow.lease_expires,
+        flow.wake_at, flow.lease_owner, flow.lease_expires, flow.blocked_by,
     )  # fmt: skip
 
 
@@ -125,6 +130,8 @@ def _diagnose(
     """``(kind, reason)`` when *flow* can never wake, else ``None``."""
     if flow.status == Status.RUNNING:
         return _lease(flow, now, ttl)
+    if flow.status == Status.PENDING:
+        return _queued(store, flow)
     if flow.status != Status.SUSPENDED or flow.wake_at is not None:
         return None  # a timer (or a deadline) wakes it
     kind = flow.wait_kind
@@ -145,6 +152,32 @@ def _diagnose(
     if kind == "all":
         return _all(store, flow)
     return "unknown_wait", f"is suspended with wait kind {kind!r} and no wake time"
+
+
+def _queued(store: CheckedStore, flow: StoredFlow) -> tuple[str, str] | None:
+    """A pending flow is due by its due time, or (queued behind an ``Exclusive``
+    holder) by that holder's end: stuck when it has neither, or when its holder is
+    gone, finished or holds no key of its own."""
+    kind = "queued_behind_nothing"
+    if flow.blocked_by is None:
+        return None if flow.wake_at is not None else (kind, "is pending with no due time")
+    if flow.exclusive_key is None or flow.holds is not None:
+        return None  # blocked by something else (a limit): its release lets it through
+    try:
+        holder = store.load(flow.blocked_by)
+    except FlowNotFoundError:
+        return kind, f"is queued behind flow {flow.blocked_by!r}, which is not stored"
+    if holder.status in FINISHED:
+        return kind, (
+            f"is queued behind flow {holder.id!r}, which ended {holder.status}, yet it "
+            "was not let through"
+        )
+    if holder.holds != flow.exclusive_key:
+        return kind, (
+            f"is queued behind flow {holder.id!r}, which does not hold its exclusive key, "
+            "so its end lets another flow through"
+        )
+    return None
 
 
 def _lease(flow: StoredFlow, now: float, ttl: float) -> tuple[str, str] | None:

@@ -18,6 +18,7 @@ from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 from .limits import Limit, check_limits
+from .schedules import Schedule
 from .starts import Debounce, Exclusive
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ class Flow(Generic[R]):
 
     name: str
     fn: FlowBody[R] = attrs.field(repr=False)
+    #: When the flow starts by itself (``@flow(..., schedule=Schedule(...))``).
+    schedule: Schedule | None = attrs.field(default=None, kw_only=True)
     #: Flow control (``@flow(..., exclusive=..., debounce=...)``): how starts of
     #: this flow are let through.
     exclusive: Exclusive | None = attrs.field(default=None, kw_only=True, repr=False)
@@ -279,6 +282,7 @@ def flow(
     name: str,
     *,
     registry: Registry | None = None,
+    schedule: Schedule | None = None,
     exclusive: Exclusive | None = None,
     debounce: Debounce | None = None,
     limits: Sequence[Limit] | None = None,
@@ -289,14 +293,20 @@ def flow(
     ... def onboarding(ctx):
     ...     yield Step("send-welcome", lambda: send_welcome(ctx.input["email"]))
 
-    Registering a name again replaces the earlier flow. *exclusive* (an
-    ``Exclusive``) and *debounce* (a ``Debounce``) control how its starts are let
-    through (``Flow.start``, ``Flow.run``). *limits* (``Limit``s) bound how many
-    runs of it a worker takes at once and how often, across every worker on the
-    store; a second ``Limit`` of one name with other settings is a ``ValueError``.
+    Registering a name again replaces the earlier flow. With *schedule*, every
+    worker that registers the flow starts it at each tick (``crux_gen.schedules``).
+    *exclusive* (an ``Exclusive``) and *debounce* (a ``Debounce``) control how its
+    starts are let through (``Flow.start``, ``Flow.run``). *limits* (``Limit``s)
+    bound how many runs of it a worker takes at once and how often, across every
+    worker on the store; a second ``Limit`` of one name with other settings is a
+    ``ValueError``.
     """
     check_name(name, what="flow name")
     held = check_limits(limits, what=f"@flow({name!r})")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise InvalidTypeError(
+            f"flow {name!r} schedule", schedule, "is not a Schedule; give Schedule('0 2 * * *')"
+        )
     for what, value, kind in (
         ("exclusive", exclusive, Exclusive),
         ("debounce", debounce, Debounce),
@@ -310,7 +320,9 @@ def flow(
 
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         check_flow_function(name, fn)
-        made = Flow(name, fn, exclusive=exclusive, debounce=debounce, limits=held)
+        made = Flow(
+            name, fn, schedule=schedule, exclusive=exclusive, debounce=debounce, limits=held
+        )
         (registry or default_registry).add(made)
         remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made

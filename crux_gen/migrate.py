@@ -34,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 
@@ -43,8 +43,8 @@ from .errors import CruxError, FlowNotFoundError, InvalidTypeError, InvalidValue
 from .limits import unblocked
 from .records import StoredFlow
 from .status import Status
-from .stores.base import Store, StoreAdmin
-from .stores.caps import missing_members
+from .stores.base import Schedules, Store, StoreAdmin
+from .stores.caps import caps_of, missing_members
 from .stores.rules import lease_is_live
 
 __all__ = ["DEFAULT_BATCH", "MigrationError", "MigrationReport", "checksum", "migrate", "walk"]
@@ -75,7 +75,9 @@ class MigrationReport:
     *copied* flows were written to the target now; *skipped* ones were there
     already with the same checksum (an earlier run). *by_status*, *records* and
     *signals* count every flow of the source now verified in the target, copied
-    or skipped. *seconds* is how long it took.
+    or skipped. *seconds* is how long it took. *schedules* counts the cron
+    schedules copied (their state: paused, last and next tick), each replacing the
+    target's of that name.
     """
 
     copied: int
@@ -84,6 +86,7 @@ class MigrationReport:
     records: int
     signals: int
     seconds: float
+    schedules: int = 0
 
     @property
     def flows(self) -> int:
@@ -234,7 +237,19 @@ def migrate(
                 tally.report(),
             )
         _copy(flow, target, tally)
+    tally.schedules = _copy_schedules(source, target)
     return tally.finish()
+
+
+def _copy_schedules(source: MigrationStore, target: MigrationStore) -> int:
+    """Copy every schedule's state from *source* to *target* (both must keep
+    schedules, else nothing is copied): how many."""
+    if not (caps_of(source).schedules and caps_of(target).schedules):
+        return 0
+    rows = cast(Schedules, source).list_schedules()
+    for row in rows:
+        cast(Schedules, target).put_schedule(row)
+    return len(rows)
 
 
 def _check_arguments(source: object, target: object, batch: object) -> None:
@@ -320,6 +335,7 @@ class _Tally:
     by_status: dict[str, int] = attrs.Factory(dict)
     conflicts: list[StoredFlow] = attrs.Factory(list)
     conflict_count: int = 0
+    schedules: int = 0
 
     def report(self) -> MigrationReport:
         by_status = self.by_status
@@ -334,6 +350,7 @@ class _Tally:
             self.records,
             self.signals,
             time.monotonic() - self.started,
+            self.schedules,
         )
 
     def finish(self) -> MigrationReport:

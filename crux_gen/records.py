@@ -215,6 +215,21 @@ class LeaseCheck(NamedTuple):
     now: float
 
 
+class StoredSchedule(NamedTuple):
+    """A schedule's stored state (``Schedules``): its cron and zone as the workers
+    last registered them, whether it is paused, the last tick fired (UTC seconds)
+    with the flow that tick started, and *next_tick*, the earliest tick not yet
+    handled (every tick before it was fired or skipped)."""
+
+    name: str
+    cron: str
+    tz: str
+    paused: bool
+    last_tick: float | None
+    last_flow: str | None
+    next_tick: float
+
+
 def all_header_result(branches: int) -> str:
     """The result an ``All``'s header record holds: how many branch records follow
     it (``retry_failed`` finds the branches of a failed ``All`` by it)."""

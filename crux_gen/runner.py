@@ -21,6 +21,7 @@ from .opening import StorePath, check_store, using
 from .records import StoredFlow, new_flow_id
 from .results import FlowResult
 from .starting import new_pending
+from .status import Status
 
 if TYPE_CHECKING:
     from crux_gen.stores.base import Store
@@ -121,15 +122,17 @@ def _controlled_start(
     """``Flow.run`` of a flow with an ``Exclusive`` or a ``Debounce``: the start goes
     through ``Store.enqueue`` (the rules race-free in the store), then the flow is
     claimed to run here when it may start now: the new holder of its key, or the
-    flow of *flow_id* stored already (a resume). Otherwise the result of the flow
-    that stands for the start: a queued or debounced one (``"pending"``), or the
-    holder a ``"skip"`` found."""
+    flow of *flow_id* stored already (a resume) unless it is queued or not due yet.
+    Otherwise the result of the flow that stands for the start: a queued or
+    debounced one (``"pending"``), or the holder a ``"skip"`` found."""
     new = new_pending(flow, input, flow_id, 0, flow.exclusive, flow.debounce)
     found = store.enqueue(new, now)
-    mine = found.flow.id == new.flow_id
-    queued = flow.debounce is not None or found.flow.blocked_by is not None
-    if not mine or (found.created and queued):
-        return result_of(found.flow)
+    stored = found.flow
+    waits = stored.status == Status.PENDING and (
+        stored.blocked_by is not None or stored.wake_at is None or stored.wake_at > now
+    )
+    if stored.id != new.flow_id or waits:  # another flow stands for it, or not yet
+        return result_of(stored)
     return store.claim(new.flow_id, owner, store.clock.time())
 
 

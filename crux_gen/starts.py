@@ -129,7 +129,6 @@ __all__ = [
     "ON_CONFLICT",
     "PRIORITY_RANGE",
     "Debounce",
-    "Duration",
     "Exclusive",
     "check_priority",
     "key_of",

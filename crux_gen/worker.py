@@ -59,6 +59,7 @@ from .limits import Limit, make_gate
 from .records import StoredFlow
 from .results import FlowResult
 from .runner import ALL_CONCURRENCY, find_flow
+from .schedules import fire_schedules
 from .status import Status
 from .stores.base import Store, StoreAdmin
 from .stores.caps import Wakeups, caps_of, missing_members
@@ -263,6 +264,7 @@ class Worker:
         self._advanced = 0
         self._claim_now = True
         tried: set[str] = set()
+        self._fire_schedules()
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
         executor = Executor(
@@ -292,6 +294,12 @@ class Worker:
         if executor.failure is not None:
             raise executor.failure
         return self._advanced
+
+    def _fire_schedules(self) -> None:
+        """Start the flows of the due ticks of the scheduled flows this worker
+        registers (*flows*, else the registry's), before claiming (``schedules.py``)."""
+        flows = self.flows or [default_registry.get(n) for n in default_registry.names()]
+        fire_schedules(self.store, flows, self._now())
 
     def _top_up(self, executor: Executor, tried: set[str]) -> bool:
         """Claim due flows into *executor*'s free slots (none once stopping or after

@@ -32,6 +32,7 @@ from crux_gen.records import (
     Write,
 )
 
+from .base_schedules import Schedules as Schedules
 from .browse import ErrorGroup
 from .caps import Caps, caps_of
 from .listing import (
@@ -74,6 +75,7 @@ __all__ = [
     "WAIT_CHILD",
     "Before",
     "Caps",
+    "Schedules",
     "Store",
     "StoreAdmin",
     "all_block",
@@ -156,10 +158,9 @@ class Store(Protocol):
         ``new.debounce``: a pending flow of that key nobody holds takes
         ``new.input``, ``new.priority`` and the due time *now* + ``new.delay``
         (never later than its first start + ``new.max_wait``) and is returned
-        (``created`` false); one claimed or gone on since lets go of the key and
-        a new flow is created. Racing starts of one key, from any process, leave
-        one holder and one pending debounced flow per key.
-        """
+        (``created`` false); one claimed or gone on since lets go of the key and a
+        new flow is created. Racing starts of one key, from any process, leave one
+        holder and one pending debounced flow per key."""
         ...
 
     def claim(

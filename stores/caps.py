@@ -26,7 +26,8 @@ class Caps:
     dashboard's id, time, top-level and error filters, and its errors page);
     ``created`` says that opening it made it, empty (a SQLite path that named no
     file: a worker on it warns, as a mistyped path would otherwise poll an empty
-    file forever).
+    file forever); ``schedules`` says it is a ``base.Schedules`` (it keeps the
+    state of cron schedules: ``crux_gen.schedules``).
     """
 
     where: str
@@ -34,6 +35,7 @@ class Caps:
     counts: bool = False
     browses: bool = False
     created: bool = False
+    schedules: bool = False
 
 
 class Wakeups(Protocol):

@@ -36,6 +36,7 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, Status, after_write, transition
 
 from .memory_limits import MemoryLimits
+from .memory_schedules import MemorySchedules
 from .rules import (
     ITEM_ERRORS,
     RUNNING_OUTCOME,
@@ -51,7 +52,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryLimits):
+class MemoryStore(MemoryLimits, MemorySchedules):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:

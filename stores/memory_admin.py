@@ -18,7 +18,14 @@ import attrs
 
 from crux_gen.clock import Clock
 from crux_gen.errors import FlowNotFoundError, StoreError
-from crux_gen.records import PENDING, UNRESOLVED, StoredFlow, StoredRecord, StoredSignal
+from crux_gen.records import (
+    PENDING,
+    UNRESOLVED,
+    StoredFlow,
+    StoredRecord,
+    StoredSchedule,
+    StoredSignal,
+)
 from crux_gen.status import FINISHED, Status
 
 from .browse import MemoryBrowse
@@ -68,7 +75,7 @@ class MemoryTables:
     def __init__(self, lease_ttl: timedelta, clock: Clock) -> None:
         self.lease_ttl = lease_ttl
         self.clock = clock
-        self.caps = Caps(where=type(self).__name__, counts=True, browses=True)
+        self.caps = Caps(where=type(self).__name__, counts=True, browses=True, schedules=True)
         self._lock = threading.RLock()
         self._flows: dict[str, dict[str, Any]] = {}
         self._records: dict[str, list[StoredRecord]] = {}
@@ -78,6 +85,7 @@ class MemoryTables:
         self._next_signal = 1
         #: fairness key -> when it was last served (a counter; ``fair_turns``).
         self._served: dict[str, int] = {}
+        self._schedules: dict[str, StoredSchedule] = {}  # ``memory_schedules.py``
 
     def _snapshot(
         self, flow_id: str, *, history: bool = True, children: bool = False

@@ -146,7 +146,9 @@ class PostgresStore(SqlAdmin[Conn]):
         self.connect_timeout = to_duration(connect_timeout, what="connect_timeout").total_seconds()
         self.max_connections = max_connections
         self.clock: Clock = clock or DatabaseClock(self)
-        self.caps = Caps(where=type(self).__name__, wakeups=True, counts=True, browses=True)
+        self.caps = Caps(
+            where=type(self).__name__, wakeups=True, counts=True, browses=True, schedules=True
+        )
         #: Called with the text of every statement this store sends (tests, debugging).
         self.trace: Callable[[str], None] | None = None
         self._ttl = self.lease_ttl.total_seconds()

@@ -173,8 +173,14 @@ def _add_flow_control(conn: psycopg.Connection[tuple[object, ...]], schema: str)
         conn.execute(ddl.encode())
 
 
-def _reserved_6(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
-    """Version 6: kept for another branch of issue 21 (replaced at its merge)."""
+def _add_schedules(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 6: the state of cron schedules, one row per name
+    (``stores/sql_schedules.py``): what every worker firing it shares."""
+    conn.execute(
+        b"CREATE TABLE schedules (name text PRIMARY KEY, cron text NOT NULL, "
+        b"tz text NOT NULL, paused integer NOT NULL DEFAULT 0, "
+        b"last_tick double precision, last_flow text, next_tick double precision NOT NULL)"
+    )
 
 
 def _add_limits(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
@@ -189,6 +195,6 @@ MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], No
     3: _add_composition,
     4: _add_any_wait_has,
     5: _add_flow_control,
-    6: _reserved_6,
+    6: _add_schedules,
     7: _add_limits,
 }

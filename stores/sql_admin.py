@@ -16,12 +16,14 @@ from .browse import SqlBrowse
 from .listing import Before, check_prune, count_query, listing_query
 from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C
+from .sql_schedules import SqlSchedules
 from .sql_start import SqlStart
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 
 
-class SqlAdmin(SqlStart[C], SqlBrowse):
-    """``SqlStore`` with ``cancel`` and the operator's calls."""
+class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlBrowse):
+    """``SqlStore`` with ``cancel``, ``enqueue``, the schedules table and the
+    operator's calls."""
 
     #: The store in messages: ``flow_exists``'s *where*, and a phrase ("in …", "at …").
     _where: str

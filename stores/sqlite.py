@@ -97,6 +97,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
             counts=True,
             browses=True,
             created=created,
+            schedules=True,
         )
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows

@@ -175,8 +175,14 @@ def add_flow_control(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
-def _reserved_7(conn: sqlite3.Connection) -> None:
-    """Version 7: kept for another branch of issue 21 (replaced at its merge)."""
+def add_schedules(conn: sqlite3.Connection) -> None:
+    """Version 7: the state of cron schedules, one row per name
+    (``stores/sql_schedules.py``): what every worker firing it shares."""
+    conn.execute(
+        "CREATE TABLE schedules (name TEXT PRIMARY KEY, cron TEXT NOT NULL, "
+        "tz TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0, last_tick FLOAT, "
+        "last_flow TEXT, next_tick FLOAT NOT NULL)"
+    )
 
 
 def add_limits(conn: sqlite3.Connection) -> None:
@@ -196,6 +202,6 @@ MIGRATIONS = {
     4: add_composition,
     5: add_record_order,
     6: add_flow_control,
-    7: _reserved_7,
+    7: add_schedules,
     8: add_limits,
 }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import click
 import pytest
 
 from crux_gen import Step, Suspend, flow, get_flow, list_flows
@@ -390,8 +391,11 @@ def test_start_creates_a_due_flow_that_a_worker_pass_runs(
 
 def test_every_subcommand_takes_json() -> None:
     for command in COMMANDS:
-        flags = {opt for p in command.params for opt in getattr(p, "opts", [])}
-        assert "--json" in flags, command.name
+        # A group (``schedule``) takes it on each of its subcommands.
+        leaves = command.commands.values() if isinstance(command, click.Group) else [command]
+        for leaf in leaves:
+            flags = {opt for p in leaf.params for opt in getattr(p, "opts", [])}
+            assert "--json" in flags, f"{command.name} {leaf.name}"
     assert {c.name for c in COMMANDS} == set(cli.commands)
 
 

@@ -109,6 +109,28 @@ def test_a_second_parent_of_a_shared_child_is_reported(store: Any) -> None:
     assert "whose parent is the flow 'p1'" in problem.reason
 
 
+def test_a_queued_flow_nothing_will_let_through_is_reported(store: Any) -> None:
+    key = '["demo", "a"]'
+    queued = {"exclusive_key": key, "wake_at": None}
+    put(store, "behind-gone", "pending", blocked_by="gone", **queued)
+    put(store, "done", "completed", result="1", exclusive_key=key)
+    put(store, "behind-done", "pending", blocked_by="done", **queued)
+    put(store, "other", "suspended", wait_kind="suspend", waiting_for="go", holds='["demo", "b"]')
+    put(store, "behind-other", "pending", blocked_by="other", **queued)
+    put(store, "holder", "suspended", wait_kind="suspend", waiting_for="go", holds=key)
+    put(store, "fine", "pending", blocked_by="holder", **queued)
+    put(store, "limited", "pending", blocked_by="limit openai")  # a Limit's: not ours
+    put(store, "no-due", "pending")
+    put(store, "due", "pending", wake_at=now(store))
+    found = {p.flow_id: p for p in check_store(store)}
+    assert set(found) == {"behind-gone", "behind-done", "behind-other", "no-due"}
+    assert {p.kind for p in found.values()} == {"queued_behind_nothing"}
+    assert "behind flow 'gone', which is not stored" in found["behind-gone"].reason
+    assert "which ended completed" in found["behind-done"].reason
+    assert "does not hold its exclusive key" in found["behind-other"].reason
+    assert found["no-due"].reason == "is pending with no due time"
+
+
 @pytest.mark.parametrize("kind", ["sleep", "retry", "wait_until"])
 def test_a_timer_with_no_wake_time_is_reported(store: Any, kind: str) -> None:
     put(store, "t", wait_kind=kind, waiting_for="nap", records=(step_record(0),))

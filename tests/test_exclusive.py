@@ -189,3 +189,11 @@ def test_bad_exclusive_arguments_are_refused_naming_them(store: Any) -> None:
     with pytest.raises(InvalidValueError, match="could not be computed"):
         sync_queue.start(input={"n": "no account"}, store=store)
     assert count_flows(store=store) == 0
+
+
+def test_running_a_queued_flow_by_its_id_leaves_it_queued(store: Any) -> None:
+    first = sync_queue.run(input={"account": "q", "n": "1"}, store=store)
+    second = sync_queue.start(input={"account": "q", "n": "2"}, store=store)
+    again = sync_queue.run(input={"account": "q", "n": "2"}, store=store, flow_id=second.flow_id)
+    assert (again.flow_id, again.status) == (second.flow_id, "pending")
+    assert RAN == ["1"] and second.info().blocked_by == first.flow_id

@@ -148,9 +148,9 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
 
 
 def back_to_version_2(pg_server: pg.Server, schema: str) -> None:
-    """Undo versions 7 (limits), 5 (flow control), 4 and 3 (composition) in *schema*,
-    keeping its flows."""
-    for table in ("limit_state", "limit_slots", "fair_turns"):
+    """Undo versions 7 (limits), 6 (schedules), 5 (flow control), 4 and 3
+    (composition) in *schema*, keeping its flows."""
+    for table in ("limit_state", "limit_slots", "fair_turns", "schedules"):
         pg_server.execute(f'DROP TABLE "{schema}".{table}')
     pg_server.execute(
         f'ALTER TABLE "{schema}".flows DROP COLUMN priority, DROP COLUMN blocked_by, '
@@ -674,4 +674,28 @@ def test_leases_and_deadlines_use_the_database_clock_so_a_skewed_host_steals_not
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["skew", "0", "busy"]
+    store.close()
+
+
+def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
+    postgres_store_class: Any, pg_server: pg.Server, pg_schema: str
+) -> None:
+    PostgresStore = postgres_store_class
+    clock = FakeClock()
+    old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    old.start("f1", "demo", "null", "me", clock.time())
+    old.close()
+    pg_server.execute(f'DROP TABLE "{pg_schema}".schedules')
+    pg_server.execute(  # and version 5's flow control: a schema as version 4 left it
+        f'ALTER TABLE "{pg_schema}".flows DROP COLUMN priority, DROP COLUMN blocked_by, '
+        "DROP COLUMN exclusive_key, DROP COLUMN holds, DROP COLUMN debounce_key, "
+        "DROP COLUMN debounce_cap"
+    )
+    pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 4')
+
+    store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(6,)]
+    flow = store.load("f1")
+    assert (flow.name, flow.priority, flow.blocked_by) == ("demo", 0, None)
+    assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0
     store.close()

@@ -27,6 +27,7 @@ import pytest
 import crux_gen
 from crux_gen import FakeClock, SQLiteStore
 from crux_gen.cli import main
+from crux_gen.flow import default_registry
 from crux_gen.testing import FlowHarness
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -64,6 +65,9 @@ def run_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
     myapp.flows = flows  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "myapp", myapp)
     monkeypatch.setitem(sys.modules, "myapp.flows", flows)
+    # The README's @flows (a scheduled one among them) leave the default registry
+    # as it was: no later test's worker fires the README's schedule.
+    monkeypatch.setattr(default_registry, "_flows", dict(default_registry._flows))
     namespace: dict[str, Any] = {"__name__": "readme"}
     ran: list[str] = []
     called: list[str] = []

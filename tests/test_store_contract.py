@@ -2203,3 +2203,45 @@ def test_a_steps_slot_is_taken_with_a_write_and_given_back_with_the_next(store: 
     store.commit("f1", "w1", 4.0, Write((rec(1, "b"),), free_slots=("step 1",)))
     assert store.load("f2").blocked_by is None and store.due(4.0, 10) == ["f2"]
     assert store.limit_usage(4.0) == []
+
+
+# -- enqueue (Flow.start): pending flows, priority, blocked_by -------------------------
+
+
+def test_enqueue_creates_a_pending_unclaimed_flow_due_after_its_delay(store: Store) -> None:
+    from crux_gen.records import NewPending
+
+    made = store.enqueue(NewPending("q1", "demo", '{"a": 1}', priority=7, delay=5.0), 100.0)
+    assert made.created
+    got = store.load("q1")
+    assert (got.status, got.priority, got.blocked_by, got.lease_owner) == ("pending", 7, None, None)
+    assert (got.wake_at, got.created_at, got.input) == (105.0, 100.0, '{"a": 1}')
+    assert store.due(104.0, 10) == [] and store.due(105.0, 10) == ["q1"]
+    again = store.enqueue(NewPending("q1", "demo", '{"a": 2}', priority=1), 200.0)
+    assert not again.created and again.flow.input == '{"a": 1}' and again.flow.priority == 7
+    with pytest.raises(FlowNameConflictError):
+        store.enqueue(NewPending("q1", "other", "null"), 200.0)
+    assert store.count() == 1
+
+
+def test_claim_due_takes_higher_priority_first_then_the_earliest_due(store: Store) -> None:
+    from crux_gen.records import NewPending
+
+    for flow_id, priority, at in (("a", 0, 1.0), ("b", 2, 3.0), ("c", 2, 2.0), ("d", -1, 0.0)):
+        store.enqueue(NewPending(flow_id, "demo", "null", priority=priority), at)
+    store.start("r", "demo", "null", "crashed", 0.0)  # a crashed runner's, priority 0
+    order = [f.id for f in store.claim_due(100.0, 2, "w")]
+    order += [f.id for f in store.claim_due(100.0, 10, "w")]
+    assert order == ["c", "b", "a", "r", "d"]
+    assert {store.load(i).lease_owner for i in order} == {"w"}
+
+
+def test_put_flow_and_load_keep_priority_blocked_by_and_the_start_keys(store: Store) -> None:
+    given = StoredFlow(
+        "k1", "demo", "pending", "null", 1.0, 2.0, wake_at=None, priority=-3,
+        blocked_by="holder-9", exclusive_key='["demo", "acct"]', debounce_key='["demo"]',
+        debounce_cap=9.0,
+    )  # fmt: skip
+    store.put_flow(given)
+    assert store.load("k1") == given
+    assert store.due(100.0, 10) == []  # blocked: not due

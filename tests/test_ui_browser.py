@@ -127,7 +127,8 @@ class Demo:
 
 def build_store(path: Path, *, sku: str = "A1", note: str = "", pending: Any = None) -> Demo:
     """completed (its second signal unused), failed (with a traceback), suspended (a
-    rejected signal and a pending one), running with no lease, expired, cancelled."""
+    rejected signal and a pending one), running with no lease, expired, cancelled,
+    pending (started, never run, with a priority)."""
     store = SQLiteStore(path)
     demo = Demo(path, store, {})
 
@@ -159,6 +160,10 @@ def build_store(path: Path, *, sku: str = "A1", note: str = "", pending: Any = N
 
     demo.ids["cancelled"] = f = report.run(input={"sku": sku}, store=store).flow_id
     assert cancel_flow(f, "no longer needed", store=store)
+
+    demo.ids["pending"] = order.start(
+        input={"sku": sku, "note": note}, store=store, priority=3
+    ).flow_id
 
     for status, flow_id in demo.ids.items():
         assert get_flow(flow_id, store=store).status == status

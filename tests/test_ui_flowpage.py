@@ -272,3 +272,23 @@ def test_the_refresh_answers_only_the_records_that_may_have_changed(
     assert earlier["items"] == "" and 'data-status="completed"' in earlier["head"]
     assert tail(app, "?tail=20005&start=19800")["reload"] is True  # records the page lacks
     assert tail(app, "?tail=100&start=0")["reload"] is True  # too many to add
+
+
+def test_a_started_flow_shows_pending_with_its_priority_and_what_blocks_it(store: Any) -> None:
+    from crux_gen import Exclusive, Suspend
+
+    @flow("ui-one-at-a-time", exclusive=Exclusive(key=lambda i: i["k"]))
+    def one(ctx: FlowContext) -> Any:
+        return (yield Suspend("go"))
+
+    holder = one.start(input={"k": "a"}, store=store, flow_id="holder-<1>")
+    queued = one.start(input={"k": "a"}, store=store, priority=4)
+    app = make_app(store)
+    page = call(app, flow_path(queued.flow_id))
+    assert page.status == 200
+    assert 'data-status="pending"' in page.text and "not started yet" in page.text
+    assert text_of(page, "priority") == "4"
+    assert text_of(page, "blocked-by") == holder.flow_id  # escaped, shown as stored
+    assert "holder-<1>" not in page.text  # never raw
+    free = call(app, flow_path(holder.flow_id))
+    assert 'id="blocked-by"' not in free.text and 'id="priority"' not in free.text

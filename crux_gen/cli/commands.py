@@ -8,7 +8,9 @@ that hold them by what they do to flows:
 - :mod:`~crux_gen.cli.deploy` imports the user's MODULE: ``replay``, ``worker``;
 - :mod:`~crux_gen.cli.start` creates a flow of the user's MODULE: ``start``;
 - :mod:`~crux_gen.cli.migrate` copies every flow to another store: ``migrate``;
-- :mod:`~crux_gen.cli.ui` serves the dashboard: ``ui``.
+- :mod:`~crux_gen.cli.ui` serves the dashboard: ``ui``;
+- :mod:`~crux_gen.cli.schedules` lists and changes cron schedules: ``schedules``,
+  ``schedule pause|resume|trigger|backfill``.
 
 A new subcommand goes into the module of its kind and into ``COMMANDS``.
 """
@@ -20,6 +22,7 @@ from .deploy import replay_command, worker_command
 from .limits import limits_command
 from .migrate import migrate_command
 from .queries import count_command, doctor_command, list_command, show_command
+from .schedules import schedule_group, schedules_command
 from .start import start_command
 from .ui import ui_command
 
@@ -39,4 +42,6 @@ COMMANDS = (
     worker_command,
     migrate_command,
     ui_command,
+    schedules_command,
+    schedule_group,
 )

@@ -134,7 +134,10 @@ def migrate_lines(report: MigrationReport, source: str, target: str) -> list[str
     took = "took " + (
         f"{seconds:.2f}s" if seconds < 60 else format_duration(timedelta(seconds=round(seconds)))
     )
+    copied = f"{report.schedules} schedule{'s' if report.schedules != 1 else ''}"
     if not report.flows:
+        if report.schedules:
+            return [f"{source} holds no flows; copied {copied} into {target}", took]
         return [f"{source} holds no flows: nothing to copy into {target}", took]
     statuses = ", ".join(f"{n} {status}" for status, n in report.by_status.items())
     return [
@@ -144,5 +147,6 @@ def migrate_lines(report: MigrationReport, source: str, target: str) -> list[str
         f"with {report.records} record{'s' if report.records != 1 else ''} and "
         f"{report.signals} signal{'s' if report.signals != 1 else ''}; counts and checksum "
         "verified for every flow",
+        *([f"and {copied} (their state: paused, last and next tick)"] if report.schedules else []),
         took,
     ]
