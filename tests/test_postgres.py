@@ -685,17 +685,18 @@ def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
     old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     old.start("f1", "demo", "null", "me", clock.time())
     old.close()
-    pg_server.execute(f'DROP TABLE "{pg_schema}".schedules')
+    for table in ("schedules", "limit_state", "limit_slots", "fair_turns"):  # versions 6, 7
+        pg_server.execute(f'DROP TABLE "{pg_schema}".{table}')
     pg_server.execute(  # and version 5's flow control: a schema as version 4 left it
         f'ALTER TABLE "{pg_schema}".flows DROP COLUMN priority, DROP COLUMN blocked_by, '
         "DROP COLUMN exclusive_key, DROP COLUMN holds, DROP COLUMN debounce_key, "
-        "DROP COLUMN debounce_cap"
+        "DROP COLUMN debounce_cap, DROP COLUMN blocked_until, DROP COLUMN fair_key"
     )
     pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 4')
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(6,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(7,)]
     flow = store.load("f1")
-    assert (flow.name, flow.priority, flow.blocked_by) == ("demo", 0, None)
+    assert (flow.name, flow.priority, flow.blocked_by, flow.fair_key) == ("demo", 0, None, None)
     assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0
     store.close()
