@@ -40,7 +40,7 @@ from crux_gen.records import StoredFlow
 
 from .sql import C
 from .sql_cancel import SqlCancel
-from .sql_statements import UNFINISHED, Dialect
+from .sql_statements import LIMIT_BLOCK, UNFINISHED, Dialect
 
 
 class LimitStatements:
@@ -91,8 +91,7 @@ class LimitStatements:
         )
         self.BLOCKED_ALL = (
             "SELECT blocked_by, count(*) FROM flows WHERE blocked_by IS NOT NULL "
-            "AND (substr(blocked_by, 1, 6) = 'limit ' OR substr(blocked_by, 1, 5) = 'rate ') "
-            f"AND status IN {UNFINISHED} GROUP BY blocked_by"
+            f"AND {LIMIT_BLOCK} AND status IN {UNFINISHED} GROUP BY blocked_by"
         )
         self.CLEAR = f"UPDATE flows SET blocked_by = NULL, blocked_until = NULL WHERE id = {m}"
 

@@ -44,6 +44,8 @@ LEAN_RECORD_COLUMNS = (
 )
 #: The finished statuses as an SQL list (constants of this code, not values).
 FINISHED_LIST = "(" + ", ".join(f"'{s.value}'" for s in sorted(FINISHED)) + ")"
+#: A ``blocked_by`` that names a limit (``crux_gen.limits.label``).
+LIMIT_BLOCK = "(substr(blocked_by, 1, 6) = 'limit ' OR substr(blocked_by, 1, 5) = 'rate ')"
 #: The statuses a worker may run (a limit's blocked flows among them).
 UNFINISHED = "('pending', 'running', 'suspended')"
 
