@@ -356,3 +356,41 @@ def test_a_step_that_finds_its_slot_full_parks_its_flow_holding_nothing(store: A
     assert sorted(c for c in CALLS if c.startswith("api")) == ["api 0", "api 1"]
     assert [get_flow(i, store=store).status for i in (first, second)] == ["suspended"] * 2
     assert CALLS.count("free 0") == 1 and CALLS.count("free 1") == 1  # replayed, not rerun
+
+
+FLAKY: list[int] = []
+
+
+@flow("lim-retried")
+def retried(ctx: Any) -> Any:
+    from crux_gen import Retry
+
+    def call() -> str:
+        FLAKY.append(len(store_usage(ctx)))
+        if len(FLAKY) == 1:
+            raise ConnectionError("first attempt fails")
+        return "ok"
+
+    return (yield Step("api", call, limits=[API], retry=Retry(3, backoff="fixed", delay="1s")))
+
+
+USAGE: dict[str, Any] = {}
+
+
+def store_usage(ctx: Any) -> list[Any]:
+    """The limits in use seen from inside the step (the slot it holds)."""
+    store = USAGE["store"]
+    return list(store.limit_usage(store.clock.time()))
+
+
+def test_each_attempt_of_a_limited_step_takes_the_slot_again(store: Any) -> None:
+    FLAKY.clear()
+    USAGE["store"] = store
+    h = retried.start(input=None, store=store)
+    worker = Worker(store)
+    worker.run_once()
+    store.clock.advance(2)
+    worker.run_once()
+    assert h.info().status == "completed" and len(FLAKY) == 2
+    assert FLAKY == [1, 1]  # each attempt ran holding the one slot
+    assert store.limit_usage(store.clock.time()) == []  # and gave it back
