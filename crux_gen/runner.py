@@ -17,6 +17,7 @@ from .flow import RUNNER, Flow, check_flow_id, default_registry
 from .flowrun import ParkingWarning
 from .hand import _release, result_of
 from .handlers import INLINE_BACKOFF
+from .limits import Blocked, asks_for, fair_key, make_gate
 from .opening import StorePath, check_store, using
 from .records import StoredFlow, new_flow_id
 from .results import FlowResult
@@ -105,7 +106,7 @@ def run_flow(
             if stored.lease_owner == owner:
                 _release(store, stored.id, owner)
             raise FlowNameConflictError(stored.id, stored.name, flow.name)
-    elif flow.exclusive is not None or flow.debounce is not None:
+    elif flow.exclusive is not None or flow.debounce is not None or flow.limits:
         found = _controlled_start(flow, store, input, flow_id, owner, now)
         if isinstance(found, FlowResult):
             return found
@@ -119,13 +120,18 @@ def run_flow(
 def _controlled_start(
     flow: Flow[Any], store: Store, input: Any, flow_id: str | None, owner: str, now: float
 ) -> StoredFlow | FlowResult:
-    """``Flow.run`` of a flow with an ``Exclusive`` or a ``Debounce``: the start goes
-    through ``Store.enqueue`` (the rules race-free in the store), then the flow is
-    claimed to run here when it may start now: the new holder of its key, or the
-    flow of *flow_id* stored already (a resume) unless it is queued or not due yet.
-    Otherwise the result of the flow that stands for the start: a queued or
-    debounced one (``"pending"``), or the holder a ``"skip"`` found."""
+    """``Flow.run`` of a flow with an ``Exclusive``, a ``Debounce`` or limits of its
+    own: the start goes through ``Store.enqueue`` (the rules race-free in the store),
+    then the flow is claimed to run here when it may start now: the new holder of
+    its key, or the flow of *flow_id* stored already (a resume) unless it is queued
+    or not due yet; a flow with limits takes its slots in that claim, as a worker's
+    does (no slot: it stays due, blocked, and is returned ``"pending"`` for a
+    worker to run once a slot frees). Otherwise the result of the flow that stands
+    for the start: a queued or debounced one (``"pending"``), or the holder a
+    ``"skip"`` found."""
     new = new_pending(flow, input, flow_id, 0, flow.exclusive, flow.debounce)
+    if flow.limits:  # due flows are taken round-robin across its keys
+        new = attrs.evolve(new, fair_key=fair_key(asks_for(flow.limits, input)))
     found = store.enqueue(new, now)
     stored = found.flow
     waits = stored.status == Status.PENDING and (
@@ -133,7 +139,13 @@ def _controlled_start(
     )
     if stored.id != new.flow_id or waits:  # another flow stands for it, or not yet
         return result_of(stored)
-    return store.claim(new.flow_id, owner, store.clock.time())
+    if not flow.limits or stored.status != Status.PENDING:
+        return store.claim(new.flow_id, owner, store.clock.time())
+    gate = make_gate(lambda name: flow.limits)
+    try:
+        return store.claim(new.flow_id, owner, store.clock.time(), gate=gate)
+    except Blocked:
+        return result_of(store.load(new.flow_id))
 
 
 def resume(

@@ -14,7 +14,7 @@ call after a claim) takes its slots in a transaction of its own.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -22,8 +22,11 @@ from .effects import Call
 from .errors import CruxError
 from .limits import SlotAsk, asks_for
 from .records import Write
+from .stores.caps import caps_of
 
 if TYPE_CHECKING:
+    from crux_gen.stores.base_limits import Limits
+
     from .flowrun import FlowRun
 
 
@@ -45,15 +48,14 @@ def asks_of(run: FlowRun, calls: list[Call]) -> list[tuple[str, SlotAsk]]:
 def take(store: Any, run: FlowRun, calls: list[Call], now: float) -> bool:
     """Take the slots of the limited *calls* of *run* (all or none); ``False``: the
     store parked the flow blocked (no lease, no slot held)."""
-    taking = getattr(store, "take_step", None)
-    if taking is None:
+    if not caps_of(store).limits:
         raise CruxError(
             f"{type(store).__name__} keeps no limits: Step(..., limits=[...]) needs one"
         )
     asks: list[tuple[str, SlotAsk]] = [
         (part(call.position), ask) for call in calls for ask in asks_for(call.limits, run.ctx.input)
     ]
-    if not taking(run.flow_id, run.owner, asks, now):
+    if not cast("Limits", store).take_step(run.flow_id, run.owner, asks, now):
         return False
     run.step_parts.update(part(call.position) for call in calls)
     return True

@@ -32,6 +32,7 @@ from crux_gen.records import (
     Write,
 )
 
+from .base_limits import Limits as Limits
 from .base_schedules import Schedules as Schedules
 from .browse import ErrorGroup
 from .caps import Caps, caps_of
@@ -75,6 +76,7 @@ __all__ = [
     "WAIT_CHILD",
     "Before",
     "Caps",
+    "Limits",
     "Schedules",
     "Store",
     "StoreAdmin",

@@ -27,7 +27,9 @@ class Caps:
     ``created`` says that opening it made it, empty (a SQLite path that named no
     file: a worker on it warns, as a mistyped path would otherwise poll an empty
     file forever); ``schedules`` says it is a ``base.Schedules`` (it keeps the
-    state of cron schedules: ``crux_gen.schedules``).
+    state of cron schedules: ``crux_gen.schedules``); ``limits`` says it is a
+    ``base.Limits`` (it keeps the slots and rate turns of ``Limit``s on steps and
+    lists them).
     """
 
     where: str
@@ -36,6 +38,7 @@ class Caps:
     browses: bool = False
     created: bool = False
     schedules: bool = False
+    limits: bool = False
 
 
 class Wakeups(Protocol):

@@ -75,7 +75,9 @@ class MemoryTables:
     def __init__(self, lease_ttl: timedelta, clock: Clock) -> None:
         self.lease_ttl = lease_ttl
         self.clock = clock
-        self.caps = Caps(where=type(self).__name__, counts=True, browses=True, schedules=True)
+        self.caps = Caps(
+            where=type(self).__name__, counts=True, browses=True, schedules=True, limits=True
+        )
         self._lock = threading.RLock()
         self._flows: dict[str, dict[str, Any]] = {}
         self._records: dict[str, list[StoredRecord]] = {}

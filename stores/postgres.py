@@ -147,7 +147,12 @@ class PostgresStore(SqlAdmin[Conn]):
         self.max_connections = max_connections
         self.clock: Clock = clock or DatabaseClock(self)
         self.caps = Caps(
-            where=type(self).__name__, wakeups=True, counts=True, browses=True, schedules=True
+            where=type(self).__name__,
+            wakeups=True,
+            counts=True,
+            browses=True,
+            schedules=True,
+            limits=True,
         )
         #: Called with the text of every statement this store sends (tests, debugging).
         self.trace: Callable[[str], None] | None = None

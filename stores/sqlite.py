@@ -98,6 +98,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
             browses=True,
             created=created,
             schedules=True,
+            limits=True,
         )
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows

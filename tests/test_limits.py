@@ -394,3 +394,30 @@ def test_each_attempt_of_a_limited_step_takes_the_slot_again(store: Any) -> None
     assert h.info().status == "completed" and len(FLAKY) == 2
     assert FLAKY == [1, 1]  # each attempt ran holding the one slot
     assert store.limit_usage(store.clock.time()) == []  # and gave it back
+
+
+def test_flow_run_takes_its_flows_slot_like_a_worker(store: Any) -> None:
+    """Limits are global: a flow's own limit holds for ``Flow.run`` in the caller's
+    process too. The run takes the slot at its claim and gives it back when it parks;
+    a run that finds the slot taken runs nothing and returns the flow pending,
+    blocked, due again (for a worker) once the slot frees."""
+    clock = store.clock
+    first = sleeper.run(input={"n": 1}, store=store)
+    assert first.status == "suspended"  # ran to its sleep: it holds no slot now
+    second = sleeper.run(input={"n": 2}, store=store)
+    assert second.status == "suspended"
+    assert RAN == ["before 1", "before 2"]
+    # A slot held by another (a worker's claim that has not parked): Flow.run waits.
+    gate = make_gate(lambda name: waiter.limits)
+    held = [waiter.start(input=n, store=store).flow_id for n in range(2)]
+    assert len(store.claim_due(clock.time(), 10, "w1", gate=gate)) == 2
+    blocked = waiter.run(input=3, store=store)
+    assert blocked.status == "pending"
+    info = get_flow(blocked.flow_id, store=store)
+    assert info.blocked_by == "limit lim-two"
+    assert info.history == ()  # nothing of it ran
+    parked = Write(status="suspended", waiting_for="go", wait_kind="suspend")
+    store.commit(held[0], "w1", clock.time(), parked)
+    assert get_flow(blocked.flow_id, store=store).blocked_by is None
+    Worker(store, flows=[waiter], concurrency=2).run_once()
+    assert get_flow(blocked.flow_id, store=store).status == "suspended"  # ran to its wait

@@ -58,7 +58,9 @@ def test_caps_of_a_store_without_caps_names_its_class_and_declares_nothing() -> 
 def test_caps_of_a_forwarding_wrapper_are_its_stores() -> None:
     inner = MemoryStore()
     assert caps_of(Forwarding(inner)) is inner.caps
-    assert inner.caps == Caps(where="MemoryStore", counts=True, browses=True, schedules=True)
+    assert inner.caps == Caps(
+        where="MemoryStore", counts=True, browses=True, schedules=True, limits=True
+    )
 
 
 def test_missing_members_names_what_an_object_lacks_in_declared_order() -> None:

@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -19,6 +19,9 @@ from ..durations import approximate
 from ..results import HistoryEntry
 from ..status import FINISHED, Status
 from ..stores.caps import caps_of
+
+if TYPE_CHECKING:
+    from crux_gen.stores.base_limits import Limits
 
 #: Flows per page of the flows table.
 PAGE_SIZE = 50
@@ -53,8 +56,9 @@ def status_counts(store: Any) -> dict[str, str]:
 def limits_in_use(store: Any) -> list[Any]:
     """The limits in use (``crux-gen limits``): slots held, flows blocked; none for a
     store that keeps no limits."""
-    usage = getattr(store, "limit_usage", None)
-    return [] if usage is None else list(usage(store.clock.time()))
+    if not caps_of(store).limits:
+        return []
+    return list(cast("Limits", store).limit_usage(store.clock.time()))
 
 
 def parse_before(text: str) -> datetime | tuple[float, str]:
