@@ -167,6 +167,22 @@ class Write:
     take_slots: tuple[tuple[str, Any], ...] = ()
 
     @property
+    def is_limited_step(self) -> bool:
+        """A step's result, giving back its slots and taking the next limited step's:
+        stores write it as a step (its fenced record) and pass the slots along."""
+        return (
+            bool(self.free_slots and self.take_slots)
+            and len(self.records) == 1
+            and self.status is None
+            and not self.signals
+            and self.continue_as_new is None
+            and self.custom_status is None
+            and not self.children
+            and not self.wait_signals
+            and not self.wait_children
+        )
+
+    @property
     def is_step(self) -> bool:
         """One record and nothing else: a step's result, which stores write on their
         hot path (one fenced statement)."""

@@ -138,8 +138,11 @@ class SqlStore(Generic[C]):
         """A write's ``take_slots``, else the flow blocked and let go (``SqlLimits``)."""
         raise NotImplementedError  # pragma: no cover - SqlLimits
 
-    def _give_back_part(self, conn: C, flow_id: str, part: str) -> None:
-        """A limited step's attempt is stored: its slots go back (``SqlLimits``)."""
+    def _passed_on(self, flow_id: str, owner: str, write: Write) -> bool:
+        return False  # a limited step's record and slots passed on (``SqlLimits``)
+
+    def _give_back_part(self, conn: C, flow_id: str, part: str, takes: Any = ()) -> Any:
+        return takes  # a step's slots back, or to *takes*: the asks left (``SqlLimits``)
 
     def _end_hold(self, conn: C, flow_id: str, now: float) -> None:
         """*flow_id* finished: the exclusive key it held goes to the next queued
@@ -332,8 +335,9 @@ class SqlStore(Generic[C]):
             fenced = self._sql.fenced(flow_id, owner, write.records[0])
             if self._put_fenced(None, fenced):
                 return RUNNING_OUTCOME
-            # Lost lease, cancelled, a suspended flow going on, or a conflict: the
-            # full transaction below sorts out which.
+            # Lost lease, cancelled, waking, or a conflict: the full write decides.
+        elif write.is_limited_step and self._passed_on(flow_id, owner, write):
+            return RUNNING_OUTCOME
         check_write(flow_id, write)
 
         def apply(conn: C) -> CommitOutcome:
@@ -401,13 +405,14 @@ class SqlStore(Generic[C]):
         )
         if write.custom_status is not None:
             self._run(conn, sql.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
-        for part in write.free_slots:
-            self._give_back_part(conn, flow_id, part)
+        takes = write.take_slots if new is not None else ()
+        for part in write.free_slots:  # (a slot the next step asks for passes to it)
+            takes = self._give_back_part(conn, flow_id, part, takes)
         if new is None:  # cancelled meanwhile: keep it, drop the lease
             self._run(conn, sql.DROP_LEASE, (flow_id,))
             return CommitOutcome(status, cancel_reason=row[2])
         moved = self._move(conn, flow_id, now, write, status, new)
-        if write.take_slots and not self._took(conn, flow_id, write.take_slots, now):
+        if takes and not self._took(conn, flow_id, takes, now):
             return attrs.evolve(moved, blocked=True)
         return moved
 

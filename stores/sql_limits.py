@@ -36,7 +36,7 @@ from crux_gen.limits import (
     label,
     usage,
 )
-from crux_gen.records import StoredFlow
+from crux_gen.records import StoredFlow, Write
 
 from .sql import C
 from .sql_cancel import SqlCancel
@@ -68,6 +68,10 @@ class LimitStatements:
             f"SELECT DISTINCT name, key FROM limit_slots WHERE flow_id = {m} AND part = {m}"
         )
         self.GIVE_BACK_PART = f"DELETE FROM limit_slots WHERE flow_id = {m} AND part = {m}"
+        self.HAND_OVER = (
+            f"UPDATE limit_slots SET part = {m} "
+            f"WHERE flow_id = {m} AND part = {m} AND name = {m} AND key = {m}"
+        )
         self.LEASED = f"SELECT lease_owner, lease_expires FROM flows WHERE id = {m}" + d.lock()
         self.DROP = f"UPDATE flows SET lease_owner = NULL, lease_expires = NULL WHERE id = {m}"
         self.BLOCK = (
@@ -96,8 +100,18 @@ class LimitStatements:
         self.CLEAR = f"UPDATE flows SET blocked_by = NULL, blocked_until = NULL WHERE id = {m}"
 
 
+#: ``SqlLimits._limit_sql``'s statements, by ``id`` of the store's ``Statements``.
+_MADE: dict[int, LimitStatements] = {}
+
+
+class _NotPassed(Exception):
+    """``_passed_on`` found more than a step's record and a slot to pass on: its
+    transaction is rolled back and the write goes the full way."""
+
+
 @functools.cache
 def statements(d: Dialect) -> LimitStatements:
+    """The statements of *d* (made once per dialect)."""
     return LimitStatements(d)
 
 
@@ -145,7 +159,7 @@ class SqlLimits(SqlCancel[C]):
 
     def limit_usage(self, now: float) -> list[LimitUsage]:
         """Every limit (and key) with a slot held or a flow blocked, at *now*."""
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
         held = [(name, key, int(n)) for name, key, n in self._all(sql.HELD_ALL, (now,))]
         return usage(held, [(text, int(n)) for text, n in self._all(sql.BLOCKED_ALL, ())])
 
@@ -156,7 +170,7 @@ class SqlLimits(SqlCancel[C]):
         asks = () if gate is None else gate(flow.name, flow.input)
         if not asks:
             return
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
         blocked = self._take(conn, flow.id, [("", a) for a in asks], now)
         if blocked is not None:
             self._run(conn, sql.BLOCK, (*blocked, fair_key(asks), flow.id))
@@ -172,7 +186,7 @@ class SqlLimits(SqlCancel[C]):
     ) -> tuple[str, float | None] | None:
         """Take every ask (a part, ``""`` or ``"step N"``, and its ``SlotAsk``) for
         *flow_id*, all or none: ``None`` when taken, else what blocks."""
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
         tats: dict[tuple[str, str], float] = {}
         for name, key in sorted({(a.name, a.key) for _, a in asks}):  # one lock order
             self._run(conn, sql.ENSURE, (name, key))
@@ -199,7 +213,7 @@ class SqlLimits(SqlCancel[C]):
         waits holding nothing, due again when a slot frees (or at the rate's turn),
         and its next run reaches the step again. ``LeaseLostError`` when *owner*
         does not hold the lease."""
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
 
         def take(conn: C) -> bool:
             leased = self._run(conn, sql.LEASED, (flow_id,)).fetchone()
@@ -212,7 +226,7 @@ class SqlLimits(SqlCancel[C]):
     def _took(self, conn: C, flow_id: str, asks: Sequence[tuple[str, Any]], now: float) -> bool:
         """Take *asks* for the lease holder of *flow_id*; else mark it blocked, give
         back every slot it holds and drop its lease (``take_step``)."""
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
         blocked = self._take(conn, flow_id, asks, now)
         if blocked is None:
             return True
@@ -227,12 +241,74 @@ class SqlLimits(SqlCancel[C]):
         back in the transaction that stores the attempt: ``Write.free_slots``.)"""
         self._atomically(lambda conn: self._give_back_part(conn, flow_id, part))
 
-    def _give_back_part(self, conn: C, flow_id: str, part: str) -> None:
-        sql = statements(self._sql.dialect)
+    def _limit_sql(self) -> LimitStatements:
+        """This store's limit statements (made once per dialect; found by the
+        identity of its statements, which live as long as their module)."""
+        found = _MADE.get(id(self._sql))
+        if found is None:
+            found = _MADE[id(self._sql)] = statements(self._sql.dialect)
+        return found
+
+    def _passed_on(self, flow_id: str, owner: str, write: Write) -> bool:
+        """A limited step's write (``Write.is_limited_step``) on the hot path: its
+        record as a step's (one fenced statement: the lease and the gap rule) and
+        each of its slots passed to the next limited step that asks for it, in one
+        transaction. Anything else (the lease lost, a slot to take afresh or to give
+        back, a rate's turn) and nothing of it stays: ``False``, the full write."""
+        fenced = self._sql.fenced(flow_id, owner, write.records[0])
+
+        def passed(conn: C) -> None:
+            if not self._put_fenced(conn, fenced):
+                raise _NotPassed
+            takes = write.take_slots
+            for part in write.free_slots:
+                takes = self._give_back_part(conn, flow_id, part, takes, only_pass=True)
+            if takes:
+                raise _NotPassed
+
+        try:
+            self._atomically(passed)
+        except _NotPassed:
+            return False
+        return True
+
+    def _give_back_part(
+        self,
+        conn: C,
+        flow_id: str,
+        part: str,
+        takes: tuple[tuple[str, SlotAsk], ...] = (),
+        *,
+        only_pass: bool = False,
+    ) -> tuple[tuple[str, SlotAsk], ...]:
+        """The slots of the step at *part* go back, each unblocking the next flow
+        blocked by its limit and key; except one that an ask of *takes* (the next
+        limited step of the flow, in the same write) would take at once: it passes to
+        that step (its row's part changes; the count of the limit's slots does not,
+        so there is nothing to check, nobody to unblock). The asks left are returned.
+        (Only a plain slot passes: an ask with a rate takes its turn as any start.)"""
+        sql = self._limit_sql()
         held = self._run(conn, sql.PART_SLOTS, (flow_id, part)).fetchall()
-        if held:
+        if not held:
+            return takes
+        left, kept = list(takes), []
+        for name, key in held:
+            fits = [
+                i
+                for i, (_, ask) in enumerate(left)
+                if ask.interval is None and ask.concurrency and (ask.name, ask.key) == (name, key)
+            ]
+            if not fits:
+                kept.append((name, key))
+                continue
+            step, _ = left.pop(fits[0])
+            self._run(conn, sql.HAND_OVER, (step, flow_id, part, name, key))
+        if kept and only_pass:
+            raise _NotPassed  # (``_passed_on``: the full write gives it back)
+        if kept:
             self._run(conn, sql.GIVE_BACK_PART, (flow_id, part))
-            self._unblock(conn, held)
+            self._unblock(conn, kept)
+        return tuple(left)
 
     def _blocked(
         self, conn: C, flow_id: str, part: str, ask: SlotAsk, tat: float, now: float
@@ -241,7 +317,7 @@ class SqlLimits(SqlCancel[C]):
         ``None``: a full slot count, else a rate whose turn has not come."""
         if ask.concurrency is not None:
             params = (ask.name, ask.key, flow_id, part, now)
-            held = self._run(conn, statements(self._sql.dialect).HELD, params).fetchone()[0]
+            held = self._run(conn, self._limit_sql().HELD, params).fetchone()[0]
             if held >= ask.concurrency:
                 return label(ask.name, ask.key), None
         if ask.interval is not None:
@@ -253,7 +329,7 @@ class SqlLimits(SqlCancel[C]):
     def _free_slots(self, conn: C, flow_id: str, now: float) -> None:
         """*flow_id* parked or ended: its slots go back, and each unblocks the next
         flow blocked by its limit and key, in this transaction."""
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
         held: Sequence[Any] = self._run(conn, sql.SLOTS_OF, (flow_id,)).fetchall()
         if not held:
             return
@@ -262,7 +338,7 @@ class SqlLimits(SqlCancel[C]):
 
     def _unblock(self, conn: C, held: Sequence[Any]) -> None:
         """Slots of (name, key) in *held* came back: the next flow blocked by each is due."""
-        sql = statements(self._sql.dialect)
+        sql = self._limit_sql()
         for name, key in sorted(held):
             self._run(conn, sql.STATE, (name, key))  # the limit's lock
             for (unblocked,) in self._run(conn, sql.UNBLOCK_ONE, (label(name, key),)).fetchall():

@@ -421,3 +421,40 @@ def test_flow_run_takes_its_flows_slot_like_a_worker(store: Any) -> None:
     assert get_flow(blocked.flow_id, store=store).blocked_by is None
     Worker(store, flows=[waiter], concurrency=2).run_once()
     assert get_flow(blocked.flow_id, store=store).status == "suspended"  # ran to its wait
+
+
+SOLO = Limit("lim-solo", concurrency=1)
+OTHER = Limit("lim-other", concurrency=1)
+#: What each step of ``chain`` saw held while it ran (the test sets ``CHAIN_USAGE[0]``).
+CHAIN_SEEN: list[tuple[str, list[Any]]] = []
+CHAIN_USAGE: list[Any] = [lambda: []]
+
+
+@flow("lim-chain")
+def chain(ctx: Any) -> Any:
+    """Limited steps one after another: the slot passes from each to the next in the
+    write between them (same limit), or goes back and is taken afresh (another)."""
+    seen = CHAIN_SEEN.append
+    for i, limit in enumerate([SOLO, SOLO, SOLO, OTHER, SOLO]):
+        yield Step(f"c{i}", lambda i=i: seen((f"c{i}", CHAIN_USAGE[0]())), limits=[limit])
+    return "done"
+
+
+def test_a_slot_passed_from_step_to_step_is_held_once_and_given_back_at_the_end(
+    store: Any,
+) -> None:
+    CHAIN_SEEN.clear()
+    in_use = store.limit_usage
+    CHAIN_USAGE[0] = lambda: [(u.label, u.held) for u in in_use(store.clock.time()) if u.held]
+    flow_id = chain.start(store=store).flow_id
+    Worker(store, flows=[chain], concurrency=1).run_once()
+    assert get_flow(flow_id, store=store).status == "completed"
+    assert [name for name, _ in CHAIN_SEEN] == ["c0", "c1", "c2", "c3", "c4"]
+    limits = ["limit lim-solo"] * 3 + ["limit lim-other", "limit lim-solo"]
+    for (name, held), limit in zip(CHAIN_SEEN, limits, strict=True):
+        assert held == [(limit, 1)], (name, held)  # its own slot, held once, no other
+    assert store.limit_usage(store.clock.time()) == []  # nothing left held
+    # and the limit is free for the next flow
+    second = chain.start(store=store).flow_id
+    Worker(store, flows=[chain], concurrency=1).run_once()
+    assert get_flow(second, store=store).status == "completed"
