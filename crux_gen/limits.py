@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -197,11 +197,18 @@ _KNOWN: dict[str, Limit] = {}
 _KNOWN_LOCK = threading.Lock()
 
 
+def _known(limit: object) -> bool:
+    """*limit* is a ``Limit`` registered already (itself, not one of its name)."""
+    return type(limit) is Limit and _KNOWN.get(limit.name) is limit
+
+
 def check_limits(limits: Iterable[object] | None, *, what: str) -> tuple[Limit, ...]:
     """*limits* as a tuple of ``Limit``; a second ``Limit`` of a known name with
     other settings is a ``ValueError`` (``InvalidValueError``) naming both."""
     if limits is None:
         return ()
+    if type(limits) in (list, tuple) and all(_known(x) for x in limits):
+        return cast("tuple[Limit, ...]", tuple(limits))  # (a replayed Step's, say)
     if isinstance(limits, (str, bytes, Limit)) or not isinstance(limits, Iterable):
         raise InvalidTypeError(f"{what} limits", limits, "is not a list; give [Limit(...), ...]")
     found: list[Limit] = []
