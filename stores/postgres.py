@@ -251,6 +251,13 @@ class PostgresStore(SqlAdmin[Conn]):
         """Lock *flow_ids* and their parents, by id (``sql.LOCK_FLOWS``)."""
         self._run(conn, sql.LOCK_FLOWS, {"ids": list(flow_ids)})
 
+    def _lock_keys(self, conn: Conn, keys: Sequence[str]) -> None:
+        """Starts of one exclusive or debounce key, one at a time (a transaction-
+        scoped advisory lock per key, sorted): a racing start waits for the one
+        before to commit and then sees it, instead of losing the race again."""
+        for key in sorted(set(keys)):
+            self._run(conn, "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
     def _announce(self, conn: Conn, flow_id: str) -> None:
         self._run(conn, sql.NOTIFY, (sql.WAKE_CHANNEL, flow_id))  # delivered at commit
 

@@ -13,6 +13,7 @@ again (on PostgreSQL its next statement sees the winner's committed row; SQLite'
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from crux_gen.errors import FlowNameConflictError, StoreError
@@ -78,8 +79,14 @@ class SqlStart(SqlLimits[C]):
             )
         return found
 
+    def _lock_keys(self, conn: C, keys: Sequence[str]) -> None:
+        """Serialize starts of *keys* (PostgreSQL; SQLite's writes are serial)."""
+
     def _enqueue(self, conn: C, new: NewPending, now: float) -> Enqueued | None:
         sql = statements(self._sql.dialect)
+        keys = [k for k in (new.exclusive, new.debounce) if k is not None]
+        if keys:
+            self._lock_keys(conn, keys)
         for _ in range(ATTEMPTS):
             existing = self._run(conn, self._sql.ROW_LOCKED, (new.flow_id,)).fetchone()
             if existing is not None:
