@@ -57,7 +57,7 @@ def run_step(d: RunStep, view: View, event: Event = None) -> list[Effect]:
             return [Park(command.name, "retry", record.wake_at)]
         attempts = record.attempts if record is not None else 0
         started = view.now if record is None or record.started_at is None else record.started_at
-        return [Call(d.position, command.fn, attempts + 1, started, command.limits)]
+        return [Call(d.position, command.fn, attempts + 1, started, command.limits, command.name)]
     call = event.call
     if isinstance(event, Raised):
         exc = event.exc

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
+from . import observe
 from .effects import Call, Event, Raised, Returned
 
 K = TypeVar("K")
@@ -52,8 +53,10 @@ class Calls(Generic[K]):
         self._todo: queue.SimpleQueue[tuple[K, Call] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[K, Event | Crash] | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
-        # Read once: each call timed (for the DEBUG line per step attempt) or not.
-        self._run = _timed if log.isEnabledFor(logging.DEBUG) else _run
+        # Read once: each call timed (for the DEBUG line per step attempt, or an
+        # observer's span and histogram: ``observe.py``) or not; observed or not.
+        timed = observe.OBSERVER is not None or log.isEnabledFor(logging.DEBUG)
+        self._run = observe.observed_calls(_timed if timed else _run)
 
     def submit(self, calls: Sequence[tuple[K, Call]]) -> list[tuple[K, Event | Crash]]:
         """Start *calls*; their results come back from :meth:`results`, but that of
@@ -62,7 +65,7 @@ class Calls(Generic[K]):
             return []
         if self.inline and len(calls) == 1 and self.in_flight == 0:
             key, call = calls[0]
-            return [(key, self._run(call))]
+            return [(key, self._run(key, call))]
         self.in_flight += len(calls)
         if not self._started:
             self._start_thread()
@@ -88,7 +91,7 @@ class Calls(Generic[K]):
     def _serve(self) -> None:
         while (item := self._todo.get()) is not None:
             key, call = item
-            self._results.put((key, self._run(call)))
+            self._results.put((key, self._run(key, call)))
 
     def results(self, timeout: float | None, gather: float = 0.0) -> list[tuple[K, Event | Crash]]:
         """The results that are in, waiting up to *timeout* seconds (``None``:

@@ -59,6 +59,8 @@ class Call(NamedTuple):
     attempt: int
     started: float
     limits: tuple[Any, ...] = ()  # a step's ``Limit``s: a slot of each while fn runs
+    name: str = ""  # the step's name, or the condition's wait (``WaitUntil``)
+    kind: str = "step"  # or ``"condition"``
 
 
 class Record(NamedTuple):

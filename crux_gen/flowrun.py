@@ -114,6 +114,7 @@ class FlowRun:
         self.paused = False  # stopped at a command boundary (``should_stop``)
         self.continued: str | None = None  # ContinueAsNew: the next run's input
         self.following: FlowRun | None = None  # ... and the run that took over
+        self.observed: Any = None  # an observer's own (its slice's span: ``observe.py``)
         # The decision in hand and the records it emitted or was replayed with.
         self.decision: Any = None
         self._handler: Callable[[Any, View, Event], list[Effect]] | None = None

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import observe
 from .effects import Settled
 from .errors import FlowBusyError, FlowClosedError, FlowNotFoundError, StoreError
 from .flow import Flow
@@ -64,11 +65,14 @@ class Hand:
                 run = FlowRun(
                     flow, stored, owner, self.clock, parent=parent, should_stop=self.should_stop
                 )
+                observe.slice_started(run, stored, self.store, self.clock.time())
                 self.runs.append(run)
                 run.feed(None)
         except BaseException:  # (its replay diverged, a record is corrupt, ...)
             if run is not None:
-                self.runs.remove(run)
+                observe.slice_ended(run, run.status)
+                if run in self.runs:
+                    self.runs.remove(run)
             LEASES.drop(stored.id, owner)
             _release(self.store, stored.id, owner)
             raise
@@ -109,6 +113,7 @@ class Hand:
             self._retire(run)
             return
         self.runs.remove(run)
+        observe.slice_ended(run, "continued")
         LEASES.drop(run.flow_id, run.owner)
         close_body(run)
         following = self._take(run.flow, stored, run.owner, run.parent)
@@ -126,6 +131,8 @@ class Hand:
             run.result = FlowResult(run.flow_id, Status(run.status), name=run.flow.name)
         if not run.released:
             _release(self.store, run.flow_id, run.owner)
+        if run.observed is not None:
+            observe.slice_ended(run, str(run.result.status) if run.result else run.status)
         close_body(run)  # finally blocks of the flow run now, after the write
         parent = run.parent
         if parent is not None and parent.result is None and parent in self.runs:
@@ -167,6 +174,7 @@ class Hand:
             LEASES.drop(run.flow_id, run.owner)
             if not run.released:
                 _release(self.store, run.flow_id, run.owner)
+            observe.slice_ended(run, run.status)
 
 
 def _root(run: FlowRun) -> FlowRun:

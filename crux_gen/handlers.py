@@ -100,7 +100,8 @@ def await_condition(d: AwaitCondition, view: View, event: Event = None) -> list[
     record = view.record
     if not isinstance(event, OUTCOMES):
         attempts = record.attempts if record is not None else 0
-        return [Call(d.position, command.condition, attempts + 1, view.now)]
+        name = command.name
+        return [Call(d.position, command.condition, attempts + 1, view.now, (), name, "condition")]
     now = event.call.started
     if record is None:
         deadline = None if command.timeout is None else now + command.timeout.total_seconds()

@@ -108,7 +108,7 @@ def only(effects: list[Any], kind: type) -> Any:
 
 def test_a_new_step_is_a_call_of_its_function_as_attempt_1() -> None:
     d = RunStep(3, Step("charge", fn), None)
-    assert run_step(d, view()) == [Call(3, fn, 1, T)]
+    assert run_step(d, view()) == [Call(3, fn, 1, T, name="charge")]
 
 
 def test_a_returned_value_is_recorded_durably_then_resolved() -> None:
@@ -151,7 +151,7 @@ def test_a_short_backoff_keeps_the_flow_in_hand_and_the_next_try_follows_the_tim
     )  # fmt: skip
     assert timer == Timer(T + 1)
     # When the timer fires: attempt 2, begun when the first was.
-    assert run_step(d, view(T + 1, record.record), Fired()) == [Call(0, fn, 2, T)]
+    assert run_step(d, view(T + 1, record.record), Fired()) == [Call(0, fn, 2, T, name="s")]
 
 
 def test_a_long_backoff_parks_the_flow_and_a_resume_before_it_parks_again() -> None:
@@ -163,7 +163,7 @@ def test_a_long_backoff_parks_the_flow_and_a_resume_before_it_parks_again() -> N
     assert record.write == BUFFERED  # written by the park
     resumed = RunStep(0, step, record.record)
     assert run_step(resumed, view(T + 1, record.record)) == [Park("s", "retry", T + delay)]
-    assert run_step(resumed, view(T + delay, record.record)) == [Call(0, fn, 2, T)]
+    assert run_step(resumed, view(T + delay, record.record)) == [Call(0, fn, 2, T, name="s")]
 
 
 def test_spent_retries_throw_the_last_error() -> None:
@@ -201,7 +201,7 @@ def test_a_condition_checks_then_parks_until_the_next_check_or_expires() -> None
     wait = WaitUntil("ready", fn, every="1m", timeout="90s")
     d = AwaitCondition(2, wait, None)
     [call] = await_condition(d, view())
-    assert call == Call(2, fn, 1, T)
+    assert call == Call(2, fn, 1, T, name="ready", kind="condition")
     record, park = await_condition(d, view(T + 1), Returned(0, call))
     assert park == Park("ready", "wait_until", T + 60, T + 90)
     assert (record.record.attempts, record.record.deadline) == (1, T + 90)

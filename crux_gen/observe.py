@@ -1,0 +1,106 @@
+"""Where the core tells an observer what it does: the seam ``crux_gen.otel`` fills.
+
+Off by default, and then it costs one ``is None`` test per slice and per step
+attempt (no import of OpenTelemetry). ``crux_gen.otel.instrument()`` sets
+:data:`OBSERVER`; the core calls it at these points, and nowhere else:
+
+- ``trace()`` when a flow is started or signalled (or a child created): the text of
+  the active trace context, stored with the flow or the signal (``None``: none);
+- ``flow_started(name)`` when this process creates a flow;
+- ``slice_started(run, stored, store, now)`` when a runner took a flow in (claim
+  to park or finish: one *slice*), before its replay; ``slice_ended(run, status)``
+  when it leaves the runner (parked, finished, stopped, let go, continued as new);
+- ``attempt(run, call, inner)`` around each call of a step function or a condition
+  (on the thread that runs it), which returns ``inner(call)``'s event.
+
+Replayed commands call nothing here: a replay calls no function. (An event is an
+``effects.Event`` or a ``calls.Crash``: ``Any`` here, as ``calls`` imports this.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .effects import Call, Event
+    from .flowrun import FlowRun
+    from .records import StoredFlow
+    from .stores.base import Store
+
+
+class Observer(Protocol):
+    """What an instrumentation is told (``crux_gen.otel`` is the one we ship)."""
+
+    def trace(self) -> str | None:
+        """The active trace context as text to store (``None``: there is none)."""
+        ...
+
+    def flow_started(self, name: str) -> None:
+        """This process created a flow of *name*."""
+        ...
+
+    def slice_started(self, run: FlowRun, stored: StoredFlow, store: Store, now: float) -> None:
+        """A runner took *stored* in as *run* (its slice begins); it may keep what it
+        needs in ``run.observed``."""
+        ...
+
+    def slice_ended(self, run: FlowRun, status: str) -> None:
+        """*run* left its runner with *status* (as stored: ``suspended``, ``completed``, ...)."""
+        ...
+
+    def attempt(
+        self, run: FlowRun, call: Call, inner: Callable[[Call], Event | Any]
+    ) -> Event | Any:
+        """Around one attempt of a step function (or a condition's call): returns
+        ``inner(call)``."""
+        ...
+
+
+#: The observer in place (``crux_gen.otel.instrument``), or ``None``: nothing observed.
+OBSERVER: Observer | None = None
+
+
+def set_observer(observer: Observer | None) -> Observer | None:
+    """Put *observer* in place (``None``: none); the one it replaces is returned."""
+    global OBSERVER
+    previous, OBSERVER = OBSERVER, observer
+    return previous
+
+
+def trace() -> str | None:
+    """The trace context to store with a flow or a signal made now (``None`` when
+    nothing observes, or no trace is active)."""
+    observer = OBSERVER
+    return None if observer is None else observer.trace()
+
+
+def flow_started(name: str) -> None:
+    observer = OBSERVER
+    if observer is not None:
+        observer.flow_started(name)
+
+
+def slice_started(run: FlowRun, stored: StoredFlow, store: Store, now: float) -> None:
+    observer = OBSERVER
+    if observer is not None:
+        observer.slice_started(run, stored, store, now)
+
+
+def slice_ended(run: FlowRun, status: str) -> None:
+    observer = OBSERVER
+    if observer is not None and run.observed is not None:
+        observer.slice_ended(run, status)
+        run.observed = None
+
+
+def observed_calls(
+    inner: Callable[[Call], Event | Any],
+) -> Callable[[Any, Call], Event | Any]:
+    """How ``Calls`` runs a call for a run: *inner* alone, or through the observer
+    in place when the ``Calls`` is made."""
+    observer = OBSERVER
+    if observer is None:
+        return lambda _run, call: inner(call)
+    attempt = observer.attempt
+    return lambda run, call: attempt(run, call, inner)
