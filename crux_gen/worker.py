@@ -58,6 +58,8 @@ from .hand import _release
 from .limits import Limit, make_gate
 from .records import StoredFlow
 from .results import FlowResult
+from .retention import BATCH as RETENTION_BATCH
+from .retention import Retention, retained_flows
 from .runner import ALL_CONCURRENCY, find_flow
 from .schedules import fire_schedules
 from .status import Status
@@ -87,6 +89,9 @@ class Worker:
     :attr:`FlowNotRegisteredError.PYTHON_HINT`, fits a worker started from Python
     ("import the module that defines @flow(...) or pass flows=[...]").
 
+    Each pass also deletes the old finished flows of the flows with a
+    ``retention``, at most *retention_batch* a pass (``crux_gen.retention``).
+
     Bad arguments are ``InvalidTypeError`` / ``InvalidValueError`` (a ``CruxError``
     that is also a ``TypeError`` / ``ValueError``) naming the value.
     """
@@ -100,6 +105,7 @@ class Worker:
         batch: int = 100,
         skip_for: Duration = "5m",
         not_registered_hint: str | None = None,
+        retention_batch: int = RETENTION_BATCH,
     ) -> None:
         if missing_members(store, Store):
             raise InvalidTypeError(
@@ -145,6 +151,7 @@ class Worker:
         self._skip_lock = threading.Lock()
         self._random = random.Random()
         self._gate = make_gate(lambda name: _limits_of(self.flows, name))
+        self.retention = Retention(retention_batch)
 
     # -- control, from any thread --------------------------------------------------
 
@@ -265,6 +272,7 @@ class Worker:
         self._claim_now = True
         tried: set[str] = set()
         self._fire_schedules()
+        self.retention.run(self.store, retained_flows(self.flows), self._now())
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
         executor = Executor(
