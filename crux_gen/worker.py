@@ -271,8 +271,7 @@ class Worker:
         self._advanced = 0
         self._claim_now = True
         tried: set[str] = set()
-        self._fire_schedules()
-        self.retention.run(self.store, retained_flows(self.flows), self._now())
+        _chores(self)
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
         executor = Executor(
@@ -302,12 +301,6 @@ class Worker:
         if executor.failure is not None:
             raise executor.failure
         return self._advanced
-
-    def _fire_schedules(self) -> None:
-        """Start the flows of the due ticks of the scheduled flows this worker
-        registers (*flows*, else the registry's), before claiming (``schedules.py``)."""
-        flows = self.flows or [default_registry.get(n) for n in default_registry.names()]
-        fire_schedules(self.store, flows, self._now())
 
     def _top_up(self, executor: Executor, tried: set[str]) -> bool:
         """Claim due flows into *executor*'s free slots (none once stopping or after
@@ -375,6 +368,15 @@ class Worker:
             f"Worker({self.store!r}, flows={names!r}, concurrency={self.concurrency}, "
             f"batch={self.batch})"
         )
+
+
+def _chores(worker: Worker) -> None:
+    """Before a pass claims: start the flows of the due ticks of the scheduled flows
+    *worker* registers (*flows*, else the registry's; ``schedules.py``), and delete
+    the old finished flows of those with a retention (``retention.py``)."""
+    flows = worker.flows or [default_registry.get(n) for n in default_registry.names()]
+    fire_schedules(worker.store, flows, worker._now())
+    worker.retention.run(worker.store, retained_flows(worker.flows), worker._now())
 
 
 def _take(worker: Worker, executor: Executor, stored: StoredFlow) -> None:

@@ -144,6 +144,8 @@ class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlBrowse):
         if dry_run:
             found = int(self._all(f"SELECT count(*) FROM ({query}) q", params)[0][0])
             return found if left is None else min(found, left)
+        if not self._all(f"{query} LIMIT 1", params):
+            return 0  # nothing to delete: no write transaction (a worker's retention, mostly)
         # Oldest first; the rows taken are locked, and rows another pruner holds
         # skipped (PostgreSQL), so two pruners never take one flow.
         query += f" ORDER BY updated_at LIMIT {m}" + sql.dialect.lock("FOR UPDATE SKIP LOCKED")
