@@ -38,6 +38,7 @@ from crux_gen import (
     resume,
     signal_flow,
 )
+from crux_gen.cli import main
 from crux_gen.clock import FakeClock
 from crux_gen.errors import InvalidTypeError, InvalidValueError
 from crux_gen.flow import Registry
@@ -375,4 +376,60 @@ def test_two_worker_processes_on_one_sqlite_file_delete_each_old_flow_once(
         reports.append(json.loads(out))
     assert sum(r["deleted"] for r in reports) == len(made) == 240
     assert ids(store) == {fresh}
+    store.close()
+
+
+# -- crux-gen prune -------------------------------------------------------------------------
+
+
+def crux(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``crux-gen ARGS`` in process: exit code, stdout, stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+def test_crux_gen_prune_filters_combine_and_its_dry_run_counts_what_it_deletes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "crux.db")
+    store = SQLiteStore(db)
+    parent.run(store=store, flow_id="cli-top")  # waits for children a and b
+    signal_flow("cli-top-a", "go", None, store=store)
+    assert resume("cli-top-a", store=store, flows=FLOWS).status == "completed"
+    others = {forever.run(store=store).flow_id for _ in range(2)}
+    failed = kept.run(input="fail", store=store).flow_id
+    waiting = kept.run(input="wait", store=store).flow_id
+    before = ids(store)
+
+    code, out, err = crux(capsys, "prune", "--dry-run", "--db", db)
+    assert (code, out) == (1, "") and "at least one of --finished-before" in err
+    code, out, err = crux(capsys, "prune", "--status", "suspended", "--db", db)
+    assert code != 0 and "suspended" in err
+    # The finished child its parent waits on is neither counted nor deleted.
+    code, out, _ = crux(capsys, "prune", "--flow", "rt-child", "--dry-run", "--json", "--db", db)
+    assert code == 0
+    assert json.loads(out) == {
+        "would_delete": 0,
+        "by_status": {"cancelled": 0, "completed": 0, "expired": 0, "failed": 0},
+        "dry_run": True,
+    }
+    code, out, _ = crux(capsys, "prune", "--status", "completed", "--dry-run", "--db", db)
+    assert out.startswith("would delete 2 completed flows\n")
+    assert ids(store) == before
+    code, out, _ = crux(
+        capsys, "prune", "--status", "completed", "--flow", "rt-kept", "--json", "--db", db
+    )
+    assert json.loads(out) == {"deleted": 0}  # rt-kept has a failed one, no completed one
+    code, out, _ = crux(
+        capsys, "prune", "--finished-before", "0", "--flow", "rt-forever", "--db", db
+    )
+    assert out.startswith("deleted 2 finished flows of 'rt-forever' last updated before ")
+    assert ids(store) == before - others
+    code, out, _ = crux(capsys, "prune", "--finished-before", "0s", "--json", "--db", db)
+    assert json.loads(out) == {"deleted": 1}
+    assert ids(store) == {"cli-top", "cli-top-a", "cli-top-b", waiting}
+    assert failed not in ids(store)
     store.close()
