@@ -40,6 +40,7 @@ SCRIPTS = [
     "memory",
     "concurrency",
     "flow_control",
+    "growth",
 ]
 TIMEOUT = 3 * 3600
 
@@ -783,6 +784,43 @@ def flow_control_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def growth_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Store growth and retention — `bench/growth.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    mib = 2**20
+    out += [
+        f"{doc['count']:,} flows of three steps run to the end on SQLite, one every "
+        f'{doc["every"]} of a fake clock; with `retention="{doc["retention"]}"`, a worker '
+        f"pass every {doc['pass_every']} flows (about {doc['steady_flows']:,} flows kept). "
+        "SQLite reuses freed pages and never shrinks a file without VACUUM: with retention "
+        "the file stops growing at its peak.",
+        "",
+        *table(
+            ["retention", "flows kept", "file MiB", "used MiB", "worker ms/pass"],
+            [
+                [
+                    k,
+                    doc[k]["kept"],
+                    doc[k]["file_bytes"] / mib,
+                    doc[k]["used_bytes"] / mib,
+                    doc[k]["ms_per_pass"],
+                ]
+                for k in ("without", "with")
+            ],
+        ),
+    ]
+    if c := doc.get("batch_cost"):
+        out += [
+            f"One retention batch (`prune(..., limit={c['batch']})`, one transaction, "
+            f"synchronous={c['synchronous']}) in a store of {c['flows_in_store']:,} flows: "
+            f"{c['ms_per_batch']:.1f} ms ({c['us_per_flow']:.0f} µs a flow; median of "
+            f"{c['rounds']}); a look with nothing old: {c['ms_nothing_old']:.2f} ms.",
+            "",
+        ]
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     out = [f"## `bench/{name}.py`", ""]
     if (skip := not_run(doc)) is not None:
@@ -932,6 +970,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += peers_resume_section(docs["peers_resume"])
     if "flow_control" in docs:
         lines += flow_control_section(docs["flow_control"])
+    if "growth" in docs:
+        lines += growth_section(docs["growth"])
     for name in ("due_scan", "listing"):
         if name in docs:
             lines += generic_section(name, docs[name])

@@ -9,13 +9,14 @@ import threading
 import uuid as _uuid
 import warnings
 from collections.abc import Callable, Generator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
 from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
+from .durations import Duration, to_duration
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
 from .limits import Limit, check_limits
 from .schedules import Schedule
@@ -119,6 +120,9 @@ class Flow(Generic[R]):
     debounce: Debounce | None = attrs.field(default=None, kw_only=True, repr=False)
     #: ``@flow(..., limits=[...])``: the ``Limit``s a run of this flow holds a slot of.
     limits: tuple[Limit, ...] = attrs.field(default=(), kw_only=True, repr=False)
+    #: ``@flow(..., retention="30d")``: how long a finished flow of this name is
+    #: kept before a worker deletes it (``crux_gen.retention``); ``None``: forever.
+    retention: timedelta | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def __call__(self, ctx: FlowContext) -> Generator[Command, Any, R]:
         return self.fn(ctx)
@@ -286,6 +290,7 @@ def flow(
     exclusive: Exclusive | None = None,
     debounce: Debounce | None = None,
     limits: Sequence[Limit] | None = None,
+    retention: Duration | None = None,
 ) -> Callable[[FlowBody[R]], Flow[R]]:
     """Make a generator function ``fn(ctx)`` a registered :class:`Flow` named *name*.
 
@@ -299,10 +304,13 @@ def flow(
     starts are let through (``Flow.start``, ``Flow.run``). *limits* (``Limit``s)
     bound how many runs of it a worker takes at once and how often, across every
     worker on the store; a second ``Limit`` of one name with other settings is a
-    ``ValueError``.
+    ``ValueError``. *retention* (``"30d"``, a ``timedelta``, seconds; ``None``,
+    the default, keeps them forever): workers delete the finished flows of this
+    name last updated longer ago than that (``crux_gen.retention``).
     """
     check_name(name, what="flow name")
     held = check_limits(limits, what=f"@flow({name!r})")
+    keep = check_retention(name, retention)
     if schedule is not None and not isinstance(schedule, Schedule):
         raise InvalidTypeError(
             f"flow {name!r} schedule", schedule, "is not a Schedule; give Schedule('0 2 * * *')"
@@ -321,13 +329,40 @@ def flow(
     def decorate(fn: FlowBody[R]) -> Flow[R]:
         check_flow_function(name, fn)
         made = Flow(
-            name, fn, schedule=schedule, exclusive=exclusive, debounce=debounce, limits=held
+            name,
+            fn,
+            schedule=schedule,
+            exclusive=exclusive,
+            debounce=debounce,
+            limits=held,
+            retention=keep,
         )
         (registry or default_registry).add(made)
         remember_flow_module(fn)  # replay rebuilds the error classes it defines
         return made
 
     return decorate
+
+
+def check_retention(name: str, value: object) -> timedelta | None:
+    """``@flow(name, retention=value)`` checked: ``None``, or a duration above zero
+    (``InvalidValueError`` naming the flow and the bad value)."""
+    if value is None:
+        return None
+    what = f"@flow({name!r}) retention"
+    below = isinstance(value, timedelta) and value <= timedelta(0)
+    if below or (isinstance(value, int | float) and not isinstance(value, bool) and value <= 0):
+        raise InvalidValueError(what, value, _RETENTION_ABOVE_ZERO)
+    keep = to_duration(value, what=what)
+    if keep <= timedelta(0):  # "0s"
+        raise InvalidValueError(what, value, _RETENTION_ABOVE_ZERO)
+    return keep
+
+
+_RETENTION_ABOVE_ZERO = (
+    "is not above zero; give how long finished flows are kept, such as '30d' "
+    "(or None to keep them forever)"
+)
 
 
 #: What every refusal of a flow function says to give instead.

@@ -58,6 +58,8 @@ from .hand import _release
 from .limits import Limit, make_gate
 from .records import StoredFlow
 from .results import FlowResult
+from .retention import BATCH as RETENTION_BATCH
+from .retention import Retention, retained_flows
 from .runner import ALL_CONCURRENCY, find_flow
 from .schedules import fire_schedules
 from .status import Status
@@ -87,6 +89,9 @@ class Worker:
     :attr:`FlowNotRegisteredError.PYTHON_HINT`, fits a worker started from Python
     ("import the module that defines @flow(...) or pass flows=[...]").
 
+    Each pass also deletes the old finished flows of the flows with a
+    ``retention``, at most *retention_batch* a pass (``crux_gen.retention``).
+
     Bad arguments are ``InvalidTypeError`` / ``InvalidValueError`` (a ``CruxError``
     that is also a ``TypeError`` / ``ValueError``) naming the value.
     """
@@ -100,6 +105,7 @@ class Worker:
         batch: int = 100,
         skip_for: Duration = "5m",
         not_registered_hint: str | None = None,
+        retention_batch: int = RETENTION_BATCH,
     ) -> None:
         if missing_members(store, Store):
             raise InvalidTypeError(
@@ -145,6 +151,7 @@ class Worker:
         self._skip_lock = threading.Lock()
         self._random = random.Random()
         self._gate = make_gate(lambda name: _limits_of(self.flows, name))
+        self.retention = Retention(retention_batch)
 
     # -- control, from any thread --------------------------------------------------
 
@@ -264,7 +271,7 @@ class Worker:
         self._advanced = 0
         self._claim_now = True
         tried: set[str] = set()
-        self._fire_schedules()
+        _chores(self)
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
         executor = Executor(
@@ -294,12 +301,6 @@ class Worker:
         if executor.failure is not None:
             raise executor.failure
         return self._advanced
-
-    def _fire_schedules(self) -> None:
-        """Start the flows of the due ticks of the scheduled flows this worker
-        registers (*flows*, else the registry's), before claiming (``schedules.py``)."""
-        flows = self.flows or [default_registry.get(n) for n in default_registry.names()]
-        fire_schedules(self.store, flows, self._now())
 
     def _top_up(self, executor: Executor, tried: set[str]) -> bool:
         """Claim due flows into *executor*'s free slots (none once stopping or after
@@ -367,6 +368,15 @@ class Worker:
             f"Worker({self.store!r}, flows={names!r}, concurrency={self.concurrency}, "
             f"batch={self.batch})"
         )
+
+
+def _chores(worker: Worker) -> None:
+    """Before a pass claims: start the flows of the due ticks of the scheduled flows
+    *worker* registers (*flows*, else the registry's; ``schedules.py``), and delete
+    the old finished flows of those with a retention (``retention.py``)."""
+    flows = worker.flows or [default_registry.get(n) for n in default_registry.names()]
+    fire_schedules(worker.store, flows, worker._now())
+    worker.retention.run(worker.store, retained_flows(worker.flows), worker._now())
 
 
 def _take(worker: Worker, executor: Executor, stored: StoredFlow) -> None:

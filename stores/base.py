@@ -457,12 +457,19 @@ class StoreAdmin(Protocol):
         *,
         status: str | None = None,
         name: str | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
     ) -> int:
         """Delete finished flows last updated before *finished_before* (``None``:
         any time), of *status* (a finished one; ``None``: any finished) and flow
         *name* when given, with their records (of every run) and signals; return
         how many flows were deleted. A child whose parent is unfinished is kept;
-        children are left: each is pruned on its own once finished."""
+        children are left: each is pruned on its own once finished.
+
+        With *limit* (an int of 1 or more), at most that many, the least recently
+        updated first: a worker's retention deletes one small batch at a time. Two
+        prunes at once never both count one flow. With *dry_run*, delete nothing
+        and return how many it would delete (``crux-gen prune --dry-run``)."""
         ...
 
     def put_flow(self, flow: StoredFlow) -> None:

@@ -178,3 +178,14 @@ def check_prune(finished_before: Any, status: str | None) -> float | None:
         finished = ", ".join(sorted(s.value for s in FINISHED))
         raise InvalidValueError("prune status", status, f"is not a finished status ({finished})")
     return check_time("finished_before", finished_before)
+
+
+def check_prune_limit(limit: Any) -> int | None:
+    """``prune``'s *limit* checked: ``None`` (no bound) or an int of 1 or more."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidTypeError("prune limit", limit, "is not an int; give an int of 1 or more")
+    if limit < 1:
+        raise InvalidValueError("prune limit", limit, "must be an int of 1 or more")
+    return limit

@@ -34,6 +34,7 @@ from .listing import (
     Before,
     check_before,
     check_prune,
+    check_prune_limit,
     check_time,
     check_version,
     in_range,
@@ -285,19 +286,22 @@ class MemoryAdmin(MemoryTables, MemoryBrowse):
         *,
         status: str | None = None,
         name: str | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
     ) -> int:
         before = check_prune(finished_before, status)
+        limit = check_prune_limit(limit)
         with self._lock:
-            gone = [
-                flow_id
+            gone = sorted(
+                (row["updated_at"], flow_id)
                 for flow_id, row in self._flows.items()
                 if row["status"] in FINISHED
                 and (before is None or row["updated_at"] < before)
                 and (status is None or row["status"] == status)
                 and (name is None or row["name"] == name)
                 and (self._parent(row) or ("", Status.COMPLETED))[1] in FINISHED
-            ]
-            for flow_id in gone:
+            )[:limit]
+            for _, flow_id in () if dry_run else gone:
                 self._drop(flow_id)
             return len(gone)
 

@@ -13,7 +13,7 @@ from crux_gen.errors import StoreError
 from crux_gen.records import StoredFlow, StoredRecord
 
 from .browse import SqlBrowse
-from .listing import Before, check_prune, count_query, listing_query
+from .listing import Before, check_prune, check_prune_limit, count_query, listing_query
 from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C
 from .sql_schedules import SqlSchedules
@@ -122,13 +122,16 @@ class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlBrowse):
         *,
         status: str | None = None,
         name: str | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
         batch: int = 500,
     ) -> int:
         # In batches of *batch* flows, one transaction each, so runners writing
         # meanwhile wait for one short transaction at most.
         before = check_prune(finished_before, status)
+        left = check_prune_limit(limit)
         sql, m = self._sql, self._sql.dialect.mark
-        batch_query = sql.PRUNE_BATCH
+        query = sql.PRUNE_BATCH if name is None else sql.PRUNE_BY_NAME
         params: list[Any] = []
         for clause, value in (
             (f"updated_at < {m}", before),
@@ -136,19 +139,29 @@ class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlBrowse):
             (f"name = {m}", name),
         ):
             if value is not None:
-                batch_query += f" AND {clause}"
+                query += f" AND {clause}"
                 params.append(value)
-        batch_query += f" LIMIT {m}"
+        if dry_run:
+            found = int(self._all(f"SELECT count(*) FROM ({query}) q", params)[0][0])
+            return found if left is None else min(found, left)
+        if not self._all(f"{query} LIMIT 1", params):
+            return 0  # nothing to delete: no write transaction (a worker's retention, mostly)
+        # Oldest first; the rows taken are locked, and rows another pruner holds
+        # skipped (PostgreSQL), so two pruners never take one flow.
+        query += f" ORDER BY updated_at LIMIT {m}" + sql.dialect.lock("FOR UPDATE SKIP LOCKED")
         deleted = 0
-        while True:
+        while left is None or left > 0:
+            size = batch if left is None else min(batch, left)
             with self._write() as conn:
-                found = self._run(conn, batch_query, (*params, batch)).fetchall()
-                ids = sql.dialect.as_list([row[0] for row in found])
-                for query in sql.DELETE_MANY if found else ():
-                    self._run(conn, query, (ids,))
-            if not found:
-                return deleted
-            deleted += len(found)
+                found_ids = [row[0] for row in self._run(conn, query, (*params, size))]
+                gone = 0
+                for statement in sql.DELETE_MANY if found_ids else ():
+                    gone = self._run(conn, statement, (sql.dialect.as_list(found_ids),)).rowcount
+            if not found_ids:
+                break
+            deleted += gone  # the rows of flows the last statement deleted
+            left = None if left is None else left - len(found_ids)
+        return deleted
 
     def put_flow(self, flow: StoredFlow) -> None:
         given, sql = new_flow(flow), self._sql

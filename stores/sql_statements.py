@@ -425,11 +425,15 @@ class Statements:
         )
         # Finished flows, but not a child whose parent is unfinished (it may still
         # wait for it); ``SqlAdmin.prune`` adds its filters and the ``LIMIT``.
-        self.PRUNE_BATCH = (
-            f"SELECT id FROM flows f WHERE status IN {FINISHED_LIST} "
+        # Of one name (a flow's retention), through ``flows_by_name``: the old
+        # flows of that name only, however many other names keep.
+        prunable = (
+            f" WHERE status IN {FINISHED_LIST} "
             "AND NOT EXISTS (SELECT 1 FROM flows p WHERE p.id = f.parent_id "
             f"AND p.status NOT IN {FINISHED_LIST})"
         )
+        self.PRUNE_BATCH = "SELECT id FROM flows f" + prunable
+        self.PRUNE_BY_NAME = f"SELECT id FROM flows f{d.hint.format('flows_by_name')}" + prunable
         self.SIGNAL_IDS_TAKEN = (
             f"SELECT id, flow_id FROM signals WHERE {d.is_in('id')} ORDER BY id LIMIT 1"
         )

@@ -3,6 +3,8 @@ its arguments (the numbers themselves live in bench/RESULTS.md, never in tests).
 
 from __future__ import annotations
 
+import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +25,33 @@ def test_a_benchmark_script_starts(script: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def test_growth_runs_small_and_its_section_renders(tmp_path: Path) -> None:
+    """bench/growth.py with 300 flows, one a second, retention 2 minutes and a worker
+    pass every 60 flows: the passes keep up, so exactly the last 120 flows are kept."""
+    args = ["--count", "300", "--retention", "2m", "--pass-every", "60", "--batch", "100"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "growth.py"), *args, "--rounds", "2", "--json"],
+        cwd=BENCH.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    without, with_ = doc["without"], doc["with"]
+    assert (without["kept"], without["deleted"], without["passes"]) == (300, 0, 0)
+    assert doc["steady_flows"] == with_["kept"] == 120
+    assert with_["deleted"] == 180 and with_["passes"] == 5
+    assert with_["used_bytes"] < without["used_bytes"] <= without["file_bytes"]
+    cost = doc["batch_cost"]
+    assert (cost["batch"], cost["rounds"], cost["flows_in_store"]) == (100, 2, 300)
+    assert cost["ms_per_batch"] > 0 and cost["ms_nothing_old"] > 0
+    sys.path.insert(0, str(BENCH))
+    try:
+        report = importlib.import_module("report")
+    finally:
+        sys.path.remove(str(BENCH))
+    text = "\n".join(report.growth_section(doc))
+    assert "## Store growth and retention" in text and "| with | 120 |" in text

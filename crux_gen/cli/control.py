@@ -429,7 +429,7 @@ def count_finished(
     store: CLIStore, before: float | None, *, status: str | None = None, name: str | None = None
 ) -> dict[str, int]:
     """Count the finished flows last updated before *before* (``None``: any time), of
-    *status* and *name* when given, by status (what ``store.prune`` deletes but
-    the children of unfinished parents), each counted in the store."""
+    *status* and *name* when given, by status: exactly what ``store.prune`` deletes
+    (a child whose parent is unfinished is not counted), each counted in the store."""
     statuses = [status] if status is not None else sorted(str(s) for s in FINISHED)
-    return {s: store.count(status=s, name=name, until=before) for s in statuses}
+    return {s: store.prune(before, status=s, name=name, dry_run=True) for s in statuses}
