@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from . import codec
+from . import codec, observe
 from .clock import Clock, when
 from .codec import ErrorInfo
 from .commands import COMMAND_TYPES, All, Step, describe
@@ -299,6 +299,9 @@ class FlowRun:
                 self._ahead = True
                 return Write(ahead)
         children = self.start.children if self.start is not None else ()
+        if children and self.observed is not None:  # each under this slice's span
+            trace = observe.slice_trace(self)
+            children = tuple(child._replace(trace=trace) for child in children)
         if fields or self.updates or custom is not None or children:
             return Write(
                 records=tuple(self.records.values()),
