@@ -16,7 +16,8 @@ attempt (no import of OpenTelemetry). ``crux_gen.otel.instrument()`` sets
   (on the thread that runs it), which returns ``inner(call)``'s event.
 
 Replayed commands call nothing here: a replay calls no function. (An event is an
-``effects.Event`` or a ``calls.Crash``: ``Any`` here, as ``calls`` imports this.)
+``effects.Event`` or a ``calls.Crash``: ``Any`` here, as ``calls`` imports this;
+a run, a ``flowrun.FlowRun``, likewise.)
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .effects import Call, Event
-    from .flowrun import FlowRun
     from .records import StoredFlow
     from .stores.base import Store
+
+#: A ``flowrun.FlowRun`` (``Any`` here, as ``flowrun`` imports this module).
+FlowRun = Any
 
 
 class Observer(Protocol):
