@@ -50,7 +50,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from cronsim import CronSim, CronSimError
 
-from . import codec
+from . import codec, observe
 from .durations import format_duration, to_duration
 from .errors import (
     FlowNameConflictError,
@@ -312,6 +312,8 @@ def _start_flow(
         log.error("schedule %s: %s", name, exc, extra={"flow_name": name})
         return 0
     # Made by this call (another worker between the load and the enqueue: not).
+    if found.created:
+        observe.flow_started(name)
     return int(found.created)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import codec
+from . import codec, observe
 from .flow import STARTER, Flow, check_flow_id
 from .handle import FlowHandle
 from .limits import asks_for, fair_key
@@ -65,6 +65,8 @@ def start_flow(
         new = attrs.evolve(new, fair_key=fair_key(asks_for(flow.limits, input)))
     with using(store, create=True, what="Flow.start store") as opened:
         found = opened.enqueue(new, opened.clock.time())
+    if found.created:
+        observe.flow_started(flow.name)
     return FlowHandle(found.flow.id, found.flow.name, store)
 
 

@@ -41,6 +41,7 @@ from typing import Any, cast
 
 import attrs
 
+from . import observe
 from .calls import Calls
 from .durations import Duration, format_duration, to_duration
 from .errors import (
@@ -264,6 +265,7 @@ class Worker:
         self._advanced = 0
         self._claim_now = True
         tried: set[str] = set()
+        observe.store_in_use(self.store)  # (the due flows an instrumentation counts)
         self._fire_schedules()
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
