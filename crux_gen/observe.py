@@ -29,6 +29,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import schedules
+
 if TYPE_CHECKING:
     from .effects import Call, Event
     from .flowrun import FlowRun
@@ -152,3 +154,6 @@ def observed_calls(
         return lambda _run, call: inner(call)
     attempt = observer.attempt
     return lambda run, call: attempt(run, call, inner)
+
+
+schedules.TICK_STARTED.append(flow_started)  # (a schedule's tick creates flows too)
