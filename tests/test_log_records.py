@@ -37,11 +37,11 @@ def fields(record: logging.LogRecord, names: tuple[str, ...]) -> tuple[Any, ...]
 
 
 def slices(caplog: pytest.LogCaptureFixture, logger: str = "crux_gen") -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == logger and "step" not in r.__dict__]
+    return [r for r in caplog.records if r.name == logger and "slice" in r.__dict__]
 
 
 def attempts(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if "step" in r.__dict__]
+    return [r for r in caplog.records if "outcome" in r.__dict__]
 
 
 @pytest.fixture
@@ -108,6 +108,11 @@ def test_each_step_attempt_logs_at_debug_and_a_replayed_step_logs_nothing(
         (fid, "flaky", 2, "ok"),
     ]
     assert first[0].__dict__["error"] == "ConnectionError"
+    [retrying] = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert (retrying.levelno, fields(retrying, ("flow_id", "flow_name", "step", "attempt"))) == (
+        logging.INFO,
+        (fid, "rec-steps", "flaky", 1),
+    )
     assert all(r.levelno == logging.DEBUG for r in first)
     assert all(isinstance(r.__dict__["duration"], float) for r in first)
     assert all(r.__dict__["duration"] >= 0 for r in first)
