@@ -78,6 +78,7 @@ from .schedules import Schedule
 from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
 from .starts import Debounce, Exclusive
 from .status import Status
+from .stepinfo import StepInfo, current_step
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
 from .waits import Wait
@@ -138,6 +139,7 @@ __all__ = [
     "Status",
     "Step",
     "StepFailedError",
+    "StepInfo",
     "StoreBusyError",
     "StoreError",
     "StoreSchemaError",
@@ -149,6 +151,7 @@ __all__ = [
     "cancel_flow",
     "check_store",
     "count_flows",
+    "current_step",
     "default_registry",
     "delete_flow",
     "flow",
