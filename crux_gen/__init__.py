@@ -75,6 +75,7 @@ from .limits import Limit, Rate
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
 from .schedules import Schedule
+from .signals import signal_many
 from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
 from .starts import Debounce, Exclusive
 from .status import Status
@@ -160,6 +161,7 @@ __all__ = [
     "list_flows",
     "resume",
     "signal_flow",
+    "signal_many",
     "to_duration",
 ]
 
