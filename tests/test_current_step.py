@@ -17,6 +17,7 @@ from typing import Any
 
 from crux_gen import (
     All,
+    ContinueAsNew,
     FlowContext,
     Retry,
     Sleep,
@@ -226,3 +227,20 @@ def test_the_attempt_after_a_crash_reads_the_recorded_count_again(tmp_path: Path
         ["crash", "charge", 1, 2],
         ["rerun", "charge", 1, 2],
     ]
+
+
+def test_a_continue_as_new_run_counts_positions_from_0_again(store: Any) -> None:
+    """The README's caveat: the key ``flow_id:position`` repeats across runs of one
+    flow id, so a flow that continues as new adds something of its own."""
+    seen: list[tuple[int, StepInfo | None]] = []
+
+    @flow("cs-again")
+    def again(ctx: FlowContext) -> Any:
+        yield Step("work", lambda: seen.append((ctx.input, current_step())))
+        if ctx.input < 2:
+            yield ContinueAsNew(ctx.input + 1)
+        return ctx.input
+
+    assert again.run(input=1, store=store, flow_id="cs-5").value == 2
+    assert seen == [(1, StepInfo("cs-5", "work", 0, 1)), (2, StepInfo("cs-5", "work", 0, 1))]
+    assert get_flow("cs-5", store=store).run == 2
