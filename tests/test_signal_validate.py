@@ -35,6 +35,10 @@ from crux_gen import (
     resume,
     signal_flow,
 )
+from crux_gen.effects import View
+from crux_gen.handlers import await_signal
+from crux_gen.interpreter import AwaitSignal
+from crux_gen.schemas import noted_schema, schema_class, schema_note
 
 
 @attrs.frozen
@@ -230,3 +234,42 @@ def test_a_sender_process_imports_nothing_a_record_names(tmp_path: Path) -> None
     assert "IMPORTED" not in sent.stdout
     assert json.loads(sent.stdout) == {"sent": True, "new_modules": []}
     assert "sv_proc_mod.Order" in sent.stderr and "not validated" in sent.stderr
+
+
+# -- the pure parts: the waiting record's note, and what a name finds ---------------------
+
+
+def test_the_suspend_handler_notes_the_schema_and_an_expiry_clears_it() -> None:
+    def none_pending(name: str) -> Iterator[Any]:
+        return iter(())
+
+    d = AwaitSignal(3, Suspend("approved", schema=Approval, timeout="1h"), None)
+    record, _park = await_signal(d, View("f", 100.0, None, none_pending))
+    assert record.record.result == json.dumps({"schema": f"{__name__}.Approval"})
+    again = AwaitSignal(3, d.command, record.record)
+    _expired, _finish = await_signal(again, View("f", 100.0 + 3600, record.record, none_pending))
+    assert (_expired.record.state, _expired.record.result) == ("expired", None)
+    plain = AwaitSignal(0, Suspend("approved"), None)
+    assert await_signal(plain, View("f", 100.0, None, none_pending))[0].record.result is None
+
+
+def test_which_schemas_get_a_name_and_what_a_name_finds() -> None:
+    def local() -> type:
+        @attrs.frozen
+        class Inner:
+            x: int
+
+        return Inner
+
+    assert noted_schema(schema_note(Approval)) == f"{__name__}.Approval"
+    assert noted_schema(schema_note(int)) == "builtins.int"
+    for unnamed in (None, Any, list[int], local(), "Approval"):
+        assert schema_note(unnamed) is None, unnamed
+    for bad in (None, "", "[1]", '{"schema": 3}', "not json"):
+        assert noted_schema(bad) is None
+    assert schema_class(f"{__name__}.Approval") == (Approval, "")
+    assert schema_class("builtins.int") == (int, "")
+    assert schema_class("os.path.join") == (None, "is not a class")
+    assert schema_class("nowhere_at_all.Klass")[0] is None
+    assert "nowhere_at_all" not in sys.modules
+    assert schema_class("os.system; rm")[1] == "is not a module.qualname"
