@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from . import codec, observe
 from .errors import CruxError, InvalidTypeError, SignalValidationError
 from .flow import check_flow_id
 from .names import check_name
@@ -59,8 +59,10 @@ def signal_many(
             raise in_batch(exc, index) from None
     if not asks:
         return []
+    trace = observe.trace()  # the request's, as signal_flow stores it
     with using(store) as opened:
-        return [s is not None for s in opened.add_signals(asks, opened.clock.time())]
+        stored = opened.add_signals(asks, opened.clock.time(), trace=trace)
+        return [s is not None for s in stored]
 
 
 _TRIPLES = "(flow_id, name, payload) tuples"

@@ -15,8 +15,11 @@ SignalAsk = tuple[str, str, str, "str | None"]
 class Signals(Protocol):
     """Signals stored together: all of them, or none."""
 
-    def add_signals(self, signals: Sequence[SignalAsk], now: float) -> list[StoredSignal | None]:
-        """Store every signal of *signals* as ``add_signal`` would, in one
+    def add_signals(
+        self, signals: Sequence[SignalAsk], now: float, *, trace: str | None = None
+    ) -> list[StoredSignal | None]:
+        """Store every signal of *signals* as ``add_signal`` would (each with
+        *trace*, the trace context the batch was sent in), in one
         transaction: one answer per signal, in order (``None``: its key was seen
         before for its flow, also earlier in the same batch, and nothing was stored
         for it). A signal ``add_signal`` would refuse (``FlowNotFoundError``,

@@ -63,14 +63,17 @@ class MemoryStore(MemoryLimits, MemorySchedules):
 
     # -- leases ----------------------------------------------------------------
 
-    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
+    def start(
+        self, flow_id: str, name: str, input: str, owner: str, now: float, *,
+        trace: str | None = None,
+    ) -> StoredFlow:  # fmt: skip
         with self._lock:
             row = self._flows.get(flow_id)
             if row is not None:
                 if row["name"] != name:
                     raise FlowNameConflictError(flow_id, row["name"], name)
                 return self._claim(flow_id, owner, now)
-            self._insert(flow_id, name, input, now, owner=owner)
+            self._insert(flow_id, name, input, now, owner=owner, trace=trace)
             return self._snapshot(flow_id)
 
     def claim(
@@ -269,7 +272,8 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         run, a wait cleared, or a park or an end."""
         for child in write.children:
             if child.flow_id not in self._flows:
-                self._insert(child.flow_id, child.name, child.input, now, parent_id=flow_id)
+                made = self._insert(child.flow_id, child.name, child.input, now, parent_id=flow_id)
+                made["trace"] = child.trace
         if write.continue_as_new is not None:
             records = self._records[flow_id]
             self._past[flow_id][row["run"]] = list(records)
@@ -340,17 +344,20 @@ class MemoryStore(MemoryLimits, MemorySchedules):
                 signals[signal.id] = signal._replace(state=UNUSED)
 
     def add_signal(
-        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
-    ) -> StoredSignal | None:
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None,
+        trace: str | None = None,
+    ) -> StoredSignal | None:  # fmt: skip
         with self._lock:
             row = self._row(flow_id)
             signals = self._signals[flow_id]
             if key is not None and any(s.key == key for s in signals.values()):
                 return None  # sent before with this key: nothing more is stored
             check_signal_allowed(flow_id, row["status"], row["deadline"], row["waiting_for"], now)
-            return self._put_signal(flow_id, name, payload, now, key)
+            return self._put_signal(flow_id, name, payload, now, key, trace)
 
-    def add_signals(self, signals: Sequence[SignalAsk], now: float) -> list[StoredSignal | None]:
+    def add_signals(
+        self, signals: Sequence[SignalAsk], now: float, *, trace: str | None = None
+    ) -> list[StoredSignal | None]:
         with self._lock:
             fresh: list[bool] = []
             keys: set[tuple[str, str]] = set()  # (flow, key) of this batch
@@ -370,12 +377,12 @@ class MemoryStore(MemoryLimits, MemorySchedules):
                     keys.add((flow_id, key))
                 fresh.append(not seen)
             return [  # every check passed: all are stored
-                self._put_signal(flow_id, name, payload, now, key) if new else None
+                self._put_signal(flow_id, name, payload, now, key, trace) if new else None
                 for (flow_id, name, payload, key), new in zip(signals, fresh, strict=True)
             ]
 
     def _put_signal(
-        self, flow_id: str, name: str, payload: str, now: float, key: str | None
+        self, flow_id: str, name: str, payload: str, now: float, key: str | None, trace: str | None
     ) -> StoredSignal:
         signal = StoredSignal(
             id=self._next_signal,
@@ -385,6 +392,7 @@ class MemoryStore(MemoryLimits, MemorySchedules):
             state=PENDING,
             created_at=now,
             key=key,
+            trace=trace,
         )
         self._next_signal += 1
         self._signals[flow_id][signal.id] = signal

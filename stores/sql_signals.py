@@ -16,11 +16,13 @@ from .sql import C, SqlStore
 class SqlSignals(SqlStore[C]):
     """``SqlStore`` with ``add_signals``."""
 
-    def add_signals(self, signals: Sequence[SignalAsk], now: float) -> list[StoredSignal | None]:
-        return self._atomically(lambda conn: self._add_signals(conn, signals, now))
+    def add_signals(
+        self, signals: Sequence[SignalAsk], now: float, *, trace: str | None = None
+    ) -> list[StoredSignal | None]:
+        return self._atomically(lambda conn: self._add_signals(conn, signals, now, trace))
 
     def _add_signals(
-        self, conn: C, signals: Sequence[SignalAsk], now: float
+        self, conn: C, signals: Sequence[SignalAsk], now: float, trace: str | None
     ) -> list[StoredSignal | None]:
         # The flows are locked first, by id (``_lock_flows``), so two batches
         # naming the same flows in other orders queue instead of deadlocking; an
@@ -43,9 +45,13 @@ class SqlSignals(SqlStore[C]):
                 check_signal_allowed(flow_id, row[0], row[1], row[2], now)
             except (FlowNotFoundError, FlowClosedError) as exc:
                 raise in_batch(exc, index) from None
-            inserted = self._run(conn, sql.INSERT_SIGNAL, (flow_id, name, payload, now, key))
+            inserted = self._run(conn, sql.INSERT_SIGNAL, (flow_id, name, payload, now, key, trace))
             signal_id = int(inserted.fetchall()[0][0])
-            stored.append(StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key))
+            stored.append(
+                StoredSignal(
+                    signal_id, flow_id, name, payload, "pending", now, key=key, trace=trace
+                )
+            )
         for flow_id in flows:
             self._announce(conn, flow_id)
         return stored
