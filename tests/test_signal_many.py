@@ -20,6 +20,7 @@ from crux_gen import (
     Suspend,
     flow,
     get_flow,
+    observe,
     resume,
     signal_flow,
     signal_many,
@@ -164,3 +165,16 @@ def test_two_batches_at_once_over_the_same_flows_in_other_orders(store: Any) -> 
     for f in ids:
         payloads = [p for _, p, _ in signals_of(store, f)]
         assert sorted(payloads) == sorted([f"x{r}" for r in range(5)] + [f"y{r}" for r in range(5)])
+
+
+def test_every_signal_of_a_batch_keeps_the_trace_it_was_sent_in(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parked(store, "sm-a", "sm-b")
+    traced = '{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}'
+    monkeypatch.setattr(observe, "trace", lambda: traced)  # as an observer in place gives it
+    assert signal_many([("sm-a", "go", 1), ("sm-b", "go", 2)], store=store) == [True, True]
+    monkeypatch.undo()
+    assert signal_many([("sm-a", "go", 3)], store=store) == [True]
+    traces = [(s.payload, s.trace) for f in ("sm-a", "sm-b") for s in store.load(f).signals]
+    assert sorted(traces) == [("1", traced), ("2", traced), ("3", None)]
