@@ -273,3 +273,18 @@ def test_which_schemas_get_a_name_and_what_a_name_finds() -> None:
     assert schema_class("nowhere_at_all.Klass")[0] is None
     assert "nowhere_at_all" not in sys.modules
     assert schema_class("os.system; rm")[1] == "is not a module.qualname"
+
+
+def test_a_name_never_calls_a_modules_lazy_getattr(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    lazy = types.ModuleType("sv_lazy")
+
+    def lazy_getattr(name: str) -> Any:  # what a lazy-importing package does
+        asked.append(name)
+        raise AttributeError(name)
+
+    lazy.__getattr__ = lazy_getattr  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "sv_lazy", lazy)
+    assert schema_class("sv_lazy.Thing")[0] is None
+    assert schema_class("sv_lazy.sub.Thing")[0] is None
+    assert asked == []
