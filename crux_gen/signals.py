@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import codec, observe
 from .errors import CruxError, InvalidTypeError, SignalValidationError
@@ -16,6 +16,8 @@ from .opening import StorePath, using
 from .records import WAITING
 from .schemas import noted_schema, schema_class
 from .status import Status
+from .stores.base import Signals
+from .stores.caps import caps_of
 from .stores.rules import in_batch
 
 if TYPE_CHECKING:
@@ -61,7 +63,12 @@ def signal_many(
         return []
     trace = observe.trace()  # the request's, as signal_flow stores it
     with using(store) as opened:
-        stored = opened.add_signals(asks, opened.clock.time(), trace=trace)
+        if not caps_of(opened).signals:  # a store of a user's own, written before it
+            raise InvalidTypeError(
+                "signal_many store", opened, "cannot store signals in one transaction "
+                "(its caps do not say signals=True: it has no add_signals)",
+            )  # fmt: skip
+        stored = cast(Signals, opened).add_signals(asks, opened.clock.time(), trace=trace)
         return [s is not None for s in stored]
 
 

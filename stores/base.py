@@ -106,7 +106,7 @@ __all__ = [
 
 
 @runtime_checkable
-class Store(Signals, Protocol):
+class Store(Protocol):
     """What the runner and the worker need of a store: a new backend implements
     these first (``MemoryStore`` is the reference semantics).
 

@@ -178,3 +178,41 @@ def test_every_signal_of_a_batch_keeps_the_trace_it_was_sent_in(
     assert signal_many([("sm-a", "go", 3)], store=store) == [True]
     traces = [(s.payload, s.trace) for f in ("sm-a", "sm-b") for s in store.load(f).signals]
     assert sorted(traces) == [("1", traced), ("2", traced), ("3", None)]
+
+
+class _OwnStore:
+    """A user's own store written before ``signal_many``: every ``Store`` member
+    (forwarded), no ``add_signals``, caps that declare no optional capability."""
+
+    def __init__(self, inner: Any) -> None:
+        from crux_gen.stores.caps import Caps
+
+        self._inner = inner
+        self.caps = Caps(where="OwnStore")
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "add_signals":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_store_without_batches_is_still_a_store_and_signal_many_names_what_it_lacks() -> None:
+    from crux_gen import Step
+    from crux_gen.stores.memory import MemoryStore
+    from crux_gen.worker import Worker
+
+    inner = MemoryStore()
+    own = _OwnStore(inner)
+    parked(inner, "own-1")
+    with pytest.raises(InvalidTypeError, match="signals=True"):
+        signal_many([("own-1", "go", 1)], store=own)
+    assert inner.load("own-1").signals == ()  # nothing stored
+    assert signal_flow("own-1", "go", 1, store=own) is True  # one at a time still works
+
+    @flow("sm-own-step")
+    def one(ctx: FlowContext) -> Any:
+        return (yield Step("s", lambda: 3))
+
+    one.start(store=own, flow_id="own-2")
+    assert Worker(own, [one]).run_once() >= 1  # a worker takes it as a store
+    assert get_flow("own-2", store=inner).status == "completed"
