@@ -75,9 +75,11 @@ from .limits import Limit, Rate
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
 from .runner import ParkingWarning, resume
 from .schedules import Schedule
+from .signals import signal_many
 from .starting import start_flow as _start_flow  # noqa: F401 (Flow.start)
 from .starts import Debounce, Exclusive
 from .status import Status
+from .stepinfo import StepInfo, current_step
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
 from .waits import Wait
@@ -138,6 +140,7 @@ __all__ = [
     "Status",
     "Step",
     "StepFailedError",
+    "StepInfo",
     "StoreBusyError",
     "StoreError",
     "StoreSchemaError",
@@ -149,6 +152,7 @@ __all__ = [
     "cancel_flow",
     "check_store",
     "count_flows",
+    "current_step",
     "default_registry",
     "delete_flow",
     "flow",
@@ -157,6 +161,7 @@ __all__ = [
     "list_flows",
     "resume",
     "signal_flow",
+    "signal_many",
     "to_duration",
 ]
 

@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 
 from . import observe
 from .effects import Call, Event, Raised, Returned
+from .stepinfo import in_step
 
 K = TypeVar("K")
 log = logging.getLogger("crux_gen")
@@ -54,9 +55,10 @@ class Calls(Generic[K]):
         self._results: queue.SimpleQueue[tuple[K, Event | Crash] | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
         # Read once: each call timed (for the DEBUG line per step attempt, or an
-        # observer's span and histogram: ``observe.py``) or not; observed or not.
+        # observer's span and histogram: ``observe.py``) or not; observed or not;
+        # a step's call with ``current_step()`` set (``stepinfo.py``).
         timed = observe.OBSERVER is not None or log.isEnabledFor(logging.DEBUG)
-        self._run = observe.observed_calls(_timed if timed else _run)
+        self._run = in_step(observe.observed_calls(_timed if timed else _run))
 
     def submit(self, calls: Sequence[tuple[K, Call]]) -> list[tuple[K, Event | Crash]]:
         """Start *calls*; their results come back from :meth:`results`, but that of

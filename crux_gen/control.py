@@ -19,6 +19,7 @@ from .names import check_name, unstorable
 from .opening import StorePath, using
 from .records import COMPLETED, StoredFlow, StoredRecord
 from .results import FlowInfo, FlowSummary, HistoryEntry, SignalInfo
+from .signals import check_payload
 from .status import Status
 from .views import info_of
 from .waits import NEEDS_RECORDS, waiting_for, waits_of
@@ -28,7 +29,13 @@ if TYPE_CHECKING:
 
 
 def signal_flow(
-    flow_id: str, name: str, payload: Any, *, store: Store | StorePath, key: str | None = None
+    flow_id: str,
+    name: str,
+    payload: Any,
+    *,
+    store: Store | StorePath,
+    key: str | None = None,
+    validate: bool = False,
 ) -> bool:
     """Durably record signal *name* with *payload* for flow *flow_id*, from any process;
     ``True`` once stored.
@@ -39,7 +46,10 @@ def signal_flow(
     A signal sent before the flow reaches its ``Suspend`` is kept until then. With
     *key* (a webhook's delivery id, a link's token), a second signal carrying the
     same key for the same flow stores nothing and returns ``False``: a link clicked
-    twice or a retried delivery is answered, not consumed twice.
+    twice or a retried delivery is answered, not consumed twice. With *validate*,
+    a payload that does not fit the schema of the ``Suspend`` the flow is parked on
+    is a ``SignalValidationError`` and nothing is stored (``signals.check_payload``:
+    a flow not parked on that wait takes the signal unchecked, as without it).
     Raises ``FlowNotFoundError``, ``FlowClosedError`` (finished, or its wait
     expired), ``SerializationError`` (nothing stored), or ``InvalidTypeError`` /
     ``InvalidValueError`` for a flow id, signal name or key that is not a non-empty str.
@@ -51,6 +61,8 @@ def signal_flow(
     encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
     trace = observe.trace()  # the request's, for the slice it wakes to link to
     with using(store) as opened:
+        if validate:
+            check_payload(opened, flow_id, name, encoded)
         now = opened.clock.time()
         return opened.add_signal(flow_id, name, encoded, now, key=key, trace=trace) is not None
 

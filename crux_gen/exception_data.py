@@ -58,7 +58,17 @@ def remember_flow_module(fn: Callable[..., Any]) -> None:
 
 def exception_class(name: str) -> tuple[type[Exception] | None, str]:
     """The ``Exception`` subclass that *name* (``module.qualname``) names, else
-    ``None`` and why.
+    ``None`` and why (found as :func:`named_object` finds it: nothing imported)."""
+    obj, why = named_object(name)
+    if obj is None:
+        return None, why
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj, ""
+    return None, "is not an Exception subclass"
+
+
+def named_object(name: str) -> tuple[Any, str]:
+    """What *name* (``module.qualname``) names, else ``None`` and why.
 
     Nothing is imported and no code runs: the module must already be in
     ``sys.modules`` (``builtins`` always is; so is every module a registered
@@ -79,11 +89,8 @@ def exception_class(name: str) -> tuple[type[Exception] | None, str]:
         obj: Any = namespace.get(parts[cut]) if isinstance(namespace, dict) else None
         for attr in parts[cut + 1 :]:
             obj = vars(obj).get(attr) if isinstance(obj, type) else None
-        if obj is None:
-            continue
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if obj is not None:
             return obj, ""
-        return None, "is not an Exception subclass"
     return None, "is in no module imported here (a record never imports one)"
 
 

@@ -68,6 +68,7 @@ from .records import (
     SignalUpdate,
     StoredRecord,
 )
+from .schemas import schema_note
 from .status import Status
 
 __all__ = [
@@ -168,8 +169,9 @@ def await_signal(d: AwaitSignal, view: View, event: Event = None) -> list[Effect
     if record is None:
         deadline = None if command.timeout is None else now + command.timeout.total_seconds()
         record = StoredRecord(
-            d.position, "suspend", command.name, WAITING, started_at=now, deadline=deadline
-        )
+            d.position, "suspend", command.name, WAITING,
+            result=schema_note(command.schema), started_at=now, deadline=deadline,
+        )  # fmt: skip
     deadline = record.deadline
     effects: list[Effect] = []
     for signal in view.pending(command.name):
@@ -195,7 +197,7 @@ def await_signal(d: AwaitSignal, view: View, event: Event = None) -> list[Effect
         effects += [Take(taken), Record(done, GO_ON), Resolve(value)]
         return effects
     if deadline is not None and now >= deadline:
-        expired = record._replace(state=EXPIRED, finished_at=now)
+        expired = record._replace(state=EXPIRED, result=None, finished_at=now)
         finish = Finish(Status.EXPIRED, command.name, "suspend", command.name)
         return [*effects, Record(expired), finish]
     if d.record is None:  # parked here before: the stored record stands as it is

@@ -10,7 +10,7 @@ from functools import partial
 from . import codec
 from .clock import when
 from .codec import ErrorInfo
-from .records import StoredFlow, StoredRecord, StoredSignal
+from .records import WAITING, StoredFlow, StoredRecord, StoredSignal
 from .results import FlowInfo, FlowResult, HistoryEntry, SignalInfo
 
 __all__ = ["entry_of", "info_of", "result_of", "signal_of"]
@@ -52,7 +52,9 @@ def entry_of(flow_id: str, r: StoredRecord) -> HistoryEntry:
         name=r.name,
         state=r.state,
         attempts=r.attempts,
-        result=codec.decode_stored(r.result, flow_id=flow_id, position=r.position, column="result"),
+        result=None  # a waiting Suspend's result names its schema (``schemas.py``)
+        if r.kind == "suspend" and r.state == WAITING
+        else codec.decode_stored(r.result, flow_id=flow_id, position=r.position, column="result"),
         error=ErrorInfo.decode(r.error, flow_id=flow_id, position=r.position),
         started_at=when(r.started_at),
         finished_at=when(r.finished_at),

@@ -34,6 +34,8 @@ from crux_gen.records import (
 
 from .base_limits import Limits as Limits
 from .base_schedules import Schedules as Schedules
+from .base_signals import SignalAsk as SignalAsk
+from .base_signals import Signals as Signals
 from .browse import ErrorGroup
 from .caps import Caps, caps_of
 from .listing import (

@@ -29,7 +29,8 @@ class Caps:
     file forever); ``schedules`` says it is a ``base.Schedules`` (it keeps the
     state of cron schedules: ``crux_gen.schedules``); ``limits`` says it is a
     ``base.Limits`` (it keeps the slots and rate turns of ``Limit``s on steps and
-    lists them).
+    lists them); ``signals`` says it is a ``base.Signals`` (it stores a batch of
+    signals in one transaction: ``signal_many``).
     """
 
     where: str
@@ -39,6 +40,7 @@ class Caps:
     created: bool = False
     schedules: bool = False
     limits: bool = False
+    signals: bool = False
 
 
 class Wakeups(Protocol):

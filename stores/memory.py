@@ -20,6 +20,7 @@ from crux_gen.errors import (
     FlowBusyError,
     FlowClosedError,
     FlowNameConflictError,
+    FlowNotFoundError,
     LeaseLostError,
 )
 from crux_gen.limits import ROUNDS, Blocked, Gate
@@ -35,6 +36,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status, after_write, transition
 
+from .base_signals import SignalAsk
 from .memory_limits import MemoryLimits
 from .memory_schedules import MemorySchedules
 from .rules import (
@@ -46,6 +48,7 @@ from .rules import (
     check_signal_allowed,
     check_write,
     child_cancel_reason,
+    in_batch,
     lease_outcome,
 )
 
@@ -350,19 +353,50 @@ class MemoryStore(MemoryLimits, MemorySchedules):
             if key is not None and any(s.key == key for s in signals.values()):
                 return None  # sent before with this key: nothing more is stored
             check_signal_allowed(flow_id, row["status"], row["deadline"], row["waiting_for"], now)
-            signal = StoredSignal(
-                id=self._next_signal,
-                flow_id=flow_id,
-                name=name,
-                payload=payload,
-                state=PENDING,
-                created_at=now,
-                key=key,
-                trace=trace,
-            )
-            self._next_signal += 1
-            signals[signal.id] = signal
-            return signal
+            return self._put_signal(flow_id, name, payload, now, key, trace)
+
+    def add_signals(
+        self, signals: Sequence[SignalAsk], now: float, *, trace: str | None = None
+    ) -> list[StoredSignal | None]:
+        with self._lock:
+            fresh: list[bool] = []
+            keys: set[tuple[str, str]] = set()  # (flow, key) of this batch
+            for index, (flow_id, _name, _payload, key) in enumerate(signals):
+                try:
+                    row = self._row(flow_id)
+                    seen = key is not None and (
+                        (flow_id, key) in keys
+                        or any(s.key == key for s in self._signals[flow_id].values())
+                    )
+                    if not seen:
+                        status, deadline = row["status"], row["deadline"]
+                        check_signal_allowed(flow_id, status, deadline, row["waiting_for"], now)
+                except (FlowNotFoundError, FlowClosedError) as exc:
+                    raise in_batch(exc, index) from None
+                if key is not None:
+                    keys.add((flow_id, key))
+                fresh.append(not seen)
+            return [  # every check passed: all are stored
+                self._put_signal(flow_id, name, payload, now, key, trace) if new else None
+                for (flow_id, name, payload, key), new in zip(signals, fresh, strict=True)
+            ]
+
+    def _put_signal(
+        self, flow_id: str, name: str, payload: str, now: float, key: str | None, trace: str | None
+    ) -> StoredSignal:
+        signal = StoredSignal(
+            id=self._next_signal,
+            flow_id=flow_id,
+            name=name,
+            payload=payload,
+            state=PENDING,
+            created_at=now,
+            key=key,
+            trace=trace,
+        )
+        self._next_signal += 1
+        self._signals[flow_id][signal.id] = signal
+        return signal
 
     def cancel(self, flow_id: str, reason: str, now: float) -> bool:
         with self._lock:

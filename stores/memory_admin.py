@@ -77,7 +77,12 @@ class MemoryTables:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.caps = Caps(
-            where=type(self).__name__, counts=True, browses=True, schedules=True, limits=True
+            where=type(self).__name__,
+            counts=True,
+            browses=True,
+            schedules=True,
+            limits=True,
+            signals=True,
         )
         self._lock = threading.RLock()
         self._flows: dict[str, dict[str, Any]] = {}

@@ -153,6 +153,7 @@ class PostgresStore(SqlAdmin[Conn]):
             browses=True,
             schedules=True,
             limits=True,
+            signals=True,
         )
         #: Called with the text of every statement this store sends (tests, debugging).
         self.trace: Callable[[str], None] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -39,6 +39,8 @@ from crux_gen.records import (
     all_header_result,
 )
 from crux_gen.status import FINISHED, Status, transition
+
+E = TypeVar("E", bound=Exception)
 
 #: The errors ``commit_many`` and ``check_leases`` hand back for one item (nothing
 #: of it applied) instead of raising them over the whole batch.
@@ -186,6 +188,14 @@ def check_signal_allowed(
         raise FlowClosedError(
             flow_id, "expired", f"its wait {waiting_for!r} timed out at {expired_at.isoformat()}"
         )
+
+
+def in_batch(exc: E, index: int) -> E:
+    """*exc*, raised for signal *index* of a batch (``add_signals``): its message
+    names the signal, its ``item`` holds the index."""
+    exc.item = index  # type: ignore[attr-defined]
+    exc.args = (f"signal {index} of the batch: {exc}",)
+    return exc
 
 
 def retry_status(flow_id: str, status: str) -> Status:

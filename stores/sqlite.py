@@ -99,6 +99,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
             created=created,
             schedules=True,
             limits=True,
+            signals=True,
         )
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows

@@ -55,3 +55,28 @@ def test_growth_runs_small_and_its_section_renders(tmp_path: Path) -> None:
         sys.path.remove(str(BENCH))
     text = "\n".join(report.growth_section(doc))
     assert "## Store growth and retention" in text and "| with | 120 |" in text
+
+
+def test_current_step_cost_runs_small() -> None:
+    """bench/current_step.py with short flows and few calls: every part measured,
+    and the keyed flow's steps really asked (one finding None fails the run)."""
+    args = ["--quick", "--steps", "20", "--calls", "2000", "--rounds", "1", "--json"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "current_step.py"), *args],
+        cwd=BENCH.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["steps"] == 20 and doc["rounds"] == 2
+    for part in ("bare_ns", "wrapped_ns", "current_step_ns", "added_ns"):
+        assert doc[part] > 0, part
+    for where in ("sqlite_us_per_step", "memory_us_per_step"):
+        assert set(doc[where]) == {"plain", "keyed"}
+        assert all(v > 0 for v in doc[where].values())
+    assert (
+        doc["share_of_durable_step"] == doc["added_ns"] / 1000 / doc["sqlite_us_per_step"]["plain"]
+    )
+    assert doc["ok"] == (doc["share_of_durable_step"] <= doc["target"])
