@@ -58,6 +58,8 @@ class MemoryStart(MemoryAdmin):
             "debounce_cap": None,
             "blocked_until": None,
             "fair_key": None,
+            "recoveries": 0,
+            "claimed_at": None if owner is None else now,
         }
         self._flows[flow_id].update(fields)
         self._records[flow_id] = []

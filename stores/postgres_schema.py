@@ -19,9 +19,9 @@ from collections.abc import Callable
 import psycopg
 
 from .limit_schema import limit_ddl
-from .sql_statements import FLOW_CONTROL_INDEXES, Dialect, Statements
+from .sql_statements import FLOW_CONTROL_INDEXES, RECOVERY_DDL, Dialect, Statements
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -189,6 +189,17 @@ def _add_limits(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> No
         conn.execute(ddl.encode())
 
 
+def _reserved(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 8: taken by another change of the same release (a no-op here)."""
+
+
+def _add_recoveries(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 9: the recovery count, as SQLite's version 10
+    (``sqlite_schema.add_recoveries``)."""
+    for ddl in RECOVERY_DDL:
+        conn.execute(ddl.format(real="double precision").encode())
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
@@ -197,4 +208,6 @@ MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], No
     5: _add_flow_control,
     6: _add_schedules,
     7: _add_limits,
+    8: _reserved,
+    9: _add_recoveries,
 }

@@ -54,7 +54,7 @@ from .rules import (
     lease_outcome,
     pending_due,
 )
-from .sql_statements import LEASE, Statements
+from .sql_statements import LEASE, RECOVERY, Statements
 
 _T = TypeVar("_T")
 #: A connection of the store's database driver.
@@ -208,11 +208,11 @@ class SqlStore(Generic[C]):
     def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
         expires = now + self._ttl
         with self._write() as conn:
-            params = (flow_id, name, input, now, now, owner, expires)
+            params = (flow_id, name, input, now, now, owner, expires, now)
             if self._run(conn, self._sql.INSERT_FLOW, params).rowcount == 1:
                 return StoredFlow(
                     flow_id, name, Status.RUNNING.value, input, now, now,
-                    lease_owner=owner, lease_expires=expires,
+                    lease_owner=owner, lease_expires=expires, claimed_at=now,
                 )  # fmt: skip
             row = self._row(conn, flow_id, self._sql.ROW_LOCKED)
             if row[1] != name:
@@ -287,8 +287,9 @@ class SqlStore(Generic[C]):
             raise FlowBusyError(flow.id)  # advanced by another worker since the due query
         self._gate(conn, flow, gate, now)
         expires = now + self._ttl
-        self._run(conn, self._sql.TAKE_LEASE, (owner, expires, flow.id))
-        return (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
+        taken = self._run(conn, self._sql.TAKE_LEASE, (owner, expires, now, owner, flow.id))
+        row = (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
+        return (*row[:RECOVERY], taken.fetchone()[0], now, *row[RECOVERY + 2 :])
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         return self._execute(self._sql.RENEW, (now + self._ttl, flow_id, owner)) == 1
