@@ -44,12 +44,12 @@ class PoisonFlowError(CruxError):
         self.name = name
         self.recoveries = recoveries
         self.max_recoveries = max_recoveries
+        claims = f"{recoveries} claim{'' if recoveries == 1 else 's'}"
         super().__init__(
-            f"flow {flow_id!r} ({name}) was claimed {recoveries} times in a row after its "
-            f"runner's lease lapsed with nothing recorded, more than its max_recoveries="
-            f"{max_recoveries}: a step probably kills its process (os._exit, a segfault, "
-            "the OOM killer); it was not run again. Fix the step, then crux-gen retry "
-            f"{flow_id}"
+            f"flow {flow_id!r} ({name}): {claims} in a row found its last runner's lease "
+            f"lapsed with nothing recorded, more than its max_recoveries={max_recoveries}: "
+            "a step probably kills its process (os._exit, a segfault, the OOM killer); it "
+            f"was not run again. Fix the step, then crux-gen retry {flow_id}"
         )
 
 

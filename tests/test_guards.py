@@ -316,7 +316,7 @@ def test_a_claim_above_max_recoveries_fails_the_flow_with_poison_flow_error_unru
     info = get_flow(handle.flow_id, store=store)
     assert info.status == "failed" and CALLS == []
     assert info.error is not None and info.error.type == "crux_gen.guards.PoisonFlowError"
-    assert f"flow {handle.flow_id!r} (gd-steps) was claimed 3 times" in info.error.message
+    assert f"flow {handle.flow_id!r} (gd-steps): 3 claims in a row" in info.error.message
     assert "max_recoveries=2" in info.error.message
     # retry: the count starts again, and the flow runs.
     store.retry_failed(handle.flow_id, clock.time())
