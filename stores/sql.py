@@ -289,7 +289,7 @@ class SqlStore(Generic[C]):
         expires = now + self._ttl
         taken = self._run(conn, self._sql.TAKE_LEASE, (owner, expires, now, owner, flow.id))
         row = (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
-        return (*row[:RECOVERY], taken.fetchone()[0], now, *row[RECOVERY + 2 :])
+        return (*row[:RECOVERY], taken.fetchall()[0][0], now, *row[RECOVERY + 2 :])
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         return self._execute(self._sql.RENEW, (now + self._ttl, flow_id, owner)) == 1
