@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from . import codec
+from . import codec, observe
 from .clock import Clock, when
 from .codec import ErrorInfo
 from .commands import COMMAND_TYPES, All, Step, describe
@@ -52,6 +52,7 @@ from .records import (
     COMPLETED,
     PENDING,
     CommitOutcome,
+    NewChild,
     SignalUpdate,
     StoredFlow,
     StoredRecord,
@@ -299,7 +300,7 @@ class FlowRun:
             if ahead:
                 self._ahead = True
                 return Write(ahead)
-        children = self.start.children if self.start is not None else ()
+        children = _traced(self, self.start.children if self.start is not None else ())
         if fields or self.updates or custom is not None or children:
             return Write(
                 records=tuple(self.records.values()),
@@ -414,6 +415,15 @@ def close_body(run: FlowRun) -> None:
             ParkingWarning,
             stacklevel=3,
         )
+
+
+def _traced(run: FlowRun, children: tuple[NewChild, ...]) -> tuple[NewChild, ...]:
+    """*children*, each carrying the context of *run*'s slice (instrumented: their
+    slices are then children of its span)."""
+    if not children or run.observed is None:
+        return children
+    trace = observe.slice_trace(run)
+    return tuple(child._replace(trace=trace) for child in children)
 
 
 def _log_retry(run: FlowRun, timer: Timer, now: float) -> None:

@@ -6,6 +6,8 @@ attempt (no import of OpenTelemetry). ``crux_gen.otel.instrument()`` sets
 
 - ``trace()`` when a flow is started or signalled (or a child created): the text of
   the active trace context, stored with the flow or the signal (``None``: none);
+- ``slice_trace(run)`` when a slice starts child flows: the text of the slice's
+  own context, stored with each child (whose slices are then its children);
 - ``flow_started(name)`` when this process creates a flow;
 - ``slice_started(run, stored, store, now)`` when a runner took a flow in (claim
   to park or finish: one *slice*), before its replay; ``slice_ended(run, status)``
@@ -14,7 +16,8 @@ attempt (no import of OpenTelemetry). ``crux_gen.otel.instrument()`` sets
   (on the thread that runs it), which returns ``inner(call)``'s event.
 
 Replayed commands call nothing here: a replay calls no function. (An event is an
-``effects.Event`` or a ``calls.Crash``: ``Any`` here, as ``calls`` imports this.)
+``effects.Event`` or a ``calls.Crash``: ``Any`` here, as ``calls`` imports this;
+a run, a ``flowrun.FlowRun``, likewise.)
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .effects import Call, Event
-    from .flowrun import FlowRun
     from .records import StoredFlow
     from .stores.base import Store
+
+#: A ``flowrun.FlowRun`` (``Any`` here, as ``flowrun`` imports this module).
+FlowRun = Any
 
 
 class Observer(Protocol):
@@ -34,6 +39,10 @@ class Observer(Protocol):
 
     def trace(self) -> str | None:
         """The active trace context as text to store (``None``: there is none)."""
+        ...
+
+    def slice_trace(self, run: FlowRun) -> str | None:
+        """The trace context of *run*'s slice as text to store (``None``: none)."""
         ...
 
     def flow_started(self, name: str) -> None:
@@ -73,6 +82,12 @@ def trace() -> str | None:
     nothing observes, or no trace is active)."""
     observer = OBSERVER
     return None if observer is None else observer.trace()
+
+
+def slice_trace(run: FlowRun) -> str | None:
+    """The trace context to store with the child flows *run*'s slice starts."""
+    observer = OBSERVER
+    return None if observer is None or run.observed is None else observer.slice_trace(run)
 
 
 def flow_started(name: str) -> None:

@@ -60,6 +60,8 @@ class StoredSignal(NamedTuple):
     consumed_at: float | None = None
     position: int | None = None
     key: str | None = None  # the sender's idempotency key: one signal per key and flow
+    #: The W3C trace context active where it was sent (``crux_gen.observe.trace``).
+    trace: str | None = None
 
 
 @attrs.frozen
@@ -109,6 +111,9 @@ class StoredFlow:
     #: are taken round-robin across (the first keyed limit's JSON ``[name, key]``).
     blocked_until: float | None = None
     fair_key: str | None = None
+    #: The W3C trace context of the request that started it (``crux_gen.observe``:
+    #: compact JSON ``{"traceparent": ..., "tracestate": ...}``; ``None``: none).
+    trace: str | None = None
     #: Claims in a row after a runner's lease lapsed with nothing recorded since its
     #: claim (``@flow(max_recoveries=)``; any record resets it), and when the
     #: lease now held (or last held) was taken.
@@ -120,11 +125,13 @@ class StoredFlow:
 
 
 class NewChild(NamedTuple):
-    """A child flow a write creates (``Child``): its id, flow name and JSON input."""
+    """A child flow a write creates (``Child``): its id, flow name and JSON input,
+    and the trace context of the slice that starts it."""
 
     flow_id: str
     name: str
     input: str
+    trace: str | None = None
 
 
 @attrs.frozen
@@ -290,6 +297,7 @@ class NewPending:
     debounce: str | None = None
     max_wait: float | None = None
     fair_key: str | None = None
+    trace: str | None = None  # ``StoredFlow.trace``
 
 
 @attrs.frozen

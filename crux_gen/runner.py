@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import codec
+from . import codec, observe
 from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError
 from .executor import Executor
 from .flow import RUNNER, Flow, check_flow_id, default_registry
@@ -113,7 +113,8 @@ def run_flow(
         stored = found
     else:
         encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
-        stored = store.start(flow_id or new_flow_id(), flow.name, encoded, owner, now)
+        new_id, trace = flow_id or new_flow_id(), observe.trace()
+        stored = store.start(new_id, flow.name, encoded, owner, now, trace=trace)
     return _drive_claimed(flow, store, stored, owner, concurrency=threads)
 
 

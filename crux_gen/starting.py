@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import codec
+from . import codec, observe
 from .flow import STARTER, Flow, check_flow_id
 from .handle import FlowHandle
 from .limits import asks_for, fair_key
@@ -31,12 +31,12 @@ def new_pending(
 ) -> NewPending:
     """What ``Store.enqueue`` is asked for a start of *flow*: its arguments
     checked and the input encoded (``Flow.run``'s rules and errors), with the
-    flow's ``Exclusive`` and ``Debounce`` keys."""
+    flow's ``Exclusive`` and ``Debounce`` keys, and the trace context active now."""
     if flow_id is not None:
         check_flow_id(flow_id)
     check_priority(priority)
     encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
-    new = NewPending(flow_id or new_flow_id(), flow.name, encoded, priority)
+    new = NewPending(flow_id or new_flow_id(), flow.name, encoded, priority, trace=observe.trace())
     if exclusive is not None:
         key = key_of(flow.name, exclusive, input)
         new = attrs.evolve(new, exclusive=key, on_conflict=exclusive.on_conflict)

@@ -58,6 +58,7 @@ class MemoryStart(MemoryAdmin):
             "debounce_cap": None,
             "blocked_until": None,
             "fair_key": None,
+            "trace": None,
             "recoveries": 0,
             "claimed_at": None if owner is None else now,
         }
@@ -81,6 +82,7 @@ class MemoryStart(MemoryAdmin):
                 "priority": new.priority,
                 "wake_at": now + new.delay,
                 "fair_key": new.fair_key,
+                "trace": new.trace,
             }
             if new.debounce is not None:
                 found = self._debounced(new, now)

@@ -189,8 +189,10 @@ def _add_limits(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> No
         conn.execute(ddl.encode())
 
 
-def _reserved(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
-    """Version 8: taken by another change of the same release (a no-op here)."""
+def _add_traces(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 8: trace contexts, as SQLite's version 9 (``sqlite_schema.add_traces``)."""
+    conn.execute(b"ALTER TABLE flows ADD COLUMN trace text")
+    conn.execute(b"ALTER TABLE signals ADD COLUMN trace text")
 
 
 def _add_recoveries(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
@@ -208,6 +210,6 @@ MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], No
     5: _add_flow_control,
     6: _add_schedules,
     7: _add_limits,
-    8: _reserved,
+    8: _add_traces,
     9: _add_recoveries,
 }

@@ -23,7 +23,7 @@ FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
     "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
     "parent_id, run, custom_status, priority, blocked_by, exclusive_key, holds, "
-    "debounce_key, debounce_cap, blocked_until, fair_key, recoveries, claimed_at"
+    "debounce_key, debounce_cap, blocked_until, fair_key, trace, recoveries, claimed_at"
 )
 #: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
 FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
@@ -116,6 +116,15 @@ class Dialect:
         changed = [c.strip() for c in columns.split(",") if c.strip() not in keys]
         update = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
         return f"INSERT INTO {table} ({columns}) {rows} ON CONFLICT ({key}) DO UPDATE SET {update}"
+
+
+def leased(
+    row: tuple[Any, ...], owner: str, expires: float, recoveries: int, now: float
+) -> tuple[Any, ...]:
+    """A flow *row* as a claim by *owner* at *now* left it: its lease until
+    *expires*, its recovery count and the claim's time."""
+    row = (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
+    return (*row[:RECOVERY], recoveries, now, *row[RECOVERY + 2 :])
 
 
 def record_fits(m: str) -> str:
@@ -230,8 +239,8 @@ class Statements:
         )
         self.INSERT_FLOW = (
             "INSERT INTO flows (id, name, status, input, created_at, updated_at, lease_owner, "
-            f"lease_expires, claimed_at) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, {m}, "
-            f"{m}) "
+            f"lease_expires, trace, claimed_at) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, "
+            f"{m}, {m}, {m}) "
             "ON CONFLICT (id) DO NOTHING"
         )
         self._leases(d)
@@ -356,8 +365,8 @@ class Statements:
         )
         self.SIGNAL_KEY_SEEN = f"SELECT 1 FROM signals WHERE flow_id = {m} AND key = {m}"
         self.INSERT_SIGNAL = (
-            "INSERT INTO signals (flow_id, name, payload, state, created_at, key) "
-            f"VALUES ({m}, {m}, {m}, 'pending', {m}, {m}) RETURNING id"
+            "INSERT INTO signals (flow_id, name, payload, state, created_at, key, trace) "
+            f"VALUES ({m}, {m}, {m}, 'pending', {m}, {m}, {m}) RETURNING id"
         )
         self.CANCEL = (
             f"UPDATE flows SET status = 'cancelled', cancel_reason = {m}, wake_at = NULL, "
@@ -379,8 +388,9 @@ class Statements:
         )
         # A child flow, running and unclaimed (one stored already is left).
         self.INSERT_CHILD = (
-            "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id) "
-            f"VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}) ON CONFLICT (id) DO NOTHING "
+            "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id, "
+            f"trace) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, {m}) "
+            "ON CONFLICT (id) DO NOTHING "
             "RETURNING id"
         )
         self.CHILDREN = (

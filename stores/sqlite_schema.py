@@ -200,8 +200,11 @@ def add_limits(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
-def _reserved(conn: sqlite3.Connection) -> None:
-    """Version 9: taken by another change of the same release (a no-op here)."""
+def add_traces(conn: sqlite3.Connection) -> None:
+    """Version 9: the W3C trace context a flow was started in and a signal sent in
+    (``crux_gen.otel``: text, ``NULL`` when nothing was traced)."""
+    conn.execute("ALTER TABLE flows ADD COLUMN trace TEXT")
+    conn.execute("ALTER TABLE signals ADD COLUMN trace TEXT")
 
 
 def add_recoveries(conn: sqlite3.Connection) -> None:
@@ -222,6 +225,6 @@ MIGRATIONS = {
     6: add_flow_control,
     7: add_schedules,
     8: add_limits,
-    9: _reserved,
+    9: add_traces,
     10: add_recoveries,
 }

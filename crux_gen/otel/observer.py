@@ -27,6 +27,9 @@ class OtelObserver:
     def trace(self) -> str | None:
         return self.spans.trace()
 
+    def slice_trace(self, run: FlowRun) -> str | None:
+        return self.spans.slice_trace(run)
+
     def flow_started(self, name: str) -> None:
         self.metrics.flow_started(name)
 
