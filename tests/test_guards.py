@@ -343,3 +343,20 @@ def test_poison_flow_error_is_exported_and_a_crux_error() -> None:
     exc = PoisonFlowError("f1", "gd-steps", 3, 2)
     assert isinstance(exc, CruxError)
     assert attrs.has(type(exc)) is False and exc.recoveries == 3
+
+
+def test_a_concurrent_worker_ends_a_poisoned_and_a_timed_out_flow_in_one_pass(
+    store: Any, clock: FakeClock
+) -> None:
+    poisoned = steps.start(store=store).flow_id
+    for n in range(3):
+        store.claim(poisoned, f"dead-{n}", clock.time())
+        lapse(store, clock)
+    late = parent.run(store=store).flow_id
+    fine = steps.start(store=store).flow_id
+    clock.advance("1h")
+    assert Worker(store, FLOWS, concurrency=4).run_once() == 3
+    assert get_flow(poisoned, store=store).status == "failed"
+    assert get_flow(late, store=store).cancel_reason == "timed out"
+    assert get_flow(f"{late}-child", store=store).status == "cancelled"
+    assert (get_flow(fine, store=store).status, CALLS) == ("completed", ["work"])
