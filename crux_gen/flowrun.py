@@ -428,6 +428,8 @@ def _traced(run: FlowRun, children: tuple[NewChild, ...]) -> tuple[NewChild, ...
 
 def _log_retry(run: FlowRun, timer: Timer, now: float) -> None:
     """A step of *run* failed and is tried again when *timer* runs out."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     decision = run.decision
     position = decision.position if timer.position < 0 else timer.position
     command = decision.command
@@ -435,10 +437,15 @@ def _log_retry(run: FlowRun, timer: Timer, now: float) -> None:
         command = command.commands[position - decision.position - 1]
     assert isinstance(command, Step)
     retry = command.retry
+    tried = run.held[position].attempts
     log.info(
         "flow %s: step %r failed (try %d of %d), retrying in %s",
-        run.flow_id, command.name, run.held[position].attempts, retry.attempts if retry else 1,
+        run.flow_id, command.name, tried, retry.attempts if retry else 1,
         format_duration(timedelta(seconds=max(0.0, timer.at - now))),
+        extra={
+            "flow_id": run.flow_id, "flow_name": run.flow.name,
+            "step": command.name, "attempt": tried,
+        },
     )  # fmt: skip
 
 

@@ -65,6 +65,8 @@ def start_flow(
         new = attrs.evolve(new, fair_key=fair_key(asks_for(flow.limits, input)))
     with using(store, create=True, what="Flow.start store") as opened:
         found = opened.enqueue(new, opened.clock.time())
+    if found.created:
+        observe.flow_started(flow.name)
     return FlowHandle(found.flow.id, found.flow.name, store)
 
 
