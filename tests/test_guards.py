@@ -18,6 +18,7 @@ import pytest
 from crux_gen import (
     Child,
     CruxError,
+    FlowClosedError,
     FlowContext,
     PoisonFlowError,
     Sleep,
@@ -63,6 +64,12 @@ def parent(ctx: FlowContext) -> Any:
     return (yield Child(waiter, flow_id=f"{ctx.flow_id}-child"))
 
 
+@flow("gd-long-wait", registry=REGISTRY, timeout="1h")
+def long_wait(ctx: FlowContext) -> Any:
+    """A month-long wait, under an hour's timeout."""
+    return (yield Suspend("go", timeout="30d"))
+
+
 @flow("gd-in-time", registry=REGISTRY, timeout="1h")
 def in_time(ctx: FlowContext) -> Any:
     got = yield Suspend("go")
@@ -93,7 +100,7 @@ def steps(ctx: FlowContext) -> Any:
     return (yield Step("work", lambda: called("work", "worked")))
 
 
-FLOWS = [waiter, parent, in_time, slow, napper, steps]
+FLOWS = [waiter, parent, long_wait, in_time, slow, napper, steps]
 
 
 def worker(store: Any) -> Worker:
@@ -165,6 +172,20 @@ def test_a_parked_flow_is_cancelled_at_its_timeout_by_a_worker_pass_with_its_chi
     child = get_flow(child_id, store=store)
     assert child.status == "cancelled"
     assert child.cancel_reason == f"its parent flow {r.flow_id!r} was cancelled: timed out"
+
+
+def test_a_flow_parked_on_a_long_suspend_is_cancelled_at_its_timeout(
+    store: Any, clock: FakeClock
+) -> None:
+    r = long_wait.run(store=store)
+    info = get_flow(r.flow_id, store=store)
+    assert info.wake_at == info.created_at + timedelta(hours=1)  # not the wait's 30 days
+    clock.advance("1h")
+    assert worker(store).run_once() == 1
+    info = get_flow(r.flow_id, store=store)
+    assert (info.status, info.cancel_reason) == ("cancelled", "timed out")
+    with pytest.raises(FlowClosedError):  # the wait is over: a signal now is refused
+        signal_flow(r.flow_id, "go", "late", store=store)
 
 
 def test_a_flow_that_finishes_in_time_is_not_cancelled(store: Any, clock: FakeClock) -> None:
