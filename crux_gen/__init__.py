@@ -70,6 +70,7 @@ from .errors import (
     StoreSchemaError,
 )
 from .flow import Flow, FlowContext, Registry, default_registry, flow
+from .guards import PoisonFlowError
 from .handle import FlowHandle, FlowTimeoutError
 from .limits import Limit, Rate
 from .results import FlowInfo, FlowResult, FlowSummary, HistoryEntry, SignalInfo
@@ -126,6 +127,7 @@ __all__ = [
     "MissingDependencyError",
     "NonDeterminismError",
     "ParkingWarning",
+    "PoisonFlowError",
     "Problem",
     "Rate",
     "RecordConflictError",

@@ -18,6 +18,7 @@ from .codec import remember_flow_module
 from .commands import Command, check_name, unstorable
 from .durations import Duration, to_duration
 from .errors import FlowNotRegisteredError, InvalidTypeError, InvalidValueError
+from .guards import MAX_RECOVERIES, check_max_recoveries, check_timeout
 from .limits import Limit, check_limits
 from .schedules import Schedule
 from .starts import Debounce, Exclusive
@@ -123,6 +124,12 @@ class Flow(Generic[R]):
     #: ``@flow(..., retention="30d")``: how long a finished flow of this name is
     #: kept before a worker deletes it (``crux_gen.retention``); ``None``: forever.
     retention: timedelta | None = attrs.field(default=None, kw_only=True, repr=False)
+    #: ``@flow(..., timeout="1h")``: a flow unfinished that long after it was created
+    #: is cancelled (``crux_gen.guards``); ``None``: never.
+    timeout: timedelta | None = attrs.field(default=None, kw_only=True, repr=False)
+    #: ``@flow(..., max_recoveries=5)``: lapsed leases in a row with nothing recorded
+    #: before a claim ends the flow with ``PoisonFlowError``.
+    max_recoveries: int = attrs.field(default=MAX_RECOVERIES, kw_only=True, repr=False)
 
     def __call__(self, ctx: FlowContext) -> Generator[Command, Any, R]:
         return self.fn(ctx)
@@ -291,6 +298,8 @@ def flow(
     debounce: Debounce | None = None,
     limits: Sequence[Limit] | None = None,
     retention: Duration | None = None,
+    timeout: Duration | None = None,
+    max_recoveries: int = MAX_RECOVERIES,
 ) -> Callable[[FlowBody[R]], Flow[R]]:
     """Make a generator function ``fn(ctx)`` a registered :class:`Flow` named *name*.
 
@@ -306,11 +315,37 @@ def flow(
     worker on the store; a second ``Limit`` of one name with other settings is a
     ``ValueError``. *retention* (``"30d"``, a ``timedelta``, seconds; ``None``,
     the default, keeps them forever): workers delete the finished flows of this
-    name last updated longer ago than that (``crux_gen.retention``).
+    name last updated longer ago than that (``crux_gen.retention``). *timeout*
+    (``"1h"``) and *max_recoveries* (an ``int`` >= 0): see ``crux_gen.guards``.
     """
     check_name(name, what="flow name")
     held = check_limits(limits, what=f"@flow({name!r})")
     keep = check_retention(name, retention)
+    limit, tries = check_timeout(name, timeout), check_max_recoveries(name, max_recoveries)
+    _check_kinds(name, schedule, exclusive, debounce)
+
+    def decorate(fn: FlowBody[R]) -> Flow[R]:
+        check_flow_function(name, fn)
+        made = Flow(
+            name,
+            fn,
+            schedule=schedule,
+            exclusive=exclusive,
+            debounce=debounce,
+            limits=held,
+            retention=keep,
+            timeout=limit,
+            max_recoveries=tries,
+        )
+        (registry or default_registry).add(made)
+        remember_flow_module(fn)  # replay rebuilds the error classes it defines
+        return made
+
+    return decorate
+
+
+def _check_kinds(name: str, schedule: object, exclusive: object, debounce: object) -> None:
+    """``@flow``'s *schedule*, *exclusive* and *debounce*: ``None`` or their class."""
     if schedule is not None and not isinstance(schedule, Schedule):
         raise InvalidTypeError(
             f"flow {name!r} schedule", schedule, "is not a Schedule; give Schedule('0 2 * * *')"
@@ -325,23 +360,6 @@ def flow(
                 value,
                 f"is not a {kind.__name__}; give {kind.__name__}(...)",
             )
-
-    def decorate(fn: FlowBody[R]) -> Flow[R]:
-        check_flow_function(name, fn)
-        made = Flow(
-            name,
-            fn,
-            schedule=schedule,
-            exclusive=exclusive,
-            debounce=debounce,
-            limits=held,
-            retention=keep,
-        )
-        (registry or default_registry).add(made)
-        remember_flow_module(fn)  # replay rebuilds the error classes it defines
-        return made
-
-    return decorate
 
 
 def check_retention(name: str, value: object) -> timedelta | None:

@@ -45,6 +45,7 @@ from .effects import (
 )
 from .errors import SerializationError
 from .flow import Flow, FlowContext
+from .guards import parked_wake, stopper
 from .handlers import HANDLERS
 from .interpreter import Failed, Finished, Interpreter, RunAll
 from .records import (
@@ -89,7 +90,7 @@ class FlowRun:
         self.owner = owner
         self.clock = clock
         self.parent = parent
-        self.should_stop = should_stop
+        self.should_stop, self.timeout_at = stopper(should_stop, flow.timeout, stored, clock)
         self.status = stored.status  # as stored: a claim changes no status
         # The write in the making.
         self.records: dict[int, StoredRecord] = {}
@@ -273,7 +274,7 @@ class FlowRun:
             elif kind is CancelFlow:
                 self.cancels.append(effect)  # type: ignore[arg-type]
             else:
-                self.end = _end_fields(effect)  # type: ignore[arg-type]
+                self.end = _end_fields(effect, self.timeout_at)  # type: ignore[arg-type]
 
     def _timer(self, timer: Timer, now: float) -> None:
         """A short retry backoff: the run stays in hand until *timer* runs out."""
@@ -457,14 +458,15 @@ def _finished(value: Any, flow_id: str) -> dict[str, Any]:
     return {"status": Status.COMPLETED.value, "result": result}
 
 
-def _end_fields(effect: Park | Finish | NewRun) -> dict[str, Any]:
-    """The fields of the write that parks, ends or continues the flow."""
+def _end_fields(effect: Park | Finish | NewRun, timeout_at: float | None) -> dict[str, Any]:
+    """The fields of the write that parks, ends or continues the flow (a park of a
+    flow that times out at *timeout_at* is due then at the latest)."""
     if type(effect) is Park:
         return {
             "status": Status.SUSPENDED.value,
             "waiting_for": effect.waiting_for,
             "wait_kind": effect.kind,
-            "wake_at": effect.wake_at,
+            "wake_at": parked_wake(effect.wake_at, timeout_at),
             "deadline": effect.deadline,
             "wait_signal": effect.wait_signal,
             "wait_children": effect.children,

@@ -17,6 +17,7 @@ from .errors import FlowBusyError, FlowClosedError, FlowNotFoundError, StoreErro
 from .flow import Flow
 from .flowrun import FlowRun, close_body
 from .gcpause import paused_gc
+from .guards import TIMED_OUT, poisoned, timed_out
 from .handlers import MISSING_CHILD
 from .leases import LEASES
 from .records import StoredFlow
@@ -68,7 +69,11 @@ class Hand:
                 observe.slice_started(run, stored, self.store, self.clock.time())
                 slicelog.started(self.slice_log, run, stored)
                 self.runs.append(run)
-                run.feed(None)
+                error = poisoned(stored, flow.max_recoveries)  # (then never run)
+                if error is None:
+                    run.feed(None)
+                else:
+                    run.end = {"status": Status.FAILED.value, "error": error}
         except BaseException:  # (its replay diverged, a record is corrupt, ...)
             if run is not None:
                 observe.slice_ended(run, run.status)
@@ -130,7 +135,9 @@ class Hand:
         if run in self.runs:
             self.runs.remove(run)
         LEASES.drop(run.flow_id, run.owner)
-        if run.paused:
+        if run.paused and timed_out(run.timeout_at, self.clock.time()):
+            self._time_out(run)
+        elif run.paused:
             run.result = FlowResult(run.flow_id, Status(run.status), name=run.flow.name)
         if not run.released:
             _release(self.store, run.flow_id, run.owner)
@@ -148,6 +155,17 @@ class Hand:
         if stored is not None and self.on_end is not None:
             assert run.result is not None
             self.on_end(stored, run.result, None)
+
+    def _time_out(self, run: FlowRun) -> None:
+        """*run*'s flow timed out (``@flow(timeout=)``): cancelled with its
+        descendants, as ``cancel_flow`` cancels them (one that finished meanwhile
+        keeps its end)."""
+        if self.store.cancel(run.flow_id, TIMED_OUT, self.clock.time()):
+            run.result = FlowResult(
+                run.flow_id, Status.CANCELLED, name=run.flow.name, cancel_reason=TIMED_OUT
+            )
+        else:
+            run.result = result_of(self.store.load(run.flow_id))
 
     def _guarded(self, run: FlowRun, action: Callable[..., Any], *args: Any) -> None:
         """Do *action*; an error of it ends *run*'s tree (raised without *on_end*)."""

@@ -114,6 +114,11 @@ class StoredFlow:
     #: The W3C trace context of the request that started it (``crux_gen.observe``:
     #: compact JSON ``{"traceparent": ..., "tracestate": ...}``; ``None``: none).
     trace: str | None = None
+    #: Claims in a row after a runner's lease lapsed with nothing recorded since its
+    #: claim (``@flow(max_recoveries=)``; any record resets it), and when the
+    #: lease now held (or last held) was taken.
+    recoveries: int = 0
+    claimed_at: float | None = None
     records: tuple[StoredRecord, ...] = ()  # of the current run
     signals: tuple[StoredSignal, ...] = ()
     children: tuple[str, ...] = ()  # ids of the flows it started (``load`` only), oldest first

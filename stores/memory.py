@@ -50,6 +50,7 @@ from .rules import (
     child_cancel_reason,
     in_batch,
     lease_outcome,
+    recovery_count,
 )
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
@@ -112,7 +113,14 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         if only_if_due and not self._due_now(row, now):
             raise FlowBusyError(flow_id)  # advanced by another worker since the due query
         self._gate(row, gate, now)
-        row["lease_owner"] = owner
+        at = row["claimed_at"]
+        recorded = lambda: any(  # noqa: E731 (a record written or resolved since that claim)
+            (r.started_at or 0.0) >= at or (r.finished_at or 0.0) >= at
+            for r in self._records[flow_id]
+        )
+        count = recovery_count(row["lease_owner"], at, row["recoveries"], owner, recorded)
+        row["recoveries"] = count
+        row["lease_owner"], row["claimed_at"] = owner, now
         row["lease_expires"] = now + self.lease_ttl.total_seconds()
         claimed = self._snapshot(flow_id)
         return attrs.evolve(
@@ -284,13 +292,14 @@ class MemoryStore(MemoryLimits, MemorySchedules):
                 run=row["run"] + 1,
                 result=None,
                 error=None,
+                recoveries=0,
                 updated_at=now,
             )
             row.update(dict.fromkeys(WAIT_FIELDS))
             return RUNNING_OUTCOME
         if write.status is None:
             if row["status"] != new:  # a resumed flow goes on past its wait
-                row.update(status=new.value, updated_at=now)
+                row.update(status=new.value, recoveries=0, updated_at=now)
                 row.update(dict.fromkeys(WAIT_FIELDS))
             return RUNNING_OUTCOME
         wake_at = write.wake_at
@@ -308,6 +317,7 @@ class MemoryStore(MemoryLimits, MemorySchedules):
             deadline=write.deadline,
             lease_owner=None,
             lease_expires=None,
+            recoveries=0,
             updated_at=now,
         )
         if new in FINISHED:

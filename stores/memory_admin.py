@@ -272,6 +272,7 @@ class MemoryAdmin(MemoryTables, MemoryBrowse):
                 deadline=None,
                 lease_owner=None,
                 lease_expires=None,
+                recoveries=0,
                 updated_at=now,
             )
             return dropped

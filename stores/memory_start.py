@@ -59,6 +59,8 @@ class MemoryStart(MemoryAdmin):
             "blocked_until": None,
             "fair_key": None,
             "trace": None,
+            "recoveries": 0,
+            "claimed_at": None if owner is None else now,
         }
         self._flows[flow_id].update(fields)
         self._records[flow_id] = []

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import psycopg
 
 from .limit_schema import limit_ddl
-from .sql_statements import FLOW_CONTROL_INDEXES, Dialect, Statements
+from .sql_statements import FLOW_CONTROL_INDEXES, RECOVERY_DDL, Dialect, Statements
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -195,6 +195,13 @@ def _add_traces(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> No
     conn.execute(b"ALTER TABLE signals ADD COLUMN trace text")
 
 
+def _add_recoveries(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 9: the recovery count, as SQLite's version 10
+    (``sqlite_schema.add_recoveries``)."""
+    for ddl in RECOVERY_DDL:
+        conn.execute(ddl.format(real="double precision").encode())
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
@@ -204,4 +211,5 @@ MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], No
     6: _add_schedules,
     7: _add_limits,
     8: _add_traces,
+    9: _add_recoveries,
 }

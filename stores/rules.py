@@ -88,6 +88,21 @@ def pending_due(flow: StoredFlow | dict[str, Any], now: float) -> bool:
     return free and row["wake_at"] is not None and row["wake_at"] <= now
 
 
+def recovery_count(
+    held_by: str | None, claimed_at: float | None, count: int, owner: str, recorded: Any
+) -> int:
+    """The recovery count a claim by *owner* stores (``@flow(max_recoveries=)``) of a
+    flow whose lease *held_by* held (lapsed: a live one is never claimed) since
+    *claimed_at*, with *count* stored: one more when ``recorded()`` (a record
+    written or resolved since that claim) is falsy, 0 when it is truthy; *count*
+    when nobody (or *owner* itself) held the lease."""
+    if held_by in (None, owner):
+        return count
+    if claimed_at is None or recorded():  # (claimed before this was counted)
+        return 0
+    return count + 1
+
+
 def lease_is_live(flow: StoredFlow, now: float) -> bool:
     """True while someone holds the flow's lease."""
     return flow.lease_owner is not None and (flow.lease_expires or 0.0) > now

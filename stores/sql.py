@@ -54,7 +54,7 @@ from .rules import (
     lease_outcome,
     pending_due,
 )
-from .sql_statements import LEASE, Statements
+from .sql_statements import Statements, leased
 
 _T = TypeVar("_T")
 #: A connection of the store's database driver.
@@ -209,11 +209,11 @@ class SqlStore(Generic[C]):
               trace: str | None = None) -> StoredFlow:  # fmt: skip
         expires = now + self._ttl
         with self._write() as conn:
-            params = (flow_id, name, input, now, now, owner, expires, trace)
+            params = (flow_id, name, input, now, now, owner, expires, trace, now)
             if self._run(conn, self._sql.INSERT_FLOW, params).rowcount == 1:
                 return StoredFlow(
                     flow_id, name, Status.RUNNING.value, input, now, now,
-                    lease_owner=owner, lease_expires=expires, trace=trace,
+                    lease_owner=owner, lease_expires=expires, trace=trace, claimed_at=now,
                 )  # fmt: skip
             row = self._row(conn, flow_id, self._sql.ROW_LOCKED)
             if row[1] != name:
@@ -288,8 +288,8 @@ class SqlStore(Generic[C]):
             raise FlowBusyError(flow.id)  # advanced by another worker since the due query
         self._gate(conn, flow, gate, now)
         expires = now + self._ttl
-        self._run(conn, self._sql.TAKE_LEASE, (owner, expires, flow.id))
-        return (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
+        taken = self._run(conn, self._sql.TAKE_LEASE, (owner, expires, now, owner, flow.id))
+        return leased(row, owner, expires, taken.fetchall()[0][0], now)
 
     def renew(self, flow_id: str, owner: str, now: float) -> bool:
         return self._execute(self._sql.RENEW, (now + self._ttl, flow_id, owner)) == 1

@@ -23,12 +23,14 @@ FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
     "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
     "parent_id, run, custom_status, priority, blocked_by, exclusive_key, holds, "
-    "debounce_key, debounce_cap, blocked_until, fair_key, trace"
+    "debounce_key, debounce_cap, blocked_until, fair_key, trace, recoveries, claimed_at"
 )
 #: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
 FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
 #: Where the lease sits in a flow row: ``row[LEASE:LEASE + 2]``.
 LEASE = 13
+#: Where the recovery count and the claim's time sit: ``row[RECOVERY:RECOVERY + 2]``.
+RECOVERY = [c.strip() for c in FLOW_COLUMNS.split(",")].index("recoveries")
 RECORD_COLUMNS = ", ".join(StoredRecord._fields)
 SIGNAL_COLUMNS = ", ".join(StoredSignal._fields)
 # What a resume needs: of resolved commands only what replay feeds back (building
@@ -61,6 +63,13 @@ FLOW_CONTROL_INDEXES = (
     "WHERE exclusive_key IS NOT NULL AND holds IS NULL AND status = 'pending'",
     # One pending flow per debounce key.
     "CREATE UNIQUE INDEX flows_debounced ON flows (debounce_key) WHERE debounce_key IS NOT NULL",
+)
+
+#: ``@flow(max_recoveries=)``'s columns: SQLite's schema version 10, PostgreSQL's 9
+#: (``{real}``: the dialect's float type).
+RECOVERY_DDL = (
+    "ALTER TABLE flows ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE flows ADD COLUMN claimed_at {real}",
 )
 
 
@@ -107,6 +116,15 @@ class Dialect:
         changed = [c.strip() for c in columns.split(",") if c.strip() not in keys]
         update = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
         return f"INSERT INTO {table} ({columns}) {rows} ON CONFLICT ({key}) DO UPDATE SET {update}"
+
+
+def leased(
+    row: tuple[Any, ...], owner: str, expires: float, recoveries: int, now: float
+) -> tuple[Any, ...]:
+    """A flow *row* as a claim by *owner* at *now* left it: its lease until
+    *expires*, its recovery count and the claim's time."""
+    row = (*row[:LEASE], owner, expires, *row[LEASE + 2 :])
+    return (*row[:RECOVERY], recoveries, now, *row[RECOVERY + 2 :])
 
 
 def record_fits(m: str) -> str:
@@ -221,7 +239,8 @@ class Statements:
         )
         self.INSERT_FLOW = (
             "INSERT INTO flows (id, name, status, input, created_at, updated_at, lease_owner, "
-            f"lease_expires, trace) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, {m}, {m}) "
+            f"lease_expires, trace, claimed_at) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, "
+            f"{m}, {m}, {m}) "
             "ON CONFLICT (id) DO NOTHING"
         )
         self._leases(d)
@@ -252,7 +271,19 @@ class Statements:
         self.LEASE_CHECK_LOCKED = self.LEASE_CHECK + d.lock()
         self.LEASE_ROW = f"SELECT id, {lease} FROM flows WHERE id = {m}"
         self.LEASE_ROWS = f"SELECT id, {lease} FROM flows WHERE {d.is_in('id')}"
-        self.TAKE_LEASE = f"UPDATE flows SET lease_owner = {m}, lease_expires = {m} WHERE id = {m}"
+        # A claim counts one recovery (``rules.recovery_count``) when another runner's
+        # lease lapsed with nothing recorded since its claim: no record written or
+        # resolved from ``claimed_at`` on (each carries the time it was made).
+        recorded = (
+            "SELECT 1 FROM records r WHERE r.flow_id = flows.id AND "
+            "(r.started_at >= flows.claimed_at OR r.finished_at >= flows.claimed_at)"
+        )
+        self.TAKE_LEASE = (
+            f"UPDATE flows SET lease_owner = {m}, lease_expires = {m}, claimed_at = {m}, "
+            f"recoveries = CASE WHEN lease_owner IS NULL OR lease_owner = {m} THEN recoveries "
+            f"WHEN claimed_at IS NULL OR EXISTS ({recorded}) THEN 0 ELSE recoveries + 1 END "
+            f"WHERE id = {m} RETURNING recoveries"
+        )
         self.RENEW = f"UPDATE flows SET lease_expires = {m} WHERE id = {m} AND lease_owner = {m}"
         self.RELEASE = (
             "UPDATE flows SET lease_owner = NULL, lease_expires = NULL "
@@ -296,12 +327,12 @@ class Statements:
         self.LAST_POSITION = f"SELECT max(position) FROM records WHERE flow_id = {m}"
         self.WAIT_CLEARED = (
             f"UPDATE flows SET status = {m}, waiting_for = NULL, wait_kind = NULL, "
-            f"wake_at = NULL, deadline = NULL, updated_at = {m} WHERE id = {m}"
+            f"wake_at = NULL, deadline = NULL, recoveries = 0, updated_at = {m} WHERE id = {m}"
         )
         self.PARK = (
             f"UPDATE flows SET status = {m}, result = {m}, error = {m}, waiting_for = {m}, "
             f"wait_kind = {m}, wake_at = {m}, deadline = {m}, lease_owner = NULL, "
-            f"lease_expires = NULL, updated_at = {m} WHERE id = {m}"
+            f"lease_expires = NULL, recoveries = 0, updated_at = {m} WHERE id = {m}"
         )
         self.SET_CUSTOM_STATUS = f"UPDATE flows SET custom_status = {m} WHERE id = {m}"
         # ContinueAsNew: the current run's records kept as a past run, then a fresh run.
@@ -316,7 +347,7 @@ class Statements:
         self.NEW_RUN = (
             f"UPDATE flows SET status = 'running', input = {m}, run = run + 1, result = NULL, "
             "error = NULL, waiting_for = NULL, wait_kind = NULL, wake_at = NULL, "
-            f"deadline = NULL, updated_at = {m} WHERE id = {m}"
+            f"deadline = NULL, recoveries = 0, updated_at = {m} WHERE id = {m}"
         )
 
     def _signals(self, d: Dialect) -> None:
@@ -410,7 +441,7 @@ class Statements:
         self.RETRY = (
             f"UPDATE flows SET status = {m}, result = NULL, error = NULL, waiting_for = {m}, "
             f"wait_kind = 'retry', wake_at = {m}, deadline = NULL, lease_owner = NULL, "
-            f"lease_expires = NULL, updated_at = {m} WHERE id = {m}"
+            f"lease_expires = NULL, recoveries = 0, updated_at = {m} WHERE id = {m}"
         )
         self.DROP_RECORDS_FROM = f"DELETE FROM records WHERE flow_id = {m} AND position >= {m}"
         self.DELETE_RECORDS = f"DELETE FROM records WHERE flow_id = {m}"

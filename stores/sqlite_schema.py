@@ -10,11 +10,17 @@ import sqlite3
 import sqlite_utils
 
 from .limit_schema import limit_ddl
-from .sql_statements import FLOW_COLUMNS, FLOW_CONTROL_INDEXES, Dialect, Statements
+from .sql_statements import (
+    FLOW_COLUMNS,
+    FLOW_CONTROL_INDEXES,
+    RECOVERY_DDL,
+    Dialect,
+    Statements,
+)
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -201,6 +207,14 @@ def add_traces(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE signals ADD COLUMN trace TEXT")
 
 
+def add_recoveries(conn: sqlite3.Connection) -> None:
+    """Version 10: ``@flow(max_recoveries=)``. A flow counts the claims in a row
+    after a lapsed lease with nothing recorded (``recoveries``) and keeps when its
+    lease was taken (``claimed_at``). Existing flows start at 0, never claimed."""
+    for ddl in RECOVERY_DDL:
+        conn.execute(ddl.format(real="FLOAT"))
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -212,4 +226,5 @@ MIGRATIONS = {
     7: add_schedules,
     8: add_limits,
     9: add_traces,
+    10: add_recoveries,
 }

@@ -367,6 +367,7 @@ def test_the_checksum_sees_everything_but_the_lease() -> None:
         {"signals": (base.signals[0]._replace(key=None),)},
         {"signals": (base.signals[0]._replace(id=4),)},
         {"signals": (base.signals[0]._replace(state="consumed"),)},
+        {"recoveries": 3},
     ]
     for change in changes:
         assert checksum(attrs.evolve(base, **change)) != checksum(base), change

@@ -479,7 +479,7 @@ def test_continue_as_new_from_a_resumed_flow_clears_its_wait_and_result(
     flow = store.load("f1")
     assert flow == StoredFlow(
         "f1", "demo", "running", '"again"', t, t + 5,
-        lease_owner="me", lease_expires=t + 5 + ttl(store), run=2,
+        lease_owner="me", lease_expires=t + 5 + ttl(store), run=2, claimed_at=t + 5,
     )  # fmt: skip
 
 
@@ -671,5 +671,6 @@ def test_put_flow_copies_parent_run_and_custom_status_but_not_children(
     store.put_flow(attrs.evolve(source, id="copy"))
     copy = store.load("copy")
     assert (copy.parent_id, copy.run, copy.custom_status) == ("p", 2, '"s"')
-    assert copy == attrs.evolve(but_the_lease(source), id="copy", children=())
+    kept = {"claimed_at": source.claimed_at}  # (when it was last claimed: kept, unleased)
+    assert copy == attrs.evolve(but_the_lease(source), id="copy", children=(), **kept)
     assert store.load("p").children == ("copy", "k1")  # created at the same time: by id
