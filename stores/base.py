@@ -33,6 +33,7 @@ from crux_gen.records import (
 )
 
 from .base_limits import Limits as Limits
+from .base_pause import Pausing as Pausing
 from .base_schedules import Schedules as Schedules
 from .browse import ErrorGroup
 from .caps import Caps, caps_of
@@ -432,15 +433,15 @@ class StoreAdmin(Protocol):
         ...
 
     def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
-        """Make a ``"failed"`` flow due again from the command that failed it.
-
-        Drops the records from position ``retry_from(records)`` on (the failed
-        command and any ``ctx.now()``-style values recorded after it; nothing if
-        the body raised), keeps every other record and signal, and sets the flow
-        ``"suspended"`` with ``wake_at=now`` and no error, so the next resume or
-        worker pass runs it. Returns the dropped records. Raises
-        ``FlowNotFoundError``, or ``FlowStateError`` (nothing changed) unless the
-        flow is ``"failed"``.
+        """Make a ``"failed"``, ``"cancelled"`` or ``"expired"`` flow due again
+        from where it stopped (``rules.retry_plan``: the failed command, or a timed
+        wait parked on or expired, is dropped and runs again), keeping every other
+        record and signal (those marked unused are pending again), and set it
+        ``"suspended"`` with ``wake_at=now``, no error and no cancel reason, so the
+        next resume or worker pass runs it; a cancelled flow's descendants
+        cancelled with it (``rules.cancelled_with``) too. Returns the dropped
+        records. Raises ``FlowNotFoundError``, or ``FlowStateError`` (nothing
+        changed) for any other status.
         """
         ...
 

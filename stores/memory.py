@@ -33,9 +33,9 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import FINISHED, Status, after_write, transition
+from crux_gen.status import FINISHED, STOPPED, Status, after_write, transition
 
-from .memory_limits import MemoryLimits
+from .memory_pause import MemoryPause
 from .memory_schedules import MemorySchedules
 from .rules import (
     ITEM_ERRORS,
@@ -47,12 +47,14 @@ from .rules import (
     check_write,
     child_cancel_reason,
     lease_outcome,
+    not_due,
+    parked,
 )
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryLimits, MemorySchedules):
+class MemoryStore(MemoryPause, MemorySchedules):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
@@ -94,9 +96,9 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         gate: Gate | None = None,
     ) -> StoredFlow:
         row = self._flows[flow_id]
-        if row["status"] in FINISHED:
+        if row["status"] in STOPPED:  # finished or paused: not claimed
             if only_if_due:
-                raise FlowClosedError(flow_id, row["status"])
+                raise not_due(flow_id, row["status"])
             found = self._snapshot(flow_id)
             return attrs.evolve(
                 found, signals=tuple(s for s in found.signals if s.state == PENDING)
@@ -208,6 +210,8 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         row = self._flows.get(flow_id)
         if row is None or row["lease_owner"] != owner:
             raise LeaseLostError(flow_id, owner)
+        if row["status"] == Status.PAUSED:  # written as to the flow it was, then paused
+            return self._commit_paused(row, owner, now, write)
         status = row["status"]
         signals = self._signals[flow_id]
         arrived = self._arrived(flow_id, write) if status not in FINISHED else ()
@@ -324,7 +328,7 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         parent = self._flows.get(parent_id) if parent_id is not None else None
         if (
             parent is not None
-            and parent["status"] == Status.SUSPENDED
+            and parked(parent["status"], parent["wait_kind"])
             and (parent["wake_at"] is None or parent["wake_at"] > now)
         ):
             parent["wake_at"] = now
