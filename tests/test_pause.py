@@ -16,6 +16,7 @@ from crux_gen import (
     FlowClosedError,
     FlowContext,
     FlowNotFoundError,
+    Limit,
     Sleep,
     Step,
     Suspend,
@@ -28,6 +29,8 @@ from crux_gen import (
     signal_flow,
     unpause_flow,
 )
+from crux_gen.limits import make_gate
+from crux_gen.testing import FlowHarness
 from crux_gen.worker import Worker
 
 
@@ -214,3 +217,43 @@ def test_a_paused_parents_child_keeps_running_and_wakes_it_once_unpaused(store: 
     assert due(store) == [r.flow_id]  # the child's end made it due
     assert resume(r.flow_id, store=store, flows=[parent]).value == "used built"
     assert calls == Counter({"build": 1, "use": 1})
+
+
+PAUSE_ONE = Limit("pause-lim-one", concurrency=1)
+
+
+@flow("pause-limited", limits=[PAUSE_ONE])
+def limited(ctx: FlowContext) -> Any:
+    return (yield Suspend("go"))
+
+
+def test_a_paused_flow_holds_no_slot_and_waits_for_none(store: Any) -> None:
+    now = store.clock.time()
+    gate = make_gate(lambda name: limited.limits)
+    ids = [limited.start(input=n, store=store).flow_id for n in range(3)]
+    [holder] = store.claim_due(now, 10, "w1", gate=gate)
+    blocked = sorted(set(ids) - {holder.id})
+    assert store.claim_due(now, 10, "w2", gate=gate) == []  # the one slot is held
+    assert get_flow(blocked[0], store=store).blocked_by == "limit pause-lim-one"
+    # The holder paused (its runner still holding the lease): its slot goes back.
+    assert pause_flow(holder.id, store=store) is True
+    # A blocked flow paused lets go of its block: unpaused, it asks again.
+    assert pause_flow(blocked[1], store=store) is True
+    assert get_flow(blocked[1], store=store).blocked_by is None
+    [next_one] = store.claim_due(now + 1, 10, "w2", gate=gate)
+    assert next_one.id == blocked[0]
+    assert unpause_flow(blocked[1], store=store) is True
+    assert get_flow(blocked[1], store=store).status == "pending"
+    assert store.claim_due(now + 2, 10, "w3", gate=gate) == []  # the slot is taken again
+    assert get_flow(blocked[1], store=store).blocked_by == "limit pause-lim-one"
+
+
+def test_the_harness_pauses_and_unpauses_its_flow() -> None:
+    harness = FlowHarness(approval)
+    assert harness.run().status == "suspended"
+    assert harness.pause() is True
+    harness.signal("approve", "yes")
+    assert harness.run().status == "paused"
+    assert Counter({"draft": 1}) == CALLS
+    assert harness.unpause() is True
+    assert (harness.run().status, harness.result.value) == ("completed", "yes")
