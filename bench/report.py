@@ -41,6 +41,7 @@ SCRIPTS = [
     "concurrency",
     "flow_control",
     "growth",
+    "observability",
 ]
 TIMEOUT = 3 * 3600
 
@@ -139,6 +140,8 @@ DEFAULTS: dict[str, float] = {
     "pg_step": 1.3,  # postgres.py: a step over a raw psycopg INSERT + commit
     "pg_xact": 10.0,  # postgres.py: durable steps per server transaction at concurrency 32
     "limit": 1.10,  # flow_control.py: a durable step under a limit over one without
+    "observed": 1.20,  # observability.py: a step instrumented (spans, metrics) over one not
+    "seam": 0.03,  # observability.py: the seam's share of a step while off
 }
 ISSUE = "#19"
 
@@ -158,6 +161,7 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[str]:
         memory_target(docs.get("memory", {})),
         pg_scale_target(docs.get("postgres", {})),
         limit_target(docs.get("flow_control", {})),
+        *observability_targets(docs.get("observability", {})),
     ]
     return [
         "## Targets",
@@ -821,6 +825,75 @@ def growth_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def observability_targets(doc: dict[str, Any]) -> list[list[Any]]:
+    """Issue 22's two rows: instrumentation on over off, and the seam's share while off."""
+    on, off = doc.get("on"), doc.get("off")
+    on_goal = on["target"] if on else DEFAULTS["observed"]
+    off_goal = off["target"] if off else DEFAULTS["seam"]
+    mode = doc.get("mode", "NORMAL")
+    on_what = (
+        f"a durable step on SQLite {mode} with `instrument()` (SDK spans to a dropping "
+        f"exporter, SDK metrics) ≤ {on_goal:g}x one without"
+    )
+    off_what = f"instrumentation off: the seam's share of a durable step ≤ {off_goal:.0%}"
+    if not on or not off:
+        return [["#22", on_what, unmeasured(doc), "—"], ["#22", off_what, unmeasured(doc), "—"]]
+    on_got = (
+        f"{on['ratio']:.3f}x (+{on['added_us_per_step']:.1f} µs a step: "
+        f"{on['on_us_per_step']:.0f} vs {on['off_us_per_step']:.0f} µs)"
+    )
+    off_got = (
+        f"{off['share']:.3%} ({off['per_attempt_ns']:.0f} ns an attempt, "
+        f"{off['per_slice_ns']:.0f} ns a slice, counted)"
+    )
+    return [
+        ["#22", on_what, on_got, verdict(on["meets_target"])],
+        ["#22", off_what, off_got, verdict(off["meets_target"])],
+    ]
+
+
+def observability_section(doc: dict[str, Any]) -> list[str]:
+    out = ["## Observability — `bench/observability.py`", ""]
+    if (skip := not_run(doc)) is not None:
+        return out + skip
+    on, off = doc["on"], doc["off"]
+    out += [
+        f"{doc['flows']} flows of {doc['steps']} steps started pending, then one "
+        f"`Worker(store).run_once()` pass runs them on SQLite {doc['mode']}: instrumentation "
+        "off (the default) and on (`instrument()` with the SDK's `TracerProvider`, every span "
+        "through a `SimpleSpanProcessor` to an exporter that drops it, and a `MeterProvider` "
+        f"with an `InMemoryMetricReader`), interleaved, {doc['rounds']} rounds, medians. "
+        "The off path's own cost is counted, not timed as a difference: the seam's checks "
+        "(a lambda and an `is None` an attempt; four seam calls and two "
+        "`Logger.isEnabledFor` a slice), each timed alone, over the off pass's time.",
+        "",
+        *table(
+            ["off µs/step", "on µs/step", "added µs", "on / off", "spans a pass"],
+            [
+                [
+                    on["off_us_per_step"],
+                    on["on_us_per_step"],
+                    on["added_us_per_step"],
+                    fmt(on["ratio"], ".3f"),
+                    doc.get("spans_per_pass"),
+                ]
+            ],
+        ),
+        *table(
+            ["off: ns an attempt", "ns a slice", "µs a step", "share of a step"],
+            [
+                [
+                    off["per_attempt_ns"],
+                    off["per_slice_ns"],
+                    fmt(off["seam_us_per_step"], ".3f"),
+                    fmt(off["share"], ".3%"),
+                ]
+            ],
+        ),
+    ]
+    return out
+
+
 def generic_section(name: str, doc: dict[str, Any]) -> list[str]:
     out = [f"## `bench/{name}.py`", ""]
     if (skip := not_run(doc)) is not None:
@@ -972,6 +1045,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += flow_control_section(docs["flow_control"])
     if "growth" in docs:
         lines += growth_section(docs["growth"])
+    if "observability" in docs:
+        lines += observability_section(docs["observability"])
     for name in ("due_scan", "listing"):
         if name in docs:
             lines += generic_section(name, docs[name])

@@ -99,7 +99,10 @@ def _log_attempt(
     flow_id: str, step: str, event: Returned | Raised, outcome: str, error: str | None
 ) -> None:
     """The DEBUG line of one step attempt: *outcome* is ``ok``, ``retry`` (it raised
-    *error*, a class name, and is tried again) or ``failed`` (the step's end)."""
+    *error*, a class name, and is tried again) or ``failed`` (the step's end).
+    Nothing is built while DEBUG is off (the attempt is timed for an observer)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
     took = event.took or 0.0
     log.debug(
         "flow %s: step %r attempt %d took %s: %s",

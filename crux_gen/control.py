@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from . import codec, observe
 from .clock import when
 from .codec import ErrorInfo
 from .errors import CorruptRecordError, CruxError, InvalidTypeError, InvalidValueError
@@ -51,8 +51,10 @@ def signal_flow(
     if key is not None:
         check_name(key, what="signal key")
     encoded = codec.encode(payload, what=f"the payload of signal {name!r} for flow {flow_id!r}")
+    trace = observe.trace()  # the request's, for the slice it wakes to link to
     with using(store) as opened:
-        return opened.add_signal(flow_id, name, encoded, opened.clock.time(), key=key) is not None
+        now = opened.clock.time()
+        return opened.add_signal(flow_id, name, encoded, now, key=key, trace=trace) is not None
 
 
 def cancel_flow(flow_id: str, reason: str, *, store: Store | StorePath) -> bool:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import steplimits
+from . import observe, steplimits
 from .calls import Calls, Crash
 from .effects import Call, Event, Fired
 from .errors import (
@@ -186,6 +186,9 @@ class Executor(Hand):
                 run.calls, run.paused, run.released = [], True, True
                 self._retire(run)
                 return
+        if write.children and observe.OBSERVER is not None and outcome.status not in FINISHED:
+            for child in write.children:  # created by this write (a cancelled flow's: not)
+                observe.flow_started(child.name)
         event = run.settle(write, outcome)
         if event is not None:
             run.feed(event)
@@ -285,6 +288,8 @@ class Executor(Hand):
             run.keep(event)
         elif run.result is None and run in self.runs:
             self._guarded(run, run.feed, event)
+            if observe.OBSERVER is not None:  # what the handler made of the attempt
+                observe.attempt_ended(run, event)
 
     def _fire(self) -> None:
         now = self.clock.time()

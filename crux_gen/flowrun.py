@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from . import codec
+from . import codec, observe
 from .clock import Clock, when
 from .codec import ErrorInfo
 from .commands import COMMAND_TYPES, All, Step, describe
@@ -51,6 +51,7 @@ from .records import (
     COMPLETED,
     PENDING,
     CommitOutcome,
+    NewChild,
     SignalUpdate,
     StoredFlow,
     StoredRecord,
@@ -298,7 +299,7 @@ class FlowRun:
             if ahead:
                 self._ahead = True
                 return Write(ahead)
-        children = self.start.children if self.start is not None else ()
+        children = _traced(self, self.start.children if self.start is not None else ())
         if fields or self.updates or custom is not None or children:
             return Write(
                 records=tuple(self.records.values()),
@@ -416,8 +417,19 @@ def close_body(run: FlowRun) -> None:
         )
 
 
+def _traced(run: FlowRun, children: tuple[NewChild, ...]) -> tuple[NewChild, ...]:
+    """*children*, each carrying the context of *run*'s slice (instrumented: their
+    slices are then children of its span)."""
+    if not children or run.observed is None:
+        return children
+    trace = observe.slice_trace(run)
+    return tuple(child._replace(trace=trace) for child in children)
+
+
 def _log_retry(run: FlowRun, timer: Timer, now: float) -> None:
     """A step of *run* failed and is tried again when *timer* runs out."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     decision = run.decision
     position = decision.position if timer.position < 0 else timer.position
     command = decision.command
@@ -425,10 +437,15 @@ def _log_retry(run: FlowRun, timer: Timer, now: float) -> None:
         command = command.commands[position - decision.position - 1]
     assert isinstance(command, Step)
     retry = command.retry
+    tried = run.held[position].attempts
     log.info(
         "flow %s: step %r failed (try %d of %d), retrying in %s",
-        run.flow_id, command.name, run.held[position].attempts, retry.attempts if retry else 1,
+        run.flow_id, command.name, tried, retry.attempts if retry else 1,
         format_duration(timedelta(seconds=max(0.0, timer.at - now))),
+        extra={
+            "flow_id": run.flow_id, "flow_name": run.flow.name,
+            "step": command.name, "attempt": tried,
+        },
     )  # fmt: skip
 
 

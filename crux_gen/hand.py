@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import observe
+from . import observe, slicelog
 from .effects import Settled
 from .errors import FlowBusyError, FlowClosedError, FlowNotFoundError, StoreError
 from .flow import Flow
@@ -66,11 +66,13 @@ class Hand:
                     flow, stored, owner, self.clock, parent=parent, should_stop=self.should_stop
                 )
                 observe.slice_started(run, stored, self.store, self.clock.time())
+                slicelog.started(self.slice_log, run, stored)
                 self.runs.append(run)
                 run.feed(None)
         except BaseException:  # (its replay diverged, a record is corrupt, ...)
             if run is not None:
                 observe.slice_ended(run, run.status)
+                slicelog.left(self.slice_log, run, "let go: its run failed")
                 if run in self.runs:
                     self.runs.remove(run)
             LEASES.drop(stored.id, owner)
@@ -114,6 +116,7 @@ class Hand:
             return
         self.runs.remove(run)
         observe.slice_ended(run, "continued")
+        slicelog.left(self.slice_log, run, f"continued as new (run {stored.run})")
         LEASES.drop(run.flow_id, run.owner)
         close_body(run)
         following = self._take(run.flow, stored, run.owner, run.parent)
@@ -133,6 +136,8 @@ class Hand:
             _release(self.store, run.flow_id, run.owner)
         if run.observed is not None:
             observe.slice_ended(run, str(run.result.status) if run.result else run.status)
+        if run.result is not None:
+            slicelog.ended(self.slice_log, run, run.result)
         close_body(run)  # finally blocks of the flow run now, after the write
         parent = run.parent
         if parent is not None and parent.result is None and parent in self.runs:
@@ -175,6 +180,12 @@ class Hand:
             if not run.released:
                 _release(self.store, run.flow_id, run.owner)
             observe.slice_ended(run, run.status)
+            slicelog.left(self.slice_log, run, f"let go, {run.status} as stored")
+
+    @property
+    def slice_log(self) -> logging.Logger:
+        """Where the lines of its slices go: a worker's (*on_end*) ``crux_gen.worker``."""
+        return slicelog.WORKER_LOG if self.on_end is not None else slicelog.LOG
 
 
 def _root(run: FlowRun) -> FlowRun:

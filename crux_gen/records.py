@@ -60,6 +60,8 @@ class StoredSignal(NamedTuple):
     consumed_at: float | None = None
     position: int | None = None
     key: str | None = None  # the sender's idempotency key: one signal per key and flow
+    #: The W3C trace context active where it was sent (``crux_gen.observe.trace``).
+    trace: str | None = None
 
 
 @attrs.frozen
@@ -109,17 +111,22 @@ class StoredFlow:
     #: are taken round-robin across (the first keyed limit's JSON ``[name, key]``).
     blocked_until: float | None = None
     fair_key: str | None = None
+    #: The W3C trace context of the request that started it (``crux_gen.observe``:
+    #: compact JSON ``{"traceparent": ..., "tracestate": ...}``; ``None``: none).
+    trace: str | None = None
     records: tuple[StoredRecord, ...] = ()  # of the current run
     signals: tuple[StoredSignal, ...] = ()
     children: tuple[str, ...] = ()  # ids of the flows it started (``load`` only), oldest first
 
 
 class NewChild(NamedTuple):
-    """A child flow a write creates (``Child``): its id, flow name and JSON input."""
+    """A child flow a write creates (``Child``): its id, flow name and JSON input,
+    and the trace context of the slice that starts it."""
 
     flow_id: str
     name: str
     input: str
+    trace: str | None = None
 
 
 @attrs.frozen
@@ -285,6 +292,7 @@ class NewPending:
     debounce: str | None = None
     max_wait: float | None = None
     fair_key: str | None = None
+    trace: str | None = None  # ``StoredFlow.trace``
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import codec
+from . import codec, observe
 from .errors import FlowNameConflictError, InvalidTypeError, InvalidValueError
 from .executor import Executor
 from .flow import RUNNER, Flow, check_flow_id, default_registry
@@ -113,7 +113,10 @@ def run_flow(
         stored = found
     else:
         encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
-        stored = store.start(flow_id or new_flow_id(), flow.name, encoded, owner, now)
+        new_id, trace = flow_id or new_flow_id(), observe.trace()
+        stored = store.start(new_id, flow.name, encoded, owner, now, trace=trace)
+        if observe.OBSERVER is not None and created(stored, owner, now, flow_id is None):
+            observe.flow_started(flow.name)
     return _drive_claimed(flow, store, stored, owner, concurrency=threads)
 
 
@@ -133,6 +136,8 @@ def _controlled_start(
     if flow.limits:  # due flows are taken round-robin across its keys
         new = attrs.evolve(new, fair_key=fair_key(asks_for(flow.limits, input)))
     found = store.enqueue(new, now)
+    if found.created:
+        observe.flow_started(flow.name)
     stored = found.flow
     waits = stored.status == Status.PENDING and (
         stored.blocked_by is not None or stored.wake_at is None or stored.wake_at > now
@@ -146,6 +151,19 @@ def _controlled_start(
         return store.claim(new.flow_id, owner, store.clock.time(), gate=gate)
     except Blocked:
         return result_of(store.load(new.flow_id))
+
+
+def created(stored: StoredFlow, owner: str, now: float, new_id: bool) -> bool:
+    """Whether ``Store.start`` just created *stored* (rather than claimed the flow
+    of that id): a new id always; a given one when the flow is running, claimed by
+    *owner*, made at *now*, with nothing recorded (a flow found under that id was
+    made earlier, or has moved on, or is another's)."""
+    if new_id:
+        return True
+    return (
+        stored.lease_owner == owner and stored.status == Status.RUNNING
+        and stored.created_at == now and stored.run == 1 and not stored.records
+    )  # fmt: skip
 
 
 def resume(

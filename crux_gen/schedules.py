@@ -42,7 +42,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -84,6 +84,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("crux_gen.schedules")
+
+#: Told the name of each flow a tick created: ``observe.flow_started``, put here by
+#: ``observe`` (this module may not import it: ``flow`` imports this one).
+TICK_STARTED: list[Callable[[str], None]] = []
 
 #: How long a tick stays on time whatever ``catchup`` says: a cron names minutes.
 ON_TIME = timedelta(minutes=1)
@@ -312,6 +316,9 @@ def _start_flow(
         log.error("schedule %s: %s", name, exc, extra={"flow_name": name})
         return 0
     # Made by this call (another worker between the load and the enqueue: not).
+    if found.created:
+        for told in TICK_STARTED:
+            told(name)
     return int(found.created)
 
 

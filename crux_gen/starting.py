@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import codec
+from . import codec, observe
 from .flow import STARTER, Flow, check_flow_id
 from .handle import FlowHandle
 from .limits import asks_for, fair_key
@@ -31,12 +31,12 @@ def new_pending(
 ) -> NewPending:
     """What ``Store.enqueue`` is asked for a start of *flow*: its arguments
     checked and the input encoded (``Flow.run``'s rules and errors), with the
-    flow's ``Exclusive`` and ``Debounce`` keys."""
+    flow's ``Exclusive`` and ``Debounce`` keys, and the trace context active now."""
     if flow_id is not None:
         check_flow_id(flow_id)
     check_priority(priority)
     encoded = codec.encode(input, what=f"the input of flow {flow.name!r}")
-    new = NewPending(flow_id or new_flow_id(), flow.name, encoded, priority)
+    new = NewPending(flow_id or new_flow_id(), flow.name, encoded, priority, trace=observe.trace())
     if exclusive is not None:
         key = key_of(flow.name, exclusive, input)
         new = attrs.evolve(new, exclusive=key, on_conflict=exclusive.on_conflict)
@@ -65,6 +65,8 @@ def start_flow(
         new = attrs.evolve(new, fair_key=fair_key(asks_for(flow.limits, input)))
     with using(store, create=True, what="Flow.start store") as opened:
         found = opened.enqueue(new, opened.clock.time())
+    if found.created:
+        observe.flow_started(flow.name)
     return FlowHandle(found.flow.id, found.flow.name, store)
 
 

@@ -22,9 +22,10 @@ transaction, one read for their histories), and the writes that became ready in
 one round of the loop, from every flow, share one transaction: one fsync for many
 steps, each step still durable before its flow's next call.
 
-Logging goes to the ``crux_gen.worker`` logger: one line per flow advanced (its
-id, name and new status; INFO, or WARNING when the flow failed), an ERROR line for
-a flow the worker cannot run. Durations are written compactly (``5m``, ``1h30m``).
+Logging goes to the ``crux_gen.worker`` logger: a line when it takes a flow in and
+one when the flow leaves it (its id, name and new status; INFO, or WARNING when
+the flow failed: ``slicelog.py``), an ERROR line for a flow the worker cannot run.
+Durations are written compactly (``5m``, ``1h30m``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, cast
 
-import attrs
-
+from . import observe
 from .calls import Calls
 from .durations import Duration, format_duration, to_duration
 from .errors import (
@@ -62,7 +62,6 @@ from .retention import BATCH as RETENTION_BATCH
 from .retention import Retention, retained_flows
 from .runner import ALL_CONCURRENCY, find_flow
 from .schedules import fire_schedules
-from .status import Status
 from .stores.base import Store, StoreAdmin
 from .stores.caps import Wakeups, caps_of, missing_members
 
@@ -271,6 +270,7 @@ class Worker:
         self._advanced = 0
         self._claim_now = True
         tried: set[str] = set()
+        observe.store_in_use(self.store)  # (the due flows an instrumentation counts)
         _chores(self)
         if self._calls is None:  # kept while run_forever runs: its threads
             self._calls = Calls(self._all_threads, inline=self.concurrency == 1)
@@ -346,15 +346,7 @@ class Worker:
         if error is None:
             assert result is not None
             self._advanced += 1
-            if not result.name:
-                result = attrs.evolve(result, name=stored.name)
-            fields = {"flow_id": stored.id, "flow_name": result.name, "status": str(result.status)}
-            level = logging.WARNING if result.status == Status.FAILED else logging.INFO
-            log.log(
-                level, "flow %s (%s): %s", stored.id, result.name, describe_result(result),
-                extra=fields,
-            )  # fmt: skip
-            return
+            return  # (its slice's end is logged: ``slicelog.py``)
         if not_advanced(self, stored.id, error):
             self._skip(stored.id)
 
@@ -465,23 +457,6 @@ def describe_store(store: Store) -> str:
     where = caps_of(store).where
     ttl = store.lease_ttl
     return f"{where}, lease_ttl {format_duration(ttl)}" if isinstance(ttl, timedelta) else where
-
-
-def describe_result(result: FlowResult) -> str:
-    """The new status of a flow, for a log line: ``suspended, waiting for 'x' until …``."""
-    status = result.status
-    if status == Status.SUSPENDED:
-        until = f" until {result.wake_at.isoformat()}" if result.wake_at else ""
-        return f"suspended, waiting for {result.waiting_for!r}{until}"
-    if status == Status.FAILED and result.error is not None:
-        return f"failed: {result.error.type}: {result.error.message}"
-    if status == Status.EXPIRED:
-        return f"expired waiting for {result.waiting_for!r}"
-    if status == Status.CANCELLED:
-        return f"cancelled: {result.cancel_reason}"
-    if status == Status.RUNNING:
-        return "running (stopped at a command boundary; due for the next pass)"
-    return str(status)
 
 
 def _warn_if_new(store: Store) -> None:

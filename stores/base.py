@@ -132,9 +132,13 @@ class Store(Protocol):
     #: read it through ``caps_of``, which describes a store without it too.
     caps: Caps
 
-    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
-        """Create the flow ``"running"`` and claimed by *owner*, or claim it if it
-        exists with the same *name*.
+    def start(
+        self, flow_id: str, name: str, input: str, owner: str, now: float, *,
+        trace: str | None = None,
+    ) -> StoredFlow:  # fmt: skip
+        """Create the flow ``"running"`` and claimed by *owner*, with *trace* (the
+        trace context of its start, ``StoredFlow.trace``), or claim it if it
+        exists with the same *name* (its trace kept).
 
         Raises ``FlowNameConflictError`` if the id belongs to another flow name,
         ``FlowBusyError`` if another owner's lease is live. A finished flow is
@@ -314,9 +318,11 @@ class Store(Protocol):
         ...
 
     def add_signal(
-        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
-    ) -> StoredSignal | None:
-        """Store a pending signal; ``FlowNotFoundError``, or ``FlowClosedError``
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None,
+        trace: str | None = None,
+    ) -> StoredSignal | None:  # fmt: skip
+        """Store a pending signal (with *trace*, the trace context it was sent in:
+        ``StoredSignal.trace``); ``FlowNotFoundError``, or ``FlowClosedError``
         for a finished flow or one whose wait's deadline has passed. With *key*, a
         signal sent before with the same key for the same flow means nothing is
         stored and ``None`` is returned (checked before the flow's state, so a

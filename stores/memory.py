@@ -62,14 +62,17 @@ class MemoryStore(MemoryPause, MemorySchedules):
 
     # -- leases ----------------------------------------------------------------
 
-    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
+    def start(
+        self, flow_id: str, name: str, input: str, owner: str, now: float, *,
+        trace: str | None = None,
+    ) -> StoredFlow:  # fmt: skip
         with self._lock:
             row = self._flows.get(flow_id)
             if row is not None:
                 if row["name"] != name:
                     raise FlowNameConflictError(flow_id, row["name"], name)
                 return self._claim(flow_id, owner, now)
-            self._insert(flow_id, name, input, now, owner=owner)
+            self._insert(flow_id, name, input, now, owner=owner, trace=trace)
             return self._snapshot(flow_id)
 
     def claim(
@@ -270,7 +273,8 @@ class MemoryStore(MemoryPause, MemorySchedules):
         run, a wait cleared, or a park or an end."""
         for child in write.children:
             if child.flow_id not in self._flows:
-                self._insert(child.flow_id, child.name, child.input, now, parent_id=flow_id)
+                made = self._insert(child.flow_id, child.name, child.input, now, parent_id=flow_id)
+                made["trace"] = child.trace
         if write.continue_as_new is not None:
             records = self._records[flow_id]
             self._past[flow_id][row["run"]] = list(records)
@@ -341,8 +345,9 @@ class MemoryStore(MemoryPause, MemorySchedules):
                 signals[signal.id] = signal._replace(state=UNUSED)
 
     def add_signal(
-        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
-    ) -> StoredSignal | None:
+        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None,
+        trace: str | None = None,
+    ) -> StoredSignal | None:  # fmt: skip
         with self._lock:
             row = self._row(flow_id)
             signals = self._signals[flow_id]
@@ -357,6 +362,7 @@ class MemoryStore(MemoryPause, MemorySchedules):
                 state=PENDING,
                 created_at=now,
                 key=key,
+                trace=trace,
             )
             self._next_signal += 1
             signals[signal.id] = signal

@@ -58,6 +58,7 @@ class MemoryStart(MemoryAdmin):
             "debounce_cap": None,
             "blocked_until": None,
             "fair_key": None,
+            "trace": None,
         }
         self._flows[flow_id].update(fields)
         self._records[flow_id] = []
@@ -79,6 +80,7 @@ class MemoryStart(MemoryAdmin):
                 "priority": new.priority,
                 "wake_at": now + new.delay,
                 "fair_key": new.fair_key,
+                "trace": new.trace,
             }
             if new.debounce is not None:
                 found = self._debounced(new, now)

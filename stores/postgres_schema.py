@@ -21,7 +21,7 @@ import psycopg
 from .limit_schema import limit_ddl
 from .sql_statements import FLOW_CONTROL_INDEXES, Dialect, Statements
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -189,6 +189,12 @@ def _add_limits(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> No
         conn.execute(ddl.encode())
 
 
+def _add_traces(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 8: trace contexts, as SQLite's version 9 (``sqlite_schema.add_traces``)."""
+    conn.execute(b"ALTER TABLE flows ADD COLUMN trace text")
+    conn.execute(b"ALTER TABLE signals ADD COLUMN trace text")
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
@@ -197,4 +203,5 @@ MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], No
     5: _add_flow_control,
     6: _add_schedules,
     7: _add_limits,
+    8: _add_traces,
 }

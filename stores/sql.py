@@ -205,14 +205,15 @@ class SqlStore(Generic[C]):
 
     # -- leases --------------------------------------------------------------------
 
-    def start(self, flow_id: str, name: str, input: str, owner: str, now: float) -> StoredFlow:
+    def start(self, flow_id: str, name: str, input: str, owner: str, now: float, *,
+              trace: str | None = None) -> StoredFlow:  # fmt: skip
         expires = now + self._ttl
         with self._write() as conn:
-            params = (flow_id, name, input, now, now, owner, expires)
+            params = (flow_id, name, input, now, now, owner, expires, trace)
             if self._run(conn, self._sql.INSERT_FLOW, params).rowcount == 1:
                 return StoredFlow(
                     flow_id, name, Status.RUNNING.value, input, now, now,
-                    lease_owner=owner, lease_expires=expires,
+                    lease_owner=owner, lease_expires=expires, trace=trace,
                 )  # fmt: skip
             row = self._row(conn, flow_id, self._sql.ROW_LOCKED)
             if row[1] != name:
@@ -423,7 +424,7 @@ class SqlStore(Generic[C]):
         run, a wait cleared, or a park or an end."""
         sql = self._sql
         for child in write.children:  # those stored already are left as they are
-            row = (child.flow_id, child.name, child.input, now, now, flow_id)
+            row = (child.flow_id, child.name, child.input, now, now, flow_id, child.trace)
             if self._run(conn, sql.INSERT_CHILD, row).fetchone() is None:  # taken since
                 check_child(flow_id, child, self._run(conn, sql.FLOW_NAME, row[:1]).fetchone())
         if write.continue_as_new is not None:
@@ -481,9 +482,9 @@ class SqlStore(Generic[C]):
         if woken:
             self._announce(conn, woken[0][0])
 
-    def add_signal(
-        self, flow_id: str, name: str, payload: str, now: float, *, key: str | None = None
-    ) -> StoredSignal | None:
+    def add_signal(self, flow_id: str, name: str, payload: str, now: float, *,
+                   key: str | None = None, trace: str | None = None
+    ) -> StoredSignal | None:  # fmt: skip
         sql = self._sql
         with self._write() as conn:
             row = self._run(conn, sql.SIGNAL_FLOW_ROW, (flow_id,)).fetchone()
@@ -492,7 +493,7 @@ class SqlStore(Generic[C]):
             if key is not None and self._run(conn, sql.SIGNAL_KEY_SEEN, (flow_id, key)).fetchone():
                 return None  # sent before with this key: nothing more is stored
             check_signal_allowed(flow_id, row[0], row[1], row[2], now)
-            inserted = self._run(conn, sql.INSERT_SIGNAL, (flow_id, name, payload, now, key))
+            inserted = self._run(conn, sql.INSERT_SIGNAL, (flow_id, name, payload, now, key, trace))
             signal_id = int(inserted.fetchall()[0][0])
             self._announce(conn, flow_id)
-        return StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key)
+        return StoredSignal(signal_id, flow_id, name, payload, "pending", now, key=key, trace=trace)

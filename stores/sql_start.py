@@ -36,8 +36,8 @@ class StartStatements:
         m = d.mark
         self.INSERT_PENDING = (
             "INSERT INTO flows (id, name, status, input, created_at, updated_at, wake_at, "
-            "priority, blocked_by, exclusive_key, holds, debounce_key, debounce_cap, fair_key) "
-            f"VALUES ({', '.join([m] * 14)}) ON CONFLICT DO NOTHING"
+            "priority, blocked_by, exclusive_key, holds, debounce_key, debounce_cap, fair_key, "
+            f"trace) VALUES ({', '.join([m] * 15)}) ON CONFLICT DO NOTHING"
         )
         self.HOLDER = f"SELECT {FLOW_COLUMNS} FROM flows WHERE holds = {m}" + d.lock()
         self.DEBOUNCED = f"SELECT {FLOW_COLUMNS} FROM flows WHERE debounce_key = {m}" + d.lock()
@@ -117,6 +117,7 @@ class SqlStart(SqlLimits[C]):
             row = (
                 new.flow_id, new.name, Status.PENDING.value, new.input, now, now, due,
                 new.priority, blocked_by, exclusive, holds, new.debounce, cap, new.fair_key,
+                new.trace,
             )  # fmt: skip
             if self._run(conn, sql.INSERT_PENDING, row).rowcount == 1:
                 if due is not None:

@@ -23,7 +23,7 @@ FLOW_COLUMNS = (
     "id, name, status, input, created_at, updated_at, result, error, cancel_reason, "
     "waiting_for, wait_kind, wake_at, deadline, lease_owner, lease_expires, "
     "parent_id, run, custom_status, priority, blocked_by, exclusive_key, holds, "
-    "debounce_key, debounce_cap, blocked_until, fair_key"
+    "debounce_key, debounce_cap, blocked_until, fair_key, trace"
 )
 #: How many columns a flow row has (``FLOW_COLUMNS``, in ``StoredFlow``'s order).
 FLOW_WIDTH = len(FLOW_COLUMNS.split(","))
@@ -221,7 +221,7 @@ class Statements:
         )
         self.INSERT_FLOW = (
             "INSERT INTO flows (id, name, status, input, created_at, updated_at, lease_owner, "
-            f"lease_expires) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, {m}) "
+            f"lease_expires, trace) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, {m}, {m}) "
             "ON CONFLICT (id) DO NOTHING"
         )
         self._leases(d)
@@ -334,8 +334,8 @@ class Statements:
         )
         self.SIGNAL_KEY_SEEN = f"SELECT 1 FROM signals WHERE flow_id = {m} AND key = {m}"
         self.INSERT_SIGNAL = (
-            "INSERT INTO signals (flow_id, name, payload, state, created_at, key) "
-            f"VALUES ({m}, {m}, {m}, 'pending', {m}, {m}) RETURNING id"
+            "INSERT INTO signals (flow_id, name, payload, state, created_at, key, trace) "
+            f"VALUES ({m}, {m}, {m}, 'pending', {m}, {m}, {m}) RETURNING id"
         )
         self.CANCEL = (
             f"UPDATE flows SET status = 'cancelled', cancel_reason = {m}, wake_at = NULL, "
@@ -357,8 +357,9 @@ class Statements:
         )
         # A child flow, running and unclaimed (one stored already is left).
         self.INSERT_CHILD = (
-            "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id) "
-            f"VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}) ON CONFLICT (id) DO NOTHING "
+            "INSERT INTO flows (id, name, status, input, created_at, updated_at, parent_id, "
+            f"trace) VALUES ({m}, {m}, 'running', {m}, {m}, {m}, {m}, {m}) "
+            "ON CONFLICT (id) DO NOTHING "
             "RETURNING id"
         )
         self.CHILDREN = (

@@ -14,7 +14,7 @@ from .sql_statements import FLOW_COLUMNS, FLOW_CONTROL_INDEXES, Dialect, Stateme
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -194,6 +194,13 @@ def add_limits(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def add_traces(conn: sqlite3.Connection) -> None:
+    """Version 9: the W3C trace context a flow was started in and a signal sent in
+    (``crux_gen.otel``: text, ``NULL`` when nothing was traced)."""
+    conn.execute("ALTER TABLE flows ADD COLUMN trace TEXT")
+    conn.execute("ALTER TABLE signals ADD COLUMN trace TEXT")
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -204,4 +211,5 @@ MIGRATIONS = {
     6: add_flow_control,
     7: add_schedules,
     8: add_limits,
+    9: add_traces,
 }

@@ -2,8 +2,8 @@
 
 - ``postgres``: the test runs on the PostgreSQL server of ``tests/pg.py`` (a ``"postgres"``
   parameter, such as the ``store`` fixture's, or a ``pg_*``/``postgres_store_class`` fixture);
-- ``browser``: the tests of ``tests/test_ui_browser.py`` and ``tests/test_ui_browser_ops.py``
-  (Chromium through Playwright);
+- ``browser``: the tests of ``tests/test_ui_browser.py``, ``tests/test_ui_browser_ops.py``
+  and ``tests/test_trace_picture.py`` (Chromium through Playwright);
 - ``processes``: the test starts other processes. Read from the test module's source: the
   test function, or a fixture of the module it uses, calls ``subprocess.run``, ``Popen``,
   ``os.fork``… itself or through a function or class of the module (or one imported from
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 PG_FIXTURES = {"pg_server", "pg_schema", "pg_database", "postgres_store_class"}
-BROWSER_MODULES = {"test_ui_browser.py", "test_ui_browser_ops.py"}
+BROWSER_MODULES = {"test_ui_browser.py", "test_ui_browser_ops.py", "test_trace_picture.py"}
 TESTS = Path(__file__).resolve().parent
 # Calls that start a process: subprocess.run(...), Popen(...), os.fork(), ...
 SPAWNS = {

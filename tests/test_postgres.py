@@ -147,9 +147,16 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
         PostgresStore(pg_server.url, schema=pg_schema)
 
 
+def drop_traces(pg_server: pg.Server, schema: str) -> None:
+    """Undo version 8 (trace contexts) in *schema*."""
+    pg_server.execute(f'ALTER TABLE "{schema}".flows DROP COLUMN trace')
+    pg_server.execute(f'ALTER TABLE "{schema}".signals DROP COLUMN trace')
+
+
 def back_to_version_2(pg_server: pg.Server, schema: str) -> None:
-    """Undo versions 7 (limits), 6 (schedules), 5 (flow control), 4 and 3
-    (composition) in *schema*, keeping its flows."""
+    """Undo versions 8 (traces), 7 (limits), 6 (schedules), 5 (flow control), 4
+    and 3 (composition) in *schema*, keeping its flows."""
+    drop_traces(pg_server, schema)
     for table in ("limit_state", "limit_slots", "fair_turns", "schedules"):
         pg_server.execute(f'DROP TABLE "{schema}".{table}')
     pg_server.execute(
@@ -194,7 +201,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "segments" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(7,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(8,)]
     claimed = store.claim("f1", "me", t)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (r.position, r.name, r.result) for r in done
@@ -226,7 +233,7 @@ def test_a_version_2_schema_is_migrated_and_its_flows_become_run_1_without_a_par
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "past_records" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(7,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(8,)]
     flow = store.load("f1")
     assert flow == before
     assert (flow.parent_id, flow.run, flow.custom_status, flow.children) == (None, 1, None, ())
@@ -685,6 +692,7 @@ def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
     old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     old.start("f1", "demo", "null", "me", clock.time())
     old.close()
+    drop_traces(pg_server, pg_schema)  # version 8
     for table in ("schedules", "limit_state", "limit_slots", "fair_turns"):  # versions 6, 7
         pg_server.execute(f'DROP TABLE "{pg_schema}".{table}')
     pg_server.execute(  # and version 5's flow control: a schema as version 4 left it
@@ -695,7 +703,7 @@ def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
     pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 4')
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(7,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(8,)]
     flow = store.load("f1")
     assert (flow.name, flow.priority, flow.blocked_by, flow.fair_key) == ("demo", 0, None, None)
     assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0

@@ -118,8 +118,9 @@ def test_a_version_5_sqlite_file_gets_the_schedules_table_and_keeps_its_flows(
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 8
-    flow = store.load("f1")  # through versions 6 (flow control) and 8 (limits) too
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 9
+    flow = store.load("f1")  # through versions 6 (flow control), 8 (limits) and 9 (traces)
     assert (flow.name, flow.priority, flow.blocked_by, flow.fair_key) == ("demo", 0, None, None)
+    assert flow.trace is None
     assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0
     store.close()

@@ -248,9 +248,10 @@ def test_a_flow_advanced_by_another_worker_since_the_due_query_is_left_alone(
 # -- logging and bad flows -----------------------------------------------------------
 
 
-def test_one_log_line_per_flow_advanced_with_id_name_and_status(
+def test_two_log_lines_per_flow_advanced_with_id_name_and_status(
     store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # One as the worker takes the flow in (its status as claimed), one as it leaves.
     effects = Effects()
     f = waiter(effects, "w-logged")
     ids = start_waiting(f, store, 2)
@@ -259,13 +260,19 @@ def test_one_log_line_per_flow_advanced_with_id_name_and_status(
     caplog.set_level(logging.INFO, logger=WORKER_LOG)
     assert Worker(store, [f]).run_once() == 2
     lines = [r for r in caplog.records if r.name == WORKER_LOG]
-    assert len(lines) == 2
+    assert len(lines) == 4
     for fid in ids:
-        (line,) = [r for r in lines if fid in r.getMessage()]
-        assert "w-logged" in line.getMessage()
-        assert "completed" in line.getMessage()
-        fields = (line.__dict__["flow_id"], line.__dict__["flow_name"], line.__dict__["status"])
-        assert fields == (fid, "w-logged", "completed")
+        taken, ended = [r for r in lines if fid in r.getMessage()]
+        assert taken.getMessage() == (
+            f"flow {fid} (w-logged): run 1 taken in (stored as suspended, waiting for 'go')"
+        )
+        assert ended.getMessage() == f"flow {fid} (w-logged): completed"
+        fields = [
+            (r.__dict__["flow_id"], r.__dict__["flow_name"], r.__dict__["status"])
+            for r in (taken, ended)
+        ]
+        assert fields == [(fid, "w-logged", "suspended"), (fid, "w-logged", "completed")]
+        assert (taken.__dict__["waiting_for"], ended.__dict__["waiting_for"]) == ("go", None)
 
 
 def test_a_poison_flow_fails_once_and_never_blocks_the_others(

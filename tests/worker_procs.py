@@ -93,7 +93,7 @@ class _Emit(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         status = getattr(record, "status", None)
-        if status is not None:
+        if status is not None and getattr(record, "slice", None) == "end":
             line = {"pid": os.getpid(), "flow_id": record.flow_id, "status": status}
             print(json.dumps(line), flush=True)
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .metrics import Metrics
 from .spans import Spans
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..calls import Crash
     from ..effects import Call, Event
     from ..flowrun import FlowRun
-    from ..records import StoredFlow
+    from ..records import StoredFlow, StoredRecord
     from ..stores.base import Store
 
 
@@ -26,6 +26,9 @@ class OtelObserver:
 
     def trace(self) -> str | None:
         return self.spans.trace()
+
+    def slice_trace(self, run: FlowRun) -> str | None:
+        return self.spans.slice_trace(run)
 
     def flow_started(self, name: str) -> None:
         self.metrics.flow_started(name)
@@ -41,6 +44,10 @@ class OtelObserver:
     def attempt(
         self, run: FlowRun, call: Call, inner: Callable[[Call], Event | Crash]
     ) -> Event | Crash:
-        event = self.spans.attempt(run, call, inner)
-        self.metrics.attempt(run, call, event)
-        return event
+        return self.spans.attempt(run, call, inner)  # (metrics: ``attempt_ended``)
+
+    def attempt_ended(self, run: FlowRun, event: Any, record: StoredRecord | None) -> None:
+        self.metrics.attempt_ended(run, event, record)
+
+    def store_in_use(self, store: Store) -> None:
+        self.metrics.store_in_use(store)

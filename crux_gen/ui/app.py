@@ -18,6 +18,8 @@ under any prefix. Pages:
   ``?tail=P`` its changes as JSON (:mod:`~crux_gen.ui.flowview`); with actions
   allowed, ``POST /flows/<id>`` with ``action`` = ``signal``, ``cancel``, ``pause``,
   ``unpause`` or ``retry``;
+- ``GET /metrics``: the store's counts, and this process's metrics when it is
+  instrumented, in the Prometheus text format (:mod:`~crux_gen.ui.promtext`);
 - ``GET /static/<file>``: the stylesheet and the script that refreshes pages.
 """
 
@@ -41,7 +43,7 @@ from ..errors import (
     MissingDependencyError,
     StoreError,
 )
-from . import bulk, flows, flowview, pages
+from . import bulk, flows, flowview, pages, promtext
 from .actions import ActionError, nul_error, perform
 from .host import action_form, no_token
 from .sessions import Sessions
@@ -157,6 +159,10 @@ class Dashboard:
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
             return self.flow_page(request, flow_id)
+        if path == "/metrics":  # read-only, as every page: no token (a scraper has none)
+            if request.method not in ("GET", "HEAD"):
+                return self.not_allowed(request)
+            return promtext.metrics_page(self.store)
         if path == "/errors":
             if request.method not in ("GET", "HEAD"):
                 return self.not_allowed(request)
