@@ -36,7 +36,7 @@ from .flowrun import FlowRun
 from .hand import Hand, OnEnd
 from .records import Commit, CommitOutcome, LeaseCheck, StoredFlow, Write
 from .results import FlowResult
-from .status import STOPPED
+from .status import FINISHED, STOPPED
 from .stores.base import ITEM_ERRORS, check_write
 
 if TYPE_CHECKING:
