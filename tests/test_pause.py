@@ -12,6 +12,7 @@ import pytest
 
 from crux_gen import (
     Child,
+    Exclusive,
     FakeClock,
     FlowClosedError,
     FlowContext,
@@ -257,3 +258,32 @@ def test_the_harness_pauses_and_unpauses_its_flow() -> None:
     assert Counter({"draft": 1}) == CALLS
     assert harness.unpause() is True
     assert (harness.run().status, harness.result.value) == ("completed", "yes")
+
+
+def _account(input: Any) -> str:
+    return str(input["account"])
+
+
+@flow("pause-exclusive", exclusive=Exclusive(key=_account))
+def exclusive(ctx: FlowContext) -> Any:
+    return (yield Suspend("go"))
+
+
+def test_a_paused_queued_flow_rejoins_the_queue_as_it_stands_when_unpaused(store: Any) -> None:
+    a = exclusive.start(input={"account": "x"}, store=store).flow_id
+    b = exclusive.start(input={"account": "x"}, store=store).flow_id
+    c = exclusive.start(input={"account": "x"}, store=store).flow_id
+    assert [store.load(f).blocked_by for f in (b, c)] == [a, a]
+    assert pause_flow(b, store=store) is True
+    cancel_flow(a, "done with it", store=store)  # the key passes to c, past the paused b
+    key = store.load(a).exclusive_key
+    assert (store.load(c).holds, store.load(c).blocked_by) == (key, None)
+    unpause_flow(b, store=store)
+    assert (store.load(b).status, store.load(b).blocked_by) == ("pending", c)
+    assert due(store) == [c]
+    # Paused again, and its holder gone meanwhile: unpaused, b holds the key itself.
+    pause_flow(b, store=store)
+    cancel_flow(c, "done with it too", store=store)
+    unpause_flow(b, store=store)
+    assert (store.load(b).holds, store.load(b).blocked_by) == (key, None)
+    assert due(store) == [b]
