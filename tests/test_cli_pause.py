@@ -70,8 +70,9 @@ def test_pause_and_unpause_a_flow_by_its_short_id(
     assert get_flow(r.flow_id, store=store).status == "paused"
     listed = ok(capsys, "list", "--status", "paused", "--json", "--db", str(db))
     assert [f["id"] for f in json.loads(listed)] == [r.flow_id]
-    shown = ok(capsys, "show", short, "--db", str(db))
-    assert "paused" in shown
+    shown = ok(capsys, "show", short, "--db", str(db)).splitlines()
+    assert shown[2] == "status   paused, waiting for 'approve'"
+    assert shown[3].startswith("deadline ")  # still counting
     again = json.loads(ok(capsys, "pause", short, "--json", "--db", str(db)))
     assert (again["outcome"], again["status"], again["was"]) == (
         "already paused",
