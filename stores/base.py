@@ -141,8 +141,8 @@ class Store(Protocol):
         exists with the same *name* (its trace kept).
 
         Raises ``FlowNameConflictError`` if the id belongs to another flow name,
-        ``FlowBusyError`` if another owner's lease is live. A finished flow is
-        returned unclaimed (``lease_owner != owner``).
+        ``FlowBusyError`` if another owner's lease is live. A finished (or paused)
+        flow is returned unclaimed (``lease_owner != owner``).
         """
         ...
 
@@ -185,7 +185,7 @@ class Store(Protocol):
         exactly as it found it.
 
         Raises ``FlowNotFoundError`` or ``FlowBusyError`` (another owner's lease is
-        live). A finished flow is returned unclaimed. ``children`` is left empty
+        live). A finished or paused flow is returned unclaimed. ``children`` is left empty
         (``load`` fills it); the records are those of the current run only. Records of completed or
         failed commands may leave out their timings and attempts (replay does not
         need them; ``load`` has everything). With *only_if_due* (the worker),
