@@ -40,7 +40,10 @@ from .control import (
     get_flow,
     iter_flows,
     list_flows,
+    pause_flow,
+    retry_flow,
     signal_flow,
+    unpause_flow,
 )
 from .doctor import Problem, check_store
 from .durations import to_duration
@@ -161,10 +164,13 @@ __all__ = [
     "get_flow",
     "iter_flows",
     "list_flows",
+    "pause_flow",
     "resume",
+    "retry_flow",
     "signal_flow",
     "signal_many",
     "to_duration",
+    "unpause_flow",
 ]
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec, observe
 from .clock import when
 from .codec import ErrorInfo
-from .errors import CorruptRecordError, InvalidTypeError, InvalidValueError
+from .errors import CorruptRecordError, CruxError, InvalidTypeError, InvalidValueError
 from .flow import check_flow_id
 from .names import check_name, unstorable
 from .opening import StorePath, using
@@ -26,6 +26,8 @@ from .waits import NEEDS_RECORDS, waiting_for, waits_of
 
 if TYPE_CHECKING:
     from .stores.base import Store, StoreAdmin
+
+from .stores.base_pause import Pausing
 
 
 def signal_flow(
@@ -83,6 +85,71 @@ def cancel_flow(flow_id: str, reason: str, *, store: Store | StorePath) -> bool:
         raise InvalidValueError("cancel reason", text, problem)
     with using(store) as opened:
         return bool(opened.cancel(flow_id, text, opened.clock.time()))
+
+
+def pause_flow(flow_id: str, *, store: Store | StorePath) -> bool:
+    """Pause an unfinished flow: ``True``; ``False`` (nothing changed) when it is
+    paused already.
+
+    >>> pause_flow(flow_id, store=store)
+    True
+
+    A paused flow (status ``"paused"``) is never claimed: no worker runs it, and
+    ``resume`` or ``Flow.run`` of its id returns its ``FlowResult`` with status
+    ``"paused"`` without running anything. A flow running in another process
+    stops at its next command boundary, as with ``cancel_flow`` (the step in hand
+    finishes and is recorded). Signals sent meanwhile are stored, and timers and
+    deadlines keep counting: see :func:`unpause_flow`. Its children keep running;
+    it holds no slot of a ``Limit``. Raises ``FlowNotFoundError``, or
+    ``FlowClosedError`` for a finished flow.
+    """
+    check_flow_id(flow_id)
+    with using(store) as opened:
+        return bool(pausing(opened).pause(flow_id, opened.clock.time()))
+
+
+def unpause_flow(flow_id: str, *, store: Store | StorePath) -> bool:
+    """Send a paused flow back to what it was: ``True``; ``False`` (nothing changed)
+    when it is not paused (finished ones included).
+
+    >>> unpause_flow(flow_id, store=store)
+    True
+
+    A flow parked on a wait is suspended again with its wake time and deadline:
+    a timer that came, or a signal it waits for that arrived while it was paused,
+    makes it due at once, and a wait whose deadline passed expires when it runs.
+    A flow that was running (or pending and due) is due at once; one pending with
+    a later due time runs then. Raises ``FlowNotFoundError``.
+    """
+    check_flow_id(flow_id)
+    with using(store) as opened:
+        return bool(pausing(opened).unpause(flow_id, opened.clock.time()))
+
+
+def pausing(store: Any) -> Pausing:
+    """*store* as a ``Pausing`` store; ``CruxError`` naming it when it is not one."""
+    if not isinstance(store, Pausing):
+        raise CruxError(f"store {store!r} has no pause() and unpause(): it cannot pause flows")
+    return store
+
+
+def retry_flow(flow_id: str, *, store: StoreAdmin | StorePath) -> None:
+    """Make a ``"failed"``, ``"cancelled"`` or ``"expired"`` flow run again from
+    where it stopped; the next worker pass or ``resume`` runs it.
+
+    >>> retry_flow(flow_id, store=store)
+
+    Every completed step and consumed signal is kept (a signal left unused when
+    it ended is pending again). A failed flow runs the command that failed it
+    again (``crux-gen retry``); a cancelled one goes on from where it was
+    cancelled, with its descendants cancelled with it (retried too); a wait with
+    a timeout the flow was parked on or that expired is waited for again, its
+    timeout counted from the retry. Any other status is a ``FlowStateError`` (a
+    ``CruxError``) and nothing changes; an unknown id a ``FlowNotFoundError``.
+    """
+    check_flow_id(flow_id)
+    with using(store) as opened:
+        opened.retry_failed(flow_id, opened.clock.time())
 
 
 def get_flow(flow_id: str, *, store: Store | StorePath) -> FlowInfo:

@@ -50,7 +50,7 @@ from .clock import when
 from .durations import format_duration
 from .errors import FlowNotFoundError
 from .records import WAITING, StoredFlow
-from .status import FINISHED, Status
+from .status import FINISHED, Status, transition, unpause_event
 
 if TYPE_CHECKING:
     from .stores.base import Store, StoreAdmin
@@ -95,7 +95,7 @@ def check_store(store: CheckedStore) -> list[Problem]:
     ttl = store.lease_ttl.total_seconds()
     unfinished = [
         flow
-        for status in (Status.PENDING, Status.SUSPENDED, Status.RUNNING)
+        for status in (Status.PENDING, Status.SUSPENDED, Status.RUNNING, Status.PAUSED)
         for flow in store.list_flows(status=status.value, limit=2**62)
     ]
     problems: list[Problem] = []
@@ -127,7 +127,11 @@ def _wait_of(flow: StoredFlow) -> tuple[Any, ...]:
 def _diagnose(
     store: CheckedStore, flow: StoredFlow, now: float, ttl: float
 ) -> tuple[str, str] | None:
-    """``(kind, reason)`` when *flow* can never wake, else ``None``."""
+    """``(kind, reason)`` when *flow* can never wake, else ``None``. A paused flow
+    is checked as what ``unpause_flow`` sends it back to."""
+    if flow.status == Status.PAUSED:
+        event = unpause_event(flow.wait_kind, flow.wake_at, flow.blocked_by)
+        flow = attrs.evolve(flow, status=transition(flow.status, event).value)
     if flow.status == Status.RUNNING:
         return _lease(flow, now, ttl)
     if flow.status == Status.PENDING:

@@ -36,7 +36,7 @@ from .flowrun import FlowRun
 from .hand import Hand, OnEnd
 from .records import Commit, CommitOutcome, LeaseCheck, StoredFlow, Write
 from .results import FlowResult
-from .status import FINISHED
+from .status import FINISHED, STOPPED
 from .stores.base import ITEM_ERRORS, check_write
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class Executor(Hand):
     def _checked(self, run: FlowRun, outcome: CommitOutcome | Exception, now: float) -> None:
         if isinstance(outcome, Exception):
             raise outcome
-        if outcome.status in FINISHED:
+        if outcome.status in STOPPED:  # cancelled or paused meanwhile
             run.cancelled(outcome)
         self._after(run, now)
 

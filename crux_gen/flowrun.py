@@ -365,8 +365,9 @@ class FlowRun:
         return Refused(exc, start)
 
     def cancelled(self, outcome: CommitOutcome) -> None:
-        """The flow was cancelled meanwhile (the store dropped the lease)."""
-        self.released = True
+        """The flow was cancelled or paused meanwhile (the store dropped the lease,
+        except for a pause seen by a lease check: the run lets go of it)."""
+        self.released = outcome.status != Status.PAUSED
         self.calls.clear()
         self.adopt.clear()
         self.result = FlowResult(self.flow_id, outcome.status, cancel_reason=outcome.cancel_reason)

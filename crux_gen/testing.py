@@ -29,7 +29,7 @@ from .clock import Clock, FakeClock
 from .codec import ErrorInfo
 from .commands import All, Child, Command, Step, WaitUntil
 from .commands import Any as AnyOf
-from .control import cancel_flow, get_flow, signal_flow
+from .control import cancel_flow, get_flow, pause_flow, signal_flow, unpause_flow
 from .durations import Duration
 from .errors import FlowBusyError, FlowNotFoundError, InvalidTypeError, InvalidValueError
 from .flow import Flow, FlowContext, check_flow_id
@@ -208,9 +208,18 @@ class FlowHarness:
         """Cancel the flow (as ``cancel_flow``)."""
         return cancel_flow(self.flow_id, reason, store=self.store)
 
+    def pause(self) -> bool:
+        """Pause the flow (as ``pause_flow``): :meth:`run` returns it ``"paused"``,
+        running nothing, until :meth:`unpause`."""
+        return pause_flow(self.flow_id, store=self.store)
+
+    def unpause(self) -> bool:
+        """Send the paused flow back to what it was (as ``unpause_flow``)."""
+        return unpause_flow(self.flow_id, store=self.store)
+
     def retry(self) -> None:
-        """Make the failed flow due again from its failed step (as ``crux-gen retry``);
-        the next :meth:`run` runs it."""
+        """Make the failed, cancelled or expired flow due again from where it stopped
+        (as ``retry_flow``); the next :meth:`run` runs it."""
         from crux_gen.stores.base import StoreAdmin
 
         if not isinstance(self.store, StoreAdmin):

@@ -33,6 +33,7 @@ from crux_gen.records import (
 )
 
 from .base_limits import Limits as Limits
+from .base_pause import Pausing as Pausing
 from .base_schedules import Schedules as Schedules
 from .base_signals import SignalAsk as SignalAsk
 from .base_signals import Signals as Signals
@@ -142,8 +143,8 @@ class Store(Protocol):
         exists with the same *name* (its trace kept).
 
         Raises ``FlowNameConflictError`` if the id belongs to another flow name,
-        ``FlowBusyError`` if another owner's lease is live. A finished flow is
-        returned unclaimed (``lease_owner != owner``).
+        ``FlowBusyError`` if another owner's lease is live. A finished (or paused)
+        flow is returned unclaimed (``lease_owner != owner``).
         """
         ...
 
@@ -186,7 +187,7 @@ class Store(Protocol):
         exactly as it found it.
 
         Raises ``FlowNotFoundError`` or ``FlowBusyError`` (another owner's lease is
-        live). A finished flow is returned unclaimed. ``children`` is left empty
+        live). A finished or paused flow is returned unclaimed. ``children`` is left empty
         (``load`` fills it); the records are those of the current run only. Records of completed or
         failed commands may leave out their timings and attempts (replay does not
         need them; ``load`` has everything). With *only_if_due* (the worker),
@@ -440,15 +441,15 @@ class StoreAdmin(Protocol):
         ...
 
     def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
-        """Make a ``"failed"`` flow due again from the command that failed it.
-
-        Drops the records from position ``retry_from(records)`` on (the failed
-        command and any ``ctx.now()``-style values recorded after it; nothing if
-        the body raised), keeps every other record and signal, and sets the flow
-        ``"suspended"`` with ``wake_at=now`` and no error, so the next resume or
-        worker pass runs it. Returns the dropped records. Raises
-        ``FlowNotFoundError``, or ``FlowStateError`` (nothing changed) unless the
-        flow is ``"failed"``.
+        """Make a ``"failed"``, ``"cancelled"`` or ``"expired"`` flow due again
+        from where it stopped (``rules.retry_plan``: the failed command, or a timed
+        wait parked on or expired, is dropped and runs again), keeping every other
+        record and signal (those marked unused are pending again), and set it
+        ``"suspended"`` with ``wake_at=now``, no error and no cancel reason, so the
+        next resume or worker pass runs it; a cancelled flow's descendants
+        cancelled with it (``rules.cancelled_with``) too. Returns the dropped
+        records. Raises ``FlowNotFoundError``, or ``FlowStateError`` (nothing
+        changed) for any other status.
         """
         ...
 

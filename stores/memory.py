@@ -34,10 +34,10 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import FINISHED, Status, after_write, transition
+from crux_gen.status import FINISHED, STOPPED, Status, after_write, transition
 
 from .base_signals import SignalAsk
-from .memory_limits import MemoryLimits
+from .memory_pause import MemoryPause
 from .memory_schedules import MemorySchedules
 from .rules import (
     ITEM_ERRORS,
@@ -50,13 +50,15 @@ from .rules import (
     child_cancel_reason,
     in_batch,
     lease_outcome,
+    not_due,
+    parked,
     recovery_count,
 )
 
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryLimits, MemorySchedules):
+class MemoryStore(MemoryPause, MemorySchedules):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
@@ -101,9 +103,9 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         gate: Gate | None = None,
     ) -> StoredFlow:
         row = self._flows[flow_id]
-        if row["status"] in FINISHED:
+        if row["status"] in STOPPED:  # finished or paused: not claimed
             if only_if_due:
-                raise FlowClosedError(flow_id, row["status"])
+                raise not_due(flow_id, row["status"])
             found = self._snapshot(flow_id)
             return attrs.evolve(
                 found, signals=tuple(s for s in found.signals if s.state == PENDING)
@@ -222,6 +224,8 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         row = self._flows.get(flow_id)
         if row is None or row["lease_owner"] != owner:
             raise LeaseLostError(flow_id, owner)
+        if row["status"] == Status.PAUSED:  # written as to the flow it was, then paused
+            return self._commit_paused(row, owner, now, write)
         status = row["status"]
         signals = self._signals[flow_id]
         arrived = self._arrived(flow_id, write) if status not in FINISHED else ()
@@ -341,7 +345,7 @@ class MemoryStore(MemoryLimits, MemorySchedules):
         parent = self._flows.get(parent_id) if parent_id is not None else None
         if (
             parent is not None
-            and parent["status"] == Status.SUSPENDED
+            and parked(parent["status"], parent["wait_kind"])
             and (parent["wake_at"] is None or parent["wake_at"] > now)
         ):
             parent["wake_at"] = now

@@ -21,6 +21,7 @@ from crux_gen.errors import FlowNotFoundError, StoreError
 from crux_gen.records import (
     PENDING,
     UNRESOLVED,
+    UNUSED,
     StoredFlow,
     StoredRecord,
     StoredSchedule,
@@ -262,10 +263,15 @@ class MemoryAdmin(MemoryTables, MemoryBrowse):
             del records[keep:]
             for record in reset:
                 records[record.position] = record
+            signals = self._signals[flow_id]
+            for signal in signals.values():  # what nothing consumed waits again
+                if signal.state == UNUSED:
+                    signals[signal.id] = signal._replace(state=PENDING)
             row.update(
                 status=status.value,
                 result=None,
                 error=None,
+                cancel_reason=None,
                 waiting_for=dropped[0].name if dropped else None,
                 wait_kind="retry",
                 wake_at=now,

@@ -17,6 +17,8 @@ import attrs
 from crux_gen.clock import when
 from crux_gen.commands import VALUE_KINDS
 from crux_gen.errors import (
+    CruxError,
+    FlowBusyError,
     FlowClosedError,
     FlowIdTakenError,
     FlowNameConflictError,
@@ -28,6 +30,7 @@ from crux_gen.errors import (
     StoreError,
 )
 from crux_gen.records import (
+    EXPIRED,
     FAILED,
     UNRESOLVED,
     WAITING,
@@ -38,7 +41,7 @@ from crux_gen.records import (
     Write,
     all_header_result,
 )
-from crux_gen.status import FINISHED, Status, transition
+from crux_gen.status import FINISHED, STOPPED, Status, transition
 
 E = TypeVar("E", bound=Exception)
 
@@ -50,6 +53,9 @@ ITEM_ERRORS = (LeaseLostError, RecordConflictError, FlowNameConflictError, FlowI
 #: ``waiting_for`` (due when one is pending); ``"child"`` is due by ``wake_at`` only.
 WAIT_ANY = "any"
 WAIT_CHILD = "child"
+
+#: The kinds of a wait with a timeout: a retry waits for it again, from the retry.
+TIMED_WAITS = ("suspend", "any", "wait_until")
 
 #: What a commit that keeps the flow running answers (one object, no allocation).
 RUNNING_OUTCOME = CommitOutcome(Status.RUNNING.value)
@@ -197,7 +203,8 @@ def check_signal_allowed(
     """Refuse a signal for a finished flow, or one whose wait's deadline has passed."""
     if status in FINISHED:
         raise FlowClosedError(flow_id, status)
-    if status == Status.SUSPENDED and deadline is not None and deadline <= now:
+    parked = status in (Status.SUSPENDED, Status.PAUSED)  # a paused flow keeps its wait
+    if parked and deadline is not None and deadline <= now:
         expired_at = when(deadline)
         assert expired_at is not None
         raise FlowClosedError(
@@ -214,11 +221,57 @@ def in_batch(exc: E, index: int) -> E:
 
 
 def retry_status(flow_id: str, status: str) -> Status:
-    """The status a retried flow takes; ``FlowStateError`` unless it is ``"failed"``."""
+    """The status a retried flow takes; ``FlowStateError`` unless it is ``"failed"``,
+    ``"cancelled"`` or ``"expired"``."""
     try:
         return transition(status, "retry")
     except ValueError:
-        raise FlowStateError(flow_id, status, "only a failed flow can be retried") from None
+        raise FlowStateError(
+            flow_id, status, "only a failed, cancelled or expired flow can be retried"
+        ) from None
+
+
+def pause_status(flow_id: str, status: str) -> Status | None:
+    """The status a paused flow takes; ``None`` when it is paused already (nothing
+    to do), ``FlowClosedError`` when it is finished."""
+    if status == Status.PAUSED:
+        return None
+    if status in FINISHED:
+        raise FlowClosedError(flow_id, status, "a finished flow cannot be paused")
+    return transition(status, "pause")
+
+
+def is_stopped(status: str) -> bool:
+    """A runner stops at this status: finished, or paused (``status.STOPPED``)."""
+    return status in STOPPED
+
+
+def not_due(flow_id: str, status: str) -> CruxError:
+    """What a worker's claim (``only_if_due``) of a stopped flow raises: a finished
+    one is closed, a paused one is not due (``FlowBusyError``)."""
+    if status == Status.PAUSED:
+        return FlowBusyError(flow_id)
+    return FlowClosedError(flow_id, status)
+
+
+def parked(status: str, wait_kind: str | None) -> bool:
+    """A flow parked on a wait, suspended or paused there: a child that finishes
+    makes it due (a paused one once unpaused)."""
+    return status == Status.SUSPENDED or (status == Status.PAUSED and wait_kind is not None)
+
+
+def is_limit_block(blocked_by: str | None) -> bool:
+    """*blocked_by* names a limit or a rate (``crux_gen.limits.label``), not an
+    exclusive key's holder: pausing a flow lets go of it (a paused flow holds no
+    slot and waits for none; its claim after ``unpause_flow`` asks again)."""
+    return blocked_by is not None and blocked_by.startswith(("limit ", "rate "))
+
+
+def cancelled_with(flow_id: str, cancel_reason: str | None) -> bool:
+    """Whether a descendant's *cancel_reason* says it was cancelled with *flow_id*
+    (``child_cancel_reason``): retrying *flow_id* retries it too."""
+    prefix = child_cancel_reason(flow_id, "")
+    return cancel_reason is not None and cancel_reason.startswith(prefix)
 
 
 def retry_plan(
@@ -237,6 +290,9 @@ def retry_plan(
     - a branch of an ``All`` whose failure was thrown at its ``yield``: the ``All``
       and its failed branches are reset to waiting and every other branch is kept,
       so the next run runs only the failed branches again;
+    - a wait with a timeout (``Suspend``, ``WaitUntil``, an ``Any`` without
+      children) the flow was parked on (a cancelled flow) or that expired: it is
+      dropped, and the next run waits again, its timeout counted from then;
     - anything else (the flow caught the failure and went on, or there is none):
       the body itself raised; every record is kept, and the next run replays them
       all and runs the body again from where it raised.
@@ -246,6 +302,8 @@ def retry_plan(
         last -= 1
     if last < 0:
         return len(records), ()
+    if timed_wait(records[last]):
+        return records[last].position, ()
     block = all_block(records, last)
     if block is not None:
         header, end = block
@@ -263,6 +321,15 @@ def retry_plan(
     if records[last].state == FAILED:
         return records[last].position, ()
     return len(records), ()
+
+
+def timed_wait(record: StoredRecord) -> bool:
+    """*record* is a wait with a timeout, parked on or expired, that a retry drops
+    to wait for again (an ``Any`` that started children is kept: its children are
+    its branches)."""
+    if record.kind not in TIMED_WAITS or record.state not in (WAITING, EXPIRED):
+        return False
+    return not (record.kind == "any" and record.result)
 
 
 def all_block(records: Sequence[StoredRecord], index: int) -> tuple[int, int] | None:

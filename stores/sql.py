@@ -23,7 +23,6 @@ from crux_gen.clock import Clock, when
 from crux_gen.errors import (
     CruxError,
     FlowBusyError,
-    FlowClosedError,
     FlowNameConflictError,
     FlowNotFoundError,
     LeaseLostError,
@@ -39,7 +38,7 @@ from crux_gen.records import (
     StoredSignal,
     Write,
 )
-from crux_gen.status import FINISHED, Status, after_write
+from crux_gen.status import FINISHED, STOPPED, Status, after_write
 
 from . import segments
 from .caps import Caps
@@ -52,6 +51,7 @@ from .rules import (
     check_signal_allowed,
     check_write,
     lease_outcome,
+    not_due,
     pending_due,
 )
 from .sql_statements import Statements, leased
@@ -273,9 +273,9 @@ class SqlStore(Generic[C]):
         if gate is not None:
             only_if_due = True
         flow = StoredFlow(*row)
-        if flow.status in FINISHED:
+        if flow.status in STOPPED:  # finished or paused: not claimed
             if only_if_due:
-                raise FlowClosedError(flow.id, flow.status)
+                raise not_due(flow.id, flow.status)
             return row
         if flow.lease_owner not in (None, owner) and (flow.lease_expires or 0.0) > now:
             raise FlowBusyError(flow.id, when(flow.lease_expires))

@@ -11,10 +11,11 @@ import attrs
 
 from crux_gen.errors import StoreError
 from crux_gen.records import StoredFlow, StoredRecord
+from crux_gen.status import Status
 
 from .browse import SqlBrowse
 from .listing import Before, check_prune, check_prune_limit, count_query, listing_query
-from .rules import deletable, flow_exists, new_flow, retry_plan, retry_status
+from .rules import cancelled_with, deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C
 from .sql_schedules import SqlSchedules
 from .sql_signals import SqlSignals
@@ -88,24 +89,41 @@ class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlSignals[C], SqlBrowse):
         return [row[0] for row in self._all(self._sql.DUE, {"now": now, "limit": int(limit)})]
 
     def retry_failed(self, flow_id: str, now: float) -> tuple[StoredRecord, ...]:
-        sql = self._sql
         with self._write() as conn:
-            status = retry_status(flow_id, self._row(conn, flow_id, sql.ROW_LOCKED)[2])
-            history = tuple(
-                map(StoredRecord._make, self._run(conn, sql.RECORDS, (flow_id,)).fetchall())
-            )
-            keep, reset = retry_plan(history)
-            dropped = tuple(sorted([*reset[1:], *history[keep:]]))
-            self._run(conn, sql.DROP_RECORDS_FROM, (flow_id, keep))
-            self._run_many(conn, sql.PUT_RECORD, [(flow_id, *r) for r in reset])
-            first = min([keep, *(r.position for r in reset)])
-            self._run(conn, sql.DROP_SEGMENT_PAST, (flow_id, first))
-            self._run(
-                conn,
-                sql.RETRY,
-                (status.value, dropped[0].name if dropped else None, now, now, flow_id),
-            )
+            row = self._row(conn, flow_id, self._sql.ROW_LOCKED)
+            if row[2] != Status.CANCELLED:
+                return self._retry(conn, flow_id, retry_status(flow_id, row[2]), now)
+            # A cancelled flow: with the descendants cancelled with it, locked first.
+            tree = self._descendants(conn, [flow_id])
+            self._lock_flows(conn, [flow_id, *tree])
+            dropped = self._retry(conn, flow_id, retry_status(flow_id, row[2]), now)
+            for child in tree:
+                found = StoredFlow(*self._row(conn, child))
+                if found.status == Status.CANCELLED and cancelled_with(
+                    flow_id, found.cancel_reason
+                ):
+                    self._retry(conn, child, retry_status(child, found.status), now)
             return dropped
+
+    def _retry(self, conn: C, flow_id: str, status: Status, now: float) -> tuple[StoredRecord, ...]:
+        """``retry_failed`` of one flow, in the caller's transaction."""
+        sql = self._sql
+        history = tuple(
+            map(StoredRecord._make, self._run(conn, sql.RECORDS, (flow_id,)).fetchall())
+        )
+        keep, reset = retry_plan(history)
+        dropped = tuple(sorted([*reset[1:], *history[keep:]]))
+        self._run(conn, sql.DROP_RECORDS_FROM, (flow_id, keep))
+        self._run_many(conn, sql.PUT_RECORD, [(flow_id, *r) for r in reset])
+        first = min([keep, *(r.position for r in reset)])
+        self._run(conn, sql.DROP_SEGMENT_PAST, (flow_id, first))
+        self._run(
+            conn,
+            sql.RETRY,
+            (status.value, dropped[0].name if dropped else None, now, now, flow_id),
+        )
+        self._run(conn, sql.UNUSED_AGAIN, (flow_id,))
+        return dropped
 
     def delete(self, flow_id: str) -> bool:
         with self._write() as conn:

@@ -39,7 +39,7 @@ from crux_gen.limits import (
 from crux_gen.records import StoredFlow, Write
 
 from .sql import C
-from .sql_cancel import SqlCancel
+from .sql_pause import SqlPause
 from .sql_statements import LIMIT_BLOCK, UNFINISHED, Dialect
 
 
@@ -115,8 +115,8 @@ def statements(d: Dialect) -> LimitStatements:
     return LimitStatements(d)
 
 
-class SqlLimits(SqlCancel[C]):
-    """``SqlCancel`` with the slots and rates of limits."""
+class SqlLimits(SqlPause[C]):
+    """``SqlPause`` with the slots and rates of limits."""
 
     def claim_due(
         self,

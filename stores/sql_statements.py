@@ -404,7 +404,8 @@ class Statements:
         now = d.named.format("now")
         self.WAKE_PARENT = (
             f"UPDATE flows SET wake_at = {now} WHERE id = (SELECT parent_id FROM flows "
-            f"WHERE id = {d.named.format('flow')}) AND status = 'suspended' "
+            f"WHERE id = {d.named.format('flow')}) "
+            "AND (status = 'suspended' OR (status = 'paused' AND wait_kind IS NOT NULL)) "
             f"AND (wake_at IS NULL OR wake_at > {now}) RETURNING id"
         )
 
@@ -439,9 +440,13 @@ class Statements:
     def _admin(self, d: Dialect) -> None:
         m = d.mark
         self.RETRY = (
-            f"UPDATE flows SET status = {m}, result = NULL, error = NULL, waiting_for = {m}, "
+            f"UPDATE flows SET status = {m}, result = NULL, error = NULL, cancel_reason = NULL, "
+            f"waiting_for = {m}, "
             f"wait_kind = 'retry', wake_at = {m}, deadline = NULL, lease_owner = NULL, "
             f"lease_expires = NULL, recoveries = 0, updated_at = {m} WHERE id = {m}"
+        )
+        self.UNUSED_AGAIN = (
+            f"UPDATE signals SET state = 'pending' WHERE flow_id = {m} AND state = 'unused'"
         )
         self.DROP_RECORDS_FROM = f"DELETE FROM records WHERE flow_id = {m} AND position >= {m}"
         self.DELETE_RECORDS = f"DELETE FROM records WHERE flow_id = {m}"

@@ -288,7 +288,7 @@ def test_bad_input_is_one_line_on_stderr_exit_1_and_changes_nothing(scene: Scene
     assert "is not JSON" in err["bad json"]
     assert "is completed" in err["signal closed"]
     assert "is completed already" in err["cancel closed"]
-    assert "is suspended, not failed" in err["retry not failed"]
+    assert "is suspended; only a failed, cancelled or expired" in err["retry not failed"]
     assert "'sleeping' is not one of" in err["bad status"]
     assert "Missing argument 'ID'" in err["missing id"]
     assert "no database at 'missing.db'" in err["no db"]

@@ -237,7 +237,7 @@ def test_cancel_and_delete_all_touch_only_what_the_filters_select(
     err = refused(capsys, "cancel", "--all", "--db", str(db))
     assert "at least one filter" in err
     err = refused(capsys, "cancel", "--all", "--status", "failed", "--db", str(db))
-    assert "cancel takes pending, running, suspended flows only" in err
+    assert "cancel takes paused, pending, running, suspended flows only" in err
     out = ok(capsys, "cancel", "--all", "--waiting-for", "approved", "--db", str(db))
     assert sorted(line.split()[1] for line in out.splitlines()[:-1]) == sorted(fleet.waiting[:2])
     assert out.splitlines()[-1] == "2 cancelled"

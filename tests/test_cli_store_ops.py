@@ -102,11 +102,12 @@ def test_retry_after_a_body_failure_drops_nothing_and_reruns_the_body(store: Any
     assert (done.status, done.value, calls) == ("completed", 42, ["fetch"])
 
 
-def test_only_a_failed_flow_can_be_retried(store: Any) -> None:
+def test_only_a_failed_cancelled_or_expired_flow_can_be_retried(store: Any) -> None:
     checkout = checkout_flow(Service(), "retry-refused")
     r = checkout.run(store=store)
     before = store.load(r.flow_id)
-    with pytest.raises(FlowStateError, match="is suspended; only a failed flow can be retried"):
+    refused = "is suspended; only a failed, cancelled or expired flow can be retried"
+    with pytest.raises(FlowStateError, match=refused):
         store.retry_failed(r.flow_id, now(store))
     assert store.load(r.flow_id) == before
     with pytest.raises(FlowNotFoundError):

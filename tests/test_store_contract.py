@@ -1395,7 +1395,10 @@ def test_retry_failed_drops_the_failed_command_and_the_values_recorded_after_it(
         wake_at=t + 10,
         updated_at=t + 10,
         records=history[:2],
+        # What nothing consumed (marked unused when it failed) is pending again.
+        signals=(before.signals[0], before.signals[1]._replace(state="pending")),
     )
+    assert before.signals[1].state == "unused"
     assert store.due(t + 10, 10) == ["f1"]
     assert store.claim("f1", "worker", t + 10, only_if_due=True).lease_owner == "worker"
 
@@ -1419,15 +1422,16 @@ def test_retry_failed_keeps_every_record_when_the_body_itself_raised(
     assert sorted(store.due(t + 10, 10)) == sorted(histories)
 
 
-def test_retry_failed_refuses_a_flow_that_did_not_fail_and_changes_nothing(
+def test_retry_failed_refuses_a_flow_that_is_not_failed_cancelled_or_expired(
     store: Any, clock: FakeClock
 ) -> None:
     t = clock.time()
     store.start("running", "demo", "null", "me", t)
     suspended(store, "suspended", t)
-    for status in ("completed", "expired", "cancelled"):
-        finished(store, status, status, t)
-    for flow_id in ("running", "suspended", "completed", "expired", "cancelled"):
+    finished(store, "completed", "completed", t)
+    suspended(store, "paused", t)
+    store.pause("paused", t)
+    for flow_id in ("running", "suspended", "completed", "paused"):
         before = store.load(flow_id)
         with pytest.raises(FlowStateError) as refused:
             store.retry_failed(flow_id, t + 1)

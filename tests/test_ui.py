@@ -245,6 +245,7 @@ def test_counts_show_every_status_with_how_many_flows_have_it(store: Any, clock:
         "failed": "1",
         "expired": "1",
         "cancelled": "1",
+        "paused": "0",
     }
 
 

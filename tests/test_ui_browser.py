@@ -43,6 +43,7 @@ from crux_gen import (
     flow,
     get_flow,
     list_flows,
+    pause_flow,
     resume,
     signal_flow,
 )
@@ -128,7 +129,7 @@ class Demo:
 def build_store(path: Path, *, sku: str = "A1", note: str = "", pending: Any = None) -> Demo:
     """completed (its second signal unused), failed (with a traceback), suspended (a
     rejected signal and a pending one), running with no lease, expired, cancelled,
-    pending (started, never run, with a priority)."""
+    pending (started, never run, with a priority), paused (on its wait)."""
     store = SQLiteStore(path)
     demo = Demo(path, store, {})
 
@@ -164,6 +165,9 @@ def build_store(path: Path, *, sku: str = "A1", note: str = "", pending: Any = N
     demo.ids["pending"] = order.start(
         input={"sku": sku, "note": note}, store=store, priority=3
     ).flow_id
+
+    demo.ids["paused"] = f = start()
+    assert pause_flow(f, store=store)
 
     for status, flow_id in demo.ids.items():
         assert get_flow(flow_id, store=store).status == status
@@ -369,7 +373,7 @@ def test_dashboard_shows_what_the_store_holds(page: Any, tmp_path: Path) -> None
 
         # Every other flow's page.
         apply_filter(page, status="")
-        for status in ("completed", "suspended", "running", "expired", "cancelled"):
+        for status in ("completed", "suspended", "running", "expired", "cancelled", "paused"):
             open_flow(page, demo.ids[status])
             check_flow_page(page, demo, demo.ids[status])
             page.locator("#back").click()

@@ -5,6 +5,7 @@ that hold them by what they do to flows:
   ``doctor``;
 - :mod:`~crux_gen.cli.control` changes stored flows without running them:
   ``signal``, ``cancel``, ``retry``, ``delete``, ``prune``;
+- :mod:`~crux_gen.cli.pause` pauses and unpauses one flow: ``pause``, ``unpause``;
 - :mod:`~crux_gen.cli.deploy` imports the user's MODULE: ``replay``, ``worker``;
 - :mod:`~crux_gen.cli.start` creates a flow of the user's MODULE: ``start``;
 - :mod:`~crux_gen.cli.migrate` copies every flow to another store: ``migrate``;
@@ -21,6 +22,7 @@ from .control import cancel_command, delete_command, prune_command, retry_comman
 from .deploy import replay_command, worker_command
 from .limits import limits_command
 from .migrate import migrate_command
+from .pause import pause_command, unpause_command
 from .queries import count_command, doctor_command, list_command, show_command
 from .schedules import schedule_group, schedules_command
 from .start import start_command
@@ -33,6 +35,8 @@ COMMANDS = (
     start_command,
     signal_command,
     cancel_command,
+    pause_command,
+    unpause_command,
     retry_command,
     delete_command,
     prune_command,

@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+import attrs
 import click
 
 from ..commands import describe
@@ -178,6 +179,10 @@ def cancel_with(reason: str) -> Any:
     return cancel
 
 
+#: The statuses ``retry`` takes (``retry_flow``).
+RETRYABLE = (Status.FAILED.value, Status.CANCELLED.value, Status.EXPIRED.value)
+
+
 def retry_one(store: CLIStore, row: StoredFlow) -> str | None:
     """``retry --all``'s action on one flow."""
     store.retry_failed(row.id, store.clock.now().timestamp())
@@ -197,8 +202,9 @@ def delete_one(store: CLIStore, row: StoredFlow) -> str | None:
 def retry_command(
     flow_id: str | None, db: str, every: bool, dry_run: bool, as_json: bool, **given: Any
 ) -> None:
-    """Make a failed flow run again from the command that failed it; with --all,
-    every failed flow the filters select (none: every failed flow).
+    """Make a failed, cancelled or expired flow run again from where it stopped;
+    with --all, every failed flow the filters select (none: every failed flow;
+    --status cancelled or --status expired for those).
 
     Drops the record of the step that failed the flow (and anything recorded
     after it, such as a ctx.now() value), keeps every completed step and
@@ -211,7 +217,13 @@ def retry_command(
     is dropped: the next run replays every record and runs the body again from
     where it raised, which is what you want after deploying a fix.
 
-    Runs no flow code itself. A flow that is not "failed": exit code 1.
+    A cancelled flow goes on from where it was cancelled, with its descendants
+    cancelled with it; a wait with a timeout that expired (or that a cancelled
+    flow was parked on) is waited for again, its timeout counted from the
+    retry. Signals left unused when the flow ended are pending again.
+
+    Runs no flow code itself. A flow that is not failed, cancelled or expired:
+    exit code 1.
 
     \b
     Example, the flows that failed overnight with one error:
@@ -222,15 +234,17 @@ def retry_command(
         filters = read_filters(store.clock.now(), **given)
         check_target("retry", flow_id, every, filters)
         if every:
-            action = Action("retry", "retried", (Status.FAILED.value,), retry_one)
+            if filters.status is None:  # every failed flow, not the cancelled ones
+                filters = attrs.evolve(filters, status=Status.FAILED.value)
+            action = Action("retry", "retried", RETRYABLE, retry_one)
             run_all(store, action, filters, dry_run=dry_run, as_json=as_json)
             return
         assert flow_id is not None
         stored = find_flow(store, flow_id)
-        if stored.status != Status.FAILED:
+        if stored.status not in RETRYABLE:
             raise CLIError(
-                f"flow {stored.id} ({stored.name}) is {stored.status}, not failed; "
-                "only a failed flow can be retried"
+                f"flow {stored.id} ({stored.name}) is {stored.status}; "
+                "only a failed, cancelled or expired flow can be retried"
             )
         if dry_run:
             dry_run_one("retry", stored, as_json)
@@ -272,6 +286,13 @@ def retried_lines(
             + f"; kept {kept} records"
         )
         echo("it is due now: the next worker pass or resume runs those branches only")
+    elif dropped and stored.status != Status.FAILED:  # a timed wait, waited for again
+        first = dropped[0]
+        echo(
+            f"dropped the {stored.status} wait at position {first.position}, "
+            f"{describe(first.kind, first.name)}; kept {kept}"
+        )
+        echo("it is due now: the next worker pass or resume waits for it again, afresh")
     elif dropped:
         first = dropped[0]
         echo(
@@ -281,6 +302,9 @@ def retried_lines(
             + f"; kept {kept}"
         )
         echo("it is due now: the next worker pass or resume runs it from there")
+    elif stored.status != Status.FAILED:
+        echo(f"it was {stored.status} after its {kept} records: nothing dropped")
+        echo("it is due now: the next worker pass or resume goes on from there")
     else:
         echo(f"it failed in its body, after its {kept} records: nothing dropped")
         echo("it is due now: the next worker pass or resume replays it and runs the body")

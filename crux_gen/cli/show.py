@@ -53,7 +53,7 @@ def show_lines(
         f"created  {at(info.created_at)}",
         f"updated  {at(info.updated_at)} ({relative(info.updated_at, now)})",
     ]
-    if info.status == Status.SUSPENDED and info.wake_at is not None:
+    if info.status in (Status.SUSPENDED, Status.PAUSED) and info.wake_at is not None:
         word = "deadline" if info.deadline == info.wake_at else "wakes   "
         lines.insert(3, f"{word} {at(info.wake_at)} ({relative(info.wake_at, now)})")
     if info.status == Status.RUNNING:
@@ -105,6 +105,8 @@ def status_text(
     status = info.status
     if status == Status.SUSPENDED and info.waiting_for:
         return clean(f"suspended, waiting for {info.waiting_for!r}")
+    if status == Status.PAUSED:
+        return clean(f"paused, waiting for {info.waiting_for!r}" if info.waiting_for else "paused")
     if status == Status.CANCELLED:
         return clean(f"cancelled: {info.cancel_reason}") if info.cancel_reason else "cancelled"
     if status == Status.EXPIRED and info.waiting_for:

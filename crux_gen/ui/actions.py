@@ -1,13 +1,13 @@
-"""What the flow page's forms do, with actions allowed: signal, cancel or retry a
-flow, as the CLI does, refusing before anything changes what cannot be done."""
+"""What the flow page's forms do, with actions allowed: signal, cancel, pause,
+unpause or retry a flow, as the CLI does, refusing before anything changes what cannot be done."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ..control import cancel_flow, signal_flow
-from ..errors import InvalidValueError
+from ..control import cancel_flow, pause_flow, signal_flow, unpause_flow
+from ..errors import FlowClosedError, InvalidValueError
 from ..status import FINISHED, Status
 from . import pages
 
@@ -17,6 +17,8 @@ DONE = {
     "signal-kept": "Not sent: this flow already has a signal with that key.",
     "cancel": "Flow cancelled.",
     "retry": "Flow retried: the next worker pass or resume runs it again.",
+    "pause": "Flow paused: no worker runs it until it is unpaused.",
+    "unpause": "Flow unpaused: whatever became due runs at the next worker pass.",
 }
 
 
@@ -38,6 +40,8 @@ def perform(store: Any, flow_id: str, form: dict[str, str]) -> str:
         return cancel(store, flow_id, form)
     if action == "retry":
         return retry(store, flow_id)
+    if action in ("pause", "unpause"):
+        return pause(store, flow_id, action)
     raise ActionError(400, f"no action {action!r}")
 
 
@@ -85,12 +89,31 @@ def cancel(store: Any, flow_id: str, form: dict[str, str]) -> str:
     return "cancel"
 
 
+def pause(store: Any, flow_id: str, action: str) -> str:
+    """``crux-gen pause`` / ``unpause``: a finished flow, or nothing to do (paused
+    already, not paused), is 409 with nothing changed."""
+    try:
+        changed = (pause_flow if action == "pause" else unpause_flow)(flow_id, store=store)
+    except FlowClosedError as exc:
+        message = f"the flow is {exc.status}; only an unfinished flow can be paused"
+        raise ActionError(409, message) from None
+    if not changed:
+        status = store.load(flow_id).status
+        raise ActionError(409, f"the flow is {status}; nothing to {action}")
+    return action
+
+
+#: The statuses a flow can be retried from (``retry_flow``).
+RETRYABLE = (Status.FAILED.value, Status.CANCELLED.value, Status.EXPIRED.value)
+
+
 def retry(store: Any, flow_id: str) -> str:
-    """``crux-gen retry``: only a failed flow (else 409)."""
+    """``crux-gen retry``: only a failed, cancelled or expired flow (else 409)."""
     stored = store.load(flow_id)
-    if stored.status != Status.FAILED:
+    if stored.status not in RETRYABLE:
         raise ActionError(
-            409, f"the flow is {stored.status}, not failed; only a failed flow can be retried"
+            409,
+            f"the flow is {stored.status}; only a failed, cancelled or expired flow can be retried",
         )
     store.retry_failed(stored.id, store.clock.now().timestamp())
     return "retry"

@@ -16,7 +16,8 @@ under any prefix. Pages:
   confirmation saying how many (:mod:`~crux_gen.ui.bulk`);
 - ``GET /flows/<id>``: one flow, a window of its history (``?start=N``), and
   ``?tail=P`` its changes as JSON (:mod:`~crux_gen.ui.flowview`); with actions
-  allowed, ``POST /flows/<id>`` with ``action`` = ``signal``, ``cancel`` or ``retry``;
+  allowed, ``POST /flows/<id>`` with ``action`` = ``signal``, ``cancel``, ``pause``,
+  ``unpause`` or ``retry``;
 - ``GET /metrics``: the store's counts, and this process's metrics when it is
   instrumented, in the Prometheus text format (:mod:`~crux_gen.ui.promtext`);
 - ``GET /static/<file>``: the stylesheet and the script that refreshes pages.
@@ -68,7 +69,7 @@ def make_app(
     >>> app = make_app(SQLiteStore("crux.db"))
 
     Read-only unless *allow_actions*: then the flow page has forms to signal,
-    cancel and retry a flow. A POST must come from a session (the cookie a visit
+    cancel, pause, unpause and retry a flow. A POST must come from a session (the cookie a visit
     of ``/?token=…`` sets, a new session per visit) or carry *token* in an
     ``Authorization: Bearer`` header, and carry the CSRF field of a page shown to
     that same session, else it gets 403 and changes nothing; a POST with
@@ -292,7 +293,7 @@ class Dashboard:
 
     def act(self, request: Request, flow_id: str) -> Response:
         """A POST from one of the flow page's forms: check the token and the CSRF field,
-        then signal, cancel or retry the flow (:mod:`crux_gen.ui.actions`)."""
+        then signal, cancel, pause, unpause or retry the flow (:mod:`crux_gen.ui.actions`)."""
         who = self.sessions.who(request)
         if who is None:
             return no_token(self, request)

@@ -108,7 +108,8 @@ def signal_choice(status: str, wait_kind: str | None, waiting_for: str | None) -
     refuses one."""
     if status in {s.value for s in FINISHED}:
         return SignalChoice((), f"it is {status}: a finished flow takes no signal")
-    if status != Status.SUSPENDED.value or waiting_for is None:
+    parked = (Status.SUSPENDED.value, Status.PAUSED.value)  # a paused flow keeps its wait
+    if status not in parked or waiting_for is None or wait_kind is None:
         return SignalChoice(
             (),
             f"it is {status} and parked on nothing yet (`crux-gen signal` sends a signal "
