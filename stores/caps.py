@@ -30,7 +30,9 @@ class Caps:
     state of cron schedules: ``crux_gen.schedules``); ``limits`` says it is a
     ``base.Limits`` (it keeps the slots and rate turns of ``Limit``s on steps and
     lists them); ``signals`` says it is a ``base.Signals`` (it stores a batch of
-    signals in one transaction: ``signal_many``).
+    signals in one transaction: ``signal_many``); ``streams`` says it is a
+    ``base_streams.Streams`` (it keeps a flow's events and streams:
+    ``crux_gen.streams``).
     """
 
     where: str
@@ -41,6 +43,7 @@ class Caps:
     schedules: bool = False
     limits: bool = False
     signals: bool = False
+    streams: bool = False
 
 
 class Wakeups(Protocol):

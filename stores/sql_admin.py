@@ -18,12 +18,12 @@ from .listing import Before, check_prune, check_prune_limit, count_query, listin
 from .rules import cancelled_with, deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C
 from .sql_schedules import SqlSchedules
-from .sql_signals import SqlSignals
 from .sql_start import SqlStart
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
+from .sql_streams import SqlStreams
 
 
-class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlSignals[C], SqlBrowse):
+class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlStreams[C], SqlBrowse):
     """``SqlStore`` with ``cancel``, ``enqueue``, the schedules table and the
     operator's calls."""
 

@@ -205,7 +205,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "segments" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(9,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(10,)]
     claimed = store.claim("f1", "me", t)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (r.position, r.name, r.result) for r in done
@@ -237,7 +237,7 @@ def test_a_version_2_schema_is_migrated_and_its_flows_become_run_1_without_a_par
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "past_records" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(9,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(10,)]
     flow = store.load("f1")
     assert flow == attrs.evolve(before, claimed_at=None)  # (a column version 9 adds)
     assert (flow.parent_id, flow.run, flow.custom_status, flow.children) == (None, 1, None, ())
@@ -707,7 +707,7 @@ def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
     pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 4')
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(9,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(10,)]
     flow = store.load("f1")
     assert (flow.name, flow.priority, flow.blocked_by, flow.fair_key) == ("demo", 0, None, None)
     assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0
