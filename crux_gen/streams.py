@@ -11,9 +11,11 @@ store: a stream entry does not wake a worker's ``NOTIFY`` listener).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any, cast
 
 from . import codec
@@ -142,3 +144,37 @@ def write_stream(key: str, value: Any) -> None:
     text = codec.encode(value, what=f"stream {key!r} of flow {run.flow_id!r}")
     streams = _streams(run.ctx._published.store, "write_stream")
     streams.append_stream(run.flow_id, key, text, run.clock.time())
+
+
+def published(store: object, flow_id: str) -> dict[str, list[dict[str, Any]]]:
+    """*flow_id*'s events and streams as ``crux-gen show --json`` and the dashboard
+    show them: ``{"events": [{"key", "value", "set_at"}], "streams": [{"key",
+    "values", "closed"}]}`` (by key; ``values`` every value stored, in order, also
+    any after the close; a value that is no JSON as its stored text). Empty lists
+    for a store without ``Caps.streams``."""
+    if not caps_of(store).streams:
+        return {"events": [], "streams": []}
+    streams = cast(Streams, store)
+    events = [
+        {"key": e.key, "value": _loose(e.value), "set_at": _iso(e.set_at)}
+        for e in streams.flow_events(flow_id)
+    ]
+    by_key: dict[str, dict[str, Any]] = {}
+    for row in streams.flow_streams(flow_id):
+        entry = by_key.setdefault(row.key, {"key": row.key, "values": [], "closed": False})
+        if row.value is None:
+            entry["closed"] = True
+        else:
+            entry["values"].append(_loose(row.value))
+    return {"events": events, "streams": list(by_key.values())}
+
+
+def _loose(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
