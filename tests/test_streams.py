@@ -216,6 +216,23 @@ def test_events_and_streams_are_deleted_with_their_flow(store: Any) -> None:
         assert store.flow_events(flow_id) == [] and store.flow_streams(flow_id) == []
 
 
+def test_prune_deletes_the_events_and_streams_of_the_flows_it_deletes(store: Any) -> None:
+    @flow("st-prune")
+    def short(ctx: FlowContext) -> Any:
+        ctx.set_event("e", ctx.input)
+        yield Step("w", lambda: write_stream("s", ctx.input))
+        ctx.write_stream("s", "end")
+        return None
+
+    for n in range(3):
+        short.run(input=n, store=store, flow_id=f"pr-{n}")
+    progress.run(store=store, flow_id="pr-kept")  # suspended: not prunable
+    assert store.prune(store.clock.time() + 1, name="st-prune") == 3
+    for n in range(3):
+        assert store.flow_events(f"pr-{n}") == [] and store.flow_streams(f"pr-{n}") == []
+    assert get_event("pr-kept", "phase", store=store) == {"done": 1}
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_migrate_copies_events_and_streams(store: Any, kind: str, tmp_path: Any) -> None:
     tokens.run(store=store, flow_id="st-mig")
