@@ -5,8 +5,10 @@ worker runs the flow: ``ctx.set_event`` / ``get_event``, ``write_stream`` /
 A WSGI app on the standard library's ``wsgiref`` (Flask is not among this
 project's dependencies; a Flask view returning ``Response(gen(),
 mimetype="text/event-stream")`` over the same generator is the same thing), and
-a ``Worker`` in a thread beside it::
+a ``Worker`` in a thread beside it. Run it from the repository root (installed as
+the README says)::
 
+    python3 -m venv .venv && .venv/bin/pip install --config-settings editable_mode=strict -e .
     .venv/bin/python examples/sse_stream.py serve --db chat.db --port 8000
 
     curl -X POST localhost:8000/ask -d '{"prompt": "why are durable flows useful"}'
@@ -33,7 +35,8 @@ A token written by an attempt that then fails stays in the stream (a step's
 stream writes are at least once): a real app would number the attempt
 (``current_step().attempt``) or write from the flow body, once.
 
-With no arguments it is a self-contained demo: it serves on a free port in a
+With no arguments (``.venv/bin/python examples/sse_stream.py``) it is a
+self-contained demo: it serves on a free port in a
 temporary directory, asks a question, prints the events as they arrive (and
 whether the flow was still running at the first token), and exits.
 """
