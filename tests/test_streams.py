@@ -162,13 +162,8 @@ def test_a_retried_step_writes_again_at_least_once(store: Any) -> None:
     def retried(ctx: FlowContext) -> Any:
         return (yield Step("flaky", flaky, retry=Retry(attempts=3, delay="1ms")))
 
-    r = retried.run(store=store, flow_id="st-3")
-    for _ in range(50):
-        if r.status == "completed":
-            break
-        store.clock.advance(1) if hasattr(store.clock, "advance") else None
-        r = resume("st-3", store=store, flows=[retried])
-    assert r.status == "completed"
+    r = retried.run(store=store, flow_id="st-3")  # (a 1 ms backoff: retried in hand)
+    assert (r.status, r.value, len(tries)) == ("completed", 2, 2)
     assert list(read_stream("st-3", "s", store=store)) == ["try 1", "try 2"]
 
 
