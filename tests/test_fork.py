@@ -1,0 +1,188 @@
+"""fork_flow on every store: a new flow with the history before ``at`` that runs
+only the commands from ``at`` again; the original untouched; a fork of a changed
+body refused with nothing created; bad ``at`` and ids refused naming them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from crux_gen import (
+    All,
+    FlowContext,
+    FlowIdTakenError,
+    FlowNotFoundError,
+    FlowNotRegisteredError,
+    InvalidTypeError,
+    InvalidValueError,
+    NonDeterminismError,
+    Step,
+    Suspend,
+    flow,
+    fork_flow,
+    get_flow,
+    resume,
+    signal_flow,
+)
+from crux_gen.flow import default_registry
+
+
+class Calls(Counter[str]):
+    def __call__(self, name: str) -> str:
+        self[name] += 1
+        return f"{name}#{self[name]}"
+
+
+def three_steps(calls: Calls, name: str) -> Any:
+    @flow(name)
+    def body(ctx: FlowContext) -> Any:
+        a = yield Step("one", lambda: calls("one"))
+        b = yield Step("two", lambda: calls("two"))
+        c = yield Step("three", lambda: calls("three"))
+        return [ctx.input, a, b, c]
+
+    return body
+
+
+def stored_records(store: Any, flow_id: str) -> tuple[Any, ...]:
+    found = store.load(flow_id)
+    return (found.status, found.result, found.records, found.signals)
+
+
+@pytest.mark.parametrize("at", [1, "two"])
+def test_a_fork_runs_only_the_steps_from_at_and_leaves_the_original(store: Any, at: Any) -> None:
+    calls = Calls()
+    body = three_steps(calls, "fork-three")
+    done = body.run(input="in", store=store, flow_id="orig")
+    assert done.value == ["in", "one#1", "two#1", "three#1"]
+    before = stored_records(store, "orig")
+
+    new_id = fork_flow("orig", at=at, store=store)
+    assert new_id != "orig"
+    info = get_flow(new_id, store=store)
+    assert (info.name, info.status, info.input) == ("fork-three", "pending", "in")
+    assert [h.name for h in info.history] == ["one"]
+    assert new_id in store.due(store.clock.time(), 10)
+
+    forked = resume(new_id, store=store, flows=[body])
+    assert forked.value == ["in", "one#1", "two#2", "three#2"]  # "one" replayed, not run
+    assert calls == Counter({"one": 1, "two": 2, "three": 2})
+    assert stored_records(store, "orig") == before  # the original is untouched
+
+
+def test_a_fork_at_zero_runs_everything_and_at_the_end_runs_nothing(store: Any) -> None:
+    calls = Calls()
+    body = three_steps(calls, "fork-ends")
+    body.run(input=7, store=store, flow_id="ends")
+    whole = fork_flow("ends", at=0, store=store, new_id="from-start")
+    assert whole == "from-start"
+    assert resume(whole, store=store, flows=[body]).value == [7, "one#2", "two#2", "three#2"]
+    last = fork_flow("ends", at=3, store=store)
+    assert resume(last, store=store, flows=[body]).value == [7, "one#1", "two#1", "three#1"]
+    assert calls == Counter({"one": 2, "two": 2, "three": 2})
+
+
+def test_a_fork_of_a_changed_body_raises_and_creates_nothing(store: Any) -> None:
+    calls = Calls()
+    three_steps(calls, "fork-changed").run(store=store, flow_id="changed")
+
+    @flow("fork-changed")  # deployed anew: a step renamed
+    def renamed(ctx: FlowContext) -> Any:
+        yield Step("one", lambda: calls("one"))
+        yield Step("TWO", lambda: calls("two"))
+        return None
+
+    try:
+        with pytest.raises(NonDeterminismError) as caught:
+            fork_flow("changed", at=2, store=store, new_id="never")
+        assert caught.value.position == 1
+        with pytest.raises(FlowNotFoundError):
+            store.load("never")
+        # Cut before the divergence, the kept history replays: the fork is made.
+        assert fork_flow("changed", at=1, store=store, new_id="fine") == "fine"
+        assert [r.name for r in store.load("fine").records] == ["one"]
+    finally:
+        default_registry._flows.pop("fork-changed", None)
+
+
+def test_a_fork_keeps_the_signals_its_kept_waits_consumed(store: Any) -> None:
+    calls = Calls()
+
+    @flow("fork-signals")
+    def waits(ctx: FlowContext) -> Any:
+        first = yield Suspend("first")
+        yield Step("work", lambda: calls("work"))
+        second = yield Suspend("second")
+        return [first, second]
+
+    r = waits.run(store=store, flow_id="sig")
+    signal_flow("sig", "first", {"n": 1}, store=store, key="k1")
+    resume("sig", store=store, flows=[waits])
+    signal_flow("sig", "second", {"n": 2}, store=store)
+    assert resume(r.flow_id, store=store, flows=[waits]).value == [{"n": 1}, {"n": 2}]
+
+    new_id = fork_flow("sig", at="second", store=store)
+    copied = store.load(new_id).signals
+    assert [(s.name, s.state, s.position, s.key) for s in copied] == [
+        ("first", "consumed", 0, "k1")
+    ]
+    original = store.load("sig").signals
+    assert copied[0].id not in {s.id for s in original}
+    assert len(original) == 2  # the original's signals are its own still
+    # The fork waits for "second" again; a retried delivery of "first" is a no-op.
+    assert resume(new_id, store=store, flows=[waits]).waiting_for == "second"
+    assert signal_flow(new_id, "first", {"n": 1}, store=store, key="k1") is False
+    signal_flow(new_id, "second", {"n": 3}, store=store)
+    assert resume(new_id, store=store, flows=[waits]).value == [{"n": 1}, {"n": 3}]
+    assert calls == Counter({"work": 1})
+
+
+def test_a_cut_inside_an_all_or_past_a_wait_is_refused(store: Any) -> None:
+    calls = Calls()
+
+    @flow("fork-groups")
+    def grouped(ctx: FlowContext) -> Any:
+        both = yield All([Step("a", lambda: calls("a")), Step("b", lambda: calls("b"))])
+        got = yield Suspend("go")
+        return [both, got]
+
+    grouped.run(store=store, flow_id="grp")  # records: All 0, a 1, b 2, Suspend 3 waiting
+    for at in (1, 2, "a", "b"):
+        with pytest.raises(
+            InvalidValueError, match=r"inside the All 'step:a\|step:b' of positions 0 to 2"
+        ):
+            fork_flow("grp", at=at, store=store)
+    with pytest.raises(InvalidValueError, match="still waiting"):
+        fork_flow("grp", at=4, store=store)
+    fork = fork_flow("grp", at="go", store=store)  # after the All: it is kept
+    assert resume(fork, store=store, flows=[grouped]).waiting_for == "go"
+    assert calls == Counter({"a": 1, "b": 1})
+    again = fork_flow("grp", at=0, store=store)
+    assert resume(again, store=store, flows=[grouped]).waiting_for == "go"
+    assert calls == Counter({"a": 2, "b": 2})
+
+
+def test_bad_forks_are_refused_naming_what_is_wrong(store: Any) -> None:
+    calls = Calls()
+    body = three_steps(calls, "fork-bad")
+    body.run(store=store, flow_id="bad")
+    with pytest.raises(InvalidValueError, match="fork point at 4 is not a position from 0 to 3"):
+        fork_flow("bad", at=4, store=store)
+    with pytest.raises(InvalidValueError, match="fork point at -1"):
+        fork_flow("bad", at=-1, store=store)
+    with pytest.raises(InvalidValueError, match="'nope' is the name of no record"):
+        fork_flow("bad", at="nope", store=store)
+    with pytest.raises(InvalidTypeError, match=r"fork point at 1\.5"):
+        fork_flow("bad", at=1.5, store=store)  # type: ignore[arg-type]
+    with pytest.raises(FlowNotFoundError):
+        fork_flow("absent", at=0, store=store)
+    with pytest.raises(FlowIdTakenError, match="flow id 'bad' is taken") as caught:
+        fork_flow("bad", at=1, store=store, new_id="bad")
+    assert caught.value.requested_by == "bad"
+    assert store.list_flows() and len(store.list_flows()) == 1  # nothing created
+    default_registry._flows.pop("fork-bad")
+    with pytest.raises(FlowNotRegisteredError, match="fork-bad"):
+        fork_flow("bad", at=1, store=store)
+    assert len(store.list_flows()) == 1
