@@ -11,12 +11,15 @@ import pytest
 
 from crux_gen import (
     All,
+    Child,
+    ContinueAsNew,
     FlowContext,
     FlowIdTakenError,
     FlowNotFoundError,
     FlowNotRegisteredError,
     InvalidTypeError,
     InvalidValueError,
+    MemoryStore,
     NonDeterminismError,
     Step,
     Suspend,
@@ -27,6 +30,8 @@ from crux_gen import (
     signal_flow,
 )
 from crux_gen.flow import default_registry
+from crux_gen.stores.caps import Caps
+from crux_gen.worker import Worker
 
 
 class Calls(Counter[str]):
@@ -186,3 +191,76 @@ def test_bad_forks_are_refused_naming_what_is_wrong(store: Any) -> None:
     with pytest.raises(FlowNotRegisteredError, match="fork-bad"):
         fork_flow("bad", at=1, store=store)
     assert len(store.list_flows()) == 1
+
+
+def test_a_kept_child_keeps_its_result_and_a_child_from_at_is_new(store: Any) -> None:
+    calls = Calls()
+
+    @flow("fork-kid")
+    def kid(ctx: FlowContext) -> Any:
+        return (yield Step("kid-work", lambda: calls(f"kid-{ctx.input}")))
+
+    @flow("fork-parent")
+    def parent(ctx: FlowContext) -> Any:
+        first = yield Child(kid, input="a")
+        second = yield Child(kid, input="b")
+        return [first, second]
+
+    done = parent.run(store=store, flow_id="parent")
+    assert done.value == ["kid-a#1", "kid-b#1"]
+    old_children = set(store.load("parent").children)
+    fork = fork_flow("parent", at=1, store=store)
+    assert resume(fork, store=store, flows=[parent, kid]).value == ["kid-a#1", "kid-b#2"]
+    assert calls == Counter({"kid-a": 1, "kid-b": 2})  # the kept child did not run again
+    new_children = store.load(fork).children
+    assert len(new_children) == 1 and not old_children & set(new_children)
+    assert store.load(fork).parent_id is None
+
+
+def test_a_fork_after_continue_as_new_copies_the_current_run_only(store: Any) -> None:
+    calls = Calls()
+
+    @flow("fork-loop")
+    def loop(ctx: FlowContext) -> Any:
+        yield Step("tick", lambda: calls(f"tick-{ctx.input}"))
+        if ctx.input < 2:
+            yield ContinueAsNew(input=ctx.input + 1)
+        return (yield Step("end", lambda: calls("end")))
+
+    assert loop.run(input=0, store=store, flow_id="loop").value == "end#1"
+    assert store.load("loop").run == 3
+    fork = fork_flow("loop", at="end", store=store)
+    found = store.load(fork)
+    assert (found.run, found.input, [r.name for r in found.records]) == (1, "2", ["tick"])
+    assert resume(fork, store=store, flows=[loop]).value == "end#2"
+    assert calls == Counter({"tick-0": 1, "tick-1": 1, "tick-2": 1, "end": 2})
+
+
+def test_a_worker_pass_runs_a_fork(store: Any) -> None:
+    calls = Calls()
+    body = three_steps(calls, "fork-worker")
+    body.run(input=1, store=store, flow_id="w")
+    fork = fork_flow("w", at="three", store=store)
+    assert Worker(store=store, flows=[body]).run_once() == 1
+    assert get_flow(fork, store=store).value == [1, "one#1", "two#1", "three#2"]
+    assert calls == Counter({"one": 1, "two": 1, "three": 2})
+
+
+class NoForks:
+    """A store of a user's own that declares no ``Caps.forks``."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self._inner = inner
+        self.caps = Caps(where="NoForks")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_store_without_caps_forks_is_refused_naming_it() -> None:
+    inner = MemoryStore()
+    body = three_steps(Calls(), "fork-nocaps")
+    body.run(store=inner, flow_id="nc")
+    with pytest.raises(InvalidTypeError, match=r"does not declare Caps\.forks"):
+        fork_flow("nc", at=1, store=NoForks(inner))
+    assert [f.id for f in inner.list_flows()] == ["nc"]
