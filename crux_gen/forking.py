@@ -13,6 +13,7 @@ nothing is created.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -122,7 +123,7 @@ def check_cut(records: tuple[StoredRecord, ...], position: int, at: object) -> N
     one that keeps a record not resolved yet (a wait, a step's retry)."""
     for record in records[:position]:
         if record.kind == "all":
-            branches = int(record.result[len('{"branches":') : -1]) if record.result else 0
+            branches = _branches(record)
             if record.position < position <= record.position + branches:
                 raise InvalidValueError(
                     "fork point at",
@@ -139,6 +140,16 @@ def check_cut(records: tuple[StoredRecord, ...], position: int, at: object) -> N
                 f"{record.name!r}) that is still {record.state}; fork at {record.position} "
                 "or before",
             )
+
+
+def _branches(header: StoredRecord) -> int:
+    """How many branch records follow an ``All``'s header (``all_header_result``);
+    0 for a header that does not say (written before headers held their count)."""
+    try:
+        count = json.loads(header.result or "null")["branches"]
+    except (ValueError, TypeError, KeyError):
+        return 0
+    return count if isinstance(count, int) else 0
 
 
 def consumed_before(stored: StoredFlow, position: int) -> tuple[StoredSignal, ...]:
