@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import attrs
 import pytest
 
 from crux_gen import (
@@ -30,6 +31,7 @@ from crux_gen import (
     signal_flow,
 )
 from crux_gen.flow import default_registry
+from crux_gen.records import StoredFlow, StoredRecord, StoredSignal
 from crux_gen.stores.caps import Caps
 from crux_gen.worker import Worker
 
@@ -264,3 +266,27 @@ def test_a_store_without_caps_forks_is_refused_naming_it() -> None:
     with pytest.raises(InvalidTypeError, match=r"does not declare Caps\.forks"):
         fork_flow("nc", at=1, store=NoForks(inner))
     assert [f.id for f in inner.list_flows()] == ["nc"]
+
+
+def test_insert_fork_gives_new_signal_ids_clears_the_lease_and_refuses_a_taken_id(
+    store: Any,
+) -> None:
+    now = store.clock.time()
+    record = StoredRecord(0, "suspend", "go", "completed", '"x"', None, 1, now, now)
+    signal = StoredSignal(999, "elsewhere", "go", '"x"', "consumed", now, None, now, 0, "k")
+    fork = StoredFlow(
+        "forked", "fork-insert", "pending", "null", now, now, wake_at=now,
+        lease_owner="someone", lease_expires=now + 60, records=(record,), signals=(signal,),
+    )  # fmt: skip
+    store.insert_fork(fork, source="orig")
+    found = store.load("forked")
+    assert (found.status, found.lease_owner, found.lease_expires) == ("pending", None, None)
+    assert found.records == (record,)
+    (copied,) = found.signals
+    assert copied.id != 999 and copied._replace(id=999, flow_id="elsewhere") == signal
+    later = store.add_signal("forked", "more", "1", now)
+    assert later is not None and later.id > copied.id
+    with pytest.raises(FlowIdTakenError, match="flow 'orig' was not forked"):
+        store.insert_fork(attrs.evolve(fork, name="other", records=()), source="orig")
+    again = store.load("forked")
+    assert (again.name, again.records, len(again.signals)) == ("fork-insert", (record,), 2)
