@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from .stores.base import Store
 
 
+#: ``FlowNotRegisteredError``'s fix for a caller of ``fork_flow`` (it takes no flows=).
+_HINT = 'import the module that defines @flow("{name}") before forking its flows'
+
+
 def fork_flow(
     flow_id: str, *, at: int | str, store: Store | StorePath, new_id: str | None = None
 ) -> str:
@@ -58,7 +62,7 @@ def fork_flow(
         check_flow_id(new_id)
     with using(store) as opened:
         stored = opened.load(flow_id)
-        flow = default_registry.get(stored.name, flow_id=flow_id)
+        flow = default_registry.get(stored.name, flow_id=flow_id, hint=_HINT)
         position = fork_position(stored.records, at)
         kept = attrs.evolve(stored, records=stored.records[:position])
         problem = replay_check(kept, flow.fn)
