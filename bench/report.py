@@ -42,6 +42,7 @@ SCRIPTS = [
     "flow_control",
     "growth",
     "observability",
+    "current_step",
 ]
 TIMEOUT = 3 * 3600
 
@@ -1051,7 +1052,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += growth_section(docs["growth"])
     if "observability" in docs:
         lines += observability_section(docs["observability"])
-    for name in ("due_scan", "listing"):
+    for name in ("due_scan", "listing", "current_step"):
         if name in docs:
             lines += generic_section(name, docs[name])
     analysis = BENCH / "ANALYSIS.md"  # hand-written: what bounds a missed target
