@@ -30,7 +30,9 @@ class Caps:
     state of cron schedules: ``crux_gen.schedules``); ``limits`` says it is a
     ``base.Limits`` (it keeps the slots and rate turns of ``Limit``s on steps and
     lists them); ``signals`` says it is a ``base.Signals`` (it stores a batch of
-    signals in one transaction: ``signal_many``).
+    signals in one transaction: ``signal_many``); ``forks`` says it is a
+    ``base.Forks`` (it creates a forked flow with its history in one
+    transaction: ``fork_flow``).
     """
 
     where: str
@@ -41,6 +43,7 @@ class Caps:
     schedules: bool = False
     limits: bool = False
     signals: bool = False
+    forks: bool = False
 
 
 class Wakeups(Protocol):

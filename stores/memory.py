@@ -37,6 +37,7 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, STOPPED, Status, after_write, transition
 
 from .base_signals import SignalAsk
+from .memory_fork import MemoryFork
 from .memory_pause import MemoryPause
 from .memory_schedules import MemorySchedules
 from .rules import (
@@ -58,7 +59,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryPause, MemorySchedules):
+class MemoryStore(MemoryPause, MemorySchedules, MemoryFork):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:

@@ -84,6 +84,7 @@ class MemoryTables:
             schedules=True,
             limits=True,
             signals=True,
+            forks=True,
         )
         self._lock = threading.RLock()
         self._flows: dict[str, dict[str, Any]] = {}

@@ -100,6 +100,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
             schedules=True,
             limits=True,
             signals=True,
+            forks=True,
         )
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows

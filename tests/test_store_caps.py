@@ -59,7 +59,13 @@ def test_caps_of_a_forwarding_wrapper_are_its_stores() -> None:
     inner = MemoryStore()
     assert caps_of(Forwarding(inner)) is inner.caps
     assert inner.caps == Caps(
-        where="MemoryStore", counts=True, browses=True, schedules=True, limits=True, signals=True
+        where="MemoryStore",
+        counts=True,
+        browses=True,
+        schedules=True,
+        limits=True,
+        signals=True,
+        forks=True,
     )
 
 
