@@ -73,6 +73,7 @@ from .errors import (
     StoreSchemaError,
 )
 from .flow import Flow, FlowContext, Registry, default_registry, flow
+from .forking import fork_flow
 from .guards import PoisonFlowError
 from .handle import FlowHandle, FlowTimeoutError
 from .limits import Limit, Rate
@@ -162,6 +163,7 @@ __all__ = [
     "default_registry",
     "delete_flow",
     "flow",
+    "fork_flow",
     "get_event",
     "get_flow",
     "iter_flows",

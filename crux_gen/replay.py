@@ -45,6 +45,9 @@ class ReplayProblem:
     kind: str
     position: int | None
     text: str
+    #: The ``NonDeterminismError`` or ``CorruptRecordError`` found (``"diverges"``,
+    #: ``"corrupt"``), for a caller that raises it (``fork_flow``).
+    error: Exception | None = attrs.field(default=None, eq=False)
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.text}"
@@ -98,6 +101,7 @@ def replay_check(stored: StoredFlow, fn: Callable[[FlowContext], Any]) -> Replay
             "diverges",
             exc.position,
             f"position {exc.position}: recorded {exc.recorded}, the code now {_now_does(exc)}",
+            exc,
         )
     except _ReachedLive:
         return None
@@ -129,7 +133,7 @@ def replay_check(stored: StoredFlow, fn: Callable[[FlowContext], Any]) -> Replay
 def _corrupt(exc: CorruptRecordError) -> ReplayProblem:
     where = f"position {exc.position}: " if exc.position is not None else ""
     return ReplayProblem(
-        "corrupt", exc.position, f"{where}stored {exc.column} cannot be decoded ({exc.reason})"
+        "corrupt", exc.position, f"{where}stored {exc.column} cannot be decoded ({exc.reason})", exc
     )
 
 

@@ -30,7 +30,9 @@ class Caps:
     state of cron schedules: ``crux_gen.schedules``); ``limits`` says it is a
     ``base.Limits`` (it keeps the slots and rate turns of ``Limit``s on steps and
     lists them); ``signals`` says it is a ``base.Signals`` (it stores a batch of
-    signals in one transaction: ``signal_many``); ``streams`` says it is a
+    signals in one transaction: ``signal_many``); ``forks`` says it is a
+    ``base.Forks`` (it creates a forked flow with its history in one
+    transaction: ``fork_flow``); ``streams`` says it is a
     ``base_streams.Streams`` (it keeps a flow's events and streams:
     ``crux_gen.streams``).
     """
@@ -43,6 +45,7 @@ class Caps:
     schedules: bool = False
     limits: bool = False
     signals: bool = False
+    forks: bool = False
     streams: bool = False
 
 

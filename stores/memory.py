@@ -37,6 +37,7 @@ from crux_gen.records import (
 from crux_gen.status import FINISHED, STOPPED, Status, after_write, transition
 
 from .base_signals import SignalAsk
+from .memory_fork import MemoryFork
 from .memory_pause import MemoryPause
 from .memory_schedules import MemorySchedules
 from .memory_streams import MemoryStreams
@@ -59,7 +60,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryPause, MemorySchedules, MemoryStreams):
+class MemoryStore(MemoryPause, MemorySchedules, MemoryFork, MemoryStreams):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:

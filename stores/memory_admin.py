@@ -85,6 +85,7 @@ class MemoryTables:
             schedules=True,
             limits=True,
             signals=True,
+            forks=True,
             streams=True,
         )
         self._lock = threading.RLock()

@@ -154,6 +154,7 @@ class PostgresStore(SqlAdmin[Conn]):
             schedules=True,
             limits=True,
             signals=True,
+            forks=True,
             streams=True,
         )
         #: Called with the text of every statement this store sends (tests, debugging).

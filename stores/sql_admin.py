@@ -17,13 +17,14 @@ from .browse import SqlBrowse
 from .listing import Before, check_prune, check_prune_limit, count_query, listing_query
 from .rules import cancelled_with, deletable, flow_exists, new_flow, retry_plan, retry_status
 from .sql import C
+from .sql_fork import SqlFork
 from .sql_schedules import SqlSchedules
 from .sql_start import SqlStart
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
 from .sql_streams import SqlStreams
 
 
-class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlStreams[C], SqlBrowse):
+class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlStreams[C], SqlFork[C], SqlBrowse):
     """``SqlStore`` with ``cancel``, ``enqueue``, the schedules table and the
     operator's calls."""
 

@@ -100,6 +100,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
             schedules=True,
             limits=True,
             signals=True,
+            forks=True,
             streams=True,
         )
         self._local = threading.local()

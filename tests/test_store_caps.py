@@ -65,6 +65,7 @@ def test_caps_of_a_forwarding_wrapper_are_its_stores() -> None:
         schedules=True,
         limits=True,
         signals=True,
+        forks=True,
         streams=True,
     )
 

@@ -8,6 +8,7 @@ that hold them by what they do to flows:
 - :mod:`~crux_gen.cli.pause` pauses and unpauses one flow: ``pause``, ``unpause``;
 - :mod:`~crux_gen.cli.deploy` imports the user's MODULE: ``replay``, ``worker``;
 - :mod:`~crux_gen.cli.start` creates a flow of the user's MODULE: ``start``;
+- :mod:`~crux_gen.cli.fork` creates a flow from another's history: ``fork``;
 - :mod:`~crux_gen.cli.migrate` copies every flow to another store: ``migrate``;
 - :mod:`~crux_gen.cli.ui` serves the dashboard: ``ui``;
 - :mod:`~crux_gen.cli.schedules` lists and changes cron schedules: ``schedules``,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from .control import cancel_command, delete_command, prune_command, retry_command, signal_command
 from .deploy import replay_command, worker_command
+from .fork import fork_command
 from .limits import limits_command
 from .migrate import migrate_command
 from .pause import pause_command, unpause_command
@@ -38,6 +40,7 @@ COMMANDS = (
     pause_command,
     unpause_command,
     retry_command,
+    fork_command,
     delete_command,
     prune_command,
     doctor_command,
