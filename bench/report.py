@@ -43,6 +43,7 @@ SCRIPTS = [
     "growth",
     "observability",
     "current_step",
+    "events",
 ]
 TIMEOUT = 3 * 3600
 
@@ -1052,7 +1053,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += growth_section(docs["growth"])
     if "observability" in docs:
         lines += observability_section(docs["observability"])
-    for name in ("due_scan", "listing", "current_step"):
+    for name in ("due_scan", "listing", "current_step", "events"):
         if name in docs:
             lines += generic_section(name, docs[name])
     analysis = BENCH / "ANALYSIS.md"  # hand-written: what bounds a missed target

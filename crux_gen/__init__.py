@@ -87,6 +87,7 @@ from .status import Status
 from .stepinfo import StepInfo, current_step
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
+from .streams import get_event, read_stream, write_stream
 from .waits import Wait
 
 # A library logs, an app decides where to: without logging configured, nothing
@@ -163,16 +164,19 @@ __all__ = [
     "delete_flow",
     "flow",
     "fork_flow",
+    "get_event",
     "get_flow",
     "iter_flows",
     "list_flows",
     "pause_flow",
+    "read_stream",
     "resume",
     "retry_flow",
     "signal_flow",
     "signal_many",
     "to_duration",
     "unpause_flow",
+    "write_stream",
 ]
 
 

@@ -135,6 +135,9 @@ class Executor(Hand):
         writes: list[tuple[FlowRun, Write]] = []
         for run in due:
             write = run.write()
+            published = run.ctx._published
+            if published:  # ctx.set_event & co. go with it, ahead of the calls
+                write = published.carried(write or Write())
             if write is not None:
                 if run.step_parts or any(call.limits for call in run.calls):
                     write = steplimits.prepared(run, write)
@@ -189,6 +192,8 @@ class Executor(Hand):
         if write.children and observe.OBSERVER is not None and outcome.status not in FINISHED:
             for child in write.children:  # created by this write (a cancelled flow's: not)
                 observe.flow_started(child.name)
+        if run.ctx._published and not outcome.signals:  # (signals: nothing written)
+            run.ctx._published.written(write)
         event = run.settle(write, outcome)
         if event is not None:
             run.feed(event)

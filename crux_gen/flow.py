@@ -27,9 +27,12 @@ if TYPE_CHECKING:
     from crux_gen.stores.base import Store
 
     from .handle import FlowHandle
+    from .publishing import Published
     from .results import FlowResult
 
 R = TypeVar("R")
+#: What ``ctx.streams`` holds where a stream was closed (a flow stepped by hand).
+CLOSED = "<closed>"
 FlowBody = Callable[["FlowContext"], Generator[Command, Any, R]]
 
 
@@ -59,8 +62,14 @@ class FlowContext:
     flow_id: str = "local"
     name: str = "local"
     _driver: _Driver | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    #: What a run's body publishes with its next write (``Hand`` sets it).
+    _published: Published | None = attrs.field(default=None, init=False, repr=False, eq=False)
     #: The last value given to ``set_custom_status`` in this run (``None`` before).
     custom_status: Any = attrs.field(default=None, init=False, repr=False, eq=False)
+    #: Outside a run (a flow stepped by hand): the events set and the values
+    #: written to each stream (``CLOSED`` where it was closed).
+    events: dict[str, Any] = attrs.field(factory=dict, init=False, repr=False, eq=False)
+    streams: dict[str, list[Any]] = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @property
     def is_replaying(self) -> bool:
@@ -104,6 +113,31 @@ class FlowContext:
             return
         self._driver.set_custom_status(value)
         self.custom_status = value
+
+    def set_event(self, key: str, value: Any) -> None:
+        """Publish *value* (JSON) as this flow's event *key*, stored with the flow's
+        next write (the last value set wins): ``get_event(flow_id, key, store=...)``
+        reads it from anywhere. Outside a run it is kept in ``ctx.events``."""
+        self._publish("event", key, value)
+
+    def write_stream(self, key: str, value: Any) -> None:
+        """Add *value* (JSON) to this flow's stream *key*, stored with the flow's next
+        write, once (a replay writes nothing again): ``read_stream`` iterates it."""
+        self._publish("stream", key, value)
+
+    def close_stream(self, key: str) -> None:
+        """End this flow's stream *key*: ``read_stream`` stops at it."""
+        self._publish("close", key, None)
+
+    def _publish(self, kind: str, key: str, value: Any) -> None:
+        if self._published is not None:
+            self._published.add(kind, key, value, self.flow_id)
+        elif self._driver is not None:
+            return  # a replay check (``replay.py``) writes nothing
+        elif kind == "event":
+            self.events[key] = value
+        else:
+            self.streams.setdefault(key, []).append(value if kind == "stream" else CLOSED)
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from .gcpause import paused_gc
 from .guards import TIMED_OUT, poisoned, timed_out
 from .handlers import MISSING_CHILD
 from .leases import LEASES
+from .publishing import Published
 from .records import StoredFlow
 from .results import FlowResult
 from .status import Status
@@ -66,6 +67,7 @@ class Hand:
                 run = FlowRun(
                     flow, stored, owner, self.clock, parent=parent, should_stop=self.should_stop
                 )
+                run.ctx._published = Published(stored.run, run.interp, self.store)
                 observe.slice_started(run, stored, self.store, self.clock.time())
                 slicelog.started(self.slice_log, run, stored)
                 self.runs.append(run)

@@ -5,10 +5,11 @@ postgresql://...``, or from Python::
     report = migrate(SQLiteStore("crux.db"), PostgresStore("postgresql://app@db/app"))
 
 Each flow goes over whole, with its history, its signals (ids, states and keys
-kept) and its status, lease cleared, through ``StoreAdmin.put_flow``; then the
-target's copy is read back and its record and signal counts and its
-:func:`checksum` compared with the source's. Suspended flows then continue on
-the target's workers; the source is left as it was.
+kept) and its status, lease cleared, through ``StoreAdmin.put_flow``, then its
+events and streams (``Caps.streams``); then the target's copy is read back and
+its record and signal counts and its :func:`checksum` compared with the source's.
+Suspended flows then continue on the target's workers; the source is left as it
+was.
 
 - It refuses to start (:class:`MigrationError`, nothing copied) while a runner
   holds a live lease on any source flow, by the source's clock: stop the workers
@@ -44,6 +45,7 @@ from .limits import unblocked
 from .records import StoredFlow
 from .status import Status
 from .stores.base import Schedules, Store, StoreAdmin
+from .stores.base_streams import Streams
 from .stores.caps import caps_of, missing_members
 from .stores.rules import lease_is_live
 
@@ -236,7 +238,8 @@ def migrate(
                 "kept and will be skipped",
                 tally.report(),
             )
-        _copy(flow, target, tally)
+        if _copy(flow, target, tally):
+            _copy_streams(source, target, flow.id)
     tally.schedules = _copy_schedules(source, target)
     return tally.finish()
 
@@ -289,9 +292,9 @@ def _count_unleased(source: MigrationStore, batch: int) -> int:
     return total
 
 
-def _copy(flow: StoredFlow, target: MigrationStore, tally: _Tally) -> None:
+def _copy(flow: StoredFlow, target: MigrationStore, tally: _Tally) -> bool:
     """Put *flow* into *target* and read it back, or find it there already (the
-    same: skipped; other content: a conflict, left as it is)."""
+    same: skipped; other content: a conflict, left as it is: ``False``)."""
     flow = unblocked(flow)
     want = checksum(flow)
     try:
@@ -316,11 +319,23 @@ def _copy(flow: StoredFlow, target: MigrationStore, tally: _Tally) -> None:
             tally.conflict_count += 1
             if len(tally.conflicts) < SHOWN:
                 tally.conflicts.append(flow)
-            return
+            return False
         tally.skipped += 1
     tally.by_status[flow.status] = tally.by_status.get(flow.status, 0) + 1
     tally.records += len(flow.records)
     tally.signals += len(flow.signals)
+    return True
+
+
+def _copy_streams(source: MigrationStore, target: MigrationStore, flow_id: str) -> None:
+    """Copy *flow_id*'s events and stream entries (both stores must keep them:
+    ``Caps.streams``); entries the target has already are left as they are."""
+    if not (caps_of(source).streams and caps_of(target).streams):
+        return
+    events = cast(Streams, source).flow_events(flow_id)
+    entries = cast(Streams, source).flow_streams(flow_id)
+    if events or entries:
+        cast(Streams, target).put_streams(flow_id, events, entries)
 
 
 @attrs.define

@@ -177,6 +177,11 @@ class Write:
     #: Slots the limited steps of the flow's next calls take (``(part, SlotAsk)``),
     #: all or none, in its transaction; none free: ``CommitOutcome.blocked``.
     take_slots: tuple[tuple[str, Any], ...] = ()
+    #: ``ctx.set_event``s since the last write (``(key, JSON text)``, the last per
+    #: key) and the body's stream writes (``(key, tag, JSON text or None: closed)``,
+    #: a tag the same on every replay: stored once): ``stores/base_streams.py``.
+    events: tuple[tuple[str, str], ...] = ()
+    streams: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def is_limited_step(self) -> bool:
@@ -192,6 +197,8 @@ class Write:
             and not self.children
             and not self.wait_signals
             and not self.wait_children
+            and not self.events
+            and not self.streams
         )
 
     @property
@@ -209,6 +216,8 @@ class Write:
             and not self.wait_children
             and not self.free_slots
             and not self.take_slots
+            and not self.events
+            and not self.streams
         )
 
 

@@ -32,7 +32,9 @@ class Caps:
     lists them); ``signals`` says it is a ``base.Signals`` (it stores a batch of
     signals in one transaction: ``signal_many``); ``forks`` says it is a
     ``base.Forks`` (it creates a forked flow with its history in one
-    transaction: ``fork_flow``).
+    transaction: ``fork_flow``); ``streams`` says it is a
+    ``base_streams.Streams`` (it keeps a flow's events and streams:
+    ``crux_gen.streams``).
     """
 
     where: str
@@ -44,6 +46,7 @@ class Caps:
     limits: bool = False
     signals: bool = False
     forks: bool = False
+    streams: bool = False
 
 
 class Wakeups(Protocol):

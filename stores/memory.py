@@ -40,6 +40,7 @@ from .base_signals import SignalAsk
 from .memory_fork import MemoryFork
 from .memory_pause import MemoryPause
 from .memory_schedules import MemorySchedules
+from .memory_streams import MemoryStreams
 from .rules import (
     ITEM_ERRORS,
     RUNNING_OUTCOME,
@@ -59,7 +60,7 @@ from .rules import (
 WAIT_FIELDS = ("waiting_for", "wait_kind", "wake_at", "deadline")
 
 
-class MemoryStore(MemoryPause, MemorySchedules, MemoryFork):
+class MemoryStore(MemoryPause, MemorySchedules, MemoryFork, MemoryStreams):
     """Flows in memory: ``MemoryStore()``, or ``MemoryStore(clock=FakeClock())`` in tests."""
 
     def __init__(self, *, lease_ttl: Duration = "30s", clock: Clock | None = None) -> None:
@@ -253,8 +254,7 @@ class MemoryStore(MemoryPause, MemorySchedules, MemoryFork):
                 state=update.state, error=update.error, position=update.position,
                 consumed_at=now,
             )  # fmt: skip
-        if write.custom_status is not None:
-            row["custom_status"] = write.custom_status
+        self._publish(row, now, write)  # custom status, events, stream writes
         for part in write.free_slots:
             self._give_back(flow_id, now, part)
         if new is None:  # cancelled meanwhile: keep it, drop the lease

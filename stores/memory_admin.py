@@ -29,6 +29,7 @@ from crux_gen.records import (
 )
 from crux_gen.status import FINISHED, Status
 
+from .base_streams import EventRow, StreamRow
 from .browse import MemoryBrowse
 from .caps import Caps
 from .listing import (
@@ -85,6 +86,7 @@ class MemoryTables:
             limits=True,
             signals=True,
             forks=True,
+            streams=True,
         )
         self._lock = threading.RLock()
         self._flows: dict[str, dict[str, Any]] = {}
@@ -96,6 +98,8 @@ class MemoryTables:
         #: fairness key -> when it was last served (a counter; ``fair_turns``).
         self._served: dict[str, int] = {}
         self._schedules: dict[str, StoredSchedule] = {}  # ``memory_schedules.py``
+        self._events: dict[str, dict[str, EventRow]] = {}  # ``memory_streams.py``
+        self._streams: dict[str, list[StreamRow]] = {}
 
     def _snapshot(
         self, flow_id: str, *, history: bool = True, children: bool = False
@@ -326,6 +330,8 @@ class MemoryAdmin(MemoryTables, MemoryBrowse):
     def _drop(self, flow_id: str) -> None:
         del self._flows[flow_id], self._records[flow_id], self._signals[flow_id]
         self._past.pop(flow_id, None)
+        self._events.pop(flow_id, None)
+        self._streams.pop(flow_id, None)
 
     def put_flow(self, flow: StoredFlow) -> None:
         given = new_flow(flow)

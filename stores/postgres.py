@@ -155,6 +155,7 @@ class PostgresStore(SqlAdmin[Conn]):
             limits=True,
             signals=True,
             forks=True,
+            streams=True,
         )
         #: Called with the text of every statement this store sends (tests, debugging).
         self.trace: Callable[[str], None] | None = None

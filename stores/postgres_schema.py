@@ -19,9 +19,10 @@ from collections.abc import Callable
 import psycopg
 
 from .limit_schema import limit_ddl
+from .sql_publish import STREAM_DDL
 from .sql_statements import FLOW_CONTROL_INDEXES, RECOVERY_DDL, Dialect, Statements
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -202,6 +203,13 @@ def _add_recoveries(conn: psycopg.Connection[tuple[object, ...]], schema: str) -
         conn.execute(ddl.format(real="double precision").encode())
 
 
+def _add_streams(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Version 10: events and streams, as SQLite's version 11
+    (``sqlite_schema.add_streams``)."""
+    for ddl in STREAM_DDL:
+        conn.execute(ddl.format(real="double precision", int="bigint").encode())
+
+
 MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], None]] = {
     1: _create,
     2: _add_segments,
@@ -212,4 +220,5 @@ MIGRATIONS: dict[int, Callable[[psycopg.Connection[tuple[object, ...]], str], No
     7: _add_limits,
     8: _add_traces,
     9: _add_recoveries,
+    10: _add_streams,
 }

@@ -54,6 +54,7 @@ from .rules import (
     not_due,
     pending_due,
 )
+from .sql_publish import publish
 from .sql_statements import Statements, leased
 
 _T = TypeVar("_T")
@@ -404,8 +405,7 @@ class SqlStore(Generic[C]):
             sql.SIGNAL_UPDATE,
             [(s.state, s.error, s.position, now, flow_id, s.id) for s in write.signals],
         )
-        if write.custom_status is not None:
-            self._run(conn, sql.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
+        publish(self, conn, flow_id, now, write)  # custom status, events, stream writes
         takes = write.take_slots if new is not None else ()
         for part in write.free_slots:  # (a slot the next step asks for passes to it)
             takes = self._give_back_part(conn, flow_id, part, takes)

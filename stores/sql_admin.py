@@ -19,12 +19,12 @@ from .rules import cancelled_with, deletable, flow_exists, new_flow, retry_plan,
 from .sql import C
 from .sql_fork import SqlFork
 from .sql_schedules import SqlSchedules
-from .sql_signals import SqlSignals
 from .sql_start import SqlStart
 from .sql_statements import FLOW_COLUMNS, FLOW_WIDTH
+from .sql_streams import SqlStreams
 
 
-class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlSignals[C], SqlFork[C], SqlBrowse):
+class SqlAdmin(SqlStart[C], SqlSchedules[C], SqlStreams[C], SqlFork[C], SqlBrowse):
     """``SqlStore`` with ``cancel``, ``enqueue``, the schedules table and the
     operator's calls."""
 

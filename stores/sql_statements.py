@@ -451,7 +451,7 @@ class Statements:
         self.DROP_RECORDS_FROM = f"DELETE FROM records WHERE flow_id = {m} AND position >= {m}"
         self.DELETE_RECORDS = f"DELETE FROM records WHERE flow_id = {m}"
         #: Everything of a flow, its row last: by its id, and by a list of ids.
-        tables = ("records", "past_records", "segments", "signals")
+        tables = ("records", "past_records", "segments", "signals", "events", "streams")
         self.DELETE = (
             *(f"DELETE FROM {t} WHERE flow_id = {m}" for t in tables),
             f"DELETE FROM flows WHERE id = {m}",

@@ -101,6 +101,7 @@ class SQLiteStore(SqlAdmin[sqlite3.Connection]):
             limits=True,
             signals=True,
             forks=True,
+            streams=True,
         )
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None  # see lease_rows

@@ -10,6 +10,7 @@ import sqlite3
 import sqlite_utils
 
 from .limit_schema import limit_ddl
+from .sql_publish import STREAM_DDL
 from .sql_statements import (
     FLOW_COLUMNS,
     FLOW_CONTROL_INDEXES,
@@ -20,7 +21,7 @@ from .sql_statements import (
 
 __all__ = ["DUE", "FLOW_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS", "SYNCHRONOUS_MODES"]
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 #: What SQLite spells its own way (``sql_statements.Dialect``).
@@ -215,6 +216,14 @@ def add_recoveries(conn: sqlite3.Connection) -> None:
         conn.execute(ddl.format(real="FLOAT"))
 
 
+def add_streams(conn: sqlite3.Connection) -> None:
+    """Version 11: a flow's events (``ctx.set_event``: one value per key) and
+    streams (``ctx.write_stream``: entries numbered per key, ``value`` ``NULL``
+    closing it, ``tag`` a body write's: ``stores/base_streams.py``)."""
+    for ddl in STREAM_DDL:
+        conn.execute(ddl.format(real="FLOAT", int="INTEGER"))
+
+
 #: Schema version -> the function that brings a database from the one before to it.
 MIGRATIONS = {
     1: create_schema,
@@ -227,4 +236,5 @@ MIGRATIONS = {
     8: add_limits,
     9: add_traces,
     10: add_recoveries,
+    11: add_streams,
 }

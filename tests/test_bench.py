@@ -80,3 +80,27 @@ def test_current_step_cost_runs_small() -> None:
         doc["share_of_durable_step"] == doc["added_ns"] / 1000 / doc["sqlite_us_per_step"]["plain"]
     )
     assert doc["ok"] == (doc["share_of_durable_step"] <= doc["target"])
+
+
+def test_events_cost_runs_small() -> None:
+    """bench/events.py with short flows: every variant measured on both stores
+    (each run checks what it published), the verdict computed from them."""
+    args = ["--quick", "--steps", "20", "--rounds", "1", "--json"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "events.py"), *args],
+        cwd=BENCH.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["steps"] == 20 and doc["rounds"] == 2
+    for where in ("sqlite_us_per_step", "memory_us_per_step"):
+        assert set(doc[where]) == {"plain", "event", "stream"}
+        assert all(v > 0 for v in doc[where].values())
+    sqlite = doc["sqlite_us_per_step"]
+    assert (
+        doc["event_share_of_durable_step"] == (sqlite["event"] - sqlite["plain"]) / sqlite["plain"]
+    )
+    assert doc["ok"] == (doc["event_share_of_durable_step"] <= doc["target"])

@@ -149,7 +149,10 @@ def test_a_schema_of_a_newer_version_is_refused_naming_it(
 
 
 def drop_traces(pg_server: pg.Server, schema: str) -> None:
-    """Undo versions 9 (the recovery count) and 8 (trace contexts) in *schema*."""
+    """Undo versions 10 (events and streams), 9 (the recovery count) and 8 (trace
+    contexts) in *schema*."""
+    for table in ("events", "streams"):
+        pg_server.execute(f'DROP TABLE "{schema}".{table}')
     pg_server.execute(
         f'ALTER TABLE "{schema}".flows DROP COLUMN recoveries, DROP COLUMN claimed_at'
     )
@@ -158,8 +161,9 @@ def drop_traces(pg_server: pg.Server, schema: str) -> None:
 
 
 def back_to_version_2(pg_server: pg.Server, schema: str) -> None:
-    """Undo versions 9 (recoveries), 8 (traces), 7 (limits), 6 (schedules), 5 (flow control), 4
-    and 3 (composition) in *schema*, keeping its flows."""
+    """Undo versions 10 (events, streams), 9 (recoveries), 8 (traces), 7 (limits),
+    6 (schedules), 5 (flow control), 4 and 3 (composition) in *schema*, keeping its
+    flows."""
     drop_traces(pg_server, schema)
     for table in ("limit_state", "limit_slots", "fair_turns", "schedules"):
         pg_server.execute(f'DROP TABLE "{schema}".{table}')
@@ -205,7 +209,7 @@ def test_a_version_1_schema_is_migrated_and_its_parked_flows_resume_with_a_segme
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "segments" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(9,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(10,)]
     claimed = store.claim("f1", "me", t)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (r.position, r.name, r.result) for r in done
@@ -237,7 +241,7 @@ def test_a_version_2_schema_is_migrated_and_its_flows_become_run_1_without_a_par
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     assert "past_records" in tables(pg_server, pg_schema)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(9,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(10,)]
     flow = store.load("f1")
     assert flow == attrs.evolve(before, claimed_at=None)  # (a column version 9 adds)
     assert (flow.parent_id, flow.run, flow.custom_status, flow.children) == (None, 1, None, ())
@@ -696,7 +700,7 @@ def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
     old = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
     old.start("f1", "demo", "null", "me", clock.time())
     old.close()
-    drop_traces(pg_server, pg_schema)  # versions 9 and 8
+    drop_traces(pg_server, pg_schema)  # versions 10, 9 and 8
     for table in ("schedules", "limit_state", "limit_slots", "fair_turns"):  # versions 6, 7
         pg_server.execute(f'DROP TABLE "{pg_schema}".{table}')
     pg_server.execute(  # and version 5's flow control: a schema as version 4 left it
@@ -707,7 +711,7 @@ def test_a_version_4_schema_gets_the_schedules_table_and_keeps_its_flows(
     pg_server.execute(f'UPDATE "{pg_schema}".schema_version SET version = 4')
 
     store = PostgresStore(pg_server.url, schema=pg_schema, clock=clock)
-    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(9,)]
+    assert pg_server.execute(f'SELECT version FROM "{pg_schema}".schema_version') == [(10,)]
     flow = store.load("f1")
     assert (flow.name, flow.priority, flow.blocked_by, flow.fair_key) == ("demo", 0, None, None)
     assert store.register_schedule("n", "0 2 * * *", "UTC", 1.0).next_tick == 1.0

@@ -66,6 +66,7 @@ def test_caps_of_a_forwarding_wrapper_are_its_stores() -> None:
         limits=True,
         signals=True,
         forks=True,
+        streams=True,
     )
 
 

@@ -1536,7 +1536,7 @@ def test_sqlite_store_uses_wal_a_schema_version_and_keeps_data_across_opens(
     assert again.load("f1").input == '{"x":1}'
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
 
 
 def test_sqlite_store_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
@@ -1685,7 +1685,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_flows(tmp_path: Pat
     assert store.add_signal("old", "go", "2", 3.0, key="k") is not None
     assert store.add_signal("old", "go", "2", 3.0, key="k") is None
     version = store._conn().execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 10
+    assert version == SCHEMA_VERSION == 11
 
 
 def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment(
@@ -1713,7 +1713,7 @@ def test_a_version_2_file_is_migrated_and_its_parked_flows_resume_with_a_segment
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
     claimed = store.claim("old", "me", 2.0)
     assert [(r.position, r.name, r.result) for r in claimed.records] == [
         (p, f"s{p}", f'"{p}"') for p in range(n)
@@ -1754,7 +1754,7 @@ def test_a_version_3_file_is_migrated_and_its_flows_become_run_1_without_a_paren
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
     old = store.load("old")
     assert (old.status, old.input, old.created_at, old.updated_at) == (
         "suspended", '{"n": 1}', 1.0, 2.0,
@@ -1794,7 +1794,7 @@ def test_a_version_4_file_gets_the_gap_rule_in_its_schema_and_its_flows_go_on(
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
     store.claim("old", "me", 2.0)
     store.commit("old", "me", 2.0, Write(records=(rec(1),)))  # a step's commit: in
     with pytest.raises(RecordConflictError):

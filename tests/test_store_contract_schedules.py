@@ -118,7 +118,7 @@ def test_a_version_5_sqlite_file_gets_the_schedules_table_and_keeps_its_flows(
     conn.close()
 
     store = SQLiteStore(path, clock=FakeClock())
-    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 10
+    assert store._conn().execute("PRAGMA user_version").fetchone()[0] == 11
     flow = store.load(
         "f1"
     )  # through versions 6 (flow control), 8 (limits) 9 (traces) and 10 (recoveries)

@@ -18,6 +18,7 @@ from ..errors import CorruptRecordError
 from ..records import StoredFlow
 from ..results import FlowInfo, FlowSummary
 from ..status import Status
+from ..streams import published
 from ..waits import Wait
 from . import (
     MAX_COUNT,
@@ -42,6 +43,7 @@ from .format import (
     to_json,
     width,
 )
+from .published import published_lines
 from .show import show_lines
 
 # -- list and count --------------------------------------------------------------------
@@ -274,7 +276,9 @@ def show_command(flow_id: str, db: str, full: bool, as_json: bool, follow: bool,
     --full) or error with its traceback (crux_gen's own frames hidden unless
     --full); then every signal sent to the flow, with its idempotency key if it
     has one: pending, consumed (by which command), rejected with the validation
-    error, or unused (still pending when the flow finished).
+    error, or unused (still pending when the flow finished); then its events
+    (ctx.set_event: each key's last value) and streams (ctx.write_stream: each
+    key's values in order, and whether it was closed).
 
     With --follow, it goes on printing each record as it lands (and a record
     again when it moves on: a wait that completed, a retry), each signal sent
@@ -291,11 +295,14 @@ def show_command(flow_id: str, db: str, full: bool, as_json: bool, follow: bool,
             fit = width()
             follow_flow(store, info, poll=every, full=full, fit=fit, as_json=as_json)
             return
+        shown = published(store, stored.id)
     if as_json:
         data = codec.converter.unstructure(info)
-        click.echo(to_json({"id": info.flow_id, **data}, indent=2))
+        click.echo(to_json({"id": info.flow_id, **data, **shown}, indent=2))
         return
     show_one(info, stored, now, full)
+    for line in published_lines(shown, full=full, fit=width()):
+        echo(line)
 
 
 def show_one(info: FlowInfo, stored: StoredFlow, now: datetime, full: bool) -> None:

@@ -24,6 +24,7 @@ from ..errors import CorruptRecordError, FlowNotFoundError, InvalidTypeError, In
 from ..records import UNRESOLVED, StoredFlow, StoredRecord
 from ..results import FlowInfo, HistoryEntry
 from ..status import FINISHED, Status
+from ..streams import published
 from ..views import info_of
 from . import pages
 from .actions import DONE, check_no_nul
@@ -157,6 +158,7 @@ def context(
         "page_size": HISTORY_PAGE,
         "tail_from": first_open(stored.records, start),
         "is_tail": upto == count,
+        "published": published(dash.store, stored.id),  # events and streams
     }
 
 

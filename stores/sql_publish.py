@@ -1,0 +1,84 @@
+"""The statements of a flow's events and streams (``base_streams.Streams``), and
+``publish``, which ``SqlStore``'s commit calls to store a write's custom status,
+events and the body's stream writes in its transaction."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from crux_gen.records import Write
+
+from .sql_statements import Dialect
+
+EVENT_COLUMNS = "flow_id, key, value, set_at"
+STREAM_COLUMNS = "flow_id, key, seq, value, at, tag"
+
+
+class StreamStatements:
+    """The statements of events and streams in one dialect."""
+
+    def __init__(self, d: Dialect) -> None:
+        m = d.mark
+        # Last write wins; the same value again changes nothing (a replay's).
+        self.SET_EVENT = (
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({m}, {m}, {m}, {m}) "
+            "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
+            "set_at = excluded.set_at WHERE events.value <> excluded.value"
+        )
+        self.GET_EVENT = f"SELECT value FROM events WHERE flow_id = {m} AND key = {m}"
+        # The next seq of the stream (the flow's row is locked: one writer at a
+        # time); a tag stored already for the stream stores nothing.
+        self.APPEND = (
+            f"INSERT INTO streams ({STREAM_COLUMNS}) "
+            f"SELECT {m}, {m}, COALESCE(MAX(seq), 0) + 1, {m}, {m}, {m} FROM streams "
+            f"WHERE flow_id = {m} AND key = {m} ON CONFLICT (flow_id, key, tag) DO NOTHING "
+            "RETURNING seq"
+        )
+        self.AFTER = (
+            "SELECT key, seq, value, at, tag FROM streams "
+            f"WHERE flow_id = {m} AND key = {m} AND seq > {m} ORDER BY seq"
+        )
+        self.STATUS = f"SELECT status FROM flows WHERE id = {m}"
+        self.EVENTS = f"SELECT key, value, set_at FROM events WHERE flow_id = {m} ORDER BY key"
+        self.STREAMS = (
+            f"SELECT key, seq, value, at, tag FROM streams WHERE flow_id = {m} ORDER BY key, seq"
+        )
+        self.PUT_EVENT = (
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({m}, {m}, {m}, {m}) "
+            "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
+            "set_at = excluded.set_at"
+        )
+        self.PUT_ENTRY = (
+            f"INSERT INTO streams ({STREAM_COLUMNS}) VALUES ({m}, {m}, {m}, {m}, {m}, {m}) "
+            "ON CONFLICT (flow_id, key, seq) DO NOTHING"
+        )
+        self.SET_CUSTOM_STATUS = f"UPDATE flows SET custom_status = {m} WHERE id = {m}"
+
+
+@cache
+def statements(d: Dialect) -> StreamStatements:
+    return StreamStatements(d)
+
+
+def publish(store: Any, conn: Any, flow_id: str, now: float, write: Write) -> None:
+    """*write*'s custom status, events and stream writes, in the commit's
+    transaction (the flow's row locked by its lease check)."""
+    s = statements(store._sql.dialect)
+    if write.custom_status is not None:
+        store._run(conn, s.SET_CUSTOM_STATUS, (write.custom_status, flow_id))
+    for key, value in write.events:
+        store._run(conn, s.SET_EVENT, (flow_id, key, value, now))
+    for key, tag, entry in write.streams:
+        store._run(conn, s.APPEND, (flow_id, key, entry, now, tag, flow_id, key)).fetchall()
+
+
+#: The tables of events and streams: SQLite's schema version 11, PostgreSQL's 10
+#: (``{real}``, ``{int}``: the dialect's float and integer types).
+STREAM_DDL = (
+    "CREATE TABLE events (flow_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+    "set_at {real} NOT NULL, PRIMARY KEY (flow_id, key))",
+    "CREATE TABLE streams (flow_id TEXT NOT NULL, key TEXT NOT NULL, seq {int} NOT NULL, "
+    "value TEXT, at {real} NOT NULL, tag TEXT, PRIMARY KEY (flow_id, key, seq))",
+    "CREATE UNIQUE INDEX streams_tag ON streams (flow_id, key, tag)",
+)

@@ -1,0 +1,70 @@
+"""``SqlStreams``: a flow's events and streams in SQL (``base_streams.Streams``;
+the statements and the commit's part are ``sql_publish``'s)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from crux_gen.errors import FlowNotFoundError
+
+from .base_streams import EventRow, StreamRow
+from .sql import C
+from .sql_publish import StreamStatements, statements
+from .sql_signals import SqlSignals
+
+
+class SqlStreams(SqlSignals[C]):
+    """``SqlSignals`` with the ``Streams`` methods."""
+
+    @property
+    def _streams_sql(self) -> StreamStatements:
+        return statements(self._sql.dialect)
+
+    def read_event(self, flow_id: str, key: str) -> tuple[str | None, str | None]:
+        s = self._streams_sql
+        with self._reading() as conn:
+            status = self._run(conn, s.STATUS, (flow_id,)).fetchone()
+            row = self._run(conn, s.GET_EVENT, (flow_id, key)).fetchone()
+        return None if row is None else str(row[0]), None if status is None else str(status[0])
+
+    def append_stream(self, flow_id: str, key: str, value: str | None, now: float) -> int:
+        s = self._streams_sql
+
+        def append(conn: C) -> int:
+            if self._run(conn, s.STATUS, (flow_id,)).fetchone() is None:
+                raise FlowNotFoundError(flow_id)
+            self._lock_flows(conn, [flow_id])
+            row = (flow_id, key, value, now, None, flow_id, key)
+            return int(self._run(conn, s.APPEND, row).fetchall()[0][0])
+
+        return self._atomically(append)
+
+    def read_stream_after(
+        self, flow_id: str, key: str, after: int
+    ) -> tuple[list[StreamRow], str | None]:
+        s = self._streams_sql
+        with self._reading() as conn:
+            status = self._run(conn, s.STATUS, (flow_id,)).fetchone()
+            rows = self._run(conn, s.AFTER, (flow_id, key, after)).fetchall()
+        return [StreamRow._make(r) for r in rows], None if status is None else str(status[0])
+
+    def flow_events(self, flow_id: str) -> list[EventRow]:
+        with self._reading() as conn:
+            rows = self._run(conn, self._streams_sql.EVENTS, (flow_id,)).fetchall()
+        return [EventRow._make(r) for r in rows]
+
+    def flow_streams(self, flow_id: str) -> list[StreamRow]:
+        with self._reading() as conn:
+            rows = self._run(conn, self._streams_sql.STREAMS, (flow_id,)).fetchall()
+        return [StreamRow._make(r) for r in rows]
+
+    def put_streams(
+        self, flow_id: str, events: Sequence[EventRow], entries: Sequence[StreamRow]
+    ) -> None:
+        s = self._streams_sql
+
+        def put(conn: C) -> None:
+            self._run_many(conn, s.PUT_EVENT, [(flow_id, *e) for e in events])
+            self._run_many(conn, s.PUT_ENTRY, [(flow_id, *e) for e in entries])
+
+        self._atomically(put)
