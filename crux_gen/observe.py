@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from . import schedules
+from .stores.base import StoreAdmin
 
 if TYPE_CHECKING:
     from .effects import Call, Event
@@ -149,11 +150,10 @@ def due_count(store: Any) -> int | None:
     """How many flows of *store* are due now (at most :data:`DUE_CAP`: one indexed
     query, ``StoreAdmin.due``), or ``None`` when it cannot say (a store without
     ``due``, or one that failed: the error is logged at DEBUG, never raised)."""
-    due = getattr(store, "due", None)
-    if due is None:
+    if not isinstance(store, StoreAdmin):
         return None
     try:
-        return len(due(store.clock.time(), DUE_CAP))
+        return len(store.due(cast("Store", store).clock.time(), DUE_CAP))
     except Exception:
         logging.getLogger("crux_gen").debug("counting the due flows failed", exc_info=True)
         return None

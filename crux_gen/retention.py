@@ -45,7 +45,7 @@ from typing import Any
 from .durations import format_duration
 from .errors import InvalidTypeError, InvalidValueError, StoreError
 from .flow import Flow, default_registry
-from .stores.base import Store
+from .stores.base import Store, StoreAdmin
 
 log = logging.getLogger("crux_gen.worker")
 
@@ -81,10 +81,10 @@ class Retention:
         """Delete, for each flow of *flows* with a retention whose turn has come, its
         finished flows last updated before *now* minus that retention, at most
         ``batch`` in all; return how many were deleted."""
-        prune = getattr(store, "prune", None)
-        if prune is None:  # a store without the operator's side: nothing to delete with
-            return 0
         kept = {f.name: f for f in flows if f.retention is not None}
+        if not kept or not isinstance(store, StoreAdmin):
+            return 0  # (a store without the operator's side: nothing to delete with)
+        prune = store.prune
         turns = sorted((self._next.get(name, -math.inf), name) for name in kept)
         left, deleted = self.batch, 0
         for when, name in turns:
