@@ -292,14 +292,14 @@ class FlowRun:
             self.records = dict(sorted(self.records.items()))
         if self.durable and (fields.get("wait_signal") or fields.get("wait_signals")):
             # A park that signals may bounce (nothing written) must not hold back a
-            # step's result: a crash after the bounce would run the step again. The
-            # records before the wait go first; the wait's own go with the park.
+            # step's result (a crash after the bounce would run it again): the records
+            # before the wait go first, with the signals taken; the wait's with the park.
             assert self.decision is not None
             wait = self.decision.position
             ahead = tuple(r for p, r in self.records.items() if p < wait)
-            if ahead:
-                self._ahead = True
-                return Write(ahead)
+            if ahead:  # (a signal's consumption is in the write of the record taking it)
+                self._ahead, taken, self.updates = True, tuple(self.updates), []
+                return Write(ahead, signals=taken)
         children = _traced(self, self.start.children if self.start is not None else ())
         if fields or self.updates or custom is not None or children:
             return Write(

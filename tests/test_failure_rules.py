@@ -423,3 +423,42 @@ def test_a_retry_is_logged_with_a_compact_duration(
         assert body.run(store=store).value == "ok"
     [line] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert line.endswith("retrying in 1.5s"), line
+
+
+@flow("taken-then-parked")
+def _taken_then_parked(ctx: FlowContext) -> Any:
+    yield Step("s", lambda: 1)
+    first = yield Suspend("a")
+    second = yield Suspend("b")
+    again = yield Suspend("a")
+    return [first, second, again]
+
+
+def test_a_signal_taken_before_a_park_is_consumed_with_its_record_if_the_park_fails(
+    store: Any,
+) -> None:
+    """Found hunting the PostgreSQL stress: a step's result goes ahead of a park that
+    may bounce, and the record of a ``Suspend`` taken between them went with it while
+    its signal's consumption waited for the park. A crash (here a store error)
+    between the two writes left the record holding the signal and the signal
+    pending: the next ``Suspend`` of that name took it a second time."""
+    _taken_then_parked.start(store=store, flow_id="tp")
+    signal_flow("tp", "a", "a1", store=store)
+    commit = store.commit
+
+    def crash_at_the_park(flow_id: str, owner: str, now: float, write: Any) -> Any:
+        if write.status is not None:
+            raise StoreError("the server went away before the park")
+        return commit(flow_id, owner, now, write)
+
+    store.commit = crash_at_the_park
+    with pytest.raises(StoreError):
+        _taken_then_parked.run(resume="tp", store=store)
+    store.commit = commit
+    stored = get_flow("tp", store=store)
+    taken = {r.position for r in store.load("tp").records if r.name == "a"}
+    assert [(s.state, s.position) for s in stored.signals] == [("consumed", 1)]
+    assert taken == {1}
+    signal_flow("tp", "b", "b1", store=store)
+    signal_flow("tp", "a", "a2", store=store)
+    assert _taken_then_parked.run(resume="tp", store=store).value == ["a1", "b1", "a2"]

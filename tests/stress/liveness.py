@@ -83,6 +83,9 @@ class Options:
     retry_all_child: bool = True
     prunes: bool = True
     kills: bool = True
+    #: The workers' ``--lease-ttl``: shorter makes a lapsed lease (a runner starved
+    #: past it under load) likelier.
+    lease_ttl: str = LEASE_TTL
 
 
 @attrs.define
@@ -111,8 +114,8 @@ class Report:
 class Workers:
     """The two ``crux-gen worker`` processes, each restarted after a SIGKILL."""
 
-    def __init__(self, db: str, folder: Path) -> None:
-        self.db, self.folder = db, folder
+    def __init__(self, db: str, folder: Path, lease_ttl: str = LEASE_TTL) -> None:
+        self.db, self.folder, self.lease_ttl = db, folder, lease_ttl
         self.procs: list[subprocess.Popen[bytes] | None] = [None, None]
         self.killed: set[int] = set()
         self.started = 0
@@ -124,7 +127,7 @@ class Workers:
         env.pop("CRUX_DB", None)
         self.procs[slot] = subprocess.Popen(
             [sys.executable, "-m", "crux_gen", "worker", "tests.stress_flows", "--db", self.db,
-             "--poll", "50ms", "--lease-ttl", LEASE_TTL, "--concurrency", "4"],
+             "--poll", "50ms", "--lease-ttl", self.lease_ttl, "--concurrency", "4"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         out.close()
@@ -180,7 +183,7 @@ class Chaos:
         self.marks = folder / "marks"
         self.marks.mkdir(exist_ok=True)
         self.store = open_store(db, create=True)
-        self.workers = Workers(db, folder)
+        self.workers = Workers(db, folder, options.lease_ttl)
         self.report = Report()
         self.parents: list[str] = []
         self.next_sid = 0
@@ -566,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         help="retry no flow that failed inside an All (the shape of a defect issue 18 "
         "fixed), to tell it apart from a new failure",
     )
+    parser.add_argument(
+        "--lease-ttl", default=LEASE_TTL, help=f"the workers' lease TTL (default {LEASE_TTL})"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     options = Options(
@@ -574,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         max_parents=max(24, int(args.seconds * 3)),
         shared_children=not args.no_shared_children,
         retry_all_child=not args.avoid_known,
+        lease_ttl=args.lease_ttl,
     )
     print(f"seed {seed}", flush=True)
     if args.folder is not None:
