@@ -16,8 +16,19 @@ from typing import Any
 
 import pytest
 
-from crux_gen import All, Child, FlowContext, Step, Suspend, cancel_flow, check_store, flow, resume
-from tests.stress.liveness import Options, Report, check_steps, run
+from crux_gen import (
+    All,
+    Child,
+    FlowContext,
+    LeaseLostError,
+    Step,
+    Suspend,
+    cancel_flow,
+    check_store,
+    flow,
+    resume,
+)
+from tests.stress.liveness import LOST_LEASE, Options, Report, check_steps, run
 
 #: What the run does; the seed fixed, so a failure names a run to repeat with
 #: ``python -m tests.stress.liveness --seed N``. Every shape issue 18 fixed is in it:
@@ -76,6 +87,32 @@ def test_the_step_check_tells_a_cut_run_from_a_completed_step_run_again() -> Non
     went_on = Report()  # killed, but after it had gone on to a later stage
     check_steps([*rows, (1, "f", "g0-s4-x", "start")], killed={1}, report=went_on)
     assert len(went_on.failures) == 1 and "went on to a later stage" in went_on.failures[0]
+
+
+def test_the_step_check_excuses_a_run_whose_runner_lost_the_lease_and_nothing_else() -> None:
+    """A runner stalled past its lease (found under load: API.md's at-least-once for a
+    runner that lost its lease): its step ran, its write was refused, the worker that
+    took the flow ran the step again. Excused for that process and flow only, and only
+    when that process went no further in the flow."""
+    assert LOST_LEASE.search(str(LeaseLostError("f", "o1"))) is not None  # the log line
+    rows = [
+        (1, "f", "g0-s3-got3", "start"), (1, "f", "g0-s3-got3", "done"),  # refused
+        (2, "f", "g0-s3-got3", "start"), (2, "f", "g0-s3-got3", "done"),
+        (1, "k<f", "g0-s0-a", "start"), (1, "k<f", "g0-s0-a", "done"),  # a child's
+        (2, "k<f", "g0-s0-a", "start"), (2, "k<f", "g0-s0-a", "done"),
+    ]  # fmt: skip
+    excused = Report()
+    check_steps(rows, killed=set(), report=excused, lost={(1, "f"), (1, "k")})
+    assert (excused.failures, excused.repeated_steps) == ([], 2)
+    other_flow = Report()
+    check_steps(rows, killed=set(), report=other_flow, lost={(1, "g"), (2, "f"), (2, "k")})
+    assert len(other_flow.failures) == 2
+    went_on = Report()
+    check_steps([*rows, (1, "f", "g0-s4-got9", "start")], set(), went_on, lost={(1, "f"), (1, "k")})
+    assert went_on.failures == [
+        "step 'g0-s3-got3' of flow f ran again after a run by process 1 that ended 'done' "
+        "(it lost the lease, then went on to a later stage)"
+    ]
 
 
 @flow("ls-leaf")

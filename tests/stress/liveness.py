@@ -13,8 +13,11 @@ Then the chaos stops, every wait gets its signal, the workers drain, and:
 
 - every flow finished, and ``check_store`` is empty;
 - no completed step ran again: a step ran twice only when its first run failed
-  on purpose (and the flow was retried), or was cut by a SIGKILL before its
-  record was committed (that process started no later step of the flow);
+  on purpose (and the flow was retried), or was cut before its record was
+  committed, by a SIGKILL or by its runner losing the flow's lease (a process
+  stalled past ``--lease-ttl``: another worker took the flow, the first one's
+  write was refused; API.md's failure rules: at-least-once), and that process
+  started no later step of the flow;
 - no signal lost or used twice: each payload id consumed by at most one step,
   each sent signal stored once and ending consumed (or unused when its flow
   ended first), never still pending.
@@ -30,13 +33,14 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,11 @@ from crux_gen.runner import new_flow_id
 
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = {"completed", "failed", "expired", "cancelled"}
+#: A worker's log line for a run whose write was refused: another runner had taken
+#: the flow after its lease lapsed (``LeaseLostError``).
+LOST_LEASE = re.compile(
+    r"flow '([^']+)': runner '[^']+' lost its lease \(it expired and another runner took"
+)
 LEASE_TTL = "2s"
 
 
@@ -118,18 +127,21 @@ class Workers:
         self.db, self.folder, self.lease_ttl = db, folder, lease_ttl
         self.procs: list[subprocess.Popen[bytes] | None] = [None, None]
         self.killed: set[int] = set()
+        self.log_of: dict[int, Path] = {}  # pid -> its log
         self.started = 0
 
     def start(self, slot: int) -> None:
         self.started += 1
-        out = open(self.folder / f"worker-{self.started}.log", "wb")  # noqa: SIM115
+        path = self.folder / f"worker-{self.started}.log"
+        out = open(path, "wb")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("CRUX_DB", None)
-        self.procs[slot] = subprocess.Popen(
+        proc = self.procs[slot] = subprocess.Popen(
             [sys.executable, "-m", "crux_gen", "worker", "tests.stress_flows", "--db", self.db,
              "--poll", "50ms", "--lease-ttl", self.lease_ttl, "--concurrency", "4"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        self.log_of[proc.pid] = path
         out.close()
 
     def ensure(self) -> None:
@@ -163,6 +175,16 @@ class Workers:
             if code != 0 and proc.pid not in self.killed:
                 bad.append(f"worker {proc.pid} exited with code {code}")
         return bad
+
+    def lost_leases(self) -> set[tuple[int, str]]:
+        """``(pid, flow id)`` of each run whose write was refused because another
+        worker had taken the flow (its lease lapsed: the process stalled)."""
+        return {
+            (pid, found.group(1))
+            for pid, path in self.log_of.items()
+            if path.exists()
+            for found in LOST_LEASE.finditer(path.read_text(errors="replace"))
+        }
 
     def logs(self) -> str:
         return "\n".join(
@@ -435,10 +457,16 @@ def stage_of(name: str) -> tuple[int, int]:
     return int(gen[1:]), int(stage[1:])
 
 
-def check_steps(rows: list[tuple[int, str, str, str]], killed: set[int], report: Report) -> None:
-    """A step ran again only after its run failed on purpose, or was cut by a
-    SIGKILL before its record was committed: the killed process started no later
-    stage of that flow."""
+def check_steps(
+    rows: list[tuple[int, str, str, str]],
+    killed: set[int],
+    report: Report,
+    lost: Collection[tuple[int, str]] = (),
+) -> None:
+    """A step ran again only after its run failed on purpose, or was cut before its
+    record was committed, by a SIGKILL (*killed*: pids) or a lost lease (*lost*:
+    ``(pid, flow id)``, the runner's write refused), and that process started no
+    later stage of that flow."""
     runs: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     latest: dict[tuple[int, str], tuple[int, int]] = {}
     for pid, flow_id, name, what in rows:
@@ -455,12 +483,18 @@ def check_steps(rows: list[tuple[int, str, str, str]], killed: set[int], report:
             report.repeated_steps += 1
             if outcome == "fail":
                 continue
-            if pid in killed and latest[pid, flow_id] == stage_of(name):
+            cut = pid in killed or (pid, flow_id.split("<")[0]) in lost
+            if cut and latest[pid, flow_id] == stage_of(name):
                 continue
             report.failures.append(
                 f"step {name!r} of flow {flow_id} ran again after a run by process {pid} "
                 f"that ended {outcome!r}"
                 + (" (a killed process that went on to a later stage)" if pid in killed else "")
+                + (
+                    " (it lost the lease, then went on to a later stage)"
+                    if cut and pid not in killed
+                    else ""
+                )
             )
 
 
@@ -535,7 +569,8 @@ def run(db: str, folder: Path, options: Options) -> Report:
                     f"wait_kind={row.wait_kind} waiting_for={row.waiting_for} "
                     f"wake_at={row.wake_at} lease={row.lease_owner}"
                 )
-        check_steps(read_log(chaos.log), chaos.workers.killed, report)
+        lost = chaos.workers.lost_leases()
+        check_steps(read_log(chaos.log), chaos.workers.killed, report, lost)
         check_signals(chaos)
         report.flows = len(chaos.parents)
     finally:
