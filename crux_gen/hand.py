@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import observe, slicelog
 from .effects import Settled
-from .errors import FlowBusyError, FlowClosedError, FlowNotFoundError, StoreError
+from .errors import (
+    FlowBusyError,
+    FlowClosedError,
+    FlowNotFoundError,
+    LeaseLostError,
+    StoreError,
+)
 from .flow import Flow
 from .flowrun import FlowRun, close_body
 from .gcpause import paused_gc
@@ -174,9 +180,25 @@ class Hand:
         try:
             action(*args)
         except Exception as exc:
-            if self.on_end is None:
+            if isinstance(exc, LeaseLostError) and run.parent is not None:
+                self._taken_over(run, exc)
+            elif self.on_end is None:
                 raise
-            self._fail(run, exc)
+            else:
+                self._fail(run, exc)
+
+    def _taken_over(self, run: FlowRun, exc: LeaseLostError) -> None:
+        """Another runner took the adopted flow of *run* (its lease lapsed: this
+        process stalled): it and the flows adopted under it let go, and nothing
+        else; its parent keeps what it has (a step's result just in) and waits for
+        the child's end, as for a child another runner has."""
+        log.warning("%s", exc, extra={"flow_id": run.flow_id})
+        self._abandon([r for r in self.runs if _under(r, run)])
+        parent = run.parent
+        if parent is not None and parent.result is None and parent in self.runs:
+            parent.awaiting.discard(run.flow_id)
+            if not parent.awaiting:
+                self._guarded(parent, self._settle_children, parent)
 
     def _fail(self, run: FlowRun, exc: Exception) -> None:
         """*exc* ended the run of *run*'s flow and of every flow adopted under it:
@@ -213,6 +235,14 @@ def _root(run: FlowRun) -> FlowRun:
     while run.parent is not None:
         run = run.parent
     return run
+
+
+def _under(run: FlowRun, top: FlowRun) -> bool:
+    """Whether *run* is *top* or was adopted under it."""
+    found: FlowRun | None = run
+    while found is not None and found is not top:
+        found = found.parent
+    return found is top
 
 
 def load_child(store: Store, child_id: str, now: float) -> StoredFlow:

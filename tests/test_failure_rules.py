@@ -8,6 +8,7 @@ first run. (Cross-process versions of these live in ``test_processes.py``.)
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from crux_gen import (
+    All,
+    Child,
     FakeClock,
     FlowClosedError,
     FlowContext,
@@ -462,3 +465,44 @@ def test_a_signal_taken_before_a_park_is_consumed_with_its_record_if_the_park_fa
     signal_flow("tp", "b", "b1", store=store)
     signal_flow("tp", "a", "a2", store=store)
     assert _taken_then_parked.run(resume="tp", store=store).value == ["a1", "b1", "a2"]
+
+
+def test_a_child_whose_lease_another_runner_took_does_not_throw_away_its_parents_steps(
+    store: Any, clock: FakeClock
+) -> None:
+    """Found hunting the PostgreSQL stress: an ``All``'s child run in the parent's loop
+    lost its lease (its process stalled, another worker took the child), and the
+    parent's whole tree was let go, the result of its step that had just returned
+    with it: the step ran again. Only the child's run stops; the parent keeps its
+    step and waits for the child, which its new runner finishes."""
+    a_runs: list[int] = []
+    stolen = threading.Event()
+
+    def slow() -> str:  # the child's step: meanwhile another runner takes the child
+        if not stolen.is_set():
+            clock.advance("1h")  # its lease lapsed (by the store's clock) ...
+            store.claim("tl-kid", "thief", clock.time())  # ... and the thief took it
+            stolen.set()
+        return "kid"
+
+    def a() -> str:  # the parent's step, in flight until after the child's write
+        assert stolen.wait(10)
+        time.sleep(0.3)
+        a_runs.append(1)
+        return "a"
+
+    @flow("tl-kid")
+    def kid(ctx: FlowContext) -> Any:
+        return (yield Step("slow", slow))
+
+    @flow("tl-parent")
+    def parent(ctx: FlowContext) -> Any:
+        return (yield All([Step("a", a), Step("b", lambda: "b"), Child(kid, flow_id="tl-kid")]))
+
+    first = parent.run(store=store, flow_id="tl")
+    assert first.status == "suspended"  # waiting for the child its thief holds
+    assert [r.state for r in store.load("tl").records if r.name == "a"] == ["completed"]
+    store.release("tl-kid", "thief")  # the thief's process ended: the child is due
+    assert resume("tl-kid", store=store).status == "completed"
+    assert resume("tl", store=store).value == ["a", "b", "kid"]
+    assert a_runs == [1]  # the parent's step ran once
