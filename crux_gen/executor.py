@@ -311,8 +311,8 @@ class Executor(Hand):
             for run, event in self.calls.results(None):
                 self._answer(run, event)
         for run in self.runs:
-            if run.records:
-                write = Write(tuple(sorted(run.records.values())))
+            if run.records:  # (with the signals taken: a record holding one consumed it)
+                write = Write(tuple(sorted(run.records.values())), signals=tuple(run.updates))
                 self.store.commit(run.flow_id, run.owner, self.clock.time(), write)
         raise crash
 

@@ -36,6 +36,7 @@ from crux_gen import (
     resume,
     signal_flow,
 )
+from crux_gen.executor import Executor
 from crux_gen.stores.sqlite import SQLiteStore
 
 
@@ -506,3 +507,29 @@ def test_a_child_whose_lease_another_runner_took_does_not_throw_away_its_parents
     assert resume("tl-kid", store=store).status == "completed"
     assert resume("tl", store=store).value == ["a", "b", "kid"]
     assert a_runs == [1]  # the parent's step ran once
+
+
+@flow("wound-down")
+def _wound_down(ctx: FlowContext) -> Any:
+    first = yield Suspend("a")
+    yield Step("after", lambda: None)
+    again = yield Suspend("a")
+    return [first, again]
+
+
+def test_a_run_wound_down_by_an_interrupted_step_writes_the_signals_it_took(store: Any) -> None:
+    """A step function interrupted (``KeyboardInterrupt``, ``SystemExit``) winds the
+    loop down: every run in hand writes what it holds. A run that had just taken a
+    signal wrote the ``Suspend``'s record without the signal's consumption, and the
+    next ``Suspend`` of that name took the same signal again."""
+    _wound_down.start(store=store, flow_id="wd")
+    signal_flow("wd", "a", "a1", store=store)
+    executor = Executor(store, concurrency=2)
+    executor.take(_wound_down, store.claim("wd", "o", store.clock.time()), "o")
+    executor._crash = KeyboardInterrupt()  # another flow's step was interrupted (Calls)
+    with pytest.raises(KeyboardInterrupt):
+        executor.step()  # the run had taken "a1" and was to call "after"
+    executor.let_go()
+    assert [(s.state, s.position) for s in get_flow("wd", store=store).signals] == [("consumed", 0)]
+    signal_flow("wd", "a", "a2", store=store)
+    assert _wound_down.run(resume="wd", store=store).value == ["a1", "a2"]
