@@ -104,8 +104,11 @@ def test_the_step_check_excuses_a_run_whose_runner_lost_the_lease_and_nothing_el
     excused = Report()
     check_steps(rows, killed=set(), report=excused, lost={(1, "f"), (1, "k")})
     assert (excused.failures, excused.repeated_steps) == ([], 2)
+    later = Report()  # the stalled runner called after the new holder's run
+    check_steps([*rows[2:4], *rows[:2]], killed=set(), report=later, lost={(1, "f")})
+    assert (later.failures, later.repeated_steps) == ([], 1)
     other_flow = Report()
-    check_steps(rows, killed=set(), report=other_flow, lost={(1, "g"), (2, "f"), (2, "k")})
+    check_steps(rows, killed=set(), report=other_flow, lost={(1, "g"), (3, "f"), (3, "k")})
     assert len(other_flow.failures) == 2
     went_on = Report()
     check_steps([*rows, (1, "f", "g0-s4-got9", "start")], set(), went_on, lost={(1, "f"), (1, "k")})

@@ -468,6 +468,8 @@ def check_steps(
     ``(pid, flow id)``, the runner's write refused), and that process started no
     later stage of that flow."""
     runs: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    # A run cut by a lost lease may come after the new holder's in the log: the
+    # stalled runner had passed its guard, and called once its stall ended.
     latest: dict[tuple[int, str], tuple[int, int]] = {}
     for pid, flow_id, name, what in rows:
         if what == "start":
@@ -479,12 +481,15 @@ def check_steps(
             if mine:
                 runs[flow_id, name][mine[-1]] = (pid, what)
     for (flow_id, name), found in runs.items():
-        for pid, outcome in found[:-1]:
-            report.repeated_steps += 1
-            if outcome == "fail":
-                continue
-            cut = pid in killed or (pid, flow_id.split("<")[0]) in lost
-            if cut and latest[pid, flow_id] == stage_of(name):
+        report.repeated_steps += len(found) - 1
+        stage = stage_of(name)
+        leased = [
+            (pid, outcome)
+            for pid, outcome in found
+            if (pid, flow_id.split("<")[0]) not in lost or latest[pid, flow_id] != stage
+        ]
+        for pid, outcome in leased[:-1]:
+            if outcome == "fail" or (pid in killed and latest[pid, flow_id] == stage):
                 continue
             report.failures.append(
                 f"step {name!r} of flow {flow_id} ran again after a run by process {pid} "
@@ -492,7 +497,7 @@ def check_steps(
                 + (" (a killed process that went on to a later stage)" if pid in killed else "")
                 + (
                     " (it lost the lease, then went on to a later stage)"
-                    if cut and pid not in killed
+                    if (pid, flow_id.split("<")[0]) in lost and pid not in killed
                     else ""
                 )
             )
