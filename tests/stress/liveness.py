@@ -464,29 +464,34 @@ def check_steps(
     lost: Collection[tuple[int, str]] = (),
 ) -> None:
     """A step ran again only after its run failed on purpose, or was cut before its
-    record was committed, by a SIGKILL (*killed*: pids) or a lost lease (*lost*:
-    ``(pid, flow id)``, the runner's write refused), and that process started no
-    later stage of that flow."""
-    runs: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-    # A run cut by a lost lease may come after the new holder's in the log: the
-    # stalled runner had passed its guard, and called once its stall ended.
+    record was committed: by a SIGKILL (*killed*: pids; that process started no
+    later stage of the flow), or by a lost lease (*lost*: ``(pid, flow id)``, a
+    runner's write refused: that process started no later stage of the flow before
+    another process ran the step, or ran it after that one, a call its stall held
+    up past the lease)."""
+    runs: dict[tuple[str, str], list[tuple[int, str, int]]] = defaultdict(list)
     latest: dict[tuple[int, str], tuple[int, int]] = {}
-    for pid, flow_id, name, what in rows:
+    starts: dict[tuple[int, str], list[tuple[int, tuple[int, int]]]] = defaultdict(list)
+    for line, (pid, flow_id, name, what) in enumerate(rows):
         if what == "start":
-            runs[flow_id, name].append((pid, "cut"))
-            key = (pid, flow_id)
-            latest[key] = max(latest.get(key, (-1, -1)), stage_of(name))
-        else:
-            mine = [i for i, (p, w) in enumerate(runs[flow_id, name]) if p == pid and w == "cut"]
-            if mine:
-                runs[flow_id, name][mine[-1]] = (pid, what)
+            runs[flow_id, name].append((pid, "cut", line))
+            latest[pid, flow_id] = max(latest.get((pid, flow_id), (-1, -1)), stage_of(name))
+            starts[pid, flow_id].append((line, stage_of(name)))
+            continue
+        found = runs[flow_id, name]
+        mine = [i for i, (p, w, _) in enumerate(found) if p == pid and w == "cut"]
+        if mine:
+            found[mine[-1]] = (pid, what, found[mine[-1]][2])
     for (flow_id, name), found in runs.items():
         report.repeated_steps += len(found) - 1
         stage = stage_of(name)
         leased = [
             (pid, outcome)
-            for pid, outcome in found
-            if (pid, flow_id.split("<")[0]) not in lost or latest[pid, flow_id] != stage
+            for pid, outcome, at in found
+            if (pid, flow_id.split("<")[0]) not in lost
+            or not lease_cut(
+                at, [line for p, _, line in found if p != pid], stage, starts[pid, flow_id]
+            )
         ]
         for pid, outcome in leased[:-1]:
             if outcome == "fail" or (pid in killed and latest[pid, flow_id] == stage):
@@ -496,11 +501,24 @@ def check_steps(
                 f"that ended {outcome!r}"
                 + (" (a killed process that went on to a later stage)" if pid in killed else "")
                 + (
-                    " (it lost the lease, then went on to a later stage)"
+                    " (it lost the lease, but went on to a later stage first)"
                     if (pid, flow_id.split("<")[0]) in lost and pid not in killed
                     else ""
                 )
             )
+
+
+def lease_cut(
+    at: int, others: list[int], stage: tuple[int, int], starts: list[tuple[int, tuple[int, int]]]
+) -> bool:
+    """Whether the run of a step starting at log line *at*, by a process that lost the
+    flow's lease, was cut by it: it came after another process's run of the step
+    (*others*: their lines; a call its stall held up), or that process started no
+    later stage (*starts*: its ``(line, stage)`` in the flow) before the next one."""
+    if any(line < at for line in others):
+        return True
+    until = min(others, default=at)
+    return not any(at < line < until and started > stage for line, started in starts)
 
 
 def check_signals(chaos: Chaos) -> None:
