@@ -115,7 +115,7 @@ class Report:
         return (
             f"{self.flows} flows, {self.rounds} rounds, {self.kills} kills, {self.signals} "
             f"signals, {self.retries} retries, {self.prunes} prunes, {self.cancels} cancels, "
-            f"{self.repeated_steps} steps re-run after a kill or failure; "
+            f"{self.repeated_steps} steps re-run after a kill, a lost lease or a failure; "
             f"{len(self.failures)} failures"
         )
 
