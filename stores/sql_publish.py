@@ -1,6 +1,8 @@
 """The statements of a flow's events and streams (``base_streams.Streams``), and
 ``publish``, which ``SqlStore``'s commit calls to store a write's custom status,
-events and the body's stream writes in its transaction."""
+events and the body's stream writes in its transaction. On PostgreSQL an event
+changed or an entry stored tells the readers waiting on the flow in the same
+statement (``Dialect.notify``: no statement more)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class StreamStatements:
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({m}, {m}, {m}, {m}) "
             "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
             "set_at = excluded.set_at WHERE events.value <> excluded.value"
+            + d.notifying("flow_id", " RETURNING")  # (a changed value wakes readers)
         )
         self.GET_EVENT = f"SELECT value FROM events WHERE flow_id = {m} AND key = {m}"
         # The next seq of the stream (the flow's row is locked: one writer at a
@@ -33,7 +36,7 @@ class StreamStatements:
             f"INSERT INTO streams ({STREAM_COLUMNS}) "
             f"SELECT {m}, {m}, COALESCE(MAX(seq), 0) + 1, {m}, {m}, {m} FROM streams "
             f"WHERE flow_id = {m} AND key = {m} ON CONFLICT (flow_id, key, tag) DO NOTHING "
-            "RETURNING seq"
+            "RETURNING seq" + d.notifying("flow_id")  # (a stored entry wakes readers)
         )
         self.AFTER = (
             "SELECT key, seq, value, at, tag FROM streams "

@@ -46,7 +46,9 @@ class StartStatements:
             f"WHERE id = {m}"
         )
         self.LET_GO = f"UPDATE flows SET debounce_key = NULL WHERE id = {m}"
-        self.HOLDS = f"SELECT holds FROM flows WHERE id = {m}"
+        # Read at every end of a flow (``_end_hold``): on PostgreSQL it also tells
+        # the readers waiting on the flow that it ended (``Dialect.notify``).
+        self.HOLDS = f"SELECT holds{d.notifying('id')} FROM flows WHERE id = {m}"
         self.UNHOLD = f"UPDATE flows SET holds = NULL WHERE id = {m}"
         queued = (
             f"exclusive_key = {m} AND holds IS NULL AND status = 'pending' AND blocked_by = {m}"

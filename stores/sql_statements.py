@@ -101,6 +101,13 @@ class Dialect:
     segment_build: str
     #: A list of values as the one parameter ``in_list`` takes.
     as_list: Callable[[Sequence[Any]], Any]
+    #: An expression telling readers waiting on flow ``{flow}`` that it published or
+    #: ended (PostgreSQL's ``pg_notify``, at commit); ``""``: none (readers poll).
+    notify: str = ""
+
+    def notifying(self, flow: str, before: str = ",") -> str:
+        """*before* and ``notify`` of the flow in column *flow*; ``""`` without one."""
+        return f"{before} {self.notify.format(flow=flow)}" if self.notify else ""
 
     def lock(self, clause: str = "FOR UPDATE") -> str:
         return f" {clause}" if self.locks else ""
