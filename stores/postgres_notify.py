@@ -132,10 +132,16 @@ class ReaderListener:
 
 
 def listener_connection(url: str, connect_timeout: float) -> Conn:
-    """A connection of the listener's own (autocommit; not the pool's)."""
+    """A connection of the listener's own (autocommit; not the pool's), with TCP
+    keepalives: a connection the network dropped without a word errs within a
+    minute or so, and is made again, rather than listening to nothing forever."""
     return psycopg.connect(
         url,
         autocommit=True,
         connect_timeout=max(1, int(connect_timeout)),
         application_name=APPLICATION_NAME,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
     )
