@@ -8,13 +8,13 @@ own (at least once: a retried attempt writes again; a failed attempt's writes ar
 kept).
 
 A reader that waits (``get_event`` with a timeout, ``read_stream``) on a store
-with ``Caps.stream_wakeups`` (PostgreSQL) is woken when the flow publishes or
-ends: the store's transaction sends a ``NOTIFY`` on a channel of its own (not the
-workers' wake-up), and one listening connection per store and process wakes the
-readers of that flow (``stores/postgres_notify.py``). It registers before it reads
-again, so a value stored between its read and its wait is not missed, and polls
-every ``store.reader_poll`` seconds (1 s) as a fallback. On other stores (SQLite,
-memory) it polls every ``POLL`` seconds.
+with ``Caps.stream_wakeups`` (PostgreSQL) is woken when the flow publishes, or
+ends having published anything: the store's transaction sends a ``NOTIFY`` on a
+channel of its own (not the workers' wake-up), and one listening connection per
+store and process wakes the readers of that flow (``stores/postgres_notify.py``).
+It registers before it reads again, so a value stored between its read and its
+wait is not missed, and polls every ``store.reader_poll`` seconds (1 s) as a
+fallback. On other stores (SQLite, memory) it polls every ``POLL`` seconds.
 """
 
 from __future__ import annotations

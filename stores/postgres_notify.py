@@ -2,14 +2,15 @@
 process, shared by every reader waiting on a flow's events and streams
 (``get_event(..., timeout=)``, ``read_stream``: ``caps.StreamWakeups``).
 
-A statement that changes an event, stores a stream entry or ends a flow calls
-``pg_notify('crux_published', <flow id>)`` (``Dialect.notify``; delivered at
-commit; not the workers' wake channel: a stream write wakes no idle worker). A
-thread, started by the first reader, listens on its own connection and wakes
-the ``FlowWatch`` of each reader waiting on that flow; readers read again when
-woken, and every ``reader_poll`` seconds anyway (the fallback: a lost
-connection, a missed notification). After the connection is made, or made again after it was lost,
-every reader is woken once: a value stored while nobody listened is read then.
+A statement that changes an event, stores a stream entry or ends a flow that
+published any calls ``pg_notify('crux_published', <flow id>)`` (``Dialect.notify``;
+delivered at commit; not the workers' wake channel: a stream write wakes no idle
+worker). A thread, started by the first reader, listens on its own connection
+and wakes the ``FlowWatch`` of each reader waiting on that flow; readers read
+again when woken, and every ``reader_poll`` seconds anyway (the fallback: a lost
+connection, a missed notification, the end of a flow that published nothing).
+After the connection is made, or made again after it was lost, every reader is
+woken once: a value stored while nobody listened is read then.
 The thread stops when the store is closed; a process forked from one that had it
 starts one of its own (it never touches its parent's connection).
 """

@@ -47,8 +47,15 @@ class StartStatements:
         )
         self.LET_GO = f"UPDATE flows SET debounce_key = NULL WHERE id = {m}"
         # Read at every end of a flow (``_end_hold``): on PostgreSQL it also tells
-        # the readers waiting on the flow that it ended (``Dialect.notify``).
-        self.HOLDS = f"SELECT holds{d.notifying('id')} FROM flows WHERE id = {m}"
+        # the readers waiting on the flow that it ended (``Dialect.notify``), if
+        # it published anything (a NOTIFY serializes commits server-wide: the end
+        # of a flow that published nothing is left to the readers' poll).
+        published = " OR ".join(
+            f"EXISTS (SELECT 1 FROM {table} WHERE flow_id = flows.id)"
+            for table in ("events", "streams")
+        )
+        notify = d.notifying("flows.id", when=published)
+        self.HOLDS = f"SELECT holds{notify} FROM flows WHERE id = {m}"
         self.UNHOLD = f"UPDATE flows SET holds = NULL WHERE id = {m}"
         queued = (
             f"exclusive_key = {m} AND holds IS NULL AND status = 'pending' AND blocked_by = {m}"

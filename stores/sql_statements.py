@@ -105,9 +105,13 @@ class Dialect:
     #: ended (PostgreSQL's ``pg_notify``, at commit); ``""``: none (readers poll).
     notify: str = ""
 
-    def notifying(self, flow: str, before: str = ",") -> str:
-        """*before* and ``notify`` of the flow in column *flow*; ``""`` without one."""
-        return f"{before} {self.notify.format(flow=flow)}" if self.notify else ""
+    def notifying(self, flow: str, before: str = ",", when: str = "") -> str:
+        """*before* and ``notify`` of the flow in column *flow* (if *when*);
+        ``""`` without one."""
+        if not self.notify:
+            return ""
+        told = self.notify.format(flow=flow)
+        return f"{before} {f'CASE WHEN {when} THEN {told} END' if when else told}"
 
     def lock(self, clause: str = "FOR UPDATE") -> str:
         return f" {clause}" if self.locks else ""

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from crux_gen import (
+    Child,
     FlowContext,
     FlowNotFoundError,
     Registry,
@@ -214,10 +215,17 @@ def test_a_flows_end_ends_its_waiting_readers_at_once(store: Any, sender: Any) -
 
     @flow("nt-waits", registry=registry)
     def waits(ctx: FlowContext) -> Any:
+        ctx.set_event("phase", "waiting")  # (stored with the park)
         return (yield Suspend("go"))
 
-    finishing, cancelled = waits.run(store=sender), waits.run(store=sender)
-    readers = [Reader(finishing.flow_id, store), Reader(cancelled.flow_id, store)]
+    @flow("nt-parent", registry=registry)
+    def parent(ctx: FlowContext) -> Any:
+        return (yield Child(waits, flow_id=f"{ctx.flow_id}-child"))
+
+    finishing, cancelled = waits.run(store=sender), parent.run(store=sender)
+    child = f"{cancelled.flow_id}-child"
+    assert get_event(child, "phase", store=store) == "waiting"
+    readers = [Reader(finishing.flow_id, store), Reader(child, store)]
     answer: list[Any] = []
     asker = threading.Thread(
         target=lambda: answer.append(get_event(finishing.flow_id, "x", store=store, timeout=60)),
@@ -229,13 +237,27 @@ def test_a_flows_end_ends_its_waiting_readers_at_once(store: Any, sender: Any) -
     sent = time.monotonic()
     signal_flow(finishing.flow_id, "go", "now", store=sender)
     assert resume(finishing.flow_id, store=sender, flows=[waits]).status == "completed"
-    assert cancel_flow(cancelled.flow_id, "enough", store=sender)
+    assert cancel_flow(cancelled.flow_id, "enough", store=sender)  # the child with it
     asker.join(IN_TIME)
     for reader in readers:
         reader.join(IN_TIME)
         assert reader.error is None and reader.values == []
         assert reader.ended is not None and reader.ended - sent < IN_TIME
     assert answer == [None]
+    assert get_flow(child, store=store).status == "cancelled"
+
+
+def test_the_end_of_a_flow_that_published_nothing_comes_by_the_poll(
+    store: Any, sender: Any
+) -> None:
+    store.reader_poll = 0.2  # no NOTIFY at such an end: a NOTIFY serializes commits
+    started(sender, "silent")
+    reader = Reader("silent", store)
+    time.sleep(0.5)
+    assert reader.ended is None
+    assert sender.cancel("silent", "enough", sender.clock.time())
+    reader.join(IN_TIME)
+    assert reader.error is None and reader.values == [] and reader.ended is not None
 
 
 def test_a_lost_listener_comes_back_and_readers_get_every_value(
