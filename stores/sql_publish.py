@@ -17,6 +17,14 @@ EVENT_COLUMNS = "flow_id, key, value, set_at"
 STREAM_COLUMNS = "flow_id, key, seq, value, at, tag"
 
 
+def notifying(d: Dialect, flow: str, before: str = ",", when: str = "") -> str:
+    """*before* and *d*'s ``notify`` of the flow in column *flow* (if *when*), to end
+    a statement with; ``""`` in a dialect without it (SQLite: readers poll)."""
+    told = d.notify.format(flow=flow)
+    told = f"CASE WHEN {when} THEN {told} END" if when else told
+    return f"{before} {told}" if d.notify else ""
+
+
 class StreamStatements:
     """The statements of events and streams in one dialect."""
 
@@ -27,7 +35,7 @@ class StreamStatements:
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({m}, {m}, {m}, {m}) "
             "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
             "set_at = excluded.set_at WHERE events.value <> excluded.value"
-            + d.notifying("flow_id", " RETURNING")  # (a changed value wakes readers)
+            + notifying(d, "flow_id", " RETURNING")  # (a changed value wakes readers)
         )
         self.GET_EVENT = f"SELECT value FROM events WHERE flow_id = {m} AND key = {m}"
         # The next seq of the stream (the flow's row is locked: one writer at a
@@ -36,7 +44,7 @@ class StreamStatements:
             f"INSERT INTO streams ({STREAM_COLUMNS}) "
             f"SELECT {m}, {m}, COALESCE(MAX(seq), 0) + 1, {m}, {m}, {m} FROM streams "
             f"WHERE flow_id = {m} AND key = {m} ON CONFLICT (flow_id, key, tag) DO NOTHING "
-            "RETURNING seq" + d.notifying("flow_id")  # (a stored entry wakes readers)
+            "RETURNING seq" + notifying(d, "flow_id")  # (a stored entry wakes readers)
         )
         self.AFTER = (
             "SELECT key, seq, value, at, tag FROM streams "

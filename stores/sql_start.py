@@ -23,6 +23,7 @@ from crux_gen.status import Status
 from .rules import replaced_reason
 from .sql import C
 from .sql_limits import SqlLimits
+from .sql_publish import notifying
 from .sql_statements import FLOW_COLUMNS, Dialect
 
 #: How many times a start looks again after losing a race for its key.
@@ -54,7 +55,7 @@ class StartStatements:
             f"EXISTS (SELECT 1 FROM {table} WHERE flow_id = flows.id)"
             for table in ("events", "streams")
         )
-        notify = d.notifying("flows.id", when=published)
+        notify = notifying(d, "flows.id", when=published)
         self.HOLDS = f"SELECT holds{notify} FROM flows WHERE id = {m}"
         self.UNHOLD = f"UPDATE flows SET holds = NULL WHERE id = {m}"
         queued = (

@@ -102,16 +102,9 @@ class Dialect:
     #: A list of values as the one parameter ``in_list`` takes.
     as_list: Callable[[Sequence[Any]], Any]
     #: An expression telling readers waiting on flow ``{flow}`` that it published or
-    #: ended (PostgreSQL's ``pg_notify``, at commit); ``""``: none (readers poll).
+    #: ended (PostgreSQL's ``pg_notify``, at commit; ``sql_publish.notifying``);
+    #: ``""``: none (readers poll).
     notify: str = ""
-
-    def notifying(self, flow: str, before: str = ",", when: str = "") -> str:
-        """*before* and ``notify`` of the flow in column *flow* (if *when*);
-        ``""`` without one."""
-        if not self.notify:
-            return ""
-        told = self.notify.format(flow=flow)
-        return f"{before} {f'CASE WHEN {when} THEN {told} END' if when else told}"
 
     def lock(self, clause: str = "FOR UPDATE") -> str:
         return f" {clause}" if self.locks else ""
