@@ -3,8 +3,9 @@ in this process get what another process (or store) stores at once, through one
 listening connection per store and process, which comes back after it is lost and
 stops with ``store.close()``.
 
-Each test sets the store's ``reader_poll`` (the fallback poll) to 30 s and wants
-the value within 10 s: only a wake-up can do that.
+The reading store's ``reader_poll`` (the fallback poll) is 30 s and a value is
+wanted within 10 s: only a wake-up can do that (but in the two tests of the
+fallback itself, which set it to 0.2 s).
 """
 
 from __future__ import annotations
