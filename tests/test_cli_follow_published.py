@@ -58,7 +58,9 @@ def test_follow_json_streams_events_and_stream_entries(
         follow(store, first, poll=0.02, full=False, fit=200, as_json=True)
     finally:
         thread.join(10)
-    items = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out = capsys.readouterr().out
+    assert "\x1b" not in out  # escaped: \u001b
+    items = [json.loads(line) for line in out.splitlines()]
     assert items[0]["event"] == "flow" and items[-1]["event"] == "status"
     assert items[-1]["status"] == "completed"
     kinds = [i["event"] for i in items]
