@@ -107,3 +107,35 @@ def test_a_paused_holders_slot_goes_back_when_its_runner_lets_go(store: Any) -> 
     [taken] = store.claim_due(now + 2, 10, "w2", gate=gate)
     assert taken.id == other
     assert get_flow(holder.id, store=store).status == "paused"
+
+
+STEP_ONE = Limit("pause-step-slot-one", concurrency=1)
+SEEN: list[list[Any]] = []
+
+
+def held_now() -> list[Any]:
+    store = STORE[0]
+    return [(u.label, u.held) for u in store.limit_usage(store.clock.time())]
+
+
+def limited_step(flow_id: str) -> str:
+    store = STORE[0]
+    SEEN.append(held_now())
+    pause_flow(flow_id, store=store)
+    SEEN.append(held_now())  # paused, its step in hand still running: still held
+    unpause_flow(flow_id, store=store)
+    return "done"
+
+
+@flow("pause-step-slotted")
+def step_slotted(ctx: FlowContext) -> Any:
+    return (yield Step("limited", lambda: limited_step(ctx.flow_id), limits=[STEP_ONE]))
+
+
+def test_a_limited_step_keeps_its_slot_while_its_flow_is_paused(store: Any) -> None:
+    STORE[:] = [store]
+    SEEN.clear()
+    r = step_slotted.run(store=store)
+    assert (r.status, r.value) == ("completed", "done")
+    assert SEEN == [[("limit pause-step-slot-one", 1)]] * 2
+    assert held_now() == []  # given back with the step's record
