@@ -24,7 +24,7 @@ from .records import Write
 class Published:
     """Events and stream writes a run's body made since its last write."""
 
-    __slots__ = ("_at", "events", "interp", "run", "store", "streams")
+    __slots__ = ("_at", "_whats", "events", "interp", "run", "store", "streams")
 
     def __init__(self, run: int, interp: Interpreter, store: Any) -> None:
         self.run = run
@@ -33,6 +33,7 @@ class Published:
         self.events: dict[str, str] = {}
         self.streams: list[tuple[str, str, str | None]] = []
         self._at = (-1, 0)  # (position, writes made at it)
+        self._whats: dict[tuple[str, str], str] = {}  # (kind, key) checked: its ``what``
 
     def __bool__(self) -> bool:
         return bool(self.events or self.streams)
@@ -41,8 +42,11 @@ class Published:
         """*kind* ``"event"``, ``"stream"`` or ``"close"`` of *key* at the body's
         position; ``SerializationError`` (at the call) for a value JSON cannot hold."""
         position = self.interp.position
-        check_name(key, what=f"{'event' if kind == 'event' else 'stream'} key")
-        what = f"{'event' if kind == 'event' else 'stream'} {key!r} of flow {flow_id!r}"
+        what = self._whats.get((kind, key)) if isinstance(key, str) else None
+        if what is None:  # a key's first write (a key checked once per run)
+            noun = "event" if kind == "event" else "stream"
+            check_name(key, what=f"{noun} key")
+            what = self._whats[kind, key] = f"{noun} {key!r} of flow {flow_id!r}"
         if kind == "event":
             self.events[key] = codec.encode(value, what=what)
             return
@@ -54,6 +58,8 @@ class Published:
     def carried(self, write: Write) -> Write:
         """*write* carrying what is pending."""
         events, streams = tuple(self.events.items()), tuple(self.streams)
+        if write.is_step:  # (a step's result, the hot path: no attrs.evolve)
+            return Write(write.records, events=events, streams=streams)
         return attrs.evolve(write, events=events, streams=streams)
 
     def written(self, write: Write) -> None:

@@ -1,6 +1,7 @@
 """The statements of a flow's events and streams (``base_streams.Streams``), and
 ``publish``, which ``SqlStore``'s commit calls to store a write's custom status,
-events and the body's stream writes in its transaction."""
+events and the body's stream writes in its transaction (``published_step``: a
+step's record with them, without the general path's reads)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,20 @@ def publish(store: Any, conn: Any, flow_id: str, now: float, write: Write) -> No
         store._run(conn, s.SET_EVENT, (flow_id, key, value, now))
     for key, tag, entry in write.streams:
         store._run(conn, s.APPEND, (flow_id, key, entry, now, tag, flow_id, key)).fetchall()
+
+
+def published_step(
+    store: Any, conn: Any, flow_id: str, owner: str, now: float, write: Write
+) -> bool:
+    """A step's result with what its body published (``Write.is_published_step``),
+    in the commit's transaction without the general path's reads: the step's fenced
+    record (``PUT_RECORD_FENCED``: only while *owner* holds the lease of the running
+    flow, and only where the record fits), then, only if it went in, its events and
+    stream writes. ``False``: nothing was written (the general path decides why)."""
+    if not store._put_fenced(conn, store._sql.fenced(flow_id, owner, write.records[0])):
+        return False
+    publish(store, conn, flow_id, now, write)
+    return True
 
 
 #: The tables of events and streams: SQLite's schema version 11, PostgreSQL's 10
