@@ -54,7 +54,7 @@ from .rules import (
     not_due,
     pending_due,
 )
-from .sql_publish import publish, published_step
+from .sql_publish import publish
 from .sql_statements import Statements, leased
 
 _T = TypeVar("_T")
@@ -376,14 +376,13 @@ class SqlStore(Generic[C]):
 
     def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         """``commit`` inside the caller's transaction: the lease and the refusals
-        first, then the records, signals, events… (a step and its events: ``published_step``)."""
-        if write.is_published_step and published_step(self, conn, flow_id, owner, now, write):
-            return RUNNING_OUTCOME
+        first, then the records, signals and custom status."""
         sql, records = self._sql, write.records
         row = self._run(conn, sql.LEASE_CHECK_LOCKED, (flow_id,)).fetchone()
         if row is None or row[1] != owner:
             raise LeaseLostError(flow_id, owner)
-        status, finished = row[0], row[0] in FINISHED
+        status = row[0]
+        finished = status in FINISHED
         awaited = awaited_names(write)
         if awaited and not finished:
             updated = {update.id for update in write.signals}

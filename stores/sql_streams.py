@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from crux_gen.errors import FlowNotFoundError
+from crux_gen.records import CommitOutcome, Write
 
 from .base_streams import EventRow, StreamRow
+from .rules import RUNNING_OUTCOME
 from .sql import C
-from .sql_publish import StreamStatements, statements
+from .sql_publish import StreamStatements, published_step, statements
 from .sql_signals import SqlSignals
 
 
@@ -19,6 +21,13 @@ class SqlStreams(SqlSignals[C]):
     @property
     def _streams_sql(self) -> StreamStatements:
         return statements(self._sql.dialect)
+
+    def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        """A step's write with what its body published goes in without the general
+        path's reads (``published_step``), or, when its fence says no, that path's."""
+        if write.is_published_step and published_step(self, conn, flow_id, owner, now, write):
+            return RUNNING_OUTCOME
+        return super()._apply(conn, flow_id, owner, now, write)
 
     def read_event(self, flow_id: str, key: str) -> tuple[str | None, str | None]:
         s = self._streams_sql
