@@ -88,6 +88,30 @@ def published_step(
     return True
 
 
+@cache
+def step_with_events(sql: Any) -> str:
+    """PostgreSQL (``Dialect.cte_fence``): a step's fenced record (``sql``'s
+    ``PUT_RECORD_FENCED``) and its events in one statement, one round trip: the
+    events (keys and values as two arrays) go in only with the record, as in
+    ``published_step``; one row back when they did (``step_with_events_params``)."""
+    m = sql.dialect.mark
+    return (
+        f"WITH rec AS ({sql.PUT_RECORD_FENCED} RETURNING 1), ev AS ("
+        f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {m}, k, v, {m} "
+        f"FROM unnest({m}::text[], {m}::text[]) AS u(k, v) WHERE EXISTS (SELECT 1 FROM rec) "
+        "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
+        "set_at = excluded.set_at WHERE events.value <> excluded.value) SELECT 1 FROM rec"
+    )
+
+
+def step_with_events_params(
+    sql: Any, flow_id: str, owner: str, now: float, write: Write
+) -> tuple[Any, ...]:
+    events = dict(write.events)  # (a key twice: the last value, as one by one)
+    keys, values = list(events), list(events.values())
+    return (*sql.fenced(flow_id, owner, write.records[0]), flow_id, now, keys, values)
+
+
 #: The tables of events and streams: SQLite's schema version 11, PostgreSQL's 10
 #: (``{real}``, ``{int}``: the dialect's float and integer types).
 STREAM_DDL = (

@@ -11,7 +11,13 @@ from crux_gen.records import CommitOutcome, Write
 from .base_streams import EventRow, StreamRow
 from .rules import RUNNING_OUTCOME
 from .sql import C
-from .sql_publish import StreamStatements, published_step, statements
+from .sql_publish import (
+    StreamStatements,
+    published_step,
+    statements,
+    step_with_events,
+    step_with_events_params,
+)
 from .sql_signals import SqlSignals
 
 
@@ -21,6 +27,15 @@ class SqlStreams(SqlSignals[C]):
     @property
     def _streams_sql(self) -> StreamStatements:
         return statements(self._sql.dialect)
+
+    def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        if self._sql.dialect.cte_fence and write.is_published_step and not write.streams:
+            # PostgreSQL: a step with its events in one statement (one round trip);
+            # nothing of it written when its fence says no: the full write decides.
+            params = step_with_events_params(self._sql, flow_id, owner, now, write)
+            if self._execute(step_with_events(self._sql), params) == 1:
+                return RUNNING_OUTCOME
+        return super().commit(flow_id, owner, now, write)
 
     def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         """A step's write with what its body published goes in without the general

@@ -19,19 +19,26 @@ import pytest
 from crux_gen import FakeClock, Step, flow, get_event, read_stream
 from crux_gen.errors import LeaseLostError, StoreError
 from crux_gen.records import Commit, Write
+from crux_gen.stores.sql_publish import step_with_events
 from crux_gen.worker import Worker
 
 from .test_store_contract import rec, ttl
 
 
-def published(position: int, value: str = "1", tag: str | None = None) -> Write:
-    """Step *position*'s record with the event ``progress`` = *value* and one
-    stream write (tagged as a body's)."""
+def published(
+    position: int, value: str = "1", tag: str | None = None, *, stream: bool = True
+) -> Write:
+    """Step *position*'s record with the event ``progress`` = *value* and (with
+    *stream*) one stream write, tagged as a body's."""
     return Write(
         (rec(position, f"s{position}"),),
-        events=(("progress", value),),
-        streams=(("log", tag or f"1:{position}:0", value),),
+        events=(("progress", value), ("other", "0")),
+        streams=(("log", tag or f"1:{position}:0", value),) if stream else (),
     )
+
+
+#: With a stream write, and events alone (PostgreSQL's one statement).
+WITH = pytest.mark.parametrize("stream", [True, False], ids=["events+stream", "events"])
 
 
 def nothing_published(store: Any, flow_id: str) -> bool:
@@ -41,13 +48,15 @@ def nothing_published(store: Any, flow_id: str) -> bool:
 def test_a_step_and_what_its_body_published_go_in_together(store: Any, clock: FakeClock) -> None:
     t = clock.time()
     store.start("a", "demo", "null", "me", t)
-    assert published(0).is_published_step
+    assert published(0).is_published_step and published(0, stream=False).is_published_step
     assert store.commit("a", "me", t + 1, published(0, "10")).status == "running"
     assert store.commit("a", "me", t + 2, published(1, "11")).status == "running"
+    assert store.commit("a", "me", t + 3, published(2, "11", stream=False)).status == "running"
     flow = store.load("a")
-    assert [r.name for r in flow.records] == ["s0", "s1"] and flow.lease_owner == "me"
+    assert [r.name for r in flow.records] == ["s0", "s1", "s2"] and flow.lease_owner == "me"
     assert [(e.key, e.value, e.set_at) for e in store.flow_events("a")] == [
-        ("progress", "11", t + 2)
+        ("other", "0", t + 1),
+        ("progress", "11", t + 2),
     ]
     assert [(s.seq, s.value, s.tag) for s in store.flow_streams("a")] == [
         (1, "10", "1:0:0"),
@@ -55,10 +64,11 @@ def test_a_step_and_what_its_body_published_go_in_together(store: Any, clock: Fa
     ]
 
 
+@WITH
 @pytest.mark.parametrize("how", ["claimed", "expired", "deleted"])
 @pytest.mark.parametrize("batch", [False, True], ids=["commit", "commit_many"])
 def test_a_fenced_out_step_write_stores_neither_its_record_nor_what_it_published(
-    store: Any, clock: FakeClock, how: str, batch: bool
+    store: Any, clock: FakeClock, how: str, batch: bool, stream: bool
 ) -> None:
     t = clock.time()
     store.start("a", "demo", "null", "me", t)
@@ -71,7 +81,7 @@ def test_a_fenced_out_step_write_stores_neither_its_record_nor_what_it_published
     else:
         store.cancel("a", "not needed", t)
         assert store.delete("a") is True
-    write = published(0)
+    write = published(0, stream=stream)
     if batch:
         [outcome] = store.commit_many([Commit("a", "me", t, write)])
         assert isinstance(outcome, LeaseLostError)
@@ -92,7 +102,11 @@ def test_a_replayed_event_write_stores_nothing_new(store: Any, clock: FakeClock)
     store.commit("a", "me", t + 1, published(0, "7", tag="1:0:0"))
     store.commit("a", "me", t + 5, published(1, "7", tag="1:0:0"))
     assert [r.name for r in store.load("a").records] == ["s0", "s1"]
-    assert [(e.value, e.set_at) for e in store.flow_events("a")] == [("7", t + 1)]
+    store.commit("a", "me", t + 6, published(2, "7", stream=False))
+    assert [(e.key, e.value, e.set_at) for e in store.flow_events("a")] == [
+        ("other", "0", t + 1),
+        ("progress", "7", t + 1),
+    ]
     assert [(s.seq, s.value, s.at) for s in store.flow_streams("a")] == [(1, "7", t + 1)]
 
 
@@ -111,15 +125,16 @@ def test_a_batch_of_published_steps_keeps_each_flow_apart(store: Any, clock: Fak
             Commit("gone", "me", t + 1, published(0, "3")),
             Commit("ok-2", "me", t + 1, Write((rec(0, "plain"),))),
             Commit("ok-2", "me", t + 1, published(1, "4")),
+            Commit("ok-2", "me", t + 1, published(2, "5", stream=False)),
         ]
     )
     assert [getattr(o, "status", type(o)) for o in outcomes] == [
-        "running", LeaseLostError, LeaseLostError, "running", "running",
+        "running", LeaseLostError, LeaseLostError, "running", "running", "running",
     ]  # fmt: skip
-    assert [e.value for e in store.flow_events("ok-1")] == ["1"]
-    assert [e.value for e in store.flow_events("ok-2")] == ["4"]
+    assert [e.value for e in store.flow_events("ok-1")] == ["0", "1"]
+    assert [e.value for e in store.flow_events("ok-2")] == ["0", "5"]
     assert [s.value for s in store.flow_streams("ok-2")] == ["4"]
-    assert [r.name for r in store.load("ok-2").records] == ["plain", "s1"]
+    assert [r.name for r in store.load("ok-2").records] == ["plain", "s1", "s2"]
     assert nothing_published(store, "lost") and store.load("lost").records == ()
     assert nothing_published(store, "gone")
 
@@ -141,9 +156,13 @@ def test_sql_stores_write_a_published_step_without_the_general_paths_reads(
     monkeypatch.setattr(store, "_run", spy)
     store.commit("a", "me", t, published(0))
     store.commit_many([Commit("a", "me", t, published(1))])
+    store.commit("a", "me", t, published(2, stream=False))
     sql = store._sql
     assert sql.LEASE_CHECK_LOCKED not in ran and sql.LAST_POSITION not in ran
-    assert len(store.flow_events("a")) == 1 and len(store.flow_streams("a")) == 2
+    if store_kind == "postgres":  # events alone: the record and them in one statement
+        assert ran[-1] == step_with_events(sql)
+    assert [r.name for r in store.load("a").records] == ["s0", "s1", "s2"]
+    assert len(store.flow_events("a")) == 2 and len(store.flow_streams("a")) == 2
 
 
 def failing(store: Any, store_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,16 +176,22 @@ def failing(store: Any, store_kind: str, monkeypatch: pytest.MonkeyPatch) -> Non
     run = store._run
 
     def upsert_fails(conn: Any, query: str, params: Any = ()) -> Any:
-        if query.startswith("INSERT INTO events"):
+        if "INSERT INTO events" in query:  # (PostgreSQL: with the step's record)
             raise error
         return run(conn, query, params)
 
     monkeypatch.setattr(store, "_run", upsert_fails)
 
 
+@WITH
 @pytest.mark.parametrize("batch", [False, True], ids=["commit", "commit_many"])
 def test_a_failing_event_upsert_writes_nothing_of_its_step_and_loses_nothing(
-    store: Any, store_kind: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, batch: bool
+    store: Any,
+    store_kind: str,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: bool,
+    stream: bool,
 ) -> None:
     """The record does not go in without its event; what was stored before stays,
     and so does the lease: the same write succeeds once the store does."""
@@ -178,7 +203,7 @@ def test_a_failing_event_upsert_writes_nothing_of_its_step_and_loses_nothing(
     store.commit("a", "me", t, published(0, "before"))
     before_a, before_b = store.load("a"), store.load("b")
     failing(store, store_kind, monkeypatch)
-    write = published(1, "after")
+    write = published(1, "after", stream=stream)
     with pytest.raises(StoreError, match=r"disk is full|No space left"):
         if batch:  # a failure of the store fails the batch: nothing of it is written
             store.commit_many(
@@ -187,12 +212,12 @@ def test_a_failing_event_upsert_writes_nothing_of_its_step_and_loses_nothing(
         else:
             store.commit("a", "me", t, write)
     assert store.load("a") == before_a and store.load("b") == before_b
-    assert [e.value for e in store.flow_events("a")] == ["before"]
+    assert [e.value for e in store.flow_events("a")] == ["0", "before"]
     assert [s.value for s in store.flow_streams("a")] == ["before"]
     monkeypatch.undo()
     assert store.commit("a", "me", t + 1, write).status == "running"
     assert [r.name for r in store.load("a").records] == ["s0", "s1"]
-    assert [e.value for e in store.flow_events("a")] == ["after"]
+    assert [e.value for e in store.flow_events("a")] == ["0", "after"]
 
 
 def counted(i: int) -> int:
