@@ -29,13 +29,22 @@ class SqlStreams(SqlSignals[C]):
         return statements(self._sql.dialect)
 
     def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
-        if self._sql.dialect.cte_fence and write.is_published_step and not write.streams:
-            # PostgreSQL: a step with its events in one statement (one round trip);
-            # nothing of it written when its fence says no: the full write decides.
+        if write.is_published_step and self._put_published(flow_id, owner, now, write):
+            return RUNNING_OUTCOME
+        return super().commit(flow_id, owner, now, write)  # (its fence said no: the full write)
+
+    def _put_published(self, flow_id: str, owner: str, now: float, write: Write) -> bool:
+        """A step's write with what its body published, in one transaction without
+        the general path's reads: whether it went in (else nothing of it did)."""
+        if self._sql.dialect.cte_fence and not write.streams:
+            # PostgreSQL: the step and its events in one statement, one round trip.
             params = step_with_events_params(self._sql, flow_id, owner, now, write)
-            if self._execute(step_with_events(self._sql), params) == 1:
-                return RUNNING_OUTCOME
-        return super().commit(flow_id, owner, now, write)
+            return bool(self._execute(step_with_events(self._sql), params) == 1)
+
+        def put(conn: C) -> bool:
+            return published_step(self, conn, flow_id, owner, now, write)
+
+        return self._atomically(put)
 
     def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
         """A step's write with what its body published goes in without the general
