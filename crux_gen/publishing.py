@@ -18,7 +18,7 @@ import attrs
 from . import codec
 from .interpreter import Interpreter
 from .names import check_name
-from .records import Write
+from .records import StoredRecord, Write
 
 
 class Published:
@@ -56,11 +56,9 @@ class Published:
         self.streams.append((key, f"{self.run}:{position}:{n}", text))
 
     def carried(self, write: Write) -> Write:
-        """*write* carrying what is pending."""
-        events, streams = tuple(self.events.items()), tuple(self.streams)
-        if write.is_step:  # (a step's result, the hot path: no attrs.evolve)
-            return Write(write.records, events=events, streams=streams)
-        return attrs.evolve(write, events=events, streams=streams)
+        """*write* carrying what is pending (``ctx.set_event`` & co. go with the
+        run's next write, ahead of its calls)."""
+        return attrs.evolve(write, events=tuple(self.events.items()), streams=tuple(self.streams))
 
     def written(self, write: Write) -> None:
         """*write* was stored: what it carried is no longer pending."""
@@ -68,3 +66,11 @@ class Published:
             if self.events.get(key) is value:
                 del self.events[key]
         del self.streams[: len(write.streams)]
+
+
+def step_write(records: tuple[StoredRecord, ...], published: Published | None) -> Write:
+    """A step's write of *records* (``FlowRun.write``'s hot path), carrying what
+    *published* holds pending: built once, not carried after."""
+    if not published:
+        return Write(records)
+    return Write(records, events=tuple(published.events.items()), streams=tuple(published.streams))
