@@ -93,15 +93,15 @@ def step_with_events(sql: Any) -> str:
     """PostgreSQL (``Dialect.cte_fence``): a step's fenced record (``sql``'s
     ``PUT_RECORD_FENCED``) and its events in one statement, one round trip: the
     events (keys and values as two arrays) go in only with the record, as in
-    ``published_step``; one row back when they did (``step_with_events_params``)."""
+    ``published_step``, by ``SET_EVENT`` itself (its conflict rule, and whatever it
+    returns); one row back when they did (``step_with_events_params``)."""
     m = sql.dialect.mark
-    return (
-        f"WITH rec AS ({sql.PUT_RECORD_FENCED} RETURNING 1), ev AS ("
-        f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {m}, k, v, {m} "
-        f"FROM unnest({m}::text[], {m}::text[]) AS u(k, v) WHERE EXISTS (SELECT 1 FROM rec) "
-        "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
-        "set_at = excluded.set_at WHERE events.value <> excluded.value) SELECT 1 FROM rec"
-    )
+    one = f"VALUES ({m}, {m}, {m}, {m})"
+    rows = f"SELECT {m}, k, v, {m} FROM unnest({m}::text[], {m}::text[]) AS u(k, v) "
+    set_event = statements(sql.dialect).SET_EVENT
+    assert one in set_event  # (SET_EVENT's rows, one by one)
+    events = set_event.replace(one, rows + "WHERE EXISTS (SELECT 1 FROM rec)", 1)
+    return f"WITH rec AS ({sql.PUT_RECORD_FENCED} RETURNING 1), ev AS ({events}) SELECT 1 FROM rec"
 
 
 def step_with_events_params(
