@@ -1,7 +1,6 @@
 """The statements of a flow's events and streams (``base_streams.Streams``), and
 ``publish``, which ``SqlStore``'s commit calls to store a write's custom status,
-events and the body's stream writes in its transaction (``published_step``: a
-step's record with them, without the general path's reads)."""
+events and the body's stream writes in its transaction."""
 
 from __future__ import annotations
 
