@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -251,3 +253,29 @@ def test_a_worker_group_commits_several_flows_with_their_events(store: Any) -> N
         assert get_event(h.flow_id, "progress", store=store) == 2
         assert list(read_stream(h.flow_id, "log", store=store)) == [0, 1, 2]
         assert [r.name for r in store.load(h.flow_id).records] == ["s0", "s1", "s2"]
+
+
+def test_postgres_one_statement_step_wakes_a_waiting_get_event(
+    store: Any, store_kind: str, clock: FakeClock
+) -> None:
+    """The event of a step's one statement tells waiting readers (NOTIFY, as
+    ``SET_EVENT`` does): ``get_event`` returns at once, not at its next poll."""
+    if store_kind != "postgres":
+        pytest.skip("PostgreSQL's one statement and NOTIFY")
+    store.reader_poll = 30.0  # (a reader woken only by its poll would wait 30 s)
+    t = clock.time()
+    store.start("a", "demo", "null", "me", t)
+    got: list[tuple[Any, float]] = []
+    asker = threading.Thread(
+        target=lambda: got.append(
+            (get_event("a", "progress", store=store, timeout=60), time.monotonic())
+        ),
+        daemon=True,
+    )
+    asker.start()
+    time.sleep(1.0)  # the reader is waiting
+    assert not got
+    sent = time.monotonic()
+    assert store.commit("a", "me", t, published(0, '"now"', stream=False)).status == "running"
+    asker.join(10)
+    assert got and got[0][0] == "now" and got[0][1] - sent < 10
