@@ -307,8 +307,17 @@ def apply_filter(page: Any, *, status: str | None = None, name: str | None = Non
 
 
 def open_flow(page: Any, flow_id: str) -> None:
-    page.locator(f'#flows tr[data-flow-id="{flow_id}"] a.flow-link').click()
-    expect(page.locator("#flow-id")).to_contain_text(flow_id)
+    """Click the flow's link in the list. A list that refreshes itself may reload just
+    as the link is followed (on a busy machine the reload wins): then click again."""
+    link = page.locator(f'#flows tr[data-flow-id="{flow_id}"] a.flow-link')
+    for attempt in range(3):
+        link.click()
+        try:
+            expect(page.locator("#flow-id")).to_contain_text(flow_id)
+            return
+        except AssertionError:
+            if attempt == 2 or page.locator("#flows").count() == 0:
+                raise
 
 
 def check_flow_page(page: Any, demo: Demo, flow_id: str) -> None:
