@@ -128,3 +128,6 @@ class FlowInfo:
     #: What a due flow waits for before it may run (an Exclusive holder's id, a
     #: limit); None when nothing blocks it.
     blocked_by: str | None = None
+    #: Claims in a row whose previous runner's lease lapsed with nothing recorded
+    #: since its claim (``@flow(max_recoveries=)``); 0 once anything is recorded.
+    recoveries: int = 0

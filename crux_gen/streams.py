@@ -5,12 +5,21 @@ A flow body publishes with ``ctx.set_event`` / ``ctx.write_stream`` /
 ``ctx.close_stream`` (``publishing.py``): stored with the flow's next write. A
 step function writes with :func:`write_stream` at once, in a transaction of its
 own (at least once: a retried attempt writes again; a failed attempt's writes are
-kept). Readers poll the store every ``POLL`` seconds while they wait (on every
-store: a stream entry does not wake a worker's ``NOTIFY`` listener).
+kept).
+
+A reader that waits (``get_event`` with a timeout, ``read_stream``) on a store
+with ``Caps.stream_wakeups`` (PostgreSQL) is woken when the flow publishes, or
+ends having published anything: the store's transaction sends a ``NOTIFY`` on a
+channel of its own (not the workers' wake-up), and one listening connection per
+store and process wakes the readers of that flow (``stores/postgres_notify.py``).
+It registers before it reads again, so a value stored between its read and its
+wait is not missed, and polls every ``store.reader_poll`` seconds (1 s) as a
+fallback. On other stores (SQLite, memory) it polls every ``POLL`` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,11 +36,12 @@ from .status import FINISHED
 from .stepinfo import _RUNNING
 from .stores.base import Store
 from .stores.base_streams import Streams
-from .stores.caps import caps_of
+from .stores.caps import FlowWatch, StreamWakeups, caps_of
 
 __all__ = ["get_event", "read_stream", "write_stream"]
 
-#: How often a waiting reader looks again (seconds).
+#: How often a waiting reader looks again (seconds), on a store without
+#: ``Caps.stream_wakeups`` (one with them: its ``reader_poll``).
 POLL = 0.02
 
 
@@ -41,6 +51,34 @@ def _streams(store: object, what: str) -> Streams:
             f"{what} store", store, "keeps no events or streams (its caps do not say streams=True)"
         )
     return cast(Streams, store)
+
+
+class _Waiting:
+    """How a reader of one flow waits for news: sleeps of ``POLL`` seconds, or on a
+    store with ``Caps.stream_wakeups`` a ``FlowWatch`` made at the first wait
+    (which returns at once: the reader reads again once watching, so a value
+    stored between its first read and the watch is not missed)."""
+
+    def __init__(self, store: object, flow_id: str) -> None:
+        self._flow_id = flow_id
+        self._wakeups = cast(StreamWakeups, store) if caps_of(store).stream_wakeups else None
+        self._watch: FlowWatch | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Waiting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def wait(self, seconds: float) -> None:
+        """Wait up to *seconds* (``math.inf``: no limit) for news of the flow."""
+        if self._wakeups is None:
+            time.sleep(min(POLL, seconds))
+        elif self._watch is None:
+            self._watch = self._stack.enter_context(self._wakeups.watch_flow(self._flow_id))
+        else:
+            self._watch.wait(min(self._wakeups.reader_poll, seconds))
 
 
 def _timeout(timeout: object, what: str) -> float | None:
@@ -69,7 +107,7 @@ def get_event(
     check_name(key, what="event key")
     wait = _timeout(timeout, "get_event")
     give_up = time.monotonic() + (wait or 0.0)
-    with using(store) as opened:
+    with using(store) as opened, _Waiting(opened, flow_id) as waiting:
         streams = _streams(opened, "get_event")
         while True:
             value, status = streams.read_event(flow_id, key)
@@ -79,7 +117,7 @@ def get_event(
                 return codec.decode(value)
             if status in FINISHED or time.monotonic() >= give_up:
                 return None
-            time.sleep(min(POLL, max(0.0, give_up - time.monotonic())))
+            waiting.wait(max(0.0, give_up - time.monotonic()))
 
 
 def read_stream(
@@ -102,7 +140,7 @@ def read_stream(
 
 
 def _read(flow_id: str, key: str, store: Store | StorePath, wait: float | None) -> Iterator[Any]:
-    with using(store) as opened:
+    with using(store) as opened, _Waiting(opened, flow_id) as waiting:
         streams = _streams(opened, "read_stream")
         after, last = 0, time.monotonic()
         while True:
@@ -119,9 +157,10 @@ def _read(flow_id: str, key: str, store: Store | StorePath, wait: float | None) 
             if status in FINISHED:
                 return  # (read after its status: nothing more comes)
             if not rows:
-                if wait is not None and time.monotonic() - last >= wait:
+                left = math.inf if wait is None else last + wait - time.monotonic()
+                if left <= 0:
                     return
-                time.sleep(POLL)
+                waiting.wait(left)
 
 
 def write_stream(key: str, value: Any) -> None:

@@ -41,6 +41,7 @@ def info_of(stored: StoredFlow) -> FlowInfo:
         run=stored.run,
         priority=stored.priority,
         blocked_by=stored.blocked_by,
+        recoveries=stored.recoveries,
     )
 
 

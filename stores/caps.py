@@ -9,6 +9,7 @@ optional capability. This module is a leaf: it imports nothing of crux_gen's.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import attrs
@@ -34,7 +35,9 @@ class Caps:
     ``base.Forks`` (it creates a forked flow with its history in one
     transaction: ``fork_flow``); ``streams`` says it is a
     ``base_streams.Streams`` (it keeps a flow's events and streams:
-    ``crux_gen.streams``).
+    ``crux_gen.streams``); ``stream_wakeups`` says it is a :class:`StreamWakeups`
+    (a reader waiting on a flow's events and streams is woken when the flow
+    publishes or ends, and polls only as a fallback: PostgreSQL's ``NOTIFY``).
     """
 
     where: str
@@ -47,6 +50,7 @@ class Caps:
     signals: bool = False
     forks: bool = False
     streams: bool = False
+    stream_wakeups: bool = False
 
 
 class Wakeups(Protocol):
@@ -55,6 +59,28 @@ class Wakeups(Protocol):
     def wait_for_wake(self, timeout: float) -> bool:
         """Block until the store announces that a flow may be due, or *timeout*
         seconds pass; ``True`` when woken. A hint only: a missed one costs a poll."""
+        ...
+
+
+class FlowWatch(Protocol):
+    """A reader's registration for news of one flow (``StreamWakeups.watch_flow``)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the flow published or ended since the last ``wait`` returned
+        (or since the watch began), or *timeout* seconds pass; ``True`` when woken.
+        A hint only: the reader reads again either way."""
+        ...
+
+
+class StreamWakeups(Protocol):
+    """A store with ``Caps.stream_wakeups``."""
+
+    #: Seconds between a waiting reader's reads when no wake-up comes (the fallback).
+    reader_poll: float
+
+    def watch_flow(self, flow_id: str) -> AbstractContextManager[FlowWatch]:
+        """A ``FlowWatch`` of *flow_id* while the block runs: news stored after it
+        began wakes it (a reader reads once more after entering, then waits)."""
         ...
 
 

@@ -171,6 +171,8 @@ class MemoryStore(MemoryPause, MemorySchedules, MemoryFork, MemoryStreams):
                 return
             row["lease_owner"] = None
             row["lease_expires"] = None
+            if row["status"] == Status.PAUSED:  # its runner stops: its slots go back
+                self._free_slots(flow_id, self.clock.time())
 
     # -- writing ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from crux_gen.records import CommitOutcome, StoredRecord, Write
 from crux_gen.status import FINISHED, Status, transition, unpause_event
 
 from .memory_limits import MemoryLimits
-from .rules import cancelled_with, is_limit_block, pause_status
+from .rules import cancelled_with, held, is_limit_block, pause_status
 
 
 class MemoryPause(MemoryLimits):
@@ -25,7 +25,8 @@ class MemoryPause(MemoryLimits):
             row.update(status=new.value, updated_at=now)
             if is_limit_block(row["blocked_by"]):
                 row["blocked_by"] = row["blocked_until"] = None
-            self._free_slots(flow_id, now)
+            if not held(row["lease_owner"], row["lease_expires"], now):
+                self._free_slots(flow_id, now)  # (a runner's: when it lets go)
             return True
 
     def unpause(self, flow_id: str, now: float) -> bool:

@@ -16,7 +16,9 @@
 - A worker's claim of a due flow is ``SELECT … FOR UPDATE SKIP LOCKED``: workers
   racing for the same flows never wait on each other. A signal is announced with
   ``NOTIFY`` so idle workers wake at once (``wait_for_wake``); polling stays the
-  fallback.
+  fallback. Readers waiting on a flow's events and streams are woken the same
+  way, on a channel of their own, through one listening connection per process
+  (``watch_flow``: ``postgres_notify``).
 - A connection pool per process (a child forked after the store was made opens
   its own and never touches its parent's connections). A server that cannot be
   reached within ``connect_timeout`` is a ``StoreError`` naming the host; the
@@ -60,6 +62,7 @@ from crux_gen.urls import shown
 
 from . import postgres_schema as sql
 from .caps import Caps
+from .postgres_notify import FlowWatch, ReaderListener, listener_connection
 from .sql_admin import SqlAdmin
 
 _T = TypeVar("_T")
@@ -156,6 +159,7 @@ class PostgresStore(SqlAdmin[Conn]):
             signals=True,
             forks=True,
             streams=True,
+            stream_wakeups=True,
         )
         #: Called with the text of every statement this store sends (tests, debugging).
         self.trace: Callable[[str], None] | None = None
@@ -168,6 +172,8 @@ class PostgresStore(SqlAdmin[Conn]):
         self._used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._listener: Conn | None = None
         self._listener_pid = -1
+        self._readers: ReaderListener | None = None
+        self._readers_pid = -1
         self._migrate()
 
     # -- connections ---------------------------------------------------------------
@@ -362,6 +368,9 @@ class PostgresStore(SqlAdmin[Conn]):
             if self._listener is not None and self._listener_pid == os.getpid():
                 self._listener.close()
             self._listener = None
+            readers, self._readers = self._readers, None
+        if readers is not None and self._readers_pid == os.getpid():
+            readers.stop()
 
     # -- waking workers --------------------------------------------------------------
 
@@ -381,6 +390,30 @@ class PostgresStore(SqlAdmin[Conn]):
             self._listener = None  # dropped: the next call reconnects; poll meanwhile
             time.sleep(min(timeout, 1.0))
             return False
+
+    # -- waking readers (``get_event``, ``read_stream``) ------------------------------
+
+    #: Seconds between a waiting reader's reads of a flow when no ``NOTIFY`` comes
+    #: (the fallback: a wake-up comes at once); set on a store to change it.
+    reader_poll: float = 1.0
+
+    def watch_flow(self, flow_id: str) -> contextlib.AbstractContextManager[FlowWatch]:
+        """A ``FlowWatch`` of *flow_id*, woken by the ``NOTIFY`` of what the flow
+        publishes or of its end, through this process's one listening connection
+        (made by the first watch; ``close`` stops it)."""
+        return self._readers_here().watch(flow_id)
+
+    def _readers_here(self) -> ReaderListener:
+        pid = os.getpid()
+        with self._pool_lock:
+            if self._readers is None or self._readers_pid != pid:
+                # A child never touches its parent's listener (nor its connection).
+                url, timeout = self.url, self.connect_timeout
+                self._readers = ReaderListener(
+                    lambda: listener_connection(url, timeout), self._where
+                )
+                self._readers_pid = pid
+            return self._readers
 
     def match_ids(self, prefix: str, limit: int) -> list[str]:
         return [row[0] for row in self._all(sql.MATCH_IDS, (prefix, int(limit)))]

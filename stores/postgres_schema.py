@@ -23,6 +23,9 @@ from .sql_publish import STREAM_DDL
 from .sql_statements import FLOW_CONTROL_INDEXES, RECOVERY_DDL, Dialect, Statements
 
 SCHEMA_VERSION = 10
+#: The channel a flow's published values and its end are announced on (not the
+#: workers' ``WAKE_CHANNEL``); the payload is the flow's id (a hint only).
+PUBLISH_CHANNEL = "crux_published"
 
 #: What PostgreSQL spells its own way (``sql_statements.Dialect``).
 DIALECT = Dialect(
@@ -50,6 +53,7 @@ SELECT count(*),
   FROM records WHERE flow_id = %(flow)s AND position < %(stop)s
 """,
     as_list=list,
+    notify=f"pg_notify('{PUBLISH_CHANNEL}', {{flow}})",
 )
 STATEMENTS = Statements(DIALECT)
 # Read by tests: a flow's children (found by parent_id), and a parent's wake.

@@ -111,7 +111,13 @@ def recovery_count(
 
 def lease_is_live(flow: StoredFlow, now: float) -> bool:
     """True while someone holds the flow's lease."""
-    return flow.lease_owner is not None and (flow.lease_expires or 0.0) > now
+    return held(flow.lease_owner, flow.lease_expires, now)
+
+
+def held(lease_owner: str | None, lease_expires: float | None, now: float) -> bool:
+    """A runner holds this lease (a row's fields) at *now*: pausing the flow leaves
+    its limits' slots to it until it stops (its write or ``release``)."""
+    return lease_owner is not None and (lease_expires or 0.0) > now
 
 
 # -- writes --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from crux_gen.errors import FlowStateError
 from crux_gen.records import CommitOutcome, Write
 from crux_gen.status import FINISHED, Status, transition, unpause_event
 
-from .rules import pause_status
+from .rules import held, pause_status
 from .sql import C
 from .sql_cancel import SqlCancel
 from .sql_statements import LIMIT_BLOCK, Dialect
@@ -29,8 +29,8 @@ class PauseStatements:
     def __init__(self, d: Dialect) -> None:
         m = d.mark
         self.PAUSE_ROW = (
-            "SELECT status, wait_kind, wake_at, blocked_by, exclusive_key, holds "
-            f"FROM flows WHERE id = {m}" + d.lock()
+            "SELECT status, wait_kind, wake_at, blocked_by, exclusive_key, holds, "
+            f"lease_owner, lease_expires FROM flows WHERE id = {m}" + d.lock()
         )
         self.SET_STATUS = f"UPDATE flows SET status = {m}, updated_at = {m} WHERE id = {m}"
         self.AS_WAS = f"UPDATE flows SET status = {m} WHERE id = {m}"
@@ -48,6 +48,10 @@ class PauseStatements:
             f"UPDATE flows SET holds = {m}, blocked_by = NULL, wake_at = {m} WHERE id = {m}"
         )
         self.WAIT_FOR = f"UPDATE flows SET blocked_by = {m} WHERE id = {m}"
+        self.LET_GO = (
+            "UPDATE flows SET lease_owner = NULL, lease_expires = NULL "
+            f"WHERE id = {m} AND lease_owner = {m} RETURNING status"
+        )
 
 
 @functools.cache
@@ -69,7 +73,8 @@ class SqlPause(SqlCancel[C]):
             return False  # paused already: nothing changed
         self._run(conn, sql.PAUSED, (False, False, flow_id))
         self._run(conn, sql.SET_STATUS, (new.value, now, flow_id))
-        self._free_slots(conn, flow_id, now)
+        if not held(row[6], row[7], now):
+            self._free_slots(conn, flow_id, now)  # (a runner's: when it lets go)
         return True
 
     def unpause(self, flow_id: str, now: float) -> bool:
@@ -77,7 +82,7 @@ class SqlPause(SqlCancel[C]):
 
     def _unpause(self, conn: C, flow_id: str, now: float) -> bool:
         sql = statements(self._sql.dialect)
-        status, wait_kind, wake_at, blocked_by, key, holds = self._paused_row(conn, flow_id)
+        status, wait_kind, wake_at, blocked_by, key, holds, *_ = self._paused_row(conn, flow_id)
         if status != Status.PAUSED:
             return False  # not paused: nothing changed
         new = transition(status, unpause_event(wait_kind, wake_at, blocked_by))
@@ -92,9 +97,21 @@ class SqlPause(SqlCancel[C]):
         self._announce(conn, flow_id)
         return True
 
+    def release(self, flow_id: str, owner: str) -> None:
+        # A paused flow's runner stopping at a command boundary (a lease check saw
+        # the pause): its slots go back now, as its write would have given them.
+        def let_go(conn: C) -> None:
+            sql = statements(self._sql.dialect)
+            rows = self._run(conn, sql.LET_GO, (flow_id, owner)).fetchall()
+            if rows and rows[0][0] == Status.PAUSED:
+                self._free_slots(conn, flow_id, self.clock.time())
+
+        self._atomically(let_go)
+
     def _paused_row(self, conn: C, flow_id: str) -> tuple[Any, ...]:
         """The flow's ``(status, wait_kind, wake_at, blocked_by, exclusive_key,
-        holds)``, locked; ``FlowNotFoundError`` when it is not stored."""
+        holds, lease_owner, lease_expires)``, locked; ``FlowNotFoundError`` when it
+        is not stored."""
         return self._row(conn, flow_id, statements(self._sql.dialect).PAUSE_ROW)
 
     def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:

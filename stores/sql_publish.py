@@ -1,6 +1,8 @@
 """The statements of a flow's events and streams (``base_streams.Streams``), and
 ``publish``, which ``SqlStore``'s commit calls to store a write's custom status,
-events and the body's stream writes in its transaction."""
+events and the body's stream writes in its transaction. On PostgreSQL an event
+changed or an entry stored tells the readers waiting on the flow in the same
+statement (``Dialect.notify``: no statement more)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,14 @@ EVENT_COLUMNS = "flow_id, key, value, set_at"
 STREAM_COLUMNS = "flow_id, key, seq, value, at, tag"
 
 
+def notifying(d: Dialect, flow: str, before: str = ",", when: str = "") -> str:
+    """*before* and *d*'s ``notify`` of the flow in column *flow* (if *when*), to end
+    a statement with; ``""`` in a dialect without it (SQLite: readers poll)."""
+    told = d.notify.format(flow=flow)
+    told = f"CASE WHEN {when} THEN {told} END" if when else told
+    return f"{before} {told}" if d.notify else ""
+
+
 class StreamStatements:
     """The statements of events and streams in one dialect."""
 
@@ -25,6 +35,7 @@ class StreamStatements:
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({m}, {m}, {m}, {m}) "
             "ON CONFLICT (flow_id, key) DO UPDATE SET value = excluded.value, "
             "set_at = excluded.set_at WHERE events.value <> excluded.value"
+            + notifying(d, "flow_id", " RETURNING")  # (a changed value wakes readers)
         )
         self.GET_EVENT = f"SELECT value FROM events WHERE flow_id = {m} AND key = {m}"
         # The next seq of the stream (the flow's row is locked: one writer at a
@@ -33,7 +44,7 @@ class StreamStatements:
             f"INSERT INTO streams ({STREAM_COLUMNS}) "
             f"SELECT {m}, {m}, COALESCE(MAX(seq), 0) + 1, {m}, {m}, {m} FROM streams "
             f"WHERE flow_id = {m} AND key = {m} ON CONFLICT (flow_id, key, tag) DO NOTHING "
-            "RETURNING seq"
+            "RETURNING seq" + notifying(d, "flow_id")  # (a stored entry wakes readers)
         )
         self.AFTER = (
             "SELECT key, seq, value, at, tag FROM streams "

@@ -23,6 +23,7 @@ from crux_gen.status import Status
 from .rules import replaced_reason
 from .sql import C
 from .sql_limits import SqlLimits
+from .sql_publish import notifying
 from .sql_statements import FLOW_COLUMNS, Dialect
 
 #: How many times a start looks again after losing a race for its key.
@@ -46,7 +47,16 @@ class StartStatements:
             f"WHERE id = {m}"
         )
         self.LET_GO = f"UPDATE flows SET debounce_key = NULL WHERE id = {m}"
-        self.HOLDS = f"SELECT holds FROM flows WHERE id = {m}"
+        # Read at every end of a flow (``_end_hold``): on PostgreSQL it also tells
+        # the readers waiting on the flow that it ended (``Dialect.notify``), if
+        # it published anything (a NOTIFY serializes commits server-wide: the end
+        # of a flow that published nothing is left to the readers' poll).
+        published = " OR ".join(
+            f"EXISTS (SELECT 1 FROM {table} WHERE flow_id = flows.id)"
+            for table in ("events", "streams")
+        )
+        notify = notifying(d, "flows.id", when=published)
+        self.HOLDS = f"SELECT holds{notify} FROM flows WHERE id = {m}"
         self.UNHOLD = f"UPDATE flows SET holds = NULL WHERE id = {m}"
         queued = (
             f"exclusive_key = {m} AND holds IS NULL AND status = 'pending' AND blocked_by = {m}"

@@ -101,6 +101,10 @@ class Dialect:
     segment_build: str
     #: A list of values as the one parameter ``in_list`` takes.
     as_list: Callable[[Sequence[Any]], Any]
+    #: An expression telling readers waiting on flow ``{flow}`` that it published or
+    #: ended (PostgreSQL's ``pg_notify``, at commit; ``sql_publish.notifying``);
+    #: ``""``: none (readers poll).
+    notify: str = ""
 
     def lock(self, clause: str = "FOR UPDATE") -> str:
         return f" {clause}" if self.locks else ""

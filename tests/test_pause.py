@@ -236,8 +236,10 @@ def test_a_paused_flow_holds_no_slot_and_waits_for_none(store: Any) -> None:
     blocked = sorted(set(ids) - {holder.id})
     assert store.claim_due(now, 10, "w2", gate=gate) == []  # the one slot is held
     assert get_flow(blocked[0], store=store).blocked_by == "limit pause-lim-one"
-    # The holder paused (its runner still holding the lease): its slot goes back.
+    # The holder paused: its slot goes back once its runner lets go of the lease
+    # (tests/test_pause_slots.py: not before, while its step in hand runs).
     assert pause_flow(holder.id, store=store) is True
+    store.release(holder.id, "w1")
     # A blocked flow paused lets go of its block: unpaused, it asks again.
     assert pause_flow(blocked[1], store=store) is True
     assert get_flow(blocked[1], store=store).blocked_by is None

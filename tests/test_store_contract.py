@@ -555,6 +555,9 @@ def test_every_store_declares_its_caps(store: Any, clock: FakeClock) -> None:
     # wait_for_wake, and one that does not has none for a worker to find.
     assert caps.wakeups is (type(store).__name__ == "PostgresStore")
     assert callable(getattr(store, "wait_for_wake", None)) is caps.wakeups
+    # Only PostgreSQL wakes a waiting reader (NOTIFY); the others' readers poll.
+    assert caps.stream_wakeups is (type(store).__name__ == "PostgresStore")
+    assert callable(getattr(store, "watch_flow", None)) is caps.stream_wakeups
 
 
 # -- renew and release ---------------------------------------------------------------

@@ -84,3 +84,50 @@ def test_a_cancelled_flow_is_retried_from_its_page(page: Any, tmp_path: Path) ->
         assert [h.name for h in info.history] == ["reserve"]
         assert page.get_attribute("#status", "data-status") == "suspended"
     store.close()
+
+
+#: The module ``crux-gen ui --module`` imports in its process: the flow ``fork_me``
+#: defines here too, so its history replays there.
+FLOWS_MODULE = """
+from crux_gen import Step, Suspend, flow
+
+
+@flow("ui-fork-browser")
+def fork_me(ctx):
+    yield Step("reserve", lambda: "reserved")
+    yield Step("charge", lambda: "charged")
+    return (yield Suspend("approve"))
+"""
+
+
+@flow("ui-fork-browser", registry=REGISTRY)
+def fork_me(ctx: FlowContext) -> Generator[Any, Any, Any]:
+    yield Step("reserve", lambda: "reserved")
+    yield Step("charge", lambda: "charged")
+    return (yield Suspend("approve"))
+
+
+def test_a_flow_is_forked_from_a_position_of_its_history(page: Any, tmp_path: Path) -> None:
+    db = tmp_path / "crux.db"
+    (tmp_path / "fork_flows.py").write_text(FLOWS_MODULE)
+    store = SQLiteStore(db)
+    flow_id = fork_me.run(store=store).flow_id
+    options = ("--refresh", str(STILL), "--allow-actions", "--token", TOKEN)
+    with serve(db, *options, "--module", "fork_flows") as url:
+        page.goto(urllib.parse.urljoin(url, f"flows/{flow_id}?token={TOKEN}"))
+        expect(page.locator(".fork-form")).to_have_count(3)
+        with page.expect_navigation():
+            page.locator('#history-items li[data-position="1"] .fork-form button').click()
+        page.wait_for_load_state()
+        new_id = page.inner_text("#flow-id")
+        assert new_id != flow_id and page.url.split("?")[0].endswith(f"/flows/{new_id}")
+        expect(page.locator("#notice")).to_contain_text("Flow forked")
+        assert page.get_attribute("#status", "data-status") == "pending"
+        info = get_flow(new_id, store=store)
+        assert [h.name for h in info.history] == ["reserve"] and info.status == "pending"
+        assert [h.name for h in get_flow(flow_id, store=store).history] == [
+            "reserve",
+            "charge",
+            "approve",
+        ]
+    store.close()

@@ -1,17 +1,22 @@
-"""``crux-gen show ID --follow``: print a flow's new records, signals and status
-as they land, until it finishes.
+"""``crux-gen show ID --follow``: print a flow's new records, signals, events,
+stream entries and status as they land, until it finishes.
 
 The store is read again every ``--poll``; what changed since the last read is
 printed as ``show`` prints it (a record that moved on, a waiting ``Suspend`` that
 completed, is printed again with its new state). With ``--json`` each change is
 one JSON object on its own line (JSON Lines): ``{"event": "flow", ...}`` first,
-then ``record``, ``signal`` and ``status`` events.
+then ``record``, ``signal``, ``event`` (``ctx.set_event``: ``key``, ``value``,
+``set_at``), ``stream`` (``ctx.write_stream`` / ``write_stream`` / ``close_stream``:
+``key``, ``seq``, ``value``, ``closed``, ``at``) and ``status`` changes. The
+events and stream entries stored before it started come first, after the flow.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, cast
 
 import click
 
@@ -20,8 +25,10 @@ from ..commands import describe
 from ..control import consumed_in_this_run, get_flow
 from ..errors import FlowNotFoundError
 from ..results import FlowInfo
+from ..stores.base_streams import Streams
+from ..stores.caps import caps_of
 from . import CLIStore
-from .format import clean, echo, error_lines, fold_all, to_json, value_lines
+from .format import at, clean, echo, error_lines, fold_all, to_json, value_lines
 from .show import entry_lines, signal_lines, status_text
 
 
@@ -31,11 +38,22 @@ def follow(
     """Print the changes of the flow *first* shows until it finishes (or is deleted,
     or Ctrl-C), reading it every *poll* seconds."""
     last = first
+    published = Published(store, first.flow_id)
     if as_json:
         click.echo(to_json({"event": "flow", **codec.converter.unstructure(first)}))
-    elif not first.status.finished:
-        echo(f"following flow {first.flow_id} until it finishes (Ctrl-C stops)")
+
+    def show(item: dict[str, Any], info: FlowInfo) -> None:
+        if as_json:
+            click.echo(to_json(item))
+            return
+        for line in fold_all(lines_of(item, info, store, full=full, fit=fit), fit):
+            echo(line)
+
     try:
+        for item in published.changes():  # those stored already
+            show(item, first)
+        if not as_json and not first.status.finished:
+            echo(f"following flow {first.flow_id} until it finishes (Ctrl-C stops)")
         while not last.status.finished:
             time.sleep(poll)
             try:
@@ -43,15 +61,53 @@ def follow(
             except FlowNotFoundError:
                 echo(f"flow {first.flow_id} was deleted", err=True)
                 return
-            for item in changes(last, info):
-                if as_json:
-                    click.echo(to_json(item))
-                else:
-                    for line in fold_all(lines_of(item, info, store, full=full, fit=fit), fit):
-                        echo(line)
+            items = changes(last, info)
+            ended = items[-1:] if items and items[-1]["event"] == "status" else []
+            for item in items[: len(items) - len(ended)] + published.changes() + ended:
+                show(item, info)
             last = info
     except KeyboardInterrupt:
         return
+
+
+class Published:
+    """A flow's events and stream entries not shown yet (``changes``): an event
+    whose value or time changed, a stream entry (by key and ``seq``) new."""
+
+    def __init__(self, store: CLIStore, flow_id: str) -> None:
+        self.store = cast(Streams, store) if caps_of(store).streams else None
+        self.flow_id = flow_id
+        self.events: dict[str, tuple[str, float]] = {}
+        self.entries: set[tuple[str, int]] = set()
+
+    def changes(self) -> list[dict[str, Any]]:
+        if self.store is None:
+            return []
+        found: list[dict[str, Any]] = []
+        for event in self.store.flow_events(self.flow_id):
+            if self.events.get(event.key) != (event.value, event.set_at):
+                self.events[event.key] = (event.value, event.set_at)
+                found.append({"event": "event", "key": event.key, "value": loose(event.value),
+                              "set_at": iso(event.set_at)})  # fmt: skip
+        for row in self.store.flow_streams(self.flow_id):
+            if (row.key, row.seq) not in self.entries:
+                self.entries.add((row.key, row.seq))
+                value = None if row.value is None else loose(row.value)
+                found.append({"event": "stream", "key": row.key, "seq": row.seq, "value": value,
+                              "closed": row.value is None, "at": iso(row.at)})  # fmt: skip
+        return found
+
+
+def loose(text: str) -> Any:
+    """A stored JSON value (one that is no JSON: its text, as ``show --json``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
 def changes(old: FlowInfo, new: FlowInfo) -> list[dict[str, Any]]:
@@ -100,6 +156,15 @@ def lines_of(
     if event == "signal":
         [sig] = [s for s in info.signals if s.id == item["id"]]
         return signal_lines(sig, full=full, fit=fit)
+    if event == "event":
+        when = at(datetime.fromisoformat(item["set_at"]))
+        head = f"event    {clean(repr(item['key']))} set {when}"
+        return [head, *value_lines("value", item["value"], "       ", full=full, fit=fit)]
+    if event == "stream":
+        head = f"stream   {clean(repr(item['key']))} #{item['seq']}"
+        if item["closed"]:
+            return [head + " closed"]
+        return value_lines(head, item["value"], "", full=full, fit=fit)
     lines = [f"status   {status_text(info, now)}"]
     if info.status.value == "completed":
         lines += value_lines("value", info.value, "", full=full, fit=fit, sep="    ")

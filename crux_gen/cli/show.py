@@ -192,12 +192,17 @@ SIGNAL_STATES = {
 
 def start_lines(info: FlowInfo, now: datetime, lines: list[str]) -> list[str]:
     """A pending flow's due time (inserted into *lines*), and the lines of its
-    priority and of what blocks it, to append."""
+    priority, of what blocks it and of its recoveries in a row, to append."""
     if info.status == Status.PENDING and info.wake_at is not None and info.blocked_by is None:
         lines.insert(3, f"due      {at(info.wake_at)} ({relative(info.wake_at, now)})")
     more = [f"priority {info.priority}"] if info.priority else []
     if info.blocked_by is not None:
         more.append(f"blocked  by {clean(info.blocked_by)}")
+    if info.recoveries:
+        more.append(
+            f"recovery {info.recoveries} in a row: runners' leases lapsed with nothing "
+            "recorded (@flow max_recoveries)"
+        )
     return more
 
 

@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import click
 
 from . import CLIError, Count, Seconds, db_option, store_at
+from .deploy import import_module
 from .format import echo, to_json
 
 #: Hosts only this machine can reach: any other --host prints a warning.
@@ -103,6 +104,13 @@ class QuietHandler(WSGIRequestHandler):
     help="Seconds between a page's reloads of its data (0: never; at most a day).",
 )
 @click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="A module defining flows, imported first (repeatable): a flow page can fork its flows.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -115,6 +123,7 @@ def ui_command(
     allow_actions: bool,
     token: str | None,
     refresh: float,
+    modules: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Serve the dashboard of the flows in --db until SIGINT or SIGTERM.
@@ -124,15 +133,17 @@ def ui_command(
     timeline of its commands, their results and errors, and its signals. Both
     reload their data every --refresh seconds.
 
-    Read-only unless --allow-actions: then a flow's page can signal, cancel and
-    retry it, once the browser has visited the address printed at start (it
-    carries the token). It listens on 127.0.0.1 only, unless --host says
-    otherwise. The first line printed is the address it serves.
+    Read-only unless --allow-actions: then a flow's page can signal, cancel,
+    pause, unpause and retry it, and fork it from any position of its history
+    (the flows of the --module modules: a fork replays the history kept against
+    the flow's code first), once the browser has visited the address printed at
+    start (it carries the token). It listens on 127.0.0.1 only, unless --host
+    says otherwise. The first line printed is the address it serves.
 
     \b
     Example:
       crux-gen ui --db crux.db
-      crux-gen ui --db crux.db --port 0 --allow-actions
+      crux-gen ui --db crux.db --port 0 --allow-actions --module myapp.flows
     """
     try:
         from ..ui import make_app
@@ -142,6 +153,8 @@ def ui_command(
         raise CLIError("--token is for --allow-actions (a read-only dashboard takes no token)")
     if allow_actions and token is not None and not token.strip():
         raise CLIError("--token is empty; give a token, or leave it out to have one made")
+    for module in modules:
+        import_module(module)
     made = allow_actions and token is None
     if made:
         token = secrets.token_urlsafe(24)

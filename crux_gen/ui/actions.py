@@ -1,5 +1,6 @@
 """What the flow page's forms do, with actions allowed: signal, cancel, pause,
-unpause or retry a flow, as the CLI does, refusing before anything changes what cannot be done."""
+unpause, retry or fork a flow, as the CLI does, refusing before anything changes
+what cannot be done."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 from typing import Any
 
 from ..control import cancel_flow, pause_flow, signal_flow, unpause_flow
-from ..errors import FlowClosedError, InvalidValueError
+from ..errors import FlowClosedError, FlowNotRegisteredError, InvalidValueError
+from ..forking import fork_flow
 from ..status import FINISHED, Status
 from . import pages
 
@@ -19,7 +21,15 @@ DONE = {
     "retry": "Flow retried: the next worker pass or resume runs it again.",
     "pause": "Flow paused: no worker runs it until it is unpaused.",
     "unpause": "Flow unpaused: whatever became due runs at the next worker pass.",
+    "fork": "Flow forked: this new flow is due; a worker running its module runs it, "
+    "replaying the history kept and running the rest again.",
 }
+
+#: What the dashboard tells to do when the flow to fork is not registered in its process.
+FORK_HINT = (
+    'start the dashboard with --module M, M the module that defines @flow("{name}") '
+    "(crux-gen ui --module M --allow-actions), as crux-gen fork --module does; nothing was created"
+)
 
 
 class ActionError(Exception):
@@ -117,6 +127,19 @@ def retry(store: Any, flow_id: str) -> str:
         )
     store.retry_failed(stored.id, store.clock.now().timestamp())
     return "retry"
+
+
+def fork(store: Any, flow_id: str, form: dict[str, str]) -> str:
+    """``crux-gen fork ID --at N``: the new flow's id. ``at`` is a position of the
+    history (its record runs again); the flow must be registered in this process
+    (``crux-gen ui --module M``), else 409 and nothing is created."""
+    text = form.get("at", "").strip()
+    if not text.isdigit():
+        raise ActionError(400, f"fork at {text!r}: give a position of the history (0, 1, …)")
+    try:
+        return fork_flow(flow_id, at=int(text), store=store)
+    except FlowNotRegisteredError as exc:
+        raise ActionError(409, str(exc.with_hint(FORK_HINT))) from None
 
 
 def nul_error(what: str, value: str, then: str) -> InvalidValueError:

@@ -17,7 +17,7 @@ under any prefix. Pages:
 - ``GET /flows/<id>``: one flow, a window of its history (``?start=N``), and
   ``?tail=P`` its changes as JSON (:mod:`~crux_gen.ui.flowview`); with actions
   allowed, ``POST /flows/<id>`` with ``action`` = ``signal``, ``cancel``, ``pause``,
-  ``unpause`` or ``retry``;
+  ``unpause``, ``retry`` or ``fork`` (with ``at``: it leads to the new flow's page);
 - ``GET /metrics``: the store's counts, and this process's metrics when it is
   instrumented, in the Prometheus text format (:mod:`~crux_gen.ui.promtext`);
 - ``GET /static/<file>``: the stylesheet and the script that refreshes pages.
@@ -44,7 +44,7 @@ from ..errors import (
     StoreError,
 )
 from . import bulk, flows, flowview, pages, promtext
-from .actions import ActionError, nul_error, perform
+from .actions import ActionError, fork, nul_error, perform
 from .host import action_form, no_token
 from .sessions import Sessions
 from .wsgi import SECURITY_HEADERS, Request, Response, StartResponse, redirect
@@ -69,7 +69,8 @@ def make_app(
     >>> app = make_app(SQLiteStore("crux.db"))
 
     Read-only unless *allow_actions*: then the flow page has forms to signal,
-    cancel, pause, unpause and retry a flow. A POST must come from a session (the cookie a visit
+    cancel, pause, unpause, retry and fork a flow (a fork needs the flow registered
+    in this process: import its module first). A POST must come from a session (the cookie a visit
     of ``/?token=…`` sets, a new session per visit) or carry *token* in an
     ``Authorization: Bearer`` header, and carry the CSRF field of a page shown to
     that same session, else it gets 403 and changes nothing; a POST with
@@ -293,7 +294,7 @@ class Dashboard:
 
     def act(self, request: Request, flow_id: str) -> Response:
         """A POST from one of the flow page's forms: check the token and the CSRF field,
-        then signal, cancel, pause, unpause or retry the flow (:mod:`crux_gen.ui.actions`)."""
+        then signal, cancel, pause, unpause, retry or fork the flow (:mod:`crux_gen.ui.actions`)."""
         who = self.sessions.who(request)
         if who is None:
             return no_token(self, request)
@@ -304,6 +305,9 @@ class Dashboard:
         if isinstance(form, Response):
             return form
         try:
+            if form.get("action") == "fork":  # to the new flow's page
+                made = fork(self.store, flow_id, form)
+                return redirect(f"{flow_url(request.base, made)}?done=fork")
             done = perform(self.store, flow_id, form)
         except FlowNotFoundError:
             return self.error_page(request, 404, "No such flow", f"no flow has the id {flow_id!r}")
