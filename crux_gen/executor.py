@@ -136,8 +136,8 @@ class Executor(Hand):
         for run in due:
             write = run.write()
             published = run.ctx._published
-            if published:  # ctx.set_event & co. go with it, ahead of the calls
-                write = published.carried(write or Write())
+            if published and (write is None or not (write.events or write.streams)):
+                write = published.carried(write or Write())  # ahead of the calls
             if write is not None:
                 if run.step_parts or any(call.limits for call in run.calls):
                     write = steplimits.prepared(run, write)

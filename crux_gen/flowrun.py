@@ -48,6 +48,7 @@ from .flow import Flow, FlowContext
 from .guards import parked_wake, stopper
 from .handlers import HANDLERS
 from .interpreter import Failed, Finished, Interpreter, RunAll
+from .publishing import step_write
 from .records import (
     COMPLETED,
     PENDING,
@@ -309,8 +310,8 @@ class FlowRun:
                 children=children,
                 **fields,
             )
-        if self.records:
-            return Write(tuple(self.records.values()))  # a step's commit, the hot path
+        if self.records:  # a step's commit, the hot path (with what the body published)
+            return step_write(tuple(self.records.values()), self.ctx._published)
         return None
 
     def settle(self, write: Write, outcome: CommitOutcome) -> Event:

@@ -18,13 +18,13 @@ import attrs
 from . import codec
 from .interpreter import Interpreter
 from .names import check_name
-from .records import Write
+from .records import StoredRecord, Write
 
 
 class Published:
     """Events and stream writes a run's body made since its last write."""
 
-    __slots__ = ("_at", "events", "interp", "run", "store", "streams")
+    __slots__ = ("_at", "_whats", "events", "interp", "run", "store", "streams")
 
     def __init__(self, run: int, interp: Interpreter, store: Any) -> None:
         self.run = run
@@ -33,6 +33,7 @@ class Published:
         self.events: dict[str, str] = {}
         self.streams: list[tuple[str, str, str | None]] = []
         self._at = (-1, 0)  # (position, writes made at it)
+        self._whats: dict[tuple[str, str], str] = {}  # (kind, key) checked: its ``what``
 
     def __bool__(self) -> bool:
         return bool(self.events or self.streams)
@@ -41,8 +42,11 @@ class Published:
         """*kind* ``"event"``, ``"stream"`` or ``"close"`` of *key* at the body's
         position; ``SerializationError`` (at the call) for a value JSON cannot hold."""
         position = self.interp.position
-        check_name(key, what=f"{'event' if kind == 'event' else 'stream'} key")
-        what = f"{'event' if kind == 'event' else 'stream'} {key!r} of flow {flow_id!r}"
+        what = self._whats.get((kind, key)) if isinstance(key, str) else None
+        if what is None:  # a key's first write (a key checked once per run)
+            noun = "event" if kind == "event" else "stream"
+            check_name(key, what=f"{noun} key")
+            what = self._whats[kind, key] = f"{noun} {key!r} of flow {flow_id!r}"
         if kind == "event":
             self.events[key] = codec.encode(value, what=what)
             return
@@ -52,9 +56,9 @@ class Published:
         self.streams.append((key, f"{self.run}:{position}:{n}", text))
 
     def carried(self, write: Write) -> Write:
-        """*write* carrying what is pending."""
-        events, streams = tuple(self.events.items()), tuple(self.streams)
-        return attrs.evolve(write, events=events, streams=streams)
+        """*write* carrying what is pending (``ctx.set_event`` & co. go with the
+        run's next write, ahead of its calls)."""
+        return attrs.evolve(write, events=tuple(self.events.items()), streams=tuple(self.streams))
 
     def written(self, write: Write) -> None:
         """*write* was stored: what it carried is no longer pending."""
@@ -62,3 +66,11 @@ class Published:
             if self.events.get(key) is value:
                 del self.events[key]
         del self.streams[: len(write.streams)]
+
+
+def step_write(records: tuple[StoredRecord, ...], published: Published | None) -> Write:
+    """A step's write of *records* (``FlowRun.write``'s hot path), carrying what
+    *published* holds pending: built once, not carried after."""
+    if not published:
+        return Write(records)
+    return Write(records, events=tuple(published.events.items()), streams=tuple(published.streams))

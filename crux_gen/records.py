@@ -205,6 +205,16 @@ class Write:
     def is_step(self) -> bool:
         """One record and nothing else: a step's result, which stores write on their
         hot path (one fenced statement)."""
+        return not self.events and not self.streams and self._is_record_alone()
+
+    @property
+    def is_published_step(self) -> bool:
+        """A step's result and what the body published before it (events, stream
+        writes), nothing else: SQL stores write its fenced record and those in one
+        transaction, without the general path's reads (``sql_publish.published_step``)."""
+        return bool(self.events or self.streams) and self._is_record_alone()
+
+    def _is_record_alone(self) -> bool:
         return (
             len(self.records) == 1
             and self.status is None
@@ -216,8 +226,6 @@ class Write:
             and not self.wait_children
             and not self.free_slots
             and not self.take_slots
-            and not self.events
-            and not self.streams
         )
 
 

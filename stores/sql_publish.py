@@ -84,6 +84,44 @@ def publish(store: Any, conn: Any, flow_id: str, now: float, write: Write) -> No
         store._run(conn, s.APPEND, (flow_id, key, entry, now, tag, flow_id, key)).fetchall()
 
 
+def published_step(
+    store: Any, conn: Any, flow_id: str, owner: str, now: float, write: Write
+) -> bool:
+    """A step's result with what its body published (``Write.is_published_step``),
+    in the commit's transaction without the general path's reads: the step's fenced
+    record (``PUT_RECORD_FENCED``: only while *owner* holds the lease of the running
+    flow, and only where the record fits), then, only if it went in, its events and
+    stream writes. ``False``: nothing was written (the general path decides why)."""
+    if not store._put_fenced(conn, store._sql.fenced(flow_id, owner, write.records[0])):
+        return False
+    publish(store, conn, flow_id, now, write)
+    return True
+
+
+@cache
+def step_with_events(sql: Any) -> str:
+    """PostgreSQL (``Dialect.cte_fence``): a step's fenced record (``sql``'s
+    ``PUT_RECORD_FENCED``) and its events in one statement, one round trip: the
+    events (keys and values as two arrays) go in only with the record, as in
+    ``published_step``, by ``SET_EVENT`` itself (its conflict rule, and whatever it
+    returns); one row back when they did (``step_with_events_params``)."""
+    m = sql.dialect.mark
+    one = f"VALUES ({m}, {m}, {m}, {m})"
+    rows = f"SELECT {m}, k, v, {m} FROM unnest({m}::text[], {m}::text[]) AS u(k, v) "
+    set_event = statements(sql.dialect).SET_EVENT
+    assert one in set_event  # (SET_EVENT's rows, one by one)
+    events = set_event.replace(one, rows + "WHERE EXISTS (SELECT 1 FROM rec)", 1)
+    return f"WITH rec AS ({sql.PUT_RECORD_FENCED} RETURNING 1), ev AS ({events}) SELECT 1 FROM rec"
+
+
+def step_with_events_params(
+    sql: Any, flow_id: str, owner: str, now: float, write: Write
+) -> tuple[Any, ...]:
+    events = dict(write.events)  # (a key twice: the last value, as one by one)
+    keys, values = list(events), list(events.values())
+    return (*sql.fenced(flow_id, owner, write.records[0]), flow_id, now, keys, values)
+
+
 #: The tables of events and streams: SQLite's schema version 11, PostgreSQL's 10
 #: (``{real}``, ``{int}``: the dialect's float and integer types).
 STREAM_DDL = (

@@ -73,7 +73,7 @@ RECOVERY_DDL = (
 )
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # (a key of the statements' caches, on every write)
 class Dialect:
     """What one database spells its own way."""
 

@@ -6,10 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from crux_gen.errors import FlowNotFoundError
+from crux_gen.records import CommitOutcome, Write
 
 from .base_streams import EventRow, StreamRow
+from .rules import RUNNING_OUTCOME
 from .sql import C
-from .sql_publish import StreamStatements, statements
+from .sql_publish import (
+    StreamStatements,
+    published_step,
+    statements,
+    step_with_events,
+    step_with_events_params,
+)
 from .sql_signals import SqlSignals
 
 
@@ -19,6 +27,31 @@ class SqlStreams(SqlSignals[C]):
     @property
     def _streams_sql(self) -> StreamStatements:
         return statements(self._sql.dialect)
+
+    def commit(self, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        if write.is_published_step and self._put_published(flow_id, owner, now, write):
+            return RUNNING_OUTCOME
+        return super().commit(flow_id, owner, now, write)  # (its fence said no: the full write)
+
+    def _put_published(self, flow_id: str, owner: str, now: float, write: Write) -> bool:
+        """A step's write with what its body published, in one transaction without
+        the general path's reads: whether it went in (else nothing of it did)."""
+        if self._sql.dialect.cte_fence and not write.streams:
+            # PostgreSQL: the step and its events in one statement, one round trip.
+            params = step_with_events_params(self._sql, flow_id, owner, now, write)
+            return bool(self._execute(step_with_events(self._sql), params) == 1)
+
+        def put(conn: C) -> bool:
+            return published_step(self, conn, flow_id, owner, now, write)
+
+        return self._atomically(put)
+
+    def _apply(self, conn: C, flow_id: str, owner: str, now: float, write: Write) -> CommitOutcome:
+        """A step's write with what its body published goes in without the general
+        path's reads (``published_step``), or, when its fence says no, that path's."""
+        if write.is_published_step and published_step(self, conn, flow_id, owner, now, write):
+            return RUNNING_OUTCOME
+        return super()._apply(conn, flow_id, owner, now, write)
 
     def read_event(self, flow_id: str, key: str) -> tuple[str | None, str | None]:
         s = self._streams_sql

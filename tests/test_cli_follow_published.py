@@ -36,9 +36,21 @@ def talker(ctx: FlowContext) -> Any:
     return answer
 
 
-def finish_later(store: Any, flow_id: str) -> threading.Thread:
+def finish_later(store: Any, flow_id: str, monkeypatch: pytest.MonkeyPatch) -> threading.Thread:
+    """Finish the flow on a thread once ``follow`` has taken its first look (its first
+    sleep between polls), so what it found stored already is told apart from what
+    lands later however slow the machine is."""
+    looked = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        looked.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr("crux_gen.cli.follow.time.sleep", sleep)
+
     def finish() -> None:
-        time.sleep(0.2)
+        looked.wait(30)
         signal_flow(flow_id, "go", "yes", store=store)
         talker.run(store=store, resume=flow_id)
 
@@ -48,11 +60,11 @@ def finish_later(store: Any, flow_id: str) -> threading.Thread:
 
 
 def test_follow_json_streams_events_and_stream_entries(
-    store: Any, capsys: pytest.CaptureFixture[str]
+    store: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flow_id = talker.run(store=store).flow_id
     first = get_flow(flow_id, store=store)
-    thread = finish_later(store, flow_id)
+    thread = finish_later(store, flow_id, monkeypatch)
     try:
         capsys.readouterr()
         follow(store, first, poll=0.02, full=False, fit=200, as_json=True)
@@ -77,12 +89,12 @@ def test_follow_json_streams_events_and_stream_entries(
 
 
 def test_follow_prints_published_values_escaped(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "crux.db"
     store = SQLiteStore(db)
     flow_id = talker.run(store=store).flow_id
-    thread = finish_later(store, flow_id)
+    thread = finish_later(store, flow_id, monkeypatch)
     capsys.readouterr()
     try:
         with pytest.raises(SystemExit) as exited:
