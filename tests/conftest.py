@@ -8,6 +8,7 @@ PostgreSQL store gets a fresh schema of its own on one server per session
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,23 @@ STORES = ["memory", "sqlite", "postgres"]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test ``postgres``, ``browser``, ``processes``, ``slow`` as it needs
-    (``tests/markers.py``), so ``-m "not slow"`` and the like select by them."""
+    (``tests/markers.py``), so ``-m "not slow"`` and the like select by them. The
+    browser tests run on one pytest-xdist worker, one Chromium at a time, each module
+    starting it once (its ``browser`` fixture), as in a run without workers."""
     for item in items:
         for name in markers.markers_of(item):
             item.add_marker(name)
+            if name == "browser":  # one pytest-xdist worker runs them all (--dist loadgroup)
+                item.add_marker(pytest.mark.xdist_group("browser"))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` (pyproject's addopts) starts: two per core, 4 on CI's
+    2 cores, at most 8. Most of a test's time is spent waiting (on the processes it
+    starts, fsync, PostgreSQL, Chromium), so more workers than cores pay; each worker
+    starts its own PostgreSQL server when one of its tests needs one (``pg_server``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(8, 2 * (cores or 1)))
 
 
 @pytest.fixture

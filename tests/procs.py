@@ -142,16 +142,18 @@ def between(ctx: FlowContext) -> Generator[Any, Any, list[Any]]:
 
 @flow("xproc-deadline")
 def deadline(ctx: FlowContext) -> Generator[Any, Any, Any]:
-    """``step-1``, then ``Suspend("go", timeout="2s")``. While replaying, the body
+    """``step-1``, then ``Suspend("go", timeout="6s")``. While replaying, the body
     says so with the file ``<log>.replaying`` and waits for ``<log>.go`` first, so
-    a test can send signals while the flow is held and let its deadline pass."""
+    a test can send signals while the flow is held and let its deadline pass. (6 s:
+    the test starts a second process and signals it before the deadline, which took
+    over 2 s on 2 busy cores.)"""
     yield _step(ctx, "step-1")
     if ctx.is_replaying:
         Path(ctx.input["log"] + ".replaying").touch()
         limit = time.monotonic() + 30
         while not os.path.exists(ctx.input["log"] + ".go") and time.monotonic() < limit:
             time.sleep(0.005)
-    return (yield Suspend("go", timeout="2s"))
+    return (yield Suspend("go", timeout="6s"))
 
 
 # -- commands -----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from tests.stress.liveness import LOST_LEASE, Options, Report, check_steps, run
 #: prunes reach children whose parent has not taken their end yet (item 5), pairs of
 #: parents name one child id (item 2: the second gets FlowIdTakenError), flows that
 #: failed on a step or a child branch of an All are retried (item 6).
-CHAOS = Options(seconds=8.0, seed=20261206, shared_children=True, drain_seconds=10.0)
+CHAOS = Options(seconds=8.0, seed=20261206, shared_children=True, drain_seconds=30.0)
 
 
 def db_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

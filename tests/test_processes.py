@@ -382,10 +382,12 @@ def test_a_step_longer_than_the_lease_keeps_the_flow_from_other_runners(procs: P
     flow_id = "renewed-1"
     a = procs.spawn(
         "start", "--log", procs.log, "--steps", "3", "--flow-id", flow_id, "--lease-ttl", "1s",
-        sleep={"step-2": 3},
+        sleep={"step-2": 6},
     )  # fmt: skip
     wait_for(lambda: procs.step_times(flow_id, "start")["step-2"], "step-2 to start")
     step_started = procs.first_time(flow_id, "step-2")
+    # (6 s: B's own start-up took over 3 s on 2 busy cores, and B must try while A's
+    # step still runs, more than 2 s in.)
     b = procs.spawn("keep-resuming", flow_id, "--lease-ttl", "1s")
 
     [ran] = procs.finish(a)
@@ -577,7 +579,7 @@ def test_a_flow_cancelled_between_two_steps_never_starts_the_next_one(procs: Pro
 def test_a_signal_sent_in_time_while_another_process_resumes_the_flow_is_not_lost(
     procs: Procs,
 ) -> None:
-    """Process B resumes a flow parked at a 2 s wait and is slow to replay; a signal
+    """Process B resumes a flow parked at a 6 s wait and is slow to replay; a signal
     sent in time meanwhile is consumed although B reaches the wait after its
     deadline, and a signal sent after the deadline is refused while B holds it."""
     flow_id = "deadline-1"
@@ -589,7 +591,7 @@ def test_a_signal_sent_in_time_while_another_process_resumes_the_flow_is_not_los
     signal_flow(flow_id, "go", {"in": "time"}, store=store)
     deadline = store.load(flow_id).deadline
     assert deadline is not None
-    wait_for(lambda: time.time() > deadline + 0.05, "the deadline to pass", 5)
+    wait_for(lambda: time.time() > deadline + 0.05, "the deadline to pass", 10)
     with pytest.raises(FlowClosedError, match="expired"):
         signal_flow(flow_id, "go", {"too": "late"}, store=store)
     Path(procs.log + ".go").touch()

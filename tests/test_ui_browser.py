@@ -290,25 +290,41 @@ def shown_counts(page: Any) -> dict[str, int]:
 
 def apply_filter(page: Any, *, status: str | None = None, name: str | None = None) -> None:
     """Set the filter form's fields and submit it (whether or not the page submits it
-    by itself when the select changes: the values are set without a change event)."""
-    form = page.locator("#filter")
-    form.evaluate(
-        """(f, [status, name]) => {
-            if (status !== null) f.elements.status.value = status;
-            if (name !== null) f.elements.name.value = name;
-        }""",
-        [status, name],
-    )
-    if status is not None:
-        assert form.locator('select[name="status"]').input_value() == status
-    with page.expect_navigation():
-        form.evaluate("f => f.requestSubmit()")
-    page.wait_for_load_state()
+    by itself when the select changes: the values are set without a change event).
+    A list that refreshes itself may reload between the two, submitting a fresh form
+    (on a busy machine): then the page's address lacks the values, and it goes again."""
+    for attempt in range(3):
+        form = page.locator("#filter")
+        form.evaluate(
+            """(f, [status, name]) => {
+                if (status !== null) f.elements.status.value = status;
+                if (name !== null) f.elements.name.value = name;
+            }""",
+            [status, name],
+        )
+        if status is not None:
+            assert form.locator('select[name="status"]').input_value() == status
+        with page.expect_navigation():
+            form.evaluate("f => f.requestSubmit()")
+        page.wait_for_load_state()
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)
+        wanted = {"status": status, "name": name}
+        if all(query.get(k, [""]) == [v] for k, v in wanted.items() if v) or attempt == 2:
+            return
 
 
 def open_flow(page: Any, flow_id: str) -> None:
-    page.locator(f'#flows tr[data-flow-id="{flow_id}"] a.flow-link').click()
-    expect(page.locator("#flow-id")).to_contain_text(flow_id)
+    """Click the flow's link in the list. A list that refreshes itself may reload just
+    as the link is followed (on a busy machine the reload wins): then click again."""
+    link = page.locator(f'#flows tr[data-flow-id="{flow_id}"] a.flow-link')
+    for attempt in range(3):
+        link.click()
+        try:
+            expect(page.locator("#flow-id")).to_contain_text(flow_id)
+            return
+        except AssertionError:
+            if attempt == 2 or page.locator("#flows").count() == 0:
+                raise
 
 
 def check_flow_page(page: Any, demo: Demo, flow_id: str) -> None:
