@@ -21,7 +21,7 @@ from ..errors import CruxError, FlowNotFoundError, FlowStateError, StoreError
 from ..records import StoredFlow
 from . import CLIError, CLIStore
 from .filters import Filters, error_of, filter_options, matching
-from .format import JsonList, clean, echo
+from .format import JsonList, clean, echo, to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -193,3 +193,13 @@ def error_of_row(row: StoredFlow, summary: Any) -> str | None:
     """A dry run's note on a flow: its error, if it failed."""
     text = error_of(summary)
     return clean(text) if text else None
+
+
+def dry_run_one(verb: str, stored: StoredFlow, as_json: bool) -> None:
+    """``--dry-run`` of one ID (checked as the real command checks it)."""
+    if as_json:
+        found = {"id": stored.id, "name": stored.name, "status": stored.status}
+        click.echo(to_json({**found, "outcome": f"would {verb}", "reason": None}))
+        return
+    echo(f"would {verb} flow {stored.id} ({stored.name}, {stored.status})")
+    echo("nothing changed (--dry-run)")

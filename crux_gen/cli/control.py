@@ -24,7 +24,7 @@ from . import (
     find_flow,
     store_at,
 )
-from .bulk import Action, bulk_options, check_target, run_all
+from .bulk import Action, bulk_options, check_target, dry_run_one, run_all
 from .filters import read_filters
 from .format import at, cut, echo, to_json
 
@@ -90,16 +90,6 @@ def signal_command(
 
 
 # -- one flow or many: cancel, retry, delete -------------------------------------------
-
-
-def dry_run_one(verb: str, stored: StoredFlow, as_json: bool) -> None:
-    """``--dry-run`` of one ID (checked as the real command checks it)."""
-    if as_json:
-        found = {"id": stored.id, "name": stored.name, "status": stored.status}
-        click.echo(to_json({**found, "outcome": f"would {verb}", "reason": None}))
-        return
-    echo(f"would {verb} flow {stored.id} ({stored.name}, {stored.status})")
-    echo("nothing changed (--dry-run)")
 
 
 @click.command("cancel")

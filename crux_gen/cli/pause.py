@@ -15,7 +15,7 @@ from ..errors import FlowClosedError
 from ..records import StoredFlow
 from ..status import FINISHED, Status
 from . import CLIError, CLIStore, db_option, find_flow, store_at
-from .bulk import Action, bulk_options, check_target, run_all
+from .bulk import Action, bulk_options, check_target, dry_run_one, run_all
 from .filters import read_filters
 from .format import at, echo, to_json
 
@@ -37,16 +37,6 @@ def pause_one(store: CLIStore, row: StoredFlow) -> str | None:
 def unpause_one(store: CLIStore, row: StoredFlow) -> str | None:
     """``unpause --all``'s action on one flow: ``None``, or why it was left."""
     return None if unpause_flow(row.id, store=store) else "not paused any more"
-
-
-def dry_run_one(verb: str, stored: StoredFlow, as_json: bool) -> None:
-    """``--dry-run`` of one ID that the command would change."""
-    if as_json:
-        found = {"id": stored.id, "name": stored.name, "status": stored.status}
-        click.echo(to_json({**found, "outcome": f"would {verb}", "reason": None}))
-        return
-    echo(f"would {verb} flow {stored.id} ({stored.name}, {stored.status})")
-    echo("nothing changed (--dry-run)")
 
 
 @click.command("pause")
