@@ -292,24 +292,31 @@ def apply_filter(page: Any, *, status: str | None = None, name: str | None = Non
     """Set the filter form's fields and submit it (whether or not the page submits it
     by itself when the select changes: the values are set without a change event).
     A list that refreshes itself may reload between the two, submitting a fresh form
-    (on a busy machine): then the page's address lacks the values, and it goes again."""
-    for attempt in range(3):
+    (on a busy machine): then the page's address lacks the values, and it goes again;
+    a reload in the middle of setting them destroys the page's context: again too."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(5):
         form = page.locator("#filter")
-        form.evaluate(
-            """(f, [status, name]) => {
-                if (status !== null) f.elements.status.value = status;
-                if (name !== null) f.elements.name.value = name;
-            }""",
-            [status, name],
-        )
-        if status is not None:
-            assert form.locator('select[name="status"]').input_value() == status
-        with page.expect_navigation():
-            form.evaluate("f => f.requestSubmit()")
+        try:
+            form.evaluate(
+                """(f, [status, name]) => {
+                    if (status !== null) f.elements.status.value = status;
+                    if (name !== null) f.elements.name.value = name;
+                }""",
+                [status, name],
+            )
+            if status is not None:
+                assert form.locator('select[name="status"]').input_value() == status
+            with page.expect_navigation():
+                form.evaluate("f => f.requestSubmit()")
+        except PlaywrightError as exc:  # the list's own reload destroyed the page meanwhile
+            if "context was destroyed" not in str(exc) or attempt == 4:
+                raise
         page.wait_for_load_state()
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)
         wanted = {"status": status, "name": name}
-        if all(query.get(k, [""]) == [v] for k, v in wanted.items() if v) or attempt == 2:
+        if all(query.get(k, [""]) == [v] for k, v in wanted.items() if v) or attempt == 4:
             return
 
 
